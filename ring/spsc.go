@@ -1,0 +1,205 @@
+package ring
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+)
+
+// cacheLine is the padding unit; see the package documentation.
+const cacheLine = 128
+
+// Status is the outcome of a push.
+type Status uint8
+
+const (
+	// Pushed: the item is in the ring.
+	Pushed Status = iota
+	// PushedWatermark: the item is in the ring, and the ring just reached its
+	// watermark (or passed another watermark's worth of items since the last
+	// one): wake the consumer.
+	PushedWatermark
+	// Full: the ring is full; the item was not stored.
+	Full
+	// Sealed: the ring is sealed; the item was not stored.
+	Sealed
+)
+
+// ErrSize is returned by NewSPSC for a size that is not a power of two >= 2.
+var ErrSize = errors.New("ring: size must be a power of two >= 2")
+
+// SPSC is a bounded single-producer single-consumer ring. Create it with
+// NewSPSC; the zero value is not usable.
+type SPSC[T any] struct {
+	_ [cacheLine]byte
+
+	// Producer's line. tail is written only by the producer (published with
+	// a release store) and loaded by the consumer. headCache and limit are
+	// producer-private; limit is the tail at which the next push must look at
+	// head (the ring may be full) or report a watermark. Invariant: limit >= tail.
+	// sealed is written by Seal, read by the producer on
+	// every push; it is written once in the ring's life, so it costs the
+	// producer one cache miss in total.
+	tail      atomic.Uint64
+	headCache uint64 // last head the producer saw; <= head
+	limit     uint64 // the producer takes the slow path when tail == limit
+	sealed    atomic.Uint32
+	psync     producerSync // empty unless -race
+	_         [cacheLine - 8*3 - 4 - unsafe.Sizeof(producerSync{})]byte
+
+	// Consumer's line. head is written only by the consumer, loaded by the
+	// producer when its cache says full. tailCache is consumer-private.
+	head      atomic.Uint64
+	tailCache uint64
+	_         [cacheLine - 16]byte
+
+	// Read-only after NewSPSC.
+	mask      uint64
+	watermark uint64
+	buf       []T
+	_         [cacheLine - 8*2 - 24]byte
+}
+
+// NewSPSC returns a ring of size slots (a power of two >= 2). The producer's
+// push reports PushedWatermark each time the ring holds watermark items more
+// than at the last report, counted from the consumer's position; watermark <= 0
+// or > size means size (report only when the push fills the ring).
+func NewSPSC[T any](size, watermark int) (*SPSC[T], error) {
+	if size < 2 || size&(size-1) != 0 {
+		return nil, fmt.Errorf("%w: got %d", ErrSize, size)
+	}
+	if watermark <= 0 || watermark > size {
+		watermark = size
+	}
+	r := &SPSC[T]{
+		mask:      uint64(size - 1),
+		watermark: uint64(watermark),
+		buf:       make([]T, size),
+	}
+	r.limit = uint64(watermark) - 1
+	return r, nil
+}
+
+// Cap returns the number of slots.
+func (r *SPSC[T]) Cap() int { return len(r.buf) }
+
+// Push appends v. Producer only. Its common case (neither full, nor at the
+// watermark, nor sealed) is small enough to inline into the caller.
+func (r *SPSC[T]) Push(v T) Status {
+	r.psync.lock()
+	t := r.tail.Load() // producer-owned: a plain load on every GOARCH that matters
+	if t == r.limit || r.sealed.Load() != 0 {
+		st := r.pushSlow(v)
+		r.psync.unlock()
+		return st
+	}
+	r.buf[t&r.mask] = v
+	publish(&r.tail, t+1)
+	r.psync.unlock()
+	return Pushed
+}
+
+// pushSlow handles the push at the limit (full or watermark) and the sealed ring.
+func (r *SPSC[T]) pushSlow(v T) Status {
+	if r.sealed.Load() != 0 {
+		return Sealed
+	}
+	t := r.tail.Load()
+	size := r.mask + 1
+	h := r.head.Load()
+	r.headCache = h
+	if t-h >= size {
+		r.limit = t // stay on the slow path until the consumer makes room
+		return Full
+	}
+	r.buf[t&r.mask] = v
+	t++
+	publish(&r.tail, t)
+	st := Pushed
+	next := h + r.watermark // the next watermark counted from the consumer
+	if t-h >= r.watermark {
+		st = PushedWatermark
+		next = t + r.watermark // rate-limit: at most one report per watermark items
+	}
+	r.limit = min(h+size, next-1) // >= t: equal when full or one short of the next mark
+	return st
+}
+
+// PushBatch appends as many of vs as fit and returns how many it stored, and
+// whether the ring reached a watermark (as for PushedWatermark). Fewer than
+// len(vs) means the ring is full or sealed (see IsSealed). Producer only.
+func (r *SPSC[T]) PushBatch(vs []T) (n int, mark bool) {
+	r.psync.lock()
+	defer r.psync.unlock()
+	if r.sealed.Load() != 0 {
+		return 0, false
+	}
+	t := r.tail.Load()
+	size := r.mask + 1
+	h := r.head.Load()
+	r.headCache = h
+	k := min(uint64(len(vs)), size-(t-h))
+	for i := uint64(0); i < k; i++ {
+		r.buf[(t+i)&r.mask] = vs[i]
+	}
+	t += k
+	publish(&r.tail, t)
+	next := h + r.watermark
+	if t-h >= r.watermark {
+		if k > 0 {
+			mark = true
+			next = t + r.watermark
+		} else {
+			next = t + 1 // nothing stored, nothing reported: recheck on the next push
+		}
+	}
+	r.limit = min(h+size, next-1)
+	return int(k), mark
+}
+
+// Drain moves up to max items (all if max <= 0) into dst, oldest first, zeroes
+// the slots it emptied, and returns the extended dst. Consumer only.
+func (r *SPSC[T]) Drain(dst []T, max int) []T {
+	h := r.head.Load()
+	t := r.tail.Load() // acquire: the slots below t are written
+	r.tailCache = t
+	n := t - h
+	if n == 0 {
+		return dst
+	}
+	if max > 0 && uint64(max) < n {
+		n = uint64(max)
+	}
+	// Copy in at most two runs (the ring may wrap), then zero them.
+	i := h & r.mask
+	first := min(n, uint64(len(r.buf))-i)
+	dst = append(dst, r.buf[i:i+first]...)
+	clear(r.buf[i : i+first])
+	if rest := n - first; rest > 0 {
+		dst = append(dst, r.buf[:rest]...)
+		clear(r.buf[:rest])
+	}
+	r.head.Store(h + n)
+	return dst
+}
+
+// Len returns the number of items in the ring. Exact for the consumer; a
+// snapshot for anyone else.
+func (r *SPSC[T]) Len() int {
+	h := r.head.Load()
+	t := r.tail.Load()
+	if t < h { // loaded head after a newer tail: only possible for third parties
+		return 0
+	}
+	return int(t - h)
+}
+
+// Pushed returns how many items were ever pushed (the tail index).
+func (r *SPSC[T]) Pushed() uint64 { return r.tail.Load() }
+
+// Seal makes every later push fail with Sealed.
+func (r *SPSC[T]) Seal() { r.sealed.Store(1) }
+
+// IsSealed reports whether Seal was called.
+func (r *SPSC[T]) IsSealed() bool { return r.sealed.Load() != 0 }
