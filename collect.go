@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"runtime"
 	"time"
+
+	"github.com/vineroute/vinequeue/governor"
 )
 
 // The collector is the single consumer of every P ring and keyed shard. It
@@ -40,6 +42,7 @@ func (q *Queue[T]) collect() {
 		case <-q.wake:
 			c.drain(false)
 		case <-tick.C:
+			q.gov.Refresh()
 			c.drain(true)
 		case req := <-q.reqs:
 			switch req.kind {
@@ -60,10 +63,20 @@ func (q *Queue[T]) collect() {
 // partial batch is cut too.
 func (c *collector[T]) drain(cutPartial bool) {
 	q := c.q
+	if q.gov.Level() == governor.LevelHard && !q.closing.Load() {
+		// Memory is at the hard level: leave the items in the rings so
+		// producers meet full rings and the Policy. Senders wake us as
+		// they finish batches.
+		if cutPartial && c.cur != nil && len(c.cur.items) > 0 {
+			c.cut()
+		}
+		return
+	}
 	t := q.rings.Load()
 	size := int(q.batchSize.Load())
 	for _, r := range t.rings {
-		for r.Len() > 0 {
+		// Stop at the hard level: the overshoot is at most one batch.
+		for r.Len() > 0 && (q.gov.Level() != governor.LevelHard || q.closing.Load()) {
 			if c.cur == nil {
 				c.cur = q.getBatch()
 			}
@@ -96,7 +109,7 @@ func (c *collector[T]) push(b *batch[T]) {
 	b.seq = c.seq
 	c.seq++
 	c.q.track.cut(b.seq)
-	c.q.bytesHeld.Add(b.bytes)
+	c.q.hold(b.bytes)
 	c.ready = append(c.ready, b)
 }
 
@@ -206,6 +219,7 @@ func (q *Queue[T]) Close() error { return q.Stop(context.Background()) }
 func (q *Queue[T]) stop(ctx context.Context) error {
 	q.growMu.Lock()
 	q.closing.Store(true)
+	q.closedCancel()
 	for _, r := range q.rings.Load().rings {
 		r.Seal()
 	}
@@ -228,6 +242,7 @@ func (q *Queue[T]) stop(ctx context.Context) error {
 	err := <-done
 	<-q.done
 	q.sendCancel()
+	q.gov.Close()
 	if err != nil {
 		return fmt.Errorf("vinequeue: stop: %w", err)
 	}

@@ -92,14 +92,22 @@ func (q *Queue[T]) drop(b *batch[T], reason error) {
 
 // finish marks b done and recycles it.
 func (q *Queue[T]) finish(b *batch[T]) {
-	q.bytesHeld.Add(-b.bytes)
+	q.hold(-b.bytes)
 	seq, s := b.seq, b.shard
 	q.putBatch(b)
 	if s != nil {
 		s.inflight.Store(false)
-		q.wakeCollector()
 	}
+	// The collector may be waiting for a shard to be free or for memory
+	// to fall below the hard level.
+	q.wakeCollector()
 	q.track.complete(seq)
+}
+
+// hold records n more bytes held by batches (n < 0: fewer).
+func (q *Queue[T]) hold(n int64) {
+	q.bytesHeld.Add(n)
+	q.gov.Add(n)
 }
 
 func (q *Queue[T]) getBatch() *batch[T] {
@@ -137,6 +145,9 @@ func (q *Queue[T]) Stats() Stats {
 		Retries:   q.retries.Load(),
 		Batches:   q.batches.Load(),
 		BatchSize: uint64(q.batchSize.Load()),
+		Delayed:   q.delayed.Load(),
+		Blocked:   q.blocked.Load(),
+		Level:     levelOf(q.gov.Level()),
 	}
 	if done := s.Delivered + s.Dropped; enq > done {
 		s.Buffered = enq - done

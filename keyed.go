@@ -112,7 +112,7 @@ func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
 	b.seq = c.seq
 	c.seq++
 	c.q.track.cut(b.seq)
-	c.q.bytesHeld.Add(b.bytes)
+	c.q.hold(b.bytes)
 	s.cutq = append(s.cutq, b)
 	return true
 }

@@ -2,13 +2,16 @@ package vinequeue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
+	"github.com/vineroute/vinequeue/governor"
 	"github.com/vineroute/vinequeue/ring"
 )
 
@@ -32,6 +35,7 @@ type Queue[T any] struct {
 	growMu    sync.Mutex // serialises ring table growth and sealing
 
 	keyed keyedShards[T]
+	gov   *governor.Governor
 
 	wake chan struct{}  // cap 1: a ring passed its watermark, a shard has work, room is wanted
 	reqs chan request   // Flush and Stop to the collector
@@ -50,6 +54,9 @@ type Queue[T any] struct {
 
 	sendCtx    context.Context // passed to Send; cancelled when Stop's ctx expires
 	sendCancel context.CancelFunc
+	// closedCtx is cancelled when Stop begins: it ends Block-policy waits.
+	closedCtx    context.Context
+	closedCancel context.CancelFunc
 
 	closing  atomic.Bool
 	stopOnce sync.Once
@@ -58,9 +65,32 @@ type Queue[T any] struct {
 
 	_ [cacheLine]byte
 	// Counters written off the fast path (slow path, collector, workers).
-	delivered, dropped, rejected, retries, batches, keyedIn atomic.Uint64
-	bytesHeld                                               atomic.Int64
-	batchSize                                               atomic.Int64
+	delivered, dropped, rejected, retries, batches, keyedIn, delayed, blocked atomic.Uint64
+	bytesHeld                                                        atomic.Int64
+	batchSize                                                        atomic.Int64
+}
+
+// levelHook adapts the user's OnLevelChange to the governor's levels.
+func levelHook(f func(from, to Level)) func(from, to governor.Level) {
+	if f == nil {
+		return nil
+	}
+	return func(from, to governor.Level) { f(levelOf(from), levelOf(to)) }
+}
+
+func levelOf(l governor.Level) Level {
+	switch l {
+	case governor.LevelSoft:
+		return LevelSoft
+	case governor.LevelHard:
+		return LevelHard
+	}
+	return LevelNormal
+}
+
+func ringSlotSize[T any]() int {
+	var zero T
+	return int(unsafe.Sizeof(zero))
 }
 
 type ringTable[T any] struct {
@@ -110,9 +140,23 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 	}
 	q.spaceCond = sync.NewCond(&q.spaceMu)
 	q.sendCtx, q.sendCancel = context.WithCancel(context.Background())
+	q.closedCtx, q.closedCancel = context.WithCancel(context.Background())
+	gov, err := governor.New(governor.Options{
+		Limit:         cfg.Memory.Limit,
+		Soft:          cfg.Memory.Soft,
+		Hard:          cfg.Memory.Hard,
+		IncludeHeap:   cfg.Memory.IncludeHeap,
+		Logger:        cfg.Logger,
+		OnLevelChange: levelHook(cfg.Memory.OnLevelChange),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: Memory: %w", ErrInvalidConfig, err)
+	}
+	q.gov = gov
 	q.batchSize.Store(int64(cfg.BatchSize))
 	q.keyed.init()
 	if _, err := q.growRings(runtime.GOMAXPROCS(0) - 1); err != nil {
+		gov.Close()
 		return nil, err
 	}
 	var wg sync.WaitGroup
@@ -282,6 +326,10 @@ func (q *Queue[T]) growRings(pid int) (*ringTable[T], error) {
 			r.Seal()
 		}
 		t.rings[i] = r
+		// A ring's slots are held for the queue's life: they count
+		// against the budget from the start (the bytes they point to
+		// are counted once drained).
+		q.gov.Add(int64(q.cfg.RingSize) * int64(ringSlotSize[T]()))
 	}
 	q.rings.Store(t)
 	return t, nil
@@ -318,11 +366,15 @@ func (q *Queue[T]) enqueueSlow(v T, st ring.Status) error {
 			return nil
 		case ring.PushedWatermark:
 			q.wakeCollector()
+			q.pressureDelay()
 			return nil
 		case ring.Sealed:
 			return ErrClosed
 		}
 		// Full, or no ring for this P: make room, then push again.
+		if err := q.atHard(); err != nil {
+			return err
+		}
 		gen, err := q.beforeRetry()
 		if err != nil {
 			return err
@@ -371,12 +423,19 @@ func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) {
 		n += k
 		if mark {
 			q.wakeCollector()
+			q.pressureDelay()
 		}
 		if n == len(vs) {
 			return n, nil
 		}
 		if r.IsSealed() {
 			return n, ErrClosed
+		}
+		if err := q.atHard(); err != nil {
+			if errors.Is(err, ErrFull) {
+				q.rejected.Add(uint64(len(vs)-n) - 1) // atHard counted one
+			}
+			return n, err
 		}
 		gen, err := q.beforeRetry()
 		if err != nil {
@@ -403,6 +462,42 @@ func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// pressureDelay slows a producer on the slow path while memory is at the
+// soft level or above (the governor's delay grows with pressure).
+func (q *Queue[T]) pressureDelay() {
+	if d := q.gov.Delay(); d > 0 {
+		q.delayed.Add(1)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-q.closedCtx.Done():
+		}
+		t.Stop()
+	}
+}
+
+// atHard applies the Policy when a ring is full and memory is at the hard
+// level (the collector stops draining there, so the ring stays full): Reject
+// counts and returns ErrFull; Block waits until the level falls below Soft
+// (or Stop). Below Hard a full ring only means the collector is behind: the
+// caller waits for it.
+func (q *Queue[T]) atHard() error {
+	if q.gov.Level() != governor.LevelHard {
+		return nil
+	}
+	switch q.cfg.Memory.Policy {
+	case Block:
+		q.blocked.Add(1)
+		if err := q.gov.WaitBelowSoft(q.closedCtx); err != nil {
+			return ErrClosed
+		}
+		return nil
+	default: // Reject (Spill needs the WAL tier)
+		q.rejected.Add(1)
+		return ErrFull
+	}
 }
 
 func (q *Queue[T]) wakeCollector() {

@@ -12,6 +12,7 @@ type Stats struct {
 	Retries   uint64 // Send calls that were retries
 	Corrupt   uint64 // WAL records lost to corruption
 	Delayed   uint64 // slow-path delays applied at the soft level
+	Blocked   uint64 // Enqueue calls that waited at the hard level (Policy Block)
 	Batches   uint64 // Send calls that returned nil
 
 	// Gauges at the time of the call.

@@ -1,0 +1,63 @@
+# VineQueue — the two commands a newcomer needs:
+#   make test    what CI runs: vet, -race, -tags purego, arm64 under qemu, fuzz smoke, contrib, staticcheck
+#   make bench   our benchmarks beside the peers', a table (see scripts/bench.sh)
+SHELL := /bin/bash
+GO ?= go
+QEMU ?= qemu-aarch64-static
+FUZZTIME ?= 5s
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+CONTRIB := $(wildcard contrib/*/go.mod)
+
+.PHONY: test vet race purego arm64 fuzz contrib staticcheck bench pgo bench-arm64 soak ci generate
+
+test: vet race purego arm64 fuzz contrib staticcheck
+
+ci: test
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags purego ./...
+	GOARCH=arm64 $(GO) vet ./...
+
+race:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+purego:
+	$(GO) test -tags purego -count=1 -timeout 15m ./...
+
+# arm64 under qemu-user (install: apt-get install qemu-user-static). -short
+# keeps the emulated run to the same coverage with fewer iterations.
+arm64:
+	GOARCH=arm64 $(GO) test -exec $(QEMU) -short -count=1 -timeout 20m ./...
+
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+contrib:
+	@for m in $(CONTRIB); do d=$$(dirname $$m); echo "test $$d"; \
+	  (cd $$d && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
+
+staticcheck:
+	$(GO) run $(STATICCHECK) ./...
+	@for m in $(CONTRIB) benchmarks/go.mod; do d=$$(dirname $$m); echo "staticcheck $$d"; \
+	  (cd $$d && $(GO) run $(STATICCHECK) ./...) || exit 1; done
+
+generate:
+	$(GO) generate ./...
+
+bench:
+	scripts/bench.sh bench
+
+pgo:
+	scripts/bench.sh pgo
+
+bench-arm64:
+	scripts/bench.sh arm64
+
+soak:
+	scripts/bench.sh soak

@@ -1,0 +1,37 @@
+// Package vinequeue hands events off a hot path in a few nanoseconds and
+// delivers them in batches to a SendFunc (typically a Kafka producer), with
+// bounded memory and no silent loss.
+//
+// # Data path
+//
+//	Enqueue(v) ─pin→ rings[P] (SPSC, no shared write) ─watermark / tick / Flush / Stop→
+//	  collector → batches (BatchSize | FlushInterval | Stop) → Workers × Send
+//	EnqueueKey(k, v) → keyed shard of k (FIFO) → one batch in flight per shard
+//
+// Enqueue pins the calling goroutine to its P (one assembly call; see pin/)
+// and pushes into that P's ring. In the common case it touches only that
+// ring's producer cache line and one slot: no lock, no shared write, no
+// allocation, no clock read. A ring wakes the collector each time a quarter of
+// it fills; the collector also drains every ring each FlushInterval/2, so an
+// item waits at most FlushInterval before its batch is cut.
+//
+// # Guarantees
+//
+//   - Memory mode, Send returning nil: every accepted item (Enqueue returned
+//     nil) is delivered exactly once, also when Enqueue races Stop.
+//   - From the moment Stop is called, Enqueue returns ErrClosed; it never panics.
+//   - Order: none across goroutines for Enqueue; FIFO per key for EnqueueKey,
+//     with any number of Workers and across retries.
+//   - Send errors are retried with exponential backoff and jitter
+//     (Config.Retry); a panic in Send is recovered and counted as an error.
+//     After the last attempt, or when Stop's context ends first, the batch goes
+//     to Config.OnDrop and is counted in Stats.Dropped. Nothing vanishes
+//     uncounted: Enqueued = Delivered + Dropped + Buffered.
+//   - Bad input: an invalid Config gives ErrInvalidConfig naming the field.
+//
+// # Concurrency
+//
+// Every method is safe for concurrent use. SendFunc is called from at most
+// Config.Workers goroutines at once and must not keep the batch slice after it
+// returns: the queue reuses it.
+package vinequeue

@@ -1,0 +1,210 @@
+package vinequeue
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestMemoryPressure: a producer much faster than Send, Limit 64 MiB. For
+// each policy the bytes held never pass Hard by more than a ring's worth,
+// and every item is accounted for.
+func TestMemoryPressure(t *testing.T) {
+	const (
+		limit    = 64 << 20
+		itemSize = 64 << 10
+		ringSize = 16
+		batch    = 16
+	)
+	items := 2000 // 125 MiB offered: about twice the limit
+	if testing.Short() {
+		items = 1500
+	}
+	for _, policy := range []Policy{Reject, Block} {
+		t.Run(policy.String(), func(t *testing.T) {
+			var delivered atomic.Int64
+			var maxHeld atomic.Int64
+			var q *Queue[[]byte]
+			observe := func() {
+				h := int64(q.Stats().BytesHeld)
+				for {
+					m := maxHeld.Load()
+					if h <= m || maxHeld.CompareAndSwap(m, h) {
+						return
+					}
+				}
+			}
+			var levels []Level
+			var lmu sync.Mutex
+			var err error
+			q, err = New(Config[[]byte]{
+				Send: func(ctx context.Context, b [][]byte) error {
+					observe()
+					// A slow sink: ~16 MiB per 10ms, far below the producers.
+					tm := time.NewTimer(10 * time.Millisecond)
+					defer tm.Stop()
+					select {
+					case <-tm.C:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+					delivered.Add(int64(len(b)))
+					return nil
+				},
+				BatchSize: batch, RingSize: ringSize, Workers: 1,
+				Memory: MemoryConfig{Limit: limit, Policy: policy, OnLevelChange: func(_, to Level) {
+					lmu.Lock()
+					levels = append(levels, to)
+					lmu.Unlock()
+				}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var accepted, rejected atomic.Int64
+			var wg sync.WaitGroup
+			for p := 0; p < 4; p++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < items/4; i++ {
+						err := q.Enqueue(make([]byte, itemSize))
+						switch {
+						case err == nil:
+							accepted.Add(1)
+						case errors.Is(err, ErrFull):
+							rejected.Add(1)
+						default:
+							t.Error(err)
+							return
+						}
+						observe()
+					}
+				}()
+			}
+			wg.Wait()
+			if err := q.Close(); err != nil {
+				t.Fatal(err)
+			}
+			st := q.Stats()
+			hard := int64(limit) * 95 / 100
+			slack := int64(max(ringSize, batch)) * (itemSize + 24)
+			t.Logf("%v: accepted %d, rejected %d, delivered %d, max held %.1f MiB (hard %.1f MiB), levels %v, delayed %d",
+				policy, accepted.Load(), rejected.Load(), delivered.Load(), float64(maxHeld.Load())/(1<<20), float64(hard)/(1<<20), levels, st.Delayed)
+			if m := maxHeld.Load(); m > hard+slack {
+				t.Errorf("held %d bytes, more than hard %d + one ring %d", m, hard, slack)
+			}
+			if delivered.Load() != accepted.Load() || st.Delivered != uint64(accepted.Load()) {
+				t.Errorf("delivered %d (stats %d), accepted %d", delivered.Load(), st.Delivered, accepted.Load())
+			}
+			if st.Rejected != uint64(rejected.Load()) {
+				t.Errorf("Stats.Rejected %d, saw %d ErrFull", st.Rejected, rejected.Load())
+			}
+			switch policy {
+			case Reject:
+				if rejected.Load() == 0 {
+					t.Error("no item rejected with twice the limit offered")
+				}
+			case Block:
+				if rejected.Load() != 0 || accepted.Load() != int64(items/4*4) {
+					t.Errorf("Block: accepted %d, rejected %d", accepted.Load(), rejected.Load())
+				}
+				if st.Blocked == 0 {
+					t.Error("Block: no producer waited")
+				}
+			}
+			lmu.Lock()
+			defer lmu.Unlock()
+			sawHard := false
+			for _, l := range levels {
+				sawHard = sawHard || l == LevelHard
+			}
+			if !sawHard {
+				t.Errorf("the level never reached Hard: %v", levels)
+			}
+		})
+	}
+}
+
+// TestGOMEMLIMITChild runs a child process with GOMEMLIMIT=96MiB and no
+// Memory.Limit: the governor must pick GOMEMLIMIT as the limit, keep the
+// queue under it (Reject), and the child must stay alive with counts that
+// agree.
+func TestGOMEMLIMITChild(t *testing.T) {
+	if os.Getenv("VINEQUEUE_GOMEMLIMIT_CHILD") == "1" {
+		gomemlimitChild()
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestGOMEMLIMITChild$", "-test.v")
+	cmd.Env = append(os.Environ(), "VINEQUEUE_GOMEMLIMIT_CHILD=1", "GOMEMLIMIT=96MiB")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child failed: %v\n%s", err, out)
+	}
+	var fields map[string]int64
+	for _, line := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(line, "CHILD "); ok {
+			fields = map[string]int64{}
+			for _, kv := range strings.Fields(rest) {
+				k, v, _ := strings.Cut(kv, "=")
+				n, _ := strconv.ParseInt(v, 10, 64)
+				fields[k] = n
+			}
+		}
+	}
+	if fields == nil {
+		t.Fatalf("child printed no result:\n%s", out)
+	}
+	t.Logf("child: %v", fields)
+	if fields["accepted"] != fields["delivered"] || fields["accepted"]+fields["rejected"] != fields["offered"] {
+		t.Errorf("counts disagree: %v", fields)
+	}
+	if fields["rejected"] == 0 {
+		t.Errorf("nothing rejected: the governor did not hold the queue under GOMEMLIMIT: %v", fields)
+	}
+}
+
+func gomemlimitChild() {
+	var delivered atomic.Int64
+	q, err := New(Config[[]byte]{
+		Send: func(ctx context.Context, b [][]byte) error {
+			tm := time.NewTimer(20 * time.Millisecond)
+			defer tm.Stop()
+			<-tm.C
+			delivered.Add(int64(len(b)))
+			return nil
+		},
+		BatchSize: 16, RingSize: 16,
+		Memory: MemoryConfig{IncludeHeap: true},
+	})
+	if err != nil {
+		println("CHILD-ERROR", err.Error())
+		os.Exit(2)
+	}
+	const offered = 2000 // 2000 x 64 KiB = 125 MiB offered, more than GOMEMLIMIT
+	var accepted, rejected int64
+	for i := 0; i < offered; i++ {
+		switch err := q.Enqueue(make([]byte, 64<<10)); {
+		case err == nil:
+			accepted++
+		case errors.Is(err, ErrFull):
+			rejected++
+		default:
+			println("CHILD-ERROR", err.Error())
+			os.Exit(2)
+		}
+	}
+	if err := q.Close(); err != nil {
+		println("CHILD-ERROR", err.Error())
+		os.Exit(2)
+	}
+	os.Stdout.WriteString("CHILD offered=" + strconv.Itoa(offered) + " accepted=" + strconv.FormatInt(accepted, 10) +
+		" rejected=" + strconv.FormatInt(rejected, 10) + " delivered=" + strconv.FormatInt(delivered.Load(), 10) + "\n")
+}
