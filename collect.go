@@ -82,7 +82,11 @@ func (c *collector[T]) drain(cutPartial bool) {
 			}
 			before := len(c.cur.items)
 			c.cur.items = r.Drain(c.cur.items, size-before)
-			c.cur.bytes += q.bytesOf(c.cur.items[before:])
+			// Counted as soon as drained, so the level check above
+			// sees them: the overshoot past Hard is one drain's worth.
+			n := q.bytesOf(c.cur.items[before:])
+			c.cur.bytes += n
+			q.hold(n)
 			if len(c.cur.items) >= size {
 				c.cut()
 			}
@@ -109,7 +113,6 @@ func (c *collector[T]) push(b *batch[T]) {
 	b.seq = c.seq
 	c.seq++
 	c.q.track.cut(b.seq)
-	c.q.hold(b.bytes)
 	c.ready = append(c.ready, b)
 }
 

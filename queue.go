@@ -66,8 +66,8 @@ type Queue[T any] struct {
 	_ [cacheLine]byte
 	// Counters written off the fast path (slow path, collector, workers).
 	delivered, dropped, rejected, retries, batches, keyedIn, delayed, blocked atomic.Uint64
-	bytesHeld                                                        atomic.Int64
-	batchSize                                                        atomic.Int64
+	bytesHeld                                                                 atomic.Int64
+	batchSize                                                                 atomic.Int64
 }
 
 // levelHook adapts the user's OnLevelChange to the governor's levels.
