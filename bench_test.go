@@ -12,7 +12,7 @@ import (
 func noopSend(context.Context, []uint64) error { return nil }
 
 func newBenchQueue(b *testing.B) *Queue[uint64] {
-	q, err := New(Config[uint64]{Send: noopSend, BatchSize: 1000, RingSize: 1024})
+	q, err := New(Config[uint64]{Send: noopSend, BatchSize: 1000, RingSize: 8192})
 	if err != nil {
 		b.Fatal(err)
 	}

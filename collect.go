@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vineroute/vinequeue/governor"
+	"github.com/vineroute/vinequeue/ring"
 )
 
 // The collector is the single consumer of every P ring and keyed shard. It
@@ -15,10 +16,11 @@ import (
 // producers waiting for ring space. It is the only goroutine that touches
 // cur, ready and the shards' cut queues, so they need no lock.
 type collector[T any] struct {
-	q     *Queue[T]
-	cur   *batch[T]   // the batch being filled from the rings
-	ready []*batch[T] // cut, waiting for a sender, oldest first
-	seq   uint64      // the next batch's sequence number
+	q       *Queue[T]
+	backlog []*ring.SPSC[T] // handed-off rings not yet drained, oldest first
+	cur     *pending[T]     // the batch being filled from the rings
+	ready   []*pending[T]   // cut, waiting for a sender, oldest first
+	seq     uint64          // the next batch's sequence number
 }
 
 func (q *Queue[T]) collect() {
@@ -29,8 +31,8 @@ func (q *Queue[T]) collect() {
 	tick := time.NewTicker(q.cfg.FlushInterval / 2)
 	defer tick.Stop()
 	for {
-		var out chan *batch[T]
-		var next *batch[T]
+		var out chan *pending[T]
+		var next *pending[T]
 		if len(c.ready) > 0 {
 			out, next = q.work, c.ready[0]
 		}
@@ -38,6 +40,9 @@ func (q *Queue[T]) collect() {
 		case out <- next:
 			c.ready[0] = nil
 			c.ready = c.ready[1:]
+			if len(c.backlog) > 0 || !q.full.Empty() {
+				c.drain(false) // room for more: go on with the backlog
+			}
 			continue
 		case <-q.wake:
 			c.drain(false)
@@ -59,47 +64,75 @@ func (q *Queue[T]) collect() {
 	}
 }
 
-// drain moves everything in the rings into batches; with cutPartial, the
-// partial batch is cut too.
-func (c *collector[T]) drain(cutPartial bool) {
+// drain moves the handed-off rings into batches and, with partial, also what
+// the P's current rings hold, cutting the partial batch at the end.
+func (c *collector[T]) drain(partial bool) {
 	q := c.q
-	if q.gov.Level() == governor.LevelHard && !q.closing.Load() {
-		// Memory is at the hard level: leave the items in the rings so
-		// producers meet full rings and the Policy. Senders wake us as
-		// they finish batches.
-		if cutPartial && c.cur != nil && len(c.cur.items) > 0 {
-			c.cut()
+	c.backlog = q.full.TakeAll(c.backlog)
+	stopping := q.closing.Load()
+	for len(c.backlog) > 0 {
+		if !stopping && q.gov.Level() == governor.LevelHard {
+			// Memory is at the hard level: leave the rings full, so that
+			// producers meet the Policy. Senders wake us as they finish.
+			q.signalStall()
+			return
 		}
+		r := c.backlog[0]
+		c.drainRing(r)
+		c.backlog[0] = nil
+		c.backlog = c.backlog[1:]
+		q.recycleRing(r)
+	}
+	c.backlog = c.backlog[:0]
+	if !partial {
 		return
 	}
-	t := q.rings.Load()
-	size := int(q.batchSize.Load())
-	for _, r := range t.rings {
-		// Stop at the hard level: the overshoot is at most one batch.
-		for r.Len() > 0 && (q.gov.Level() != governor.LevelHard || q.closing.Load()) {
-			if c.cur == nil {
-				c.cur = q.getBatch()
-			}
-			before := len(c.cur.items)
-			c.cur.items = r.Drain(c.cur.items, size-before)
-			// Counted as soon as drained, so the level check above
-			// sees them: the overshoot past Hard is one drain's worth.
-			n := q.bytesOf(c.cur.items[before:])
-			c.cur.bytes += n
-			q.hold(n)
-			if len(c.cur.items) >= size {
-				c.cut()
-			}
+	for _, s := range q.procs.Load().procs {
+		if !stopping && q.gov.Level() == governor.LevelHard {
+			q.signalStall()
+			break
 		}
+		// A ring loaded here may be handed off meanwhile; draining it
+		// again from the backlog later is harmless: this goroutine is its
+		// only consumer.
+		c.drainRing(s.cur.Load())
 	}
-	if cutPartial && c.cur != nil && len(c.cur.items) > 0 {
+	if c.cur != nil && len(c.cur.items) > 0 {
 		c.cut()
 	}
-	if q.spaceWaiters.Load() > 0 {
-		q.spaceMu.Lock()
-		q.spaceGen++
-		q.spaceCond.Broadcast()
-		q.spaceMu.Unlock()
+}
+
+// signalStall wakes producers waiting for a spare ring: the collector has
+// stopped draining at the hard level, so none will come until memory falls.
+func (q *Queue[T]) signalStall() {
+	q.stallMu.Lock()
+	close(q.stallCh)
+	q.stallCh = make(chan struct{})
+	q.stallMu.Unlock()
+}
+
+// drainRing moves what r holds now into batches. It takes a snapshot of the
+// length rather than chasing a producer that keeps pushing, which would
+// bounce the cache line of r's tail for every few items.
+func (c *collector[T]) drainRing(r *ring.SPSC[T]) {
+	q := c.q
+	size := int(q.batchSize.Load())
+	for left := r.Len(); left > 0; {
+		if c.cur == nil {
+			c.cur = q.getBatch()
+		}
+		before := len(c.cur.items)
+		c.cur.items = r.Drain(c.cur.items, min(size-before, left))
+		got := len(c.cur.items) - before
+		left -= got
+		q.drained.Add(uint64(got))
+		// Counted as soon as drained, so the level check sees them.
+		n := q.bytesOf(c.cur.items[before:])
+		c.cur.bytes += n
+		q.hold(n)
+		if len(c.cur.items) >= size {
+			c.cut()
+		}
 	}
 }
 
@@ -109,7 +142,7 @@ func (c *collector[T]) cut() {
 	c.push(b)
 }
 
-func (c *collector[T]) push(b *batch[T]) {
+func (c *collector[T]) push(b *pending[T]) {
 	b.seq = c.seq
 	c.seq++
 	c.q.track.cut(b.seq)
@@ -137,8 +170,8 @@ func (c *collector[T]) stop(req request) {
 	q.track.wait(c.seq, waitDone)
 	var err error
 	for len(c.ready) > 0 || q.keyed.hasWork() {
-		var out chan *batch[T]
-		var next *batch[T]
+		var out chan *pending[T]
+		var next *pending[T]
 		if len(c.ready) > 0 {
 			out, next = q.work, c.ready[0]
 		}
@@ -220,25 +253,26 @@ func (q *Queue[T]) Stop(ctx context.Context) error {
 func (q *Queue[T]) Close() error { return q.Stop(context.Background()) }
 
 func (q *Queue[T]) stop(ctx context.Context) error {
+	// Seal, wait, seal, wait. A push pinned to its P cannot be stopped, so
+	// stopping the world (ReadMemStats does) waits for every push that saw
+	// an unsealed ring. The first round seals the current rings; a hand-off
+	// that was already under way may then install a fresh, unsealed spare,
+	// so the second round seals those. After it no push can succeed, and
+	// every accepted item is in a ring the collector's last drain reaches.
 	q.growMu.Lock()
 	q.closing.Store(true)
 	q.closedCancel()
-	for _, r := range q.rings.Load().rings {
-		r.Seal()
-	}
 	q.growMu.Unlock()
 	q.keyed.seal()
-	// Barrier: a push that read an unsealed ring is still pinned to its P,
-	// and a pinned goroutine cannot be stopped. Stopping the world therefore
-	// waits for every such push to finish and publish its item; after it,
-	// the collector's last drain sees them all. ReadMemStats stops the world.
 	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	// Wake producers waiting for space: they will see the queue closing.
-	q.spaceMu.Lock()
-	q.spaceGen++
-	q.spaceCond.Broadcast()
-	q.spaceMu.Unlock()
+	for range 2 {
+		q.growMu.Lock()
+		for _, s := range q.procs.Load().procs {
+			s.cur.Load().Seal()
+		}
+		q.growMu.Unlock()
+		runtime.ReadMemStats(&ms)
+	}
 
 	done := make(chan error, 1)
 	q.reqs <- request{kind: reqStop, ctx: ctx, done: done}

@@ -154,3 +154,128 @@ type Config[T any] struct {
 func invalid(field, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...))
 }
+
+// fill validates the config and applies defaults.
+func (c *Config[T]) fill() error {
+	if c.Send == nil {
+		return invalid("Send", "required")
+	}
+	if c.BatchSize < 0 {
+		return invalid("BatchSize", "%d < 0", c.BatchSize)
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 1000
+	}
+	if c.MinBatchSize < 0 {
+		return invalid("MinBatchSize", "%d < 0", c.MinBatchSize)
+	}
+	if c.MinBatchSize == 0 {
+		c.MinBatchSize = 1
+	}
+	if c.MaxBatchSize < 0 {
+		return invalid("MaxBatchSize", "%d < 0", c.MaxBatchSize)
+	}
+	if c.MaxBatchSize == 0 {
+		c.MaxBatchSize = max(c.BatchSize, 10000)
+	}
+	if c.MinBatchSize > c.MaxBatchSize {
+		return invalid("MinBatchSize", "%d > MaxBatchSize %d", c.MinBatchSize, c.MaxBatchSize)
+	}
+	if c.BatchSize > c.MaxBatchSize {
+		return invalid("BatchSize", "%d > MaxBatchSize %d", c.BatchSize, c.MaxBatchSize)
+	}
+	if c.BatchSize < c.MinBatchSize {
+		return invalid("BatchSize", "%d < MinBatchSize %d", c.BatchSize, c.MinBatchSize)
+	}
+	if c.FlushInterval < 0 {
+		return invalid("FlushInterval", "%v < 0", c.FlushInterval)
+	}
+	if c.FlushInterval == 0 {
+		c.FlushInterval = 5 * time.Second
+	}
+	if c.FlushInterval < 2*time.Millisecond {
+		return invalid("FlushInterval", "%v < 2ms", c.FlushInterval)
+	}
+	if c.Workers < 0 {
+		return invalid("Workers", "%d < 0", c.Workers)
+	}
+	if c.Workers == 0 {
+		c.Workers = 1
+	}
+	if c.RingSize == 0 {
+		c.RingSize = 1024
+	}
+	if c.RingSize < 2 || c.RingSize&(c.RingSize-1) != 0 || c.RingSize > 1<<24 {
+		return invalid("RingSize", "%d is not a power of two in [2, 2^24]", c.RingSize)
+	}
+	if err := c.Retry.fill(); err != nil {
+		return err
+	}
+	if err := c.Memory.fill(); err != nil {
+		return err
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+func (r *RetryPolicy) fill() error {
+	if r.MaxAttempts < 0 {
+		return invalid("Retry.MaxAttempts", "%d < 0", r.MaxAttempts)
+	}
+	if r.MaxAttempts == 0 {
+		r.MaxAttempts = 5
+	}
+	if r.InitialBackoff < 0 || r.MaxBackoff < 0 {
+		return invalid("Retry.InitialBackoff", "negative backoff")
+	}
+	if r.InitialBackoff == 0 {
+		r.InitialBackoff = 10 * time.Millisecond
+	}
+	if r.MaxBackoff == 0 {
+		r.MaxBackoff = 5 * time.Second
+	}
+	if r.MaxBackoff < r.InitialBackoff {
+		return invalid("Retry.MaxBackoff", "%v < InitialBackoff %v", r.MaxBackoff, r.InitialBackoff)
+	}
+	if r.Multiplier == 0 {
+		r.Multiplier = 2
+	}
+	if r.Multiplier < 1 {
+		return invalid("Retry.Multiplier", "%v < 1", r.Multiplier)
+	}
+	if r.Jitter == 0 {
+		r.Jitter = 0.2
+	}
+	if r.Jitter < 0 || r.Jitter > 1 {
+		return invalid("Retry.Jitter", "%v not in [0, 1]", r.Jitter)
+	}
+	return nil
+}
+
+func (m *MemoryConfig) fill() error {
+	if m.Limit < 0 {
+		return invalid("Memory.Limit", "%d < 0", m.Limit)
+	}
+	if m.Soft == 0 {
+		m.Soft = 0.80
+	}
+	if m.Hard == 0 {
+		m.Hard = 0.95
+	}
+	if m.Soft <= 0 || m.Soft >= 1 {
+		return invalid("Memory.Soft", "%v not in (0, 1)", m.Soft)
+	}
+	if m.Hard <= m.Soft || m.Hard > 1 {
+		return invalid("Memory.Hard", "%v not in (Soft %v, 1]", m.Hard, m.Soft)
+	}
+	switch m.Policy {
+	case PolicyDefault, Reject, Block:
+	case Spill:
+		return invalid("Memory.Policy", "Spill needs a WAL")
+	default:
+		return invalid("Memory.Policy", "unknown %v", m.Policy)
+	}
+	return nil
+}

@@ -1,16 +1,22 @@
 package vinequeue
 
 import (
-	"errors"
+	"context"
 	"fmt"
-	"math/rand/v2"
-	"runtime/debug"
 	"time"
 	"unsafe"
+
+	"github.com/vineroute/vinequeue/batch"
 )
 
-// ErrSendPanic is wrapped by the error recorded for a Send that panicked.
-var ErrSendPanic = errors.New("vinequeue: send panicked")
+// ErrSendPanic is matched (errors.Is) by the error recorded for a Send that
+// panicked; the panic is recovered and the batch retried like any failure.
+var ErrSendPanic = batch.ErrSendPanic
+
+// Permanent marks a Send error that retrying cannot fix (say, a record the
+// broker rejects as too large): the batch goes to OnDrop without further
+// attempts. errors.Is and errors.As still see err.
+func Permanent(err error) error { return batch.Permanent(err) }
 
 // sendLoop is one sender: it takes batches from the collector until Stop.
 func (q *Queue[T]) sendLoop() {
@@ -19,62 +25,30 @@ func (q *Queue[T]) sendLoop() {
 	}
 }
 
-// deliver sends one batch with retries; after the last attempt the batch goes
-// to OnDrop. Either way it is done: counted, recycled, its shard released.
-func (q *Queue[T]) deliver(b *batch[T]) {
-	rp := &q.cfg.Retry
-	var err error
-	for attempt := 1; ; attempt++ {
-		err = q.safeSend(b.items)
-		if err == nil {
-			q.delivered.Add(uint64(len(b.items)))
-			q.batches.Add(1)
-			q.finish(b)
-			return
-		}
-		if attempt >= rp.MaxAttempts || q.sendCtx.Err() != nil {
-			break
-		}
-		q.retries.Add(1)
-		if !q.backoff(attempt) {
-			break
-		}
+// deliver sends one batch with retries (batch.Attempt: backoff with jitter,
+// panics recovered, Permanent errors not retried); after the last attempt the
+// batch goes to OnDrop. Either way it is done: counted, recycled, its shard
+// released.
+func (q *Queue[T]) deliver(b *pending[T]) {
+	start := time.Now()
+	err := batch.Attempt(q.sendCtx, q.retry, b.send, q.onRetry)
+	if q.sizer != nil {
+		q.sizer.Observe(len(b.items), time.Since(start), err)
+		q.batchSize.Store(int64(q.sizer.Size()))
 	}
-	q.drop(b, fmt.Errorf("vinequeue: send failed after retries: %w", err))
+	if err == nil {
+		q.delivered.Add(uint64(len(b.items)))
+		q.batches.Add(1)
+		q.finish(b)
+		return
+	}
+	q.drop(b, fmt.Errorf("vinequeue: send failed: %w", err))
 }
 
-// safeSend calls Send, turning a panic into an error.
-func (q *Queue[T]) safeSend(items []T) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("%w: %v\n%s", ErrSendPanic, p, debug.Stack())
-		}
-	}()
-	return q.cfg.Send(q.sendCtx, items)
-}
-
-// backoff waits before retry number attempt (1-based), or returns false when
-// Stop ran out of time meanwhile.
-func (q *Queue[T]) backoff(attempt int) bool {
-	rp := &q.cfg.Retry
-	d := float64(rp.InitialBackoff)
-	for i := 1; i < attempt && d < float64(rp.MaxBackoff); i++ {
-		d *= rp.Multiplier
-	}
-	d = min(d, float64(rp.MaxBackoff))
-	d *= 1 + rp.Jitter*(2*rand.Float64()-1)
-	t := time.NewTimer(time.Duration(d))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-q.sendCtx.Done():
-		return false
-	}
-}
+func (q *Queue[T]) countRetry(int, error) { q.retries.Add(1) }
 
 // drop hands a batch to OnDrop and counts it.
-func (q *Queue[T]) drop(b *batch[T], reason error) {
+func (q *Queue[T]) drop(b *pending[T], reason error) {
 	if q.cfg.OnDrop != nil {
 		func() {
 			defer func() {
@@ -91,7 +65,7 @@ func (q *Queue[T]) drop(b *batch[T], reason error) {
 }
 
 // finish marks b done and recycles it.
-func (q *Queue[T]) finish(b *batch[T]) {
+func (q *Queue[T]) finish(b *pending[T]) {
 	q.hold(-b.bytes)
 	seq, s := b.seq, b.shard
 	q.putBatch(b)
@@ -110,16 +84,20 @@ func (q *Queue[T]) hold(n int64) {
 	q.gov.Add(n)
 }
 
-func (q *Queue[T]) getBatch() *batch[T] {
+func (q *Queue[T]) getBatch() *pending[T] {
 	select {
 	case b := <-q.free:
 		return b
 	default:
-		return &batch[T]{items: make([]T, 0, q.cfg.MaxBatchSize)}
+		b := &pending[T]{items: make([]T, 0, q.cfg.MaxBatchSize)}
+		// Made once per batch object and kept across recycling, so a
+		// delivery allocates nothing.
+		b.send = func(ctx context.Context) error { return q.cfg.Send(ctx, b.items) }
+		return b
 	}
 }
 
-func (q *Queue[T]) putBatch(b *batch[T]) {
+func (q *Queue[T]) putBatch(b *pending[T]) {
 	clear(b.items) // retention rule: no pointers kept past delivery
 	b.items = b.items[:0]
 	b.bytes, b.seq, b.shard = 0, 0, nil
@@ -132,11 +110,10 @@ func (q *Queue[T]) putBatch(b *batch[T]) {
 // Stats returns a snapshot of the counters and gauges. The counters are read
 // one by one, so under load they are not a consistent cut.
 func (q *Queue[T]) Stats() Stats {
-	var enq uint64
-	for _, r := range q.rings.Load().rings {
-		enq += r.Pushed()
+	enq := q.drained.Load() + q.keyedIn.Load()
+	for _, s := range q.procs.Load().procs {
+		enq += uint64(s.cur.Load().Len())
 	}
-	enq += q.keyedIn.Load()
 	s := Stats{
 		Enqueued:  enq,
 		Delivered: q.delivered.Load(),

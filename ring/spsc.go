@@ -58,8 +58,16 @@ type SPSC[T any] struct {
 	mask      uint64
 	watermark uint64
 	buf       []T
-	_         [cacheLine - 8*2 - 24]byte
+	// link chains the ring into a list while it is handed off between
+	// owners (see Link); written rarely, so it may share this line.
+	link atomic.Pointer[SPSC[T]]
+	_    [cacheLine - 8*2 - 24 - 8]byte
 }
+
+// Link returns the ring's list link, for an intrusive list such as
+// shard.Stack that hands whole rings from producers to the consumer. The
+// ring's contents are unaffected; only the list's owner touches the link.
+func (r *SPSC[T]) Link() *atomic.Pointer[SPSC[T]] { return &r.link }
 
 // NewSPSC returns a ring of size slots (a power of two >= 2). The producer's
 // push reports PushedWatermark each time the ring holds watermark items more
