@@ -9,6 +9,7 @@ import (
 
 	"github.com/vineroute/vinequeue/governor"
 	"github.com/vineroute/vinequeue/ring"
+	"github.com/vineroute/vinequeue/wal"
 )
 
 // The collector is the single consumer of every P ring and keyed shard. It
@@ -30,6 +31,17 @@ func (q *Queue[T]) collect() {
 	// the partial batch. An idle queue wakes only for these ticks.
 	tick := time.NewTicker(q.cfg.FlushInterval / 2)
 	defer tick.Stop()
+	var committed chan *pending[T]
+	var walTick <-chan time.Time
+	if w := q.wal; w != nil {
+		c.replay()
+		committed = w.committed
+		if w.mode == Periodic {
+			t := time.NewTicker(q.cfg.WAL.syncInterval())
+			defer t.Stop()
+			walTick = t.C
+		}
+	}
 	for {
 		var out chan *pending[T]
 		var next *pending[T]
@@ -49,9 +61,15 @@ func (q *Queue[T]) collect() {
 		case <-tick.C:
 			q.gov.Refresh()
 			c.drain(true)
+		case b := <-committed:
+			c.push(b)
+		case <-walTick:
+			c.drain(true) // checkpoint what the rings hold…
+			q.walSync()   // …and make every record so far durable
 		case req := <-q.reqs:
 			switch req.kind {
 			case reqFlush:
+				c.takeCommitted()
 				c.drain(true)
 				c.cutKeyed(true)
 				q.track.wait(c.seq, req.done)
@@ -139,7 +157,26 @@ func (c *collector[T]) drainRing(r *ring.SPSC[T]) {
 func (c *collector[T]) cut() {
 	b := c.cur
 	c.cur = nil
+	if w := c.q.wal; w != nil && w.mode == Periodic {
+		c.q.persistBatch(b)
+	}
 	c.push(b)
+}
+
+// takeCommitted moves the Sync-mode groups already committed into ready: an
+// Enqueue that has returned has its group in the channel by then.
+func (c *collector[T]) takeCommitted() {
+	if c.q.wal == nil {
+		return
+	}
+	for {
+		select {
+		case b := <-c.q.wal.committed:
+			c.push(b)
+		default:
+			return
+		}
+	}
 }
 
 func (c *collector[T]) push(b *pending[T]) {
@@ -164,6 +201,18 @@ func (c *collector[T]) cutKeyed(all bool) {
 // drain collects every accepted item.
 func (c *collector[T]) stop(req request) {
 	q := c.q
+	if q.syncMode() {
+		// The committer finishes the open group, then exits.
+		for done := false; !done; {
+			select {
+			case b := <-q.wal.committed:
+				c.push(b)
+			case <-q.wal.exited:
+				done = true
+			}
+		}
+		c.takeCommitted()
+	}
 	c.drain(true)
 	c.cutKeyed(true)
 	waitDone := make(chan error, 1)
@@ -202,11 +251,11 @@ func (c *collector[T]) stop(req request) {
 		q.sendCancel()
 		reason := fmt.Errorf("%w: stop deadline: %w", ErrClosed, err)
 		for _, b := range c.ready {
-			q.drop(b, reason)
+			q.giveUp(b, reason)
 		}
 		c.ready = nil
 		for _, b := range q.keyed.takeAll() {
-			q.drop(b, reason)
+			q.giveUp(b, reason)
 		}
 	}
 	close(q.work)
@@ -264,6 +313,9 @@ func (q *Queue[T]) stop(ctx context.Context) error {
 	q.closedCancel()
 	q.growMu.Unlock()
 	q.keyed.seal()
+	if q.syncMode() {
+		q.closeSync()
+	}
 	var ms runtime.MemStats
 	for range 2 {
 		q.growMu.Lock()
@@ -280,6 +332,11 @@ func (q *Queue[T]) stop(ctx context.Context) error {
 	<-q.done
 	q.sendCancel()
 	q.gov.Close()
+	if q.wal != nil {
+		if werr := q.wal.log.Close(); werr != nil && !errors.Is(werr, wal.ErrClosed) {
+			err = errors.Join(err, fmt.Errorf("vinequeue: closing the wal: %w", werr))
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("vinequeue: stop: %w", err)
 	}

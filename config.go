@@ -100,6 +100,18 @@ const (
 	Sync
 )
 
+func (m WALMode) String() string {
+	switch m {
+	case Overflow:
+		return "overflow"
+	case Periodic:
+		return "periodic"
+	case Sync:
+		return "sync"
+	}
+	return fmt.Sprintf("WALMode(%d)", int(m))
+}
+
 // Compression of WAL records.
 type Compression int
 
@@ -273,7 +285,7 @@ func (m *MemoryConfig) fill() error {
 	switch m.Policy {
 	case PolicyDefault, Reject, Block:
 	case Spill:
-		return invalid("Memory.Policy", "Spill needs a WAL")
+		return invalid("Memory.Policy", "Spill is not available yet (the WAL tier takes Sync and Periodic modes)")
 	default:
 		return invalid("Memory.Policy", "unknown %v", m.Policy)
 	}

@@ -30,22 +30,54 @@ func (q *Queue[T]) sendLoop() {
 // batch goes to OnDrop. Either way it is done: counted, recycled, its shard
 // released.
 func (q *Queue[T]) deliver(b *pending[T]) {
-	start := time.Now()
-	err := batch.Attempt(q.sendCtx, q.retry, b.send, q.onRetry)
-	if q.sizer != nil {
-		q.sizer.Observe(len(b.items), time.Since(start), err)
-		q.batchSize.Store(int64(q.sizer.Size()))
+	for {
+		start := time.Now()
+		err := batch.Attempt(q.sendCtx, q.retry, b.send, q.onRetry)
+		if q.sizer != nil {
+			q.sizer.Observe(len(b.items), time.Since(start), err)
+			q.batchSize.Store(int64(q.sizer.Size()))
+		}
+		if err == nil {
+			q.delivered.Add(uint64(len(b.items)))
+			q.batches.Add(1)
+			q.ackDelivered(b)
+			q.finish(b)
+			return
+		}
+		if b.rec == nil || batch.IsPermanent(err) {
+			q.drop(b, fmt.Errorf("vinequeue: send failed: %w", err))
+			return
+		}
+		// The items are in the WAL: they are not given up on. Retry
+		// after the longest backoff until Stop runs out of time; then
+		// they stay on disk, and the next New replays them.
+		if q.sendCtx.Err() != nil {
+			q.leftOnDisk.Add(uint64(len(b.items)))
+			q.finish(b)
+			return
+		}
+		q.retries.Add(1)
+		t := time.NewTimer(q.cfg.Retry.MaxBackoff)
+		select {
+		case <-t.C:
+		case <-q.sendCtx.Done():
+		}
+		t.Stop()
 	}
-	if err == nil {
-		q.delivered.Add(uint64(len(b.items)))
-		q.batches.Add(1)
-		q.finish(b)
-		return
-	}
-	q.drop(b, fmt.Errorf("vinequeue: send failed: %w", err))
 }
 
 func (q *Queue[T]) countRetry(int, error) { q.retries.Add(1) }
+
+// giveUp ends a batch that Stop ran out of time for: a batch in the WAL stays
+// there for the next New to replay; any other goes to OnDrop.
+func (q *Queue[T]) giveUp(b *pending[T], reason error) {
+	if b.rec != nil {
+		q.leftOnDisk.Add(uint64(len(b.items)))
+		q.finish(b)
+		return
+	}
+	q.drop(b, reason)
+}
 
 // drop hands a batch to OnDrop and counts it.
 func (q *Queue[T]) drop(b *pending[T], reason error) {
@@ -59,6 +91,7 @@ func (q *Queue[T]) drop(b *pending[T], reason error) {
 			q.cfg.OnDrop(b.items, reason)
 		}()
 	}
+	q.ackDelivered(b) // given up on: the WAL must not replay it either
 	q.dropped.Add(uint64(len(b.items)))
 	q.logger.Warn("vinequeue: dropped a batch", "items", len(b.items), "reason", reason)
 	q.finish(b)
@@ -100,7 +133,7 @@ func (q *Queue[T]) getBatch() *pending[T] {
 func (q *Queue[T]) putBatch(b *pending[T]) {
 	clear(b.items) // retention rule: no pointers kept past delivery
 	b.items = b.items[:0]
-	b.bytes, b.seq, b.shard = 0, 0, nil
+	b.bytes, b.seq, b.shard, b.rec = 0, 0, nil, nil
 	select {
 	case q.free <- b:
 	default:
@@ -110,7 +143,7 @@ func (q *Queue[T]) putBatch(b *pending[T]) {
 // Stats returns a snapshot of the counters and gauges. The counters are read
 // one by one, so under load they are not a consistent cut.
 func (q *Queue[T]) Stats() Stats {
-	enq := q.drained.Load() + q.keyedIn.Load()
+	enq := q.drained.Load() + q.keyedIn.Load() + q.syncAccepted.Load()
 	for _, s := range q.procs.Load().procs {
 		enq += uint64(s.cur.Load().Len())
 	}
@@ -123,11 +156,20 @@ func (q *Queue[T]) Stats() Stats {
 		Batches:   q.batches.Load(),
 		BatchSize: uint64(q.batchSize.Load()),
 		Delayed:   q.delayed.Load(),
+		Replayed:  q.replayed.Load(),
 		Blocked:   q.blocked.Load(),
 		Level:     levelOf(q.gov.Level()),
 	}
-	if done := s.Delivered + s.Dropped; enq > done {
-		s.Buffered = enq - done
+	if q.wal != nil {
+		ws := q.wal.log.Stats()
+		s.WALBytes = uint64(max(ws.Bytes, 0))
+		s.Corrupt = ws.Corrupt + q.corrupt.Load()
+		s.Rejected += q.walRejected.Load()
+	}
+	// Replayed items were accepted by an earlier process: they count in
+	// Delivered or Dropped when done, so add them to the accepted side.
+	if done := s.Delivered + s.Dropped; enq+s.Replayed > done {
+		s.Buffered = enq + s.Replayed - done
 	}
 	if b := q.bytesHeld.Load(); b > 0 {
 		s.BytesHeld = uint64(b)

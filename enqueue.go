@@ -78,6 +78,9 @@ func (q *Queue[T]) afterHandOff(h handOffResult) error {
 // enqueueSlow retries a push that found the ring full or sealed, or the P
 // without a slot yet (GOMAXPROCS grew).
 func (q *Queue[T]) enqueueSlow(v T) error {
+	if q.syncMode() {
+		return q.enqueueSync(v)
+	}
 	for {
 		pid, tok := procPin()
 		t := q.procs.Load()
@@ -168,6 +171,15 @@ func (q *Queue[T]) waitSpare() error {
 // them unless the error is non-nil (ErrClosed, ErrFull), in which case vs[n:]
 // were not accepted. It is cheaper per item than Enqueue.
 func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) {
+	if q.syncMode() {
+		if len(vs) == 0 {
+			return 0, nil
+		}
+		if err := q.enqueueSync(vs...); err != nil {
+			return 0, err
+		}
+		return len(vs), nil
+	}
 	n := 0
 	for n < len(vs) {
 		pid, tok := procPin()

@@ -1,9 +1,13 @@
 package vinequeue
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 )
+
+// errKeyedSync is EnqueueKey's error in WAL Sync mode.
+var errKeyedSync = fmt.Errorf("%w: EnqueueKey is not durable in WAL Sync mode yet; use Enqueue, or Periodic mode", ErrInvalidConfig)
 
 // nKeyedShards is the number of keyed shards: enough that keys spread over
 // every sender, few enough that the collector scans them cheaply.
@@ -45,6 +49,9 @@ func shardOf(key uint64) int {
 // order they were accepted: FIFO per key, with any number of Workers. It is
 // slower than Enqueue (a lock per call on the key's shard).
 func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
+	if q.syncMode() {
+		return errKeyedSync
+	}
 	s := &q.keyed.shards[shardOf(key)]
 	s.mu.Lock()
 	if s.closed {
@@ -109,6 +116,9 @@ func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
 	}
 	s.mu.Unlock()
 	b.shard = s
+	if c.q.wal != nil && c.q.wal.mode == Periodic {
+		c.q.persistBatch(b)
+	}
 	b.seq = c.seq
 	c.seq++
 	c.q.track.cut(b.seq)

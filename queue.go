@@ -49,6 +49,7 @@ type Queue[T any] struct {
 	growMu    sync.Mutex // serialises growth of procs and Stop's sealing
 
 	keyed   keyedShards[T]
+	wal     *walTier[T] // nil in memory mode
 	gov     *governor.Governor
 	sizer   *batch.Sizer // nil unless Config.Adaptive
 	retry   batch.RetryPolicy
@@ -76,6 +77,8 @@ type Queue[T any] struct {
 	_ [cacheLine]byte
 	// Counters written off the fast path (slow path, collector, senders).
 	delivered, dropped, rejected, retries, batches, keyedIn, delayed, blocked atomic.Uint64
+	// WAL tier counters.
+	replayed, corrupt, syncAccepted, walRejected, walErrors, leftOnDisk atomic.Uint64
 	// drained counts ring items the collector has taken; Stats adds what
 	// the current rings hold.
 	drained   atomic.Uint64
@@ -103,6 +106,7 @@ type pending[T any] struct {
 	bytes int64
 	seq   uint64
 	shard *keyedShard[T] // nil unless the batch came from EnqueueKey
+	rec   *walRecord     // the WAL record holding these items; nil if none
 	send  func(context.Context) error
 }
 
@@ -124,9 +128,6 @@ type request struct {
 func New[T any](cfg Config[T]) (*Queue[T], error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
-	}
-	if cfg.WAL.Dir != "" {
-		return nil, invalid("WAL.Dir", "the WAL tier is not wired into Queue in this version")
 	}
 	q := &Queue[T]{
 		cfg:       cfg,
@@ -170,9 +171,25 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		return nil, fmt.Errorf("%w: Memory: %w", ErrInvalidConfig, err)
 	}
 	q.gov = gov
-	q.growProcs(runtime.GOMAXPROCS(0) - 1)
+	if cfg.WAL.Dir != "" {
+		if err := q.openWAL(); err != nil {
+			gov.Close()
+			return nil, err
+		}
+	}
+	if q.syncMode() {
+		// No rings: every Enqueue takes the slow path, into the group
+		// commit (see walmode.go).
+		q.procs.Store(&procTable[T]{})
+	} else {
+		q.growProcs(runtime.GOMAXPROCS(0) - 1)
+	}
 	var wg sync.WaitGroup
 	wg.Add(1 + cfg.Workers)
+	if q.syncMode() {
+		wg.Add(1)
+		go func() { defer wg.Done(); q.commitLoop() }()
+	}
 	go func() { defer wg.Done(); q.collect() }()
 	for range cfg.Workers {
 		go func() { defer wg.Done(); q.sendLoop() }()
@@ -180,6 +197,8 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 	go func() { wg.Wait(); close(q.done) }()
 	return q, nil
 }
+
+func (q *Queue[T]) syncMode() bool { return q.wal != nil && q.wal.mode == Sync }
 
 // levelHook adapts the user's OnLevelChange to the governor's levels.
 func levelHook(f func(from, to Level)) func(from, to governor.Level) {

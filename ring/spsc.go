@@ -3,6 +3,7 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"sync/atomic"
 	"unsafe"
 )
@@ -58,10 +59,15 @@ type SPSC[T any] struct {
 	mask      uint64
 	watermark uint64
 	buf       []T
+	// pointers: T holds pointers, so drained slots must be zeroed (the
+	// retention rule). Zeroing pointer-free slots would only pull their
+	// cache lines into the consumer's cache in the modified state, from
+	// where the producer's next write must fetch them back.
+	pointers bool
 	// link chains the ring into a list while it is handed off between
 	// owners (see Link); written rarely, so it may share this line.
 	link atomic.Pointer[SPSC[T]]
-	_    [cacheLine - 8*2 - 24 - 8]byte
+	_    [cacheLine - 8*2 - 24 - 8 - 8]byte
 }
 
 // Link returns the ring's list link, for an intrusive list such as
@@ -84,6 +90,7 @@ func NewSPSC[T any](size, watermark int) (*SPSC[T], error) {
 		mask:      uint64(size - 1),
 		watermark: uint64(watermark),
 		buf:       make([]T, size),
+		pointers:  hasPointers(reflect.TypeFor[T]()),
 	}
 	r.limit = uint64(watermark) - 1
 	return r, nil
@@ -183,10 +190,14 @@ func (r *SPSC[T]) Drain(dst []T, max int) []T {
 	i := h & r.mask
 	first := min(n, uint64(len(r.buf))-i)
 	dst = append(dst, r.buf[i:i+first]...)
-	clear(r.buf[i : i+first])
+	if r.pointers {
+		clear(r.buf[i : i+first])
+	}
 	if rest := n - first; rest > 0 {
 		dst = append(dst, r.buf[:rest]...)
-		clear(r.buf[:rest])
+		if r.pointers {
+			clear(r.buf[:rest])
+		}
 	}
 	r.head.Store(h + n)
 	return dst
@@ -211,3 +222,24 @@ func (r *SPSC[T]) Seal() { r.sealed.Store(1) }
 
 // IsSealed reports whether Seal was called.
 func (r *SPSC[T]) IsSealed() bool { return r.sealed.Load() != 0 }
+
+// hasPointers reports whether values of t contain pointers the garbage
+// collector follows.
+func hasPointers(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
+		return false
+	case reflect.Array:
+		return t.Len() > 0 && hasPointers(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if hasPointers(t.Field(i).Type) {
+				return true
+			}
+		}
+		return false
+	}
+	return true // pointers, slices, strings, maps, chans, funcs, interfaces
+}

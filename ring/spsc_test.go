@@ -3,6 +3,7 @@ package ring
 import (
 	"errors"
 	"math/rand/v2"
+	"reflect"
 	"runtime"
 	"sync"
 	"testing"
@@ -271,6 +272,35 @@ func BenchmarkPush(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if r.Push(uint64(i)) != Pushed {
 			buf = r.Drain(buf[:0], 0)
+		}
+	}
+}
+
+func TestHasPointers(t *testing.T) {
+	type flat struct {
+		A int64
+		B [4]float32
+	}
+	type deep struct {
+		A int
+		B [2]struct{ S string }
+	}
+	for _, c := range []struct {
+		typ  reflect.Type
+		want bool
+	}{
+		{reflect.TypeFor[uint64](), false},
+		{reflect.TypeFor[flat](), false},
+		{reflect.TypeFor[[0]*int](), false},
+		{reflect.TypeFor[*int](), true},
+		{reflect.TypeFor[string](), true},
+		{reflect.TypeFor[[]byte](), true},
+		{reflect.TypeFor[any](), true},
+		{reflect.TypeFor[deep](), true},
+		{reflect.TypeFor[map[int]int](), true},
+	} {
+		if got := hasPointers(c.typ); got != c.want {
+			t.Errorf("hasPointers(%v) = %v, want %v", c.typ, got, c.want)
 		}
 	}
 }

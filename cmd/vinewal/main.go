@@ -1,0 +1,291 @@
+// Command vinewal inspects, verifies, dumps and repairs a VineQueue WAL
+// directory: the fsck of the disk tier.
+//
+//	vinewal inspect [-json] DIR         segments, ids, sizes, ack mark
+//	vinewal verify DIR                  exit 1 on damage, with offsets
+//	vinewal dump [-json] [-items] [-from ID] DIR|SEGMENT
+//	                                    records as text or JSON lines
+//	vinewal repair DIR                  move damage aside, keep the intact prefix
+//
+// inspect, verify and dump only read (they take no lock, so they can look
+// at a directory in use; its newest records may be in flight). repair runs
+// the recovery a Queue would run at start-up, so the directory must not be
+// in use. Exit status: 0 fine, 1 damage found (verify), 2 usage or I/O error.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/vineroute/vinequeue/wal"
+)
+
+const usage = `usage:
+  vinewal inspect [-json] DIR
+  vinewal verify DIR
+  vinewal dump [-json] [-items] [-from ID] DIR|SEGMENT
+  vinewal repair DIR
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command and returns the process exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	code := 0
+	switch args[0] {
+	case "inspect":
+		err = inspect(args[1:], stdout)
+	case "verify":
+		code, err = verify(args[1:], stdout)
+	case "dump":
+		err = dump(args[1:], stdout)
+	case "repair":
+		err = repair(args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "vinewal: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "vinewal:", err)
+		if errors.Is(err, errUsage) {
+			fmt.Fprint(stderr, usage)
+		}
+		return 2
+	}
+	return code
+}
+
+var errUsage = errors.New("bad usage")
+
+func oneDir(fs *flag.FlagSet, args []string) (string, error) {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return "", fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() != 1 {
+		return "", fmt.Errorf("%w: want exactly one directory", errUsage)
+	}
+	return fs.Arg(0), nil
+}
+
+func inspect(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	dir, err := oneDir(fs, args)
+	if err != nil {
+		return err
+	}
+	r, err := wal.Inspect(dir)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	mark := strconv.FormatUint(r.AckMark, 10)
+	if !r.AckValid {
+		mark += " (ACK file missing or unreadable: everything on disk would be replayed)"
+	}
+	fmt.Fprintf(out, "dir %s\nack mark %s\n", r.Dir, mark)
+	var total, used int64
+	var pending uint64
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEGMENT\tFIRST\tLAST\tRECORDS\tSIZE\tUSED\tCODEC\tSTATUS")
+	for _, s := range r.Segments {
+		status := "ok"
+		if s.Repaired {
+			status = fmt.Sprintf("ok (repaired, %d gap records)", s.GapRecords)
+		}
+		if s.Damage != nil {
+			status = fmt.Sprintf("DAMAGED at %d: %s (%d records lost)", s.Damage.Offset, s.Damage.Reason, s.LostRecords)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", s.Name, s.FirstID, s.LastID, s.Records, s.FileSize, s.Used, s.Compression, status)
+		total += s.FileSize
+		used += s.Used
+		if s.LastID > r.AckMark {
+			pending += s.LastID - max(r.AckMark, s.FirstID-1)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(out, "%d segments, %d bytes on disk, %d bytes of records, ids above the ack mark: %d\n", len(r.Segments), total, used, pending)
+	for _, q := range r.Quarantined {
+		fmt.Fprintf(out, "quarantined: %s\n", q)
+	}
+	return nil
+}
+
+func verify(args []string, out io.Writer) (int, error) {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	dir, err := oneDir(fs, args)
+	if err != nil {
+		return 2, err
+	}
+	r, err := wal.Inspect(dir)
+	if err != nil {
+		return 2, err
+	}
+	bad := 0
+	for _, s := range r.Segments {
+		if s.Damage != nil {
+			bad++
+			fmt.Fprintf(out, "%s: damaged at offset %d: %s; intact records up to id %d, %d records lost\n",
+				filepath.Join(dir, s.Name), s.Damage.Offset, s.Damage.Reason, s.LastID, s.LostRecords)
+		}
+	}
+	if bad > 0 {
+		fmt.Fprintf(out, "%d of %d segments damaged; `vinewal repair %s` keeps the intact records and moves the damage aside\n", bad, len(r.Segments), dir)
+		return 1, nil
+	}
+	fmt.Fprintf(out, "ok: %d segments verified\n", len(r.Segments))
+	return 0, nil
+}
+
+// dumpRecord is the JSON shape of one record (or item, with -items).
+type dumpRecord struct {
+	Segment     string    `json:"segment"`
+	ID          uint64    `json:"id"`
+	Time        time.Time `json:"time"`
+	Offset      int64     `json:"offset"`
+	Compression string    `json:"compression"`
+	Stored      int       `json:"stored_bytes"`
+	Gap         bool      `json:"gap,omitempty"`
+	Item        *int      `json:"item,omitempty"`
+	Text        *string   `json:"text,omitempty"`   // payload, when valid UTF-8
+	Base64      []byte    `json:"base64,omitempty"` // payload otherwise
+}
+
+func dump(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("dump", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "one JSON object per line")
+	items := fs.Bool("items", false, "split payloads into items (records written by AppendItem or framed with AppendFrame)")
+	from := fs.Uint64("from", 0, "skip records with smaller ids")
+	target, err := oneDir(fs, args)
+	if err != nil {
+		return err
+	}
+	var paths []string
+	if st, err := os.Stat(target); err != nil {
+		return err
+	} else if st.IsDir() {
+		r, err := wal.Inspect(target)
+		if err != nil {
+			return err
+		}
+		for _, s := range r.Segments {
+			paths = append(paths, filepath.Join(target, s.Name))
+		}
+	} else {
+		paths = []string{target}
+	}
+	enc := json.NewEncoder(out)
+	emit := func(d dumpRecord, payload []byte) error {
+		if *asJSON {
+			if utf8.Valid(payload) {
+				s := string(payload)
+				d.Text = &s
+			} else {
+				d.Base64 = payload
+			}
+			return enc.Encode(d)
+		}
+		kind := ""
+		if d.Gap {
+			kind = " gap (ids lost to damage, already counted)"
+		}
+		item := ""
+		if d.Item != nil {
+			item = fmt.Sprintf(" item %d", *d.Item)
+		}
+		_, err := fmt.Fprintf(out, "%s id %d%s @%d %s %s %dB%s: %s\n", d.Segment, d.ID, item, d.Offset,
+			d.Time.UTC().Format(time.RFC3339Nano), d.Compression, d.Stored, kind, quote(payload))
+		return err
+	}
+	for _, p := range paths {
+		damage, err := wal.ReadSegment(p, func(r wal.Record) error {
+			if r.ID < *from {
+				return nil
+			}
+			d := dumpRecord{Segment: filepath.Base(p), ID: r.ID, Time: r.Time, Offset: r.Offset, Compression: r.Compression, Stored: r.StoredLen, Gap: r.Gap}
+			if !*items || r.Gap {
+				return emit(d, r.Payload)
+			}
+			n := 0
+			return wal.ForEachItem(r.Payload, func(item []byte) error {
+				i := n
+				n++
+				d.Item = &i
+				return emit(d, item)
+			})
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if damage != nil {
+			fmt.Fprintf(os.Stderr, "vinewal: %s: damaged at offset %d: %s (records after it not shown)\n", p, damage.Offset, damage.Reason)
+		}
+	}
+	return nil
+}
+
+// quote renders a payload for the text dump: printable text as is (up to
+// 200 bytes), anything else Go-quoted.
+func quote(p []byte) string {
+	const max = 200
+	cut := ""
+	if len(p) > max {
+		p, cut = p[:max], fmt.Sprintf("... (%d bytes)", len(p))
+	}
+	s := string(p)
+	if utf8.ValidString(s) && strconv.CanBackquote(s) {
+		return s + cut
+	}
+	return strconv.Quote(s) + cut
+}
+
+func repair(args []string, out, errOut io.Writer) error {
+	fs := flag.NewFlagSet("repair", flag.ContinueOnError)
+	dir, err := oneDir(fs, args)
+	if err != nil {
+		return err
+	}
+	before, err := wal.Inspect(dir)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	st, err := wal.Repair(dir, wal.Options{Logger: logger})
+	if err != nil {
+		if errors.Is(err, wal.ErrLocked) {
+			return fmt.Errorf("%w (stop the process using it first)", err)
+		}
+		return err
+	}
+	if !before.Damaged() && st.Corrupt == 0 {
+		fmt.Fprintf(out, "nothing to repair: %d segments intact\n", st.Segments)
+		return nil
+	}
+	fmt.Fprintf(out, "repaired: %d records lost, %d segments moved aside as *.corrupt, %d segments kept\n", st.Corrupt, st.Quarantined, st.Segments)
+	return nil
+}

@@ -1,0 +1,26 @@
+package wal
+
+import "errors"
+
+// Sentinel errors. Match them with errors.Is: the log wraps them with context
+// (ErrFull wraps the cause, e.g. unix.ENOSPC, so errors.Is works for both).
+var (
+	// ErrLocked is returned by Open when another process (or another Log in
+	// this process) holds the directory's lock.
+	ErrLocked = errors.New("wal: directory locked by another process")
+	// ErrFull is returned when a new segment cannot be allocated: the disk is
+	// full or Options.MaxBytes is reached. The log stays usable: appends
+	// succeed again once acknowledged segments have been deleted.
+	ErrFull = errors.New("wal: full")
+	// ErrTooLarge is returned for a payload or item over Options.MaxRecord.
+	ErrTooLarge = errors.New("wal: record too large")
+	// ErrCorrupt describes damaged on-disk data found by Check, ReadSegment or
+	// a replay. Open itself never fails on corruption: it quarantines the
+	// damage and counts it in Stats.Corrupt.
+	ErrCorrupt = errors.New("wal: corrupt data")
+	// ErrClosed is returned by every method called after Close.
+	ErrClosed = errors.New("wal: closed")
+	// ErrInvalidOptions is returned by Open for options that cannot work
+	// together; the message names the field.
+	ErrInvalidOptions = errors.New("wal: invalid options")
+)

@@ -1,0 +1,462 @@
+package wal
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(crashChildEnv) != "" {
+		os.Exit(crashChildMain())
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func smallOpts() Options {
+	return Options{SegmentSize: 64 << 10, AckInterval: 1}
+}
+
+func openT(t testing.TB, dir string, opts Options) *Log {
+	t.Helper()
+	l, err := Open(dir, opts)
+	require.NoError(t, err)
+	return l
+}
+
+// replayAll collects every replayed record.
+func replayAll(t testing.TB, l *Log) map[uint64][]byte {
+	t.Helper()
+	got := map[uint64][]byte{}
+	var last uint64
+	require.NoError(t, l.Replay(func(id uint64, p []byte) error {
+		require.Greater(t, id, last, "replay out of order")
+		last = id
+		got[id] = bytes.Clone(p)
+		return nil
+	}))
+	return got
+}
+
+func payloadFor(i int) []byte {
+	return []byte(fmt.Sprintf(`{"event":"click","user":%d,"page":"/products/%d","ua":"Mozilla/5.0 (X11; Linux x86_64)","n":%d}`, i%97, i%13, i))
+}
+
+func TestAppendReplayAcrossCompressions(t *testing.T) {
+	for _, c := range []Compression{Snappy, LZ4, NoCompression} {
+		t.Run(c.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			opts := smallOpts()
+			opts.Compression = c
+			opts.NoSync = true // durability is the crash test's business
+			l := openT(t, dir, opts)
+			want := map[uint64][]byte{}
+			for i := 0; i < 2000; i++ {
+				p := bytes.Repeat(payloadFor(i), 1+i%5)
+				id, err := l.Append(p)
+				require.NoError(t, err)
+				want[id] = p
+			}
+			// An incompressible payload is stored as is.
+			rnd := make([]byte, 3000)
+			for i := range rnd {
+				rnd[i] = byte(i*7919 + i>>3*31)
+			}
+			id, err := l.Append(rnd)
+			require.NoError(t, err)
+			want[id] = rnd
+			require.Greater(t, l.Stats().Segments, 1, "expected several segments")
+			require.NoError(t, l.Close())
+
+			l = openT(t, dir, opts)
+			require.Equal(t, want, replayAll(t, l))
+			require.Equal(t, uint64(len(want)), l.Stats().Replayed)
+			require.Zero(t, l.Stats().Corrupt)
+			// New ids continue after the recovered ones.
+			id2, err := l.Append([]byte("next"))
+			require.NoError(t, err)
+			require.Equal(t, id+1, id2)
+			require.NoError(t, l.Close())
+		})
+	}
+}
+
+func TestAckOutOfOrderDeletesSegmentsAndSkipsReplay(t *testing.T) {
+	dir := t.TempDir()
+	opts := smallOpts()
+	opts.NoSync = true
+	l := openT(t, dir, opts)
+	var ids []uint64
+	for i := 0; i < 3000; i++ {
+		id, err := l.Append(payloadFor(i))
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	segs := l.Stats().Segments
+	require.Greater(t, segs, 2)
+	// Ack the second half first, then all but id 1500 of the first half.
+	for _, id := range ids[1500:] {
+		require.NoError(t, l.Ack(id))
+	}
+	require.Zero(t, l.Stats().AckMark)
+	for _, id := range ids[:1500] {
+		if id != ids[1000] {
+			require.NoError(t, l.Ack(id))
+		}
+	}
+	require.Equal(t, ids[999], l.Stats().AckMark)
+	require.NoError(t, l.Checkpoint())
+	st := l.Stats()
+	require.Equal(t, ids[999], st.Persisted)
+	require.Less(t, st.Segments, segs, "segments below the mark must be deleted")
+	require.ErrorContains(t, l.Ack(ids[len(ids)-1]+1), "never issued")
+	require.NoError(t, l.Close())
+
+	l = openT(t, dir, smallOpts())
+	got := replayAll(t, l)
+	require.Contains(t, got, ids[1000])
+	// Everything above the mark is replayed (at-least-once): acks above
+	// the hole were not persisted as a mark.
+	require.Len(t, got, len(ids)-1000)
+	require.NoError(t, l.Ack(ids[1000]))
+	require.NoError(t, l.Close())
+
+	l = openT(t, dir, smallOpts())
+	require.Len(t, replayAll(t, l), len(ids)-1001)
+	require.NoError(t, l.Close())
+}
+
+func TestAckTracker(t *testing.T) {
+	var a ackTracker
+	require.False(t, a.ack(3, 3))
+	require.False(t, a.ack(5, 7))
+	require.False(t, a.ack(2, 2))
+	require.Equal(t, []span{{2, 3}, {5, 7}}, a.spans)
+	require.True(t, a.ack(1, 1))
+	require.Equal(t, uint64(3), a.mark)
+	require.True(t, a.ack(4, 4))
+	require.Equal(t, uint64(7), a.mark)
+	require.Empty(t, a.spans)
+	require.False(t, a.ack(2, 6))
+	require.False(t, a.ack(10, 20))
+	require.False(t, a.ack(9, 9))
+	require.True(t, a.acked(15))
+	require.False(t, a.acked(8))
+	require.True(t, a.ack(8, 8))
+	require.Equal(t, uint64(20), a.mark)
+}
+
+func TestLocked(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, smallOpts())
+	_, err := Open(dir, smallOpts())
+	require.ErrorIs(t, err, ErrLocked)
+	require.NoError(t, l.Close())
+	l = openT(t, dir, smallOpts())
+	require.NoError(t, l.Close())
+	require.ErrorIs(t, l.Close(), ErrClosed)
+	_, err = l.Append([]byte("x"))
+	require.ErrorIs(t, err, ErrClosed)
+	_, err = l.AppendItem([]byte("x"))
+	require.ErrorIs(t, err, ErrClosed)
+}
+
+func TestPermissions(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "wal")
+	l := openT(t, dir, smallOpts())
+	_, err := l.Append([]byte("x"))
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	st, err := os.Stat(dir)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), st.Mode().Perm())
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.NotEmpty(t, ents)
+	for _, e := range ents {
+		info, err := e.Info()
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), info.Mode().Perm(), e.Name())
+	}
+}
+
+func TestTooLargeAndInvalidOptions(t *testing.T) {
+	dir := t.TempDir()
+	opts := smallOpts()
+	opts.MaxRecord = 1000
+	l := openT(t, dir, opts)
+	_, err := l.Append(make([]byte, 1001))
+	require.ErrorIs(t, err, ErrTooLarge)
+	_, err = l.AppendItem(make([]byte, 999))
+	require.ErrorIs(t, err, ErrTooLarge)
+	_, err = l.Append(make([]byte, 1000))
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+
+	for _, o := range []Options{
+		{SegmentSize: 100},
+		{SegmentSize: 1 << 20, MaxBytes: 1 << 10},
+		{SegmentSize: 1 << 20, MaxRecord: 2 << 20},
+		{Compression: 9},
+	} {
+		_, err := Open(t.TempDir(), o)
+		require.ErrorIs(t, err, ErrInvalidOptions, "%+v", o)
+	}
+}
+
+func TestFullByMaxBytesAndENOSPC(t *testing.T) {
+	dir := t.TempDir()
+	opts := smallOpts()
+	opts.NoSync = true
+	opts.MaxBytes = 3 * opts.SegmentSize
+	l := openT(t, dir, opts)
+	var ids []uint64
+	var err error
+	for i := 0; i < 100000; i++ {
+		var id uint64
+		id, err = l.Append(bytes.Repeat([]byte{byte(i)}, 700))
+		if err != nil {
+			break
+		}
+		ids = append(ids, id)
+	}
+	require.ErrorIs(t, err, ErrFull)
+	require.LessOrEqual(t, l.Stats().Bytes, opts.MaxBytes)
+	// Acking frees segments and appends work again.
+	for _, id := range ids {
+		require.NoError(t, l.Ack(id))
+	}
+	require.NoError(t, l.Checkpoint())
+	_, err = l.Append([]byte("again"))
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+
+	// A disk full while preallocating: ErrFull wrapping ENOSPC.
+	opts = smallOpts()
+	fail := true
+	opts.allocate = func(f *os.File, size int64) error {
+		if fail {
+			return unix.ENOSPC
+		}
+		return allocateFile(f, size)
+	}
+	l = openT(t, t.TempDir(), opts)
+	_, err = l.Append([]byte("x"))
+	require.ErrorIs(t, err, ErrFull)
+	require.ErrorIs(t, err, unix.ENOSPC)
+	_, err = l.AppendItem([]byte("x"))
+	require.ErrorIs(t, err, ErrFull)
+	fail = false
+	_, err = l.Append([]byte("x"))
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+}
+
+func TestAppendItemGroupsConcurrentItems(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, smallOpts())
+	const G, N = 16, 300
+	var mu sync.Mutex
+	byID := map[uint64]int{}
+	var wg sync.WaitGroup
+	for g := 0; g < G; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < N; i++ {
+				id, err := l.AppendItem([]byte(fmt.Sprintf("g%d-i%d", g, i)))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				byID[id]++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	st := l.Stats()
+	require.Equal(t, uint64(G*N), st.Items)
+	require.NoError(t, l.Close())
+
+	l = openT(t, dir, smallOpts())
+	seen := map[string]bool{}
+	require.NoError(t, l.Replay(func(id uint64, p []byte) error {
+		n := 0
+		err := ForEachItem(p, func(item []byte) error {
+			require.False(t, seen[string(item)], "duplicate %s", item)
+			seen[string(item)] = true
+			n++
+			return nil
+		})
+		require.Equal(t, byID[id], n, "record %d", id)
+		return err
+	}))
+	require.Len(t, seen, G*N)
+	require.NoError(t, l.Close())
+}
+
+func TestReplayStopsOnCallbackError(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, smallOpts())
+	for i := 0; i < 10; i++ {
+		_, err := l.Append(payloadFor(i))
+		require.NoError(t, err)
+	}
+	require.NoError(t, l.Close())
+	l = openT(t, dir, smallOpts())
+	boom := errors.New("boom")
+	n := 0
+	err := l.Replay(func(uint64, []byte) error {
+		n++
+		if n == 3 {
+			return boom
+		}
+		return nil
+	})
+	require.ErrorIs(t, err, boom)
+	require.Equal(t, 3, n)
+	require.NoError(t, l.Close())
+}
+
+func TestNoSyncWriteThenSync(t *testing.T) {
+	dir := t.TempDir()
+	opts := smallOpts()
+	opts.NoSync = true
+	l := openT(t, dir, opts)
+	for i := 0; i < 100; i++ {
+		_, err := l.Write(payloadFor(i))
+		require.NoError(t, err)
+	}
+	require.NoError(t, l.Sync())
+	require.Equal(t, uint64(1), l.Stats().Syncs)
+	require.NoError(t, l.Close())
+	l = openT(t, dir, opts)
+	require.Len(t, replayAll(t, l), 100)
+	require.NoError(t, l.Close())
+}
+
+func TestFrames(t *testing.T) {
+	var p []byte
+	items := [][]byte{{}, []byte("a"), bytes.Repeat([]byte("b"), 300)}
+	for _, it := range items {
+		p = AppendFrame(p, it)
+	}
+	require.Equal(t, FrameSize(0)+FrameSize(1)+FrameSize(300), len(p))
+	var got [][]byte
+	require.NoError(t, ForEachItem(p, func(it []byte) error { got = append(got, it); return nil }))
+	require.Equal(t, items, got)
+	require.ErrorIs(t, ForEachItem(p[:len(p)-1], func([]byte) error { return nil }), ErrCorrupt)
+	require.ErrorIs(t, ForEachItem([]byte{0xff}, func([]byte) error { return nil }), ErrCorrupt)
+}
+
+func TestAppendItemsOneRecord(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, smallOpts())
+	id, err := l.AppendItems([][]byte{[]byte("a"), []byte("bb"), {}})
+	require.NoError(t, err)
+	id2, err := l.AppendItems(nil)
+	require.NoError(t, err)
+	require.Zero(t, id2)
+	_, err = l.AppendItems([][]byte{make([]byte, 40<<10), make([]byte, 40<<10)})
+	require.ErrorIs(t, err, ErrTooLarge)
+	require.NoError(t, l.Close())
+	l = openT(t, dir, smallOpts())
+	got := replayAll(t, l)
+	var items []string
+	require.NoError(t, ForEachItem(got[id], func(it []byte) error { items = append(items, string(it)); return nil }))
+	require.Equal(t, []string{"a", "bb", ""}, items)
+	require.NoError(t, l.Close())
+}
+
+// Appends, acks (deleting segments) and a replay all at once, then Close
+// racing the appenders: every append either succeeds durably or reports
+// ErrClosed, and nothing leaks (goleak in TestMain).
+func TestConcurrentAppendAckReplayClose(t *testing.T) {
+	dir := t.TempDir()
+	opts := smallOpts()
+	opts.NoSync = true
+	l := openT(t, dir, opts)
+	for i := 0; i < 2000; i++ {
+		_, err := l.Append(payloadFor(i))
+		require.NoError(t, err)
+	}
+	require.NoError(t, l.Close())
+
+	l = openT(t, dir, smallOpts())
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	durable := map[uint64]bool{}
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				var id uint64
+				var err error
+				if i%2 == 0 {
+					id, err = l.AppendItem(payloadFor(i))
+				} else {
+					id, err = l.Append(payloadFor(i))
+				}
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				durable[id] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	replayed := 0
+	require.NoError(t, l.Replay(func(id uint64, p []byte) error {
+		replayed++
+		return l.Ack(id)
+	}))
+	require.Equal(t, 2000, replayed)
+	require.NoError(t, l.Checkpoint())
+	require.NoError(t, l.Close())
+	wg.Wait()
+
+	l = openT(t, dir, smallOpts())
+	got := replayAll(t, l)
+	for id := range durable {
+		require.Contains(t, got, id)
+	}
+	for id := range got {
+		require.True(t, id > 2000, "acknowledged record %d replayed", id)
+	}
+	require.NoError(t, l.Close())
+}
+
+func TestAckItemsAcksTheRecordWithItsLastItem(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, smallOpts())
+	id, err := l.AppendItems([][]byte{[]byte("a"), []byte("b"), []byte("c")})
+	require.NoError(t, err)
+	id2, err := l.AppendItem([]byte("d"))
+	require.NoError(t, err)
+	require.ErrorContains(t, l.AckItems(id, 4), "3 items outstanding")
+	require.NoError(t, l.AckItems(id2, 1))
+	require.NoError(t, l.AckItems(id, 2))
+	require.Zero(t, l.Stats().AckMark)
+	require.NoError(t, l.AckItems(id, 1))
+	require.Equal(t, id2, l.Stats().AckMark)
+	require.ErrorContains(t, l.AckItems(id, 1), "not a record")
+	require.NoError(t, l.Close())
+	l = openT(t, dir, smallOpts())
+	require.Empty(t, replayAll(t, l))
+	require.NoError(t, l.Close())
+}

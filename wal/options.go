@@ -1,0 +1,101 @@
+package wal
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// Defaults of Options.
+const (
+	DefaultSegmentSize = 64 << 20
+	DefaultMaxRecord   = 16 << 20
+	DefaultGroupBytes  = 1 << 20
+	DefaultAckInterval = 20 * time.Millisecond
+	minSegmentSize     = 4096
+)
+
+// Options configures a Log. The zero value is usable: snappy, 64 MiB
+// segments, 16 MiB records, no size limit, every append durable on return.
+type Options struct {
+	// Compression of record payloads; the zero value is Snappy.
+	Compression Compression
+	// SegmentSize is the preallocated size of each segment file (default
+	// 64 MiB, at least 4 KiB).
+	SegmentSize int64
+	// MaxBytes bounds the bytes of all segment files; a segment that would
+	// cross it is not created and the append fails with ErrFull. 0: no
+	// bound but the disk. When set it must be at least SegmentSize.
+	MaxBytes int64
+	// MaxRecord bounds one record's payload before compression (default
+	// 16 MiB, and never more than what fits in one segment). Larger
+	// payloads or items fail with ErrTooLarge.
+	MaxRecord int
+	// GroupBytes is the payload size at which AppendItem closes a group and
+	// starts the next record (default 1 MiB, at most MaxRecord).
+	GroupBytes int
+	// AckInterval is the least time between two writes of the ack mark
+	// (default 20 ms). Acks in between are coalesced; a crash forgets at
+	// most that long of acks, which only means duplicates on replay.
+	AckInterval time.Duration
+	// NoSync makes Append, Write and AppendItem return once the record is in
+	// the page cache (safe against a process crash, not against power
+	// loss); Sync makes everything written so far durable.
+	NoSync bool
+	// Logger receives recovery reports and I/O failures; nil discards them.
+	Logger *slog.Logger
+
+	// allocate replaces allocateFile in tests (to simulate ENOSPC).
+	allocate func(f *os.File, size int64) error
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Compression > NoCompression {
+		return o, fmt.Errorf("%w: Compression %d", ErrInvalidOptions, o.Compression)
+	}
+	if o.SegmentSize == 0 {
+		o.SegmentSize = DefaultSegmentSize
+	}
+	if o.SegmentSize < minSegmentSize || o.SegmentSize > 1<<40 {
+		return o, fmt.Errorf("%w: SegmentSize %d outside [%d, 1 TiB]", ErrInvalidOptions, o.SegmentSize, minSegmentSize)
+	}
+	if int64(int(o.SegmentSize)) != o.SegmentSize {
+		return o, fmt.Errorf("%w: SegmentSize %d does not fit the address space", ErrInvalidOptions, o.SegmentSize)
+	}
+	if o.MaxBytes < 0 || (o.MaxBytes > 0 && o.MaxBytes < o.SegmentSize) {
+		return o, fmt.Errorf("%w: MaxBytes %d below SegmentSize %d", ErrInvalidOptions, o.MaxBytes, o.SegmentSize)
+	}
+	fit := o.SegmentSize - segmentHeaderSize - recordOverhead - 8
+	if fit > 1<<32-1 {
+		fit = 1<<32 - 1
+	}
+	if o.MaxRecord < 0 || int64(o.MaxRecord) > fit {
+		return o, fmt.Errorf("%w: MaxRecord %d: a record must fit in one segment (at most %d)", ErrInvalidOptions, o.MaxRecord, fit)
+	}
+	if o.MaxRecord == 0 {
+		o.MaxRecord = int(min(int64(DefaultMaxRecord), fit))
+	}
+	if o.GroupBytes <= 0 {
+		o.GroupBytes = DefaultGroupBytes
+	}
+	o.GroupBytes = min(o.GroupBytes, o.MaxRecord)
+	if o.AckInterval < 0 {
+		return o, fmt.Errorf("%w: AckInterval %v", ErrInvalidOptions, o.AckInterval)
+	}
+	if o.AckInterval == 0 {
+		o.AckInterval = DefaultAckInterval
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.allocate == nil {
+		o.allocate = allocateFile
+	}
+	return o, nil
+}
+
+// readLimit bounds what a reader accepts as one record's payload: the
+// configured limit, but never below 64 MiB, so records written under a
+// larger MaxRecord stay readable after the option is lowered.
+func (o Options) readLimit() int { return max(o.MaxRecord, 64<<20) }

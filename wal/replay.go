@@ -1,0 +1,199 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+)
+
+// Replay calls fn for every record recovered by Open that is still above
+// the ack mark, in id order, with the decompressed payload (valid only
+// during the call). It stops at and returns the first error fn returns.
+// Records appended after Open are not included: they are in memory already.
+// A record that verified at Open but does not decompress is counted in
+// Stats.Corrupt, acknowledged and skipped.
+//
+// fn runs on the calling goroutine; while it runs, up to GOMAXPROCS worker
+// goroutines decompress the records after it, so recovery is not limited
+// to one core's decompression speed.
+func (l *Log) Replay(fn func(id uint64, payload []byte) error) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	var segs []segment
+	for _, s := range l.segs {
+		if s.firstID <= l.recoveredLast && s.end > 0 {
+			segs = append(segs, *s)
+		}
+	}
+	l.mu.Unlock()
+
+	r := newReplayer(l, fn)
+	defer r.stop()
+	for _, s := range segs {
+		l.amu.Lock()
+		mark := l.acks.mark
+		l.amu.Unlock()
+		if s.lastID <= mark {
+			continue
+		}
+		data, unmap, err := mapFile(filepath.Join(l.dir, s.name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue // deleted: every record in it was acknowledged meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("wal: replay: %w", err)
+		}
+		err = withFaultsAsErrors(func() error { return r.segment(s, data, mark) })
+		// Every job still reading the mapping is finished before it goes.
+		if derr := r.drain(err != nil); err == nil {
+			err = derr
+		}
+		unmap()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replayJob is one record on its way through the decompression workers.
+type replayJob struct {
+	id      uint64
+	codec   uint8
+	stored  []byte // aliases the segment mapping
+	segment string
+	raw     []byte // result; aliases buf or stored
+	buf     []byte // the job's own scratch, kept across reuse
+	err     error
+	done    chan struct{}
+}
+
+// replayer keeps up to window records in flight: the Replay goroutine scans
+// records and queues them; workers decompress them; the Replay goroutine
+// hands them to fn in order.
+type replayer struct {
+	l       *Log
+	fn      func(uint64, []byte) error
+	limit   int
+	jobs    chan *replayJob
+	free    []*replayJob
+	pending []*replayJob // in id order
+	window  int
+	workers int
+	exited  chan struct{}
+}
+
+func newReplayer(l *Log, fn func(uint64, []byte) error) *replayer {
+	r := &replayer{l: l, fn: fn, limit: l.opts.readLimit()}
+	r.workers = min(runtime.GOMAXPROCS(0), 8)
+	r.window = 2 * r.workers
+	r.jobs = make(chan *replayJob, r.window)
+	r.exited = make(chan struct{}, r.workers)
+	for i := 0; i < r.workers; i++ {
+		go r.work()
+	}
+	return r
+}
+
+func (r *replayer) work() {
+	defer func() { r.exited <- struct{}{} }()
+	for j := range r.jobs {
+		j.err = withFaultsAsErrors(func() error {
+			var err error
+			j.raw, j.buf, err = decompress(j.buf, j.codec, j.stored, r.limit)
+			return err
+		})
+		close(j.done)
+	}
+}
+
+func (r *replayer) stop() {
+	close(r.jobs)
+	for i := 0; i < r.workers; i++ {
+		<-r.exited
+	}
+}
+
+// segment queues the records of one recovered segment above mark.
+func (r *replayer) segment(s segment, data []byte, mark uint64) error {
+	if int64(len(data)) < s.end {
+		return fmt.Errorf("%w: %s shrank to %d bytes", ErrCorrupt, s.name, len(data))
+	}
+	prev := s.firstID - 1
+	for pos := int64(segmentHeaderSize); pos < s.end; {
+		// Open verified every checksum of these immutable, locked
+		// files; replay only re-checks the framing.
+		h, stored, size, err := decodeRecordCRC(data[pos:s.end], r.limit, prev+1, false)
+		if err != nil {
+			return fmt.Errorf("%w: %s offset %d: %v", ErrCorrupt, s.name, pos, err)
+		}
+		pos += size
+		prev = h.id
+		if h.kind != kindData || h.id <= mark {
+			continue
+		}
+		if len(r.pending) == r.window {
+			if err := r.deliverOne(); err != nil {
+				return err
+			}
+		}
+		var j *replayJob
+		if n := len(r.free); n > 0 {
+			j, r.free = r.free[n-1], r.free[:n-1]
+		} else {
+			j = &replayJob{}
+		}
+		j.id, j.codec, j.stored, j.segment, j.raw, j.err = h.id, h.codec, stored, s.name, nil, nil
+		j.done = make(chan struct{})
+		r.pending = append(r.pending, j)
+		if h.codec == codecNone {
+			j.raw = stored
+			close(j.done)
+			continue
+		}
+		r.jobs <- j
+	}
+	return nil
+}
+
+// deliverOne waits for the oldest pending record and hands it to fn.
+func (r *replayer) deliverOne() error {
+	j := r.pending[0]
+	r.pending = r.pending[1:]
+	<-j.done
+	defer func() {
+		j.stored, j.raw = nil, nil
+		r.free = append(r.free, j)
+	}()
+	l := r.l
+	if j.err != nil {
+		l.stats.corrupt.Add(1)
+		l.log.Error("wal: record does not decompress; skipped", "segment", j.segment, "id", j.id, "err", j.err)
+		l.amu.Lock()
+		l.acks.ack(j.id, j.id)
+		l.amu.Unlock()
+		return nil
+	}
+	l.stats.replayed.Add(1)
+	return r.fn(j.id, j.raw)
+}
+
+// drain delivers every pending record (or, after fn failed, just waits for
+// the workers to be done with them, so the mapping can go).
+func (r *replayer) drain(failed bool) error {
+	var err error
+	for len(r.pending) > 0 {
+		if failed || err != nil {
+			<-r.pending[0].done
+			r.pending = r.pending[1:]
+			continue
+		}
+		err = r.deliverOne()
+	}
+	return err
+}

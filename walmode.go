@@ -1,0 +1,299 @@
+package vinequeue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vineroute/vinequeue/wal"
+)
+
+// The WAL tier. Each record on disk is one batch of items (wal.AppendFrame
+// frames, codec-encoded). A record is acknowledged (wal.Log.Ack) once every
+// item in it has been delivered; the log's ack mark is the low-water mark of
+// those acks, and Open replays what is above it, so delivery is at least once.
+//
+//   - Sync: Enqueue adds its item to the open group and waits; the committer
+//     writes each group as one durable record (one fdatasync shared by every
+//     caller in the group, on top of the log's own group commit) and then
+//     hands the group to the collector as a batch.
+//   - Periodic: Enqueue takes the ring fast path; the collector writes every
+//     batch it cuts as a record before sending it and syncs the log every
+//     SyncInterval, so a crash loses at most what sat in the rings plus one
+//     interval of writes.
+//   - Overflow: only what the governor spills would be written; the spill
+//     path is not wired yet, so Overflow behaves like memory mode plus replay.
+
+// walRecord tracks the delivery of one record's items; the batches carrying
+// them share it.
+type walRecord struct {
+	id   uint64
+	left atomic.Int64 // items not yet delivered
+}
+
+// walTier is the queue's side of the log.
+type walTier[T any] struct {
+	log   *wal.Log
+	codec Codec[T]
+	mode  WALMode
+
+	// Sync mode: the open group and its committer.
+	mu        sync.Mutex
+	cond      *sync.Cond // the committer waits here for a group
+	group     *syncGroup[T]
+	closed    bool
+	committed chan *pending[T] // committer → collector
+	exited    chan struct{}
+
+	encBuf []byte // collector-owned (Periodic)
+}
+
+type syncGroup[T any] struct {
+	items []T
+	done  chan struct{}
+	err   error
+}
+
+// walErr maps the log's errors to the queue's sentinels, keeping the cause.
+func walErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, wal.ErrLocked):
+		return fmt.Errorf("%w: %w", ErrLocked, err)
+	case errors.Is(err, wal.ErrFull):
+		return fmt.Errorf("%w: %w", ErrWALFull, err)
+	case errors.Is(err, wal.ErrTooLarge):
+		return fmt.Errorf("%w: %w", ErrTooLarge, err)
+	case errors.Is(err, wal.ErrClosed):
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return fmt.Errorf("vinequeue: wal: %w", err)
+}
+
+func (q *Queue[T]) openWAL() error {
+	c := q.cfg.WAL
+	codec := q.cfg.Codec
+	if codec == nil {
+		var err error
+		if codec, err = builtinCodec[T](); err != nil {
+			return err
+		}
+	}
+	log, err := wal.Open(c.Dir, wal.Options{
+		Compression: wal.Compression(c.Compression),
+		SegmentSize: c.SegmentSize,
+		MaxBytes:    c.MaxBytes,
+		Logger:      q.logger,
+		NoSync:      c.Mode != Sync,
+	})
+	if err != nil {
+		if errors.Is(err, wal.ErrInvalidOptions) {
+			return fmt.Errorf("%w: WAL: %w", ErrInvalidConfig, err)
+		}
+		return walErr(err)
+	}
+	w := &walTier[T]{log: log, codec: codec, mode: c.Mode,
+		committed: make(chan *pending[T], 4), exited: make(chan struct{})}
+	w.cond = sync.NewCond(&w.mu)
+	q.wal = w
+	return nil
+}
+
+// encode frames items into one record payload.
+func (w *walTier[T]) encode(dst []byte, items []T) ([]byte, error) {
+	var item []byte
+	for _, v := range items {
+		var err error
+		item, err = w.codec.Append(item[:0], v)
+		if err != nil {
+			return dst, fmt.Errorf("vinequeue: wal codec: %w", err)
+		}
+		dst = wal.AppendFrame(dst, item)
+	}
+	return dst, nil
+}
+
+// enqueueSync is Enqueue in Sync mode: v joins the open group, and the call
+// returns once the group's record is durable.
+func (q *Queue[T]) enqueueSync(vs ...T) error {
+	w := q.wal
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return ErrClosed
+	}
+	if w.group == nil {
+		w.group = &syncGroup[T]{done: make(chan struct{})}
+		w.cond.Signal()
+	}
+	g := w.group
+	g.items = append(g.items, vs...)
+	w.mu.Unlock()
+	<-g.done
+	return g.err
+}
+
+// commitLoop is the Sync-mode committer: it writes each group as one durable
+// record and hands it on for delivery. While it writes, the next group fills.
+func (q *Queue[T]) commitLoop() {
+	w := q.wal
+	defer close(w.exited)
+	var buf []byte
+	for {
+		w.mu.Lock()
+		for w.group == nil && !w.closed {
+			w.cond.Wait()
+		}
+		g := w.group
+		w.group = nil
+		w.mu.Unlock()
+		if g == nil {
+			return // closed and nothing left
+		}
+		var err error
+		buf, err = w.encode(buf[:0], g.items)
+		var id uint64
+		if err == nil {
+			id, err = w.log.Append(buf)
+			err = walErr(err)
+		}
+		if err != nil {
+			g.err = err
+			q.walRejected.Add(uint64(len(g.items)))
+			close(g.done)
+			continue
+		}
+		q.syncAccepted.Add(uint64(len(g.items)))
+		rec := &walRecord{id: id}
+		rec.left.Store(int64(len(g.items)))
+		for _, b := range q.splitBatches(g.items, rec) {
+			w.committed <- b
+		}
+		close(g.done) // after the hand-over: a Flush after Enqueue sees it
+	}
+}
+
+// closeSync stops accepting Sync-mode items; the committer finishes the open
+// group and exits.
+func (q *Queue[T]) closeSync() {
+	w := q.wal
+	w.mu.Lock()
+	w.closed = true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+}
+
+// splitBatches copies items into batches of at most MaxBatchSize sharing rec.
+func (q *Queue[T]) splitBatches(items []T, rec *walRecord) []*pending[T] {
+	var out []*pending[T]
+	for len(items) > 0 {
+		n := min(len(items), q.cfg.MaxBatchSize)
+		b := q.getBatch()
+		b.items = append(b.items, items[:n]...)
+		b.bytes = q.bytesOf(b.items)
+		b.rec = rec
+		q.hold(b.bytes)
+		out = append(out, b)
+		items = items[n:]
+	}
+	return out
+}
+
+// persistBatch writes a batch cut from the rings as a record (Periodic mode).
+// On failure the batch is still delivered from memory, just not protected.
+func (q *Queue[T]) persistBatch(b *pending[T]) {
+	w := q.wal
+	var err error
+	w.encBuf, err = w.encode(w.encBuf[:0], b.items)
+	var id uint64
+	if err == nil {
+		id, err = w.log.Write(w.encBuf)
+	}
+	if err != nil {
+		q.walErrors.Add(1)
+		q.logger.Warn("vinequeue: wal write failed; batch kept in memory only", "items", len(b.items), "err", walErr(err))
+		return
+	}
+	rec := &walRecord{id: id}
+	rec.left.Store(int64(len(b.items)))
+	b.rec = rec
+}
+
+// ackDelivered acknowledges b's share of its record.
+func (q *Queue[T]) ackDelivered(b *pending[T]) {
+	if b.rec == nil {
+		return
+	}
+	if b.rec.left.Add(-int64(len(b.items))) == 0 {
+		if err := q.wal.log.Ack(b.rec.id); err != nil && !errors.Is(err, wal.ErrClosed) {
+			q.logger.Warn("vinequeue: wal ack failed", "record", b.rec.id, "err", err)
+		}
+	}
+}
+
+// replay hands every record above the ack mark to the senders, before any
+// new item: New calls it from the collector before its loop starts.
+func (c *collector[T]) replay() {
+	q := c.q
+	w := q.wal
+	var items []T
+	err := w.log.Replay(func(id uint64, payload []byte) error {
+		items = items[:0]
+		err := wal.ForEachItem(payload, func(item []byte) error {
+			v, err := w.codec.Decode(item)
+			if err != nil {
+				return err
+			}
+			items = append(items, v)
+			return nil
+		})
+		if err != nil {
+			q.corrupt.Add(1)
+			q.logger.Error("vinequeue: wal record does not decode; skipped", "record", id, "err", err)
+			return w.log.Ack(id)
+		}
+		if len(items) == 0 {
+			return w.log.Ack(id)
+		}
+		q.replayed.Add(uint64(len(items)))
+		rec := &walRecord{id: id}
+		rec.left.Store(int64(len(items)))
+		for _, b := range q.splitBatches(items, rec) {
+			c.push(b)
+			// Dispatch as we go, so a large log is not held in memory.
+			for len(c.ready) > 0 {
+				select {
+				case q.work <- c.ready[0]:
+					c.ready[0] = nil
+					c.ready = c.ready[1:]
+				case <-q.sendCtx.Done():
+					return q.sendCtx.Err()
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		q.logger.Error("vinequeue: wal replay stopped", "err", err)
+	}
+}
+
+// walTick syncs the log in Periodic mode.
+func (q *Queue[T]) walSync() {
+	if err := q.wal.log.Sync(); err != nil && !errors.Is(err, wal.ErrClosed) {
+		q.walErrors.Add(1)
+		q.logger.Warn("vinequeue: wal sync failed", "err", walErr(err))
+	}
+}
+
+// syncInterval is the Periodic mode's checkpoint period.
+func (c *WALConfig) syncInterval() time.Duration {
+	if c.SyncInterval > 0 {
+		return c.SyncInterval
+	}
+	return time.Second
+}

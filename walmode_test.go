@@ -1,0 +1,300 @@
+package vinequeue
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestWALSyncDeliversAndAcks(t *testing.T) {
+	dir := t.TempDir()
+	s := newSink[string]()
+	q, err := New(Config[string]{Send: s.send, Workers: 2, BatchSize: 64,
+		WAL: WALConfig{Dir: dir, Mode: Sync, SegmentSize: 1 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const G, per = 16, 200
+	var wg sync.WaitGroup
+	for g := 0; g < G; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < per; i++ {
+				if err := q.Enqueue(fmt.Sprintf("g%d-%d", g, i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n, err := q.EnqueueBatch([]string{"b1", "b2"}); n != 2 || err != nil {
+		t.Fatalf("EnqueueBatch = %d, %v", n, err)
+	}
+	if err := q.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.n.Load(); got != G*per+2 {
+		t.Fatalf("after Flush delivered %d, want %d", got, G*per+2)
+	}
+	if st := q.Stats(); st.WALBytes == 0 {
+		t.Errorf("WALBytes = 0 with a live log")
+	}
+	if err := q.EnqueueKey(1, "k"); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("EnqueueKey in Sync mode = %v", err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := q.Stats()
+	if st.Enqueued != G*per+2 || st.Delivered != G*per+2 || st.Buffered != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Everything was acknowledged: a new queue replays nothing.
+	q2, err := New(Config[string]{Send: s.send, WAL: WALConfig{Dir: dir, Mode: Sync, SegmentSize: 1 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r := q2.Stats().Replayed; r != 0 {
+		t.Fatalf("replayed %d after a clean close", r)
+	}
+}
+
+// TestWALReplayAfterStopDeadline: Send is down; Stop runs out of time; the
+// items stay on disk; the next queue delivers them all before new items.
+func TestWALReplayAfterStopDeadline(t *testing.T) {
+	for _, mode := range []WALMode{Sync, Periodic} {
+		t.Run(fmt.Sprint(mode), func(t *testing.T) {
+			dir := t.TempDir()
+			q, err := New(Config[[]byte]{
+				Send:  func(ctx context.Context, _ [][]byte) error { return errors.New("sink down") },
+				Retry: RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond},
+				WAL:   WALConfig{Dir: dir, Mode: mode, SegmentSize: 1 << 20},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 500
+			for i := 0; i < n; i++ {
+				if err := q.Enqueue([]byte(strconv.Itoa(i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			if err := q.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Stop = %v, want DeadlineExceeded", err)
+			}
+			if st := q.Stats(); st.Delivered != 0 || st.Dropped != 0 {
+				t.Fatalf("stats after failed stop %+v", st)
+			}
+			var order []string
+			var mu sync.Mutex
+			q2, err := New(Config[[]byte]{
+				Send: func(_ context.Context, b [][]byte) error {
+					mu.Lock()
+					for _, v := range b {
+						order = append(order, string(v))
+					}
+					mu.Unlock()
+					return nil
+				},
+				WAL: WALConfig{Dir: dir, Mode: mode, SegmentSize: 1 << 20},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := q2.Enqueue([]byte("new")); err != nil {
+				t.Fatal(err)
+			}
+			if err := q2.Close(); err != nil {
+				t.Fatal(err)
+			}
+			st := q2.Stats()
+			if st.Replayed != n || st.Delivered != n+1 {
+				t.Fatalf("replayed %d, delivered %d; want %d, %d", st.Replayed, st.Delivered, n, n+1)
+			}
+			seen := map[string]bool{}
+			for _, v := range order {
+				seen[v] = true
+			}
+			for i := 0; i < n; i++ {
+				if !seen[strconv.Itoa(i)] {
+					t.Fatalf("item %d not replayed", i)
+				}
+			}
+			if order[len(order)-1] != "new" {
+				t.Errorf("the new item was delivered before replay finished: last is %q", order[len(order)-1])
+			}
+		})
+	}
+}
+
+func TestWALLocked(t *testing.T) {
+	dir := t.TempDir()
+	ok := func(context.Context, []string) error { return nil }
+	q, err := New(Config[string]{Send: ok, WAL: WALConfig{Dir: dir, SegmentSize: 1 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if q2, err := New(Config[string]{Send: ok, WAL: WALConfig{Dir: dir, SegmentSize: 1 << 20}}); !errors.Is(err, ErrLocked) {
+		if q2 != nil {
+			q2.Close()
+		}
+		t.Fatalf("second New on the same dir = %v, want ErrLocked", err)
+	}
+	type custom struct{ A int }
+	if _, err := New(Config[custom]{Send: func(context.Context, []custom) error { return nil },
+		WAL: WALConfig{Dir: t.TempDir()}}); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "Codec") {
+		t.Fatalf("WAL without a Codec for a struct = %v", err)
+	}
+}
+
+// TestCrashSIGKILL: a child in Sync mode enqueues and prints each accepted
+// id; the parent SIGKILLs it at random moments and restarts it. Children
+// print what they deliver. At the end every accepted id was delivered at
+// least once (replay covers the kills).
+func TestCrashSIGKILL(t *testing.T) {
+	if os.Getenv("VINEQUEUE_CRASH_CHILD") != "" {
+		crashChild()
+		return
+	}
+	kills := 20
+	if n, err := strconv.Atoi(os.Getenv("VINEQUEUE_CRASH_KILLS")); err == nil {
+		kills = n
+	} else if testing.Short() {
+		kills = 5
+	}
+	dir := t.TempDir()
+	accepted := map[int]bool{}
+	delivered := map[int]bool{}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	next := 0
+	run := func(killAfter time.Duration, final bool) {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashSIGKILL$")
+		cmd.Env = append(os.Environ(), "VINEQUEUE_CRASH_CHILD="+dir, "VINEQUEUE_CRASH_START="+strconv.Itoa(next))
+		if final {
+			cmd.Env = append(cmd.Env, "VINEQUEUE_CRASH_FINAL=1")
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var timer *time.Timer
+		if !final {
+			timer = time.AfterFunc(killAfter, func() { cmd.Process.Signal(syscall.SIGKILL) })
+		}
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			kind, num, ok := strings.Cut(sc.Text(), " ")
+			if !ok {
+				continue
+			}
+			id, err := strconv.Atoi(num)
+			if err != nil {
+				continue
+			}
+			switch kind {
+			case "A":
+				accepted[id] = true
+				next = max(next, id+1)
+			case "D":
+				delivered[id] = true
+			}
+		}
+		err = cmd.Wait()
+		if timer != nil {
+			timer.Stop()
+		}
+		if final && err != nil {
+			t.Fatalf("final child failed: %v", err)
+		}
+		next += 1_000_000 // ids of a killed child's unreported enqueues are never reused
+	}
+	for i := 0; i < kills; i++ {
+		run(time.Duration(20+rng.IntN(150))*time.Millisecond, false)
+	}
+	run(0, true)
+	missing := 0
+	for id := range accepted {
+		if !delivered[id] {
+			missing++
+			if missing < 10 {
+				t.Errorf("accepted id %d never delivered", id)
+			}
+		}
+	}
+	t.Logf("%d kills: %d ids accepted, %d delivered (at least once), %d missing", kills, len(accepted), len(delivered), missing)
+	if len(accepted) == 0 {
+		t.Fatal("no id accepted: the child never got going")
+	}
+}
+
+func crashChild() {
+	dir := os.Getenv("VINEQUEUE_CRASH_CHILD")
+	start, _ := strconv.Atoi(os.Getenv("VINEQUEUE_CRASH_START"))
+	final := os.Getenv("VINEQUEUE_CRASH_FINAL") != ""
+	var outMu sync.Mutex
+	emit := func(kind string, id int) {
+		outMu.Lock()
+		os.Stdout.WriteString(kind + " " + strconv.Itoa(id) + "\n")
+		outMu.Unlock()
+	}
+	q, err := New(Config[string]{
+		Send: func(_ context.Context, b []string) error {
+			for _, v := range b {
+				id, _ := strconv.Atoi(v)
+				emit("D", id)
+			}
+			return nil
+		},
+		Workers: 2, BatchSize: 32, FlushInterval: 10 * time.Millisecond,
+		WAL: WALConfig{Dir: dir, Mode: Sync, SegmentSize: 1 << 20},
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(2)
+	}
+	var id atomic.Int64
+	id.Store(int64(start))
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; final && i < 50 || !final; i++ {
+				n := int(id.Add(1))
+				if err := q.Enqueue(strconv.Itoa(n)); err != nil {
+					return
+				}
+				emit("A", n)
+			}
+		}()
+	}
+	wg.Wait() // a killed child never gets here
+	if err := q.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "child close:", err)
+		os.Exit(3)
+	}
+	os.Exit(0)
+}
