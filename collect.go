@@ -58,6 +58,7 @@ func (q *Queue[T]) collect() {
 			continue
 		case <-q.wake:
 			c.drain(false)
+			c.drainRings(false)
 		case <-tick.C:
 			q.gov.Refresh()
 			c.drain(true)
@@ -102,9 +103,17 @@ func (c *collector[T]) drain(partial bool) {
 		q.recycleRing(r)
 	}
 	c.backlog = c.backlog[:0]
-	if !partial {
-		return
+	if partial {
+		c.drainRings(true)
 	}
+}
+
+// drainRings drains what the P's current rings hold; with cutPartial, the
+// partial batch is cut too (the interval trigger, Flush, Stop). Without it,
+// only full batches go out (a ring reported BatchSize items).
+func (c *collector[T]) drainRings(cutPartial bool) {
+	q := c.q
+	stopping := q.closing.Load()
 	for _, s := range q.procs.Load().procs {
 		if !stopping && q.gov.Level() == governor.LevelHard {
 			q.signalStall()
@@ -115,7 +124,7 @@ func (c *collector[T]) drain(partial bool) {
 		// only consumer.
 		c.drainRing(s.cur.Load())
 	}
-	if c.cur != nil && len(c.cur.items) > 0 {
+	if cutPartial && c.cur != nil && len(c.cur.items) > 0 {
 		c.cut()
 	}
 }
@@ -261,9 +270,6 @@ func (c *collector[T]) stop(req request) {
 	close(q.work)
 	req.done <- err
 }
-
-// errStopped is what Flush reports when Stop ends it.
-var errStopped = errors.New("stopped")
 
 // Flush returns once every item accepted before the call has been delivered
 // or given up on (OnDrop), or ctx is done.

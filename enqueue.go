@@ -19,19 +19,33 @@ func (q *Queue[T]) Enqueue(v T) error {
 	pid, tok := procPin()
 	t := q.procs.Load()
 	if uint(pid) < uint(len(t.procs)) {
-		st := t.procs[pid].cur.Load().Push(v)
+		r := t.procs[pid].cur.Load()
+		st := r.Push(v)
 		if st == ring.Pushed {
 			procUnpin(tok)
 			return nil
 		}
-		if st == ring.PushedWatermark { // v is in and the ring is full: hand it off
-			h := q.handOff(t.procs[pid])
-			procUnpin(tok)
-			return q.afterHandOff(h)
+		if st == ring.PushedWatermark { // v is in, and a batch is ready
+			return q.atWatermark(t.procs[pid], r, tok)
 		}
 	}
 	procUnpin(tok)
 	return q.enqueueSlow(v)
+}
+
+// atWatermark is entered pinned after a push that reported a watermark: the
+// ring holds a batch's worth of items (wake the collector to take them) or is
+// full (hand it off). It unpins.
+func (q *Queue[T]) atWatermark(s *procSlot[T], r *ring.SPSC[T], tok *int32) error {
+	if r.Len() < r.Cap() {
+		procUnpin(tok)
+		q.wakeCollector()
+		q.pressureDelay()
+		return nil
+	}
+	h := q.handOff(s)
+	procUnpin(tok)
+	return q.afterHandOff(h)
 }
 
 // handOffResult says what a pinned hand-off did, so that the caller can act
@@ -90,14 +104,13 @@ func (q *Queue[T]) enqueueSlow(v T) error {
 			continue
 		}
 		s := t.procs[pid]
-		switch s.cur.Load().Push(v) {
+		r := s.cur.Load()
+		switch r.Push(v) {
 		case ring.Pushed:
 			procUnpin(tok)
 			return nil
 		case ring.PushedWatermark:
-			h := q.handOff(s)
-			procUnpin(tok)
-			return q.afterHandOff(h)
+			return q.atWatermark(s, r, tok)
 		case ring.Sealed:
 			procUnpin(tok)
 			return ErrClosed
@@ -191,10 +204,14 @@ func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) {
 		}
 		s := t.procs[pid]
 		r := s.cur.Load()
-		k, _ := r.PushBatch(vs[n:])
+		k, mark := r.PushBatch(vs[n:])
 		n += k
 		if n == len(vs) && r.Len() < r.Cap() {
 			procUnpin(tok)
+			if mark {
+				q.wakeCollector()
+				q.pressureDelay()
+			}
 			return n, nil
 		}
 		if r.IsSealed() {

@@ -273,9 +273,10 @@ func (q *Queue[T]) newRing() *ring.SPSC[T] {
 // allocRing makes a new ring and counts it.
 func (q *Queue[T]) allocRing() *ring.SPSC[T] {
 	q.ringCount.Add(1)
-	// RingSize was validated: a power of two >= 2. The watermark is the
-	// whole ring: the push that fills it reports, and the ring is handed off.
-	r, err := ring.NewSPSC[T](q.cfg.RingSize, q.cfg.RingSize)
+	// RingSize was validated: a power of two >= 2. The ring reports each
+	// BatchSize pushes (the size trigger: the collector is woken to drain
+	// it) and when it fills (it is then handed off).
+	r, err := ring.NewSPSC[T](q.cfg.RingSize, min(q.cfg.BatchSize, q.cfg.RingSize))
 	if err != nil {
 		// Config.fill admits only sizes NewSPSC accepts: a broken
 		// invariant of this package, not bad input.

@@ -198,6 +198,7 @@ func TestCrashSIGKILL(t *testing.T) {
 		}
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
+			skipIfNoReexec(t, err)
 			t.Fatal(err)
 		}
 		var timer *time.Timer
