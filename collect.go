@@ -58,7 +58,6 @@ func (q *Queue[T]) collect() {
 			continue
 		case <-q.wake:
 			c.drain(false)
-			c.drainRings(false)
 		case <-tick.C:
 			q.gov.Refresh()
 			c.drain(true)

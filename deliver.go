@@ -122,7 +122,9 @@ func (q *Queue[T]) getBatch() *pending[T] {
 	case b := <-q.free:
 		return b
 	default:
-		b := &pending[T]{items: make([]T, 0, q.cfg.MaxBatchSize)}
+		// Sized for the current target; a batch that grows past it
+		// (adaptive sizing) reallocates once and keeps its capacity.
+		b := &pending[T]{items: make([]T, 0, q.batchSize.Load())}
 		// Made once per batch object and kept across recycling, so a
 		// delivery allocates nothing.
 		b.send = func(ctx context.Context) error { return q.cfg.Send(ctx, b.items) }

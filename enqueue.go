@@ -20,6 +20,10 @@ func (q *Queue[T]) Enqueue(v T) error {
 	t := q.procs.Load()
 	if uint(pid) < uint(len(t.procs)) {
 		r := t.procs[pid].cur.Load()
+		if r.TryPush(v) {
+			procUnpin(tok)
+			return nil
+		}
 		st := r.Push(v)
 		if st == ring.Pushed {
 			procUnpin(tok)
@@ -34,15 +38,11 @@ func (q *Queue[T]) Enqueue(v T) error {
 }
 
 // atWatermark is entered pinned after a push that reported a watermark: the
-// ring holds a batch's worth of items (wake the collector to take them) or is
-// full (hand it off). It unpins.
-func (q *Queue[T]) atWatermark(s *procSlot[T], r *ring.SPSC[T], tok *int32) error {
-	if r.Len() < r.Cap() {
-		procUnpin(tok)
-		q.wakeCollector()
-		q.pressureDelay()
-		return nil
-	}
+// ring holds a batch's worth of items (BatchSize, or RingSize if smaller).
+// The ring is handed off whole, so that the collector never reads a ring its
+// producer is still writing (which would bounce the ring's cache lines
+// between the two cores). It unpins.
+func (q *Queue[T]) atWatermark(s *procSlot[T], _ *ring.SPSC[T], tok *int32) error {
 	h := q.handOff(s)
 	procUnpin(tok)
 	return q.afterHandOff(h)
@@ -206,19 +206,16 @@ func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) {
 		r := s.cur.Load()
 		k, mark := r.PushBatch(vs[n:])
 		n += k
-		if n == len(vs) && r.Len() < r.Cap() {
+		if n == len(vs) && !mark && r.Len() < r.Cap() {
 			procUnpin(tok)
-			if mark {
-				q.wakeCollector()
-				q.pressureDelay()
-			}
 			return n, nil
 		}
 		if r.IsSealed() {
 			procUnpin(tok)
 			return n, ErrClosed
 		}
-		// The ring is full: hand it off and go on with a spare.
+		// The ring holds a batch, or is full: hand it off and go on
+		// with a spare.
 		h := q.handOff(s)
 		procUnpin(tok)
 		switch h {

@@ -138,7 +138,7 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		wake:      make(chan struct{}, 1),
 		reqs:      make(chan request),
 		work:      make(chan *pending[T]),
-		free:      make(chan *pending[T], 4*cfg.Workers+16),
+		free:      make(chan *pending[T], 4*cfg.Workers+64),
 		done:      make(chan struct{}),
 		stopDone:  make(chan struct{}),
 		stallCh:   make(chan struct{}),
@@ -273,9 +273,9 @@ func (q *Queue[T]) newRing() *ring.SPSC[T] {
 // allocRing makes a new ring and counts it.
 func (q *Queue[T]) allocRing() *ring.SPSC[T] {
 	q.ringCount.Add(1)
-	// RingSize was validated: a power of two >= 2. The ring reports each
-	// BatchSize pushes (the size trigger: the collector is woken to drain
-	// it) and when it fills (it is then handed off).
+	// RingSize was validated: a power of two >= 2. The ring reports when it
+	// holds BatchSize items (the size trigger) or is full: either way it is
+	// handed off.
 	r, err := ring.NewSPSC[T](q.cfg.RingSize, min(q.cfg.BatchSize, q.cfg.RingSize))
 	if err != nil {
 		// Config.fill admits only sizes NewSPSC accepts: a broken

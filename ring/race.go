@@ -4,6 +4,9 @@ package ring
 
 import "sync"
 
+// raceEnabled sends every push through the slow path, which takes producerSync.
+const raceEnabled = true
+
 // producerSync tells the race detector that pushes to one ring are ordered.
 // They are, because vinequeue pins the producer to the ring's P for a whole
 // push, but two goroutines that took turns on a P have no happens-before edge

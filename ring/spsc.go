@@ -102,25 +102,41 @@ func (r *SPSC[T]) Cap() int { return len(r.buf) }
 // Push appends v. Producer only. Its common case (neither full, nor at the
 // watermark, nor sealed) is small enough to inline into the caller.
 func (r *SPSC[T]) Push(v T) Status {
-	r.psync.lock()
+	if r.TryPush(v) {
+		return Pushed
+	}
+	return r.pushSlow(v)
+}
+
+// TryPush is Push's common case alone: it stores v and returns true when the
+// ring is below its limit (neither full nor at a watermark) and not sealed;
+// otherwise it stores nothing and the caller must call Push. Producer only.
+// It makes no call, so it stays within the compiler's inlining budget, and a
+// caller's fast path pays for no function call at all.
+func (r *SPSC[T]) TryPush(v T) bool {
 	t := r.tail.Load() // producer-owned: a plain load on every GOARCH that matters
-	if t == r.limit || r.sealed.Load() != 0 {
-		st := r.pushSlow(v)
-		r.psync.unlock()
-		return st
+	if t == r.limit || r.sealed.Load() != 0 || raceEnabled {
+		return false
 	}
 	r.buf[t&r.mask] = v
 	publish(&r.tail, t+1)
-	r.psync.unlock()
-	return Pushed
+	return true
 }
 
-// pushSlow handles the push at the limit (full or watermark) and the sealed ring.
+// pushSlow handles the push at the limit (full or watermark), the sealed
+// ring, and every push of a race build (which must take producerSync).
 func (r *SPSC[T]) pushSlow(v T) Status {
+	r.psync.lock()
+	defer r.psync.unlock()
 	if r.sealed.Load() != 0 {
 		return Sealed
 	}
 	t := r.tail.Load()
+	if t != r.limit { // a race build's ordinary push
+		r.buf[t&r.mask] = v
+		publish(&r.tail, t+1)
+		return Pushed
+	}
 	size := r.mask + 1
 	h := r.head.Load()
 	r.headCache = h
