@@ -114,8 +114,11 @@ func (r *SPSC[T]) Push(v T) Status {
 // It makes no call, so it stays within the compiler's inlining budget, and a
 // caller's fast path pays for no function call at all.
 func (r *SPSC[T]) TryPush(v T) bool {
+	if raceEnabled { // every race-build push takes producerSync (pushSlow)
+		return false
+	}
 	t := r.tail.Load() // producer-owned: a plain load on every GOARCH that matters
-	if t == r.limit || r.sealed.Load() != 0 || raceEnabled {
+	if t == r.limit || r.sealed.Load() != 0 {
 		return false
 	}
 	r.buf[t&r.mask] = v
