@@ -63,6 +63,8 @@ func (q *Queue[T]) collect() {
 			c.drain(true)
 		case b := <-committed:
 			c.push(b)
+		case b := <-q.unspilled:
+			c.push(b)
 		case <-walTick:
 			c.drain(true) // checkpoint what the rings hold…
 			q.walSync()   // …and make every record so far durable
@@ -89,9 +91,10 @@ func (c *collector[T]) drain(partial bool) {
 	c.backlog = q.full.TakeAll(c.backlog)
 	stopping := q.closing.Load()
 	for len(c.backlog) > 0 {
-		if !stopping && q.gov.Level() == governor.LevelHard {
+		if !stopping && q.gov.Level() == governor.LevelHard && !q.spillPolicy() {
 			// Memory is at the hard level: leave the rings full, so that
 			// producers meet the Policy. Senders wake us as they finish.
+			// (With Spill, push writes the batches to the WAL instead.)
 			q.signalStall()
 			return
 		}
@@ -114,7 +117,7 @@ func (c *collector[T]) drainRings(cutPartial bool) {
 	q := c.q
 	stopping := q.closing.Load()
 	for _, s := range q.procs.Load().procs {
-		if !stopping && q.gov.Level() == governor.LevelHard {
+		if !stopping && q.gov.Level() == governor.LevelHard && !q.spillPolicy() {
 			q.signalStall()
 			break
 		}
@@ -191,7 +194,26 @@ func (c *collector[T]) push(b *pending[T]) {
 	b.seq = c.seq
 	c.seq++
 	c.q.track.cut(b.seq)
+	q := c.q
+	if q.spillPolicy() && !q.closing.Load() && q.gov.Level() == governor.LevelHard && c.spill(b) {
+		return
+	}
 	c.ready = append(c.ready, b)
+}
+
+// dispatch hands every ready batch to the senders, waiting for them, until
+// ctx ends.
+func (c *collector[T]) dispatch(ctx context.Context) error {
+	for len(c.ready) > 0 {
+		select {
+		case c.q.work <- c.ready[0]:
+			c.ready[0] = nil
+			c.ready = c.ready[1:]
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // cutKeyed cuts batches from keyed shards with no batch in flight (their
@@ -220,6 +242,40 @@ func (c *collector[T]) stop(req request) {
 			}
 		}
 		c.takeCommitted()
+	}
+	// The unspiller stops (closedCtx) and puts back what it had not handed
+	// over; take what it had, then read the rest back here, dispatching as
+	// we go so that a large spill is not loaded into memory at once.
+	for done := false; !done; {
+		select {
+		case b := <-q.unspilled:
+			c.push(b)
+		case <-q.unspillDone:
+			done = true
+		}
+	}
+	for more := true; more; {
+		select {
+		case b := <-q.unspilled:
+			c.push(b)
+		default:
+			more = false
+		}
+	}
+	send := func(b *pending[T]) bool {
+		c.push(b)
+		return c.dispatch(req.ctx) == nil
+	}
+	for refs := q.spills.take(64); len(refs) > 0; refs = q.spills.take(64) {
+		if err := q.unspill(refs, send); err != nil {
+			if !errors.Is(err, errUnspillStopped) {
+				q.logger.Error("vinequeue: reading spilled items back at stop failed; they stay in the wal", "err", err)
+			}
+			break
+		}
+	}
+	if n := q.spills.pending(); n > 0 {
+		q.leftOnDisk.Add(uint64(n))
 	}
 	c.drain(true)
 	c.cutKeyed(true)

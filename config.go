@@ -226,6 +226,14 @@ func (c *Config[T]) fill() error {
 	if err := c.Memory.fill(); err != nil {
 		return err
 	}
+	switch {
+	case c.Memory.Policy == Spill && c.WAL.Dir == "":
+		return invalid("Memory.Policy", "Spill needs a WAL (WAL.Dir)")
+	case c.Memory.Policy == PolicyDefault && c.WAL.Dir != "":
+		c.Memory.Policy = Spill
+	case c.Memory.Policy == PolicyDefault:
+		c.Memory.Policy = Reject
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -284,8 +292,7 @@ func (m *MemoryConfig) fill() error {
 	}
 	switch m.Policy {
 	case PolicyDefault, Reject, Block:
-	case Spill:
-		return invalid("Memory.Policy", "Spill is not available yet (the WAL tier takes Sync and Periodic modes)")
+	case Spill: // needs a WAL: checked by Config.fill
 	default:
 		return invalid("Memory.Policy", "unknown %v", m.Policy)
 	}

@@ -135,7 +135,7 @@ func (q *Queue[T]) getBatch() *pending[T] {
 func (q *Queue[T]) putBatch(b *pending[T]) {
 	clear(b.items) // retention rule: no pointers kept past delivery
 	b.items = b.items[:0]
-	b.bytes, b.seq, b.shard, b.rec = 0, 0, nil, nil
+	b.bytes, b.seq, b.shard, b.rec, b.recOff = 0, 0, nil, nil, 0
 	select {
 	case q.free <- b:
 	default:
@@ -159,6 +159,7 @@ func (q *Queue[T]) Stats() Stats {
 		BatchSize: uint64(q.batchSize.Load()),
 		Delayed:   q.delayed.Load(),
 		Replayed:  q.replayed.Load(),
+		Spilled:   q.spilled.Load(),
 		Blocked:   q.blocked.Load(),
 		Level:     levelOf(q.gov.Level()),
 	}

@@ -66,7 +66,7 @@ func (q *Queue[T]) handOff(s *procSlot[T]) handOffResult {
 	if q.closing.Load() {
 		return sealedRing
 	}
-	if q.gov.Level() == governor.LevelHard {
+	if q.gov.Level() == governor.LevelHard && !q.spillPolicy() {
 		return keptFull
 	}
 	r := q.newRing()
@@ -270,13 +270,15 @@ func (q *Queue[T]) atHard() error {
 		return nil
 	}
 	switch q.cfg.Memory.Policy {
+	case Spill:
+		return q.atHardSpill()
 	case Block:
 		q.blocked.Add(1)
 		if err := q.gov.WaitBelowSoft(q.closedCtx); err != nil {
 			return ErrClosed
 		}
 		return nil
-	default: // Reject (Spill needs the WAL tier)
+	default: // Reject
 		q.rejected.Add(1)
 		return ErrFull
 	}

@@ -30,7 +30,7 @@ func TestMemoryPressure(t *testing.T) {
 	if testing.Short() {
 		items = 1500
 	}
-	for _, policy := range []Policy{Reject, Block} {
+	for _, policy := range []Policy{Reject, Block, Spill} {
 		t.Run(policy.String(), func(t *testing.T) {
 			var delivered atomic.Int64
 			var maxHeld atomic.Int64
@@ -72,6 +72,7 @@ func TestMemoryPressure(t *testing.T) {
 					return nil
 				},
 				BatchSize: batch, RingSize: ringSize, Workers: 1,
+				WAL: walFor(t, policy),
 				Memory: MemoryConfig{Limit: limit, Policy: policy, OnLevelChange: func(_, to Level) {
 					lmu.Lock()
 					levels = append(levels, to)
@@ -113,8 +114,8 @@ func TestMemoryPressure(t *testing.T) {
 			// drains them (at the latest, in Stop's last drain); a queue has
 			// at most ringsPerP rings per P, so that is the bound past Hard.
 			slack := int64(ringsPerP*len(q.procs.Load().procs)*ringSize+batch) * (itemSize + 24)
-			t.Logf("%v: accepted %d, rejected %d, delivered %d, max held %.1f MiB (hard %.1f MiB), levels %v, delayed %d",
-				policy, accepted.Load(), rejected.Load(), delivered.Load(), float64(maxHeld.Load())/(1<<20), float64(hard)/(1<<20), levels, st.Delayed)
+			t.Logf("%v: accepted %d, rejected %d, delivered %d, spilled %d, max held %.1f MiB (hard %.1f MiB), levels %v, delayed %d",
+				policy, accepted.Load(), rejected.Load(), delivered.Load(), st.Spilled, float64(maxHeld.Load())/(1<<20), float64(hard)/(1<<20), levels, st.Delayed)
 			if m := maxHeld.Load(); m > hard+slack {
 				t.Errorf("held %d bytes, more than hard %d + %d rings per P %d", m, hard, ringsPerP, slack)
 			}
@@ -128,6 +129,13 @@ func TestMemoryPressure(t *testing.T) {
 			case Reject:
 				if rejected.Load() == 0 {
 					t.Error("no item rejected with twice the limit offered")
+				}
+			case Spill:
+				if rejected.Load() != 0 || accepted.Load() != int64(items/4*4) || st.Dropped != 0 {
+					t.Errorf("Spill: accepted %d, rejected %d, dropped %d", accepted.Load(), rejected.Load(), st.Dropped)
+				}
+				if st.Spilled == 0 {
+					t.Error("Spill: nothing spilled with twice the limit offered")
 				}
 			case Block:
 				if rejected.Load() != 0 || accepted.Load() != int64(items/4*4) {
@@ -239,4 +247,12 @@ func skipIfNoReexec(t *testing.T, err error) {
 	if errors.Is(err, syscall.ENOEXEC) {
 		t.Skipf("cannot re-execute the test binary here (emulated run?): %v", err)
 	}
+}
+
+// walFor gives the Spill policy a WAL in Overflow mode (only spills written).
+func walFor(t *testing.T, p Policy) WALConfig {
+	if p != Spill {
+		return WALConfig{}
+	}
+	return WALConfig{Dir: t.TempDir(), Mode: Overflow, SegmentSize: 16 << 20, Compression: NoCompression}
 }

@@ -78,7 +78,11 @@ type Queue[T any] struct {
 	// Counters written off the fast path (slow path, collector, senders).
 	delivered, dropped, rejected, retries, batches, keyedIn, delayed, blocked atomic.Uint64
 	// WAL tier counters.
-	replayed, corrupt, syncAccepted, walRejected, walErrors, leftOnDisk atomic.Uint64
+	replayed, corrupt, syncAccepted, walRejected, walErrors, leftOnDisk, spilled atomic.Uint64
+	spills                                                                       spillList
+	spillErr                                                                     atomic.Pointer[error] // the last spill failed with it; nil once one succeeds
+	unspilled                                                                    chan *pending[T]      // unspiller → collector
+	unspillDone                                                                  chan struct{}         // closed when the unspiller exits
 	// drained counts ring items the collector has taken; Stats adds what
 	// the current rings hold.
 	drained   atomic.Uint64
@@ -102,12 +106,13 @@ type procSlot[T any] struct {
 
 // pending is a unit of delivery: the items of one Send call.
 type pending[T any] struct {
-	items []T
-	bytes int64
-	seq   uint64
-	shard *keyedShard[T] // nil unless the batch came from EnqueueKey
-	rec   *walRecord     // the WAL record holding these items; nil if none
-	send  func(context.Context) error
+	items  []T
+	bytes  int64
+	seq    uint64
+	shard  *keyedShard[T] // nil unless the batch came from EnqueueKey
+	rec    *walRecord     // the WAL record holding these items; nil if none
+	recOff int            // index of items[0] within that record
+	send   func(context.Context) error
 }
 
 type requestKind int
@@ -130,19 +135,22 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		return nil, err
 	}
 	q := &Queue[T]{
-		cfg:       cfg,
-		sizeOf:    cfg.SizeOf,
-		logger:    cfg.Logger,
-		ringBytes: int64(cfg.RingSize) * int64(unsafe.Sizeof(*new(T))),
-		spare:     make(chan *ring.SPSC[T], 1024),
-		wake:      make(chan struct{}, 1),
-		reqs:      make(chan request),
-		work:      make(chan *pending[T]),
-		free:      make(chan *pending[T], 4*cfg.Workers+64),
-		done:      make(chan struct{}),
-		stopDone:  make(chan struct{}),
-		stallCh:   make(chan struct{}),
+		cfg:         cfg,
+		sizeOf:      cfg.SizeOf,
+		logger:      cfg.Logger,
+		ringBytes:   int64(cfg.RingSize) * int64(unsafe.Sizeof(*new(T))),
+		spare:       make(chan *ring.SPSC[T], 1024),
+		wake:        make(chan struct{}, 1),
+		reqs:        make(chan request),
+		work:        make(chan *pending[T]),
+		free:        make(chan *pending[T], 4*cfg.Workers+64),
+		done:        make(chan struct{}),
+		stopDone:    make(chan struct{}),
+		stallCh:     make(chan struct{}),
+		unspilled:   make(chan *pending[T], 2),
+		unspillDone: make(chan struct{}),
 	}
+	q.spills.kick = make(chan struct{}, 1)
 	if q.sizeOf == nil {
 		q.sizeOf, q.fixedSize = defaultSizeOf[T]()
 	}
@@ -189,6 +197,12 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 	if q.syncMode() {
 		wg.Add(1)
 		go func() { defer wg.Done(); q.commitLoop() }()
+	}
+	if q.spillPolicy() {
+		wg.Add(1)
+		go func() { defer wg.Done(); q.unspillLoop() }()
+	} else {
+		close(q.unspillDone)
 	}
 	go func() { defer wg.Done(); q.collect() }()
 	for range cfg.Workers {

@@ -24,8 +24,8 @@ import (
 //     batch it cuts as a record before sending it and syncs the log every
 //     SyncInterval, so a crash loses at most what sat in the rings plus one
 //     interval of writes.
-//   - Overflow: only what the governor spills would be written; the spill
-//     path is not wired yet, so Overflow behaves like memory mode plus replay.
+//   - Overflow: only what the governor spills is written (see spill.go);
+//     what sits in memory at a crash is lost.
 
 // walRecord tracks the delivery of one record's items; the batches carrying
 // them share it.
@@ -190,12 +190,15 @@ func (q *Queue[T]) closeSync() {
 // splitBatches copies items into batches of at most MaxBatchSize sharing rec.
 func (q *Queue[T]) splitBatches(items []T, rec *walRecord) []*pending[T] {
 	var out []*pending[T]
+	off := 0
 	for len(items) > 0 {
 		n := min(len(items), q.cfg.MaxBatchSize)
 		b := q.getBatch()
 		b.items = append(b.items, items[:n]...)
 		b.bytes = q.bytesOf(b.items)
 		b.rec = rec
+		b.recOff = off
+		off += n
 		q.hold(b.bytes)
 		out = append(out, b)
 		items = items[n:]
