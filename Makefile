@@ -8,9 +8,9 @@ FUZZTIME ?= 5s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 CONTRIB := $(wildcard contrib/*/go.mod)
 
-.PHONY: test vet race purego arm64 fuzz contrib staticcheck bench pgo bench-arm64 soak ci generate
+.PHONY: test vet race purego arm64 fuzz contrib benchmarks-test staticcheck generated bench pgo bench-arm64 soak ci generate
 
-test: vet race purego arm64 fuzz contrib staticcheck
+test: vet generated race purego arm64 fuzz contrib benchmarks-test staticcheck
 
 ci: test
 
@@ -34,13 +34,23 @@ fuzz:
 	@for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
 	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg || exit 1; \
 	  done; \
 	done
 
 contrib:
 	@for m in $(CONTRIB); do d=$$(dirname $$m); echo "test $$d"; \
 	  (cd $$d && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
+
+# The benchmarks module's own tests: every adapter over every scenario, small.
+benchmarks-test:
+	cd benchmarks && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...
+
+# The pin offsets are generated from the DWARF of this toolchain: regenerate
+# and fail if that changes a committed file.
+generated:
+	$(GO) generate ./pin/...
+	git diff --exit-code -- 'zpinoffsets_*.go' pin_asm.go pin_asm_test.go pin_fallback.go pin_amd64.s pin_arm64.s
 
 staticcheck:
 	$(GO) run $(STATICCHECK) ./...

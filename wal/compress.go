@@ -92,6 +92,15 @@ func (z *compressor) compress(payload []byte) ([]byte, uint8) {
 	return payload, codecNone
 }
 
+// Neither format can expand input by more than these factors (snappy: a
+// 3-byte copy emits at most 64 bytes; lz4: each extra length byte adds at
+// most 255), so a claimed raw length beyond them is damage, refused before
+// any buffer is allocated for it.
+const (
+	maxSnappyExpansion = 32
+	maxLZ4Expansion    = 256
+)
+
 // decompress returns the raw payload for stored bytes of the given codec,
 // using buf as scratch. maxRaw bounds the claimed raw length, so a damaged
 // length prefix is an error and never an allocation.
@@ -104,8 +113,8 @@ func decompress(buf []byte, codec uint8, stored []byte, maxRaw int) ([]byte, []b
 		if err != nil {
 			return nil, buf, fmt.Errorf("%w: snappy: %v", ErrCorrupt, err)
 		}
-		if n > maxRaw {
-			return nil, buf, fmt.Errorf("%w: snappy length %d over the limit %d", ErrCorrupt, n, maxRaw)
+		if n > maxRaw || n > maxSnappyExpansion*len(stored)+64 {
+			return nil, buf, fmt.Errorf("%w: snappy length %d for %d stored bytes, the limit is %d", ErrCorrupt, n, len(stored), maxRaw)
 		}
 		buf = grow(buf, n)
 		out, err := snappy.Decode(buf[:n], stored)
@@ -118,8 +127,8 @@ func decompress(buf []byte, codec uint8, stored []byte, maxRaw int) ([]byte, []b
 		if k <= 0 {
 			return nil, buf, fmt.Errorf("%w: lz4 length prefix", ErrCorrupt)
 		}
-		if raw > uint64(maxRaw) {
-			return nil, buf, fmt.Errorf("%w: lz4 length %d over the limit %d", ErrCorrupt, raw, maxRaw)
+		if raw > uint64(maxRaw) || raw > uint64(maxLZ4Expansion*len(stored)+64) {
+			return nil, buf, fmt.Errorf("%w: lz4 length %d for %d stored bytes, the limit is %d", ErrCorrupt, raw, len(stored), maxRaw)
 		}
 		if raw == 0 {
 			// Never written (tiny payloads are stored raw), and the lz4

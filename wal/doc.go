@@ -12,6 +12,8 @@
 //	ACK                          the acknowledged low-water mark, two CRC'd slots
 //	00000000000000000001.wal     segments, named by their first record id
 //	<segment>.corrupt            damaged segments moved aside by recovery
+//	spare.tmp                    the next segment, allocated and zero-filled
+//	                             ahead of time so a roll is only a rename
 //
 // The package does not import the queue: the root package encodes items
 // with its Codec, frames them (AppendFrame/ForEachItem, or lets AppendItem
@@ -19,8 +21,10 @@
 //
 // # Format
 //
-// A segment is preallocated (fallocate, or ftruncate where unsupported)
-// and mapped read-write; it starts with a 32-byte header (magic "VINE",
+// A segment is preallocated (fallocate, or ftruncate where unsupported;
+// then zero-filled in the background unless Options.NoZeroFill, because
+// the first sync of an fallocated ext4/xfs range also commits its extent
+// conversion) and mapped read-write; it starts with a 32-byte header (magic "VINE",
 // version 1, compression, first id, created size, CRC32C). Records follow,
 // 8-byte aligned: id, timestamp, stored length, codec, kind, payload,
 // CRC32C over all of it (see format.go for the byte layout). A payload is
@@ -86,7 +90,9 @@
 // delivered. Ack is cheap (a mutex and an interval list); a background
 // goroutine writes the mark at most every Options.AckInterval and deletes
 // covered segments. Replay reads only the segments recovered by Open and
-// may run while new records are appended. Close waits for everything in
+// may run while new records are appended; ReadRange reads any ids already
+// written (a sparse index of every 64th record finds the start) through its
+// own read-only mapping, also while appends go on. Close waits for everything in
 // flight, syncs, writes the mark and releases the lock; the Log leaves no
 // goroutine behind.
 package wal

@@ -54,16 +54,18 @@ func (g *groupCommit) newGroupLocked() *itemGroup {
 // record's id once it is durable (once it is written, with
 // Options.NoSync). Items appended concurrently share a record and a sync;
 // one record holds the items in the order their AppendItem calls took the
-// group lock. ForEachItem splits a replayed payload into its items. The
-// caller acknowledges the returned id only when every item of that record
-// has been delivered (several callers receive the same id).
+// group lock. ForEachItem splits a replayed payload into its items.
+// Several callers receive the same id, so acknowledge per item with
+// AckItems(id, 1) (the record is acked with its last item), or Ack(id) only
+// once every item of the record has been delivered. The item is copied;
+// the caller may reuse it when AppendItem returns.
 func (l *Log) AppendItem(item []byte) (uint64, error) {
 	return l.groups.add(item)
 }
 
 // AppendItems is AppendItem for several items at once: they go into the
 // same record, in order, for one wait. Their framed total must fit in
-// Options.MaxRecord.
+// Options.MaxRecord. No items: it returns 0 and nil at once.
 func (l *Log) AppendItems(items [][]byte) (uint64, error) {
 	return l.groups.add(items...)
 }

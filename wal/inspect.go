@@ -171,6 +171,7 @@ func Repair(dir string, opts Options) (Stats, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return Stats{}, err
 	}
+	opts.noSpare = true
 	l, err := Open(dir, opts)
 	if err != nil {
 		return Stats{}, err

@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
@@ -240,9 +242,10 @@ func TestFullByMaxBytesAndENOSPC(t *testing.T) {
 
 	// A disk full while preallocating: ErrFull wrapping ENOSPC.
 	opts = smallOpts()
-	fail := true
+	var fail atomic.Bool // the hook also runs on the segment preparer
+	fail.Store(true)
 	opts.allocate = func(f *os.File, size int64) error {
-		if fail {
+		if fail.Load() {
 			return unix.ENOSPC
 		}
 		return allocateFile(f, size)
@@ -253,7 +256,7 @@ func TestFullByMaxBytesAndENOSPC(t *testing.T) {
 	require.ErrorIs(t, err, unix.ENOSPC)
 	_, err = l.AppendItem([]byte("x"))
 	require.ErrorIs(t, err, ErrFull)
-	fail = false
+	fail.Store(false)
 	_, err = l.Append([]byte("x"))
 	require.NoError(t, err)
 	require.NoError(t, l.Close())
@@ -459,4 +462,184 @@ func TestAckItemsAcksTheRecordWithItsLastItem(t *testing.T) {
 	l = openT(t, dir, smallOpts())
 	require.Empty(t, replayAll(t, l))
 	require.NoError(t, l.Close())
+}
+
+func TestSpareSegmentIsPreparedAndCleanedUp(t *testing.T) {
+	dir := t.TempDir()
+	spare := filepath.Join(dir, spareFileName)
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	require.NoError(t, os.WriteFile(spare, []byte("left by a crash"), 0o600))
+	opts := smallOpts()
+	opts.NoSync = true
+	l := openT(t, dir, opts)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l.mu.Lock()
+		ready := l.spare != nil
+		l.mu.Unlock()
+		if ready {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "no spare segment prepared")
+		time.Sleep(time.Millisecond) // polling a condition, with a deadline
+	}
+	st, err := os.Stat(spare)
+	require.NoError(t, err)
+	require.Equal(t, opts.SegmentSize, st.Size())
+	require.Equal(t, opts.SegmentSize, l.Stats().Bytes) // reserved and counted
+	for i := 0; l.Stats().Segments < 3; i++ {
+		_, err := l.Append(bytes.Repeat(payloadFor(i), 20))
+		require.NoError(t, err)
+	}
+	require.NoError(t, l.Close())
+	_, err = os.Stat(spare)
+	require.ErrorIs(t, err, os.ErrNotExist)
+	l = openT(t, dir, opts)
+	require.Equal(t, 3, l.Stats().Segments)
+	require.NoError(t, l.Close())
+}
+
+// After a failed fdatasync the kernel may have dropped the dirty pages:
+// the log must not pretend a later sync covers them. Every later append
+// fails with the same error; Close still works.
+func TestFailedSyncBreaksTheLog(t *testing.T) {
+	dir := t.TempDir()
+	opts := smallOpts()
+	var fail atomic.Bool
+	opts.syncFile = func(f *os.File) error {
+		if fail.Load() {
+			return unix.EIO
+		}
+		return fdatasync(f)
+	}
+	l := openT(t, dir, opts)
+	id, err := l.Append([]byte("durable"))
+	require.NoError(t, err)
+	fail.Store(true)
+	_, err = l.Append([]byte("lost"))
+	require.ErrorIs(t, err, unix.EIO)
+	fail.Store(false)
+	_, err = l.Append([]byte("refused"))
+	require.ErrorIs(t, err, unix.EIO)
+	_, err = l.AppendItem([]byte("refused"))
+	require.ErrorIs(t, err, unix.EIO)
+	require.NoError(t, l.Close())
+
+	l = openT(t, dir, smallOpts())
+	got := replayAll(t, l)
+	require.Equal(t, []byte("durable"), got[id])
+	require.NoError(t, l.Close())
+}
+
+func TestAckFileSlots(t *testing.T) {
+	b := make([]byte, 2*ackSlotSize)
+	encodeAckSlot(b[0:], 4, 100)
+	encodeAckSlot(b[ackSlotSize:], 5, 120)
+	seq, mark, ok := parseAckFile(b)
+	require.True(t, ok)
+	require.Equal(t, uint64(5), seq)
+	require.Equal(t, uint64(120), mark)
+	b[ackSlotSize+13] ^= 1 // the newer slot torn: the older one holds
+	_, mark, ok = parseAckFile(b)
+	require.True(t, ok)
+	require.Equal(t, uint64(100), mark)
+	b[3] ^= 1
+	_, _, ok = parseAckFile(b)
+	require.False(t, ok)
+	_, _, ok = parseAckFile(b[:10])
+	require.False(t, ok)
+
+	// An unreadable ACK file means replaying everything, never losing.
+	dir := t.TempDir()
+	l := openT(t, dir, smallOpts())
+	for i := 0; i < 5; i++ {
+		id, err := l.Append(payloadFor(i))
+		require.NoError(t, err)
+		if i < 3 {
+			require.NoError(t, l.Ack(id))
+		}
+	}
+	require.NoError(t, l.Close())
+	l = openT(t, dir, smallOpts())
+	require.Len(t, replayAll(t, l), 2)
+	require.NoError(t, l.Close())
+	require.NoError(t, os.WriteFile(filepath.Join(dir, ackFileName), []byte("garbage"), 0o600))
+	l = openT(t, dir, smallOpts())
+	require.Len(t, replayAll(t, l), 5)
+	require.NoError(t, l.Close())
+}
+
+// The expansion bounds decompress enforces hold for the most compressible
+// input there is.
+func TestDecompressBoundsAdmitExtremeRatios(t *testing.T) {
+	for _, c := range []Compression{Snappy, LZ4} {
+		for _, n := range []int{100, 4096, 1 << 20, 4 << 20} {
+			p := make([]byte, n)
+			z := &compressor{c: c}
+			stored, codec := z.compress(p)
+			require.True(t, codec != codecNone, "%s did not compress %d zeros", c, n)
+			raw, _, err := decompress(nil, codec, stored, 16<<20)
+			require.NoError(t, err, "%s, %d zeros (ratio %.0f)", c, n, float64(n)/float64(len(stored)))
+			require.Equal(t, n, len(raw))
+		}
+	}
+}
+
+func TestReadRange(t *testing.T) {
+	dir := t.TempDir()
+	opts := smallOpts()
+	opts.NoSync = true
+	l := openT(t, dir, opts)
+	want := map[uint64][]byte{}
+	appendN := func(n int) {
+		for i := 0; i < n; i++ {
+			p := payloadFor(len(want))
+			id, err := l.Append(p)
+			require.NoError(t, err)
+			want[id] = p
+		}
+	}
+	appendN(1500) // several segments
+	require.NoError(t, l.Close())
+	l = openT(t, dir, opts) // recovered segments, then new ones
+	appendN(1500)
+	check := func(from, to uint64) {
+		t.Helper()
+		next := from
+		require.NoError(t, l.ReadRange(from, to, func(id uint64, p []byte) error {
+			require.Equal(t, next, id, "range [%d, %d]", from, to)
+			require.True(t, bytes.Equal(want[id], p), "payload of %d", id)
+			next++
+			return nil
+		}))
+		require.Equal(t, min(to, 3000)+1, next, "range [%d, %d] ended early", from, to)
+	}
+	for _, r := range [][2]uint64{{1, 1}, {1, 3000}, {63, 65}, {64, 64}, {700, 2300}, {1499, 1502}, {2999, 3000}, {2990, 5000}} {
+		check(r[0], r[1])
+	}
+	// Concurrent appends do not disturb a read of what was written before.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 500; i++ {
+			if _, err := l.Append(payloadFor(i)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	check(1000, 3000)
+	<-done
+	// Acknowledged and deleted segments are skipped.
+	for id := uint64(1); id <= 2000; id++ {
+		require.NoError(t, l.Ack(id))
+	}
+	require.NoError(t, l.Checkpoint())
+	n := 0
+	require.NoError(t, l.ReadRange(1, 3000, func(id uint64, p []byte) error { n++; return nil }))
+	require.True(t, n >= 1000 && n < 3000, "read %d records", n)
+	boom := errors.New("boom")
+	require.ErrorIs(t, l.ReadRange(2500, 2600, func(uint64, []byte) error { return boom }), boom)
+	require.NoError(t, l.Close())
+	require.ErrorIs(t, l.ReadRange(1, 2, func(uint64, []byte) error { return nil }), ErrClosed)
 }

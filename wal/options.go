@@ -43,11 +43,19 @@ type Options struct {
 	// the page cache (safe against a process crash, not against power
 	// loss); Sync makes everything written so far durable.
 	NoSync bool
+	// NoZeroFill prepares segments with fallocate alone instead of also
+	// writing zeros into them (see prepLoop): half the disk writes, slower
+	// group commits on file systems with unwritten extents (ext4, xfs).
+	NoZeroFill bool
 	// Logger receives recovery reports and I/O failures; nil discards them.
 	Logger *slog.Logger
 
 	// allocate replaces allocateFile in tests (to simulate ENOSPC).
 	allocate func(f *os.File, size int64) error
+	// noSpare: do not prepare a segment at Open (Repair never appends).
+	noSpare bool
+	// syncFile replaces fdatasync of segments in tests (to simulate EIO).
+	syncFile func(f *os.File) error
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -91,6 +99,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.allocate == nil {
 		o.allocate = allocateFile
+	}
+	if o.syncFile == nil {
+		o.syncFile = fdatasync
 	}
 	return o, nil
 }

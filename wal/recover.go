@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -17,6 +19,10 @@ import (
 // acknowledged.
 func (l *Log) recover() error {
 	if err := finishRepairs(l.dir); err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
+	// A spare segment left by a crash is not part of the log.
+	if err := os.Remove(filepath.Join(l.dir, spareFileName)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("wal: %w", err)
 	}
 	af, mark, valid, created, err := openAckFile(l.dir)
@@ -44,6 +50,14 @@ func (l *Log) recover() error {
 	if err != nil {
 		return fmt.Errorf("wal: %w", err)
 	}
+	scanned := l.scanSegments(files)
+	defer func() {
+		for _, ss := range scanned {
+			if ss.unmap != nil {
+				ss.unmap()
+			}
+		}
+	}()
 	// The id the next segment should start at; 0 = unknown (no valid mark).
 	// Segments at or below the mark are deleted in order, so the first
 	// segment starts at or below mark+1 unless files went missing.
@@ -52,12 +66,12 @@ func (l *Log) recover() error {
 		expect = mark + 1
 	}
 	var changedDir bool
-	for i, sf := range files {
+	for i := range files {
 		prevNext := uint64(0) // next id after the previous segment kept
 		if len(l.segs) > 0 {
 			prevNext = expect
 		}
-		rs, err := l.recoverSegment(sf, files[i+1:], prevNext)
+		rs, err := l.recoverSegment(&scanned[i], files[i+1:], prevNext)
 		if err != nil {
 			return err
 		}
@@ -141,16 +155,14 @@ type recoveredSegment struct {
 // later are the segment files after it: the next one's first id tells how
 // many ids the damage took. prevNext is the id after the previous segment
 // kept (0 for the first): a segment starting below it overlaps.
-func (l *Log) recoverSegment(sf segmentFile, later []segmentFile, prevNext uint64) (recoveredSegment, error) {
+func (l *Log) recoverSegment(ss *scannedSegment, later []segmentFile, prevNext uint64) (recoveredSegment, error) {
 	var rs recoveredSegment
+	sf, data := ss.sf, ss.data
 	path := filepath.Join(l.dir, sf.name)
-	data, unmap, err := mapFile(path)
-	if err != nil {
-		return rs, fmt.Errorf("wal: %w", err)
+	if ss.err != nil {
+		return rs, ss.err
 	}
-	defer unmap()
-
-	if allZero(data[:min(len(data), segmentHeaderSize)]) && isZeroFile(data) {
+	if ss.zero {
 		// Created but never written (a crash during a roll, or a repair's
 		// empty result): nothing to keep, nothing lost.
 		if err := os.Remove(path); err != nil {
@@ -159,37 +171,18 @@ func (l *Log) recoverSegment(sf segmentFile, later []segmentFile, prevNext uint6
 		rs.removed = true
 		return rs, nil
 	}
-
-	probe, err := os.Open(path)
-	if err != nil {
-		probe = nil
-	} else {
-		defer probe.Close()
-	}
-	var gaps []span
-	var scan segmentScan
-	err = withFaultsAsErrors(func() error {
-		prev := sf.firstID - 1
-		var err error
-		scan, err = scanSegmentSkipping(data, sf.firstID, l.opts.readLimit(), func(_ int64, h recordHeader, _ []byte) error {
-			if h.kind == kindGap {
-				gaps = append(gaps, span{prev + 1, h.id})
-			}
-			prev = h.id
-			return nil
-		}, nextDataFunc(probe, int64(len(data))))
-		return err
-	})
-	if err != nil {
-		return rs, fmt.Errorf("wal: scan %s: %w", sf.name, err)
-	}
+	scan, gaps := ss.scan, ss.gaps
 	if scan.damage == nil && prevNext != 0 && scan.firstID < prevNext {
 		scan.damage = &Damage{Offset: 8, Reason: fmt.Sprintf("first id %d overlaps the previous segment (next id %d)", scan.firstID, prevNext)}
 		scan.lastID, scan.records, scan.dataRecs, scan.end = scan.firstID-1, 0, 0, 0
 		gaps = nil
 	}
 	rs.gaps = gaps
-	seg := &segment{name: sf.name, firstID: scan.firstID, lastID: scan.lastID, size: int64(len(data)), end: scan.end}
+	index := ss.index
+	for len(index) > 0 && index[len(index)-1].id > scan.lastID {
+		index = index[:len(index)-1] // past the damage: not kept
+	}
+	seg := &segment{name: sf.name, firstID: scan.firstID, lastID: scan.lastID, size: int64(len(data)), end: scan.end, index: index}
 	rs.seg = seg
 	if scan.damage == nil {
 		if scan.records == 0 {
@@ -239,6 +232,99 @@ func (l *Log) recoverSegment(sf segmentFile, later []segmentFile, prevNext uint6
 }
 
 func isZeroFile(b []byte) bool { return allZero(b) }
+
+// scannedSegment is one segment file mapped and verified, before recovery
+// decides anything about it.
+type scannedSegment struct {
+	sf    segmentFile
+	data  []byte
+	unmap func()
+	zero  bool // all zeros: created, never written
+	scan  segmentScan
+	gaps  []span // ids its gap records cover
+	index []indexEntry
+	err   error
+}
+
+// scanSegments maps and verifies the segment files on GOMAXPROCS
+// goroutines: checksums are most of what Open costs, and segments are
+// independent until recovery compares their ids, which it does afterwards.
+// The caller unmaps them.
+func (l *Log) scanSegments(files []segmentFile) []scannedSegment {
+	out := make([]scannedSegment, len(files))
+	next := make(chan int, len(files))
+	for i := range files {
+		next <- i
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for w := 0; w < min(runtime.GOMAXPROCS(0), len(files)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				out[i] = l.scanFile(files[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (l *Log) scanFile(sf segmentFile) scannedSegment {
+	ss := scannedSegment{sf: sf}
+	path := filepath.Join(l.dir, sf.name)
+	data, unmap, err := mapFile(path)
+	if err != nil {
+		ss.err = fmt.Errorf("wal: %w", err)
+		return ss
+	}
+	ss.data, ss.unmap = data, unmap
+	var zeroHeader bool
+	ss.err = withFaultsAsErrors(func() error {
+		zeroHeader = allZero(data[:min(len(data), segmentHeaderSize)])
+		return nil
+	})
+	if ss.err != nil {
+		return ss
+	}
+	if zeroHeader {
+		ss.err = withFaultsAsErrors(func() error {
+			ss.zero = isZeroFile(data)
+			return nil
+		})
+		if ss.zero || ss.err != nil {
+			return ss
+		}
+	}
+	probe, err := os.Open(path)
+	if err != nil {
+		probe = nil
+	} else {
+		defer probe.Close()
+	}
+	ss.err = withFaultsAsErrors(func() error {
+		prev := sf.firstID - 1
+		var err error
+		n := 0
+		ss.scan, err = scanSegmentSkipping(data, sf.firstID, l.opts.readLimit(), func(off int64, h recordHeader, _ []byte) error {
+			if h.kind == kindGap {
+				ss.gaps = append(ss.gaps, span{prev + 1, h.id})
+			}
+			if n%indexEvery == 0 {
+				ss.index = append(ss.index, indexEntry{h.id, off})
+			}
+			n++
+			prev = h.id
+			return nil
+		}, nextDataFunc(probe, int64(len(data))))
+		return err
+	})
+	if ss.err != nil {
+		ss.err = fmt.Errorf("wal: scan %s: %w", sf.name, ss.err)
+	}
+	return ss
+}
 
 // nextDataFunc returns a SEEK_DATA probe of f (nil f: no probe).
 func nextDataFunc(f *os.File, size int64) func(int64) int64 {
