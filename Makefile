@@ -8,9 +8,9 @@ FUZZTIME ?= 5s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 CONTRIB := $(wildcard contrib/*/go.mod)
 
-.PHONY: test vet race purego arm64 fuzz contrib benchmarks-test staticcheck generated bench pgo bench-arm64 soak ci generate
+.PHONY: test tidy vet race purego arm64 fuzz contrib benchmarks-test staticcheck generated bench pgo bench-arm64 soak ci generate
 
-test: vet generated race purego arm64 fuzz contrib benchmarks-test staticcheck
+test: vet generated tidy race purego arm64 fuzz contrib benchmarks-test staticcheck
 
 ci: test
 
@@ -41,6 +41,11 @@ fuzz:
 contrib:
 	@for m in $(CONTRIB); do d=$$(dirname $$m); echo "test $$d"; \
 	  (cd $$d && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
+
+# Every module's go.mod and go.sum must be tidy (contrib and benchmarks
+# reach the root through a replace, so a new root import changes their go.sum).
+tidy:
+	@for d in . benchmarks $(dir $(CONTRIB)); do echo "tidy $$d"; (cd $$d && $(GO) mod tidy -diff) || exit 1; done
 
 # The benchmarks module's own tests: every adapter over every scenario, small.
 benchmarks-test:

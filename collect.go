@@ -19,6 +19,7 @@ import (
 type collector[T any] struct {
 	q       *Queue[T]
 	backlog []*ring.SPSC[T] // handed-off rings not yet drained, oldest first
+	active  bool            // the last drain found work: linger before parking
 	cur     *pending[T]     // the batch being filled from the rings
 	ready   []*pending[T]   // cut, waiting for a sender, oldest first
 	seq     uint64          // the next batch's sequence number
@@ -47,6 +48,9 @@ func (q *Queue[T]) collect() {
 		var next *pending[T]
 		if len(c.ready) > 0 {
 			out, next = q.work, c.ready[0]
+		} else if c.linger() {
+			c.drain(false)
+			continue
 		}
 		select {
 		case out <- next:
@@ -84,11 +88,40 @@ func (q *Queue[T]) collect() {
 	}
 }
 
+// lingerRounds bounds how long the collector keeps looking for handed-off
+// rings before it parks: each round yields the P once (runtime.Gosched), a
+// few hundred nanoseconds to a few microseconds. A producer hands a ring off
+// every BatchSize items; if the collector is parked then, the hand-off pays
+// for waking it (a futex call, microseconds on the producer's own time). A
+// short linger after activity avoids that under sustained load, and an idle
+// queue still parks at once: lingering only follows work.
+const lingerRounds = 64
+
+// linger waits briefly for more handed-off rings after the collector did
+// work; it reports whether one arrived.
+func (c *collector[T]) linger() bool {
+	if !c.active {
+		return false
+	}
+	c.active = false
+	for range lingerRounds {
+		if !c.q.full.Empty() {
+			c.active = true
+			return true
+		}
+		runtime.Gosched()
+	}
+	return false
+}
+
 // drain moves the handed-off rings into batches and, with partial, also what
 // the P's current rings hold, cutting the partial batch at the end.
 func (c *collector[T]) drain(partial bool) {
 	q := c.q
 	c.backlog = q.full.TakeAll(c.backlog)
+	if len(c.backlog) > 0 {
+		c.active = true
+	}
 	stopping := q.closing.Load()
 	for len(c.backlog) > 0 {
 		if !stopping && q.gov.Level() == governor.LevelHard && !q.spillPolicy() {

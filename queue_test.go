@@ -569,7 +569,7 @@ func TestIdleCPU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measures a second of idle time")
 	}
-	q, err := New(Config[int]{Send: func(context.Context, []int) error { return nil }, FlushInterval: 20 * time.Millisecond, Workers: 4})
+	q, err := New(Config[int]{Send: func(context.Context, []int) error { return nil }, FlushInterval: 100 * time.Millisecond, Workers: 4})
 	if err != nil {
 		t.Fatal(err)
 	}

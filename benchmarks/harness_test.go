@@ -144,7 +144,7 @@ func (s *sink) flush() {
 
 // result returns the tally after flushing the last partial batch.
 func (s *sink) result() tally {
-	if s.batch != nil && len(s.batch) > 0 {
+	if len(s.batch) > 0 {
 		s.flush()
 	}
 	return s.t

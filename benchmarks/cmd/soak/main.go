@@ -118,7 +118,7 @@ func run(duration, report time.Duration, flip bool, memLimit int64, maxBuffered 
 		OnDrop: func(batch []uint64, reason error) { s.dropped.Add(uint64(len(batch))) },
 	})
 	if err != nil {
-		return fmt.Errorf("New: %w", err)
+		return fmt.Errorf("vinequeue.New: %w", err)
 	}
 	s.q = q
 
@@ -180,7 +180,7 @@ loop:
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer stopCancel()
 	if err := q.Stop(stopCtx); err != nil {
-		return fmt.Errorf("Stop: %w", err)
+		return fmt.Errorf("stopping the queue: %w", err)
 	}
 	progress(time.Now())
 	return s.verify(time.Since(start))
@@ -382,7 +382,7 @@ func (s *soak) verify(elapsed time.Duration) error {
 		elapsed.Round(time.Millisecond), acc, del, float64(del)/elapsed.Seconds(), s.rejected.Load(),
 		s.sendFails.Load(), st.Retries, s.dropped.Load(), s.outOfOrder.Load())
 	if st.Enqueued != acc || st.Delivered != acc {
-		errs = append(errs, fmt.Errorf("Stats: Enqueued %d, Delivered %d, want both %d", st.Enqueued, st.Delivered, acc))
+		errs = append(errs, fmt.Errorf("stats: Enqueued %d, Delivered %d, want both %d", st.Enqueued, st.Delivered, acc))
 	}
 	if d := s.dropped.Load(); d != 0 || st.Dropped != 0 {
 		errs = append(errs, fmt.Errorf("%d items dropped (Stats.Dropped %d)", d, st.Dropped))
