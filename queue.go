@@ -195,8 +195,13 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 	var wg sync.WaitGroup
 	wg.Add(1 + cfg.Workers)
 	if q.syncMode() {
-		wg.Add(1)
-		go func() { defer wg.Done(); q.commitLoop() }()
+		// Several committers: while one waits for its fdatasync, the next
+		// writes its group, and the log's own group commit lets them share
+		// the sync.
+		wg.Add(syncCommitters)
+		for range syncCommitters {
+			go func() { defer wg.Done(); q.commitLoop() }()
+		}
 	}
 	if q.spillPolicy() {
 		wg.Add(1)

@@ -27,6 +27,9 @@ import (
 //   - Overflow: only what the governor spills is written (see spill.go);
 //     what sits in memory at a crash is lost.
 
+// syncCommitters is the number of Sync-mode committer goroutines.
+const syncCommitters = 2
+
 // walRecord tracks the delivery of one record's items; the batches carrying
 // them share it.
 type walRecord struct {
@@ -45,8 +48,9 @@ type walTier[T any] struct {
 	cond      *sync.Cond // the committer waits here for a group
 	group     *syncGroup[T]
 	closed    bool
-	committed chan *pending[T] // committer → collector
-	exited    chan struct{}
+	committed chan *pending[T] // committers → collector
+	exited    chan struct{}    // closed when the last committer exits
+	running   atomic.Int32     // committers still running
 
 	encBuf []byte // collector-owned (Periodic)
 }
@@ -89,6 +93,7 @@ func (q *Queue[T]) openWAL() error {
 		MaxBytes:    c.MaxBytes,
 		Logger:      q.logger,
 		NoSync:      c.Mode != Sync,
+		NoZeroFill:  true, // background zero-filling of the next segment costs the fdatasync tail (p99 25 ms vs 3 ms here)
 	})
 	if err != nil {
 		if errors.Is(err, wal.ErrInvalidOptions) {
@@ -99,6 +104,7 @@ func (q *Queue[T]) openWAL() error {
 	w := &walTier[T]{log: log, codec: codec, mode: c.Mode,
 		committed: make(chan *pending[T], 4), exited: make(chan struct{})}
 	w.cond = sync.NewCond(&w.mu)
+	w.running.Store(syncCommitters)
 	q.wal = w
 	return nil
 }
@@ -128,7 +134,7 @@ func (q *Queue[T]) enqueueSync(vs ...T) error {
 	}
 	if w.group == nil {
 		w.group = &syncGroup[T]{done: make(chan struct{})}
-		w.cond.Signal()
+		w.cond.Signal() // one idle committer takes it
 	}
 	g := w.group
 	g.items = append(g.items, vs...)
@@ -141,7 +147,11 @@ func (q *Queue[T]) enqueueSync(vs ...T) error {
 // record and hands it on for delivery. While it writes, the next group fills.
 func (q *Queue[T]) commitLoop() {
 	w := q.wal
-	defer close(w.exited)
+	defer func() {
+		if w.running.Add(-1) == 0 {
+			close(w.exited)
+		}
+	}()
 	var buf []byte
 	for {
 		w.mu.Lock()
