@@ -22,7 +22,7 @@
 // # Format
 //
 // A segment is preallocated (fallocate, or ftruncate where unsupported;
-// then zero-filled in the background unless Options.NoZeroFill, because
+// and, with Options.ZeroFill, zero-filled in the background, because
 // the first sync of an fallocated ext4/xfs range also commits its extent
 // conversion) and mapped read-write; it starts with a 32-byte header (magic "VINE",
 // version 1, compression, first id, created size, CRC32C). Records follow,

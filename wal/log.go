@@ -308,7 +308,7 @@ func (l *Log) kickPreparer() {
 }
 
 // prepLoop keeps one spare segment file ready so that a roll is a rename,
-// not an allocation on the append path. Unless Options.NoZeroFill, the spare
+// not an allocation on the append path. With Options.ZeroFill, the spare
 // is written with zeros: on ext4 and xfs an fallocated range is "unwritten",
 // and the first fdatasync after writing into it must also commit the extent
 // conversion to the journal, which made each group commit about 3x slower
@@ -360,7 +360,7 @@ func (l *Log) prepareSpare(size int64) (*os.File, error) {
 	if err := l.opts.allocate(f, size); err != nil {
 		return f, err
 	}
-	if !l.opts.NoZeroFill {
+	if l.opts.ZeroFill {
 		zeros := make([]byte, min(size, 1<<20))
 		for off := int64(0); off < size; off += int64(len(zeros)) {
 			select {

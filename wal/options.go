@@ -43,10 +43,13 @@ type Options struct {
 	// the page cache (safe against a process crash, not against power
 	// loss); Sync makes everything written so far durable.
 	NoSync bool
-	// NoZeroFill prepares segments with fallocate alone instead of also
-	// writing zeros into them (see prepLoop): half the disk writes, slower
-	// group commits on file systems with unwritten extents (ext4, xfs).
-	NoZeroFill bool
+	// ZeroFill also writes zeros into each prepared segment, in the
+	// background (see prepLoop): group commits into it are faster on file
+	// systems with unwritten extents (ext4, xfs), but the 64 MiB of
+	// background writes compete with the commits' fdatasyncs. Measured
+	// here with 64 concurrent appenders: off, p99 3.4 ms and 150k items/s;
+	// on, p99 25 ms and 70k items/s. Off by default.
+	ZeroFill bool
 	// Logger receives recovery reports and I/O failures; nil discards them.
 	Logger *slog.Logger
 
