@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/vineroute/vinequeue/governor"
-	"github.com/vineroute/vinequeue/wal"
 )
 
 // Spill: at the hard memory level with Policy Spill, the collector writes
@@ -41,32 +40,17 @@ func (q *Queue[T]) spillPolicy() bool {
 // ErrWALFull at the hard level until a spill succeeds again.
 func (c *collector[T]) spill(b *pending[T]) bool {
 	q := c.q
+	var err error
 	if b.rec == nil {
-		w := q.wal
-		var err error
-		w.encBuf, err = w.encode(w.encBuf[:0], b.items)
-		var id uint64
-		if err == nil {
-			id, err = w.log.Write(w.encBuf)
-		}
-		if err == nil {
-			err = w.log.Sync() // what the governor spills is durable
-		}
-		if err != nil {
-			err = walErr(err)
-			q.spillErr.Store(&err)
-			q.logger.Warn("vinequeue: spill to the wal failed; batch kept in memory", "items", len(b.items), "err", err)
-			return false
-		}
-		rec := &walRecord{id: id}
-		rec.left.Store(int64(len(b.items)))
-		b.rec = rec
-	} else if q.wal.mode == Periodic {
-		if err := q.wal.log.Sync(); err != nil {
-			err = walErr(err)
-			q.spillErr.Store(&err)
-			return false
-		}
+		err = q.writeBatch(b)
+	}
+	if err == nil && q.wal.mode != Sync {
+		err = walErr(q.wal.log.Sync()) // what the governor spills is durable
+	}
+	if err != nil {
+		q.spillErr.Store(&err)
+		q.logger.Warn("vinequeue: spill to the wal failed; batch kept in memory", "items", len(b.items), "err", err)
+		return false
 	}
 	q.spillErr.Store(nil)
 	q.spilled.Add(uint64(len(b.items)))
@@ -177,15 +161,8 @@ func (q *Queue[T]) unspill(refs []spillRef, send func(*pending[T]) bool) error {
 		if next == len(refs) || refs[next].rec.id != id {
 			return nil
 		}
-		items = items[:0]
-		if err := wal.ForEachItem(payload, func(item []byte) error {
-			v, err := w.codec.Decode(item)
-			if err != nil {
-				return err
-			}
-			items = append(items, v)
-			return nil
-		}); err != nil {
+		var err error
+		if items, err = w.decode(items[:0], payload); err != nil {
 			return fmt.Errorf("record %d: %w", id, err)
 		}
 		for next < len(refs) && refs[next].rec.id == id {

@@ -215,9 +215,9 @@ func (q *Queue[T]) splitBatches(items []T, rec *walRecord) []*pending[T] {
 	return out
 }
 
-// persistBatch writes a batch cut from the rings as a record (Periodic mode).
-// On failure the batch is still delivered from memory, just not protected.
-func (q *Queue[T]) persistBatch(b *pending[T]) {
+// writeBatch writes b's items as one record (not synced) and attaches the
+// record to b. Collector only (it uses the collector's encoding buffer).
+func (q *Queue[T]) writeBatch(b *pending[T]) error {
 	w := q.wal
 	var err error
 	w.encBuf, err = w.encode(w.encBuf[:0], b.items)
@@ -226,13 +226,34 @@ func (q *Queue[T]) persistBatch(b *pending[T]) {
 		id, err = w.log.Write(w.encBuf)
 	}
 	if err != nil {
-		q.walErrors.Add(1)
-		q.logger.Warn("vinequeue: wal write failed; batch kept in memory only", "items", len(b.items), "err", walErr(err))
-		return
+		return walErr(err)
 	}
 	rec := &walRecord{id: id}
 	rec.left.Store(int64(len(b.items)))
 	b.rec = rec
+	return nil
+}
+
+// decode appends the items framed in a record payload to dst.
+func (w *walTier[T]) decode(dst []T, payload []byte) ([]T, error) {
+	err := wal.ForEachItem(payload, func(item []byte) error {
+		v, err := w.codec.Decode(item)
+		if err != nil {
+			return err
+		}
+		dst = append(dst, v)
+		return nil
+	})
+	return dst, err
+}
+
+// persistBatch writes a batch cut from the rings as a record (Periodic mode).
+// On failure the batch is still delivered from memory, just not protected.
+func (q *Queue[T]) persistBatch(b *pending[T]) {
+	if err := q.writeBatch(b); err != nil {
+		q.walErrors.Add(1)
+		q.logger.Warn("vinequeue: wal write failed; batch kept in memory only", "items", len(b.items), "err", err)
+	}
 }
 
 // ackDelivered acknowledges b's share of its record.
@@ -254,15 +275,8 @@ func (c *collector[T]) replay() {
 	w := q.wal
 	var items []T
 	err := w.log.Replay(func(id uint64, payload []byte) error {
-		items = items[:0]
-		err := wal.ForEachItem(payload, func(item []byte) error {
-			v, err := w.codec.Decode(item)
-			if err != nil {
-				return err
-			}
-			items = append(items, v)
-			return nil
-		})
+		var err error
+		items, err = w.decode(items[:0], payload)
 		if err != nil {
 			q.corrupt.Add(1)
 			q.logger.Error("vinequeue: wal record does not decode; skipped", "record", id, "err", err)
