@@ -17,12 +17,13 @@ import (
 // producers waiting for ring space. It is the only goroutine that touches
 // cur, ready and the shards' cut queues, so they need no lock.
 type collector[T any] struct {
-	q       *Queue[T]
-	backlog []*ring.SPSC[T] // handed-off rings not yet drained, oldest first
-	active  bool            // the last drain found work: linger before parking
-	cur     *pending[T]     // the batch being filled from the rings
-	ready   []*pending[T]   // cut, waiting for a sender, oldest first
-	seq     uint64          // the next batch's sequence number
+	q        *Queue[T]
+	backlog  []*ring.SPSC[T] // handed-off rings not yet drained, oldest first
+	active   bool            // the last drain found work: linger before parking
+	flushing bool            // a Flush is draining: ignore the hard-level stall
+	cur      *pending[T]     // the batch being filled from the rings
+	ready    []*pending[T]   // cut, waiting for a sender, oldest first
+	seq      uint64          // the next batch's sequence number
 }
 
 func (q *Queue[T]) collect() {
@@ -75,8 +76,12 @@ func (q *Queue[T]) collect() {
 		case req := <-q.reqs:
 			switch req.kind {
 			case reqFlush:
+				// A Flush covers what sits in the rings even at the hard
+				// level: drain them regardless, once.
+				c.flushing = true
 				c.takeCommitted()
 				c.drain(true)
+				c.flushing = false
 				c.cutKeyed(true)
 				q.track.wait(c.seq, req.done)
 			case reqStop:
@@ -122,7 +127,7 @@ func (c *collector[T]) drain(partial bool) {
 	if len(c.backlog) > 0 {
 		c.active = true
 	}
-	stopping := q.closing.Load()
+	stopping := q.closing.Load() || c.flushing
 	for len(c.backlog) > 0 {
 		if !stopping && q.gov.Level() == governor.LevelHard && !q.spillPolicy() {
 			// Memory is at the hard level: leave the rings full, so that
@@ -148,7 +153,7 @@ func (c *collector[T]) drain(partial bool) {
 // only full batches go out (a ring reported BatchSize items).
 func (c *collector[T]) drainRings(cutPartial bool) {
 	q := c.q
-	stopping := q.closing.Load()
+	stopping := q.closing.Load() || c.flushing
 	for _, s := range q.procs.Load().procs {
 		if !stopping && q.gov.Level() == governor.LevelHard && !q.spillPolicy() {
 			q.signalStall()
