@@ -36,6 +36,7 @@ const (
 	Block
 )
 
+// String returns the policy's name.
 func (p Policy) String() string {
 	switch p {
 	case PolicyDefault:
@@ -59,6 +60,7 @@ const (
 	LevelHard                // at or above Hard: apply the Policy
 )
 
+// String returns the level's name.
 func (l Level) String() string {
 	switch l {
 	case LevelNormal:
@@ -100,6 +102,7 @@ const (
 	Sync
 )
 
+// String returns the mode's name.
 func (m WALMode) String() string {
 	switch m {
 	case Overflow:
@@ -112,13 +115,14 @@ func (m WALMode) String() string {
 	return fmt.Sprintf("WALMode(%d)", int(m))
 }
 
-// Compression of WAL records.
+// Compression of WAL records. A record is stored uncompressed whenever
+// compressing does not make it smaller.
 type Compression int
 
 const (
-	Snappy Compression = iota // default
-	LZ4
-	NoCompression
+	Snappy        Compression = iota // snappy block format (the default)
+	LZ4                              // lz4 block format: better ratio, slower to write
+	NoCompression                    // stored as encoded
 )
 
 // WALConfig configures the disk tier. Dir "" means memory only.

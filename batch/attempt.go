@@ -26,6 +26,7 @@ type PanicError struct {
 	Stack string // the innermost frames of the panicking goroutine, "fn (file:line)" joined by " <- "
 }
 
+// Error describes the panic and where it happened.
 func (e *PanicError) Error() string {
 	return fmt.Sprintf("%v: %v [at %s]", ErrSendPanic, e.Value, e.Stack)
 }

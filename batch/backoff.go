@@ -29,6 +29,7 @@ type PolicyError struct {
 	Reason string // e.g. "must not be negative, got -1"
 }
 
+// Error names the field and what is wrong with it.
 func (e *PolicyError) Error() string {
 	return fmt.Sprintf("%v: %s: %s", ErrInvalidPolicy, e.Field, e.Reason)
 }

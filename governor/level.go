@@ -17,6 +17,7 @@ const (
 	LevelHard
 )
 
+// String returns the level's name.
 func (l Level) String() string {
 	switch l {
 	case LevelNormal:

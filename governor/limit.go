@@ -66,6 +66,7 @@ type Finding struct {
 	Note   string // why it imposes none, or extra context; "" for a plain value
 }
 
+// String describes the limit and where it came from.
 func (l Limit) String() string {
 	if l.Path != "" {
 		return fmt.Sprintf("%d bytes from %s (%s)", l.Bytes, l.Source, l.Path)
@@ -73,6 +74,7 @@ func (l Limit) String() string {
 	return fmt.Sprintf("%d bytes from %s", l.Bytes, l.Source)
 }
 
+// String describes the finding.
 func (f Finding) String() string {
 	where := string(f.Source)
 	if f.Path != "" {

@@ -21,6 +21,7 @@ const (
 	NoCompression                    // store payloads as they are
 )
 
+// String returns the codec's name.
 func (c Compression) String() string {
 	switch c {
 	case Snappy:

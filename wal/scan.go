@@ -12,6 +12,7 @@ type Damage struct {
 	Reason string // human-readable cause
 }
 
+// String describes the damage, or "ok" for nil.
 func (d *Damage) String() string {
 	if d == nil {
 		return "ok"
