@@ -233,7 +233,9 @@ func (c *collector[T]) push(b *pending[T]) {
 	c.seq++
 	c.q.track.cut(b.seq)
 	q := c.q
-	if q.spillPolicy() && !q.closing.Load() && q.gov.Level() == governor.LevelHard && c.spill(b) {
+	// Keyed batches are not spilled: their order would have to survive
+	// the round trip through the WAL.
+	if q.spillPolicy() && b.shard == nil && !q.closing.Load() && q.gov.Level() == governor.LevelHard && c.spill(b) {
 		return
 	}
 	c.ready = append(c.ready, b)

@@ -44,7 +44,7 @@ func (q *Queue[T]) deliver(b *pending[T]) {
 			q.finish(b)
 			return
 		}
-		if b.rec == nil || batch.IsPermanent(err) {
+		if !b.durable() || batch.IsPermanent(err) {
 			q.drop(b, fmt.Errorf("vinequeue: send failed: %w", err))
 			return
 		}
@@ -68,10 +68,13 @@ func (q *Queue[T]) deliver(b *pending[T]) {
 
 func (q *Queue[T]) countRetry(int, error) { q.retries.Add(1) }
 
+// durable reports whether b's items are in the WAL.
+func (b *pending[T]) durable() bool { return b.rec != nil || len(b.recs) > 0 }
+
 // giveUp ends a batch that Stop ran out of time for: a batch in the WAL stays
 // there for the next New to replay; any other goes to OnDrop.
 func (q *Queue[T]) giveUp(b *pending[T], reason error) {
-	if b.rec != nil {
+	if b.durable() {
 		q.leftOnDisk.Add(uint64(len(b.items)))
 		q.finish(b)
 		return
@@ -135,7 +138,8 @@ func (q *Queue[T]) getBatch() *pending[T] {
 func (q *Queue[T]) putBatch(b *pending[T]) {
 	clear(b.items) // retention rule: no pointers kept past delivery
 	b.items = b.items[:0]
-	b.bytes, b.seq, b.shard, b.rec, b.recOff = 0, 0, nil, nil, 0
+	clear(b.recs)
+	b.bytes, b.seq, b.shard, b.rec, b.recOff, b.recs = 0, 0, nil, nil, 0, b.recs[:0]
 	select {
 	case q.free <- b:
 	default:

@@ -1,13 +1,9 @@
 package vinequeue
 
 import (
-	"fmt"
 	"sync"
 	"sync/atomic"
 )
-
-// errKeyedSync is EnqueueKey's error in WAL Sync mode.
-var errKeyedSync = fmt.Errorf("%w: EnqueueKey is not durable in WAL Sync mode yet; use Enqueue, or Periodic mode", ErrInvalidConfig)
 
 // nKeyedShards is the number of keyed shards: enough that keys spread over
 // every sender, few enough that the collector scans them cheaply.
@@ -26,7 +22,8 @@ type keyedShards[T any] struct {
 
 type keyedShard[T any] struct {
 	mu     sync.Mutex
-	items  []T // guarded by mu: accepted, not yet cut
+	items  []T          // guarded by mu: accepted, not yet cut
+	recs   []*walRecord // guarded by mu: items[i]'s WAL record (Sync mode only)
 	bytes  int64
 	closed bool // guarded by mu
 
@@ -49,8 +46,14 @@ func shardOf(key uint64) int {
 // order they were accepted: FIFO per key, with any number of Workers. It is
 // slower than Enqueue (a lock per call on the key's shard).
 func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
+	var rec *walRecord
 	if q.syncMode() {
-		return errKeyedSync
+		// Durable first, as a record of its own (concurrent appends
+		// share an fdatasync), then queued in its key's order.
+		var err error
+		if rec, err = q.appendKeyed(v); err != nil {
+			return err
+		}
 	}
 	s := &q.keyed.shards[shardOf(key)]
 	s.mu.Lock()
@@ -59,6 +62,9 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 		return ErrClosed
 	}
 	s.items = append(s.items, v)
+	if rec != nil {
+		s.recs = append(s.recs, rec)
+	}
 	s.bytes += int64(q.sizeOf(v))
 	s.mu.Unlock()
 	q.keyedIn.Add(1)
@@ -107,6 +113,11 @@ func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
 	b.items = append(b.items, s.items[:n]...)
 	clear(s.items[:n]) // retention rule
 	s.items = s.items[n:]
+	if len(s.recs) > 0 {
+		b.recs = append(b.recs, s.recs[:n]...)
+		clear(s.recs[:n])
+		s.recs = s.recs[n:]
+	}
 	if len(s.items) == 0 {
 		s.items = s.items[:0:0] // let the backing array go once drained
 		b.bytes, s.bytes = s.bytes, 0

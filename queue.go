@@ -112,6 +112,7 @@ type pending[T any] struct {
 	shard  *keyedShard[T] // nil unless the batch came from EnqueueKey
 	rec    *walRecord     // the WAL record holding these items; nil if none
 	recOff int            // index of items[0] within that record
+	recs   []*walRecord   // EnqueueKey in Sync mode: items[i]'s record
 	send   func(context.Context) error
 }
 

@@ -256,16 +256,39 @@ func (q *Queue[T]) persistBatch(b *pending[T]) {
 	}
 }
 
-// ackDelivered acknowledges b's share of its record.
+// ackDelivered acknowledges b's share of its record(s).
 func (q *Queue[T]) ackDelivered(b *pending[T]) {
-	if b.rec == nil {
-		return
+	if b.rec != nil {
+		q.ackItems(b.rec, len(b.items))
 	}
-	if b.rec.left.Add(-int64(len(b.items))) == 0 {
-		if err := q.wal.log.Ack(b.rec.id); err != nil && !errors.Is(err, wal.ErrClosed) {
-			q.logger.Warn("vinequeue: wal ack failed", "record", b.rec.id, "err", err)
+	for _, r := range b.recs {
+		q.ackItems(r, 1)
+	}
+}
+
+func (q *Queue[T]) ackItems(r *walRecord, n int) {
+	if r.left.Add(-int64(n)) == 0 {
+		if err := q.wal.log.Ack(r.id); err != nil && !errors.Is(err, wal.ErrClosed) {
+			q.logger.Warn("vinequeue: wal ack failed", "record", r.id, "err", err)
 		}
 	}
+}
+
+// appendKeyed writes one EnqueueKey item as a durable record of its own.
+func (q *Queue[T]) appendKeyed(v T) (*walRecord, error) {
+	w := q.wal
+	buf, err := w.encode(nil, []T{v})
+	if err != nil {
+		return nil, err
+	}
+	id, err := w.log.Append(buf)
+	if err != nil {
+		q.walRejected.Add(1)
+		return nil, walErr(err)
+	}
+	r := &walRecord{id: id} // accepted: EnqueueKey counts it in keyedIn
+	r.left.Store(1)
+	return r, nil
 }
 
 // replay hands every record above the ack mark to the senders, before any

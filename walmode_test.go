@@ -52,14 +52,16 @@ func TestWALSyncDeliversAndAcks(t *testing.T) {
 	if st := q.Stats(); st.WALBytes == 0 {
 		t.Errorf("WALBytes = 0 with a live log")
 	}
-	if err := q.EnqueueKey(1, "k"); !errors.Is(err, ErrInvalidConfig) {
-		t.Fatalf("EnqueueKey in Sync mode = %v", err)
+	for i := 0; i < 50; i++ {
+		if err := q.EnqueueKey(uint64(i%3), fmt.Sprintf("k%d-%03d", i%3, i)); err != nil {
+			t.Fatalf("EnqueueKey in Sync mode = %v", err)
+		}
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
 	st := q.Stats()
-	if st.Enqueued != G*per+2 || st.Delivered != G*per+2 || st.Buffered != 0 {
+	if st.Enqueued != G*per+52 || st.Delivered != G*per+52 || st.Buffered != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 	// Everything was acknowledged: a new queue replays nothing.
@@ -91,7 +93,13 @@ func TestWALReplayAfterStopDeadline(t *testing.T) {
 			}
 			const n = 500
 			for i := 0; i < n; i++ {
-				if err := q.Enqueue([]byte(strconv.Itoa(i))); err != nil {
+				var err error
+				if i%10 == 0 { // the keyed path is durable too
+					err = q.EnqueueKey(uint64(i%7), []byte(strconv.Itoa(i)))
+				} else {
+					err = q.Enqueue([]byte(strconv.Itoa(i)))
+				}
+				if err != nil {
 					t.Fatal(err)
 				}
 			}
