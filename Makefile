@@ -74,5 +74,9 @@ pgo:
 bench-arm64:
 	scripts/bench.sh arm64
 
+# 10 minutes of mixed load (SOAK_DURATION to change), then the WAL crash test
+# with 100 SIGKILLs (CRASH_KILLS) instead of CI's 20.
+CRASH_KILLS ?= 100
 soak:
 	scripts/bench.sh soak
+	VINEQUEUE_CRASH_KILLS=$(CRASH_KILLS) $(GO) test -count=1 -run '^TestCrashSIGKILL$$' -v -timeout 30m .
