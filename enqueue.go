@@ -89,6 +89,19 @@ func (q *Queue[T]) afterHandOff(h handOffResult) error {
 	return nil
 }
 
+// pinSlot pins the goroutine and returns its P's slot, first growing the
+// slot table if GOMAXPROCS grew since the table was made.
+func (q *Queue[T]) pinSlot() (*procSlot[T], *int32) {
+	for {
+		pid, tok := procPin()
+		if t := q.procs.Load(); uint(pid) < uint(len(t.procs)) {
+			return t.procs[pid], tok
+		}
+		procUnpin(tok)
+		q.growProcs(pid)
+	}
+}
+
 // enqueueSlow retries a push that found the ring full or sealed, or the P
 // without a slot yet (GOMAXPROCS grew).
 func (q *Queue[T]) enqueueSlow(v T) error {
@@ -96,14 +109,7 @@ func (q *Queue[T]) enqueueSlow(v T) error {
 		return q.enqueueSync(v)
 	}
 	for {
-		pid, tok := procPin()
-		t := q.procs.Load()
-		if uint(pid) >= uint(len(t.procs)) {
-			procUnpin(tok)
-			q.growProcs(pid)
-			continue
-		}
-		s := t.procs[pid]
+		s, tok := q.pinSlot()
 		r := s.cur.Load()
 		switch r.Push(v) {
 		case ring.Pushed:
@@ -195,14 +201,7 @@ func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) {
 	}
 	n := 0
 	for n < len(vs) {
-		pid, tok := procPin()
-		t := q.procs.Load()
-		if uint(pid) >= uint(len(t.procs)) {
-			procUnpin(tok)
-			q.growProcs(pid)
-			continue
-		}
-		s := t.procs[pid]
+		s, tok := q.pinSlot()
 		r := s.cur.Load()
 		k, mark := r.PushBatch(vs[n:])
 		n += k
