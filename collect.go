@@ -13,9 +13,9 @@ import (
 )
 
 // The collector is the single consumer of every P ring and keyed shard. It
-// cuts batches, hands them to the senders, answers Flush and Stop, and wakes
-// producers waiting for ring space. It is the only goroutine that touches
-// cur, ready and the shards' cut queues, so they need no lock.
+// cuts batches, hands them to the senders, recycles drained rings as spares,
+// and answers Flush and Stop. It is the only goroutine that touches cur,
+// ready, backlog and the shards' cut queues, so they need no lock.
 type collector[T any] struct {
 	q        *Queue[T]
 	backlog  []*ring.SPSC[T] // handed-off rings not yet drained, oldest first
@@ -51,6 +51,7 @@ func (q *Queue[T]) collect() {
 			out, next = q.work, c.ready[0]
 		} else if c.linger() {
 			c.drain(false)
+			c.cutKeyed(false)
 			continue
 		}
 		select {
@@ -60,7 +61,6 @@ func (q *Queue[T]) collect() {
 			if len(c.backlog) > 0 || !q.full.Empty() {
 				c.drain(false) // room for more: go on with the backlog
 			}
-			continue
 		case <-q.wake:
 			c.drain(false)
 		case <-tick.C:
