@@ -4,16 +4,20 @@
 //
 // # Data path
 //
-//	Enqueue(v) ─pin→ rings[P] (SPSC, no shared write) ─watermark / tick / Flush / Stop→
-//	  collector → batches (BatchSize | FlushInterval | Stop) → Workers × Send
+//	Enqueue(v) ─pin→ rings[P] (SPSC, no shared write) ─BatchSize items: hand-off (one CAS)→
+//	  collector → batches (BatchSize | FlushInterval | Flush | Stop) → Workers × Send
 //	EnqueueKey(k, v) → keyed shard of k (FIFO) → one batch in flight per shard
+//	governor: bytes held vs limit → soft: delay + warn; hard: Reject | Spill | Block
+//	WAL (optional): Sync (durable before Enqueue returns) | Periodic | Overflow → replay on New
 //
 // Enqueue pins the calling goroutine to its P (one assembly call; see pin/)
 // and pushes into that P's ring. In the common case it touches only that
 // ring's producer cache line and one slot: no lock, no shared write, no
-// allocation, no clock read. A ring wakes the collector each time a quarter of
-// it fills; the collector also drains every ring each FlushInterval/2, so an
-// item waits at most FlushInterval before its batch is cut.
+// allocation, no clock read. When the ring holds BatchSize items (or is
+// full) the producer hands the whole ring to the collector with one
+// compare-and-swap (shard.Stack) and takes a spare ring; the collector
+// drains partial rings every FlushInterval/2, so an item waits at most
+// FlushInterval before its batch is cut.
 //
 // # Guarantees
 //
@@ -27,7 +31,10 @@
 //     After the last attempt, or when Stop's context ends first, the batch goes
 //     to Config.OnDrop and is counted in Stats.Dropped. Nothing vanishes
 //     uncounted: Enqueued = Delivered + Dropped + Buffered.
-//   - Bad input: an invalid Config gives ErrInvalidConfig naming the field.
+//   - WAL Sync mode: Enqueue returns once the item is durable; after a crash
+//     the next New replays what was not delivered (at least once).
+//   - Bad input: an invalid Config gives ErrInvalidConfig naming the field;
+//     ErrTooLarge, ErrLocked and ErrWALFull come from the WAL tier.
 //
 // # Concurrency
 //
