@@ -307,3 +307,93 @@ func crashChild() {
 	}
 	os.Exit(0)
 }
+
+// TestSpillSyncAndPeriodic: Spill with items that are already in the WAL
+// (Sync and Periodic modes): at the hard level they are let go from memory
+// without a second write, read back later, and every item is delivered once
+// the sink recovers.
+func TestSpillSyncAndPeriodic(t *testing.T) {
+	for _, mode := range []WALMode{Sync, Periodic} {
+		t.Run(mode.String(), func(t *testing.T) {
+			release := make(chan struct{})
+			var delivered atomic.Int64
+			q, err := New(Config[[]byte]{
+				Send: func(ctx context.Context, b [][]byte) error {
+					select {
+					case <-release:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+					delivered.Add(int64(len(b)))
+					return nil
+				},
+				BatchSize: 8, RingSize: 8,
+				Memory: MemoryConfig{Limit: 4 << 20, Policy: Spill},
+				WAL:    WALConfig{Dir: t.TempDir(), Mode: mode, SegmentSize: 4 << 20, Compression: NoCompression},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 200 // 200 x 64 KiB: three times the limit
+			for i := 0; i < n; i++ {
+				if err := q.Enqueue(make([]byte, 64<<10)); err != nil {
+					t.Fatalf("Enqueue %d: %v", i, err)
+				}
+			}
+			waitFor(t, "a spill", func() bool { return q.Stats().Spilled > 0 })
+			close(release)
+			if err := q.Close(); err != nil {
+				t.Fatal(err)
+			}
+			st := q.Stats()
+			t.Logf("%v: spilled %d, delivered %d", mode, st.Spilled, st.Delivered)
+			if delivered.Load() != n || st.Delivered != n || st.Dropped != 0 {
+				t.Fatalf("delivered %d (stats %+v), want %d", delivered.Load(), st, n)
+			}
+		})
+	}
+}
+
+// TestKeyedNotStarved: keyed items are delivered while unkeyed traffic keeps
+// the collector busy.
+func TestKeyedNotStarved(t *testing.T) {
+	var keyed atomic.Int64
+	q, err := New(Config[int]{
+		Send: func(_ context.Context, b []int) error {
+			for _, v := range b {
+				if v < 0 {
+					keyed.Add(1)
+				}
+			}
+			return nil
+		},
+		BatchSize: 64, RingSize: 64, FlushInterval: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			q.Enqueue(i)
+		}
+	}()
+	for i := 1; i <= 100; i++ {
+		if err := q.EnqueueKey(uint64(i%4), -i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "keyed items delivered under load", func() bool { return keyed.Load() == 100 })
+	close(stop)
+	<-done
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
