@@ -2,9 +2,12 @@ package vinequeue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/vineroute/vinequeue/batch"
 )
 
 // SendFunc delivers one batch. It must not keep batch (or any item's backing
@@ -141,7 +144,8 @@ type RetryPolicy struct {
 	// default 5. 1 means no retry.
 	MaxAttempts int
 	// InitialBackoff (default 10ms) grows by Multiplier (default 2) per attempt
-	// up to MaxBackoff (default 5s); each wait is jittered by ±Jitter (default 0.2).
+	// up to MaxBackoff (default 5s); each wait is jittered by ±Jitter (default
+	// 0.2; negative: no jitter; at most 1).
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
 	Multiplier     float64
@@ -244,37 +248,18 @@ func (c *Config[T]) fill() error {
 	return nil
 }
 
+// fill applies batch's defaults and validation (batch.RetryPolicy mirrors
+// this type field for field), naming the field as "Retry.<Field>".
 func (r *RetryPolicy) fill() error {
-	if r.MaxAttempts < 0 {
-		return invalid("Retry.MaxAttempts", "%d < 0", r.MaxAttempts)
+	p := batch.RetryPolicy(*r)
+	if err := p.Validate(); err != nil {
+		var pe *batch.PolicyError
+		if errors.As(err, &pe) {
+			return invalid("Retry."+pe.Field, "%s", pe.Reason)
+		}
+		return fmt.Errorf("%w: Retry: %w", ErrInvalidConfig, err)
 	}
-	if r.MaxAttempts == 0 {
-		r.MaxAttempts = 5
-	}
-	if r.InitialBackoff < 0 || r.MaxBackoff < 0 {
-		return invalid("Retry.InitialBackoff", "negative backoff")
-	}
-	if r.InitialBackoff == 0 {
-		r.InitialBackoff = 10 * time.Millisecond
-	}
-	if r.MaxBackoff == 0 {
-		r.MaxBackoff = 5 * time.Second
-	}
-	if r.MaxBackoff < r.InitialBackoff {
-		return invalid("Retry.MaxBackoff", "%v < InitialBackoff %v", r.MaxBackoff, r.InitialBackoff)
-	}
-	if r.Multiplier == 0 {
-		r.Multiplier = 2
-	}
-	if r.Multiplier < 1 {
-		return invalid("Retry.Multiplier", "%v < 1", r.Multiplier)
-	}
-	if r.Jitter == 0 {
-		r.Jitter = 0.2
-	}
-	if r.Jitter < 0 || r.Jitter > 1 {
-		return invalid("Retry.Jitter", "%v not in [0, 1]", r.Jitter)
-	}
+	*r = RetryPolicy(p.WithDefaults())
 	return nil
 }
 
