@@ -466,12 +466,18 @@ func (l *Log) Ack(id uint64) error {
 	moved := l.acks.ack(id, id)
 	l.amu.Unlock()
 	if moved {
-		select {
-		case l.ackKick <- struct{}{}:
-		default:
-		}
+		l.kickAckWriter()
 	}
 	return nil
+}
+
+// kickAckWriter tells ackLoop the mark moved (never blocks: one pending
+// kick is enough).
+func (l *Log) kickAckWriter() {
+	select {
+	case l.ackKick <- struct{}{}:
+	default:
+	}
 }
 
 // AckItems records that n items of record id were delivered. Once every
@@ -502,10 +508,7 @@ func (l *Log) AckItems(id uint64, n int) error {
 	}
 	l.amu.Unlock()
 	if moved {
-		select {
-		case l.ackKick <- struct{}{}:
-		default:
-		}
+		l.kickAckWriter()
 	}
 	return nil
 }
