@@ -151,50 +151,36 @@ func findStructs(d *dwarf.Data, names map[string]bool) (map[string]*dwarf.Struct
 func openDWARF(path string) (*dwarf.Data, int64, error) {
 	if f, err := elf.Open(path); err == nil {
 		defer f.Close()
-		if f.Section(".debug_info") == nil && f.Section(".zdebug_info") == nil {
-			return nil, 0, ErrNoDWARF
-		}
-		d, err := f.DWARF()
-		if err != nil {
-			return nil, 0, fmt.Errorf("runtimelayout: %s: %w", path, err)
-		}
-		ptr := int64(8)
-		if f.Class == elf.ELFCLASS32 {
-			ptr = 4
-		}
-		return d, ptr, nil
+		hasInfo := f.Section(".debug_info") != nil || f.Section(".zdebug_info") != nil
+		return readDWARF(path, hasInfo, f.DWARF, f.Class == elf.ELFCLASS32)
 	}
 	if f, err := macho.Open(path); err == nil {
 		defer f.Close()
-		if f.Section("__debug_info") == nil && f.Section("__zdebug_info") == nil {
-			return nil, 0, ErrNoDWARF
-		}
-		d, err := f.DWARF()
-		if err != nil {
-			return nil, 0, fmt.Errorf("runtimelayout: %s: %w", path, err)
-		}
-		ptr := int64(8)
-		if f.Magic == macho.Magic32 {
-			ptr = 4
-		}
-		return d, ptr, nil
+		hasInfo := f.Section("__debug_info") != nil || f.Section("__zdebug_info") != nil
+		return readDWARF(path, hasInfo, f.DWARF, f.Magic == macho.Magic32)
 	}
 	if f, err := pe.Open(path); err == nil {
 		defer f.Close()
-		if f.Section(".debug_info") == nil && f.Section(".zdebug_info") == nil {
-			return nil, 0, ErrNoDWARF
-		}
-		d, err := f.DWARF()
-		if err != nil {
-			return nil, 0, fmt.Errorf("runtimelayout: %s: %w", path, err)
-		}
-		ptr := int64(8)
-		if _, ok := f.OptionalHeader.(*pe.OptionalHeader32); ok {
-			ptr = 4
-		}
-		return d, ptr, nil
+		hasInfo := f.Section(".debug_info") != nil || f.Section(".zdebug_info") != nil
+		_, is32 := f.OptionalHeader.(*pe.OptionalHeader32)
+		return readDWARF(path, hasInfo, f.DWARF, is32)
 	}
 	return nil, 0, fmt.Errorf("runtimelayout: %s is not an ELF, Mach-O or PE executable", path)
+}
+
+// readDWARF is openDWARF's common part once the file format is known.
+func readDWARF(path string, hasInfo bool, load func() (*dwarf.Data, error), is32 bool) (*dwarf.Data, int64, error) {
+	if !hasInfo {
+		return nil, 0, ErrNoDWARF
+	}
+	d, err := load()
+	if err != nil {
+		return nil, 0, fmt.Errorf("runtimelayout: %s: %w", path, err)
+	}
+	if is32 {
+		return d, 4, nil
+	}
+	return d, 8, nil
 }
 
 // Probe builds a minimal program with the go command goCmd for goarch (and
