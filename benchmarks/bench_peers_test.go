@@ -91,10 +91,16 @@ func startChan(tb testing.TB, rc runConfig) instance {
 
 func startXsyncMPMC(tb testing.TB, rc runConfig) instance {
 	q := xsync.NewMPMCQueue[uint64](peerCapacity)
+	return spinning(rc, q.TryEnqueue, q.TryDequeue)
+}
+
+// spinning adapts a queue with non-blocking enqueue and dequeue: both sides
+// retry with runtime.Gosched (a busy consumer, noted in the caveats).
+func spinning(rc runConfig, tryEnqueue func(uint64) bool, tryDequeue func() (uint64, bool)) instance {
 	return instance{
 		produce: func(first, count uint64) {
 			for v := first + 1; v <= first+count; v++ {
-				for !q.TryEnqueue(v) {
+				for !tryEnqueue(v) {
 					runtime.Gosched()
 				}
 			}
@@ -102,7 +108,7 @@ func startXsyncMPMC(tb testing.TB, rc runConfig) instance {
 		consume: func(want uint64) tally {
 			s := newSink(rc.batch)
 			for i := uint64(0); i < want; {
-				v, ok := q.TryDequeue()
+				v, ok := tryDequeue()
 				if !ok {
 					runtime.Gosched()
 					continue
@@ -200,27 +206,5 @@ func startDiodes(tb testing.TB, rc runConfig) instance {
 
 func startLSCQ(tb testing.TB, rc runConfig) instance {
 	q := lscq.NewUint64()
-	return instance{
-		produce: func(first, count uint64) {
-			for v := first + 1; v <= first+count; v++ {
-				for !q.Enqueue(v) {
-					runtime.Gosched()
-				}
-			}
-		},
-		consume: func(want uint64) tally {
-			s := newSink(rc.batch)
-			for i := uint64(0); i < want; {
-				v, ok := q.Dequeue()
-				if !ok {
-					runtime.Gosched()
-					continue
-				}
-				s.take(v)
-				i++
-			}
-			return s.result()
-		},
-		close: func() {},
-	}
+	return spinning(rc, q.Enqueue, q.Dequeue)
 }
