@@ -31,7 +31,10 @@ func (q *Queue[T]) sendLoop() {
 // released.
 func (q *Queue[T]) deliver(b *pending[T]) {
 	for {
-		start := time.Now()
+		var start time.Time
+		if q.sizer != nil { // only adaptive sizing needs the clock
+			start = time.Now()
+		}
 		err := batch.Attempt(q.sendCtx, q.retry, b.send, q.onRetry)
 		if q.sizer != nil {
 			q.sizer.Observe(len(b.items), time.Since(start), err)

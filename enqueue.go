@@ -30,7 +30,7 @@ func (q *Queue[T]) Enqueue(v T) error {
 			return nil
 		}
 		if st == ring.PushedWatermark { // v is in, and a batch is ready
-			return q.atWatermark(t.procs[pid], r, tok)
+			return q.atWatermark(t.procs[pid], tok)
 		}
 	}
 	procUnpin(tok)
@@ -42,10 +42,11 @@ func (q *Queue[T]) Enqueue(v T) error {
 // The ring is handed off whole, so that the collector never reads a ring its
 // producer is still writing (which would bounce the ring's cache lines
 // between the two cores). It unpins.
-func (q *Queue[T]) atWatermark(s *procSlot[T], _ *ring.SPSC[T], tok *int32) error {
+func (q *Queue[T]) atWatermark(s *procSlot[T], tok *int32) error {
 	h := q.handOff(s)
 	procUnpin(tok)
-	return q.afterHandOff(h)
+	q.afterHandOff(h)
+	return nil
 }
 
 // handOffResult says what a pinned hand-off did, so that the caller can act
@@ -81,12 +82,11 @@ func (q *Queue[T]) handOff(s *procSlot[T]) handOffResult {
 
 // afterHandOff wakes the collector for a handed-off ring and applies the
 // soft-level delay; unpinned.
-func (q *Queue[T]) afterHandOff(h handOffResult) error {
+func (q *Queue[T]) afterHandOff(h handOffResult) {
 	if h != sealedRing {
 		q.wakeCollector()
 	}
 	q.pressureDelay()
-	return nil
 }
 
 // pinSlot pins the goroutine and returns its P's slot, first growing the
@@ -116,7 +116,7 @@ func (q *Queue[T]) enqueueSlow(v T) error {
 			procUnpin(tok)
 			return nil
 		case ring.PushedWatermark:
-			return q.atWatermark(s, r, tok)
+			return q.atWatermark(s, tok)
 		case ring.Sealed:
 			procUnpin(tok)
 			return ErrClosed
