@@ -256,3 +256,14 @@ func walFor(t *testing.T, p Policy) WALConfig {
 	}
 	return WALConfig{Dir: t.TempDir(), Mode: Overflow, SegmentSize: 16 << 20, Compression: NoCompression}
 }
+
+func TestLevelNumbering(t *testing.T) {
+	for _, c := range []struct {
+		g governor.Level
+		q Level
+	}{{governor.LevelNormal, LevelNormal}, {governor.LevelSoft, LevelSoft}, {governor.LevelHard, LevelHard}} {
+		if levelOf(c.g) != c.q || c.g.String() != c.q.String() {
+			t.Errorf("governor %v maps to %v, want %v", c.g, levelOf(c.g), c.q)
+		}
+	}
+}
