@@ -123,6 +123,7 @@ func (c *collector[T]) linger() bool {
 // the P's current rings hold, cutting the partial batch at the end.
 func (c *collector[T]) drain(partial bool) {
 	q := c.q
+	q.stalled.Store(false) // set again below if memory is still at Hard
 	c.backlog = q.full.TakeAll(c.backlog)
 	if len(c.backlog) > 0 {
 		c.active = true
@@ -172,6 +173,7 @@ func (c *collector[T]) drainRings(cutPartial bool) {
 // signalStall wakes producers waiting for a spare ring: the collector has
 // stopped draining at the hard level, so none will come until memory falls.
 func (q *Queue[T]) signalStall() {
+	q.stalled.Store(true)
 	q.stallMu.Lock()
 	close(q.stallCh)
 	q.stallCh = make(chan struct{})

@@ -111,9 +111,12 @@ func (q *Queue[T]) finish(b *pending[T]) {
 	if s != nil {
 		s.inflight.Store(false)
 	}
-	// The collector may be waiting for a shard to be free or for memory
-	// to fall below the hard level.
-	q.wakeCollector()
+	// The collector may be waiting for this key's shard to be free, or
+	// for memory to fall below the hard level; otherwise it has no reason
+	// to run (its tick is the backstop for a level change it missed).
+	if s != nil || q.stalled.Load() {
+		q.wakeCollector()
+	}
 	q.track.complete(seq)
 }
 

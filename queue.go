@@ -40,6 +40,11 @@ type Queue[T any] struct {
 	// and meet the Policy instead.
 	stallMu sync.Mutex
 	stallCh chan struct{}
+	// stalled is set while the collector leaves rings full at the hard
+	// level: only then must a finishing sender wake it (memory fell). Waking
+	// it after every batch would cost a futex call per batch when it is
+	// parked, for nothing.
+	stalled atomic.Bool
 
 	cfg       Config[T]
 	sizeOf    func(T) int
