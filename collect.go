@@ -84,6 +84,7 @@ func (q *Queue[T]) collect() {
 				c.flushing = false
 				c.cutKeyed(true)
 				q.track.wait(c.seq, req.done)
+				q.spills.track.wait(q.spills.issued(), req.spilled)
 			case reqStop:
 				c.stop(req)
 				return
@@ -316,9 +317,8 @@ func (c *collector[T]) stop(req request) {
 			break
 		}
 	}
-	if n := q.spills.pending(); n > 0 {
-		q.leftOnDisk.Add(uint64(n))
-	}
+	// What could not be read back stays in the WAL for the next New.
+	q.leftOnDisk.Add(uint64(q.spills.abandonAll()))
 	c.drain(true)
 	c.cutKeyed(true)
 	waitDone := make(chan error, 1)
@@ -369,22 +369,29 @@ func (c *collector[T]) stop(req request) {
 }
 
 // Flush returns once every item accepted before the call has been delivered
-// or given up on (OnDrop), or ctx is done.
+// or given up on (OnDrop), or ctx is done. That includes items the governor
+// spilled to the WAL: they are read back once memory is below the soft
+// level, so at the hard level Flush waits for memory to fall (or ctx).
 func (q *Queue[T]) Flush(ctx context.Context) error {
-	done := make(chan error, 1)
+	req := request{kind: reqFlush, ctx: ctx, done: make(chan error, 1), spilled: make(chan error, 1)}
 	select {
-	case q.reqs <- request{kind: reqFlush, ctx: ctx, done: done}:
+	case q.reqs <- req:
 	case <-q.stopDone:
 		return ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+	for _, ch := range []chan error{req.done, req.spilled} {
+		select {
+		case err := <-ch:
+			if err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
+	return nil
 }
 
 // Stop stops accepting items (Enqueue returns ErrClosed from the moment Stop

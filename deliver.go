@@ -106,8 +106,11 @@ func (q *Queue[T]) drop(b *pending[T], reason error) {
 // finish marks b done and recycles it.
 func (q *Queue[T]) finish(b *pending[T]) {
 	q.hold(-b.bytes)
-	seq, s := b.seq, b.shard
+	seq, s, sd, n := b.seq, b.shard, b.spill, len(b.items)
 	q.putBatch(b)
+	if sd != nil {
+		q.spills.settle(sd, n)
+	}
 	if s != nil {
 		s.inflight.Store(false)
 	}
@@ -145,7 +148,7 @@ func (q *Queue[T]) putBatch(b *pending[T]) {
 	clear(b.items) // retention rule: no pointers kept past delivery
 	b.items = b.items[:0]
 	clear(b.recs)
-	b.bytes, b.seq, b.shard, b.rec, b.recOff, b.recs = 0, 0, nil, nil, 0, b.recs[:0]
+	b.bytes, b.seq, b.shard, b.rec, b.recOff, b.recs, b.spill = 0, 0, nil, nil, 0, b.recs[:0], nil
 	select {
 	case q.free <- b:
 	default:

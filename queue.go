@@ -118,6 +118,7 @@ type pending[T any] struct {
 	rec    *walRecord     // the WAL record holding these items; nil if none
 	recOff int            // index of items[0] within that record
 	recs   []*walRecord   // EnqueueKey in Sync mode: items[i]'s record
+	spill  *spillDone     // read back from a spill: settled when finished
 	send   func(context.Context) error
 }
 
@@ -132,6 +133,9 @@ type request struct {
 	kind requestKind
 	ctx  context.Context
 	done chan error
+	// spilled (Flush only) is released once every batch spilled before
+	// the Flush has been read back and finished.
+	spilled chan error
 }
 
 // New validates cfg, fills in defaults and starts the queue's goroutines:

@@ -1,9 +1,12 @@
 package vinequeue
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vineroute/vinequeue/governor"
 )
@@ -19,14 +22,33 @@ import (
 type spillRef struct {
 	rec    *walRecord
 	off, n int
+	done   *spillDone
+}
+
+// spillDone follows one spilled batch until each of its items is finished
+// (delivered, given up on, or left in the WAL at Stop), for Flush. A batch
+// read back is split into batches that finish in any order, and one that is
+// spilled again keeps its spillDone, so left counts items, not batches.
+type spillDone struct {
+	seq  uint64       // the spill's number, in the order spills were added
+	left atomic.Int64 // items not finished yet
 }
 
 // spillList is the FIFO of spilled refs, shared by the collector (which
 // appends) and the unspiller (which takes).
+//
+// Spills are numbered as they are added; track's low passes a spill's number
+// once its items are all finished, so a Flush waits for the spills added
+// before it with track.wait(issued()). A separate tracker from the
+// batches': a spill can stay unfinished for as long as memory stays high,
+// and holding the batches' low-water mark back that long would grow its
+// done set by every batch delivered meanwhile.
 type spillList struct {
 	mu    sync.Mutex
 	refs  []spillRef
 	items int
+	added uint64 // spills numbered so far
+	track tracker
 	kick  chan struct{} // cap 1: refs were added
 }
 
@@ -54,7 +76,7 @@ func (c *collector[T]) spill(b *pending[T]) bool {
 	}
 	q.spillErr.Store(nil)
 	q.spilled.Add(uint64(len(b.items)))
-	q.spills.add(spillRef{rec: b.rec, off: b.recOff, n: len(b.items)})
+	q.spills.add(spillRef{rec: b.rec, off: b.recOff, n: len(b.items), done: b.spill})
 	// Out of memory now: not delivered yet, so not acknowledged.
 	q.hold(-b.bytes)
 	q.track.complete(b.seq)
@@ -63,8 +85,16 @@ func (c *collector[T]) spill(b *pending[T]) bool {
 	return true
 }
 
+// add appends r, numbering it as a new spill unless it already has a
+// spillDone (a batch read back and spilled again).
 func (s *spillList) add(r spillRef) {
 	s.mu.Lock()
+	if r.done == nil {
+		r.done = &spillDone{seq: s.added}
+		r.done.left.Store(int64(r.n))
+		s.added++
+		s.track.cut(r.done.seq)
+	}
 	s.refs = append(s.refs, r)
 	s.items += r.n
 	s.mu.Unlock()
@@ -88,10 +118,37 @@ func (s *spillList) take(max int) []spillRef {
 	return out
 }
 
-func (s *spillList) pending() int {
+// issued is the number of spills added so far: a Flush covers those.
+func (s *spillList) issued() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.items
+	return s.added
+}
+
+// settle marks n of d's items finished.
+func (s *spillList) settle(d *spillDone, n int) {
+	if d.left.Add(-int64(n)) == 0 {
+		s.track.complete(d.seq)
+	}
+}
+
+// abandon settles refs that will not be read back in this process (their
+// items stay in the WAL for the next New), so that no Flush waits for them.
+func (s *spillList) abandon(refs []spillRef) {
+	for _, r := range refs {
+		s.settle(r.done, r.n)
+	}
+}
+
+// abandonAll takes and abandons every ref (Stop, after its last read-back);
+// it returns the number of items they hold.
+func (s *spillList) abandonAll() int {
+	s.mu.Lock()
+	refs, n := s.refs, s.items
+	s.refs, s.items = nil, 0
+	s.mu.Unlock()
+	s.abandon(refs)
+	return n
 }
 
 // unspillLoop reads spilled records back while memory is at the normal
@@ -146,14 +203,17 @@ func (s *spillList) pushFront(refs []spillRef) {
 	s.mu.Unlock()
 }
 
-// unspill reads refs (in id order) from the WAL and passes their batches to
+// unspill reads refs from the WAL and passes their batches to
 // send. When send refuses one (Stop), what was not passed is put back at the
 // head of the spill list and errUnspillStopped returned.
 func (q *Queue[T]) unspill(refs []spillRef, send func(*pending[T]) bool) error {
-	from, to := refs[0].rec.id, refs[0].rec.id
-	for _, r := range refs {
-		from, to = min(from, r.rec.id), max(to, r.rec.id)
-	}
+	// Spills are added in the order batches reach the collector, which
+	// is not record order: Sync mode's committers hand records over
+	// concurrently. One pass over the log needs them in record order.
+	slices.SortFunc(refs, func(a, b spillRef) int {
+		return cmp.Or(cmp.Compare(a.rec.id, b.rec.id), cmp.Compare(a.off, b.off))
+	})
+	from, to := refs[0].rec.id, refs[len(refs)-1].rec.id
 	w := q.wal
 	next := 0 // refs[:next] are done
 	var items []T
@@ -171,6 +231,7 @@ func (q *Queue[T]) unspill(refs []spillRef, send func(*pending[T]) bool) error {
 				return fmt.Errorf("record %d holds %d items, spilled [%d, %d)", id, len(items), r.off, r.off+r.n)
 			}
 			for _, b := range q.splitBatches(items[r.off:r.off+r.n], r.rec) {
+				b.spill = r.done
 				n := len(b.items) // b is the collector's once sent
 				if !send(b) {
 					q.hold(-b.bytes)
@@ -188,11 +249,14 @@ func (q *Queue[T]) unspill(refs []spillRef, send func(*pending[T]) bool) error {
 		q.spills.pushFront(refs[next:])
 		return err
 	}
-	if err != nil {
-		return err
+	if err == nil && next < len(refs) {
+		err = fmt.Errorf("%d spilled records not found in the wal", len(refs)-next)
 	}
-	if next < len(refs) {
-		return fmt.Errorf("%d spilled records not found in the wal", len(refs)-next)
+	if err != nil {
+		// refs[next:] (what is left of them) stay in the WAL, for the
+		// next New to replay.
+		q.spills.abandon(refs[next:])
+		return err
 	}
 	return nil
 }

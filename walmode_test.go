@@ -354,6 +354,52 @@ func TestSpillSyncAndPeriodic(t *testing.T) {
 	}
 }
 
+// TestFlushWaitsForSpilled: Flush covers items that were spilled to the WAL
+// at the hard level. They are read back once memory is below Soft, and Flush
+// returns only when they too have been delivered.
+func TestFlushWaitsForSpilled(t *testing.T) {
+	for _, mode := range []WALMode{Overflow, Sync} {
+		t.Run(mode.String(), func(t *testing.T) {
+			release := make(chan struct{})
+			var delivered atomic.Int64
+			q, err := New(Config[[]byte]{
+				Send: func(ctx context.Context, b [][]byte) error {
+					select {
+					case <-release:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+					delivered.Add(int64(len(b)))
+					return nil
+				},
+				BatchSize: 8, RingSize: 8, FlushInterval: time.Hour,
+				Memory: MemoryConfig{Limit: 4 << 20, Policy: Spill},
+				WAL:    WALConfig{Dir: t.TempDir(), Mode: mode, SegmentSize: 4 << 20, Compression: NoCompression},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer q.Close()
+			const n = 200 // 200 x 64 KiB: three times the limit
+			for i := 0; i < n; i++ {
+				if err := q.Enqueue(make([]byte, 64<<10)); err != nil {
+					t.Fatalf("Enqueue %d: %v", i, err)
+				}
+			}
+			waitFor(t, "a spill", func() bool { return q.Stats().Spilled > 0 })
+			close(release)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := q.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := delivered.Load(); got != n {
+				t.Fatalf("Flush returned with %d of %d items delivered (%d spilled)", got, n, q.Stats().Spilled)
+			}
+		})
+	}
+}
+
 // TestKeyedNotStarved: keyed items are delivered while unkeyed traffic keeps
 // the collector busy.
 func TestKeyedNotStarved(t *testing.T) {
