@@ -237,8 +237,9 @@ func (c *collector[T]) push(b *pending[T]) {
 	c.q.track.cut(b.seq)
 	q := c.q
 	// Keyed batches are not spilled: their order would have to survive
-	// the round trip through the WAL.
-	if q.spillPolicy() && b.shard == nil && !q.closing.Load() && q.gov.Level() == governor.LevelHard && c.spill(b) {
+	// the round trip through the WAL. Nor are replayed batches spanning
+	// records (recs): a spill refers to one record.
+	if q.spillPolicy() && b.shard == nil && len(b.recs) == 0 && !q.closing.Load() && q.gov.Level() == governor.LevelHard && c.spill(b) {
 		return
 	}
 	c.ready = append(c.ready, b)
@@ -437,7 +438,16 @@ func (q *Queue[T]) stop(ctx context.Context) error {
 	}
 
 	done := make(chan error, 1)
-	q.reqs <- request{kind: reqStop, ctx: ctx, done: done}
+	req := request{kind: reqStop, ctx: ctx, done: done}
+	select {
+	case q.reqs <- req:
+	case <-ctx.Done():
+		// The collector is still replaying the WAL (a sink that keeps
+		// failing holds it there): out of time, so end the replay and the
+		// senders' retries; what is left stays in the WAL.
+		q.sendCancel()
+		q.reqs <- req
+	}
 	err := <-done
 	<-q.done
 	q.sendCancel()

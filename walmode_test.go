@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -150,6 +151,119 @@ func TestWALReplayAfterStopDeadline(t *testing.T) {
 				t.Errorf("the new item was delivered before replay finished: last is %q", order[len(order)-1])
 			}
 		})
+	}
+}
+
+// TestReplayKeepsKeyOrder: EnqueueKey's items left in the WAL are delivered
+// after the next New in each key's order, with many Workers whose Sends take
+// uneven times (replayed batches go out one at a time).
+func TestReplayKeepsKeyOrder(t *testing.T) {
+	dir := t.TempDir()
+	q, err := New(Config[[]byte]{
+		Send:  func(ctx context.Context, _ [][]byte) error { return errors.New("sink down") },
+		Retry: RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond},
+		WAL:   WALConfig{Dir: dir, Mode: Sync, SegmentSize: 1 << 20},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const keys, perKey = 8, 60
+	for i := 0; i < perKey; i++ {
+		for k := 0; k < keys; k++ {
+			if err := q.EnqueueKey(uint64(k), []byte(fmt.Sprintf("%d/%d", k, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := q.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Stop = %v, want DeadlineExceeded", err)
+	}
+	var mu sync.Mutex
+	next := make([]int, keys)
+	var bad []string
+	var calls atomic.Int64
+	q2, err := New(Config[[]byte]{
+		Send: func(_ context.Context, b [][]byte) error {
+			// Uneven Send times, so concurrent batches would overtake.
+			for range (calls.Add(1) % 7) * 50 {
+				runtime.Gosched()
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, v := range b {
+				var k, i int
+				if _, err := fmt.Sscanf(string(v), "%d/%d", &k, &i); err != nil {
+					return Permanent(err)
+				}
+				if i != next[k] {
+					bad = append(bad, fmt.Sprintf("key %d: got %d, want %d", k, i, next[k]))
+				}
+				next[k] = i + 1
+			}
+			return nil
+		},
+		Workers: 8, BatchSize: 5,
+		WAL: WALConfig{Dir: dir, Mode: Sync, SegmentSize: 1 << 20},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := q2.Stats(); st.Replayed != keys*perKey || st.Delivered != keys*perKey {
+		t.Fatalf("replayed %d, delivered %d; want %d", st.Replayed, st.Delivered, keys*perKey)
+	}
+	if len(bad) > 0 {
+		t.Fatalf("%d out of order, first: %s", len(bad), bad[0])
+	}
+}
+
+// TestStopDuringReplay: a Stop with a deadline returns while the sink keeps
+// failing the replayed records, and leaves them in the WAL for the next New.
+func TestStopDuringReplay(t *testing.T) {
+	dir := t.TempDir()
+	failing := func(ctx context.Context, _ [][]byte) error { return errors.New("sink down") }
+	cfg := Config[[]byte]{
+		Send:  failing,
+		Retry: RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond},
+		WAL:   WALConfig{Dir: dir, Mode: Sync, SegmentSize: 1 << 20},
+	}
+	const n = 300
+	for round := 0; round < 2; round++ {
+		q, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if round == 0 {
+			for i := 0; i < n; i++ {
+				if err := q.Enqueue([]byte(strconv.Itoa(i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+		} else {
+			waitFor(t, "the replay to reach Send", func() bool { return q.Stats().Retries > 0 })
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err = q.Stop(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("round %d: Stop = %v, want DeadlineExceeded", round, err)
+		}
+	}
+	var got atomic.Int64
+	cfg.Send = func(_ context.Context, b [][]byte) error { got.Add(int64(len(b))); return nil }
+	q, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got.Load() != n {
+		t.Fatalf("delivered %d after the interrupted replay, want %d", got.Load(), n)
 	}
 }
 
