@@ -439,16 +439,21 @@ func (q *Queue[T]) stop(ctx context.Context) error {
 
 	done := make(chan error, 1)
 	req := request{kind: reqStop, ctx: ctx, done: done}
+	var late error
 	select {
 	case q.reqs <- req:
 	case <-ctx.Done():
 		// The collector is still replaying the WAL (a sink that keeps
 		// failing holds it there): out of time, so end the replay and the
 		// senders' retries; what is left stays in the WAL.
+		late = ctx.Err()
 		q.sendCancel()
 		q.reqs <- req
 	}
 	err := <-done
+	if err == nil {
+		err = late
+	}
 	<-q.done
 	q.sendCancel()
 	q.gov.Close()
