@@ -17,9 +17,9 @@ import (
 // write, no allocation, no clock (DESIGN.md's fast-path rule).
 func (q *Queue[T]) Enqueue(v T) error {
 	pid, tok := procPin()
-	t := q.procs.Load()
-	if uint(pid) < uint(len(t.procs)) {
-		r := t.procs[pid].cur.Load()
+	if uint(pid) < uint(len(q.fast)) {
+		s := &q.fast[pid]
+		r := s.cur.Load()
 		if r.TryPush(v) {
 			procUnpin(tok)
 			return nil
@@ -30,7 +30,7 @@ func (q *Queue[T]) Enqueue(v T) error {
 			return nil
 		}
 		if st == ring.PushedWatermark { // v is in, and a batch is ready
-			return q.atWatermark(t.procs[pid], tok)
+			return q.atWatermark(s, tok)
 		}
 	}
 	procUnpin(tok)

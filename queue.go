@@ -23,10 +23,17 @@ const cacheLine = 128
 // Config.Send. Create it with New; all methods are safe for concurrent use.
 type Queue[T any] struct {
 	_ [cacheLine]byte
-	// procs is read by every Enqueue and written only when GOMAXPROCS grows,
-	// so it sits alone on its line: the fast path reads it from L1.
+	// fast holds the slots of P ids below max(GOMAXPROCS, NumCPU) at New,
+	// in place: Enqueue's fast path indexes it directly (one load to the
+	// slot, one to its ring) instead of going through procs. Set once in
+	// New (empty in Sync mode, whose Enqueue always takes the slow path)
+	// and never written after, like the rest of this line but procs.
+	fast []procSlot[T]
+	// procs has a slot for every P id, fast's and those of Ps beyond it
+	// (GOMAXPROCS grew past NumCPU after New). It is written only when
+	// GOMAXPROCS grows.
 	procs atomic.Pointer[procTable[T]]
-	_     [cacheLine - 8]byte
+	_     [cacheLine - 24 - 8]byte
 
 	// full holds rings handed off by producers (the "batch transfer": one
 	// CAS per RingSize items); the collector takes them all at once.
@@ -200,7 +207,8 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		// commit (see walmode.go).
 		q.procs.Store(&procTable[T]{})
 	} else {
-		q.growProcs(runtime.GOMAXPROCS(0) - 1)
+		q.fast = make([]procSlot[T], max(runtime.GOMAXPROCS(0), runtime.NumCPU()))
+		q.growProcs(len(q.fast) - 1)
 	}
 	var wg sync.WaitGroup
 	wg.Add(1 + cfg.Workers)
@@ -259,6 +267,9 @@ func (q *Queue[T]) growProcs(pid int) *procTable[T] {
 	for i := range t.procs {
 		if t.procs[i] == nil {
 			s := &procSlot[T]{}
+			if i < len(q.fast) {
+				s = &q.fast[i]
+			}
 			r := q.allocRing() // a P's own ring is always allowed
 			if q.closing.Load() {
 				r.Seal()

@@ -343,7 +343,7 @@ func TestGOMAXPROCSGrowth(t *testing.T) {
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("ring table has %d rings after GOMAXPROCS went up to 16", len(q.procs.Load().procs))
+	t.Logf("ring table has %d slots after GOMAXPROCS went up to 16, %d of them in place (fast path)", len(q.procs.Load().procs), len(q.fast))
 	if got, want := int64(len(s.seen)), next.Load(); got != want {
 		t.Fatalf("delivered %d, enqueued %d", got, want)
 	}
