@@ -22,7 +22,7 @@ type collector[T any] struct {
 	active   bool            // the last drain found work: linger before parking
 	flushing bool            // a Flush is draining: ignore the hard-level stall
 	cur      *pending[T]     // the batch being filled from the rings
-	ready    []*pending[T]   // cut, waiting for a sender, oldest first
+	ready    fifo[*pending[T]] // cut, waiting for a sender, oldest first
 	seq      uint64          // the next batch's sequence number
 }
 
@@ -47,8 +47,8 @@ func (q *Queue[T]) collect() {
 	for {
 		var out chan *pending[T]
 		var next *pending[T]
-		if len(c.ready) > 0 {
-			out, next = q.work, c.ready[0]
+		if c.ready.len() > 0 {
+			out, next = q.work, c.ready.peek()
 		} else if c.linger() {
 			c.drain(false)
 			c.cutKeyed(false)
@@ -56,8 +56,7 @@ func (q *Queue[T]) collect() {
 		}
 		select {
 		case out <- next:
-			c.ready[0] = nil
-			c.ready = c.ready[1:]
+			c.ready.pop()
 			if len(c.backlog) > 0 || !q.full.Empty() {
 				c.drain(false) // room for more: go on with the backlog
 			}
@@ -130,18 +129,20 @@ func (c *collector[T]) drain(partial bool) {
 		c.active = true
 	}
 	stopping := q.closing.Load() || c.flushing
-	for len(c.backlog) > 0 {
+	for i, r := range c.backlog {
 		if !stopping && q.gov.Level() == governor.LevelHard && !q.spillPolicy() {
 			// Memory is at the hard level: leave the rings full, so that
 			// producers meet the Policy. Senders wake us as they finish.
 			// (With Spill, push writes the batches to the WAL instead.)
+			// The rest stay in backlog, oldest first, in its own array.
+			n := copy(c.backlog, c.backlog[i:])
+			clear(c.backlog[n:])
+			c.backlog = c.backlog[:n]
 			q.signalStall()
 			return
 		}
-		r := c.backlog[0]
 		c.drainRing(r)
-		c.backlog[0] = nil
-		c.backlog = c.backlog[1:]
+		c.backlog[i] = nil
 		q.recycleRing(r)
 	}
 	c.backlog = c.backlog[:0]
@@ -242,17 +243,16 @@ func (c *collector[T]) push(b *pending[T]) {
 	if q.spillPolicy() && b.shard == nil && len(b.recs) == 0 && !q.closing.Load() && q.gov.Level() == governor.LevelHard && c.spill(b) {
 		return
 	}
-	c.ready = append(c.ready, b)
+	c.ready.push(b)
 }
 
 // dispatch hands every ready batch to the senders, waiting for them, until
 // ctx ends.
 func (c *collector[T]) dispatch(ctx context.Context) error {
-	for len(c.ready) > 0 {
+	for c.ready.len() > 0 {
 		select {
-		case c.q.work <- c.ready[0]:
-			c.ready[0] = nil
-			c.ready = c.ready[1:]
+		case c.q.work <- c.ready.peek():
+			c.ready.pop()
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -325,16 +325,15 @@ func (c *collector[T]) stop(req request) {
 	waitDone := make(chan error, 1)
 	q.track.wait(c.seq, waitDone)
 	var err error
-	for len(c.ready) > 0 || q.keyed.hasWork() {
+	for c.ready.len() > 0 || q.keyed.hasWork() {
 		var out chan *pending[T]
 		var next *pending[T]
-		if len(c.ready) > 0 {
-			out, next = q.work, c.ready[0]
+		if c.ready.len() > 0 {
+			out, next = q.work, c.ready.peek()
 		}
 		select {
 		case out <- next:
-			c.ready[0] = nil
-			c.ready = c.ready[1:]
+			c.ready.pop()
 		case <-q.wake:
 		case <-req.ctx.Done():
 			err = req.ctx.Err()
@@ -357,10 +356,10 @@ func (c *collector[T]) stop(req request) {
 		// they hold once Send returns.
 		q.sendCancel()
 		reason := fmt.Errorf("%w: stop deadline: %w", ErrClosed, err)
-		for _, b := range c.ready {
+		for _, b := range c.ready.items() {
 			q.giveUp(b, reason)
 		}
-		c.ready = nil
+		c.ready.reset()
 		for _, b := range q.keyed.takeAll() {
 			q.giveUp(b, reason)
 		}

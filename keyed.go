@@ -28,7 +28,7 @@ type keyedShard[T any] struct {
 	closed bool // guarded by mu
 
 	// Owned by the collector.
-	cutq []*pending[T]
+	cutq fifo[*pending[T]]
 	// inflight is set by the collector when it hands a batch to a sender
 	// and cleared by the sender when it is done with it (after retries).
 	inflight atomic.Bool
@@ -87,16 +87,14 @@ func (ks *keyedShards[T]) cutAll(c *collector[T], size int, all bool) {
 		if s.inflight.Load() {
 			continue
 		}
-		if len(s.cutq) == 0 {
+		if s.cutq.len() == 0 {
 			s.cutOne(c, size)
 		}
-		if len(s.cutq) > 0 {
-			b := s.cutq[0]
-			s.cutq[0] = nil
-			s.cutq = s.cutq[1:]
+		if s.cutq.len() > 0 {
+			b := s.cutq.pop()
 			s.inflight.Store(true)
 			ks.work.Add(-int64(len(b.items)))
-			c.ready = append(c.ready, b)
+			c.ready.push(b)
 		}
 	}
 }
@@ -134,7 +132,7 @@ func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
 	c.seq++
 	c.q.track.cut(b.seq)
 	c.q.hold(b.bytes)
-	s.cutq = append(s.cutq, b)
+	s.cutq.push(b)
 	return true
 }
 
@@ -154,11 +152,11 @@ func (ks *keyedShards[T]) takeAll() []*pending[T] {
 	var out []*pending[T]
 	for i := range ks.shards {
 		s := &ks.shards[i]
-		out = append(out, s.cutq...)
-		for _, b := range s.cutq {
+		out = append(out, s.cutq.items()...)
+		for _, b := range s.cutq.items() {
 			ks.work.Add(-int64(len(b.items)))
 		}
-		s.cutq = nil
+		s.cutq.reset()
 	}
 	return out
 }
