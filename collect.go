@@ -18,12 +18,12 @@ import (
 // ready, backlog and the shards' cut queues, so they need no lock.
 type collector[T any] struct {
 	q        *Queue[T]
-	backlog  []*ring.SPSC[T] // handed-off rings not yet drained, oldest first
-	active   bool            // the last drain found work: linger before parking
-	flushing bool            // a Flush is draining: ignore the hard-level stall
-	cur      *pending[T]     // the batch being filled from the rings
+	backlog  []*ring.SPSC[T]   // handed-off rings not yet drained, oldest first
+	active   bool              // the last drain found work: linger before parking
+	flushing bool              // a Flush is draining: ignore the hard-level stall
+	cur      *pending[T]       // the batch being filled from the rings
 	ready    fifo[*pending[T]] // cut, waiting for a sender, oldest first
-	seq      uint64          // the next batch's sequence number
+	seq      uint64            // the next batch's sequence number
 }
 
 func (q *Queue[T]) collect() {
