@@ -422,6 +422,40 @@ func crashChild() {
 	os.Exit(0)
 }
 
+// spillItems items of 64 KiB are three times spillingQueue's memory limit.
+const spillItems = 200
+
+// spillingQueue starts a Spill-policy queue in mode whose Send waits for
+// release (counting what it delivers in delivered), fills it to three times
+// its memory limit, and waits until something has been spilled.
+func spillingQueue(t *testing.T, mode WALMode, release <-chan struct{}, delivered *atomic.Int64) *Queue[[]byte] {
+	t.Helper()
+	q, err := New(Config[[]byte]{
+		Send: func(ctx context.Context, b [][]byte) error {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			delivered.Add(int64(len(b)))
+			return nil
+		},
+		BatchSize: 8, RingSize: 8, FlushInterval: time.Hour,
+		Memory: MemoryConfig{Limit: 4 << 20, Policy: Spill},
+		WAL:    WALConfig{Dir: t.TempDir(), Mode: mode, SegmentSize: 4 << 20, Compression: NoCompression},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < spillItems; i++ {
+		if err := q.Enqueue(make([]byte, 64<<10)); err != nil {
+			t.Fatalf("Enqueue %d: %v", i, err)
+		}
+	}
+	waitFor(t, "a spill", func() bool { return q.Stats().Spilled > 0 })
+	return q
+}
+
 // TestSpillSyncAndPeriodic: Spill with items that are already in the WAL
 // (Sync and Periodic modes): at the hard level they are let go from memory
 // without a second write, read back later, and every item is delivered once
@@ -431,38 +465,15 @@ func TestSpillSyncAndPeriodic(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			release := make(chan struct{})
 			var delivered atomic.Int64
-			q, err := New(Config[[]byte]{
-				Send: func(ctx context.Context, b [][]byte) error {
-					select {
-					case <-release:
-					case <-ctx.Done():
-						return ctx.Err()
-					}
-					delivered.Add(int64(len(b)))
-					return nil
-				},
-				BatchSize: 8, RingSize: 8,
-				Memory: MemoryConfig{Limit: 4 << 20, Policy: Spill},
-				WAL:    WALConfig{Dir: t.TempDir(), Mode: mode, SegmentSize: 4 << 20, Compression: NoCompression},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			const n = 200 // 200 x 64 KiB: three times the limit
-			for i := 0; i < n; i++ {
-				if err := q.Enqueue(make([]byte, 64<<10)); err != nil {
-					t.Fatalf("Enqueue %d: %v", i, err)
-				}
-			}
-			waitFor(t, "a spill", func() bool { return q.Stats().Spilled > 0 })
+			q := spillingQueue(t, mode, release, &delivered)
 			close(release)
 			if err := q.Close(); err != nil {
 				t.Fatal(err)
 			}
 			st := q.Stats()
 			t.Logf("%v: spilled %d, delivered %d", mode, st.Spilled, st.Delivered)
-			if delivered.Load() != n || st.Delivered != n || st.Dropped != 0 {
-				t.Fatalf("delivered %d (stats %+v), want %d", delivered.Load(), st, n)
+			if delivered.Load() != spillItems || st.Delivered != spillItems || st.Dropped != 0 {
+				t.Fatalf("delivered %d (stats %+v), want %d", delivered.Load(), st, spillItems)
 			}
 		})
 	}
@@ -476,39 +487,16 @@ func TestFlushWaitsForSpilled(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			release := make(chan struct{})
 			var delivered atomic.Int64
-			q, err := New(Config[[]byte]{
-				Send: func(ctx context.Context, b [][]byte) error {
-					select {
-					case <-release:
-					case <-ctx.Done():
-						return ctx.Err()
-					}
-					delivered.Add(int64(len(b)))
-					return nil
-				},
-				BatchSize: 8, RingSize: 8, FlushInterval: time.Hour,
-				Memory: MemoryConfig{Limit: 4 << 20, Policy: Spill},
-				WAL:    WALConfig{Dir: t.TempDir(), Mode: mode, SegmentSize: 4 << 20, Compression: NoCompression},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			q := spillingQueue(t, mode, release, &delivered)
 			defer q.Close()
-			const n = 200 // 200 x 64 KiB: three times the limit
-			for i := 0; i < n; i++ {
-				if err := q.Enqueue(make([]byte, 64<<10)); err != nil {
-					t.Fatalf("Enqueue %d: %v", i, err)
-				}
-			}
-			waitFor(t, "a spill", func() bool { return q.Stats().Spilled > 0 })
 			close(release)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			if err := q.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if got := delivered.Load(); got != n {
-				t.Fatalf("Flush returned with %d of %d items delivered (%d spilled)", got, n, q.Stats().Spilled)
+			if got := delivered.Load(); got != spillItems {
+				t.Fatalf("Flush returned with %d of %d items delivered (%d spilled)", got, spillItems, q.Stats().Spilled)
 			}
 		})
 	}
