@@ -78,17 +78,23 @@ func TestWALSyncDeliversAndAcks(t *testing.T) {
 	}
 }
 
+// sinkDownConfig is a WAL queue in dir whose sink always fails, retried
+// briefly: what it accepts stays in the WAL for the next New.
+func sinkDownConfig(dir string, mode WALMode) Config[[]byte] {
+	return Config[[]byte]{
+		Send:  func(ctx context.Context, _ [][]byte) error { return errors.New("sink down") },
+		Retry: RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond},
+		WAL:   WALConfig{Dir: dir, Mode: mode, SegmentSize: 1 << 20},
+	}
+}
+
 // TestWALReplayAfterStopDeadline: Send is down; Stop runs out of time; the
 // items stay on disk; the next queue delivers them all before new items.
 func TestWALReplayAfterStopDeadline(t *testing.T) {
 	for _, mode := range []WALMode{Sync, Periodic} {
 		t.Run(fmt.Sprint(mode), func(t *testing.T) {
 			dir := t.TempDir()
-			q, err := New(Config[[]byte]{
-				Send:  func(ctx context.Context, _ [][]byte) error { return errors.New("sink down") },
-				Retry: RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond},
-				WAL:   WALConfig{Dir: dir, Mode: mode, SegmentSize: 1 << 20},
-			})
+			q, err := New(sinkDownConfig(dir, mode))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -159,11 +165,7 @@ func TestWALReplayAfterStopDeadline(t *testing.T) {
 // uneven times (replayed batches go out one at a time).
 func TestReplayKeepsKeyOrder(t *testing.T) {
 	dir := t.TempDir()
-	q, err := New(Config[[]byte]{
-		Send:  func(ctx context.Context, _ [][]byte) error { return errors.New("sink down") },
-		Retry: RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond},
-		WAL:   WALConfig{Dir: dir, Mode: Sync, SegmentSize: 1 << 20},
-	})
+	q, err := New(sinkDownConfig(dir, Sync))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,12 +227,7 @@ func TestReplayKeepsKeyOrder(t *testing.T) {
 // failing the replayed records, and leaves them in the WAL for the next New.
 func TestStopDuringReplay(t *testing.T) {
 	dir := t.TempDir()
-	failing := func(ctx context.Context, _ [][]byte) error { return errors.New("sink down") }
-	cfg := Config[[]byte]{
-		Send:  failing,
-		Retry: RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond},
-		WAL:   WALConfig{Dir: dir, Mode: Sync, SegmentSize: 1 << 20},
-	}
+	cfg := sinkDownConfig(dir, Sync)
 	const n = 300
 	for round := 0; round < 2; round++ {
 		q, err := New(cfg)
