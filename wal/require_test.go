@@ -1,9 +1,8 @@
 package wal
 
-// The module's go.mod does not (yet) list testify's own dependencies, which
-// Go's pruned module graph needs for a package that imports it; until the
-// lead adds them, these tests use this small stand-in with the same call
-// shapes as testify's require (each failure stops the test).
+// The core module keeps testify out of its direct requirements (DESIGN.md's
+// dependency list), so these tests use this small stand-in with the same
+// call shapes as testify's require: each failure stops the test.
 
 import (
 	"cmp"
