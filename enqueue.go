@@ -19,18 +19,20 @@ func (q *Queue[T]) Enqueue(v T) error {
 	pid, tok := procPin()
 	if uint(pid) < uint(len(q.fast)) {
 		s := &q.fast[pid]
-		r := s.cur.Load()
-		if r.TryPush(v) {
-			procUnpin(tok)
-			return nil
-		}
-		st := r.Push(v)
-		if st == ring.Pushed {
-			procUnpin(tok)
-			return nil
-		}
-		if st == ring.PushedWatermark { // v is in, and a batch is ready
-			return q.atWatermark(s, tok)
+		// nil until this P id first has a slot (see Queue.fast).
+		if r := s.cur.Load(); r != nil {
+			if r.TryPush(v) {
+				procUnpin(tok)
+				return nil
+			}
+			st := r.Push(v)
+			if st == ring.Pushed {
+				procUnpin(tok)
+				return nil
+			}
+			if st == ring.PushedWatermark { // v is in, and a batch is ready
+				return q.atWatermark(s, tok)
+			}
 		}
 	}
 	procUnpin(tok)

@@ -27,7 +27,11 @@ type Queue[T any] struct {
 	// in place: Enqueue's fast path indexes it directly (one load to the
 	// slot, one to its ring) instead of going through procs. Set once in
 	// New (empty in Sync mode, whose Enqueue always takes the slow path)
-	// and never written after, like the rest of this line but procs.
+	// and never written after, like the rest of this line but procs. A
+	// slot gets its ring only when procs first covers its P id, so a
+	// container whose GOMAXPROCS is below NumCPU allocates rings for its
+	// GOMAXPROCS; until then the slot's cur is nil and Enqueue takes the
+	// slow path, which grows procs.
 	fast []procSlot[T]
 	// procs has a slot for every P id, fast's and those of Ps beyond it
 	// (GOMAXPROCS grew past NumCPU after New). It is written only when
@@ -208,7 +212,7 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		q.procs.Store(&procTable[T]{})
 	} else {
 		q.fast = make([]procSlot[T], max(runtime.GOMAXPROCS(0), runtime.NumCPU()))
-		q.growProcs(len(q.fast) - 1)
+		q.growProcs(runtime.GOMAXPROCS(0) - 1)
 	}
 	var wg sync.WaitGroup
 	wg.Add(1 + cfg.Workers)

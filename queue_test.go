@@ -303,6 +303,49 @@ func contains(s, sub string) bool {
 	return false
 }
 
+// TestRingsFollowGOMAXPROCS: New allocates rings for GOMAXPROCS Ps, not for
+// every CPU (a container's GOMAXPROCS is often below NumCPU), and a P id
+// without a ring yet gets one on its first Enqueue.
+func TestRingsFollowGOMAXPROCS(t *testing.T) {
+	prev := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(prev)
+	s := newSink[int]()
+	q, err := New(Config[int]{Send: s.send, RingSize: 16, BatchSize: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := q.ringCount.Load(); n != 1 {
+		t.Fatalf("New with GOMAXPROCS 1 made %d rings, want 1", n)
+	}
+	for i := 1; i < len(q.fast); i++ {
+		if q.fast[i].cur.Load() != nil {
+			t.Fatalf("slot %d has a ring before its P ran", i)
+		}
+	}
+	runtime.GOMAXPROCS(4)
+	var wg sync.WaitGroup
+	const producers, per = 16, 1000
+	for g := 0; g < producers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < per; i++ {
+				if err := q.Enqueue(g*per + i); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(s.seen); got != producers*per {
+		t.Fatalf("delivered %d, want %d", got, producers*per)
+	}
+}
+
 // TestGOMAXPROCSGrowth raises GOMAXPROCS after New while producers run: new
 // P ids get rings, nothing is lost.
 func TestGOMAXPROCSGrowth(t *testing.T) {
