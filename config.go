@@ -138,19 +138,12 @@ type WALConfig struct {
 	SyncInterval time.Duration // Periodic mode; default 1s
 }
 
-// RetryPolicy bounds the retries of a failed Send.
-type RetryPolicy struct {
-	// MaxAttempts is the number of Send calls for one batch, first included;
-	// default 5. 1 means no retry.
-	MaxAttempts int
-	// InitialBackoff (default 10ms) grows by Multiplier (default 2) per attempt
-	// up to MaxBackoff (default 5s); each wait is jittered by ±Jitter (default
-	// 0.2; negative: no jitter; at most 1).
-	InitialBackoff time.Duration
-	MaxBackoff     time.Duration
-	Multiplier     float64
-	Jitter         float64
-}
+// RetryPolicy bounds the retries of a failed Send: MaxAttempts (default 5;
+// 1 means no retry), InitialBackoff (10ms) growing by Multiplier (2) up to
+// MaxBackoff (5s), each wait spread by ±Jitter (0.2; negative: none). It is
+// batch.RetryPolicy, where the retry loop lives; the fields are documented
+// there.
+type RetryPolicy = batch.RetryPolicy
 
 // Config configures a Queue. Only Send is required.
 type Config[T any] struct {
@@ -228,7 +221,8 @@ func (c *Config[T]) fill() error {
 	if c.RingSize < 2 || c.RingSize&(c.RingSize-1) != 0 || c.RingSize > 1<<24 {
 		return invalid("RingSize", "%d is not a power of two in [2, 2^24]", c.RingSize)
 	}
-	if err := c.Retry.fill(); err != nil {
+	var err error
+	if c.Retry, err = fillRetry(c.Retry, "Retry"); err != nil {
 		return err
 	}
 	if err := c.Memory.fill(); err != nil {
@@ -248,19 +242,17 @@ func (c *Config[T]) fill() error {
 	return nil
 }
 
-// fill applies batch's defaults and validation (batch.RetryPolicy mirrors
-// this type field for field), naming the field as "Retry.<Field>".
-func (r *RetryPolicy) fill() error {
-	p := batch.RetryPolicy(*r)
-	if err := p.Validate(); err != nil {
+// fillRetry applies batch's defaults and validation to r, naming a bad
+// field as "<name>.<Field>".
+func fillRetry(r RetryPolicy, name string) (RetryPolicy, error) {
+	if err := r.Validate(); err != nil {
 		var pe *batch.PolicyError
 		if errors.As(err, &pe) {
-			return invalid("Retry."+pe.Field, "%s", pe.Reason)
+			return r, invalid(name+"."+pe.Field, "%s", pe.Reason)
 		}
-		return fmt.Errorf("%w: Retry: %w", ErrInvalidConfig, err)
+		return r, fmt.Errorf("%w: %s: %w", ErrInvalidConfig, name, err)
 	}
-	*r = RetryPolicy(p.WithDefaults())
-	return nil
+	return r.WithDefaults(), nil
 }
 
 func (m *MemoryConfig) fill() error {

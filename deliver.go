@@ -35,7 +35,7 @@ func (q *Queue[T]) deliver(b *pending[T]) {
 		if q.sizer != nil { // only adaptive sizing needs the clock
 			start = time.Now()
 		}
-		err := batch.Attempt(q.sendCtx, q.retry, b.send, q.onRetry)
+		err := batch.Attempt(q.sendCtx, q.cfg.Retry, b.send, q.onRetry)
 		if q.sizer != nil {
 			q.sizer.Observe(len(b.items), time.Since(start), err)
 			q.batchSize.Store(int64(q.sizer.Size()))

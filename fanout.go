@@ -21,7 +21,8 @@ type FanOutTarget[T any] struct {
 	Send SendFunc[T]
 	// Retry is applied by FanOut to this target alone, before the queue's own
 	// Config.Retry. Zero fields take the fan-out defaults: MaxAttempts 3,
-	// InitialBackoff 10ms, Multiplier 2, MaxBackoff 1s, Jitter 0.2.
+	// InitialBackoff 10ms, Multiplier 2, MaxBackoff 1s, Jitter 0.2; a
+	// negative Jitter means none, as in Config.Retry.
 	Retry RetryPolicy
 }
 
@@ -131,9 +132,9 @@ func NewFanOut[T any](cfg FanOutConfig[T]) (SendFunc[T], error) {
 		if t.Name == "" {
 			t.Name = fmt.Sprintf("target[%d]", i)
 		}
-		r, field, err := fanOutRetry(t.Retry)
+		r, err := fanOutRetry(t.Retry, i)
 		if err != nil {
-			return nil, invalid(fmt.Sprintf("FanOutConfig.Targets[%d].Retry.%s", i, field), "%v", err)
+			return nil, err
 		}
 		t.Retry = r
 		f.targets[i] = t
@@ -145,41 +146,20 @@ func NewFanOut[T any](cfg FanOutConfig[T]) (SendFunc[T], error) {
 	return f.send, nil
 }
 
-// fanOutRetry fills the zero fields of r with the fan-out defaults. They are
-// smaller than the queue's: the queue retries the whole batch after FanOut
-// gives up, so the attempts multiply. A bad field is returned by name.
-func fanOutRetry(r RetryPolicy) (_ RetryPolicy, field string, err error) {
-	switch {
-	case r.MaxAttempts < 0:
-		return r, "MaxAttempts", fmt.Errorf("must not be negative, got %d", r.MaxAttempts)
-	case r.InitialBackoff < 0:
-		return r, "InitialBackoff", fmt.Errorf("must not be negative, got %v", r.InitialBackoff)
-	case r.MaxBackoff < 0:
-		return r, "MaxBackoff", fmt.Errorf("must not be negative, got %v", r.MaxBackoff)
-	case r.Multiplier != 0 && r.Multiplier < 1:
-		return r, "Multiplier", fmt.Errorf("must be at least 1, got %v", r.Multiplier)
-	case r.Jitter < 0 || r.Jitter > 1:
-		return r, "Jitter", fmt.Errorf("must be within [0, 1], got %v", r.Jitter)
-	}
+// fanOutRetry fills r for target i: the fan-out's own defaults for
+// MaxAttempts and MaxBackoff, which are smaller than the queue's (the queue
+// retries the whole batch after FanOut gives up, so the attempts multiply),
+// then the queue's defaults and validation for the rest.
+func fanOutRetry(r RetryPolicy, i int) (RetryPolicy, error) {
 	if r.MaxAttempts == 0 {
 		r.MaxAttempts = 3
 	}
-	if r.InitialBackoff == 0 {
-		r.InitialBackoff = 10 * time.Millisecond
-	}
 	if r.MaxBackoff == 0 {
-		r.MaxBackoff = time.Second
-	}
-	if r.MaxBackoff < r.InitialBackoff {
+		r.MaxBackoff = max(time.Second, r.InitialBackoff)
+	} else if r.MaxBackoff > 0 && r.MaxBackoff < r.InitialBackoff {
 		r.MaxBackoff = r.InitialBackoff
 	}
-	if r.Multiplier == 0 {
-		r.Multiplier = 2
-	}
-	if r.Jitter == 0 {
-		r.Jitter = 0.2
-	}
-	return r, "", nil
+	return fillRetry(r, fmt.Sprintf("FanOutConfig.Targets[%d].Retry", i))
 }
 
 type fanOut[T any] struct {

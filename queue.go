@@ -68,7 +68,6 @@ type Queue[T any] struct {
 	wal     *walTier[T] // nil in memory mode
 	gov     *governor.Governor
 	sizer   *batch.Sizer // nil unless Config.Adaptive
-	retry   batch.RetryPolicy
 	onRetry func(int, error)
 
 	wake chan struct{}    // cap 1: a ring was handed off, a shard has work, a batch finished
@@ -186,7 +185,6 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 			Concurrency: cfg.Workers + 1,
 		})
 	}
-	q.retry = batch.RetryPolicy(cfg.Retry)
 	q.onRetry = q.countRetry
 	gov, err := governor.New(governor.Options{
 		Limit:         cfg.Memory.Limit,

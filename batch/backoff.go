@@ -8,8 +8,7 @@ import (
 	"time"
 )
 
-// Defaults applied by RetryPolicy.WithDefaults to zero fields. They match the
-// documented defaults of the root package's RetryPolicy.
+// Defaults applied by RetryPolicy.WithDefaults to zero fields.
 const (
 	DefaultMaxAttempts    = 5
 	DefaultInitialBackoff = 10 * time.Millisecond
@@ -37,9 +36,9 @@ func (e *PolicyError) Error() string {
 // Unwrap makes errors.Is(err, ErrInvalidPolicy) true.
 func (e *PolicyError) Unwrap() error { return ErrInvalidPolicy }
 
-// RetryPolicy mirrors the root package's RetryPolicy field for field (this
-// package cannot import the root package, which imports it). The zero value of
-// each field selects its default.
+// RetryPolicy bounds the retries of a failed send. The root package's
+// RetryPolicy (Config.Retry, FanOutTarget.Retry) is this type, by an alias.
+// The zero value of each field selects its default.
 type RetryPolicy struct {
 	// MaxAttempts is the number of send calls for one batch, the first
 	// included; 0 selects 5, 1 means no retry, negative is invalid.

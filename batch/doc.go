@@ -4,8 +4,8 @@
 // not hold items: the queue's collector assembles batches, fires the three
 // triggers (size reached, FlushInterval elapsed, Stop) and caps every batch at
 // MaxBatchSize, asking a Sizer for the size when Config.Adaptive is set.
-// The package imports nothing from the root package (which imports it);
-// RetryPolicy mirrors the root's field for field.
+// The package imports nothing from the root package (which imports it); the
+// root's RetryPolicy is an alias of this one.
 //
 // # Adaptive sizing
 //
