@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vineroute/vinequeue/batch"
+	"github.com/vineroute/vinequeue/governor"
 )
 
 // SendFunc delivers one batch. It must not keep batch (or any item's backing
@@ -63,18 +64,9 @@ const (
 	LevelHard                // at or above Hard: apply the Policy
 )
 
-// String returns the level's name.
-func (l Level) String() string {
-	switch l {
-	case LevelNormal:
-		return "normal"
-	case LevelSoft:
-		return "soft"
-	case LevelHard:
-		return "hard"
-	}
-	return fmt.Sprintf("Level(%d)", int(l))
-}
+// String returns the level's name (the governor's names: the two
+// enumerations are numbered alike, see levelOf).
+func (l Level) String() string { return governor.Level(l).String() }
 
 // MemoryConfig bounds the memory the queue holds.
 type MemoryConfig struct {
