@@ -135,6 +135,21 @@ func cgroupDir(m mount, cgPath string) (dir string, ok bool) {
 	return m.point, false
 }
 
+// processDir is the process's cgroup directory under m, from its
+// /proc/self/cgroup entry cgPath (has: there is one; entry names its kind).
+// Without an entry, or with one outside the mount root, it is the mount
+// point, and note says why.
+func processDir(m mount, cgPath string, has bool, entry string) (dir, note string) {
+	if !has {
+		return m.point, "no " + entry + " entry in /proc/self/cgroup; reading the mount point"
+	}
+	dir, ok := cgroupDir(m, cgPath)
+	if !ok {
+		note = fmt.Sprintf("cgroup %q is outside the mount root %q; reading the mount point", truncate(cgPath), truncate(m.root))
+	}
+	return dir, note
+}
+
 // cgroupLimits reports a Finding for every cgroup file that bears on the
 // process's memory limit.
 func (d detector) cgroupLimits(consider func(Finding)) {
@@ -179,15 +194,7 @@ func (d detector) cgroupLimits(consider func(Finding)) {
 // namespaces hide it); the kernel enforces those too, and GOMEMLIMIT or
 // physical memory usually cover the gap.
 func (d detector) cgroup2(m mount, pc procCgroups, consider func(Finding)) {
-	leaf, note := m.point, ""
-	if pc.hasV2 {
-		var ok bool
-		if leaf, ok = cgroupDir(m, pc.v2); !ok {
-			note = fmt.Sprintf("cgroup %q is outside the mount root %q; reading the mount point", truncate(pc.v2), truncate(m.root))
-		}
-	} else {
-		note = "no v2 entry in /proc/self/cgroup; reading the mount point"
-	}
+	leaf, note := processDir(m, pc.v2, pc.hasV2, "v2")
 	for dir := leaf; ; dir = path.Dir(dir) {
 		f := d.limitFile(SourceCgroup2, path.Join(dir, "memory.max"))
 		if note != "" && dir == leaf {
@@ -208,15 +215,7 @@ func (d detector) cgroup2(m mount, pc procCgroups, consider func(Finding)) {
 // hierarchical_memory_limit already includes them (also those above a
 // container's mount root that we cannot see).
 func (d detector) cgroup1(m mount, pc procCgroups, consider func(Finding)) {
-	dir, note := m.point, ""
-	if pc.hasV1mem {
-		var ok bool
-		if dir, ok = cgroupDir(m, pc.v1mem); !ok {
-			note = fmt.Sprintf("cgroup %q is outside the mount root %q; reading the mount point", truncate(pc.v1mem), truncate(m.root))
-		}
-	} else {
-		note = "no memory entry in /proc/self/cgroup; reading the mount point"
-	}
+	dir, note := processDir(m, pc.v1mem, pc.hasV1mem, "memory")
 	f := d.limitFile(SourceCgroup1, path.Join(dir, "memory.limit_in_bytes"))
 	f.Note = joinNote(f.Note, note)
 	consider(f)
