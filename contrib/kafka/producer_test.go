@@ -252,6 +252,27 @@ func failProduce(req *kmsg.ProduceRequest, code *kerr.Error) *kmsg.ProduceRespon
 	return resp
 }
 
+// warmProducerWithFault starts a cluster and a producer (DeliveryTimeout
+// 1 s), sends one "warm" record so that later faults hit produce requests
+// rather than metadata loading, then makes partition refuse every produce
+// request with NOT_LEADER_FOR_PARTITION until the fault is removed.
+func warmProducerWithFault(t *testing.T, partition int32) (*kfake.Cluster, *Producer, *kfake.FaultHandle) {
+	t.Helper()
+	c := newCluster(t)
+	p := newProducer(t, c, Config{DeliveryTimeout: time.Second})
+	if err := p.SendRecords(context.Background(), []Record{{Key: []byte("warm"), Value: []byte("warm:0")}}); err != nil {
+		t.Fatal(err)
+	}
+	fault := c.Fault(kfake.Fault{
+		Keys:       []kmsg.Key{kmsg.Produce},
+		Topic:      testTopic,
+		Partitions: []int32{partition},
+		Err:        kerr.NotLeaderForPartition,
+		Count:      -1,
+	})
+	return c, p, fault
+}
+
 // TestBrokerErrorRetriedByQueue makes one partition refuse produce requests
 // (NOT_LEADER_FOR_PARTITION) until the client's DeliveryTimeout gives up on
 // them: the send fails part way with a retryable error, the fault is lifted,
@@ -259,19 +280,7 @@ func failProduce(req *kmsg.ProduceRequest, code *kerr.Error) *kmsg.ProduceRespon
 // key complete and in order (with the acknowledged part of the failed
 // attempt repeated).
 func TestBrokerErrorRetriedByQueue(t *testing.T) {
-	c := newCluster(t)
-	p := newProducer(t, c, Config{DeliveryTimeout: time.Second})
-	// Warm up so that the fault hits produce requests, not metadata loading.
-	if err := p.SendRecords(context.Background(), []Record{{Key: []byte("warm"), Value: []byte("warm:0")}}); err != nil {
-		t.Fatal(err)
-	}
-	fault := c.Fault(kfake.Fault{
-		Keys:       []kmsg.Key{kmsg.Produce},
-		Topic:      testTopic,
-		Partitions: []int32{0},
-		Err:        kerr.NotLeaderForPartition,
-		Count:      -1,
-	})
+	c, p, fault := warmProducerWithFault(t, 0)
 	const keys, perKey = 16, 30
 	failures := sendLikeQueueNotify(t, p.SendRecords, workload(keys, perKey), 40, func(error) { fault.Remove() })
 	if len(failures) == 0 {

@@ -8,10 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/vineroute/vinequeue"
 )
 
@@ -21,19 +18,8 @@ import (
 // partition refuses some produce requests on the way, and a consumer reads
 // every record back in per-key order.
 func TestQueueEndToEnd(t *testing.T) {
-	c := newCluster(t)
-	p := newProducer(t, c, Config{DeliveryTimeout: time.Second})
-	if err := p.SendRecords(context.Background(), []Record{{Key: []byte("warm"), Value: []byte("warm:0")}}); err != nil {
-		t.Fatal(err)
-	}
 	// Partition 1 refuses produce requests until a send has failed for it.
-	fault := c.Fault(kfake.Fault{
-		Keys:       []kmsg.Key{kmsg.Produce},
-		Topic:      testTopic,
-		Partitions: []int32{1},
-		Err:        kerr.NotLeaderForPartition,
-		Count:      -1,
-	})
+	c, p, fault := warmProducerWithFault(t, 1)
 
 	var (
 		mu       sync.Mutex
