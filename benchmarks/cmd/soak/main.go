@@ -107,7 +107,11 @@ func main() {
 }
 
 func run(duration, report time.Duration, flip bool, memLimit int64, maxBuffered uint64) error {
-	s := &soak{lastSeq: map[uint64]uint64{}}
+	// The producer-id layout (procs tight, 2 bursty, 2 keyed, then churn) is
+	// fixed before any producer starts: Send reads keyedLo and keyedHi, so
+	// they must not change once items can flow.
+	procs := runtime.GOMAXPROCS(0)
+	s := &soak{lastSeq: map[uint64]uint64{}, keyedLo: procs + 2, keyedHi: procs + 4}
 	q, err := vinequeue.New(vinequeue.Config[uint64]{
 		Send:          s.send,
 		Workers:       2,
@@ -122,7 +126,6 @@ func run(duration, report time.Duration, flip bool, memLimit int64, maxBuffered 
 	}
 	s.q = q
 
-	procs := runtime.GOMAXPROCS(0)
 	ctx, cancel := context.WithTimeout(context.Background(), duration)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -136,9 +139,7 @@ func run(duration, report time.Duration, flip bool, memLimit int64, maxBuffered 
 	}
 	spawn(procs, s.tight)
 	spawn(2, s.bursty)
-	s.keyedLo = id
-	spawn(2, s.keyed)
-	s.keyedHi = id
+	spawn(2, s.keyed) // ids [keyedLo, keyedHi)
 	spawn(16, s.churn)
 	if flip {
 		wg.Add(1)
