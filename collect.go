@@ -36,7 +36,6 @@ func (q *Queue[T]) collect() {
 	var committed chan *pending[T]
 	var walTick <-chan time.Time
 	if w := q.wal; w != nil {
-		c.replay()
 		committed = w.committed
 		if w.mode == Periodic {
 			t := time.NewTicker(q.cfg.WAL.syncInterval())
@@ -69,6 +68,8 @@ func (q *Queue[T]) collect() {
 			c.push(b)
 		case b := <-q.unspilled:
 			c.push(b)
+		case b := <-q.replayCh:
+			c.pushReplayed(b)
 		case <-walTick:
 			c.drain(true) // checkpoint what the rings hold…
 			q.walSync()   // …and make every record so far durable
@@ -238,9 +239,9 @@ func (c *collector[T]) push(b *pending[T]) {
 	c.q.track.cut(b.seq)
 	q := c.q
 	// Keyed batches are not spilled: their order would have to survive
-	// the round trip through the WAL. Nor are replayed batches spanning
-	// records (recs): a spill refers to one record.
-	if q.spillPolicy() && b.shard == nil && len(b.recs) == 0 && !q.closing.Load() && q.gov.Level() == governor.LevelHard && c.spill(b) {
+	// the round trip through the WAL. Nor are replayed batches: they are
+	// on disk already, and the replayer sends one at a time.
+	if q.spillPolicy() && b.shard == nil && !b.replay && len(b.recs) == 0 && !q.closing.Load() && q.gov.Level() == governor.LevelHard && c.spill(b) {
 		return
 	}
 	c.ready.push(b)
@@ -262,9 +263,21 @@ func (c *collector[T]) dispatch(ctx context.Context) error {
 
 // cutKeyed cuts batches from keyed shards with no batch in flight (their
 // batches go to Send one at a time); with all, it first cuts every item in
-// every shard, so a Flush covers them.
+// every shard, so a Flush covers them. While a replay is pending nothing is
+// dispatched (per key, replayed items go first): with all, items are cut
+// (and so, in Periodic mode, written) and wait in their shards.
 func (c *collector[T]) cutKeyed(all bool) {
 	q := c.q
+	if q.replaying.Load() {
+		if all {
+			size := int(q.batchSize.Load())
+			for i := range q.keyed.shards {
+				for q.keyed.shards[i].cutOne(c, size) {
+				}
+			}
+		}
+		return
+	}
 	if all || q.keyed.work.Load() > 0 {
 		q.keyed.cutAll(c, int(q.batchSize.Load()), all)
 	}
@@ -322,10 +335,11 @@ func (c *collector[T]) stop(req request) {
 	q.leftOnDisk.Add(uint64(q.spills.abandonAll()))
 	c.drain(true)
 	c.cutKeyed(true)
-	waitDone := make(chan error, 1)
-	q.track.wait(c.seq, waitDone)
+	// Hand out everything: ready batches, the replay (which runs on while
+	// ctx allows) and the keyed shards (which dispatch once it is over).
+	replayDone := q.replayDone
 	var err error
-	for c.ready.len() > 0 || q.keyed.hasWork() {
+	for err == nil && (c.ready.len() > 0 || replayDone != nil || q.keyed.hasWork()) {
 		var out chan *pending[T]
 		var next *pending[T]
 		if c.ready.len() > 0 {
@@ -334,16 +348,20 @@ func (c *collector[T]) stop(req request) {
 		select {
 		case out <- next:
 			c.ready.pop()
+		case b := <-q.replayCh:
+			c.pushReplayed(b)
+		case <-replayDone:
+			replayDone = nil
 		case <-q.wake:
 		case <-req.ctx.Done():
 			err = req.ctx.Err()
 		}
-		if err != nil {
-			break
-		}
-		c.cutKeyed(false)
+		c.cutKeyed(true)
 	}
 	if err == nil {
+		// Every batch is cut: wait for the senders to finish them.
+		waitDone := make(chan error, 1)
+		q.track.wait(c.seq, waitDone)
 		select {
 		case err = <-waitDone:
 		case <-req.ctx.Done():
@@ -351,21 +369,42 @@ func (c *collector[T]) stop(req request) {
 		}
 	}
 	if err != nil {
-		// Out of time: what is not yet with a sender is dropped and
-		// counted; senders see their context cancelled and drop what
-		// they hold once Send returns.
+		// Out of time: what is not yet with a sender is given up (left
+		// in the WAL, or to OnDrop); senders see their context cancelled
+		// and Stop gives up what they hold (Queue.stop).
 		q.sendCancel()
 		reason := fmt.Errorf("%w: stop deadline: %w", ErrClosed, err)
 		for _, b := range c.ready.items() {
-			q.giveUp(b, reason)
+			q.giveUp(b, reason, true)
 		}
 		c.ready.reset()
 		for _, b := range q.keyed.takeAll() {
-			q.giveUp(b, reason)
+			q.giveUp(b, reason, true)
+		}
+		// The replayer ends on sendCancel; a batch it was handing over
+		// meanwhile is given up too.
+		for replayDone != nil {
+			select {
+			case b := <-q.replayCh:
+				b.seq = c.seq
+				c.seq++
+				q.track.cut(b.seq)
+				q.hold(b.bytes)
+				q.giveUp(b, reason, true)
+			case <-replayDone:
+				replayDone = nil
+			}
 		}
 	}
 	close(q.work)
 	req.done <- err
+}
+
+// pushReplayed takes a batch from the replayer: its bytes are held from
+// now until it is finished.
+func (c *collector[T]) pushReplayed(b *pending[T]) {
+	c.q.hold(b.bytes)
+	c.push(b)
 }
 
 // Flush returns once every item accepted before the call has been delivered
@@ -438,22 +477,16 @@ func (q *Queue[T]) stop(ctx context.Context) error {
 
 	done := make(chan error, 1)
 	req := request{kind: reqStop, ctx: ctx, done: done}
-	var late error
-	select {
-	case q.reqs <- req:
-	case <-ctx.Done():
-		// The collector is still replaying the WAL (a sink that keeps
-		// failing holds it there): out of time, so end the replay and the
-		// senders' retries; what is left stays in the WAL.
-		late = ctx.Err()
-		q.sendCancel()
-		q.reqs <- req
-	}
+	q.reqs <- req // the collector never blocks for long: it answers at once
 	err := <-done
-	if err == nil {
-		err = late
-	}
 	<-q.done
+	if err != nil {
+		// Out of time: the senders' context is cancelled; what a Send
+		// still holds is given up now rather than waited for.
+		q.abandonInFlight(fmt.Errorf("%w: stop deadline: %w", ErrClosed, err))
+	} else {
+		<-q.sendersDone
+	}
 	q.sendCancel()
 	q.gov.Close()
 	if q.wal != nil {

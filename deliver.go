@@ -3,6 +3,7 @@ package vinequeue
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -18,18 +19,30 @@ var ErrSendPanic = batch.ErrSendPanic
 // attempts. errors.Is and errors.As still see err.
 func Permanent(err error) error { return batch.Permanent(err) }
 
+// senderSlot is one sender's batch while it is in Send (nil between
+// batches). The sender stores it before the first attempt and takes it back
+// with a compare-and-swap after each; Stop out of time swaps it out instead
+// (abandonInFlight). Whoever takes the batch accounts for it, so a Send
+// that ignores its ctx cannot hold Stop past its deadline, and its late
+// result is ignored.
+type senderSlot[T any] struct {
+	b atomic.Pointer[pending[T]]
+	_ [cacheLine - 8]byte
+}
+
 // sendLoop is one sender: it takes batches from the collector until Stop.
-func (q *Queue[T]) sendLoop() {
+func (q *Queue[T]) sendLoop(slot *senderSlot[T]) {
 	for b := range q.work {
-		q.deliver(b)
+		q.deliver(slot, b)
 	}
 }
 
 // deliver sends one batch with retries (batch.Attempt: backoff with jitter,
 // panics recovered, Permanent errors not retried); after the last attempt the
 // batch goes to OnDrop. Either way it is done: counted, recycled, its shard
-// released.
-func (q *Queue[T]) deliver(b *pending[T]) {
+// released. If Stop abandoned the batch meanwhile, deliver leaves it alone.
+func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
+	slot.b.Store(b)
 	for {
 		var start time.Time
 		if q.sizer != nil { // only adaptive sizing needs the clock
@@ -40,15 +53,20 @@ func (q *Queue[T]) deliver(b *pending[T]) {
 			q.sizer.Observe(len(b.items), time.Since(start), err)
 			q.batchSize.Store(int64(q.sizer.Size()))
 		}
+		if err == nil || !b.durable() || batch.IsPermanent(err) || q.sendCtx.Err() != nil {
+			if !slot.b.CompareAndSwap(b, nil) {
+				return // Stop gave it up at its deadline
+			}
+		}
 		if err == nil {
 			q.delivered.Add(uint64(len(b.items)))
 			q.batches.Add(1)
 			q.ackDelivered(b)
-			q.finish(b)
+			q.finish(b, true)
 			return
 		}
 		if !b.durable() || batch.IsPermanent(err) {
-			q.drop(b, fmt.Errorf("vinequeue: send failed: %w", err))
+			q.drop(b, fmt.Errorf("vinequeue: send failed: %w", err), true)
 			return
 		}
 		// The items are in the WAL: they are not given up on. Retry
@@ -56,7 +74,7 @@ func (q *Queue[T]) deliver(b *pending[T]) {
 		// they stay on disk, and the next New replays them.
 		if q.sendCtx.Err() != nil {
 			q.leftOnDisk.Add(uint64(len(b.items)))
-			q.finish(b)
+			q.finish(b, true)
 			return
 		}
 		q.retries.Add(1)
@@ -69,45 +87,67 @@ func (q *Queue[T]) deliver(b *pending[T]) {
 	}
 }
 
+// abandonInFlight gives up the batches still in Send when Stop runs out of
+// time (after sendCancel): a Send that ignores its ctx keeps its goroutine,
+// not Stop. The batches are not recycled: Send may still read them.
+func (q *Queue[T]) abandonInFlight(reason error) {
+	for i := range q.senders {
+		if b := q.senders[i].b.Swap(nil); b != nil {
+			q.giveUp(b, reason, false)
+		}
+	}
+}
+
 func (q *Queue[T]) countRetry(int, error) { q.retries.Add(1) }
 
 // durable reports whether b's items are in the WAL.
 func (b *pending[T]) durable() bool { return b.rec != nil || len(b.recs) > 0 }
 
 // giveUp ends a batch that Stop ran out of time for: a batch in the WAL stays
-// there for the next New to replay; any other goes to OnDrop.
-func (q *Queue[T]) giveUp(b *pending[T], reason error) {
+// there for the next New to replay; any other goes to OnDrop. recycle is
+// false for a batch a stuck Send may still be reading.
+func (q *Queue[T]) giveUp(b *pending[T], reason error, recycle bool) {
 	if b.durable() {
 		q.leftOnDisk.Add(uint64(len(b.items)))
-		q.finish(b)
+		q.finish(b, recycle)
 		return
 	}
-	q.drop(b, reason)
+	q.drop(b, reason, recycle)
 }
 
-// drop hands a batch to OnDrop and counts it.
-func (q *Queue[T]) drop(b *pending[T], reason error) {
+// drop hands a batch to OnDrop and counts it. With recycle false the batch
+// may still be in a Send: OnDrop gets a copy of the items.
+func (q *Queue[T]) drop(b *pending[T], reason error, recycle bool) {
 	if q.cfg.OnDrop != nil {
+		items := b.items
+		if !recycle {
+			items = append([]T(nil), items...)
+		}
 		func() {
 			defer func() {
 				if p := recover(); p != nil {
 					q.logger.Error("vinequeue: OnDrop panicked", "panic", p)
 				}
 			}()
-			q.cfg.OnDrop(b.items, reason)
+			q.cfg.OnDrop(items, reason)
 		}()
 	}
 	q.ackDelivered(b) // given up on: the WAL must not replay it either
 	q.dropped.Add(uint64(len(b.items)))
 	q.logger.Warn("vinequeue: dropped a batch", "items", len(b.items), "reason", reason)
-	q.finish(b)
+	q.finish(b, recycle)
 }
 
-// finish marks b done and recycles it.
-func (q *Queue[T]) finish(b *pending[T]) {
+// finish marks b done and, with recycle, recycles it.
+func (q *Queue[T]) finish(b *pending[T], recycle bool) {
 	q.hold(-b.bytes)
-	seq, s, sd, n := b.seq, b.shard, b.spill, len(b.items)
-	q.putBatch(b)
+	seq, s, sd, n, replay := b.seq, b.shard, b.spill, len(b.items), b.replay
+	if recycle {
+		q.putBatch(b)
+	}
+	if replay {
+		q.replayAck <- struct{}{} // cap 1, one replayed batch at a time
+	}
 	if sd != nil {
 		q.spills.settle(sd, n)
 	}
@@ -148,7 +188,7 @@ func (q *Queue[T]) putBatch(b *pending[T]) {
 	clear(b.items) // retention rule: no pointers kept past delivery
 	b.items = b.items[:0]
 	clear(b.recs)
-	b.bytes, b.seq, b.shard, b.rec, b.recOff, b.recs, b.spill = 0, 0, nil, nil, 0, b.recs[:0], nil
+	b.bytes, b.seq, b.shard, b.rec, b.recOff, b.recs, b.spill, b.replay = 0, 0, nil, nil, 0, b.recs[:0], nil, false
 	select {
 	case q.free <- b:
 	default:

@@ -74,7 +74,11 @@ type Queue[T any] struct {
 	reqs chan request     // Flush and Stop to the collector
 	work chan *pending[T] // collector → senders
 	free chan *pending[T] // recycled batches
-	done chan struct{}    // closed when every goroutine of the queue has exited
+	done chan struct{}    // closed when every goroutine but the senders has exited
+	// senders holds each sender's batch in Send; sendersDone is closed when
+	// every sender has exited (a Send that ignores its ctx can outlive Stop).
+	senders     []senderSlot[T]
+	sendersDone chan struct{}
 
 	track tracker
 
@@ -98,6 +102,15 @@ type Queue[T any] struct {
 	spillErr                                                                     atomic.Pointer[error] // the last spill failed with it; nil once one succeeds
 	unspilled                                                                    chan *pending[T]      // unspiller → collector
 	unspillDone                                                                  chan struct{}         // closed when the unspiller exits
+
+	// The replayer (replay.go): replayCh carries its batches to the
+	// collector, replayAck tells it its batch is finished, replayDone is
+	// closed when it exits. replaying is set from New until then; keyed
+	// shards do not dispatch while it is.
+	replayCh   chan *pending[T]
+	replayAck  chan struct{}
+	replayDone chan struct{}
+	replaying  atomic.Bool
 	// drained counts ring items the collector has taken; Stats adds what
 	// the current rings hold.
 	drained   atomic.Uint64
@@ -129,6 +142,7 @@ type pending[T any] struct {
 	recOff int            // index of items[0] within that record
 	recs   []*walRecord   // EnqueueKey in Sync mode: items[i]'s record
 	spill  *spillDone     // read back from a spill: settled when finished
+	replay bool           // from the replayer: finishing it lets the replay go on
 	send   func(context.Context) error
 }
 
@@ -165,10 +179,14 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		work:        make(chan *pending[T]),
 		free:        make(chan *pending[T], 4*cfg.Workers+64),
 		done:        make(chan struct{}),
+		sendersDone: make(chan struct{}),
 		stopDone:    make(chan struct{}),
 		stallCh:     make(chan struct{}),
 		unspilled:   make(chan *pending[T], 2),
 		unspillDone: make(chan struct{}),
+		replayCh:    make(chan *pending[T]),
+		replayAck:   make(chan struct{}, 1),
+		replayDone:  make(chan struct{}),
 	}
 	q.spills.kick = make(chan struct{}, 1)
 	if q.sizeOf == nil {
@@ -212,8 +230,8 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		q.fast = make([]procSlot[T], max(runtime.GOMAXPROCS(0), runtime.NumCPU()))
 		q.growProcs(runtime.GOMAXPROCS(0) - 1)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1 + cfg.Workers)
+	var wg, senders sync.WaitGroup
+	wg.Add(1)
 	if q.syncMode() {
 		// Several committers: while one waits for its fdatasync, the next
 		// writes its group, and the log's own group commit lets them share
@@ -229,11 +247,21 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 	} else {
 		close(q.unspillDone)
 	}
+	if q.wal != nil {
+		q.replaying.Store(true)
+		wg.Add(1)
+		go func() { defer wg.Done(); q.replayLoop() }()
+	} else {
+		close(q.replayDone)
+	}
 	go func() { defer wg.Done(); q.collect() }()
-	for range cfg.Workers {
-		go func() { defer wg.Done(); q.sendLoop() }()
+	q.senders = make([]senderSlot[T], cfg.Workers)
+	senders.Add(cfg.Workers)
+	for i := range cfg.Workers {
+		go func() { defer senders.Done(); q.sendLoop(&q.senders[i]) }()
 	}
 	go func() { wg.Wait(); close(q.done) }()
+	go func() { senders.Wait(); close(q.sendersDone) }()
 	return q, nil
 }
 

@@ -1,7 +1,6 @@
 package vinequeue
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -289,97 +288,6 @@ func (q *Queue[T]) appendKeyed(v T) (*walRecord, error) {
 	r := &walRecord{id: id} // accepted: EnqueueKey counts it in keyedIn
 	r.left.Store(1)
 	return r, nil
-}
-
-// replay hands every record above the ack mark to the senders, before any
-// new item: New calls it from the collector before its loop starts.
-//
-// Replayed batches go out one at a time, in record order. EnqueueKey's items
-// are records of their own, written in each key's order, and two replayed
-// batches in Send at once could deliver a key's items out of order, so this
-// is what keeps per-key FIFO across a crash with any number of Workers.
-// Consecutive records are coalesced into batches of up to BatchSize items
-// (b.recs names each item's record), so one batch at a time is still a full
-// batch at a time. Replay ends early only when Stop runs out of time: what
-// is left stays in the WAL for the next New.
-func (c *collector[T]) replay() {
-	q := c.q
-	w := q.wal
-	limit := min(q.cfg.BatchSize, q.cfg.MaxBatchSize)
-	var cur *pending[T]
-	done := make(chan error, 1)
-	// send dispatches cur and waits until it is finished (delivered, or
-	// left on disk by a Stop out of time).
-	send := func() error {
-		b := cur
-		cur = nil
-		b.bytes = q.bytesOf(b.items)
-		q.hold(b.bytes)
-		c.push(b)
-		if err := c.dispatch(q.sendCtx); err != nil {
-			return err
-		}
-		q.track.wait(c.seq, done)
-		select {
-		case <-done:
-			return nil
-		case <-q.sendCtx.Done():
-			return q.sendCtx.Err()
-		}
-	}
-	var items []T
-	err := w.log.Replay(func(id uint64, payload []byte) error {
-		var err error
-		items, err = w.decode(items[:0], payload)
-		if err != nil {
-			q.corrupt.Add(1)
-			q.logger.Error("vinequeue: wal record does not decode; skipped", "record", id, "err", err)
-			return w.log.Ack(id)
-		}
-		if len(items) == 0 {
-			return w.log.Ack(id)
-		}
-		q.replayed.Add(uint64(len(items)))
-		rec := &walRecord{id: id}
-		rec.left.Store(int64(len(items)))
-		for off := 0; off < len(items); {
-			if cur == nil {
-				cur = q.getBatch()
-			}
-			n := min(len(items)-off, limit-len(cur.items))
-			switch {
-			case len(cur.items) == 0: // a batch within one record
-				cur.rec, cur.recOff = rec, off
-			case cur.rec != nil: // now spanning records: one record per item
-				for range cur.items {
-					cur.recs = append(cur.recs, cur.rec)
-				}
-				cur.rec, cur.recOff = nil, 0
-				fallthrough
-			default:
-				for range n {
-					cur.recs = append(cur.recs, rec)
-				}
-			}
-			cur.items = append(cur.items, items[off:off+n]...)
-			off += n
-			if len(cur.items) == limit {
-				if err := send(); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	if err == nil && cur != nil {
-		err = send()
-	}
-	if cur != nil { // Stop ran out of time: its items stay in the WAL
-		q.putBatch(cur)
-	}
-	if err != nil && !errors.Is(err, context.Canceled) {
-		q.logger.Error("vinequeue: wal replay stopped", "err", err)
-	}
 }
 
 // walTick syncs the log in Periodic mode.

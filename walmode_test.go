@@ -89,7 +89,7 @@ func sinkDownConfig(dir string, mode WALMode) Config[[]byte] {
 }
 
 // TestWALReplayAfterStopDeadline: Send is down; Stop runs out of time; the
-// items stay on disk; the next queue delivers them all before new items.
+// items stay on disk; the next queue delivers them all before new keyed items.
 func TestWALReplayAfterStopDeadline(t *testing.T) {
 	for _, mode := range []WALMode{Sync, Periodic} {
 		t.Run(fmt.Sprint(mode), func(t *testing.T) {
@@ -134,7 +134,9 @@ func TestWALReplayAfterStopDeadline(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := q2.Enqueue([]byte("new")); err != nil {
+			// Keyed: per key, replayed items go before new ones (unkeyed
+			// new items flow beside the replay, in no order with it).
+			if err := q2.EnqueueKey(3, []byte("new")); err != nil {
 				t.Fatal(err)
 			}
 			if err := q2.Close(); err != nil {

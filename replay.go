@@ -1,0 +1,119 @@
+package vinequeue
+
+import (
+	"context"
+	"errors"
+)
+
+// Replay: the records a WAL holds unacknowledged at New (a crash, or a Stop
+// that ran out of time) are delivered again by the replayer goroutine, beside
+// intake. New items are accepted and delivered meanwhile; the backlog never
+// holds the collector, so a slow or down sink slows the replay, not intake,
+// and a Send that enqueues cannot deadlock against it.
+//
+// Pacing and order. The replayer hands the collector one batch at a time and
+// waits until that batch is finished before it reads on, so a replay uses at
+// most one sender and one batch of memory however large the backlog, and the
+// records go out in id order. EnqueueKey's items are in the WAL in each key's
+// order but without their keys, so keyed shards do not dispatch until the
+// replay is over: per key, replayed items precede new ones, with any number
+// of Workers. (New keyed items are accepted and held meanwhile, under the
+// memory limit and, in Periodic and Sync mode, on disk.)
+//
+// Consecutive records are coalesced into batches of up to BatchSize items,
+// each item naming its record (pending.recs), so a replay still sends full
+// batches. Stop lets the replay run to its end while its ctx allows; when
+// ctx expires the replay stops and the rest stays in the WAL.
+
+// errReplayStopped ends a replay that Stop ran out of time for.
+var errReplayStopped = errors.New("vinequeue: replay stopped")
+
+// replayLoop is the replayer goroutine.
+func (q *Queue[T]) replayLoop() {
+	defer func() {
+		q.replaying.Store(false)
+		close(q.replayDone)
+		q.wakeCollector() // keyed shards may dispatch now
+	}()
+	w := q.wal
+	limit := min(q.cfg.BatchSize, q.cfg.MaxBatchSize)
+	var cur *pending[T]
+	// send hands cur to the collector and waits until it is finished.
+	send := func() error {
+		b := cur
+		cur = nil
+		b.replay = true
+		b.bytes = q.bytesOf(b.items)
+		n := uint64(len(b.items))
+		select {
+		case q.replayCh <- b:
+		case <-q.sendCtx.Done():
+			q.putBatch(b)
+			return errReplayStopped
+		}
+		q.replayed.Add(n)
+		select {
+		case <-q.replayAck:
+			return nil
+		case <-q.sendCtx.Done():
+			// The batch is the collector's now: Stop gives it up
+			// (it stays in the WAL).
+			return errReplayStopped
+		}
+	}
+	var items []T
+	err := w.log.Replay(func(id uint64, payload []byte) error {
+		if q.sendCtx.Err() != nil {
+			return errReplayStopped
+		}
+		var err error
+		items, err = w.decode(items[:0], payload)
+		if err != nil {
+			q.corrupt.Add(1)
+			q.logger.Error("vinequeue: wal record does not decode; skipped", "record", id, "err", err)
+			return w.log.Ack(id)
+		}
+		if len(items) == 0 {
+			return w.log.Ack(id)
+		}
+		rec := &walRecord{id: id}
+		rec.left.Store(int64(len(items)))
+		for off := 0; off < len(items); {
+			if cur == nil {
+				cur = q.getBatch()
+			}
+			n := min(len(items)-off, limit-len(cur.items))
+			switch {
+			case len(cur.items) == 0: // a batch within one record
+				cur.rec, cur.recOff = rec, off
+			case cur.rec != nil: // now spanning records: one record per item
+				for range cur.items {
+					cur.recs = append(cur.recs, cur.rec)
+				}
+				cur.rec, cur.recOff = nil, 0
+				fallthrough
+			default:
+				for range n {
+					cur.recs = append(cur.recs, rec)
+				}
+			}
+			cur.items = append(cur.items, items[off:off+n]...)
+			off += n
+			if len(cur.items) == limit {
+				if err := send(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err == nil && cur != nil {
+		err = send()
+	}
+	if cur != nil { // stopped: its items stay in the WAL
+		q.putBatch(cur)
+	}
+	if err != nil && !errors.Is(err, errReplayStopped) && !errors.Is(err, context.Canceled) {
+		q.logger.Error("vinequeue: wal replay stopped", "err", err)
+	}
+}
