@@ -71,8 +71,12 @@ func (q *Queue[T]) collect() {
 		case b := <-q.replayCh:
 			c.pushReplayed(b)
 		case <-walTick:
-			c.drain(true) // checkpoint what the rings hold…
-			q.walSync()   // …and make every record so far durable
+			// Checkpoint: what the rings and the keyed shards hold is
+			// cut into batches, and every batch cut is written as it is
+			// cut (cut, cutOne)…
+			c.drain(true)
+			c.cutKeyed(true)
+			q.walSync() // …then every record so far is made durable
 		case req := <-q.reqs:
 			switch req.kind {
 			case reqFlush:
