@@ -1,14 +1,18 @@
-// Package governor turns the bytes a queue holds into a memory pressure
-// level, against a limit it finds the way the kernel will enforce it.
+// Package governor turns memory use (the process's, or the bytes a queue
+// holds) into a memory pressure level, against a limit it finds the way the
+// kernel will enforce it.
 //
 // # What it owns
 //
-// A byte counter the queue moves with Add/Sub, an optional sample of the Go
-// heap, the current limit (and where it came from), and the level derived
-// from them: LevelNormal, LevelSoft or LevelHard. It decides nothing about
-// items: the queue applies its Policy (Reject, Spill, Block) at LevelHard and
-// waits Delay() on its slow path at LevelSoft. Counters of rejected, spilled
-// or delayed items belong to the queue.
+// A byte counter the queue moves with Add/Sub, a sample of the process's
+// memory (MeasureProcessMemory), the current limit (and where it came from),
+// the level derived from them (LevelNormal, LevelSoft or LevelHard), and two
+// goroutines: a watcher that samples, re-detects the limit and wakes
+// WaitBelowSoft waiters, and an announcer that logs and calls
+// OnLevelChange. It decides nothing about items: the queue applies its
+// Policy (Reject, Spill, Block) at LevelHard and waits Delay() on its slow
+// path at LevelSoft. Counters of rejected, spilled or delayed items belong
+// to the queue.
 //
 // # The limit
 //
@@ -45,30 +49,52 @@
 // Source and Path. DetectLimit fails (ErrNoLimit) only when nothing at all,
 // not even physical memory, yields a limit.
 //
-// The limit is re-detected by Refresh at most once per RefreshInterval (1s),
-// because vertical autoscaling rewrites memory.max under a running process.
-// A failed re-detection keeps the previous limit.
+// When Options.Limit is 0 the watcher re-detects the limit every
+// RefreshInterval (1s), because vertical autoscaling rewrites memory.max
+// under a running process. A failed re-detection keeps the previous limit.
 //
 // # What counts
 //
-// Used = BytesHeld + (with IncludeHeap) the rest of the Go heap.
+// Options.Measure says what is weighed against the limit:
 //
-// BytesHeld is what the queue reports through Add/Sub, by Config.SizeOf: the
-// items it has taken responsibility for and not yet delivered or spilled.
-// Mapped WAL pages are never counted: they are page cache, reclaimable by the
-// kernel, and the queue does not Add them.
+//   - MeasureProcessMemory, the default when Limit is 0: the Go runtime's
+//     memory, moved by Add between samples. A detected limit (a container's
+//     memory.max, GOMEMLIMIT, the machine's RAM) bounds the whole process,
+//     and the application's own heap shares it with the queue; weighing
+//     only the queue's items would let the queue fill 80 % of the limit
+//     before warning while the application's heap pushes the process over
+//     it. This is what the OpenTelemetry Collector's memory_limiter does.
+//   - MeasureQueueBytes, the default when Limit is set: only BytesHeld. An
+//     explicit Limit is the queue's own budget.
+//   - Either can be chosen against either kind of limit. The deprecated
+//     IncludeHeap is MeasureProcessMemory.
 //
-// IncludeHeap samples /memory/classes/heap/objects:bytes from runtime/metrics
-// on each Refresh. That metric is the memory occupied by heap objects, live
-// or dead-but-unswept: it moves with every allocation between GCs (unlike
-// /gc/heap/live:bytes, known only at the end of a cycle) and excludes free
-// spans the runtime keeps for reuse. Counting not-yet-collected garbage errs
-// on the safe side: until a GC runs, that memory is resident and charged to
-// the cgroup; with GOMEMLIMIT set the GC collects it before it reaches the
-// limit. The heap already contains the queue's items, so adding BytesHeld
-// to it would count them twice: the governor keeps other = heap - BytesHeld
-// as of the sample (never negative) and uses BytesHeld + other, which also
-// makes Add's effect immediate between samples.
+// The process figure is /memory/classes/total:bytes minus
+// /memory/classes/heap/released:bytes from runtime/metrics: all memory the
+// runtime has mapped (heap objects, free spans not yet returned, stacks,
+// runtime metadata) less the heap pages it has returned to the OS. That is
+// the quantity the runtime itself holds under GOMEMLIMIT, the closest thing
+// to the process's resident Go memory available without a syscall, and it
+// moves with every allocation (unlike /gc/heap/live:bytes, known only at
+// the end of a GC cycle). Heap objects alone would miss stacks and free
+// spans that are still resident and charged to the cgroup; the cgroup's
+// memory.current would count the WAL's page cache, which the kernel
+// reclaims before it kills anything. Garbage not yet collected counts:
+// until a GC runs it is resident, so this errs on the safe side. Memory
+// mapped outside the Go runtime (cgo, other libraries' mmap) is not seen.
+// One sample (runtime/metrics.Read of the two metrics) costs about 0.2 µs
+// (BenchmarkProcessSample), so the watcher takes one every SampleInterval
+// (50 ms) and Refresh takes one on demand.
+//
+// BytesHeld is what the queue reports through Add/Sub, by Config.SizeOf:
+// the items it has taken responsibility for and not yet delivered or
+// spilled. Mapped WAL pages are never counted.
+//
+// The process figure already contains the queue's items, so adding
+// BytesHeld to it would count them twice. At each sample the governor keeps
+// other = sample - BytesHeld (never negative) and weighs
+// Used = BytesHeld + other, i.e. sample + (BytesHeld now - BytesHeld at the
+// sample): an Add moves Used at once, between samples.
 //
 // # Levels and hysteresis
 //
@@ -99,52 +125,80 @@
 // # Warnings and OnLevelChange
 //
 // Each rise in level logs a warning through Options.Logger ("vinequeue:
-// memory pressure rising", with used/held/heap/soft/hard/limit/source), and
-// Refresh repeats it while the level stays raised, at most once per
-// WarnInterval (10s) per level, so reaching Hard is reported even just after
-// a Soft warning. Back at Normal, one Info "relieved" follows if a warning
-// was logged. The logger is never the global one; nil discards.
+// memory pressure rising", with used/held/process/soft/hard/limit/source/
+// measure), repeated while the level stays raised at most once per
+// WarnInterval (10s) per level, so reaching Hard is reported even just
+// after a Soft warning. Back at Normal, one Info "relieved" follows if a
+// warning was logged. Limit changes and failed re-detections are logged
+// too. The logger is never the global one; nil discards.
 //
-// OnLevelChange(from, to) is called for every change, in order (each from is
-// the previous to), one call at a time, on the goroutine whose Add or Refresh
-// caused it (or whichever goroutine is already reporting), with no governor
-// lock held: the hook may call any Governor method, Add included, but must
-// not block, since it delays that goroutine. If more than 256 changes are
-// waiting behind a slow hook, the newest are merged (from of the first, to
-// of the last).
+// Every log record and every OnLevelChange(from, to) call is made by the
+// announcer goroutine, never by the goroutine whose Add caused the change:
+// in order (each from is the previous to), one at a time. Add records each
+// change in a lock-free ring of 256 entries; if a slow hook lets more than
+// that pile up, the oldest are merged (the next call goes from the last
+// announced level to the oldest level still in the ring), which keeps
+// from/to chaining and only loses intermediate flaps. The hook may call any
+// Governor method except Close. A hook or slog handler that blocks delays
+// only later announcements: Add, Level, Delay, Stats, Settle, Refresh and
+// the waking of WaitBelowSoft (the watcher's job) go on.
 //
-// # Concurrency contract
+// # Concurrency
 //
-// Every method is safe for concurrent use. Level is one atomic load; Add is
-// an atomic add plus three loads, and takes the governor mutex only when a
-// threshold is crossed, where it re-reads the usage after storing the new
-// level until the two agree: an Add that raced with the store is never left
-// with a stale level. Delay and Stats are a few atomic loads. Refresh
-// serializes with itself. WaitBelowSoft parks on a channel that the
-// transition to Normal closes (a broadcast): no polling, no sleeping; it
-// returns ctx.Err() when ctx ends and ErrClosed after Close. The governor
-// starts no goroutine; Run (optional) is the caller's, and returns when its
-// context ends or Close is called.
+// The queue calls Add while its goroutine is pinned to its P, where
+// blocking is fatal ("schedule: holding locks"). So:
+//
+//   - May be called while pinned: Add, Sub, Level, Delay, Stats, Limit.
+//     Atomic loads, adds and compare-and-swaps only: no mutex, no channel,
+//     no slog, no callback, no syscall, no allocation. Level is one load;
+//     Add is an atomic add and three loads, plus, when a threshold is
+//     crossed, a compare-and-swap loop on the level word (level and a change
+//     counter) that re-reads the usage after each store until the two
+//     agree, so an Add racing with the store is never left with a stale
+//     level, and a compare-and-swap into the transition ring.
+//   - Not while pinned: Settle (it never parks, but may send on a buffered
+//     channel), Refresh (takes the sampling mutex), WaitBelowSoft (parks),
+//     Close (waits for the goroutines).
+//
+// Nothing pinned needs to call more than Add: level changes are picked up
+// by the watcher within SampleInterval even if nobody calls Settle, so
+// forgetting Settle costs latency, never a lost wake-up or announcement.
+//
+// WaitBelowSoft parks on a channel the watcher closes when it sees the
+// level at Normal (a broadcast), whoever lowered it: an Add from any
+// goroutine changes the level word, and the watcher's next look (at once
+// after Settle or Refresh, else within SampleInterval) closes the channel.
+// A waiter re-checks the level under the channel's mutex before parking, so
+// it never parks at Normal. It returns ctx.Err() when ctx ends and
+// ErrClosed after Close.
+//
+// New starts the watcher and the announcer; Close stops both and waits for
+// them, including an OnLevelChange or slog call in progress, after the
+// announcer has announced the changes made before Close. Add, Level and
+// Delay keep working after Close; later changes are not announced.
 //
 // # Integration with the queue
 //
-//   - New: build Options from Config.Memory (Limit, Soft, Hard, IncludeHeap,
+//   - New: build Options from Config.Memory (Limit, Soft, Hard, Measure,
 //     OnLevelChange mapped from Level to the root's Level), Config.Logger.
 //     Map errors to ErrInvalidConfig naming Memory.<field>.
 //   - Accounting: Add(sum of SizeOf) when items become the queue's
-//     responsibility off the fast path (a ring segment handed to a shard,
-//     the consumer's drain of a ring); Sub when they leave memory (Send
+//     responsibility (pinned is fine); Sub when they leave memory (Send
 //     succeeded, went to OnDrop, or were spilled to the WAL — spilled bytes
-//     are on disk, not in memory). One call per chunk, not per item.
-//   - Slow path (ring full / handoff), with the level Add returned:
-//     Normal: proceed. Soft: sleep Delay() then proceed (items are accepted).
-//     Hard: Reject → ErrFull; Spill → write to the WAL instead of memory;
-//     Block → WaitBelowSoft(ctx) where ctx ends at Stop, then retry.
-//   - Background goroutine: Refresh() on its tick (~every second is enough;
-//     calling it more often only re-samples the heap).
+//     are on disk, not in memory). One call per chunk, not per item. After
+//     a Sub on a sender, or after the unpin that follows a pinned Add,
+//     Settle() so waiters and announcements follow at once.
+//   - Slow path (ring full / handoff), unpinned, with the level Add
+//     returned: Normal: proceed. Soft: sleep Delay() then proceed (items
+//     are accepted). Hard: Reject → ErrFull; Spill → write to the WAL
+//     instead of memory; Block → WaitBelowSoft(ctx) where ctx ends at Stop,
+//     then retry.
+//   - Background goroutine: Refresh() on its tick, optional (the watcher
+//     samples anyway); it samples now and wakes the watcher.
 //   - Stop: Close(), so producers blocked in WaitBelowSoft return ErrClosed
-//     (mapped to the queue's ErrClosed), and so a Run goroutine ends.
+//     (mapped to the queue's ErrClosed) and the goroutines end.
 //   - Level values: LevelNormal, LevelSoft, LevelHard are 0, 1, 2 like the
-//     root package's, so the mapping is a conversion.
+//     root package's, so the mapping is a conversion. Level marshals as its
+//     name (MarshalText/UnmarshalText).
 //   - Stats: Stats().BytesHeld and Level feed the queue's gauges.
 package governor

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +17,7 @@ const (
 	DefaultHard            = 0.95
 	DefaultHysteresis      = 0.05
 	DefaultRefreshInterval = time.Second
+	DefaultSampleInterval  = 50 * time.Millisecond
 	DefaultMinDelay        = 50 * time.Microsecond
 	DefaultMaxDelay        = 2 * time.Millisecond
 	DefaultWarnInterval    = 10 * time.Second
@@ -30,12 +30,8 @@ var (
 	ErrClosed = errors.New("governor: closed")
 )
 
-// heapMetric is the runtime/metrics sample used with IncludeHeap; see doc.go
-// for why this one.
-const heapMetric = "/memory/classes/heap/objects:bytes"
-
 // Options configures a Governor. The zero value is valid: detected limit,
-// soft 80 %, hard 95 %, queue bytes only.
+// soft 80 %, hard 95 %, the process's memory measured against it.
 type Options struct {
 	// Limit in bytes; 0 detects it (DetectLimit) and re-detects it every
 	// RefreshInterval.
@@ -48,27 +44,48 @@ type Options struct {
 	// Hard-Hysteresis, Soft below Soft-Hysteresis. 0 means DefaultHysteresis
 	// (0.05); a negative value disables it. Must be smaller than Soft.
 	Hysteresis float64
-	// IncludeHeap counts the Go heap (runtime/metrics heapMetric) rather than
-	// only the bytes the queue reports; sampled on Refresh.
+	// Measure chooses what is weighed against the limit. The zero value,
+	// MeasureAuto, is MeasureProcessMemory when Limit is 0 (the detected
+	// limit is the whole process's) and MeasureQueueBytes when Limit is set
+	// (an explicit Limit is the queue's own budget). See Measure.
+	Measure Measure
+	// IncludeHeap is the older spelling of Measure: MeasureProcessMemory.
+	// Set with MeasureQueueBytes it is ErrInvalidOptions.
+	//
+	// Deprecated: set Measure.
 	IncludeHeap bool
 	// Root is prefixed to every file read during detection; "" means "/".
 	Root string
-	// Logger receives the rate-limited pressure warnings; nil discards.
+	// Logger receives the rate-limited pressure warnings and limit changes,
+	// always from the governor's own goroutine; nil discards.
 	Logger *slog.Logger
-	// OnLevelChange is called after each level change, in order, one call at
-	// a time, with no governor lock held (it may call back into the Governor,
-	// but must not block for long: it runs on the goroutine that caused the
-	// change, a queue slow path or Refresh).
+	// OnLevelChange is called after each level change, in order (each from
+	// is the previous to), one call at a time, on the governor's own
+	// goroutine: never on the goroutine whose Add caused the change. A slow
+	// hook delays only later announcements; Add, Level, Delay, Refresh and
+	// the wake-up of WaitBelowSoft do not wait for it. More than
+	// transitionRing (256) changes behind a hook are merged (see doc.go).
 	OnLevelChange func(from, to Level)
-	// RefreshInterval is the period of Run and the minimum interval between
-	// limit re-reads by Refresh; default 1s.
+	// RefreshInterval is the period of limit re-detection when Limit is 0;
+	// default 1s.
 	RefreshInterval time.Duration
+	// SampleInterval is the period of the governor's goroutine: it samples
+	// the process's memory (MeasureProcessMemory), picks up level changes
+	// made by Add that nobody Settled (waking WaitBelowSoft waiters) and
+	// hands them to the announcer. Default 50ms.
+	SampleInterval time.Duration
 	// MinDelay and MaxDelay bound Delay: MinDelay on entering Soft, growing
 	// linearly to MaxDelay at Hard. Defaults 50µs and 2ms.
 	MinDelay, MaxDelay time.Duration
 	// WarnInterval is the minimum interval between two warnings for the same
 	// level; default 10s.
 	WarnInterval time.Duration
+
+	// Test hooks. nil/false in production.
+	detect func() (Limit, error) // limit detection; default DetectLimit(Root)
+	sample func() int64          // the process's memory in bytes; default processSampler
+	now    func() time.Time      // clock for warnings and re-detection; default time.Now
+	manual bool                  // start no goroutine: the test calls watchOnce/announceOnce
 }
 
 func (o *Options) normalize() error {
@@ -93,11 +110,26 @@ func (o *Options) normalize() error {
 	if o.Hysteresis >= o.Soft {
 		return fmt.Errorf("%w: Hysteresis: %v must be smaller than Soft %v", ErrInvalidOptions, o.Hysteresis, o.Soft)
 	}
-	if o.RefreshInterval < 0 || o.MinDelay < 0 || o.MaxDelay < 0 || o.WarnInterval < 0 {
-		return fmt.Errorf("%w: RefreshInterval, MinDelay, MaxDelay, WarnInterval must not be negative", ErrInvalidOptions)
+	switch {
+	case o.Measure < MeasureAuto || o.Measure > MeasureQueueBytes:
+		return fmt.Errorf("%w: Measure: unknown %v", ErrInvalidOptions, o.Measure)
+	case o.IncludeHeap && o.Measure == MeasureQueueBytes:
+		return fmt.Errorf("%w: IncludeHeap: contradicts Measure %v", ErrInvalidOptions, o.Measure)
+	case o.IncludeHeap:
+		o.Measure = MeasureProcessMemory
+	case o.Measure == MeasureAuto && o.Limit == 0:
+		o.Measure = MeasureProcessMemory
+	case o.Measure == MeasureAuto:
+		o.Measure = MeasureQueueBytes
+	}
+	if o.RefreshInterval < 0 || o.SampleInterval < 0 || o.MinDelay < 0 || o.MaxDelay < 0 || o.WarnInterval < 0 {
+		return fmt.Errorf("%w: RefreshInterval, SampleInterval, MinDelay, MaxDelay, WarnInterval must not be negative", ErrInvalidOptions)
 	}
 	if o.RefreshInterval == 0 {
 		o.RefreshInterval = DefaultRefreshInterval
+	}
+	if o.SampleInterval == 0 {
+		o.SampleInterval = DefaultSampleInterval
 	}
 	if o.MinDelay == 0 {
 		o.MinDelay = DefaultMinDelay
@@ -110,6 +142,16 @@ func (o *Options) normalize() error {
 	}
 	if o.WarnInterval == 0 {
 		o.WarnInterval = DefaultWarnInterval
+	}
+	if o.detect == nil {
+		det := newDetector(o.Root)
+		o.detect = det.detect
+	}
+	if o.sample == nil && o.Measure == MeasureProcessMemory {
+		o.sample = newProcessSampler().read
+	}
+	if o.now == nil {
+		o.now = time.Now
 	}
 	return nil
 }
@@ -150,77 +192,73 @@ func (t *thresholds) next(cur Level, total int64) Level {
 	return LevelNormal
 }
 
-// transition is a level change waiting to be reported.
-type transition struct {
-	from, to Level
-}
-
-// maxPending bounds the queue of unreported transitions; beyond it the
-// newest ones are merged (from of the older, to of the newer), which keeps
-// from/to chaining correctly and only loses intermediate flaps.
-const maxPending = 256
-
 // Stats is a snapshot of the governor.
 type Stats struct {
-	Limit     int64  // bytes
-	Source    Source // where Limit came from
-	LimitPath string // file Limit was read from, if any
-	BytesHeld int64  // reported by the queue (Add)
-	HeapBytes int64  // last heap sample; 0 without IncludeHeap
-	Used      int64  // what is compared to the thresholds
-	Soft      int64  // bytes: the soft threshold
-	Hard      int64  // bytes: the hard threshold
-	Level     Level
+	Limit        int64   // bytes
+	Source       Source  // where Limit came from
+	LimitPath    string  // file Limit was read from, if any
+	Measure      Measure // what Used weighs: MeasureProcessMemory or MeasureQueueBytes
+	BytesHeld    int64   // reported by the queue (Add)
+	ProcessBytes int64   // last sample of the process's memory; 0 with MeasureQueueBytes
+	Used         int64   // what is compared to the thresholds
+	Soft         int64   // bytes: the soft threshold
+	Hard         int64   // bytes: the hard threshold
+	Level        Level
 }
 
-// Governor tracks the bytes a queue holds against a memory limit and turns
-// them into a pressure Level. See the package documentation.
+// Governor tracks memory against a limit and turns it into a pressure Level.
+// See the package documentation.
 type Governor struct {
-	// Hot fields, read or written by Add.
-	held  atomic.Int64 // bytes the queue reports holding
-	other atomic.Int64 // heap bytes not held by the queue, at the last sample (IncludeHeap)
-	level atomic.Int32
+	// Hot fields, read or written by Add: atomics only (see doc.go,
+	// Concurrency).
+	held  atomic.Int64  // bytes the queue reports holding
+	other atomic.Int64  // process bytes not held by the queue, at the last sample
+	state atomic.Uint64 // seq<<2 | level; seq counts level changes
 	th    atomic.Pointer[thresholds]
+	ring  transitions // level changes by seq, for the announcer
 
 	opts Options
-	det  detector
 	log  *slog.Logger
-	now  func() time.Time
 
-	mu       sync.Mutex    // serializes level stores; guards belowCh, pending
-	belowCh  chan struct{} // closed while the level is Normal; replaced on leaving Normal
-	pending  []transition
+	// The watcher (watch.go): sampling, re-detection, waking waiters.
+	watchKick   chan struct{} // buffered 1: Settle and Refresh ask for a look now
+	watched     atomic.Uint64 // state as of the watcher's last look
+	sampleMu    sync.Mutex    // serializes sample(): Refresh and the watcher
+	process     atomic.Int64  // last process sample (MeasureProcessMemory)
+	lastLimitAt time.Time     // watcher only
+	newsSeq     uint64        // watcher only: limitNews published so far
+	limitNews   atomic.Pointer[limitNews]
+
+	waitMu      sync.Mutex    // guards belowCh, belowClosed; never taken by Add
+	belowCh     chan struct{} // closed while the watcher last saw Normal
+	belowClosed bool
+
+	// The announcer (announce.go): slog and OnLevelChange.
+	announceKick  chan struct{} // buffered 1, sent to by the watcher only
+	ann           announcer     // announcer goroutine only
+	announced     atomic.Uint64 // seq of the last level change announced
+	newsAnnounced atomic.Uint64 // seq of the last limitNews logged
+
 	closed   chan struct{}
 	closeOne sync.Once
-
-	hookMu sync.Mutex // held by the one goroutine reporting transitions
-
-	refreshMu     sync.Mutex // serializes Refresh: samples, lastLimitRead
-	samples       []metrics.Sample
-	lastLimitRead time.Time
-	heap          atomic.Int64
-
-	lastWarn [3]atomic.Int64 // per level, unix nanos of the last warning
-	warned   atomic.Bool     // a warning was logged since the level was last Normal
+	done     sync.WaitGroup // the two goroutines
 }
 
-// New detects the limit (unless Options.Limit is set) and returns a Governor
-// at LevelNormal with nothing held.
+// New detects the limit (unless Options.Limit is set), takes a first sample
+// (MeasureProcessMemory) and starts the governor's two goroutines, which
+// Close stops.
 func New(opts Options) (*Governor, error) {
-	return newGovernor(opts, newDetector(opts.Root), time.Now)
-}
-
-func newGovernor(opts Options, det detector, now func() time.Time) (*Governor, error) {
 	if err := opts.normalize(); err != nil {
 		return nil, err
 	}
 	g := &Governor{
-		opts:    opts,
-		det:     det,
-		log:     opts.Logger,
-		now:     now,
-		belowCh: make(chan struct{}),
-		closed:  make(chan struct{}),
+		opts:         opts,
+		log:          opts.Logger,
+		watchKick:    make(chan struct{}, 1),
+		announceKick: make(chan struct{}, 1),
+		belowCh:      make(chan struct{}),
+		belowClosed:  true,
+		closed:       make(chan struct{}),
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
@@ -229,56 +267,85 @@ func newGovernor(opts Options, det detector, now func() time.Time) (*Governor, e
 	lim := Limit{Bytes: opts.Limit, Source: SourceConfig}
 	if opts.Limit == 0 {
 		var err error
-		if lim, err = det.detect(); err != nil {
+		if lim, err = opts.detect(); err != nil {
 			return nil, fmt.Errorf("governor: %w (findings: %v)", err, lim.Findings)
 		}
 	}
-	g.lastLimitRead = now()
+	g.lastLimitAt = opts.now()
 	g.th.Store(newThresholds(lim, &g.opts))
-	if opts.IncludeHeap {
-		g.samples = []metrics.Sample{{Name: heapMetric}}
-		g.sampleHeap()
-		g.reconcile() // the heap alone may already be above a threshold
-		g.report()
+	g.ann.limit = lim
+	if opts.Measure == MeasureProcessMemory {
+		g.sample()
+		g.reconcile() // the process alone may already be above a threshold
+	}
+	if !opts.manual {
+		g.done.Add(2)
+		go g.watch()
+		go g.announce()
 	}
 	return g, nil
 }
 
 // used is what the thresholds compare against: the queue's bytes plus, with
-// IncludeHeap, the rest of the heap. The heap already contains the queue's
-// items, so adding both would count them twice; other is the heap minus what
-// the queue held when the heap was sampled, and held moves in between.
+// MeasureProcessMemory, the rest of the process. The process already
+// contains the queue's items, so adding both would count them twice: other
+// is the sample minus what the queue held when it was taken, and held moves
+// in between, so an Add counts at once.
 func (g *Governor) used() int64 {
 	return max(g.held.Load(), 0) + g.other.Load()
 }
 
 // Add records that the queue now holds n more bytes (n < 0: fewer) and
-// returns the level after the change. Cheap: an atomic add and a few loads;
-// the governor lock is taken only when a threshold is crossed.
+// returns the level after the change. Atomics only: safe while pinned (see
+// doc.go, Concurrency). A change of level is recorded for the governor's
+// goroutines, which announce it and wake waiters; call Settle afterwards
+// from unpinned code to have that happen now rather than within
+// SampleInterval.
 func (g *Governor) Add(n int64) Level {
 	total := g.held.Add(n)
-	t := g.th.Load()
-	cur := Level(g.level.Load())
-	if t.next(cur, max(total, 0)+g.other.Load()) == cur {
+	cur := Level(g.state.Load() & levelMask)
+	if g.th.Load().next(cur, max(total, 0)+g.other.Load()) == cur {
 		return cur
 	}
-	g.reconcile()
-	g.report()
-	return Level(g.level.Load())
+	return g.reconcile()
 }
 
 // Sub is Add(-n).
 func (g *Governor) Sub(n int64) Level { return g.Add(-n) }
 
 // Level is the current level: one atomic load.
-func (g *Governor) Level() Level { return Level(g.level.Load()) }
+func (g *Governor) Level() Level { return Level(g.state.Load() & levelMask) }
+
+const levelMask = 3
+
+// reconcile stores the level matching the current usage, lock-free, and
+// records each change in the transition ring. After each store it re-reads
+// the usage and goes on until the two agree: an Add that read the level
+// before our store has its bytes in our re-read (atomics are sequentially
+// consistent, and its held update precedes its level load, which precedes
+// our compare-and-swap), and an Add that read it after evaluates the new
+// level itself. So no Add is left with a stale level.
+func (g *Governor) reconcile() Level {
+	for {
+		s := g.state.Load()
+		cur := Level(s & levelMask)
+		nxt := g.th.Load().next(cur, g.used())
+		if nxt == cur {
+			return cur
+		}
+		ns := (s>>2+1)<<2 | uint64(nxt)
+		if g.state.CompareAndSwap(s, ns) {
+			g.ring.record(ns)
+		}
+	}
+}
 
 // Delay is how long the queue's slow path should wait at the current
 // pressure: 0 at Normal, MinDelay on entering Soft growing linearly with
 // usage to MaxDelay at Hard, MaxDelay at Hard (where the Policy decides
-// whether to wait at all).
+// whether to wait at all). Atomics only.
 func (g *Governor) Delay() time.Duration {
-	switch Level(g.level.Load()) {
+	switch g.Level() {
 	case LevelNormal:
 		return 0
 	case LevelHard:
@@ -294,18 +361,53 @@ func (g *Governor) Delay() time.Duration {
 	return g.opts.MinDelay + time.Duration(frac*float64(g.opts.MaxDelay-g.opts.MinDelay))
 }
 
+// Settle asks the governor's goroutine to act now on level changes made by
+// Add since it last looked: wake WaitBelowSoft waiters if the level fell to
+// Normal, and hand the changes to the announcer. Without it that happens
+// within SampleInterval. Two atomic loads when nothing changed; otherwise a
+// non-blocking send on a buffered channel (it never parks). Call it from
+// unpinned code, e.g. after Sub on a sender finishing a batch, or after the
+// unpin that follows a pinned Add.
+func (g *Governor) Settle() {
+	if g.state.Load() != g.watched.Load() {
+		g.kickWatcher()
+	}
+}
+
+func (g *Governor) kickWatcher() {
+	select {
+	case g.watchKick <- struct{}{}:
+	default: // a look is already due
+	}
+}
+
 // WaitBelowSoft blocks until the level is Normal (usage fell below Soft minus
 // the hysteresis margin), ctx is done (ctx.Err()) or Close is called
-// (ErrClosed). It returns at once when the level is already Normal.
-// Waiters park on a channel closed by the transition to Normal: no polling.
+// (ErrClosed). It returns at once when the level is already Normal. Waiters
+// park on a channel that the governor's goroutine closes when it sees the
+// level at Normal (a broadcast): no polling. Not for pinned code.
 func (g *Governor) WaitBelowSoft(ctx context.Context) error {
 	for {
-		if Level(g.level.Load()) == LevelNormal {
+		if g.Level() == LevelNormal {
 			return nil
 		}
-		g.mu.Lock()
+		g.waitMu.Lock()
+		if g.Level() == LevelNormal {
+			// Fell since the check above, maybe after the watcher's last
+			// look: no channel to wait for.
+			g.waitMu.Unlock()
+			return nil
+		}
+		if g.belowClosed {
+			// The watcher has not seen the level rise yet: arm the channel
+			// now, or this loop would spin on a closed one. The watcher
+			// closes it once it sees Normal, and it looks again within
+			// SampleInterval (sooner after Settle or Refresh).
+			g.belowCh = make(chan struct{})
+			g.belowClosed = false
+		}
 		ch := g.belowCh
-		g.mu.Unlock()
+		g.waitMu.Unlock()
 		select {
 		case <-ch:
 			// Loop: the level may already have risen again.
@@ -317,192 +419,41 @@ func (g *Governor) WaitBelowSoft(ctx context.Context) error {
 	}
 }
 
-// reconcile stores the level matching the current usage, queuing a
-// transition for each change. It loops until a usage read after its last
-// store agrees with the stored level: an Add that raced with the store and
-// saw the old level is then accounted for here (atomics are sequentially
-// consistent, so its held update precedes our re-read).
-func (g *Governor) reconcile() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for {
-		cur := Level(g.level.Load())
-		nxt := g.th.Load().next(cur, g.used())
-		if nxt == cur {
-			return
-		}
-		g.level.Store(int32(nxt))
-		switch {
-		case nxt == LevelNormal:
-			close(g.belowCh)
-		case cur == LevelNormal:
-			g.belowCh = make(chan struct{})
-		}
-		if n := len(g.pending); n >= maxPending {
-			g.pending[n-1].to = nxt
-			if g.pending[n-1].from == nxt {
-				g.pending = g.pending[:n-1]
-			}
-		} else {
-			g.pending = append(g.pending, transition{from: cur, to: nxt})
-		}
+// Refresh samples the process's memory now (MeasureProcessMemory),
+// recomputes the level and asks the governor's goroutine to act on any
+// change (as Settle). It reads runtime/metrics under a mutex shared with the
+// governor's goroutine, which holds it for microseconds and never while
+// logging or calling OnLevelChange. Not for pinned code. Limit re-detection
+// happens on the governor's goroutine every RefreshInterval.
+func (g *Governor) Refresh() {
+	if g.opts.Measure == MeasureProcessMemory {
+		g.sample()
 	}
-}
-
-// report delivers queued transitions to the logger and OnLevelChange, in
-// order, one at a time, without holding g.mu. Whoever holds hookMu delivers
-// everyone's transitions; a goroutine that finds it held leaves its own to
-// the holder, which re-checks after releasing it, so none is stranded. A
-// hook that calls back into Add lands in the TryLock branch: no deadlock.
-func (g *Governor) report() {
-	for {
-		if !g.hookMu.TryLock() {
-			return
-		}
-		for {
-			g.mu.Lock()
-			if len(g.pending) == 0 {
-				g.mu.Unlock()
-				break
-			}
-			tr := g.pending[0]
-			g.pending = g.pending[1:]
-			if len(g.pending) == 0 {
-				g.pending = nil // let the backing array go
-			}
-			g.mu.Unlock()
-			g.announce(tr)
-		}
-		g.hookMu.Unlock()
-		g.mu.Lock()
-		empty := len(g.pending) == 0
-		g.mu.Unlock()
-		if empty {
-			return
-		}
-	}
-}
-
-func (g *Governor) announce(tr transition) {
-	if tr.to > tr.from {
-		g.warn(tr.to, "memory pressure rising")
-	} else if tr.to == LevelNormal && g.warned.Swap(false) {
-		s := g.Stats()
-		g.log.Info("vinequeue: memory pressure relieved",
-			"level", tr.to.String(), "used", s.Used, "limit", s.Limit, "source", string(s.Source))
-	}
-	if g.opts.OnLevelChange != nil {
-		g.opts.OnLevelChange(tr.from, tr.to)
-	}
-}
-
-// warn logs a warning for level unless one was logged for the same level
-// within WarnInterval. Each level has its own budget so that reaching Hard is
-// reported even right after a Soft warning.
-func (g *Governor) warn(level Level, msg string) {
-	if level == LevelNormal || level > LevelHard {
-		return
-	}
-	now := g.now().UnixNano()
-	last := &g.lastWarn[level]
-	prev := last.Load()
-	if prev != 0 && now-prev < int64(g.opts.WarnInterval) {
-		return
-	}
-	if !last.CompareAndSwap(prev, now) {
-		return // another goroutine is logging this one
-	}
-	g.warned.Store(true)
-	s := g.Stats()
-	g.log.Warn("vinequeue: "+msg,
-		"level", level.String(), "used", s.Used, "held", s.BytesHeld, "heap", s.HeapBytes,
-		"soft", s.Soft, "hard", s.Hard, "limit", s.Limit, "source", string(s.Source))
-}
-
-// Refresh samples the heap (IncludeHeap) and, at most once per
-// RefreshInterval and only when Options.Limit is 0, re-detects the limit
-// (vertical autoscaling changes it), then recomputes the level. While the
-// level is Soft or Hard it repeats the rate-limited warning. The queue calls
-// it from its background goroutine, or Run calls it periodically.
-func (g *Governor) Refresh() { g.refresh(false) }
-
-func (g *Governor) refresh(forceLimit bool) {
-	g.refreshMu.Lock()
-	if g.opts.Limit == 0 {
-		now := g.now()
-		// Allow an eighth of slack so a caller ticking at RefreshInterval
-		// is not skipped on every other tick by timer jitter.
-		if forceLimit || now.Sub(g.lastLimitRead) >= g.opts.RefreshInterval-g.opts.RefreshInterval/8 {
-			g.lastLimitRead = now
-			g.redetect()
-		}
-	}
-	if g.opts.IncludeHeap {
-		g.sampleHeap()
-	}
-	g.refreshMu.Unlock()
-
 	g.reconcile()
-	g.report()
-	if l := Level(g.level.Load()); l != LevelNormal {
-		g.warn(l, "memory pressure")
-	}
+	g.kickWatcher()
 }
 
-// redetect re-reads the limit; a failed detection keeps the old limit.
-// Called with refreshMu held.
-func (g *Governor) redetect() {
-	lim, err := g.det.detect()
-	old := g.th.Load().limit
-	if err != nil {
-		g.log.Warn("vinequeue: memory limit re-detection failed; keeping the old limit",
-			"err", err, "limit", old.Bytes, "source", string(old.Source))
-		return
+// sample reads the process's memory and stores what is not the queue's.
+func (g *Governor) sample() {
+	g.sampleMu.Lock()
+	defer g.sampleMu.Unlock()
+	p := g.opts.sample()
+	if p < 0 {
+		return // metrics absent from this runtime: count the queue only
 	}
-	if lim.Bytes == old.Bytes && lim.Source == old.Source && lim.Path == old.Path {
-		return
-	}
-	g.th.Store(newThresholds(lim, &g.opts))
-	g.log.Info("vinequeue: memory limit changed",
-		"from", old.Bytes, "to", lim.Bytes, "source", string(lim.Source), "path", lim.Path)
-}
-
-// sampleHeap reads heapMetric. Called with refreshMu held (or from New).
-func (g *Governor) sampleHeap() {
-	metrics.Read(g.samples)
-	v := g.samples[0].Value
-	if v.Kind() != metrics.KindUint64 {
-		return // metric absent from this runtime: count the queue only
-	}
-	h := int64(min(v.Uint64(), 1<<62))
-	g.heap.Store(h)
-	g.other.Store(max(h-max(g.held.Load(), 0), 0))
-}
-
-// Run calls Refresh (re-reading the limit every time) every RefreshInterval
-// until ctx is done (returns ctx.Err()) or Close is called (returns nil).
-// Use it when the caller has no background goroutine of its own to call
-// Refresh from.
-func (g *Governor) Run(ctx context.Context) error {
-	tick := time.NewTicker(g.opts.RefreshInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-g.closed:
-			return nil
-		case <-tick.C:
-			g.refresh(true)
-		}
-	}
+	g.process.Store(p)
+	g.other.Store(max(p-max(g.held.Load(), 0), 0))
 }
 
 // Close releases every WaitBelowSoft with ErrClosed (the queue calls it on
-// Stop so blocked producers return) and stops Run. Add, Level and Delay keep
-// working. Idempotent.
+// Stop so blocked producers return), announces the level changes made
+// before it, stops the governor's goroutines and waits for them: an
+// OnLevelChange or slog handler in progress is waited for, so Close must not
+// be called from either. Add, Level and Delay keep working; later changes
+// are not announced. Idempotent.
 func (g *Governor) Close() error {
 	g.closeOne.Do(func() { close(g.closed) })
+	g.done.Wait()
 	return nil
 }
 
@@ -514,14 +465,15 @@ func (g *Governor) Limit() Limit { return g.th.Load().limit }
 func (g *Governor) Stats() Stats {
 	t := g.th.Load()
 	return Stats{
-		Limit:     t.limit.Bytes,
-		Source:    t.limit.Source,
-		LimitPath: t.limit.Path,
-		BytesHeld: g.held.Load(),
-		HeapBytes: g.heap.Load(),
-		Used:      g.used(),
-		Soft:      t.soft,
-		Hard:      t.hard,
-		Level:     Level(g.level.Load()),
+		Limit:        t.limit.Bytes,
+		Source:       t.limit.Source,
+		LimitPath:    t.limit.Path,
+		Measure:      g.opts.Measure,
+		BytesHeld:    g.held.Load(),
+		ProcessBytes: g.process.Load(),
+		Used:         g.used(),
+		Soft:         t.soft,
+		Hard:         t.hard,
+		Level:        g.Level(),
 	}
 }

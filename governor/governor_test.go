@@ -89,6 +89,11 @@ func (h *recordingHandler) attr(substr, key string) (slog.Value, bool) {
 	return slog.Value{}, false
 }
 
+// transition is one OnLevelChange call.
+type transition struct {
+	from, to Level
+}
+
 // transitionLog records OnLevelChange calls.
 type transitionLog struct {
 	mu  sync.Mutex
@@ -115,6 +120,79 @@ func mustNew(t testing.TB, opts Options) *Governor {
 	}
 	t.Cleanup(func() { g.Close() })
 	return g
+}
+
+// eventually polls cond until it holds or 10 s pass.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond) // polling a condition with a deadline
+	}
+}
+
+// quiesce waits until the governor's goroutines have acted on every level
+// change so far: waiters woken, every change announced.
+func quiesce(t testing.TB, g *Governor) {
+	t.Helper()
+	eventually(t, "announcements to catch up", func() bool {
+		g.Settle()
+		st := g.state.Load()
+		return g.watched.Load() == st && g.announced.Load() == st>>2
+	})
+}
+
+// churn runs n goroutines that each, iters times, Add a random amount in
+// [lo, lo+span) and Sub it again (settling after the Sub, as a sender
+// would, when settle is set), and waits for them: usage ends where it
+// started.
+func churn(g *Governor, n, iters int, lo, span int64, settle bool) {
+	var wg sync.WaitGroup
+	for w := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 42))
+			for range iters {
+				n := lo + r.Int64N(span)
+				g.Add(n) // pinned in the queue: atomics only
+				if r.IntN(4) == 0 {
+					runtime.Gosched()
+				}
+				g.Sub(n) // a sender finishing a batch
+				if settle {
+					g.Settle()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// step does in the calling goroutine what the governor's goroutines do
+// once each: for governors built with manual, under a fake clock.
+func step(g *Governor) {
+	g.watchOnce()
+	g.announceOnce()
+}
+
+// checkChain fails unless the transitions chain from Normal (each from is
+// the previous to, none is a no-op) and end at last.
+func checkChain(t testing.TB, got []transition, last Level) {
+	t.Helper()
+	prev := LevelNormal
+	for i, tr := range got {
+		if tr.from != prev || tr.from == tr.to {
+			t.Fatalf("transition %d = %v does not chain from %v", i, tr, prev)
+		}
+		prev = tr.to
+	}
+	if prev != last {
+		t.Fatalf("last reported level %v, want %v", prev, last)
+	}
 }
 
 // With Limit 1000 and the defaults: Soft enters at 800 and leaves below 750;
@@ -159,6 +237,7 @@ func TestLevelsHysteresis(t *testing.T) {
 		{LevelNormal, LevelHard}, {LevelHard, LevelSoft}, {LevelSoft, LevelHard}, {LevelHard, LevelNormal},
 		{LevelNormal, LevelHard}, {LevelHard, LevelNormal},
 	}
+	quiesce(t, g) // announced by the governor's goroutine, not by Add
 	got := tl.snapshot()
 	if len(got) != len(want) {
 		t.Fatalf("transitions %v, want %v", got, want)
@@ -222,13 +301,13 @@ func TestDelayDefaults(t *testing.T) {
 func TestWarningRateLimited(t *testing.T) {
 	clk := newFakeClock()
 	h := &recordingHandler{}
-	g, err := newGovernor(Options{Limit: 1000, Logger: slog.New(h), WarnInterval: time.Minute}, fixture("v2-max"), clk.now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := mustNew(t, Options{Limit: 1000, Logger: slog.New(h), WarnInterval: time.Minute, now: clk.now, manual: true})
 
 	g.Add(800) // Soft
+	if n := h.count(slog.LevelWarn, "memory pressure"); n != 0 {
+		t.Fatalf("Add logged %d warnings itself", n)
+	}
+	step(g)
 	if n := h.count(slog.LevelWarn, "memory pressure"); n != 1 {
 		t.Fatalf("entering Soft: %d warnings, want 1", n)
 	}
@@ -239,7 +318,7 @@ func TestWarningRateLimited(t *testing.T) {
 	for range 5 {
 		g.Add(-100)
 		g.Add(100)
-		g.Refresh()
+		step(g)
 	}
 	if n := h.count(slog.LevelWarn, "memory pressure"); n != 1 {
 		t.Fatalf("flapping: %d warnings, want 1", n)
@@ -249,6 +328,7 @@ func TestWarningRateLimited(t *testing.T) {
 	}
 	// Hard has its own budget: reported at once.
 	g.Add(150)
+	step(g)
 	if n := h.count(slog.LevelWarn, "memory pressure"); n != 2 {
 		t.Fatalf("entering Hard: %d warnings, want 2", n)
 	}
@@ -256,10 +336,10 @@ func TestWarningRateLimited(t *testing.T) {
 		t.Fatalf("level attr %v", v)
 	}
 	// Still Hard after the interval: Refresh repeats the warning once.
-	g.Refresh()
+	step(g)
 	clk.advance(time.Minute)
-	g.Refresh()
-	g.Refresh()
+	step(g)
+	step(g)
 	if n := h.count(slog.LevelWarn, "memory pressure"); n != 3 {
 		t.Fatalf("after the interval: %d warnings, want 3", n)
 	}
@@ -267,6 +347,7 @@ func TestWarningRateLimited(t *testing.T) {
 		t.Fatalf("limit attr %v", v)
 	}
 	g.Add(-1000)
+	step(g)
 	if n := h.count(slog.LevelInfo, "relieved"); n != 2 {
 		t.Fatalf("%d relieved messages, want 2", n)
 	}
@@ -321,6 +402,7 @@ func TestWaitBelowSoft(t *testing.T) {
 		t.Fatalf("%d waiters returned at Soft", n)
 	}
 	g.Add(-100) // 680: Normal
+	g.Settle()  // as a sender does after Sub
 	done.Wait()
 }
 
@@ -358,6 +440,8 @@ func TestHookReentrant(t *testing.T) {
 	}
 	g = mustNew(t, Options{Limit: 1000, OnLevelChange: hook})
 	g.Add(1000)
+	eventually(t, "the hook to run twice", func() bool { return len(tl.snapshot()) == 2 })
+	quiesce(t, g)
 	got := tl.snapshot()
 	want := []transition{{LevelNormal, LevelHard}, {LevelHard, LevelNormal}}
 	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
@@ -401,40 +485,16 @@ func TestConcurrentAddSub(t *testing.T) {
 			}
 		}()
 	}
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(w), 42))
-			for range iters {
-				n := int64(r.IntN(1000))
-				g.Add(n)
-				if r.IntN(4) == 0 {
-					runtime.Gosched()
-				}
-				g.Sub(n)
-			}
-		}()
-	}
-	wg.Wait()
+	churn(g, workers, iters, 0, 1000, false)
 	close(stop)
 	readers.Wait()
 
 	if s := g.Stats(); s.BytesHeld != 0 || s.Level != LevelNormal {
 		t.Fatalf("after balanced adds: %+v", s)
 	}
+	quiesce(t, g)
 	got := tl.snapshot()
-	prev := LevelNormal
-	for i, tr := range got {
-		if tr.from != prev || tr.from == tr.to {
-			t.Fatalf("transition %d = %v does not chain from %v", i, tr, prev)
-		}
-		prev = tr.to
-	}
-	if prev != LevelNormal {
-		t.Fatalf("last reported level %v, want normal", prev)
-	}
+	checkChain(t, got, LevelNormal)
 	t.Logf("%d workers x %d iterations, %d transitions", workers, iters, len(got))
 }
 
@@ -465,11 +525,9 @@ func TestRefreshRereadsLimit(t *testing.T) {
 	det := newDetector(root)
 	det.goMemLimit = func() int64 { return math.MaxInt64 }
 	var tl transitionLog
-	g, err := newGovernor(Options{Root: root, OnLevelChange: tl.hook}, det, clk.now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	// Queue bytes only, so that the figures below do not depend on the
+	// test process's own memory.
+	g := mustNew(t, Options{Measure: MeasureQueueBytes, OnLevelChange: tl.hook, detect: det.detect, now: clk.now, manual: true})
 	if l := g.Limit(); l.Bytes != gib || l.Source != SourceCgroup2 || l.Path != "/sys/fs/cgroup/app/memory.max" {
 		t.Fatalf("limit %v", l)
 	}
@@ -479,26 +537,26 @@ func TestRefreshRereadsLimit(t *testing.T) {
 	}
 
 	setMax("800000000\n") // scaled down: 700 MiB is now ~92 %
-	g.Refresh()           // within RefreshInterval: not re-read yet
+	step(g)               // within RefreshInterval: not re-read yet
 	if g.Limit().Bytes != gib {
 		t.Fatalf("limit re-read too early: %v", g.Limit())
 	}
 	clk.advance(time.Second)
-	g.Refresh()
+	step(g)
 	if g.Limit().Bytes != 800000000 || g.Level() != LevelSoft {
 		t.Fatalf("after scale-down: limit %v level %v", g.Limit(), g.Level())
 	}
 
 	setMax("max\n") // limit removed: physical memory (16 GiB)
 	clk.advance(time.Second)
-	g.Refresh()
+	step(g)
 	if l := g.Limit(); l.Bytes != 16*gib || l.Source != SourcePhysical || g.Level() != LevelNormal {
 		t.Fatalf("after removal: limit %v level %v", l, g.Level())
 	}
 
 	setMax("garbage\n") // garbage: ignored, physical memory still
 	clk.advance(time.Second)
-	g.Refresh()
+	step(g)
 	if l := g.Limit(); l.Source != SourcePhysical {
 		t.Fatalf("after garbage: limit %v", l)
 	}
@@ -512,18 +570,18 @@ func TestRefreshKeepsLimitOnFailure(t *testing.T) {
 	clk := newFakeClock()
 	det := fixture("v2-nested")
 	h := &recordingHandler{}
-	g, err := newGovernor(Options{Logger: slog.New(h)}, det, clk.now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
-	g.det.sysinfo = func() (int64, error) { return 0, errors.New("gone") }
-	g.det.fsys = os.DirFS(filepath.Join("testdata", "missing"))
+	g := mustNew(t, Options{Logger: slog.New(h), detect: func() (Limit, error) { return det.detect() }, now: clk.now, manual: true})
+	det.sysinfo = func() (int64, error) { return 0, errors.New("gone") }
+	det.fsys = os.DirFS(filepath.Join("testdata", "missing"))
 	clk.advance(time.Hour)
-	g.Refresh()
+	g.watchOnce()
 	if l := g.Limit(); l.Bytes != gib || l.Source != SourceCgroup2 {
 		t.Fatalf("limit %v", l)
 	}
+	if h.count(slog.LevelWarn, "re-detection failed") != 0 {
+		t.Fatal("the watcher logged: only the announcer may")
+	}
+	g.announceOnce()
 	if h.count(slog.LevelWarn, "re-detection failed") != 1 {
 		t.Fatal("no warning about the failed re-detection")
 	}
@@ -531,23 +589,23 @@ func TestRefreshKeepsLimitOnFailure(t *testing.T) {
 
 func TestConfiguredLimitNotReread(t *testing.T) {
 	clk := newFakeClock()
-	det := fixture("v2-nested")
-	det.fsys = nil // would panic if touched
-	g, err := newGovernor(Options{Limit: 5000}, det, clk.now)
-	if err != nil {
-		t.Fatal(err)
+	detect := func() (Limit, error) {
+		t.Error("a configured limit was re-detected")
+		return Limit{}, ErrNoLimit
 	}
-	defer g.Close()
+	g := mustNew(t, Options{Limit: 5000, detect: detect, now: clk.now, manual: true})
 	clk.advance(time.Hour)
 	g.Refresh()
+	step(g)
 	if l := g.Limit(); l.Bytes != 5000 || l.Source != SourceConfig || len(l.Findings) != 0 {
 		t.Fatalf("limit %v", l)
 	}
 }
 
-// TestIncludeHeap: with a live allocation as large as the limit, the heap
-// alone puts the governor at Hard; the queue's own bytes are not counted
-// twice.
+// TestIncludeHeap: with a live allocation as large as the limit, the
+// process's memory alone puts the governor at Hard; the queue's own bytes
+// are not counted twice. IncludeHeap (deprecated) means
+// MeasureProcessMemory.
 func TestIncludeHeap(t *testing.T) {
 	const size = 16 << 20
 	ballast := make([]byte, size)
@@ -556,58 +614,37 @@ func TestIncludeHeap(t *testing.T) {
 	}
 	g := mustNew(t, Options{Limit: size, IncludeHeap: true})
 	s := g.Stats()
-	if s.HeapBytes < size || s.Level != LevelHard || s.Used < size {
+	if s.Measure != MeasureProcessMemory || s.ProcessBytes < size || s.Level != LevelHard || s.Used < size {
 		t.Fatalf("stats %+v", s)
 	}
 	runtime.KeepAlive(ballast)
 
-	// Queue bytes after the sample add to the usage exactly once.
-	g2 := mustNew(t, Options{Limit: 1 << 40, IncludeHeap: true})
+	// Queue bytes after the sample add to the usage exactly once. Manual:
+	// no goroutine re-samples between the two reads.
+	g2 := mustNew(t, Options{Limit: 1 << 40, IncludeHeap: true, manual: true})
 	before := g2.Stats()
 	g2.Add(1000)
 	if after := g2.Stats(); after.Used != before.Used+1000 {
 		t.Fatalf("used %d -> %d after Add(1000)", before.Used, after.Used)
 	}
-	g2.Refresh() // the sample now includes the held bytes as part of the heap
-	if s := g2.Stats(); s.Used < s.BytesHeld || s.Used < s.HeapBytes {
+	g2.Refresh() // the sample now includes the held bytes as part of the process
+	if s := g2.Stats(); s.Used < s.BytesHeld || s.Used < s.ProcessBytes {
 		t.Fatalf("stats %+v", s)
 	}
 
 	g3 := mustNew(t, Options{Limit: 1 << 40})
-	if s := g3.Stats(); s.HeapBytes != 0 || s.Used != 0 {
-		t.Fatalf("without IncludeHeap: %+v", s)
+	if s := g3.Stats(); s.ProcessBytes != 0 || s.Used != 0 || s.Measure != MeasureQueueBytes {
+		t.Fatalf("explicit Limit, no Measure: %+v", s)
 	}
 }
 
-func TestRun(t *testing.T) {
+// TestWatcherRereadsLimit: the governor's own goroutine re-detects the
+// limit every RefreshInterval, with nobody calling Refresh.
+func TestWatcherRereadsLimit(t *testing.T) {
 	root, setMax := writeTree(t, "1073741824\n")
-	g, err := New(Options{Root: root, RefreshInterval: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- g.Run(ctx) }()
-
+	g := mustNew(t, Options{Root: root, RefreshInterval: time.Millisecond, SampleInterval: time.Millisecond})
 	setMax("536870912\n")
-	deadline := time.Now().Add(10 * time.Second)
-	for g.Limit().Bytes != 512*mib {
-		if time.Now().After(deadline) {
-			t.Fatalf("Run did not pick up the new limit: %v", g.Limit())
-		}
-		runtime.Gosched()
-		time.Sleep(time.Millisecond) // polling a condition with a deadline
-	}
-	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Fatalf("Run returned %v", err)
-	}
-
-	go func() { errc <- g.Run(context.Background()) }()
-	g.Close()
-	if err := <-errc; err != nil {
-		t.Fatalf("Run after Close returned %v", err)
-	}
+	eventually(t, "the new limit", func() bool { return g.Limit().Bytes == 512*mib })
 }
 
 func TestOptionsInvalid(t *testing.T) {
@@ -620,6 +657,10 @@ func TestOptionsInvalid(t *testing.T) {
 		{Limit: 1, Hysteresis: 0.8},
 		{Limit: 1, MinDelay: time.Second, MaxDelay: time.Millisecond},
 		{Limit: 1, RefreshInterval: -1},
+		{Limit: 1, SampleInterval: -1},
+		{Limit: 1, Measure: MeasureQueueBytes + 1},
+		{Limit: 1, Measure: -1},
+		{Limit: 1, Measure: MeasureQueueBytes, IncludeHeap: true},
 	} {
 		if _, err := New(o); !errors.Is(err, ErrInvalidOptions) {
 			t.Errorf("New(%+v) = %v, want ErrInvalidOptions", o, err)
@@ -630,7 +671,7 @@ func TestOptionsInvalid(t *testing.T) {
 func TestNewNoLimit(t *testing.T) {
 	det := fixture("missing")
 	det.sysinfo = func() (int64, error) { return 0, errors.New("none") }
-	_, err := newGovernor(Options{}, det, time.Now)
+	_, err := New(Options{detect: det.detect})
 	if !errors.Is(err, ErrNoLimit) {
 		t.Fatalf("got %v, want ErrNoLimit", err)
 	}
@@ -688,13 +729,9 @@ func BenchmarkDelaySoft(b *testing.B) {
 }
 
 func BenchmarkRefresh(b *testing.B) {
-	for _, heap := range []bool{false, true} {
-		name := "QueueOnly"
-		if heap {
-			name = "IncludeHeap"
-		}
-		b.Run(name, func(b *testing.B) {
-			g := mustNew(b, Options{Limit: 1 << 40, IncludeHeap: heap})
+	for _, m := range []Measure{MeasureQueueBytes, MeasureProcessMemory} {
+		b.Run(m.String(), func(b *testing.B) {
+			g := mustNew(b, Options{Limit: 1 << 40, Measure: m})
 			for b.Loop() {
 				g.Refresh()
 			}
@@ -706,6 +743,18 @@ func BenchmarkDetectLimitHost(b *testing.B) {
 	for b.Loop() {
 		if _, err := DetectLimit(""); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkProcessSample is the cost of one MeasureProcessMemory sample
+// (runtime/metrics.Read of two metrics), paid by the governor's goroutine
+// every SampleInterval and by Refresh.
+func BenchmarkProcessSample(b *testing.B) {
+	p := newProcessSampler()
+	for b.Loop() {
+		if p.read() < 0 {
+			b.Fatal("metrics missing")
 		}
 	}
 }
