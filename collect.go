@@ -492,7 +492,13 @@ func (q *Queue[T]) stop(ctx context.Context) error {
 		<-q.sendersDone
 	}
 	q.sendCancel()
-	q.gov.Close()
+	if err != nil {
+		// Closing the governor waits for an OnLevelChange in progress;
+		// out of time, Stop does not.
+		go q.gov.Close()
+	} else {
+		q.gov.Close()
+	}
 	if q.wal != nil {
 		if werr := q.wal.log.Close(); werr != nil && !errors.Is(werr, wal.ErrClosed) {
 			err = errors.Join(err, fmt.Errorf("vinequeue: closing the wal: %w", werr))

@@ -76,30 +76,87 @@ type MemoryConfig struct {
 	Soft, Hard float64
 	// Policy at the hard level.
 	Policy Policy
-	// IncludeHeap adds the Go heap (runtime/metrics) to the bytes held.
-	IncludeHeap bool
-	// OnLevelChange, when set, is called (from a queue goroutine, never the
-	// Enqueue fast path) each time the level changes.
+	// Measure is what is weighed against Limit. The default, MeasureAuto,
+	// protects the process: with Limit 0 the levels follow the whole Go
+	// runtime's memory against the detected (container or machine) limit,
+	// so an application whose own heap grows toward the limit makes the
+	// queue slow, refuse or spill its intake before the kernel kills the
+	// process; with an explicit Limit, the queue's own bytes (by SizeOf)
+	// are weighed against it, a budget for the queue alone.
+	Measure Measure
+	// OnLevelChange, when set, is called each time the level changes, in
+	// order, on the governor's own goroutine: never on an Enqueue, never
+	// while the queue holds a lock, so it may log, lock or block (a hook
+	// that blocks delays only later announcements; changes that pile up
+	// behind it are merged, still chaining from → to).
 	OnLevelChange func(from, to Level)
 }
 
-// WALMode selects what the write-ahead log is for.
+// Measure chooses what the memory governor weighs against its limit.
+type Measure int
+
+const (
+	// MeasureAuto is MeasureProcess when Memory.Limit is 0 and MeasureQueue
+	// when it is set.
+	MeasureAuto Measure = iota
+	// MeasureProcess weighs the Go runtime's memory (everything it has
+	// mapped minus the heap returned to the OS, sampled every 50 ms and
+	// moved by the queue's own bytes in between). Use it when the limit
+	// is shared with the application, as a container's is. Memory the Go
+	// runtime does not manage (cgo) is not seen; mapped WAL pages are page
+	// cache and are not counted.
+	MeasureProcess
+	// MeasureQueue weighs only the bytes the queue holds (by SizeOf). Use
+	// it with an explicit Limit that is the queue's own budget.
+	MeasureQueue
+)
+
+// String returns the measure's name.
+func (m Measure) String() string { return m.governor().String() }
+
+// governor converts m: the two enumerations are numbered alike
+// (TestLevelNumbering pins it).
+func (m Measure) governor() governor.Measure { return governor.Measure(m) }
+
+// WALMode selects what the write-ahead log guarantees. Every mode accepts
+// items while a backlog found at New replays beside them.
+//
+//	mode      a SIGKILL loses                     a full disk
+//	Overflow  what was in memory, not spilled     ErrWALFull to producers at Hard
+//	Periodic  at most SyncInterval of items       ErrWALFull on the next call
+//	Sync      nothing accepted                    ErrWALFull on the call
+//
+// In every mode a crash can duplicate only items of batches whose Send had
+// not returned (they replay at the next New).
 type WALMode int
 
 const (
-	// Overflow: only what the governor spills is written (durable); items in
-	// memory at a crash are lost.
-	Overflow WALMode = iota
-	// Periodic: memory contents are checkpointed every SyncInterval, bounding
-	// the loss at a crash to that interval.
+	// WALModeDefault is Periodic when WALConfig.Dir is set: a user who
+	// names a directory gets crash durability without asking twice.
+	WALModeDefault WALMode = iota
+	// Overflow writes only what the memory governor spills at its hard
+	// level (Policy Spill); spills are fsynced. Items in memory at a crash
+	// are lost. Use it as a disk-backed extension of memory when crashes
+	// may lose data but bursts must not be refused.
+	Overflow
+	// Periodic writes every batch the collector cuts (and what the rings
+	// and keyed shards hold) at least every SyncInterval, and fsyncs then:
+	// a crash loses at most the items accepted in the last SyncInterval
+	// (plus the time one checkpoint takes). Enqueue stays on the fast path.
 	Periodic
-	// Sync: Enqueue returns only once its item is durable (group commit).
+	// Sync makes each Enqueue, EnqueueBatch and EnqueueKey return only once
+	// its items are fsynced; concurrent calls share one record and one
+	// fdatasync (group commit). Nothing accepted is lost to a crash; each
+	// call costs a disk sync (hundreds of microseconds), so it needs many
+	// concurrent producers, or EnqueueBatch, for throughput.
 	Sync
 )
 
 // String returns the mode's name.
 func (m WALMode) String() string {
 	switch m {
+	case WALModeDefault:
+		return "default"
 	case Overflow:
 		return "overflow"
 	case Periodic:
@@ -115,19 +172,49 @@ func (m WALMode) String() string {
 type Compression int
 
 const (
-	Snappy        Compression = iota // snappy block format (the default)
+	Snappy        Compression = iota // snappy block format (the default): fast both ways
 	LZ4                              // lz4 block format: better ratio, slower to write
-	NoCompression                    // stored as encoded
+	NoCompression                    // stored as encoded: for items that do not compress
 )
 
-// WALConfig configures the disk tier. Dir "" means memory only.
+// String returns the compression's name.
+func (c Compression) String() string {
+	switch c {
+	case Snappy:
+		return "snappy"
+	case LZ4:
+		return "lz4"
+	case NoCompression:
+		return "none"
+	}
+	return fmt.Sprintf("Compression(%d)", int(c))
+}
+
+// WALConfig configures the disk tier. The zero value (no Dir) is memory
+// only.
 type WALConfig struct {
-	Dir          string
-	Mode         WALMode
-	Compression  Compression
-	SegmentSize  int64         // bytes per segment file; default 64 MiB
-	MaxBytes     int64         // 0 = no limit other than the disk
-	SyncInterval time.Duration // Periodic mode; default 1s
+	// Dir is the WAL directory (created 0700; files 0600), locked for as
+	// long as the Queue is open: a second Queue on it gets ErrLocked. ""
+	// means memory only, and then Mode must be left unset. Whatever the
+	// directory holds unacknowledged at New is replayed.
+	Dir string
+	// Mode is what the WAL guarantees (see WALMode); unset with a Dir it is
+	// Periodic. Overflow, Periodic or Sync without Dir is ErrInvalidConfig.
+	Mode WALMode
+	// Compression of records; Snappy by default. Changing it between runs
+	// is safe: each record names its codec.
+	Compression Compression
+	// SegmentSize is the size of each segment file, preallocated (default
+	// 64 MiB). The largest record is a little under a segment.
+	SegmentSize int64
+	// MaxBytes bounds the WAL's files (0: only the disk). When a write
+	// would cross it, Sync-mode calls get ErrWALFull, Periodic mode reports
+	// it on the next call, and Overflow mode stops spilling (producers get
+	// ErrWALFull at the hard level). At least SegmentSize when set.
+	MaxBytes int64
+	// SyncInterval is Periodic mode's checkpoint period (default 1s): the
+	// bound on what a crash loses. Shorter costs more fsyncs.
+	SyncInterval time.Duration
 }
 
 // RetryPolicy bounds the retries of a failed Send: MaxAttempts (default 5;
@@ -219,6 +306,14 @@ func (c *Config[T]) fill() error {
 	}
 	if err := c.Memory.fill(); err != nil {
 		return err
+	}
+	switch {
+	case c.WAL.Dir == "" && c.WAL.Mode != WALModeDefault:
+		return invalid("WAL.Dir", "required by Mode %v (without a Dir the queue is memory only)", c.WAL.Mode)
+	case c.WAL.Mode < WALModeDefault || c.WAL.Mode > Sync:
+		return invalid("WAL.Mode", "unknown %v", c.WAL.Mode)
+	case c.WAL.Dir != "" && c.WAL.Mode == WALModeDefault:
+		c.WAL.Mode = Periodic
 	}
 	switch {
 	case c.Memory.Policy == Spill && c.WAL.Dir == "":

@@ -163,10 +163,16 @@ func (q *Queue[T]) finish(b *pending[T], recycle bool) {
 	q.track.complete(seq)
 }
 
-// hold records n more bytes held by batches (n < 0: fewer).
+// hold records n more bytes held by batches (n < 0: fewer). Never called
+// pinned. Releasing bytes settles the governor at once, so that producers
+// waiting for memory to fall (Policy Block) wake now rather than at its
+// next sample.
 func (q *Queue[T]) hold(n int64) {
 	q.bytesHeld.Add(n)
 	q.gov.Add(n)
+	if n < 0 {
+		q.gov.Settle()
+	}
 }
 
 func (q *Queue[T]) getBatch() *pending[T] {

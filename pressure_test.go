@@ -210,7 +210,7 @@ func gomemlimitChild() {
 			return nil
 		},
 		BatchSize: 16, RingSize: 16,
-		Memory: MemoryConfig{IncludeHeap: true},
+		Memory: MemoryConfig{Measure: MeasureProcess},
 	})
 	if err != nil {
 		println("CHILD-ERROR", err.Error())
@@ -264,6 +264,14 @@ func TestLevelNumbering(t *testing.T) {
 	}{{governor.LevelNormal, LevelNormal}, {governor.LevelSoft, LevelSoft}, {governor.LevelHard, LevelHard}} {
 		if levelOf(c.g) != c.q || c.g.String() != c.q.String() {
 			t.Errorf("governor %v maps to %v, want %v", c.g, levelOf(c.g), c.q)
+		}
+	}
+	for _, c := range []struct {
+		g governor.Measure
+		q Measure
+	}{{governor.MeasureAuto, MeasureAuto}, {governor.MeasureProcessMemory, MeasureProcess}, {governor.MeasureQueueBytes, MeasureQueue}} {
+		if c.q.governor() != c.g {
+			t.Errorf("%v maps to governor %v, want %v", c.q, c.q.governor(), c.g)
 		}
 	}
 }

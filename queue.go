@@ -208,7 +208,7 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		Limit:         cfg.Memory.Limit,
 		Soft:          cfg.Memory.Soft,
 		Hard:          cfg.Memory.Hard,
-		IncludeHeap:   cfg.Memory.IncludeHeap,
+		Measure:       cfg.Memory.Measure.governor(),
 		Logger:        cfg.Logger,
 		OnLevelChange: levelHook(cfg.Memory.OnLevelChange),
 	})

@@ -66,8 +66,7 @@
 //     it. This is what the OpenTelemetry Collector's memory_limiter does.
 //   - MeasureQueueBytes, the default when Limit is set: only BytesHeld. An
 //     explicit Limit is the queue's own budget.
-//   - Either can be chosen against either kind of limit. The deprecated
-//     IncludeHeap is MeasureProcessMemory.
+//   - Either can be chosen against either kind of limit.
 //
 // The process figure is /memory/classes/total:bytes minus
 // /memory/classes/heap/released:bytes from runtime/metrics: all memory the

@@ -49,11 +49,6 @@ type Options struct {
 	// limit is the whole process's) and MeasureQueueBytes when Limit is set
 	// (an explicit Limit is the queue's own budget). See Measure.
 	Measure Measure
-	// IncludeHeap is the older spelling of Measure: MeasureProcessMemory.
-	// Set with MeasureQueueBytes it is ErrInvalidOptions.
-	//
-	// Deprecated: set Measure.
-	IncludeHeap bool
 	// Root is prefixed to every file read during detection; "" means "/".
 	Root string
 	// Logger receives the rate-limited pressure warnings and limit changes,
@@ -113,10 +108,6 @@ func (o *Options) normalize() error {
 	switch {
 	case o.Measure < MeasureAuto || o.Measure > MeasureQueueBytes:
 		return fmt.Errorf("%w: Measure: unknown %v", ErrInvalidOptions, o.Measure)
-	case o.IncludeHeap && o.Measure == MeasureQueueBytes:
-		return fmt.Errorf("%w: IncludeHeap: contradicts Measure %v", ErrInvalidOptions, o.Measure)
-	case o.IncludeHeap:
-		o.Measure = MeasureProcessMemory
 	case o.Measure == MeasureAuto && o.Limit == 0:
 		o.Measure = MeasureProcessMemory
 	case o.Measure == MeasureAuto:

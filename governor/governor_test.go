@@ -602,17 +602,16 @@ func TestConfiguredLimitNotReread(t *testing.T) {
 	}
 }
 
-// TestIncludeHeap: with a live allocation as large as the limit, the
-// process's memory alone puts the governor at Hard; the queue's own bytes
-// are not counted twice. IncludeHeap (deprecated) means
-// MeasureProcessMemory.
-func TestIncludeHeap(t *testing.T) {
+// TestMeasureProcessWithLimit: with a live allocation as large as an
+// explicit limit, the process's memory alone puts the governor at Hard; the
+// queue's own bytes are not counted twice.
+func TestMeasureProcessWithLimit(t *testing.T) {
 	const size = 16 << 20
 	ballast := make([]byte, size)
 	for i := range ballast {
 		ballast[i] = byte(i)
 	}
-	g := mustNew(t, Options{Limit: size, IncludeHeap: true})
+	g := mustNew(t, Options{Limit: size, Measure: MeasureProcessMemory})
 	s := g.Stats()
 	if s.Measure != MeasureProcessMemory || s.ProcessBytes < size || s.Level != LevelHard || s.Used < size {
 		t.Fatalf("stats %+v", s)
@@ -621,7 +620,7 @@ func TestIncludeHeap(t *testing.T) {
 
 	// Queue bytes after the sample add to the usage exactly once. Manual:
 	// no goroutine re-samples between the two reads.
-	g2 := mustNew(t, Options{Limit: 1 << 40, IncludeHeap: true, manual: true})
+	g2 := mustNew(t, Options{Limit: 1 << 40, Measure: MeasureProcessMemory, manual: true})
 	before := g2.Stats()
 	g2.Add(1000)
 	if after := g2.Stats(); after.Used != before.Used+1000 {
@@ -660,7 +659,6 @@ func TestOptionsInvalid(t *testing.T) {
 		{Limit: 1, SampleInterval: -1},
 		{Limit: 1, Measure: MeasureQueueBytes + 1},
 		{Limit: 1, Measure: -1},
-		{Limit: 1, Measure: MeasureQueueBytes, IncludeHeap: true},
 	} {
 		if _, err := New(o); !errors.Is(err, ErrInvalidOptions) {
 			t.Errorf("New(%+v) = %v, want ErrInvalidOptions", o, err)
