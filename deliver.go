@@ -61,10 +61,14 @@ func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
 		if err == nil {
 			q.delivered.Add(uint64(len(b.items)))
 			q.batches.Add(1)
+			if q.failingSince.Load() != 0 {
+				q.failingSince.Store(0)
+			}
 			q.ackDelivered(b)
 			q.finish(b, true)
 			return
 		}
+		q.sinkFailing()
 		if !b.durable() || batch.IsPermanent(err) {
 			q.drop(b, fmt.Errorf("vinequeue: send failed: %w", err), true)
 			return
@@ -98,7 +102,16 @@ func (q *Queue[T]) abandonInFlight(reason error) {
 	}
 }
 
-func (q *Queue[T]) countRetry(int, error) { q.retries.Add(1) }
+func (q *Queue[T]) countRetry(int, error) {
+	q.retries.Add(1)
+	q.sinkFailing()
+}
+
+// sinkFailing records that a Send failed: Health reports the sink failing
+// since the first failure after the last success.
+func (q *Queue[T]) sinkFailing() {
+	q.failingSince.CompareAndSwap(0, time.Now().UnixNano())
+}
 
 // durable reports whether b's items are in the WAL.
 func (b *pending[T]) durable() bool { return b.rec != nil || len(b.recs) > 0 }
@@ -199,44 +212,6 @@ func (q *Queue[T]) putBatch(b *pending[T]) {
 	case q.free <- b:
 	default:
 	}
-}
-
-// Stats returns a snapshot of the counters and gauges. The counters are read
-// one by one, so under load they are not a consistent cut.
-func (q *Queue[T]) Stats() Stats {
-	enq := q.drained.Load() + q.keyedIn.Load() + q.syncAccepted.Load()
-	for _, s := range q.procs.Load().procs {
-		enq += uint64(s.cur.Load().Len())
-	}
-	s := Stats{
-		Enqueued:  enq,
-		Delivered: q.delivered.Load(),
-		Rejected:  q.rejected.Load(),
-		Dropped:   q.dropped.Load(),
-		Retries:   q.retries.Load(),
-		Batches:   q.batches.Load(),
-		BatchSize: uint64(q.batchSize.Load()),
-		Delayed:   q.delayed.Load(),
-		Replayed:  q.replayed.Load(),
-		Spilled:   q.spilled.Load(),
-		Blocked:   q.blocked.Load(),
-		Level:     levelOf(q.gov.Level()),
-	}
-	if q.wal != nil {
-		ws := q.wal.log.Stats()
-		s.WALBytes = uint64(max(ws.Bytes, 0))
-		s.Corrupt = ws.Corrupt + q.corrupt.Load()
-		s.Rejected += q.walRejected.Load()
-	}
-	// Replayed items were accepted by an earlier process: they count in
-	// Delivered or Dropped when done, so add them to the accepted side.
-	if done := s.Delivered + s.Dropped; enq+s.Replayed > done {
-		s.Buffered = enq + s.Replayed - done
-	}
-	if b := q.bytesHeld.Load(); b > 0 {
-		s.BytesHeld = uint64(b)
-	}
-	return s
 }
 
 // bytesOf is the accounted size of items.

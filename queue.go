@@ -115,6 +115,9 @@ type Queue[T any] struct {
 	// the current rings hold.
 	drained   atomic.Uint64
 	bytesHeld atomic.Int64
+	// failingSince is when Send first failed after its last success (unix
+	// ns; 0 while it succeeds), for Health.
+	failingSince atomic.Int64
 	batchSize atomic.Int64
 }
 
