@@ -118,7 +118,7 @@ type Queue[T any] struct {
 	// failingSince is when Send first failed after its last success (unix
 	// ns; 0 while it succeeds), for Health.
 	failingSince atomic.Int64
-	batchSize atomic.Int64
+	batchSize    atomic.Int64
 }
 
 // procTable has one slot per P id.
