@@ -59,6 +59,17 @@ type Options struct {
 	noSpare bool
 	// syncFile replaces fdatasync of segments in tests (to simulate EIO).
 	syncFile func(f *os.File) error
+	// fault, in tests, returns an error to inject at the named step of
+	// Open (see Log.recover), e.g. ENOSPC.
+	fault func(step string) error
+}
+
+// inject returns the error a test injects at step, if any.
+func (o Options) inject(step string) error {
+	if o.fault == nil {
+		return nil
+	}
+	return o.fault(step)
 }
 
 func (o Options) withDefaults() (Options, error) {
