@@ -5,55 +5,123 @@ import "sort"
 // span is an inclusive range of record ids.
 type span struct{ lo, hi uint64 }
 
-// ackTracker computes the low-water mark from acknowledgements that may
-// arrive out of order (several Send workers finish in any order). mark is
-// the highest id such that every id <= mark is acknowledged; spans holds the
-// acknowledged ranges above mark+1, sorted, disjoint and never adjacent, so
-// with W concurrent workers it stays about W entries long.
-type ackTracker struct {
-	mark  uint64
+// spanSet is a set of record ids kept as sorted, disjoint, non-adjacent
+// spans. Acknowledgements arrive roughly in id order (several Send workers
+// finishing in any order), so the set stays a handful of spans long and an
+// add is usually an extension of the last span.
+type spanSet struct {
 	spans []span
 }
 
-// ack records ids lo..hi (inclusive) as acknowledged and reports whether
-// the mark moved.
-func (a *ackTracker) ack(lo, hi uint64) bool {
-	if hi < lo || hi <= a.mark {
+// add puts ids lo..hi (inclusive) in the set and reports whether any of
+// them was new.
+func (s *spanSet) add(lo, hi uint64) bool {
+	if hi < lo {
 		return false
 	}
-	if lo <= a.mark {
-		lo = a.mark + 1
+	n := len(s.spans)
+	if n == 0 || lo > s.spans[n-1].hi+1 {
+		s.spans = append(s.spans, span{lo, hi})
+		return true
+	}
+	if last := &s.spans[n-1]; lo >= last.lo {
+		if hi <= last.hi {
+			return false
+		}
+		last.hi = hi // lo <= last.hi+1: extends the last span
+		return true
 	}
 	// First span that could touch [lo, hi]: its hi+1 >= lo.
-	i := sort.Search(len(a.spans), func(i int) bool { return a.spans[i].hi+1 >= lo })
-	j := i
-	for j < len(a.spans) && a.spans[j].lo <= hi+1 {
-		lo = min(lo, a.spans[j].lo)
-		hi = max(hi, a.spans[j].hi)
-		j++
-	}
-	switch {
-	case j == i: // no overlap: insert
-		a.spans = append(a.spans, span{})
-		copy(a.spans[i+1:], a.spans[i:])
-		a.spans[i] = span{lo, hi}
-	default: // merge spans i..j-1 into one
-		a.spans[i] = span{lo, hi}
-		a.spans = append(a.spans[:i+1], a.spans[j:]...)
-	}
-	if a.spans[0].lo != a.mark+1 {
+	i := sort.Search(n, func(i int) bool { return s.spans[i].hi+1 >= lo })
+	if i < n && s.spans[i].lo <= lo && hi <= s.spans[i].hi {
 		return false
 	}
-	a.mark = a.spans[0].hi
-	a.spans = append(a.spans[:0], a.spans[1:]...)
+	j := i
+	for j < n && s.spans[j].lo <= hi+1 {
+		lo = min(lo, s.spans[j].lo)
+		hi = max(hi, s.spans[j].hi)
+		j++
+	}
+	if j == i { // no overlap: insert
+		s.spans = append(s.spans, span{})
+		copy(s.spans[i+1:], s.spans[i:])
+		s.spans[i] = span{lo, hi}
+		return true
+	}
+	s.spans[i] = span{lo, hi} // merge spans i..j-1 into one
+	s.spans = append(s.spans[:i+1], s.spans[j:]...)
 	return true
 }
 
-// acked reports whether id is acknowledged.
-func (a *ackTracker) acked(id uint64) bool {
-	if id <= a.mark {
-		return true
+// addAll adds every span of o.
+func (s *spanSet) addAll(o []span) {
+	for _, sp := range o {
+		s.add(sp.lo, sp.hi)
 	}
-	i := sort.Search(len(a.spans), func(i int) bool { return a.spans[i].hi >= id })
-	return i < len(a.spans) && a.spans[i].lo <= id
 }
+
+// contains reports whether id is in the set.
+func (s *spanSet) contains(id uint64) bool {
+	i := sort.Search(len(s.spans), func(i int) bool { return s.spans[i].hi >= id })
+	return i < len(s.spans) && s.spans[i].lo <= id
+}
+
+// count returns how many ids of [lo, hi] are in the set.
+func (s *spanSet) count(lo, hi uint64) uint64 {
+	if hi < lo {
+		return 0
+	}
+	var n uint64
+	i := sort.Search(len(s.spans), func(i int) bool { return s.spans[i].hi >= lo })
+	for ; i < len(s.spans) && s.spans[i].lo <= hi; i++ {
+		n += min(hi, s.spans[i].hi) - max(lo, s.spans[i].lo) + 1
+	}
+	return n
+}
+
+// missing returns the ids of [lo, hi] that are not in the set, as spans.
+func (s *spanSet) missing(lo, hi uint64) []span {
+	var out []span
+	if hi < lo {
+		return nil
+	}
+	next := lo
+	i := sort.Search(len(s.spans), func(i int) bool { return s.spans[i].hi >= lo })
+	for ; i < len(s.spans) && s.spans[i].lo <= hi; i++ {
+		if s.spans[i].lo > next {
+			out = append(out, span{next, s.spans[i].lo - 1})
+		}
+		if s.spans[i].hi >= hi {
+			return out
+		}
+		next = s.spans[i].hi + 1
+	}
+	return append(out, span{next, hi})
+}
+
+// mark returns the highest id such that every id from 1 to it is in the
+// set (0 if 1 is not).
+func (s *spanSet) mark() uint64 {
+	if len(s.spans) == 0 || s.spans[0].lo != 1 {
+		return 0
+	}
+	return s.spans[0].hi
+}
+
+// max returns the highest id in the set (0 if empty).
+func (s *spanSet) max() uint64 {
+	if len(s.spans) == 0 {
+		return 0
+	}
+	return s.spans[len(s.spans)-1].hi
+}
+
+// take returns the spans and empties the set.
+func (s *spanSet) take() []span {
+	out := s.spans
+	s.spans = nil
+	return out
+}
+
+// clone returns a copy of the spans.
+func (s *spanSet) clone() []span { return append([]span(nil), s.spans...) }

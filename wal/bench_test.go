@@ -297,3 +297,68 @@ func BenchmarkCompression(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAck measures what acknowledging a batch costs: the records (100
+// framed items each) are written first, untimed; then each is acknowledged
+// item by item in batches of 10 (AckItems) or whole (Ack), and the ack log
+// is written (Checkpoint) at the end, all timed. The ack log's fdatasync
+// per AckInterval is amortized over the acks it covers. Write is timed in
+// the same run, for a ratio.
+func BenchmarkAck(b *testing.B) {
+	var batch []byte
+	for i := 0; i < 100; i++ {
+		batch = AppendFrame(batch, payloadFor(i))
+	}
+	setup := func(b *testing.B) (*Log, []uint64) {
+		l := openT(b, b.TempDir(), Options{NoSync: true})
+		ids := make([]uint64, b.N)
+		for i := range ids {
+			id, err := l.Write(batch)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ids[i] = id
+		}
+		return l, ids
+	}
+	b.Run("Write", func(b *testing.B) {
+		l := openT(b, b.TempDir(), Options{NoSync: true})
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := l.Write(batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		l.Close()
+	})
+	// ackAll times ack over every record, and the ack log write after.
+	ackAll := func(b *testing.B, ack func(l *Log, id uint64) error) {
+		l, ids := setup(b)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for _, id := range ids {
+			if err := ack(l, id); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := l.Checkpoint(); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		l.Close()
+	}
+	b.Run("Ack", func(b *testing.B) {
+		ackAll(b, func(l *Log, id uint64) error { return l.Ack(id) })
+	})
+	b.Run("AckItems10x10", func(b *testing.B) {
+		ackAll(b, func(l *Log, id uint64) error {
+			for range 10 {
+				if err := l.AckItems(id, 10); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+}

@@ -1,7 +1,7 @@
 // Package wal is VineQueue's disk tier: a segmented, memory-mapped
-// write-ahead log of records, each a batch of items, with group commit,
-// an acknowledged low-water mark and crash recovery that keeps every intact
-// record and counts what it cannot keep.
+// write-ahead log of records, each a batch of items, with one group commit,
+// acknowledgement per record (and per item) and crash recovery that keeps
+// every intact record and counts exactly what it cannot keep.
 //
 // # What it owns
 //
@@ -9,15 +9,17 @@
 // long as a Log is open (a second Open, from any process, gets ErrLocked):
 //
 //	LOCK                         the flock target
-//	ACK                          the acknowledged low-water mark, two CRC'd slots
+//	ACK                          the acknowledgement log (below)
 //	00000000000000000001.wal     segments, named by their first record id
 //	<segment>.corrupt            damaged segments moved aside by recovery
+//	ACK.corrupt, LOCK.corrupt    damaged or misplaced files moved aside
 //	spare.tmp                    the next segment, allocated and zero-filled
 //	                             ahead of time so a roll is only a rename
 //
 // The package does not import the queue: the root package encodes items
-// with its Codec, frames them (AppendFrame/ForEachItem, or lets AppendItem
-// do it), and maps this package's sentinel errors onto its own.
+// with its Codec, frames them (AppendFrame/ForEachItem, or lets AppendItems
+// do it), and maps this package's sentinel errors onto its own. A record's
+// item count is its number of frames.
 //
 // # Format
 //
@@ -43,56 +45,88 @@
 //     therefore leaves a zero id, which reads as the end of the log, never as
 //     damage. (If the id alone is lost but the checksum proves the record
 //     complete with the id it must have, the record is kept.)
-//   - Durable means fdatasync'd: Append and AppendItem return after an
+//   - Durable means fdatasync'd: Append and AppendItems return after an
 //     fdatasync covering their record (unless Options.NoSync). Because the
 //     mapping's dirty pages are the file's page cache, fdatasync on the fd is
 //     msync(MS_SYNC) for the whole mapping, and it stays valid after the
 //     segment is unmapped. New and removed files are followed by an fsync of
 //     the directory. A failed fdatasync breaks the Log for good (the kernel
 //     may already have dropped the pages): every later append returns it.
-//   - The ack mark is the highest id with every id at or below it
-//     acknowledged, whatever order Acks arrive in. It is written crash-safely
-//     (alternating CRC'd slots + fdatasync) before any segment it covers is
-//     deleted, so a crash can only make the next Open replay records again
-//     (at-least-once), never skip one.
+//   - A record is acknowledged when all its items are done (AckItems) or
+//     whole (Ack). Only unacknowledged records are replayed; a segment whose
+//     records are all acknowledged is deleted whatever older records wait.
+//     An acknowledgement is durable in the ack log before the segment it
+//     frees is deleted, and before recovery rewrites anything.
 //   - A length field is checked against the limit and the bytes present
 //     before anything is read or allocated; decompression is bounded the
 //     same way. Readers never panic on bad input; a segment truncated under
 //     a live mapping (SIGBUS) becomes ErrCorrupt instead of a crash.
 //
+// # Acknowledgement log
+//
+// ACK is a 32-byte header (magic "VACL", version, generation, CRC32C)
+// followed by 24-byte entries, each with its own CRC32C: "ids lo..hi are
+// acknowledged", or "every id <= hi was durably written" (the written
+// mark). See acklog.go for the byte layout. Acks are coalesced in memory
+// into ranges (consecutive ids make one entry) and appended by one write
+// and one fdatasync at most every Options.AckInterval, each flush ending
+// with a written mark; when the file has grown to several times the state
+// it holds it is rewritten whole (temporary file, fdatasync, rename,
+// directory fsync). Open rewrites it too. The two-slot file of earlier
+// versions (a low-water mark) is read and converted.
+//
+// Torn writes. Every entry is true when written, and a reader keeps every
+// entry that verifies, so a torn or damaged entry can only make an
+// acknowledgement be forgotten — the record is replayed again, never
+// skipped. A torn append leaves bad bytes only after the last good entry
+// (harmless: nothing relied on that write yet); a bad entry followed by
+// good ones is damage. Segments are deleted one flush late — only on the
+// strength of entries that have another flush after them in the file — so
+// damage confined to the file's last entries never concerns a deleted
+// segment. A failed append is followed by a rewrite, never by an append
+// after a partial entry.
+//
 // # Recovery
 //
 // Open scans every segment and verifies every checksum. Damage — a record
 // with a bad checksum or impossible length, an id out of sequence, a valid
-// record after a zero id, a file cut short, a damaged header — ends the
-// segment's intact prefix. Recovery keeps the prefix, counts the ids lost
-// after it in Stats.Corrupt (exactly, from the next segment's first id, or
-// at least the damaged record when it is the last segment), copies the
-// damaged file aside as <segment>.corrupt, logs what it did, and rewrites
-// the segment as its intact prefix plus a "gap" record standing for the
-// lost ids, so that the next Open finds nothing new to count. Missing
-// segment files are bridged the same way. Open never fails because of
-// damage. Replay then hands every intact record above the ack mark to its
-// callback, in id order.
+// record after a zero id, a file cut short (its header records the size it
+// was created with), a damaged header — ends the segment's intact prefix.
+// Then every id up to the highest one known to have been issued (the
+// written mark, the ids acknowledged, the ids found on disk and the ids
+// segment names imply) is either in an intact record kept, acknowledged,
+// or lost: Stats.Corrupt counts the lost ones exactly, whether a record
+// was damaged, a segment cut (at a record boundary too), emptied,
+// zero-filled or deleted, the first, a middle or the last one. Records
+// lost that were acknowledged are no loss. The losses are then written to
+// the ack log as acknowledged (counted once: the next Open finds nothing
+// new), and only then is a damaged segment copied aside as
+// <segment>.corrupt and rewritten as its intact prefix. If the ack log
+// itself is missing, unreadable or damaged mid-file, ids missing from disk
+// may have been acknowledged or lost: Open logs them as unknown, does not
+// count them, and replays everything on disk. Records kept beyond the old
+// written mark are fdatasync'd before the mark moves over them. Open never
+// fails because of damage: what cannot be a log file (a directory named
+// LOCK, ACK or like a segment) is moved aside too; ENOSPC in Open is
+// ErrFull. Inspect (vinewal verify) computes the same plan without
+// changing anything.
 //
 // # Concurrency
 //
-// All methods of Log are safe for concurrent use. Append, Write and
-// AppendItem may be called from any number of goroutines: Append and Write
-// compress on the caller's goroutine and copy into the mapping under one
-// mutex; durability is a leader/follower group commit in which the first
-// waiter runs fdatasync for everything written so far and the others wait
-// for it. AppendItem goes further: a committer goroutine turns every item
-// that arrived while it was busy into one record and one fdatasync, so a
-// thousand concurrent callers cost about one record and one sync per
-// round; AppendItems puts several items in one record for one wait, and
-// AckItems acknowledges such a shared record once its last item is
-// delivered. Ack is cheap (a mutex and an interval list); a background
-// goroutine writes the mark at most every Options.AckInterval and deletes
-// covered segments. Replay reads only the segments recovered by Open and
+// All methods of Log are safe for concurrent use. There is one group
+// commit (commit.go): a committer goroutine turns the items AppendItems
+// callers add while it is busy into records — a group closes before an
+// append would push it past Options.GroupBytes, so an append that cannot
+// fit MaxRecord alone gets ErrTooLarge alone — and runs one fdatasync per
+// round for those records and for every Append/Sync waiting on records
+// already written. Write compresses on the caller's goroutine and copies
+// into the mapping under one mutex. Ack and AckItems are cheap (a mutex, a
+// per-segment array of item counts and a range set); a background
+// goroutine writes the ack log at most every Options.AckInterval and
+// deletes segments. Replay reads only the segments recovered by Open and
 // may run while new records are appended; ReadRange reads any ids already
-// written (a sparse index of every 64th record finds the start) through its
-// own read-only mapping, also while appends go on. Close waits for everything in
-// flight, syncs, writes the mark and releases the lock; the Log leaves no
-// goroutine behind.
+// written (a sparse index of every 64th record finds the start) through
+// its own read-only mapping, also while appends go on. Close lets the
+// committer finish, syncs, writes the ack log and releases the lock; the
+// Log leaves no goroutine behind.
 package wal

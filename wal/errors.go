@@ -5,9 +5,9 @@ import "errors"
 // Sentinel errors. Match them with errors.Is: the log wraps them with context
 // (ErrFull wraps the cause, e.g. unix.ENOSPC, so errors.Is works for both).
 var (
-	// ErrLocked is returned by Open when another process (or another Log in
-	// this process) holds the directory's lock.
-	ErrLocked = errors.New("wal: directory locked by another process")
+	// ErrLocked is returned by Open when another Log, in this process or
+	// another, has the directory open.
+	ErrLocked = errors.New("wal: directory in use")
 	// ErrFull is returned when a new segment cannot be allocated: the disk is
 	// full or Options.MaxBytes is reached. The log stays usable: appends
 	// succeed again once acknowledged segments have been deleted.

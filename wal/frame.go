@@ -7,7 +7,8 @@ import (
 
 // AppendFrame appends item to dst framed as uvarint(len(item)) followed by
 // the item's bytes. A record payload made of frames holds a batch of items;
-// ForEachItem splits it again. Log.AppendItem builds its records this way.
+// ForEachItem splits it again. Log.AppendItems builds its records this way,
+// and a record's item count (for AckItems) is its number of frames.
 func AppendFrame(dst, item []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(item)))
 	return append(dst, item...)
@@ -42,4 +43,18 @@ func ForEachItem(payload []byte, fn func(item []byte) error) error {
 		off += int(n)
 	}
 	return nil
+}
+
+// countFrames returns the number of frames in payload, or 1 if payload is
+// not a sequence of frames (or holds none): a record's item count.
+func countFrames(payload []byte) int {
+	n := 0
+	for off := 0; off < len(payload); n++ {
+		size, k := binary.Uvarint(payload[off:])
+		if k <= 0 || size > uint64(len(payload)-off-k) {
+			return 1
+		}
+		off += k + int(size)
+	}
+	return max(n, 1)
 }

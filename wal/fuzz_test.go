@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 )
@@ -133,6 +134,64 @@ func FuzzOpen(f *testing.F) {
 }
 
 // TestWriteFuzzCorpus regenerates the seed corpus from real segments.
+// FuzzAckLog feeds arbitrary bytes to the ack log parser: it never
+// panics, what it accepts is a well-formed set (sorted, disjoint spans),
+// and writing that state back and parsing it again gives the same state.
+func FuzzAckLog(f *testing.F) {
+	for _, seed := range ackLogSeeds() {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		st, err := parseAckLog(data)
+		if err != nil {
+			return
+		}
+		for i, sp := range st.acked.spans {
+			if sp.lo == 0 || sp.lo > sp.hi || (i > 0 && st.acked.spans[i-1].hi+1 >= sp.lo) {
+				t.Fatalf("malformed set: %v", st.acked.spans)
+			}
+		}
+		dir := t.TempDir()
+		a, err := rewriteAckLog(dir, st.gen+1, st.acked.spans, st.written)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.close()
+		b, err := os.ReadFile(filepath.Join(dir, ackFileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := parseAckLog(b)
+		if err != nil || again.written != st.written || !slices.Equal(again.acked.spans, st.acked.spans) || again.damaged() || again.badTail != 0 {
+			t.Fatalf("round trip: %v %+v, want %+v", err, again, st)
+		}
+	})
+}
+
+// ackLogSeeds are FuzzAckLog's seeds: a log, torn and flipped versions of
+// it, and a legacy two-slot file.
+func ackLogSeeds() map[string][]byte {
+	b := make([]byte, ackHeaderSize)
+	putAckHeader(b, 3)
+	b = appendAckEntry(b, ackKindAcked, 1, 100)
+	b = appendAckEntry(b, ackKindAcked, 140, 150)
+	b = appendAckEntry(b, ackKindWritten, 0, 160)
+	b = appendAckEntry(b, ackKindAcked, 101, 120)
+	b = appendAckEntry(b, ackKindWritten, 0, 170)
+	flipped := bytes.Clone(b)
+	flipped[ackHeaderSize+ackEntrySize+9] ^= 4
+	legacy := make([]byte, 2*legacyAckSlotSize)
+	putLegacySlot(legacy, 9, 77)
+	return map[string][]byte{
+		"log":         b,
+		"torn":        b[:len(b)-7],
+		"flipped-mid": flipped,
+		"header-only": b[:ackHeaderSize],
+		"legacy":      legacy,
+		"empty":       {},
+	}
+}
+
 func TestWriteFuzzCorpus(t *testing.T) {
 	if os.Getenv("VINEWAL_WRITE_CORPUS") == "" {
 		t.Skip("set VINEWAL_WRITE_CORPUS=1 to regenerate testdata/fuzz")
@@ -188,6 +247,9 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	}
 	write("FuzzRecord", "truncated-record", a[fx.recs[0].start:fx.recs[0].crcEnd-3], fx.recs[0].id, uint8(1))
 	write("FuzzRecord", "json-payload", bytes.Repeat(payloadFor(3), 4), uint64(0), uint8(2))
+	for name, data := range ackLogSeeds() {
+		write("FuzzAckLog", name, data)
+	}
 }
 
 // repairedFixture returns segment A as recovery rewrites it after a flip in

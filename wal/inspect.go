@@ -13,23 +13,38 @@ import (
 // and change nothing, so they can look at a directory a live Log is
 // writing (its newest records may then be in flight).
 
-// Report describes a WAL directory.
+// Report describes a WAL directory: what Open would keep, replay and count
+// as lost, computed by the same plan Open follows.
 type Report struct {
-	Dir         string
-	AckMark     uint64 // every id <= AckMark was acknowledged
-	AckValid    bool   // false: the ACK file is missing or unreadable
-	Segments    []SegmentReport
+	Dir        string
+	AckMark    uint64 // every id <= AckMark was acknowledged
+	AckedIDs   uint64 // ids the ack log records as acknowledged
+	Written    uint64 // the ack log's written mark: every id <= Written was durably written
+	AckValid   bool   // the ack log is present, readable and undamaged
+	AckProblem string // what is wrong with it, if anything
+	AckTorn    bool   // its last write was cut short (a crash): harmless, the next Open rewrites it
+	LastID     uint64 // highest id known to have been issued
+	Pending    uint64 // records on disk not acknowledged: what Open would replay
+	Segments   []SegmentReport
+	// Losses are the unacknowledged records that are gone (what Open
+	// would count in Stats.Corrupt), LostRecords their total.
+	Losses      []Loss
+	LostRecords uint64
+	// Unknown are ids missing from disk that a damaged ack log cannot
+	// tell acknowledged from lost.
+	Unknown     []Loss
 	Quarantined []string // *.corrupt files moved aside by earlier recoveries
 }
 
-// Damaged reports whether any segment is damaged.
+// Damaged reports whether anything is damaged or lost: a damaged segment,
+// a lost record, an unusable ack log or ids whose fate is unknown.
 func (r Report) Damaged() bool {
 	for _, s := range r.Segments {
 		if s.Damage != nil {
 			return true
 		}
 	}
-	return false
+	return r.LostRecords > 0 || len(r.Unknown) > 0 || r.AckProblem != ""
 }
 
 // SegmentReport describes one segment file.
@@ -38,18 +53,22 @@ type SegmentReport struct {
 	FirstID     uint64 // from the header (the file name's if the header is damaged)
 	LastID      uint64 // last id of the intact records; FirstID-1 if none
 	Records     int    // intact data records
-	GapRecords  int    // records standing for ids lost in an earlier repair
+	Pending     int    // of those, not acknowledged
+	GapRecords  int    // records standing for ids lost in a repair by an earlier version
 	FileSize    int64
 	Used        int64  // bytes up to the end of the intact records
 	Compression string // the codec the header names
 	Repaired    bool   // rewritten by a recovery
+	Empty       bool   // empty or all zeros
 	Damage      *Damage
-	// LostRecords counts what recovery would count in Stats.Corrupt for
-	// this segment (ignoring the ack mark).
+	// LostRecords counts the unacknowledged records lost from this file
+	// (see Report.Losses).
 	LostRecords uint64
 }
 
-// Inspect scans every segment of dir, verifying every checksum.
+// Inspect scans every segment of dir, verifying every checksum, reads the
+// ack log and works out what Open would keep and count as lost. It takes no
+// lock and changes nothing.
 func Inspect(dir string) (Report, error) {
 	r := Report{Dir: dir}
 	st, err := os.Stat(dir)
@@ -59,14 +78,18 @@ func Inspect(dir string) (Report, error) {
 	if !st.IsDir() {
 		return r, fmt.Errorf("%s is not a directory", dir)
 	}
-	mark, valid, err := readAckMark(dir)
-	if err != nil {
-		return r, err
-	}
-	r.AckMark, r.AckValid = mark, valid
 	files, err := listSegments(dir)
 	if err != nil {
 		return r, err
+	}
+	av, err := readAckView(dir, len(files) > 0, false, nil)
+	if err != nil {
+		return r, err
+	}
+	r.AckValid, r.AckProblem, r.AckTorn = av.exact && !av.absent, av.problem, av.state.badTail > 0 || av.state.tornBytes > 0
+	r.AckMark, r.Written = av.state.acked.mark(), av.state.written
+	for _, sp := range av.state.acked.spans {
+		r.AckedIDs += sp.hi - sp.lo + 1
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -77,45 +100,62 @@ func Inspect(dir string) (Report, error) {
 			r.Quarantined = append(r.Quarantined, e.Name())
 		}
 	}
+	psegs := make([]planSegment, len(files))
 	for i, sf := range files {
-		data, unmap, err := mapFile(filepath.Join(dir, sf.name))
-		if err != nil {
-			return r, err
+		ss := scanFile(dir, sf, 64<<20)
+		if ss.unmap != nil {
+			ss.unmap()
 		}
-		sr := SegmentReport{Name: sf.name, FileSize: int64(len(data))}
-		var scan segmentScan
-		err = withFaultsAsErrors(func() error {
-			var err error
-			scan, err = scanSegment(data, sf.firstID, 64<<20, func(_ int64, h recordHeader, _ []byte) error {
-				if h.kind == kindGap {
-					sr.GapRecords++
-				}
-				return nil
-			})
-			return err
-		})
-		unmap()
-		if err != nil {
-			return r, fmt.Errorf("%s: %w", sf.name, err)
+		if ss.err != nil {
+			return r, ss.err
 		}
-		sr.FirstID, sr.LastID, sr.Records, sr.Used, sr.Damage = scan.firstID, scan.lastID, scan.dataRecs, scan.end, scan.damage
-		if scan.headerOK {
-			sr.Compression = codecName(scan.header.codec)
-			sr.Repaired = scan.header.flags&segmentRepaired != 0
-		}
-		if scan.damage != nil {
-			switch {
-			case i+1 < len(files) && files[i+1].firstID > scan.lastID:
-				sr.LostRecords = files[i+1].firstID - 1 - scan.lastID
-			case scan.afterMax > scan.lastID:
-				sr.LostRecords = scan.afterMax - scan.lastID
-			case scan.damage.Offset < int64(len(data)):
-				sr.LostRecords = 1
+		psegs[i] = planSegment{name: sf.name, nameID: sf.firstID, zero: ss.zero, scan: ss.scan, gaps: ss.gaps}
+		sr := SegmentReport{Name: sf.name, FileSize: int64(len(ss.data)), Empty: ss.zero, FirstID: sf.firstID, LastID: sf.firstID - 1}
+		if !ss.zero {
+			scan := ss.scan
+			sr.FirstID, sr.LastID, sr.Records, sr.Used, sr.Damage = scan.firstID, scan.lastID, scan.dataRecs, scan.end, scan.damage
+			sr.GapRecords = scan.records - scan.dataRecs
+			if scan.headerOK {
+				sr.Compression = codecName(scan.header.codec)
+				sr.Repaired = scan.header.flags&segmentRepaired != 0
 			}
 		}
 		r.Segments = append(r.Segments, sr)
 	}
+	p := planRecovery(av, psegs)
+	r.LastID, r.Losses, r.LostRecords = p.hi, p.losses, p.lost
+	for _, u := range p.unknown {
+		r.Unknown = append(r.Unknown, Loss{From: u.lo, To: u.hi, Reason: "missing from disk; the damaged ack log cannot tell whether they were acknowledged"})
+	}
+	for i := range r.Segments {
+		sr, v := &r.Segments[i], p.verdicts[i]
+		if sr.Damage == nil && v.damage != nil {
+			sr.Damage = v.damage // overlap with the previous segment
+		}
+		if v.keep {
+			for id := sr.FirstID; id <= v.keepLast; id++ {
+				if !av.state.acked.contains(id) && !containsSpan(psegs[i].gaps, id) {
+					sr.Pending++
+				}
+			}
+			r.Pending += uint64(sr.Pending)
+		}
+		for _, loss := range p.losses {
+			if loss.Segment == sr.Name {
+				sr.LostRecords += loss.Records()
+			}
+		}
+	}
 	return r, nil
+}
+
+func containsSpan(spans []span, id uint64) bool {
+	for _, sp := range spans {
+		if sp.lo <= id && id <= sp.hi {
+			return true
+		}
+	}
+	return false
 }
 
 // Record is one record as ReadSegment returns it.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,8 @@ type Log struct {
 	zpool sync.Pool
 
 	// mu guards the segment list and the writes into the active mapping.
+	// Lock order: mu before amu (writeRecord notes each record's item count
+	// under amu while it holds mu); never amu before mu.
 	mu       sync.Mutex
 	closed   bool
 	isClosed atomic.Bool // closed, readable without mu
@@ -33,31 +36,33 @@ type Log struct {
 	spare    *os.File    // the next segment, ready (see prepLoop); counted in bytes
 	prepKick chan struct{}
 	nextID   uint64
-	bytes    int64 // sum of live segment file sizes
+	bytes    int64 // sum of live segment file sizes (for MaxBytes)
 
-	// smu guards the sync group commit: one goroutine at a time runs
-	// fdatasync on behalf of everyone who wrote before it started.
-	smu     sync.Mutex
-	scond   *sync.Cond
-	syncing bool
-	synced  uint64 // every id <= synced is durable
-	syncErr error
+	// The one group commit; synced is its progress: every id <= synced is
+	// durable. Only the committer (and Close, after it exited) syncs.
+	commit committer
+	synced atomic.Uint64
 
-	// amu guards the ack tracker and the ack file.
+	// amu guards the acknowledgement state: the acknowledged set, the acks
+	// not yet written to the ack log, and every segment's record states.
 	amu       sync.Mutex
-	acks      ackTracker
-	itemsLeft map[uint64]int // records built by AppendItem(s): items not yet acknowledged
-	issued    atomic.Uint64  // highest id ever issued (recovered or appended)
-	ackFile   *ackFile
-	persisted atomic.Uint64
-	ackKick   chan struct{}
-	stop      chan struct{}
-	done      sync.WaitGroup
+	acked     spanSet       // every acknowledged id (delivered, given up on, or lost and counted)
+	fresh     spanSet       // acknowledged since the last flush
+	asegs     []*segment    // segments with records not yet all acknowledged, or the active one, in id order
+	liveBytes int64         // bytes of unacknowledged records and the headers of asegs
+	doomed    []*segment    // all acknowledged as of the last flush: deleted after the next one
+	issued    atomic.Uint64 // highest id ever issued (recovered or appended)
+	persisted atomic.Uint64 // the ack mark as of the last flush
+	// fmu serializes flushes of the ack log (ackLoop, Checkpoint, Close).
+	fmu      sync.Mutex
+	ackLog   *ackLog
+	flushedW uint64 // the written mark in the ack log
+	ackKick  chan struct{}
+	stop     chan struct{}
+	done     sync.WaitGroup
 
 	// Replay's view: the segments recovered by Open.
 	recoveredLast uint64
-
-	groups groupCommit
 
 	stats struct {
 		appended, items, syncs, replayed, corrupt, quarantined atomic.Uint64
@@ -78,37 +83,98 @@ type segment struct {
 	pos int64
 
 	index []indexEntry // every indexEvery-th record, for ReadRange
+
+	// Acknowledgement state, under Log.amu.
+	recs   []recState // record firstID+i is recs[i]
+	live   int        // records not yet acknowledged
+	sealed bool       // no longer written to: deleted once live is 0
 }
+
+// recState is one record's acknowledgement state.
+type recState struct {
+	left   uint32 // items not yet done; 0: acknowledged
+	stored uint32 // stored payload length, for Stats.Bytes
+}
+
+// itemsUnknown is the item count of a recovered record before Replay has
+// read it: such a record can be acknowledged whole (Ack), not by items.
+const itemsUnknown = ^uint32(0)
 
 // Stats is a snapshot of a Log's counters and gauges.
 type Stats struct {
 	Appended    uint64 // records appended since Open
-	Items       uint64 // items appended through AppendItem since Open
+	Items       uint64 // items in the records appended since Open
 	Syncs       uint64 // fdatasync rounds (one serves every writer waiting)
 	Replayed    uint64 // records handed to a Replay callback
-	Corrupt     uint64 // records lost to damage, found by Open or Replay
-	Quarantined uint64 // damaged segment files moved aside as *.corrupt
+	Corrupt     uint64 // unacknowledged records lost to damage, counted exactly by Open (and Replay)
+	Quarantined uint64 // damaged files moved aside as *.corrupt
 	Segments    int    // live segment files
-	Bytes       int64  // bytes of the live segment files (preallocated size) and the prepared spare
+	Bytes       int64  // live bytes: unacknowledged records and the headers of the segments holding them
 	LastID      uint64 // highest record id issued
 	AckMark     uint64 // every id <= AckMark is acknowledged
-	Persisted   uint64 // the ack mark as last written to disk
+	Persisted   uint64 // the ack mark as last written to the ack log
 }
 
 // Open locks dir (creating it 0700 if needed), recovers it and returns a
 // Log ready to append. Damage never makes Open fail: the intact records
-// before it are kept, the lost ones counted in Stats.Corrupt, the damaged
-// file moved aside as <segment>.corrupt, and a report logged. Records above
-// the ack mark are waiting for Replay.
+// are kept, the unacknowledged records lost are counted in Stats.Corrupt
+// (exactly, from the id chain and the ack log), damaged files are moved
+// aside as *.corrupt, and a report is logged. Unacknowledged records wait
+// for Replay. A full disk anywhere in Open is ErrFull; another Log on dir,
+// in this process or another, is ErrLocked.
 func Open(dir string, opts Options) (*Log, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
+	l, err := open(dir, opts)
+	if err != nil && (errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)) && !errors.Is(err, ErrFull) {
+		err = fmt.Errorf("%w: %w", ErrFull, err)
+	}
+	return l, err
+}
+
+func open(dir string, opts Options) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("wal: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, lockFileName), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := lockDir(dir, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	l := &Log{
+		dir:      dir,
+		opts:     opts,
+		log:      opts.Logger.With("wal", dir),
+		lock:     lock,
+		ackKick:  make(chan struct{}, 1),
+		prepKick: make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+	}
+	l.zpool.New = func() any { return &compressor{c: opts.Compression} }
+	if err := l.recover(); err != nil {
+		l.releaseOpenFiles()
+		return nil, err
+	}
+	l.commit.init(l)
+	l.done.Add(2)
+	go l.ackLoop()
+	go l.prepLoop()
+	go l.commit.run()
+	if !opts.noSpare {
+		l.kickPreparer() // the first segment, too, should be a prepared one
+	}
+	return l, nil
+}
+
+// lockDir takes dir's flock. A LOCK path that is not a regular file is
+// moved aside first: it can only be damage, and nobody can hold it.
+func lockDir(dir string, logger *slog.Logger) (*os.File, error) {
+	path := filepath.Join(dir, lockFileName)
+	if err := quarantineIfNotFile(dir, lockFileName, logger); err != nil {
+		return nil, fmt.Errorf("wal: %w", err)
+	}
+	lock, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("wal: %w", err)
 	}
@@ -119,43 +185,22 @@ func Open(dir string, opts Options) (*Log, error) {
 		}
 		return nil, fmt.Errorf("wal: flock %s: %w", dir, err)
 	}
-	l := &Log{
-		dir:       dir,
-		opts:      opts,
-		log:       opts.Logger.With("wal", dir),
-		lock:      lock,
-		ackKick:   make(chan struct{}, 1),
-		prepKick:  make(chan struct{}, 1),
-		itemsLeft: map[uint64]int{},
-		stop:      make(chan struct{}),
-	}
-	l.scond = sync.NewCond(&l.smu)
-	l.zpool.New = func() any { return &compressor{c: opts.Compression} }
-	if err := l.recover(); err != nil {
-		l.releaseOpenFiles()
-		return nil, err
-	}
-	l.groups.init(l)
-	l.done.Add(3)
-	go l.ackLoop()
-	go l.groups.run()
-	go l.prepLoop()
-	if !opts.noSpare {
-		l.kickPreparer() // the first segment, too, should be a prepared one
-	}
-	return l, nil
+	return lock, nil
 }
 
 func (l *Log) releaseOpenFiles() {
-	if l.ackFile != nil {
-		l.ackFile.f.Close()
-	}
+	l.ackLog.close()
 	l.lock.Close() // releases the flock
 }
 
+// MaxRecord returns the bound on one record's payload (Options.MaxRecord
+// after defaults): Write refuses a larger payload, and AppendItems items
+// whose frames add up to more.
+func (l *Log) MaxRecord() int { return l.opts.MaxRecord }
+
 // Append writes payload as one record and returns its id once the record is
-// durable (unless Options.NoSync). Concurrent Appends share one fdatasync.
-// The payload is compressed by the calling goroutine and not retained.
+// durable (unless Options.NoSync): Write, then a wait in the group commit,
+// so concurrent Appends share one fdatasync. Its item count is as for Write.
 func (l *Log) Append(payload []byte) (uint64, error) {
 	id, err := l.Write(payload)
 	if err != nil || l.opts.NoSync {
@@ -166,19 +211,27 @@ func (l *Log) Append(payload []byte) (uint64, error) {
 
 // Write writes payload as one record without waiting for it to be durable:
 // it survives a crash of the process but not of the machine until Sync (or
-// a durable append) returns.
+// a durable append) returns. payload is normally a batch framed with
+// AppendFrame: the record's item count (for AckItems) is its number of
+// frames; a payload that is not a sequence of frames counts as one item.
+// The payload is compressed by the calling goroutine and not retained.
 func (l *Log) Write(payload []byte) (uint64, error) {
 	if len(payload) > l.opts.MaxRecord {
 		return 0, fmt.Errorf("%w: payload of %d bytes, the limit is %d", ErrTooLarge, len(payload), l.opts.MaxRecord)
 	}
+	items := countFrames(payload)
 	z := l.zpool.Get().(*compressor)
 	stored, codec := z.compress(payload)
-	id, err := l.writeRecord(stored, codec, kindData)
+	id, err := l.writeRecord(stored, codec, kindData, items)
 	l.zpool.Put(z)
+	if err == nil {
+		l.stats.items.Add(uint64(items))
+	}
 	return id, err
 }
 
-// Sync makes every record written so far durable.
+// Sync makes every record written so far durable, through the group
+// commit: it shares its fdatasync with every other wait in the same round.
 func (l *Log) Sync() error {
 	l.mu.Lock()
 	last := l.nextID - 1
@@ -192,7 +245,7 @@ func (l *Log) Sync() error {
 
 // writeRecord copies one record into the active segment, rolling to a new
 // segment when it does not fit, and returns its id.
-func (l *Log) writeRecord(stored []byte, codec, kind uint8) (uint64, error) {
+func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -227,6 +280,13 @@ func (l *Log) writeRecord(stored []byte, codec, kind uint8) (uint64, error) {
 	s.pos += need
 	s.lastID = id
 	l.nextID++
+	// The item count exists before anyone learns the id, so AckItems can
+	// never see a record without it.
+	l.amu.Lock()
+	s.recs = append(s.recs, recState{left: uint32(min(max(items, 1), int(itemsUnknown)-1)), stored: uint32(len(stored))})
+	s.live++
+	l.liveBytes += recordSize(len(stored))
+	l.amu.Unlock()
 	l.issued.Store(id)
 	l.stats.appended.Add(1)
 	return id, nil
@@ -240,6 +300,12 @@ func (l *Log) rollLocked() error {
 		s.mem = nil
 		l.unsynced = append(l.unsynced, s)
 		l.active = nil
+		l.amu.Lock()
+		s.sealed = true
+		if s.live == 0 {
+			l.kickAckWriter() // nothing left to acknowledge: it can go
+		}
+		l.amu.Unlock()
 	}
 	defer l.kickPreparer() // have the segment after this one ready in time
 	size := l.opts.SegmentSize
@@ -294,6 +360,10 @@ func (l *Log) rollLocked() error {
 	s := &segment{name: name, firstID: l.nextID, lastID: l.nextID - 1, size: size, f: f, mem: mem, pos: segmentHeaderSize}
 	l.active = s
 	l.segs = append(l.segs, s)
+	l.amu.Lock()
+	l.asegs = append(l.asegs, s)
+	l.liveBytes += segmentHeaderSize
+	l.amu.Unlock()
 	return nil
 }
 
@@ -376,38 +446,23 @@ func (l *Log) prepareSpare(size int64) (*os.File, error) {
 	return f, fdatasync(f)
 }
 
-// waitDurable returns once every id <= id is durable. The first waiter to
-// find no sync running becomes the leader: it syncs everything written so
-// far, then wakes the others, most of whom find themselves covered.
-func (l *Log) waitDurable(id uint64) error {
-	l.smu.Lock()
-	defer l.smu.Unlock()
-	for l.synced < id {
-		if l.syncErr != nil {
-			return l.syncErr
-		}
-		if l.syncing {
-			l.scond.Wait()
-			continue
-		}
-		l.syncing = true
-		l.smu.Unlock()
-		target, err := l.syncNow()
-		l.smu.Lock()
-		l.syncing = false
-		if err != nil {
-			l.syncErr = err
-		} else {
-			l.synced = max(l.synced, target)
-		}
-		l.scond.Broadcast()
+// syncRound runs one fdatasync round for the committer and advances
+// synced.
+func (l *Log) syncRound() error {
+	target, err := l.syncNow()
+	if err != nil {
+		return err
+	}
+	if target > l.synced.Load() {
+		l.synced.Store(target)
+		l.kickAckWriter() // the written mark moved: the ack log records it
 	}
 	return nil
 }
 
 // syncNow makes everything written before the call durable and returns the
-// last id it covers. Only one syncNow runs at a time (waitDurable's leader,
-// or Close after waiting it out), which is what lets it close the fds of
+// last id it covers. Only one syncNow runs at a time (the committer, or
+// Close after the committer exited), which is what lets it close the fds of
 // retired segments once they are synced.
 func (l *Log) syncNow() (uint64, error) {
 	l.mu.Lock()
@@ -448,31 +503,92 @@ func (l *Log) syncNow() (uint64, error) {
 	return target, nil
 }
 
-// Ack marks record id as delivered. Acks may come in any order; the ack
-// mark is the highest id with every id at or below it acknowledged. The
-// mark is written to disk crash-safely in the background (at most every
-// Options.AckInterval, and at Close); segments wholly at or below the
-// written mark are then deleted. Records above the mark on disk at a crash
-// are replayed by the next Open: delivery is at-least-once.
+// Ack acknowledges record id whole: its items are all done with (delivered
+// or given up on), whatever AckItems counted. Acks may come in any order
+// and repeat. They are written to the ack log in the background (at most
+// every Options.AckInterval, and at Close); a record acknowledged there is
+// never replayed, and a segment whose records are all acknowledged is
+// deleted, whatever older records still wait. A crash forgets at most the
+// acks not yet written: those records are replayed (at-least-once).
 func (l *Log) Ack(id uint64) error {
+	return l.ackRecord(id, 0)
+}
+
+// AckItems records that n items of record id are done with. When all of a
+// record's items are (its item count: the items of AppendItems, the frames
+// of a Write, or the frames Replay found), the record is acknowledged as by
+// Ack. A recovered record's count is known once Replay has handed it out;
+// before that only Ack works on it.
+func (l *Log) AckItems(id uint64, n int) error {
+	if n <= 0 {
+		return fmt.Errorf("wal: AckItems(%d, %d): n must be positive", id, n)
+	}
+	return l.ackRecord(id, n)
+}
+
+// ackRecord takes n items off record id (n 0: all of them).
+func (l *Log) ackRecord(id uint64, n int) error {
 	if l.isClosed.Load() {
 		return ErrClosed
 	}
 	if id == 0 || id > l.issued.Load() {
-		return fmt.Errorf("wal: ack of id %d, which was never issued (last %d)", id, l.issued.Load())
+		return fmt.Errorf("wal: ack of record %d, which was never issued (last %d)", id, l.issued.Load())
 	}
 	l.amu.Lock()
-	delete(l.itemsLeft, id) // acknowledged whole, whatever AckItems counted
-	moved := l.acks.ack(id, id)
-	l.amu.Unlock()
-	if moved {
-		l.kickAckWriter()
+	s := l.segmentOf(id)
+	if s == nil {
+		l.amu.Unlock()
+		if n > 0 {
+			return fmt.Errorf("wal: AckItems(%d, %d): the record is acknowledged already", id, n)
+		}
+		return nil // acknowledged (and its segment deleted), or lost and counted
 	}
+	r := &s.recs[id-s.firstID]
+	switch {
+	case r.left == 0 && n > 0:
+		l.amu.Unlock()
+		return fmt.Errorf("wal: AckItems(%d, %d): the record is acknowledged already", id, n)
+	case r.left == 0:
+		l.amu.Unlock()
+		return nil
+	case n > 0 && r.left == itemsUnknown:
+		l.amu.Unlock()
+		return fmt.Errorf("wal: AckItems(%d, %d): the record's item count is not known before Replay hands it out; use Ack", id, n)
+	case n > 0 && uint32(n) > r.left:
+		left := r.left
+		l.amu.Unlock()
+		return fmt.Errorf("wal: AckItems(%d, %d): only %d items outstanding", id, n, left)
+	case n > 0 && uint32(n) < r.left:
+		r.left -= uint32(n)
+		l.amu.Unlock()
+		return nil
+	}
+	r.left = 0
+	s.live--
+	l.liveBytes -= recordSize(int(r.stored))
+	l.acked.add(id, id)
+	l.fresh.add(id, id)
+	l.amu.Unlock()
+	l.kickAckWriter()
 	return nil
 }
 
-// kickAckWriter tells ackLoop the mark moved (never blocks: one pending
-// kick is enough).
+// segmentOf returns the segment in asegs holding record id, or nil.
+// Caller holds amu.
+func (l *Log) segmentOf(id uint64) *segment {
+	i := sort.Search(len(l.asegs), func(i int) bool { return l.asegs[i].firstID > id }) - 1
+	if i < 0 {
+		return nil
+	}
+	s := l.asegs[i]
+	if id-s.firstID >= uint64(len(s.recs)) {
+		return nil
+	}
+	return s
+}
+
+// kickAckWriter tells ackLoop there is something to write (never blocks:
+// one pending kick is enough).
 func (l *Log) kickAckWriter() {
 	select {
 	case l.ackKick <- struct{}{}:
@@ -480,52 +596,22 @@ func (l *Log) kickAckWriter() {
 	}
 }
 
-// AckItems records that n items of record id were delivered. Once every
-// item of a record built by AppendItem or AppendItems in this process has
-// been acknowledged, the record is acknowledged as by Ack. This is how a
-// caller that delivers items one by one, in batches that mix records, acks
-// the records AppendItem shares between callers: it needs no count of its
-// own. (A replayed record arrives whole: use Ack for it.)
-func (l *Log) AckItems(id uint64, n int) error {
+// Checkpoint writes the acknowledgements now and deletes the segments whose
+// records are all acknowledged, instead of waiting for the background
+// writer.
+func (l *Log) Checkpoint() error {
 	if l.isClosed.Load() {
 		return ErrClosed
 	}
-	l.amu.Lock()
-	left, ok := l.itemsLeft[id]
-	if !ok || n <= 0 || n > left {
-		l.amu.Unlock()
-		if !ok {
-			return fmt.Errorf("wal: AckItems(%d, %d): not a record of AppendItem with items outstanding", id, n)
-		}
-		return fmt.Errorf("wal: AckItems(%d, %d): %d items outstanding", id, n, left)
+	// Two flushes: a segment freed by the first is deleted after the
+	// second (see flushAcks).
+	if err := l.flushAcks(); err != nil {
+		return err
 	}
-	moved := false
-	if left == n {
-		delete(l.itemsLeft, id)
-		moved = l.acks.ack(id, id)
-	} else {
-		l.itemsLeft[id] = left - n
-	}
-	l.amu.Unlock()
-	if moved {
-		l.kickAckWriter()
-	}
-	return nil
+	return l.flushAcks()
 }
 
-// Checkpoint writes the ack mark now and deletes the segments wholly below
-// it, instead of waiting for the background writer.
-func (l *Log) Checkpoint() error {
-	l.mu.Lock()
-	closed := l.closed
-	l.mu.Unlock()
-	if closed {
-		return ErrClosed
-	}
-	return l.persistMark()
-}
-
-// ackLoop writes the ack mark in the background, at most once per
+// ackLoop writes the ack log in the background, at most once per
 // AckInterval, so that acks from a fast Send path cost one fdatasync per
 // interval rather than one each.
 func (l *Log) ackLoop() {
@@ -539,8 +625,14 @@ func (l *Log) ackLoop() {
 			return
 		case <-l.ackKick:
 		}
-		if err := l.persistMark(); err != nil {
-			l.log.Error("wal: writing the ack mark failed", "err", err)
+		if err := l.flushAcks(); err != nil {
+			l.log.Error("wal: writing the ack log failed", "err", err)
+		}
+		l.amu.Lock()
+		again := len(l.doomed) > 0 // deleted by the next flush
+		l.amu.Unlock()
+		if again {
+			l.kickAckWriter()
 		}
 		t.Reset(l.opts.AckInterval)
 		select {
@@ -552,31 +644,87 @@ func (l *Log) ackLoop() {
 	}
 }
 
-// persistMark writes the current ack mark if it moved, then deletes the
-// segments it covers. The mark is durable before any file goes, so a crash
-// in between leaves files the next Open deletes, never a mark behind them.
-func (l *Log) persistMark() error {
+// flushAcks appends the acknowledgements made since the last flush and the
+// written mark to the ack log, durably, then deletes the segments that were
+// fully acknowledged as of the previous flush. Deleting one flush late
+// means a segment is only ever deleted on the strength of acks with a later
+// flush after them in the file, so damage to the file's last entries (a
+// torn write, or a bit flip there) never concerns a deleted segment; see
+// doc.go. The ack log is rewritten (compacted) instead of appended to when
+// it has grown to several times the state it holds.
+func (l *Log) flushAcks() error {
+	l.fmu.Lock()
+	defer l.fmu.Unlock()
+	written := l.synced.Load()
 	l.amu.Lock()
-	defer l.amu.Unlock()
-	mark := l.acks.mark
-	if mark > l.persisted.Load() {
-		if err := l.ackFile.write(mark); err != nil {
-			return err
+	delta := l.fresh.take()
+	due := l.doomed
+	l.doomed = nil
+	keep := l.asegs[:0]
+	for _, s := range l.asegs {
+		if s.sealed && s.live == 0 {
+			l.doomed = append(l.doomed, s)
+			l.liveBytes -= segmentHeaderSize
+			continue
 		}
-		l.persisted.Store(mark)
+		keep = append(keep, s)
 	}
-	return l.deleteCovered(mark)
+	clear(l.asegs[len(keep):])
+	l.asegs = keep
+	state := len(l.acked.spans)
+	compact := l.ackLog.torn || (l.ackLog.size > ackCompactMin && l.ackLog.size > 4*int64(ackHeaderSize+(state+1)*ackEntrySize))
+	var full []span
+	if compact {
+		full = l.acked.clone()
+	}
+	mark := l.acked.mark()
+	l.amu.Unlock()
+	if len(delta) == 0 && written <= l.flushedW && len(due) == 0 && len(l.doomed) == 0 && !compact {
+		return nil
+	}
+	var err error
+	if compact {
+		err = l.ackLog.rewrite(full, written)
+		// The rewritten file is one write: nothing is deleted on its
+		// strength until a flush follows it.
+		l.amu.Lock()
+		l.doomed = append(due, l.doomed...)
+		l.amu.Unlock()
+		due = nil
+	} else {
+		buf := make([]byte, 0, (len(delta)+1)*ackEntrySize)
+		for _, sp := range delta {
+			buf = appendAckEntry(buf, ackKindAcked, sp.lo, sp.hi)
+		}
+		buf = appendAckEntry(buf, ackKindWritten, 0, written)
+		err = l.ackLog.append(buf)
+	}
+	if err != nil {
+		l.amu.Lock()
+		l.fresh.addAll(delta) // written next time
+		l.doomed = append(due, l.doomed...)
+		l.amu.Unlock()
+		return err
+	}
+	l.flushedW = max(l.flushedW, written)
+	l.persisted.Store(max(l.persisted.Load(), mark))
+	return l.deleteSegments(due)
 }
 
-// deleteCovered removes the segments whose every id is <= mark, except the
-// active one.
-func (l *Log) deleteCovered(mark uint64) error {
+// deleteSegments removes the files of segments whose records are all
+// acknowledged durably.
+func (l *Log) deleteSegments(doomed []*segment) error {
+	if len(doomed) == 0 {
+		return nil
+	}
+	gone := make(map[*segment]bool, len(doomed))
+	for _, s := range doomed {
+		gone[s] = true
+	}
 	l.mu.Lock()
-	var doomed []*segment
 	keep := l.segs[:0]
 	for _, s := range l.segs {
-		if s != l.active && s.lastID <= mark {
-			doomed = append(doomed, s)
+		if gone[s] {
 			l.bytes -= s.size
 			continue
 		}
@@ -585,9 +733,6 @@ func (l *Log) deleteCovered(mark uint64) error {
 	clear(l.segs[len(keep):])
 	l.segs = keep
 	l.mu.Unlock()
-	if len(doomed) == 0 {
-		return nil
-	}
 	var firstErr error
 	for _, s := range doomed {
 		if err := os.Remove(filepath.Join(l.dir, s.name)); err != nil && !errors.Is(err, os.ErrNotExist) && firstErr == nil {
@@ -614,10 +759,10 @@ func (l *Log) Stats() Stats {
 	}
 	l.mu.Lock()
 	st.Segments = len(l.segs)
-	st.Bytes = l.bytes
 	l.mu.Unlock()
 	l.amu.Lock()
-	st.AckMark = l.acks.mark
+	st.AckMark = l.acked.mark()
+	st.Bytes = l.liveBytes
 	l.amu.Unlock()
 	return st
 }
@@ -625,11 +770,19 @@ func (l *Log) Stats() Stats {
 // Dir returns the directory the log lives in.
 func (l *Log) Dir() string { return l.dir }
 
-// Close commits what AppendItem holds, makes everything written durable,
-// writes the ack mark, unmaps and closes the files and releases the lock.
-// Later calls return ErrClosed.
+// Close commits what the group commit holds, makes everything written
+// durable, writes the ack log, deletes the segments all acknowledged,
+// unmaps and closes the files and releases the lock. Later calls return
+// ErrClosed. A Write racing Close may get ErrClosed from its wait for
+// durability; its record is then on disk nonetheless.
 func (l *Log) Close() error {
-	l.groups.close() // flushes pending items through the normal path
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	l.mu.Unlock()
+	l.commit.close() // writes and syncs what it holds, then exits
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -641,25 +794,16 @@ func (l *Log) Close() error {
 	close(l.stop)
 	l.done.Wait()
 
-	// Wait out a running sync leader; from here on no one else syncs.
-	l.smu.Lock()
-	for l.syncing {
-		l.scond.Wait()
-	}
-	l.syncing = true
-	l.smu.Unlock()
-
 	var errs []error
 	l.mu.Lock()
 	broken := l.broken
 	l.mu.Unlock()
 	if broken == nil {
+		// The committer has exited: no one else syncs.
 		if target, err := l.syncNow(); err != nil {
 			errs = append(errs, err)
-		} else {
-			l.smu.Lock()
-			l.synced = max(l.synced, target)
-			l.smu.Unlock()
+		} else if target > l.synced.Load() {
+			l.synced.Store(target)
 		}
 	}
 	l.mu.Lock()
@@ -683,17 +827,21 @@ func (l *Log) Close() error {
 	}
 	l.mu.Unlock()
 	if broken == nil {
-		if err := l.persistMark(); err != nil {
-			errs = append(errs, err)
+		// The active segment is done with too: seal it, so that if all its
+		// records are acknowledged it goes like the others. Two flushes:
+		// what the first frees, the second deletes.
+		l.amu.Lock()
+		for _, s := range l.asegs {
+			s.sealed = true
+		}
+		l.amu.Unlock()
+		for range 2 {
+			if err := l.flushAcks(); err != nil {
+				errs = append(errs, err)
+				break
+			}
 		}
 	}
-	l.smu.Lock()
-	l.syncing = false
-	if l.syncErr == nil {
-		l.syncErr = ErrClosed
-	}
-	l.scond.Broadcast()
-	l.smu.Unlock()
 	l.releaseOpenFiles()
 	return errors.Join(errs...)
 }

@@ -2,8 +2,11 @@ package wal
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/stretchr/testify/require"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"sync"
@@ -117,42 +120,51 @@ func TestAckOutOfOrderDeletesSegmentsAndSkipsReplay(t *testing.T) {
 	require.NoError(t, l.Checkpoint())
 	st := l.Stats()
 	require.Equal(t, ids[999], st.Persisted)
-	require.Less(t, st.Segments, segs, "segments below the mark must be deleted")
+	// Per-record acks: every segment but the one holding the unacknowledged
+	// record and the active one is deleted, the later ones included.
+	require.Equal(t, 2, st.Segments, "segments all acknowledged must be deleted, whatever older records wait")
 	require.ErrorContains(t, l.Ack(ids[len(ids)-1]+1), "never issued")
 	require.NoError(t, l.Close())
 
 	l = openT(t, dir, smallOpts())
 	got := replayAll(t, l)
-	require.Contains(t, got, ids[1000])
-	// Everything above the mark is replayed (at-least-once): acks above
-	// the hole were not persisted as a mark.
-	require.Len(t, got, len(ids)-1000)
+	// Only the record not acknowledged comes back (it used to be every
+	// record above the low-water mark).
+	require.Equal(t, []uint64{ids[1000]}, sortedIDs(got))
+	require.Equal(t, 1, l.Stats().Segments)
 	require.NoError(t, l.Ack(ids[1000]))
 	require.NoError(t, l.Close())
 
 	l = openT(t, dir, smallOpts())
-	require.Len(t, replayAll(t, l), len(ids)-1001)
+	require.Empty(t, replayAll(t, l))
+	require.Zero(t, l.Stats().Segments)
+	require.Zero(t, l.Stats().Corrupt)
 	require.NoError(t, l.Close())
 }
 
-func TestAckTracker(t *testing.T) {
-	var a ackTracker
-	require.False(t, a.ack(3, 3))
-	require.False(t, a.ack(5, 7))
-	require.False(t, a.ack(2, 2))
+func TestSpanSet(t *testing.T) {
+	var a spanSet
+	require.True(t, a.add(3, 3))
+	require.True(t, a.add(5, 7))
+	require.True(t, a.add(2, 2))
 	require.Equal(t, []span{{2, 3}, {5, 7}}, a.spans)
-	require.True(t, a.ack(1, 1))
-	require.Equal(t, uint64(3), a.mark)
-	require.True(t, a.ack(4, 4))
-	require.Equal(t, uint64(7), a.mark)
-	require.Empty(t, a.spans)
-	require.False(t, a.ack(2, 6))
-	require.False(t, a.ack(10, 20))
-	require.False(t, a.ack(9, 9))
-	require.True(t, a.acked(15))
-	require.False(t, a.acked(8))
-	require.True(t, a.ack(8, 8))
-	require.Equal(t, uint64(20), a.mark)
+	require.Zero(t, a.mark())
+	require.True(t, a.add(1, 1))
+	require.Equal(t, uint64(3), a.mark())
+	require.True(t, a.add(4, 4))
+	require.Equal(t, []span{{1, 7}}, a.spans)
+	require.False(t, a.add(2, 6))
+	require.True(t, a.add(10, 20))
+	require.False(t, a.add(9, 8))
+	require.True(t, a.contains(15))
+	require.False(t, a.contains(8))
+	require.Equal(t, uint64(3), a.count(6, 10))
+	require.Equal(t, []span{{8, 9}, {21, 25}}, a.missing(5, 25))
+	require.Equal(t, []span{{30, 31}}, a.missing(30, 31))
+	require.Empty(t, a.missing(2, 7))
+	require.True(t, a.add(8, 9))
+	require.Equal(t, uint64(20), a.mark())
+	require.Equal(t, uint64(20), a.max())
 }
 
 func TestLocked(t *testing.T) {
@@ -457,7 +469,7 @@ func TestAckItemsAcksTheRecordWithItsLastItem(t *testing.T) {
 	require.Zero(t, l.Stats().AckMark)
 	require.NoError(t, l.AckItems(id, 1))
 	require.Equal(t, id2, l.Stats().AckMark)
-	require.ErrorContains(t, l.AckItems(id, 1), "not a record")
+	require.ErrorContains(t, l.AckItems(id, 1), "acknowledged already")
 	require.NoError(t, l.Close())
 	l = openT(t, dir, smallOpts())
 	require.Empty(t, replayAll(t, l))
@@ -486,7 +498,10 @@ func TestSpareSegmentIsPreparedAndCleanedUp(t *testing.T) {
 	st, err := os.Stat(spare)
 	require.NoError(t, err)
 	require.Equal(t, opts.SegmentSize, st.Size())
-	require.Equal(t, opts.SegmentSize, l.Stats().Bytes) // reserved and counted
+	l.mu.Lock()
+	require.Equal(t, opts.SegmentSize, l.bytes) // reserved and counted against MaxBytes
+	l.mu.Unlock()
+	require.Zero(t, l.Stats().Bytes) // but not live: nothing is written
 	for i := 0; l.Stats().Segments < 3; i++ {
 		_, err := l.Append(bytes.Repeat(payloadFor(i), 20))
 		require.NoError(t, err)
@@ -531,25 +546,71 @@ func TestFailedSyncBreaksTheLog(t *testing.T) {
 	require.NoError(t, l.Close())
 }
 
-func TestAckFileSlots(t *testing.T) {
-	b := make([]byte, 2*ackSlotSize)
-	encodeAckSlot(b[0:], 4, 100)
-	encodeAckSlot(b[ackSlotSize:], 5, 120)
-	seq, mark, ok := parseAckFile(b)
-	require.True(t, ok)
-	require.Equal(t, uint64(5), seq)
-	require.Equal(t, uint64(120), mark)
-	b[ackSlotSize+13] ^= 1 // the newer slot torn: the older one holds
-	_, mark, ok = parseAckFile(b)
-	require.True(t, ok)
-	require.Equal(t, uint64(100), mark)
-	b[3] ^= 1
-	_, _, ok = parseAckFile(b)
-	require.False(t, ok)
-	_, _, ok = parseAckFile(b[:10])
-	require.False(t, ok)
+func TestAckLogParse(t *testing.T) {
+	b := make([]byte, ackHeaderSize)
+	putAckHeader(b, 7)
+	b = appendAckEntry(b, ackKindAcked, 1, 100)
+	b = appendAckEntry(b, ackKindAcked, 120, 130)
+	b = appendAckEntry(b, ackKindWritten, 0, 140)
+	st, err := parseAckLog(b)
+	require.NoError(t, err)
+	require.Equal(t, []span{{1, 100}, {120, 130}}, st.acked.spans)
+	require.Equal(t, uint64(140), st.written)
+	require.Equal(t, uint64(7), st.gen)
+	require.False(t, st.damaged())
 
-	// An unreadable ACK file means replaying everything, never losing.
+	// A torn last write: a partial entry, or a last entry that does not
+	// verify, is harmless (it never had a flush after it).
+	st, err = parseAckLog(b[:len(b)-5])
+	require.NoError(t, err)
+	require.Equal(t, 19, st.tornBytes)
+	require.Zero(t, st.written)
+	require.False(t, st.damaged())
+	torn := bytes.Clone(b)
+	torn[len(torn)-3] ^= 1
+	st, err = parseAckLog(torn)
+	require.NoError(t, err)
+	require.Equal(t, 1, st.badTail)
+	require.False(t, st.damaged())
+
+	// A bad entry with a good one after it is damage.
+	mid := bytes.Clone(b)
+	mid[ackHeaderSize+ackEntrySize+2] ^= 1
+	st, err = parseAckLog(mid)
+	require.NoError(t, err)
+	require.True(t, st.damaged())
+	require.Equal(t, []span{{1, 100}}, st.acked.spans)
+	require.Equal(t, uint64(140), st.written)
+
+	bad := bytes.Clone(b)
+	bad[3] ^= 1
+	_, err = parseAckLog(bad)
+	require.ErrorIs(t, err, errAckHeader)
+	_, err = parseAckLog(b[:10])
+	require.ErrorIs(t, err, errAckHeader)
+
+	// The two-slot file of earlier versions reads as its mark.
+	legacy := make([]byte, 2*legacyAckSlotSize)
+	putLegacySlot(legacy[0:], 4, 100)
+	putLegacySlot(legacy[legacyAckSlotSize:], 5, 120)
+	st, err = parseAckLog(legacy)
+	require.NoError(t, err)
+	require.True(t, st.legacy)
+	require.Equal(t, []span{{1, 120}}, st.acked.spans)
+}
+
+// putLegacySlot writes a slot of the two-slot ack file earlier versions kept.
+func putLegacySlot(b []byte, seq, mark uint64) {
+	binary.BigEndian.PutUint32(b[0:4], legacyAckMagic)
+	binary.LittleEndian.PutUint64(b[4:12], seq)
+	binary.LittleEndian.PutUint64(b[12:20], mark)
+	binary.LittleEndian.PutUint32(b[20:24], crc32.Checksum(b[0:20], castagnoli))
+}
+
+// An unreadable ACK file means replaying everything on disk, never losing,
+// and never counting ids missing from disk as lost (they may have been
+// acknowledged): they are reported as unknown instead.
+func TestGarbageAckReplaysEverything(t *testing.T) {
 	dir := t.TempDir()
 	l := openT(t, dir, smallOpts())
 	for i := 0; i < 5; i++ {
@@ -564,9 +625,16 @@ func TestAckFileSlots(t *testing.T) {
 	require.Len(t, replayAll(t, l), 2)
 	require.NoError(t, l.Close())
 	require.NoError(t, os.WriteFile(filepath.Join(dir, ackFileName), []byte("garbage"), 0o600))
+	r, err := Inspect(dir)
+	require.NoError(t, err)
+	require.True(t, r.Damaged())
+	require.NotEmpty(t, r.AckProblem)
 	l = openT(t, dir, smallOpts())
 	require.Len(t, replayAll(t, l), 5)
+	require.Zero(t, l.Stats().Corrupt)
 	require.NoError(t, l.Close())
+	_, err = os.Stat(filepath.Join(dir, ackFileName+corruptSuffix))
+	require.NoError(t, err, "the garbage is kept aside")
 }
 
 // The expansion bounds decompress enforces hold for the most compressible

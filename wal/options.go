@@ -32,14 +32,15 @@ type Options struct {
 	// 16 MiB, and never more than what fits in one segment). Larger
 	// payloads or items fail with ErrTooLarge.
 	MaxRecord int
-	// GroupBytes is the payload size at which AppendItem closes a group and
-	// starts the next record (default 1 MiB, at most MaxRecord).
+	// GroupBytes bounds a group commit's record: an AppendItems that would
+	// push the open group past it closes the group and starts the next
+	// one (default 1 MiB, at most MaxRecord).
 	GroupBytes int
-	// AckInterval is the least time between two writes of the ack mark
+	// AckInterval is the least time between two writes to the ack log
 	// (default 20 ms). Acks in between are coalesced; a crash forgets at
 	// most that long of acks, which only means duplicates on replay.
 	AckInterval time.Duration
-	// NoSync makes Append, Write and AppendItem return once the record is in
+	// NoSync makes Append and AppendItems return once the record is in
 	// the page cache (safe against a process crash, not against power
 	// loss); Sync makes everything written so far durable.
 	NoSync bool
@@ -59,6 +60,17 @@ type Options struct {
 	noSpare bool
 	// syncFile replaces fdatasync of segments in tests (to simulate EIO).
 	syncFile func(f *os.File) error
+	// fault, in tests, returns an error to inject at the named step of
+	// Open (see Log.recover), e.g. ENOSPC.
+	fault func(step string) error
+}
+
+// inject returns the error a test injects at step, if any.
+func (o Options) inject(step string) error {
+	if o.fault == nil {
+		return nil
+	}
+	return o.fault(step)
 }
 
 func (o Options) withDefaults() (Options, error) {

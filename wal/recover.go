@@ -8,47 +8,37 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 // recover brings the directory to a consistent state and loads it: it
-// finishes or discards interrupted repairs, reads the ack mark, verifies
-// every segment, repairs the damaged ones and deletes the ones wholly
+// finishes or discards interrupted repairs, moves aside what cannot be
+// part of a log, reads the ack log, verifies every segment, counts what is
+// lost (planRecovery), writes the resulting acknowledgement state back,
+// and only then repairs damaged segments and deletes the ones wholly
 // acknowledged.
 func (l *Log) recover() error {
 	if err := finishRepairs(l.dir); err != nil {
 		return fmt.Errorf("wal: %w", err)
 	}
-	// A spare segment left by a crash is not part of the log.
-	if err := os.Remove(filepath.Join(l.dir, spareFileName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := l.clearStrays(); err != nil {
 		return fmt.Errorf("wal: %w", err)
 	}
-	af, mark, valid, created, err := openAckFile(l.dir)
-	if err != nil {
-		return fmt.Errorf("wal: %w", err)
-	}
-	l.ackFile = af
-	if created {
-		// A valid mark from the start lets the next Open tell ids that were
-		// acknowledged and deleted from ids that went missing.
-		if err := af.write(0); err != nil {
-			return fmt.Errorf("wal: %w", err)
-		}
-		if err := syncDir(l.dir); err != nil {
-			return fmt.Errorf("wal: %w", err)
-		}
-		valid = true
-	} else if !valid {
-		l.log.Warn("wal: ack mark unreadable; replaying every record on disk (duplicates possible)")
-	}
-	l.acks.mark = mark
-	l.persisted.Store(mark)
-
 	files, err := listSegments(l.dir)
 	if err != nil {
 		return fmt.Errorf("wal: %w", err)
+	}
+	av, err := readAckView(l.dir, len(files) > 0, true, l.log)
+	if err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
+	if av.problem != "" {
+		l.stats.quarantined.Add(1)
+		l.log.Error("wal: acknowledgement state damaged; records on disk may be replayed again, and ids missing from disk cannot be told lost or acknowledged", "problem", av.problem)
+	}
+	if av.state.legacy {
+		l.log.Info("wal: converting the ack file to the acknowledgement log format")
 	}
 	scanned := l.scanSegments(files)
 	defer func() {
@@ -58,180 +48,172 @@ func (l *Log) recover() error {
 			}
 		}
 	}()
-	// The id the next segment should start at; 0 = unknown (no valid mark).
-	// Segments at or below the mark are deleted in order, so the first
-	// segment starts at or below mark+1 unless files went missing.
-	expect := uint64(0)
-	if valid {
-		expect = mark + 1
+	psegs := make([]planSegment, len(scanned))
+	for i, ss := range scanned {
+		if ss.err != nil {
+			return ss.err
+		}
+		psegs[i] = planSegment{name: ss.sf.name, nameID: ss.sf.firstID, zero: ss.zero, scan: ss.scan, gaps: ss.gaps}
 	}
-	var changedDir bool
-	for i := range files {
-		prevNext := uint64(0) // next id after the previous segment kept
-		if len(l.segs) > 0 {
-			prevNext = expect
-		}
-		rs, err := l.recoverSegment(&scanned[i], files[i+1:], prevNext)
-		if err != nil {
-			return err
-		}
-		if rs.removed {
-			changedDir = true
-			continue
-		}
-		if expect != 0 && rs.seg.firstID > expect {
-			// Ids missing before this segment with no damage to show for
-			// it: a segment file was emptied or removed. Count them once,
-			// and bridge them with a gap segment so the next Open does not.
-			lost := countAbove(expect, rs.seg.firstID-1, l.acks.mark)
-			l.stats.corrupt.Add(lost)
-			l.log.Error("wal: record ids missing", "from", expect, "to", rs.seg.firstID-1, "lost_records", lost)
-			gap, err := l.writeGapSegment(expect, rs.seg.firstID-1)
-			if err != nil {
+	p := planRecovery(av, psegs)
+	l.stats.corrupt.Add(p.lost)
+	for _, loss := range p.losses {
+		l.log.Error("wal: records lost", "from", loss.From, "to", loss.To, "records", loss.Records(), "segment", loss.Segment, "reason", loss.Reason)
+	}
+	for _, u := range p.unknown {
+		l.log.Warn("wal: record ids missing from disk; with the acknowledgement state damaged they may have been delivered or lost", "from", u.lo, "to", u.hi)
+	}
+
+	// Whatever is kept past the old written mark is made durable now, so
+	// the new mark can cover it: a later cut of it will then count.
+	for i, ss := range scanned {
+		if v := p.verdicts[i]; v.keep && v.keepLast > av.state.written {
+			if err := syncPath(filepath.Join(l.dir, ss.sf.name)); err != nil {
 				return fmt.Errorf("wal: %w", err)
 			}
-			l.segs = append(l.segs, gap)
-			l.bytes += gap.size
-			l.acks.ack(expect, rs.seg.firstID-1)
+		}
+	}
+	// The acknowledgement state first: losses become acknowledged (counted
+	// once), and nothing below is deleted or rewritten before the state
+	// that explains it is durable. One more flush follows before anything
+	// relies on it (see flushAcks).
+	if err := l.opts.inject("ack"); err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
+	al, err := rewriteAckLog(l.dir, av.state.gen+1, p.acked.spans, p.hi)
+	if err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
+	l.ackLog = al
+	if err := al.append(appendAckEntry(nil, ackKindWritten, 0, p.hi)); err != nil {
+		return fmt.Errorf("wal: %w", err)
+	}
+	l.acked = p.acked
+	l.synced.Store(p.hi)
+	l.flushedW = p.hi
+
+	var changedDir bool
+	for i := range scanned {
+		ss, v := &scanned[i], p.verdicts[i]
+		path := filepath.Join(l.dir, ss.sf.name)
+		if !v.keep {
 			changedDir = true
+			if ss.zero || v.damage == nil {
+				// Created but never written (a crash during a roll), or
+				// zeroed: nothing to keep; the plan counted any loss.
+				if err := os.Remove(path); err != nil {
+					return fmt.Errorf("wal: %w", err)
+				}
+				continue
+			}
+			if err := quarantine(l.dir, ss.sf.name, l.log); err != nil {
+				return fmt.Errorf("wal: %w", err)
+			}
+			l.stats.quarantined.Add(1)
+			continue
 		}
-		for _, g := range rs.gaps {
-			l.acks.ack(g.lo, g.hi)
+		scan := ss.scan
+		seg := &segment{name: ss.sf.name, firstID: scan.firstID, lastID: v.keepLast, size: int64(len(ss.data)), end: scan.end, sealed: true}
+		for _, e := range ss.index {
+			if e.id <= v.keepLast {
+				seg.index = append(seg.index, e)
+			}
 		}
-		changedDir = changedDir || rs.repaired
-		expect = rs.seg.lastID + 1
-		l.segs = append(l.segs, rs.seg)
-		l.bytes += rs.seg.size
+		if v.damage != nil {
+			if err := l.repairSegment(ss.sf.name, ss.data, scan); err != nil {
+				return fmt.Errorf("wal: repair %s: %w", ss.sf.name, err)
+			}
+			l.stats.quarantined.Add(1)
+			changedDir = true
+			seg.size, seg.end = repairedSize(scan), repairedSize(scan)
+		}
+		l.loadRecordStates(seg, ss.recs)
+		l.segs = append(l.segs, seg)
+		l.bytes += seg.size
+		if seg.live > 0 {
+			l.asegs = append(l.asegs, seg)
+			l.liveBytes += segmentHeaderSize
+		} else {
+			l.doomed = append(l.doomed, seg) // deleted below
+		}
 	}
 	if changedDir {
 		if err := syncDir(l.dir); err != nil {
 			return fmt.Errorf("wal: %w", err)
 		}
 	}
-	last := mark
-	if n := len(l.segs); n > 0 {
-		last = max(last, l.segs[n-1].lastID)
-	}
-	l.nextID = last + 1
-	l.recoveredLast = last
-	l.issued.Store(last)
-	// Ids the mark covers but no segment holds, and ids between the mark
-	// and the first segment, need no delivery.
-	if n := len(l.segs); n > 0 && l.segs[0].firstID > l.acks.mark+1 {
-		l.acks.ack(l.acks.mark+1, l.segs[0].firstID-1)
-	}
-	if l.acks.mark > l.persisted.Load() {
-		if err := l.ackFile.write(l.acks.mark); err != nil {
-			return fmt.Errorf("wal: %w", err)
-		}
-		l.persisted.Store(l.acks.mark)
-	}
-	if err := l.deleteCovered(l.persisted.Load()); err != nil {
+	doomed := l.doomed
+	l.doomed = nil
+	if err := l.deleteSegments(doomed); err != nil {
 		return fmt.Errorf("wal: %w", err)
 	}
+	l.nextID = p.hi + 1
+	l.recoveredLast = p.hi
+	l.issued.Store(p.hi)
+	l.persisted.Store(l.acked.mark())
 	if c := l.stats.corrupt.Load(); c > 0 {
-		l.log.Warn("wal: recovered with losses", "corrupt_records", c, "quarantined_segments", l.stats.quarantined.Load())
+		l.log.Warn("wal: recovered with losses", "corrupt_records", c, "quarantined", l.stats.quarantined.Load())
 	}
 	return nil
 }
 
-// countAbove counts the ids in [lo, hi] that are above mark.
-func countAbove(lo, hi, mark uint64) uint64 {
-	lo = max(lo, mark+1)
-	if hi < lo {
-		return 0
-	}
-	return hi - lo + 1
-}
-
-type recoveredSegment struct {
-	seg      *segment
-	gaps     []span // ids the segment's gap records cover
-	removed  bool   // nothing worth keeping: the file is gone
-	repaired bool
-}
-
-// recoverSegment verifies one segment file and repairs it if damaged.
-// later are the segment files after it: the next one's first id tells how
-// many ids the damage took. prevNext is the id after the previous segment
-// kept (0 for the first): a segment starting below it overlaps.
-func (l *Log) recoverSegment(ss *scannedSegment, later []segmentFile, prevNext uint64) (recoveredSegment, error) {
-	var rs recoveredSegment
-	sf, data := ss.sf, ss.data
-	path := filepath.Join(l.dir, sf.name)
-	if ss.err != nil {
-		return rs, ss.err
-	}
-	if ss.zero {
-		// Created but never written (a crash during a roll, or a repair's
-		// empty result): nothing to keep, nothing lost.
-		if err := os.Remove(path); err != nil {
-			return rs, fmt.Errorf("wal: %w", err)
+// loadRecordStates fills seg's record states from the scan: acknowledged
+// ids are done, the others wait for Replay with an unknown item count.
+func (l *Log) loadRecordStates(seg *segment, stored []uint32) {
+	n := seg.lastID - seg.firstID + 1
+	seg.recs = make([]recState, n)
+	for i := range seg.recs {
+		id := seg.firstID + uint64(i)
+		if l.acked.contains(id) {
+			continue
 		}
-		rs.removed = true
-		return rs, nil
+		seg.recs[i] = recState{left: itemsUnknown, stored: stored[i]}
+		seg.live++
+		l.liveBytes += recordSize(int(stored[i]))
 	}
-	scan, gaps := ss.scan, ss.gaps
-	if scan.damage == nil && prevNext != 0 && scan.firstID < prevNext {
-		scan.damage = &Damage{Offset: 8, Reason: fmt.Sprintf("first id %d overlaps the previous segment (next id %d)", scan.firstID, prevNext)}
-		scan.lastID, scan.records, scan.dataRecs, scan.end = scan.firstID-1, 0, 0, 0
-		gaps = nil
+}
+
+// clearStrays removes what a crash leaves that is not part of the log (a
+// spare segment, a temporary ack log) and moves aside anything that is not
+// a regular file where the log keeps its files (a directory named like a
+// segment, say), so that it cannot stand in the way.
+func (l *Log) clearStrays() error {
+	ents, err := os.ReadDir(l.dir)
+	if err != nil {
+		return err
 	}
-	rs.gaps = gaps
-	index := ss.index
-	for len(index) > 0 && index[len(index)-1].id > scan.lastID {
-		index = index[:len(index)-1] // past the damage: not kept
-	}
-	seg := &segment{name: sf.name, firstID: scan.firstID, lastID: scan.lastID, size: int64(len(data)), end: scan.end, index: index}
-	rs.seg = seg
-	if scan.damage == nil {
-		if scan.records == 0 {
-			// A segment with a header and no records: a crash right after a
-			// roll. Its first id was never used.
-			if err := os.Remove(path); err != nil {
-				return rs, fmt.Errorf("wal: %w", err)
+	for _, e := range ents {
+		name := e.Name()
+		_, isSeg := parseSegmentName(name)
+		ours := isSeg || name == ackFileName || name == spareFileName || name == ackFileName+tmpSuffix
+		if !ours {
+			continue
+		}
+		if !e.Type().IsRegular() {
+			if err := quarantine(l.dir, name, l.log); err != nil {
+				return err
 			}
-			rs.removed = true
+			l.stats.quarantined.Add(1)
+			continue
 		}
-		return rs, nil
+		if name == spareFileName || name == ackFileName+tmpSuffix {
+			if err := os.Remove(filepath.Join(l.dir, name)); err != nil {
+				return err
+			}
+		}
 	}
-
-	// Damage: how many ids did it take? The next segment's first id says
-	// exactly; for the last segment, the valid records found after the
-	// damage say at least how many, and a damaged record counts as one.
-	lastLost := scan.lastID
-	switch {
-	case len(later) > 0 && later[0].firstID > scan.lastID:
-		lastLost = later[0].firstID - 1
-	case scan.afterMax > scan.lastID:
-		lastLost = scan.afterMax
-	case scan.damage.Offset < int64(len(data)) && !isZeroFile(data[scan.end:]):
-		lastLost = scan.lastID + 1
-	}
-	lost := countAbove(scan.lastID+1, lastLost, l.acks.mark)
-	l.stats.corrupt.Add(lost)
-	l.log.Error("wal: damaged segment",
-		"segment", sf.name, "offset", scan.damage.Offset, "reason", scan.damage.Reason,
-		"intact_records", scan.dataRecs, "last_intact_id", scan.lastID, "lost_records", lost)
-
-	if err := l.repairSegment(sf.name, data, scan, lastLost); err != nil {
-		return rs, fmt.Errorf("wal: repair %s: %w", sf.name, err)
-	}
-	rs.repaired = true
-	l.stats.quarantined.Add(1)
-	if lastLost > scan.lastID {
-		rs.gaps = append(rs.gaps, span{scan.lastID + 1, lastLost})
-	}
-	if scan.records == 0 && lastLost == scan.lastID {
-		rs.removed = true // nothing kept, nothing to bridge
-		return rs, nil
-	}
-	seg.lastID = lastLost
-	seg.size, seg.end = repairedSize(scan, lastLost), repairedSize(scan, lastLost)
-	return rs, nil
+	return nil
 }
 
-func isZeroFile(b []byte) bool { return allZero(b) }
+// syncPath fdatasyncs the file at path.
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return fdatasync(f)
+}
 
 // scannedSegment is one segment file mapped and verified, before recovery
 // decides anything about it.
@@ -243,6 +225,7 @@ type scannedSegment struct {
 	scan  segmentScan
 	gaps  []span // ids its gap records cover
 	index []indexEntry
+	recs  []uint32 // stored length of each id of the intact prefix (0 for gap ids)
 	err   error
 }
 
@@ -263,7 +246,7 @@ func (l *Log) scanSegments(files []segmentFile) []scannedSegment {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				out[i] = l.scanFile(files[i])
+				out[i] = scanFile(l.dir, files[i], l.opts.readLimit())
 			}
 		}()
 	}
@@ -271,9 +254,10 @@ func (l *Log) scanSegments(files []segmentFile) []scannedSegment {
 	return out
 }
 
-func (l *Log) scanFile(sf segmentFile) scannedSegment {
+// scanFile maps and verifies one segment file; the caller unmaps it.
+func scanFile(dir string, sf segmentFile, readLimit int) scannedSegment {
 	ss := scannedSegment{sf: sf}
-	path := filepath.Join(l.dir, sf.name)
+	path := filepath.Join(dir, sf.name)
 	data, unmap, err := mapFile(path)
 	if err != nil {
 		ss.err = fmt.Errorf("wal: %w", err)
@@ -290,7 +274,7 @@ func (l *Log) scanFile(sf segmentFile) scannedSegment {
 	}
 	if zeroHeader {
 		ss.err = withFaultsAsErrors(func() error {
-			ss.zero = isZeroFile(data)
+			ss.zero = allZero(data)
 			return nil
 		})
 		if ss.zero || ss.err != nil {
@@ -307,9 +291,14 @@ func (l *Log) scanFile(sf segmentFile) scannedSegment {
 		prev := sf.firstID - 1
 		var err error
 		n := 0
-		ss.scan, err = scanSegmentSkipping(data, sf.firstID, l.opts.readLimit(), func(off int64, h recordHeader, _ []byte) error {
+		ss.scan, err = scanSegmentSkipping(data, sf.firstID, readLimit, func(off int64, h recordHeader, stored []byte) error {
 			if h.kind == kindGap {
 				ss.gaps = append(ss.gaps, span{prev + 1, h.id})
+				for id := prev + 1; id <= h.id; id++ {
+					ss.recs = append(ss.recs, 0)
+				}
+			} else {
+				ss.recs = append(ss.recs, uint32(len(stored)))
 			}
 			if n%indexEvery == 0 {
 				ss.index = append(ss.index, indexEntry{h.id, off})
@@ -341,76 +330,6 @@ func nextDataFunc(f *os.File, size int64) func(int64) int64 {
 		}
 		return q
 	}
-}
-
-// writeGapSegment creates a segment holding only a gap record for ids
-// first..last, which no file holds any more.
-func (l *Log) writeGapSegment(first, last uint64) (*segment, error) {
-	size := int64(segmentHeaderSize) + recordSize(0)
-	buf := make([]byte, size)
-	putSegmentHeader(buf, segmentHeader{codec: l.opts.Compression.codec(), flags: segmentRepaired, firstID: first, size: uint64(size)})
-	encodeRecord(buf[segmentHeaderSize:], recordHeader{id: last, time: time.Now().UnixNano(), kind: kindGap}, nil)
-	name := segmentName(first)
-	if err := writeFileSync(filepath.Join(l.dir, name), buf); err != nil {
-		return nil, err
-	}
-	return &segment{name: name, firstID: first, lastID: last, size: size, end: size}, nil
-}
-
-// repairedSize is the length of the file repairSegment writes.
-func repairedSize(scan segmentScan, lastLost uint64) int64 {
-	n := int64(segmentHeaderSize)
-	if scan.records > 0 {
-		n = align8(scan.end) // the cut may have taken the last record's padding
-	}
-	if lastLost > scan.lastID {
-		n += recordSize(0)
-	}
-	return n
-}
-
-// repairSegment moves a damaged segment aside as <name>.corrupt and puts in
-// its place a file holding the intact prefix, followed by a gap record for
-// the ids the damage took (lastLost), so that the next Open sees contiguous
-// ids and counts nothing twice. The new file is written and synced under a
-// temporary name first and renamed over; finishRepairs completes the job if
-// a crash interrupts it between the two renames.
-func (l *Log) repairSegment(name string, data []byte, scan segmentScan, lastLost uint64) error {
-	path := filepath.Join(l.dir, name)
-	corrupt := quarantineName(l.dir, name)
-	if scan.records == 0 && lastLost == scan.lastID {
-		if err := os.Rename(path, corrupt); err != nil {
-			return err
-		}
-		l.log.Warn("wal: segment moved aside", "from", name, "to", filepath.Base(corrupt))
-		return nil
-	}
-	size := repairedSize(scan, lastLost)
-	buf := make([]byte, size)
-	codec := l.opts.Compression.codec()
-	if scan.headerOK {
-		codec = scan.header.codec
-	}
-	putSegmentHeader(buf, segmentHeader{codec: codec, flags: segmentRepaired, firstID: scan.firstID, size: uint64(size)})
-	if scan.records > 0 {
-		copy(buf[segmentHeaderSize:], data[segmentHeaderSize:scan.end])
-	}
-	if lastLost > scan.lastID {
-		off := size - recordSize(0)
-		encodeRecord(buf[off:], recordHeader{id: lastLost, time: time.Now().UnixNano(), kind: kindGap}, nil)
-	}
-	tmp := path + tmpSuffix
-	if err := writeFileSync(tmp, buf); err != nil {
-		return err
-	}
-	if err := os.Rename(path, corrupt); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	l.log.Warn("wal: segment moved aside and its intact prefix kept", "segment", name, "corrupt_copy", filepath.Base(corrupt))
-	return nil
 }
 
 // writeFileSync writes a new 0600 file and fsyncs it.
@@ -462,5 +381,44 @@ func finishRepairs(dir string) error {
 	if changed {
 		return syncDir(dir)
 	}
+	return nil
+}
+
+// repairedSize is the length of the file repairSegment writes.
+func repairedSize(scan segmentScan) int64 {
+	if scan.records > 0 {
+		return align8(scan.end) // the cut may have taken the last record's padding
+	}
+	return segmentHeaderSize
+}
+
+// repairSegment moves a damaged segment aside as <name>.corrupt and puts in
+// its place a file holding the intact prefix, so that the next Open finds
+// no damage (the ids lost are acknowledged in the ack log, written before
+// this runs, so nothing is counted twice). The new file is written and
+// synced under a temporary name first and renamed over; finishRepairs
+// completes the job if a crash interrupts it between the two renames.
+func (l *Log) repairSegment(name string, data []byte, scan segmentScan) error {
+	path := filepath.Join(l.dir, name)
+	corrupt := quarantineName(l.dir, name)
+	size := repairedSize(scan)
+	buf := make([]byte, size)
+	codec := l.opts.Compression.codec()
+	if scan.headerOK {
+		codec = scan.header.codec
+	}
+	putSegmentHeader(buf, segmentHeader{codec: codec, flags: segmentRepaired, firstID: scan.firstID, size: uint64(size)})
+	copy(buf[segmentHeaderSize:], data[segmentHeaderSize:scan.end])
+	tmp := path + tmpSuffix
+	if err := writeFileSync(tmp, buf); err != nil {
+		return err
+	}
+	if err := os.Rename(path, corrupt); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	l.log.Warn("wal: segment moved aside and its intact prefix kept", "segment", name, "corrupt_copy", filepath.Base(corrupt))
 	return nil
 }

@@ -8,12 +8,13 @@ import (
 	"runtime"
 )
 
-// Replay calls fn for every record recovered by Open that is still above
-// the ack mark, in id order, with the decompressed payload (valid only
-// during the call). It stops at and returns the first error fn returns.
-// Records appended after Open are not included: they are in memory already.
-// A record that verified at Open but does not decompress is counted in
-// Stats.Corrupt, acknowledged and skipped.
+// Replay calls fn for every record recovered by Open that is not
+// acknowledged, in id order, with the decompressed payload (valid only
+// during the call). Before fn sees a record, its item count is set to its
+// number of frames, so AckItems works on it. It stops at and returns the
+// first error fn returns. Records appended after Open are not included:
+// they are in memory already. A record that verified at Open but does not
+// decompress is counted in Stats.Corrupt, acknowledged and skipped.
 //
 // fn runs on the calling goroutine; while it runs, up to GOMAXPROCS worker
 // goroutines decompress the records after it, so recovery is not limited
@@ -24,10 +25,10 @@ func (l *Log) Replay(fn func(id uint64, payload []byte) error) error {
 		l.mu.Unlock()
 		return ErrClosed
 	}
-	var segs []segment
+	var segs []*segment
 	for _, s := range l.segs {
 		if s.firstID <= l.recoveredLast && s.end > 0 {
-			segs = append(segs, *s)
+			segs = append(segs, s)
 		}
 	}
 	l.mu.Unlock()
@@ -36,9 +37,9 @@ func (l *Log) Replay(fn func(id uint64, payload []byte) error) error {
 	defer r.stop()
 	for _, s := range segs {
 		l.amu.Lock()
-		mark := l.acks.mark
+		live := s.live
 		l.amu.Unlock()
-		if s.lastID <= mark {
+		if live == 0 {
 			continue
 		}
 		data, unmap, err := mapFile(filepath.Join(l.dir, s.name))
@@ -48,7 +49,7 @@ func (l *Log) Replay(fn func(id uint64, payload []byte) error) error {
 		if err != nil {
 			return fmt.Errorf("wal: replay: %w", err)
 		}
-		err = withFaultsAsErrors(func() error { return r.segment(s, data, mark) })
+		err = withFaultsAsErrors(func() error { return r.segment(s, data) })
 		// Every job still reading the mapping is finished before it goes.
 		if derr := r.drain(err != nil); err == nil {
 			err = derr
@@ -64,6 +65,7 @@ func (l *Log) Replay(fn func(id uint64, payload []byte) error) error {
 // replayJob is one record on its way through the decompression workers.
 type replayJob struct {
 	id      uint64
+	seg     *segment
 	codec   uint8
 	stored  []byte // aliases the segment mapping
 	segment string
@@ -119,8 +121,8 @@ func (r *replayer) stop() {
 	}
 }
 
-// segment queues the records of one recovered segment above mark.
-func (r *replayer) segment(s segment, data []byte, mark uint64) error {
+// segment queues the unacknowledged records of one recovered segment.
+func (r *replayer) segment(s *segment, data []byte) error {
 	if int64(len(data)) < s.end {
 		return fmt.Errorf("%w: %s shrank to %d bytes", ErrCorrupt, s.name, len(data))
 	}
@@ -134,7 +136,7 @@ func (r *replayer) segment(s segment, data []byte, mark uint64) error {
 		}
 		pos += size
 		prev = h.id
-		if h.kind != kindData || h.id <= mark {
+		if h.kind != kindData || r.l.recordDone(s, h.id) {
 			continue
 		}
 		if len(r.pending) == r.window {
@@ -148,7 +150,7 @@ func (r *replayer) segment(s segment, data []byte, mark uint64) error {
 		} else {
 			j = &replayJob{}
 		}
-		j.id, j.codec, j.stored, j.segment, j.raw, j.err = h.id, h.codec, stored, s.name, nil, nil
+		j.id, j.seg, j.codec, j.stored, j.segment, j.raw, j.err = h.id, s, h.codec, stored, s.name, nil, nil
 		j.done = make(chan struct{})
 		r.pending = append(r.pending, j)
 		if h.codec == codecNone {
@@ -167,16 +169,26 @@ func (r *replayer) deliverOne() error {
 	r.pending = r.pending[1:]
 	<-j.done
 	defer func() {
-		j.stored, j.raw = nil, nil
+		j.stored, j.raw, j.seg = nil, nil, nil
 		r.free = append(r.free, j)
 	}()
 	l := r.l
 	if j.err != nil {
 		l.stats.corrupt.Add(1)
 		l.log.Error("wal: record does not decompress; skipped", "segment", j.segment, "id", j.id, "err", j.err)
-		l.amu.Lock()
-		l.acks.ack(j.id, j.id)
-		l.amu.Unlock()
+		_ = l.Ack(j.id)
+		return nil
+	}
+	// Acknowledged meanwhile: skip it. Otherwise its item count is its
+	// frames from now on.
+	l.amu.Lock()
+	rs := &j.seg.recs[j.id-j.seg.firstID]
+	done := rs.left == 0
+	if rs.left == itemsUnknown {
+		rs.left = uint32(min(countFrames(j.raw), int(itemsUnknown)-1))
+	}
+	l.amu.Unlock()
+	if done {
 		return nil
 	}
 	l.stats.replayed.Add(1)
@@ -196,4 +208,12 @@ func (r *replayer) drain(failed bool) error {
 		err = r.deliverOne()
 	}
 	return err
+}
+
+// recordDone reports whether record id of recovered segment s is
+// acknowledged.
+func (l *Log) recordDone(s *segment, id uint64) bool {
+	l.amu.Lock()
+	defer l.amu.Unlock()
+	return s.recs[id-s.firstID].left == 0
 }

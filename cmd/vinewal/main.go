@@ -104,36 +104,55 @@ func inspect(args []string, out io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(r)
 	}
-	mark := strconv.FormatUint(r.AckMark, 10)
-	if !r.AckValid {
-		mark += " (ACK file missing or unreadable: everything on disk would be replayed)"
+	fmt.Fprintf(out, "dir %s\n", r.Dir)
+	switch {
+	case r.AckProblem != "":
+		fmt.Fprintf(out, "ack log: DAMAGED: %s (records on disk would be replayed again; ids missing from disk cannot be told lost or acknowledged)\n", r.AckProblem)
+	default:
+		fmt.Fprintf(out, "ack log: ack mark %d, %d ids acknowledged, written mark %d\n", r.AckMark, r.AckedIDs, r.Written)
 	}
-	fmt.Fprintf(out, "dir %s\nack mark %s\n", r.Dir, mark)
+	if r.AckTorn {
+		fmt.Fprintln(out, "ack log: its last write was cut short (a crash); harmless, the next open rewrites it")
+	}
 	var total, used int64
-	var pending uint64
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEGMENT\tFIRST\tLAST\tRECORDS\tSIZE\tUSED\tCODEC\tSTATUS")
+	fmt.Fprintln(tw, "SEGMENT\tFIRST\tLAST\tRECORDS\tPENDING\tSIZE\tUSED\tCODEC\tSTATUS")
 	for _, s := range r.Segments {
 		status := "ok"
-		if s.Repaired {
-			status = fmt.Sprintf("ok (repaired, %d gap records)", s.GapRecords)
-		}
-		if s.Damage != nil {
+		switch {
+		case s.Damage != nil:
 			status = fmt.Sprintf("DAMAGED at %d: %s (%d records lost)", s.Damage.Offset, s.Damage.Reason, s.LostRecords)
+		case s.Empty:
+			status = fmt.Sprintf("empty or zero-filled (%d records lost)", s.LostRecords)
+		case s.Repaired:
+			status = "ok (repaired)"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", s.Name, s.FirstID, s.LastID, s.Records, s.FileSize, s.Used, s.Compression, status)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", s.Name, s.FirstID, s.LastID, s.Records, s.Pending, s.FileSize, s.Used, s.Compression, status)
 		total += s.FileSize
 		used += s.Used
-		if s.LastID > r.AckMark {
-			pending += s.LastID - max(r.AckMark, s.FirstID-1)
-		}
 	}
 	tw.Flush()
-	fmt.Fprintf(out, "%d segments, %d bytes on disk, %d bytes of records, ids above the ack mark: %d\n", len(r.Segments), total, used, pending)
+	fmt.Fprintf(out, "%d segments, %d bytes on disk, %d bytes of records, last id %d, %d records not acknowledged (would be replayed)\n",
+		len(r.Segments), total, used, r.LastID, r.Pending)
+	printLosses(out, r)
 	for _, q := range r.Quarantined {
 		fmt.Fprintf(out, "quarantined: %s\n", q)
 	}
 	return nil
+}
+
+// printLosses lists what Open would count as lost, and the ids whose fate
+// a damaged ack log hides.
+func printLosses(out io.Writer, r wal.Report) {
+	for _, l := range r.Losses {
+		fmt.Fprintf(out, "lost: %s\n", l)
+	}
+	if r.LostRecords > 0 {
+		fmt.Fprintf(out, "%d records lost in all\n", r.LostRecords)
+	}
+	for _, u := range r.Unknown {
+		fmt.Fprintf(out, "unknown: ids %d-%d: %s\n", u.From, u.To, u.Reason)
+	}
 }
 
 func verify(args []string, out io.Writer) (int, error) {
@@ -150,15 +169,20 @@ func verify(args []string, out io.Writer) (int, error) {
 	for _, s := range r.Segments {
 		if s.Damage != nil {
 			bad++
-			fmt.Fprintf(out, "%s: damaged at offset %d: %s; intact records up to id %d, %d records lost\n",
-				filepath.Join(dir, s.Name), s.Damage.Offset, s.Damage.Reason, s.LastID, s.LostRecords)
+			fmt.Fprintf(out, "%s: damaged at offset %d: %s; intact records up to id %d\n",
+				filepath.Join(dir, s.Name), s.Damage.Offset, s.Damage.Reason, s.LastID)
 		}
 	}
-	if bad > 0 {
-		fmt.Fprintf(out, "%d of %d segments damaged; `vinewal repair %s` keeps the intact records and moves the damage aside\n", bad, len(r.Segments), dir)
+	if r.AckProblem != "" {
+		fmt.Fprintf(out, "%s: %s\n", filepath.Join(dir, "ACK"), r.AckProblem)
+	}
+	printLosses(out, r)
+	if r.Damaged() {
+		fmt.Fprintf(out, "damage found: %d of %d segments damaged, %d records would be lost; `vinewal repair %s` keeps the intact records, counts the rest and moves the damage aside\n",
+			bad, len(r.Segments), r.LostRecords, dir)
 		return 1, nil
 	}
-	fmt.Fprintf(out, "ok: %d segments verified\n", len(r.Segments))
+	fmt.Fprintf(out, "ok: %d segments verified, ids continuous up to %d, %d records not acknowledged\n", len(r.Segments), r.LastID, r.Pending)
 	return 0, nil
 }
 
@@ -286,6 +310,7 @@ func repair(args []string, out, errOut io.Writer) error {
 		fmt.Fprintf(out, "nothing to repair: %d segments intact\n", st.Segments)
 		return nil
 	}
-	fmt.Fprintf(out, "repaired: %d records lost, %d segments moved aside as *.corrupt, %d segments kept\n", st.Corrupt, st.Quarantined, st.Segments)
+	printLosses(out, before)
+	fmt.Fprintf(out, "repaired: %d records lost, %d files moved aside as *.corrupt, %d segments kept\n", st.Corrupt, st.Quarantined, st.Segments)
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/stretchr/testify/require"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -24,13 +25,19 @@ func runT(t *testing.T, args ...string) (int, string, string) {
 // the first segment's path.
 func makeWAL(t *testing.T) (string, string) {
 	t.Helper()
+	return makeWALN(t, 60)
+}
+
+// makeWALN is makeWAL with n records.
+func makeWALN(t *testing.T, n int) (string, string) {
+	t.Helper()
 	dir := t.TempDir()
 	l, err := wal.Open(dir, wal.Options{SegmentSize: 4096, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	for i := 0; i < 60; i++ {
+	for i := 0; i < n; i++ {
 		var p []byte
 		for j := 0; j < 3; j++ {
 			p = wal.AppendFrame(p, fmt.Appendf(nil, `{"n":%d,"j":%d,"pad":"%x"}`, i, j, rng.Uint64()))
@@ -53,68 +60,132 @@ func TestInspectVerifyDumpRepair(t *testing.T) {
 	dir, first := makeWAL(t)
 
 	code, out, _ := runT(t, "inspect", dir)
-	if code != 0 || !strings.Contains(out, "ack mark 0") || !strings.Contains(out, "snappy") {
-		t.Fatalf("inspect: %d\n%s", code, out)
-	}
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "ack mark 0")
+	require.Contains(t, out, "snappy")
 	code, out, _ = runT(t, "inspect", "-json", dir)
 	var r wal.Report
-	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || len(r.Segments) < 2 {
-		t.Fatalf("inspect -json: %d\n%s", code, out)
-	}
-	if code, out, _ = runT(t, "verify", dir); code != 0 || !strings.HasPrefix(out, "ok") {
-		t.Fatalf("verify of an intact dir: %d\n%s", code, out)
-	}
+	require.Equal(t, 0, code, out)
+	require.NoError(t, json.Unmarshal([]byte(out), &r))
+	require.GreaterOrEqual(t, len(r.Segments), 2)
+	code, out, _ = runT(t, "verify", dir)
+	require.Equal(t, 0, code, out)
+	require.True(t, strings.HasPrefix(out, "ok"), out)
 	code, out, _ = runT(t, "dump", "-items", dir)
-	if code != 0 || strings.Count(out, "\n") != 180 || !strings.Contains(out, `{"n":59,"j":2`) {
-		t.Fatalf("dump -items: %d, %d lines\n%s", code, strings.Count(out, "\n"), out)
-	}
+	require.Equal(t, 0, code)
+	require.Equal(t, 180, strings.Count(out, "\n"), out)
+	require.Contains(t, out, `{"n":59,"j":2`)
 	code, out, _ = runT(t, "dump", "-json", "-from", "60", dir)
 	var rec dumpRecord
-	if code != 0 || strings.Count(out, "\n") != 1 || json.Unmarshal([]byte(out), &rec) != nil || rec.ID != 60 || (rec.Base64 == nil && rec.Text == nil) {
-		t.Fatalf("dump -json -from 60: %d\n%s", code, out)
-	}
+	require.Equal(t, 0, code)
+	require.Equal(t, 1, strings.Count(out, "\n"), out)
+	require.NoError(t, json.Unmarshal([]byte(out), &rec))
+	require.Equal(t, uint64(60), rec.ID)
+	require.True(t, rec.Base64 != nil || rec.Text != nil)
 
-	// Damage the third record of the first segment.
+	// Damage the third record of the first segment: records 3 up to the
+	// end of the first segment are lost.
 	data, err := os.ReadFile(first)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var off int
-	for i, seen := 32, 0; i < len(data); i += 8 {
+	require.NoError(t, err)
+	off := 0
+	for i := 32; i < len(data); i += 8 {
 		if data[i] == 3 && data[i+1] == 0 { // record id 3 (little-endian)
 			off = i + 30
 			break
 		}
-		_ = seen
 	}
-	if off == 0 {
-		t.Fatal("record 3 not found")
-	}
+	require.NotZero(t, off, "record 3 not found")
 	data[off] ^= 0x20
-	if err := os.WriteFile(first, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.WriteFile(first, data, 0o600))
+	want := r.Segments[0].LastID - 2
 	code, out, _ = runT(t, "verify", dir)
-	if code != 1 || !strings.Contains(out, "damaged at offset") || !strings.Contains(out, "intact records up to id 2") {
-		t.Fatalf("verify of a damaged dir: %d\n%s", code, out)
-	}
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "damaged at offset")
+	require.Contains(t, out, "intact records up to id 2")
+	require.Contains(t, out, fmt.Sprintf("%d records would be lost", want))
 	code, out, errOut := runT(t, "repair", dir)
-	if code != 0 || !strings.Contains(out, "repaired") {
-		t.Fatalf("repair: %d\n%s\n%s", code, out, errOut)
-	}
-	if code, out, _ = runT(t, "verify", dir); code != 0 {
-		t.Fatalf("verify after repair: %d\n%s", code, out)
-	}
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, fmt.Sprintf("repaired: %d records lost", want))
+	code, out, _ = runT(t, "verify", dir)
+	require.Equal(t, 0, code, out)
 	code, out, _ = runT(t, "inspect", dir)
-	if code != 0 || !strings.Contains(out, "quarantined: ") || !strings.Contains(out, "repaired") {
-		t.Fatalf("inspect after repair: %d\n%s", code, out)
-	}
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "quarantined: ")
+	require.Contains(t, out, "repaired")
 	code, out, _ = runT(t, "dump", dir)
-	if code != 0 || !strings.Contains(out, " gap ") || strings.Contains(out, " id 3 ") {
-		t.Fatalf("dump after repair: %d\n%s", code, out)
+	require.Equal(t, 0, code)
+	require.NotContains(t, out, " id 3 ")
+	code, out, _ = runT(t, "repair", dir)
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "nothing to repair")
+}
+
+// Each kind of damage: verify exits 1 and names the exact loss, repair
+// reports the same count, and verify is content afterwards.
+func TestVerifyAndRepairCountEachDamageKind(t *testing.T) {
+	type damage struct {
+		name string
+		do   func(t *testing.T, dir string, segs []wal.SegmentReport) uint64 // returns the records lost
 	}
-	if code, out, _ = runT(t, "repair", dir); code != 0 || !strings.Contains(out, "nothing to repair") {
-		t.Fatalf("second repair: %d\n%s", code, out)
+	path := func(dir string, s wal.SegmentReport) string { return filepath.Join(dir, s.Name) }
+	count := func(s wal.SegmentReport) uint64 { return s.LastID - s.FirstID + 1 }
+	kinds := []damage{
+		{"first segment deleted", func(t *testing.T, dir string, segs []wal.SegmentReport) uint64 {
+			require.NoError(t, os.Remove(path(dir, segs[0])))
+			return count(segs[0])
+		}},
+		{"middle segment deleted", func(t *testing.T, dir string, segs []wal.SegmentReport) uint64 {
+			require.NoError(t, os.Remove(path(dir, segs[1])))
+			return count(segs[1])
+		}},
+		{"last segment deleted", func(t *testing.T, dir string, segs []wal.SegmentReport) uint64 {
+			s := segs[len(segs)-1]
+			require.NoError(t, os.Remove(path(dir, s)))
+			return count(s)
+		}},
+		{"last segment truncated to 0 bytes", func(t *testing.T, dir string, segs []wal.SegmentReport) uint64 {
+			s := segs[len(segs)-1]
+			require.NoError(t, os.Truncate(path(dir, s), 0))
+			return count(s)
+		}},
+		{"last segment zero-filled", func(t *testing.T, dir string, segs []wal.SegmentReport) uint64 {
+			s := segs[len(segs)-1]
+			require.NoError(t, os.WriteFile(path(dir, s), make([]byte, s.FileSize), 0o600))
+			return count(s)
+		}},
+		{"last segment cut at a record boundary", func(t *testing.T, dir string, segs []wal.SegmentReport) uint64 {
+			s := segs[len(segs)-1]
+			var offs []int64
+			_, err := wal.ReadSegment(path(dir, s), func(r wal.Record) error {
+				offs = append(offs, r.Offset)
+				return nil
+			})
+			require.NoError(t, err)
+			require.Greater(t, len(offs), 2)
+			require.NoError(t, os.Truncate(path(dir, s), offs[2])) // records 0 and 1 stay
+			return count(s) - 2
+		}},
+		{"garbage ACK", func(t *testing.T, dir string, segs []wal.SegmentReport) uint64 {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "ACK"), []byte("not an ack log at all, garbage"), 0o600))
+			return 0 // nothing is lost: everything on disk is replayed
+		}},
+	}
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			dir, _ := makeWALN(t, 150)
+			r, err := wal.Inspect(dir)
+			require.NoError(t, err)
+			require.GreaterOrEqual(t, len(r.Segments), 3)
+			lost := k.do(t, dir, r.Segments)
+			code, out, _ := runT(t, "verify", dir)
+			require.Equal(t, 1, code, out)
+			require.Contains(t, out, fmt.Sprintf("%d records would be lost", lost), out)
+			code, out, errOut := runT(t, "repair", dir)
+			require.Equal(t, 0, code, errOut)
+			require.Contains(t, out, fmt.Sprintf("repaired: %d records lost", lost), out)
+			code, out, _ = runT(t, "verify", dir)
+			require.Equal(t, 0, code, out)
+		})
 	}
 }
 
@@ -134,7 +205,7 @@ func TestRepairRefusesALockedDir(t *testing.T) {
 	}
 	defer l.Close()
 	code, _, errOut := runT(t, "repair", dir)
-	if code != 2 || !strings.Contains(errOut, "locked") {
+	if code != 2 || !strings.Contains(errOut, "in use") {
 		t.Fatalf("repair of a locked dir: %d %s", code, errOut)
 	}
 }

@@ -1,0 +1,246 @@
+package wal
+
+import (
+	"fmt"
+	"sync"
+)
+
+// committer is the Log's one group commit. Every durability wait goes
+// through it: AppendItems callers, whose items it frames into shared
+// records, and Append/Sync callers, whose records are written already. Each
+// round it writes the groups that filled while it was busy, runs one
+// fdatasync for everything written so far, and wakes everyone it covered.
+// While it syncs, the next groups fill, so a thousand concurrent callers
+// cost about one record and one fdatasync per round.
+//
+// A group is bounded by bytes before an append joins it: an append that
+// would push the open group past Options.GroupBytes seals the group and
+// starts the next one, so a group never grows past one record, and an
+// append larger than MaxRecord is refused at its call, alone.
+type committer struct {
+	l *Log
+
+	mu      sync.Mutex
+	closed  bool
+	cur     *itemGroup   // the open group; items are framed into cur.buf
+	sealed  []*itemGroup // full groups waiting, in order
+	waiters []*syncWait  // durability waits for records already written
+	free    [][]byte     // payload buffers to reuse
+	kick    chan struct{}
+	stop    chan struct{}
+	exited  chan struct{}
+}
+
+// itemGroup is one future record. Its appenders wait on done and then read
+// id and err, which the committer sets before closing done.
+type itemGroup struct {
+	buf  []byte
+	n    int
+	id   uint64
+	err  error
+	done chan struct{}
+}
+
+// syncWait is a wait for every id <= target to be durable.
+type syncWait struct {
+	target uint64
+	err    error
+	done   chan struct{}
+}
+
+func (c *committer) init(l *Log) {
+	c.l = l
+	c.kick = make(chan struct{}, 1)
+	c.stop = make(chan struct{})
+	c.exited = make(chan struct{})
+	c.cur = c.newGroupLocked()
+}
+
+func (c *committer) newGroupLocked() *itemGroup {
+	var buf []byte
+	if n := len(c.free); n > 0 {
+		buf, c.free = c.free[n-1][:0], c.free[:n-1]
+	}
+	return &itemGroup{buf: buf, done: make(chan struct{})}
+}
+
+func (c *committer) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// AppendItem is AppendItems for one item.
+func (l *Log) AppendItem(item []byte) (uint64, error) {
+	return l.commit.add([][]byte{item})
+}
+
+// AppendItems puts items (raw bytes: the Log frames them with AppendFrame)
+// into one record, possibly shared with the items of concurrent callers,
+// and returns that record's id once it is durable (once it is in the page
+// cache, with Options.NoSync). The items of one call stay together and in
+// order. If they cannot fit one record under MaxRecord even alone, the call
+// fails with ErrTooLarge, and no other caller is affected. The record's
+// item count is its number of items, for AckItems; several callers receive
+// the same id. The items are copied; no items: it returns 0 and nil.
+func (l *Log) AppendItems(items [][]byte) (uint64, error) {
+	return l.commit.add(items)
+}
+
+func (c *committer) add(items [][]byte) (uint64, error) {
+	l := c.l
+	size := 0
+	for _, item := range items {
+		size += FrameSize(len(item))
+	}
+	if size > l.opts.MaxRecord {
+		return 0, fmt.Errorf("%w: %d items of %d bytes framed, the limit is %d", ErrTooLarge, len(items), size, l.opts.MaxRecord)
+	}
+	if len(items) == 0 {
+		return 0, nil
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return 0, ErrClosed
+	}
+	cur := c.cur
+	if cur.n > 0 && len(cur.buf)+size > l.opts.GroupBytes {
+		c.sealed = append(c.sealed, cur)
+		cur = c.newGroupLocked()
+		c.cur = cur
+	}
+	first := cur.n == 0
+	for _, item := range items {
+		cur.buf = AppendFrame(cur.buf, item)
+	}
+	cur.n += len(items)
+	c.mu.Unlock()
+	if first {
+		c.wake()
+	}
+	<-cur.done
+	return cur.id, cur.err
+}
+
+// waitDurable returns once every id <= id is durable.
+func (l *Log) waitDurable(id uint64) error {
+	if l.synced.Load() >= id {
+		return nil
+	}
+	c := &l.commit
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		if l.synced.Load() >= id {
+			return nil
+		}
+		return ErrClosed
+	}
+	w := &syncWait{target: id, done: make(chan struct{})}
+	c.waiters = append(c.waiters, w)
+	c.mu.Unlock()
+	c.wake()
+	<-w.done
+	return w.err
+}
+
+// run is the committer goroutine.
+func (c *committer) run() {
+	defer close(c.exited)
+	z := &compressor{c: c.l.opts.Compression}
+	var batch []*itemGroup
+	var waiters []*syncWait
+	for {
+		select {
+		case <-c.kick:
+		case <-c.stop:
+			c.commitAll(z, batch[:0], waiters[:0]) // what arrived before close
+			return
+		}
+		batch, waiters = c.commitAll(z, batch[:0], waiters[:0])
+	}
+}
+
+// commitAll commits rounds until nothing is waiting.
+func (c *committer) commitAll(z *compressor, batch []*itemGroup, waiters []*syncWait) ([]*itemGroup, []*syncWait) {
+	l := c.l
+	for {
+		c.mu.Lock()
+		batch = append(batch[:0], c.sealed...)
+		clear(c.sealed)
+		c.sealed = c.sealed[:0]
+		if c.cur.n > 0 {
+			batch = append(batch, c.cur)
+			c.cur = c.newGroupLocked()
+		}
+		waiters = append(waiters[:0], c.waiters...)
+		clear(c.waiters)
+		c.waiters = c.waiters[:0]
+		c.mu.Unlock()
+		if len(batch) == 0 && len(waiters) == 0 {
+			return batch, waiters
+		}
+		written := false
+		for _, g := range batch {
+			stored, codec := z.compress(g.buf)
+			g.id, g.err = l.writeRecord(stored, codec, kindData, g.n)
+			if g.err == nil {
+				written = true
+				l.stats.items.Add(uint64(g.n))
+			}
+		}
+		var syncErr error
+		if (written && !l.opts.NoSync) || len(waiters) > 0 {
+			syncErr = l.syncRound()
+		}
+		if syncErr != nil {
+			for _, g := range batch {
+				if g.err == nil {
+					g.err = syncErr
+				}
+			}
+		}
+		for _, w := range waiters {
+			if l.synced.Load() < w.target {
+				w.err = syncErr
+				if w.err == nil {
+					w.err = fmt.Errorf("wal: record %d not durable after a sync round", w.target) // cannot happen: a round covers every record written before it
+				}
+			}
+		}
+		c.mu.Lock()
+		for _, g := range batch {
+			if cap(g.buf) <= 2*l.opts.GroupBytes && len(c.free) < 4 {
+				c.free = append(c.free, g.buf[:0])
+			}
+			g.buf = nil
+		}
+		c.mu.Unlock()
+		// Wake the callers outside the lock: waking a thousand goroutines
+		// takes a while, and they will want the lock right away.
+		for _, g := range batch {
+			close(g.done)
+		}
+		for _, w := range waiters {
+			close(w.done)
+		}
+		clear(batch)
+		clear(waiters)
+	}
+}
+
+// close refuses new groups and waits, lets the committer finish what it
+// holds, and waits for it to exit.
+func (c *committer) close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.mu.Unlock()
+	close(c.stop)
+	<-c.exited
+}

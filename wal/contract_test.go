@@ -1,0 +1,213 @@
+package wal
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// Open never fails on what it can move aside: a directory where LOCK, ACK,
+// a segment or the spare segment should be.
+func TestOpenQuarantinesDirectoriesWhereFilesBelong(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{lockFileName, ackFileName, segmentName(1), spareFileName} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, name, "inside"), 0o700))
+	}
+	l := openT(t, dir, smallOpts())
+	id, err := l.Append([]byte("after the damage"))
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), id)
+	require.Zero(t, l.Stats().Corrupt)
+	require.NoError(t, l.Close())
+	l = openT(t, dir, smallOpts())
+	require.Equal(t, []byte("after the damage"), replayAll(t, l)[1])
+	require.NoError(t, l.Close())
+	for _, name := range []string{lockFileName, ackFileName, segmentName(1), spareFileName} {
+		fi, err := os.Stat(filepath.Join(dir, name+corruptSuffix))
+		require.NoError(t, err, name)
+		require.True(t, fi.IsDir(), name)
+	}
+}
+
+// A full disk anywhere in Open is ErrFull, still wrapping the cause.
+func TestOpenOnAFullDiskIsErrFull(t *testing.T) {
+	opts := smallOpts()
+	opts.fault = func(step string) error {
+		if step == "ack" {
+			return unix.ENOSPC
+		}
+		return nil
+	}
+	_, err := Open(t.TempDir(), opts)
+	require.ErrorIs(t, err, ErrFull)
+	require.ErrorIs(t, err, unix.ENOSPC)
+}
+
+// A second Open of a directory in use, in the same process, is ErrLocked,
+// and the message says so once.
+func TestLockedMessageOnce(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, smallOpts())
+	defer l.Close()
+	_, err := Open(dir, smallOpts())
+	require.ErrorIs(t, err, ErrLocked)
+	require.Equal(t, "wal: directory in use: "+dir, err.Error())
+	require.Equal(t, 1, strings.Count(err.Error(), "in use"))
+}
+
+// A group never grows past a record: items under the limit from many
+// goroutines are all accepted, however large the group would have grown,
+// and one item over the limit fails alone.
+func TestAppendItemsTooLargeFailsOnlyItsCaller(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentSize: 4 << 20, MaxRecord: 256 << 10, NoSync: false}
+	l := openT(t, dir, opts)
+	require.Equal(t, 256<<10, l.MaxRecord())
+	const G, N = 64, 20
+	item := bytes.Repeat([]byte{'x'}, 16<<10)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	accepted := 0
+	var tooLarge []error
+	for g := 0; g < G; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < N; i++ {
+				_, err := l.AppendItems([][]byte{item})
+				mu.Lock()
+				if err == nil {
+					accepted++
+				} else {
+					t.Error(err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := l.AppendItems([][]byte{make([]byte, 256<<10)}) // its frame header tips it over
+			mu.Lock()
+			tooLarge = append(tooLarge, err)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, G*N, accepted)
+	for _, err := range tooLarge {
+		require.ErrorIs(t, err, ErrTooLarge)
+	}
+	require.NoError(t, l.Close())
+	l = openT(t, dir, opts)
+	items := 0
+	require.NoError(t, l.Replay(func(id uint64, p []byte) error {
+		require.LessOrEqual(t, len(p), 256<<10, "record %d over the limit", id)
+		return ForEachItem(p, func([]byte) error { items++; return nil })
+	}))
+	require.Equal(t, G*N, items)
+	require.NoError(t, l.Close())
+}
+
+// Stats.Bytes counts what is live: not the preallocated segments, and
+// not acknowledged records.
+func TestStatsBytesIsLive(t *testing.T) {
+	dir := t.TempDir()
+	opts := smallOpts()
+	opts.NoSync = true
+	l := openT(t, dir, opts)
+	require.Zero(t, l.Stats().Bytes, "a new empty log")
+	p := []byte("0123456789")
+	a, err := l.Append(p)
+	require.NoError(t, err)
+	b, err := l.Append(p)
+	require.NoError(t, err)
+	rec := recordSize(len(p))
+	require.Equal(t, segmentHeaderSize+2*rec, l.Stats().Bytes)
+	require.NoError(t, l.Ack(a))
+	require.Equal(t, segmentHeaderSize+rec, l.Stats().Bytes)
+	require.NoError(t, l.Close())
+	l = openT(t, dir, opts)
+	require.Equal(t, segmentHeaderSize+rec, l.Stats().Bytes)
+	require.NoError(t, l.Ack(b))
+	require.Equal(t, int64(segmentHeaderSize), l.Stats().Bytes)
+	require.NoError(t, l.Checkpoint())
+	require.Zero(t, l.Stats().Bytes, "the segment all acknowledged is gone")
+	require.NoError(t, l.Close())
+}
+
+// A replayed record's item count is its frames: AckItems acknowledges it
+// with its last item, as for a record appended in this process. Write
+// counts frames the same way.
+func TestAckItemsOnReplayedAndWrittenRecords(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, smallOpts())
+	var p []byte
+	for _, s := range []string{"a", "b", "c"} {
+		p = AppendFrame(p, []byte(s))
+	}
+	id, err := l.Write(p)
+	require.NoError(t, err)
+	require.NoError(t, l.Sync())
+	require.ErrorContains(t, l.AckItems(id, 4), "only 3 items outstanding")
+	id2, err := l.Write(p)
+	require.NoError(t, err)
+	require.NoError(t, l.AckItems(id2, 3))
+	require.NoError(t, l.Close())
+
+	l = openT(t, dir, smallOpts())
+	require.ErrorContains(t, l.AckItems(id, 1), "not known before Replay")
+	require.Equal(t, []uint64{id}, sortedIDs(replayAll(t, l)))
+	require.NoError(t, l.AckItems(id, 2))
+	require.Equal(t, uint64(0), l.Stats().AckMark)
+	require.NoError(t, l.AckItems(id, 1))
+	require.Equal(t, id2, l.Stats().AckMark)
+	require.NoError(t, l.Close())
+	l = openT(t, dir, smallOpts())
+	require.Empty(t, replayAll(t, l))
+	require.NoError(t, l.Close())
+}
+
+// Append, Sync and AppendItems all wait in the one group commit: many
+// concurrent waits cost far fewer fdatasyncs than calls.
+func TestDurabilityWaitsShareTheGroupCommit(t *testing.T) {
+	l := openT(t, t.TempDir(), smallOpts())
+	const G, N = 32, 20
+	var wg sync.WaitGroup
+	for g := 0; g < G; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < N; i++ {
+				var err error
+				switch (g + i) % 3 {
+				case 0:
+					_, err = l.Append(payloadFor(i))
+				case 1:
+					_, err = l.AppendItem(payloadFor(i))
+				default:
+					if _, err = l.Write(payloadFor(i)); err == nil {
+						err = l.Sync()
+					}
+				}
+				if err != nil && !errors.Is(err, ErrClosed) {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	st := l.Stats()
+	require.LessOrEqual(t, st.Appended, uint64(G*N))
+	require.Less(t, st.Syncs, uint64(G*N))
+	require.NoError(t, l.Close())
+}
