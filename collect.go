@@ -23,7 +23,9 @@ type collector[T any] struct {
 	flushing bool              // a Flush is draining: ignore the hard-level stall
 	cur      *pending[T]       // the batch being filled from the rings
 	ready    fifo[*pending[T]] // cut, waiting for a sender, oldest first
-	seq      uint64            // the next batch's sequence number
+	inItems  []T               // the sync inbox's spare slices, swapped on take
+	inSpans  []span
+	seq      uint64 // the next batch's sequence number
 }
 
 func (q *Queue[T]) collect() {
@@ -33,10 +35,8 @@ func (q *Queue[T]) collect() {
 	// the partial batch. An idle queue wakes only for these ticks.
 	tick := time.NewTicker(q.cfg.FlushInterval / 2)
 	defer tick.Stop()
-	var committed chan *pending[T]
 	var walTick <-chan time.Time
 	if w := q.wal; w != nil {
-		committed = w.committed
 		if w.mode == Periodic {
 			t := time.NewTicker(q.cfg.WAL.syncInterval())
 			defer t.Stop()
@@ -60,12 +60,12 @@ func (q *Queue[T]) collect() {
 				c.drain(false) // room for more: go on with the backlog
 			}
 		case <-q.wake:
+			c.takeInbox()
 			c.drain(false)
 		case <-tick.C:
 			q.gov.Refresh()
+			c.takeInbox()
 			c.drain(true)
-		case b := <-committed:
-			c.push(b)
 		case b := <-q.unspilled:
 			c.push(b)
 		case b := <-q.replayCh:
@@ -83,7 +83,7 @@ func (q *Queue[T]) collect() {
 				// A Flush covers what sits in the rings even at the hard
 				// level: drain them regardless, once.
 				c.flushing = true
-				c.takeCommitted()
+				c.takeInbox()
 				c.drain(true)
 				c.flushing = false
 				c.cutKeyed(true)
@@ -221,20 +221,32 @@ func (c *collector[T]) cut() {
 	c.push(b)
 }
 
-// takeCommitted moves the Sync-mode groups already committed into ready: an
-// Enqueue that has returned has its group in the channel by then.
-func (c *collector[T]) takeCommitted() {
-	if c.q.wal == nil {
+// takeInbox moves the Sync-mode items committed so far into batches of
+// BatchSize (an Enqueue that has returned has its items in the inbox).
+// Their bytes were charged at admission: they are carried, not charged.
+func (c *collector[T]) takeInbox() {
+	q := c.q
+	if q.wal == nil || q.wal.mode != Sync {
 		return
 	}
-	for {
-		select {
-		case b := <-c.q.wal.committed:
-			c.push(b)
-		default:
-			return
+	items, spans := q.wal.inbox.take(c.inItems[:0], c.inSpans[:0])
+	size := int(q.batchSize.Load())
+	rest, restSpans := items, spans
+	for len(rest) > 0 {
+		if c.cur == nil {
+			c.cur = q.getBatch()
+		}
+		n := min(size-len(c.cur.items), len(rest))
+		c.cur.items = append(c.cur.items, rest[:n]...)
+		c.cur.spans = takeSpans(c.cur.spans, &restSpans, n)
+		c.cur.bytes += q.bytesOf(rest[:n])
+		rest = rest[n:]
+		if len(c.cur.items) >= size {
+			c.cut()
 		}
 	}
+	clear(items) // retention rule
+	c.inItems, c.inSpans = items[:0], spans[:0]
 }
 
 func (c *collector[T]) push(b *pending[T]) {
@@ -245,7 +257,7 @@ func (c *collector[T]) push(b *pending[T]) {
 	// Keyed batches are not spilled: their order would have to survive
 	// the round trip through the WAL. Nor are replayed batches: they are
 	// on disk already, and the replayer sends one at a time.
-	if q.spillPolicy() && b.shard == nil && !b.replay && len(b.recs) == 0 && !q.closing.Load() && q.gov.Level() == governor.LevelHard && c.spill(b) {
+	if q.spillPolicy() && b.shard == nil && !b.replay && !q.closing.Load() && q.gov.Level() == governor.LevelHard && c.spill(b) {
 		return
 	}
 	c.ready.push(b)
@@ -292,18 +304,9 @@ func (c *collector[T]) cutKeyed(all bool) {
 // drain collects every accepted item.
 func (c *collector[T]) stop(req request) {
 	q := c.q
-	if q.syncMode() {
-		// The committer finishes the open group, then exits.
-		for done := false; !done; {
-			select {
-			case b := <-q.wal.committed:
-				c.push(b)
-			case <-q.wal.exited:
-				done = true
-			}
-		}
-		c.takeCommitted()
-	}
+	// Stop closed the intake gate: every Sync-mode item accepted is in the
+	// inbox by now.
+	c.takeInbox()
 	// The unspiller stops (closedCtx) and puts back what it had not handed
 	// over; take what it had, then read the rest back here, dispatching as
 	// we go so that a large spill is not loaded into memory at once.
@@ -465,10 +468,8 @@ func (q *Queue[T]) stop(ctx context.Context) error {
 	q.closing.Store(true)
 	q.closedCancel()
 	q.growMu.Unlock()
+	q.intake.close() // waits for Sync-mode and keyed calls under way
 	q.keyed.seal()
-	if q.syncMode() {
-		q.closeSync()
-	}
 	var ms runtime.MemStats
 	for range 2 {
 		q.growMu.Lock()

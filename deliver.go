@@ -114,7 +114,7 @@ func (q *Queue[T]) sinkFailing() {
 }
 
 // durable reports whether b's items are in the WAL.
-func (b *pending[T]) durable() bool { return b.rec != nil || len(b.recs) > 0 }
+func (b *pending[T]) durable() bool { return len(b.spans) > 0 }
 
 // giveUp ends a batch that Stop ran out of time for: a batch in the WAL stays
 // there for the next New to replay; any other goes to OnDrop. recycle is
@@ -206,8 +206,7 @@ func (q *Queue[T]) getBatch() *pending[T] {
 func (q *Queue[T]) putBatch(b *pending[T]) {
 	clear(b.items) // retention rule: no pointers kept past delivery
 	b.items = b.items[:0]
-	clear(b.recs)
-	b.bytes, b.seq, b.shard, b.rec, b.recOff, b.recs, b.spill, b.replay = 0, 0, nil, nil, 0, b.recs[:0], nil, false
+	b.bytes, b.seq, b.shard, b.spans, b.spill, b.replay = 0, 0, nil, b.spans[:0], nil, false
 	select {
 	case q.free <- b:
 	default:

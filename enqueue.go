@@ -108,7 +108,9 @@ func (q *Queue[T]) pinSlot() (*procSlot[T], *int32) {
 // without a slot yet (GOMAXPROCS grew).
 func (q *Queue[T]) enqueueSlow(v T) error {
 	if q.syncMode() {
-		return q.enqueueSync(v)
+		one := [1]T{v}
+		_, err := q.enqueueSync(one[:])
+		return err
 	}
 	for {
 		s, tok := q.pinSlot()
@@ -193,13 +195,7 @@ func (q *Queue[T]) waitSpare() error {
 // were not accepted. It is cheaper per item than Enqueue.
 func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) {
 	if q.syncMode() {
-		if len(vs) == 0 {
-			return 0, nil
-		}
-		if err := q.enqueueSync(vs...); err != nil {
-			return 0, err
-		}
-		return len(vs), nil
+		return q.enqueueSync(vs)
 	}
 	n := 0
 	for n < len(vs) {

@@ -22,8 +22,8 @@ type keyedShards[T any] struct {
 
 type keyedShard[T any] struct {
 	mu     sync.Mutex
-	items  []T          // guarded by mu: accepted, not yet cut
-	recs   []*walRecord // guarded by mu: items[i]'s WAL record (Sync mode only)
+	items  []T    // guarded by mu: accepted, not yet cut
+	spans  []span // guarded by mu: where items are in the WAL (Sync mode only)
 	bytes  int64
 	closed bool // guarded by mu
 
@@ -46,24 +46,26 @@ func shardOf(key uint64) int {
 // order they were accepted: FIFO per key, with any number of Workers. It is
 // slower than Enqueue (a lock per call on the key's shard).
 func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
-	var rec *walRecord
+	// Within the gate, Stop waits for this call: an item written to the
+	// WAL is always queued, never refused after the fact.
+	if !q.intake.enter() {
+		return ErrClosed
+	}
+	defer q.intake.leave()
+	var sp span
 	if q.syncMode() {
-		// Durable first, as a record of its own (concurrent appends
-		// share an fdatasync), then queued in its key's order.
+		// Durable first (concurrent appends share a record and an
+		// fdatasync), then queued in its key's order.
 		var err error
-		if rec, err = q.appendKeyed(v); err != nil {
+		if sp, err = q.appendKeyed(v); err != nil {
 			return err
 		}
 	}
 	s := &q.keyed.shards[shardOf(key)]
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return ErrClosed
-	}
 	s.items = append(s.items, v)
-	if rec != nil {
-		s.recs = append(s.recs, rec)
+	if sp.n > 0 {
+		s.spans = appendSpan(s.spans, sp.id, sp.off, sp.n)
 	}
 	s.bytes += int64(q.sizeOf(v))
 	s.mu.Unlock()
@@ -111,10 +113,8 @@ func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
 	b.items = append(b.items, s.items[:n]...)
 	clear(s.items[:n]) // retention rule
 	s.items = s.items[n:]
-	if len(s.recs) > 0 {
-		b.recs = append(b.recs, s.recs[:n]...)
-		clear(s.recs[:n])
-		s.recs = s.recs[n:]
+	if len(s.spans) > 0 {
+		b.spans = takeSpans(b.spans, &s.spans, n)
 	}
 	if len(s.items) == 0 {
 		s.items = s.items[:0:0] // let the backing array go once drained

@@ -63,6 +63,11 @@ type Queue[T any] struct {
 	ringBytes int64 // bytes of one ring's slots
 	logger    *slog.Logger
 	growMu    sync.Mutex // serialises growth of procs and Stop's sealing
+	// intake is held by every call that writes to the WAL or a keyed shard
+	// before its item is queued (Sync mode, EnqueueKey); Stop closes it and
+	// waits for those calls, so each is either refused before it writes
+	// anything or accepted (refused means refused).
+	intake intakeGate
 
 	keyed   keyedShards[T]
 	wal     *walTier[T] // nil in memory mode
@@ -121,6 +126,34 @@ type Queue[T any] struct {
 	batchSize    atomic.Int64
 }
 
+// intakeGate: enter before writing an item anywhere Stop cannot seal (the
+// WAL, a keyed shard), leave once it is queued; close waits for the calls
+// inside. An RWMutex is the gate: the calls share it, Stop takes it alone.
+type intakeGate struct {
+	mu     sync.RWMutex
+	closed bool // guarded by mu
+}
+
+// enter reports whether the caller may go on (false once Stop has begun);
+// on true the caller must leave.
+func (g *intakeGate) enter() bool {
+	g.mu.RLock()
+	if g.closed {
+		g.mu.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (g *intakeGate) leave() { g.mu.RUnlock() }
+
+// close refuses every later enter and waits for the calls inside to leave.
+func (g *intakeGate) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
 // procTable has one slot per P id.
 type procTable[T any] struct {
 	procs []*procSlot[T]
@@ -141,9 +174,7 @@ type pending[T any] struct {
 	bytes  int64
 	seq    uint64
 	shard  *keyedShard[T] // nil unless the batch came from EnqueueKey
-	rec    *walRecord     // the WAL record holding these items; nil if none
-	recOff int            // index of items[0] within that record
-	recs   []*walRecord   // EnqueueKey in Sync mode: items[i]'s record
+	spans  []span         // where the items are in the WAL, in item order; none if not on disk
 	spill  *spillDone     // read back from a spill: settled when finished
 	replay bool           // from the replayer: finishing it lets the replay go on
 	send   func(context.Context) error
@@ -235,15 +266,6 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 	}
 	var wg, senders sync.WaitGroup
 	wg.Add(1)
-	if q.syncMode() {
-		// Several committers: while one waits for its fdatasync, the next
-		// writes its group, and the log's own group commit lets them share
-		// the sync.
-		wg.Add(syncCommitters)
-		for range syncCommitters {
-			go func() { defer wg.Done(); q.commitLoop() }()
-		}
-	}
 	if q.spillPolicy() {
 		wg.Add(1)
 		go func() { defer wg.Done(); q.unspillLoop() }()

@@ -21,7 +21,7 @@ import (
 // memory limit and, in Periodic and Sync mode, on disk.)
 //
 // Consecutive records are coalesced into batches of up to BatchSize items,
-// each item naming its record (pending.recs), so a replay still sends full
+// their spans naming each record's share, so a replay still sends full
 // batches. Stop lets the replay run to its end while its ctx allows; when
 // ctx expires the replay stops and the rest stays in the WAL.
 
@@ -76,27 +76,12 @@ func (q *Queue[T]) replayLoop() {
 		if len(items) == 0 {
 			return w.log.Ack(id)
 		}
-		rec := &walRecord{id: id}
-		rec.left.Store(int64(len(items)))
 		for off := 0; off < len(items); {
 			if cur == nil {
 				cur = q.getBatch()
 			}
 			n := min(len(items)-off, limit-len(cur.items))
-			switch {
-			case len(cur.items) == 0: // a batch within one record
-				cur.rec, cur.recOff = rec, off
-			case cur.rec != nil: // now spanning records: one record per item
-				for range cur.items {
-					cur.recs = append(cur.recs, cur.rec)
-				}
-				cur.rec, cur.recOff = nil, 0
-				fallthrough
-			default:
-				for range n {
-					cur.recs = append(cur.recs, rec)
-				}
-			}
+			cur.spans = appendSpan(cur.spans, id, off, n)
 			cur.items = append(cur.items, items[off:off+n]...)
 			off += n
 			if len(cur.items) == limit {

@@ -18,11 +18,10 @@ import (
 // senders; they are acknowledged in the WAL once delivered like any record.
 // Spilled items still in the WAL at Stop stay there for the next New.
 
-// spillRef locates spilled items: items [off, off+n) of record rec.id.
+// spillRef locates spilled items: items [off, off+n) of record id.
 type spillRef struct {
-	rec    *walRecord
-	off, n int
-	done   *spillDone
+	span
+	done *spillDone
 }
 
 // spillDone follows one spilled batch until each of its items is finished
@@ -63,40 +62,54 @@ func (q *Queue[T]) spillPolicy() bool {
 func (c *collector[T]) spill(b *pending[T]) bool {
 	q := c.q
 	var err error
-	if b.rec == nil {
+	if !b.durable() {
 		err = q.writeBatch(b)
+	}
+	for _, sp := range b.spans {
+		if sp.id == 0 {
+			// An item that cannot be written (too large for a record):
+			// the batch stays in memory, and spilling has not failed.
+			return false
+		}
 	}
 	if err == nil && q.wal.mode != Sync {
 		err = walErr(q.wal.log.Sync()) // what the governor spills is durable
 	}
 	if err != nil {
+		b.spans = b.spans[:0]
 		q.spillErr.Store(&err)
 		q.logger.Warn("vinequeue: spill to the wal failed; batch kept in memory", "items", len(b.items), "err", err)
 		return false
 	}
 	q.spillErr.Store(nil)
 	q.spilled.Add(uint64(len(b.items)))
-	q.spills.add(spillRef{rec: b.rec, off: b.recOff, n: len(b.items), done: b.spill})
+	q.spills.add(b.spans, b.spill)
 	// Out of memory now: not delivered yet, so not acknowledged.
 	q.hold(-b.bytes)
 	q.track.complete(b.seq)
-	b.rec = nil
 	q.putBatch(b)
 	return true
 }
 
-// add appends r, numbering it as a new spill unless it already has a
-// spillDone (a batch read back and spilled again).
-func (s *spillList) add(r spillRef) {
+// add appends the refs of one spilled batch (its spans), numbering it as a
+// new spill unless it already has a spillDone (a batch read back and
+// spilled again).
+func (s *spillList) add(spans []span, done *spillDone) {
 	s.mu.Lock()
-	if r.done == nil {
-		r.done = &spillDone{seq: s.added}
-		r.done.left.Store(int64(r.n))
+	if done == nil {
+		n := 0
+		for _, sp := range spans {
+			n += sp.n
+		}
+		done = &spillDone{seq: s.added}
+		done.left.Store(int64(n))
 		s.added++
-		s.track.cut(r.done.seq)
+		s.track.cut(done.seq)
 	}
-	s.refs = append(s.refs, r)
-	s.items += r.n
+	for _, sp := range spans {
+		s.refs = append(s.refs, spillRef{span: sp, done: done})
+		s.items += sp.n
+	}
 	s.mu.Unlock()
 	select {
 	case s.kick <- struct{}{}:
@@ -211,26 +224,26 @@ func (q *Queue[T]) unspill(refs []spillRef, send func(*pending[T]) bool) error {
 	// is not record order: Sync mode's committers hand records over
 	// concurrently. One pass over the log needs them in record order.
 	slices.SortFunc(refs, func(a, b spillRef) int {
-		return cmp.Or(cmp.Compare(a.rec.id, b.rec.id), cmp.Compare(a.off, b.off))
+		return cmp.Or(cmp.Compare(a.id, b.id), cmp.Compare(a.off, b.off))
 	})
-	from, to := refs[0].rec.id, refs[len(refs)-1].rec.id
+	from, to := refs[0].id, refs[len(refs)-1].id
 	w := q.wal
 	next := 0 // refs[:next] are done
 	var items []T
 	err := w.log.ReadRange(from, to, func(id uint64, payload []byte) error {
-		if next == len(refs) || refs[next].rec.id != id {
+		if next == len(refs) || refs[next].id != id {
 			return nil
 		}
 		var err error
 		if items, err = w.decode(items[:0], payload); err != nil {
 			return fmt.Errorf("record %d: %w", id, err)
 		}
-		for next < len(refs) && refs[next].rec.id == id {
+		for next < len(refs) && refs[next].id == id {
 			r := &refs[next]
 			if r.off+r.n > len(items) {
 				return fmt.Errorf("record %d holds %d items, spilled [%d, %d)", id, len(items), r.off, r.off+r.n)
 			}
-			for _, b := range q.splitBatches(items[r.off:r.off+r.n], r.rec) {
+			for _, b := range q.splitBatches(items[r.off:r.off+r.n], r.span) {
 				b.spill = r.done
 				n := len(b.items) // b is the collector's once sent
 				if !send(b) {
@@ -269,4 +282,21 @@ func (q *Queue[T]) atHardSpill() error {
 		return fmt.Errorf("%w", *p)
 	}
 	return nil
+}
+
+// splitBatches copies items, the items sp names, into batches of at most
+// MaxBatchSize, each naming its share of sp, and holds their bytes.
+func (q *Queue[T]) splitBatches(items []T, sp span) []*pending[T] {
+	var out []*pending[T]
+	for off := 0; off < len(items); {
+		n := min(len(items)-off, q.cfg.MaxBatchSize)
+		b := q.getBatch()
+		b.items = append(b.items, items[off:off+n]...)
+		b.spans = append(b.spans, span{sp.id, sp.off + off, n})
+		b.bytes = q.bytesOf(b.items)
+		q.hold(b.bytes)
+		out = append(out, b)
+		off += n
+	}
+	return out
 }

@@ -4,36 +4,73 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/vineroute/vinequeue/wal"
 )
 
-// The WAL tier. Each record on disk is one batch of items (wal.AppendFrame
-// frames, codec-encoded). A record is acknowledged (wal.Log.Ack) once every
-// item in it has been delivered; the log's ack mark is the low-water mark of
-// those acks, and Open replays what is above it, so delivery is at least once.
+// The WAL tier. A record on disk holds items (wal.AppendFrame frames, each
+// encoded by the Codec). Every batch names where its items are on disk with
+// spans — items [off, off+n) of record id — in item order; a batch whose
+// items are not on disk has none. When a batch is finished (delivered, or
+// given up on) each span is acknowledged with wal.Log.AckItems: the log
+// counts a record's items and acknowledges the record with its last one, so
+// a record is replayed after a crash only if some of its items were neither
+// delivered nor given up on. That per-record count lives in the log alone.
 //
-//   - Sync: Enqueue adds its item to the open group and waits; the committer
-//     writes each group as one durable record (one fdatasync shared by every
-//     caller in the group, on top of the log's own group commit) and then
-//     hands the group to the collector as a batch.
+// How items reach the disk, by mode:
+//
+//   - Sync: each call encodes its items and appends them with
+//     wal.Log.AppendItems, the log's one group commit (concurrent calls share
+//     a record and an fdatasync; a group is bounded by bytes, and an item too
+//     large for a record fails alone with ErrTooLarge). Once durable, the
+//     items go to the sync inbox with their span, and the collector moves
+//     them into batches of BatchSize: commit groups are a unit of writing,
+//     never of delivery.
 //   - Periodic: Enqueue takes the ring fast path; the collector writes every
-//     batch it cuts as a record before sending it and syncs the log every
-//     SyncInterval, so a crash loses at most what sat in the rings plus one
-//     interval of writes.
-//   - Overflow: only what the governor spills is written (see spill.go);
-//     what sits in memory at a crash is lost.
+//     batch it cuts (split into records of at most MaxRecord bytes) before
+//     sending it, and every SyncInterval it cuts what the rings and the keyed
+//     shards hold and syncs the log. A crash loses at most the items accepted
+//     in the last SyncInterval (plus one checkpoint's time).
+//   - Overflow: only what the governor spills is written (spill.go).
 
-// syncCommitters is the number of Sync-mode committer goroutines.
-const syncCommitters = 2
+// span names n consecutive items of a batch: items [off, off+n) of WAL
+// record id.
+type span struct {
+	id     uint64
+	off, n int
+}
 
-// walRecord tracks the delivery of one record's items; the batches carrying
-// them share it.
-type walRecord struct {
-	id   uint64
-	left atomic.Int64 // items not yet delivered
+// appendSpan appends items [off, off+n) of record id to spans, extending the
+// last span when they continue it.
+func appendSpan(spans []span, id uint64, off, n int) []span {
+	if k := len(spans) - 1; k >= 0 && spans[k].id == id && spans[k].off+spans[k].n == off {
+		spans[k].n += n
+		return spans
+	}
+	return append(spans, span{id, off, n})
+}
+
+// takeSpans moves the spans naming the first n items of *src to dst,
+// splitting a span that straddles item n.
+func takeSpans(dst []span, src *[]span, n int) []span {
+	s := *src
+	i := 0
+	for n > 0 && i < len(s) {
+		sp := s[i]
+		if sp.n > n {
+			dst = appendSpan(dst, sp.id, sp.off, n)
+			s[i].off += n
+			s[i].n -= n
+			break
+		}
+		dst = appendSpan(dst, sp.id, sp.off, sp.n)
+		n -= sp.n
+		i++
+	}
+	clear(s[:i])
+	*src = s[i:]
+	return dst
 }
 
 // walTier is the queue's side of the log.
@@ -41,23 +78,9 @@ type walTier[T any] struct {
 	log   *wal.Log
 	codec Codec[T]
 	mode  WALMode
+	inbox syncInbox[T] // Sync mode
 
-	// Sync mode: the open group and its committer.
-	mu        sync.Mutex
-	cond      *sync.Cond // the committer waits here for a group
-	group     *syncGroup[T]
-	closed    bool
-	committed chan *pending[T] // committers → collector
-	exited    chan struct{}    // closed when the last committer exits
-	running   atomic.Int32     // committers still running
-
-	encBuf []byte // collector-owned (Periodic)
-}
-
-type syncGroup[T any] struct {
-	items []T
-	done  chan struct{}
-	err   error
+	encBuf []byte // collector-owned (Periodic and spill writes)
 }
 
 // walErr maps the log's errors to the queue's sentinels, keeping the cause.
@@ -99,138 +122,203 @@ func (q *Queue[T]) openWAL() error {
 		}
 		return walErr(err)
 	}
-	w := &walTier[T]{log: log, codec: codec, mode: c.Mode,
-		committed: make(chan *pending[T], 4), exited: make(chan struct{})}
-	w.cond = sync.NewCond(&w.mu)
-	w.running.Store(syncCommitters)
-	q.wal = w
+	q.wal = &walTier[T]{log: log, codec: codec, mode: c.Mode}
 	return nil
 }
 
-// encode frames items into one record payload.
-func (w *walTier[T]) encode(dst []byte, items []T) ([]byte, error) {
-	var item []byte
-	for _, v := range items {
-		var err error
-		item, err = w.codec.Append(item[:0], v)
+// encoding is one call's items, encoded (Sync mode). Pooled: a call
+// allocates nothing once the pool is warm.
+type encoding struct {
+	buf   []byte
+	ends  []int
+	items [][]byte
+}
+
+var encodings = sync.Pool{New: func() any { return new(encoding) }}
+
+// encode encodes vs into e, one []byte per item (aliasing e.buf). On a
+// codec error e holds the items before the one that failed.
+func (w *walTier[T]) encode(e *encoding, vs []T) error {
+	e.buf, e.ends, e.items = e.buf[:0], e.ends[:0], e.items[:0]
+	var err error
+	for _, v := range vs {
+		if e.buf, err = w.codec.Append(e.buf, v); err != nil {
+			err = fmt.Errorf("vinequeue: wal codec: %w", err)
+			break
+		}
+		e.ends = append(e.ends, len(e.buf))
+	}
+	start := 0
+	for _, end := range e.ends {
+		e.items = append(e.items, e.buf[start:end:end])
+		start = end
+	}
+	return err
+}
+
+// recordItems returns how many of items, from the first, fit one record:
+// at least one unless the first alone does not fit (0).
+func (w *walTier[T]) recordItems(items [][]byte) int {
+	limit, size := w.log.MaxRecord(), 0
+	for i, it := range items {
+		size += wal.FrameSize(len(it))
+		if size > limit {
+			return i
+		}
+	}
+	return len(items)
+}
+
+// syncInbox holds Sync-mode items that are durable and not yet taken by the
+// collector, with their spans. Callers add under mu; the collector takes
+// everything at once, swapping in its emptied slices. Their bytes were
+// charged by admit; the collector carries them into batches (bytesOf, the
+// same sum) without charging again.
+type syncInbox[T any] struct {
+	mu    sync.Mutex
+	items []T
+	spans []span
+}
+
+// add appends vs, which are the items sp names; it reports whether the
+// inbox was empty (then the collector needs a wake).
+func (in *syncInbox[T]) add(vs []T, sp span) (wasEmpty bool) {
+	in.mu.Lock()
+	wasEmpty = len(in.items) == 0
+	in.items = append(in.items, vs...)
+	in.spans = appendSpan(in.spans, sp.id, sp.off, sp.n)
+	in.mu.Unlock()
+	return wasEmpty
+}
+
+// take swaps the inbox's contents for the given empty slices.
+func (in *syncInbox[T]) take(items []T, spans []span) ([]T, []span) {
+	in.mu.Lock()
+	items, in.items = in.items, items
+	spans, in.spans = in.spans, spans
+	in.mu.Unlock()
+	return items, spans
+}
+
+// enqueueSync is Sync mode's intake for Enqueue and EnqueueBatch: vs are
+// encoded, admitted and appended (records of at most MaxRecord bytes) and
+// handed to the collector once durable. It returns how many items were
+// accepted, from the first: on an error, vs[n:] were not. An item whose
+// encoding fails, or that cannot fit a record, is refused (with the items
+// after it; those before it are accepted).
+func (q *Queue[T]) enqueueSync(vs []T) (int, error) {
+	if !q.intake.enter() {
+		return 0, ErrClosed
+	}
+	defer q.intake.leave()
+	w := q.wal
+	e := encodings.Get().(*encoding)
+	defer encodings.Put(e)
+	encErr := w.encode(e, vs)
+	items := e.items
+	n := 0
+	for n < len(items) {
+		k := w.recordItems(items[n:])
+		if k == 0 {
+			encErr = fmt.Errorf("%w: item of %d bytes, records hold %d", ErrTooLarge, len(items[n]), w.log.MaxRecord())
+			break
+		}
+		chunk := vs[n : n+k]
+		bytes := q.bytesOf(chunk)
+		if err := q.admit(k, bytes, true); err != nil {
+			return n, err
+		}
+		id, index, err := w.log.AppendItemsAt(items[n : n+k])
 		if err != nil {
-			return dst, fmt.Errorf("vinequeue: wal codec: %w", err)
+			q.unadmit(bytes)
+			q.walRejected.Add(uint64(len(vs) - n))
+			return n, walErr(err)
 		}
-		dst = wal.AppendFrame(dst, item)
+		q.syncAccepted.Add(uint64(k))
+		if w.inbox.add(chunk, span{id, index, k}) {
+			q.wakeCollector()
+		}
+		n += k
 	}
-	return dst, nil
+	if encErr != nil {
+		q.walRejected.Add(uint64(len(vs) - n))
+		return n, encErr
+	}
+	return n, nil
 }
 
-// enqueueSync is Enqueue in Sync mode: v joins the open group, and the call
-// returns once the group's record is durable.
-func (q *Queue[T]) enqueueSync(vs ...T) error {
+// appendKeyed makes one EnqueueKey item durable (Sync mode) and returns its
+// span. The caller holds the intake gate and has admitted the item.
+func (q *Queue[T]) appendKeyed(v T) (span, error) {
 	w := q.wal
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return ErrClosed
+	e := encodings.Get().(*encoding)
+	defer encodings.Put(e)
+	one := [1]T{v}
+	if err := w.encode(e, one[:]); err != nil {
+		q.walRejected.Add(1)
+		return span{}, err
 	}
-	if w.group == nil {
-		w.group = &syncGroup[T]{done: make(chan struct{})}
-		w.cond.Signal() // one idle committer takes it
+	id, index, err := w.log.AppendItemsAt(e.items)
+	if err != nil {
+		q.walRejected.Add(1)
+		return span{}, walErr(err)
 	}
-	g := w.group
-	g.items = append(g.items, vs...)
-	w.mu.Unlock()
-	<-g.done
-	return g.err
+	return span{id: id, off: index, n: 1}, nil
 }
 
-// commitLoop is the Sync-mode committer: it writes each group as one durable
-// record and hands it on for delivery. While it writes, the next group fills.
-func (q *Queue[T]) commitLoop() {
-	w := q.wal
-	defer func() {
-		if w.running.Add(-1) == 0 {
-			close(w.exited)
-		}
-	}()
-	var buf []byte
-	for {
-		w.mu.Lock()
-		for w.group == nil && !w.closed {
-			w.cond.Wait()
-		}
-		g := w.group
-		w.group = nil
-		w.mu.Unlock()
-		if g == nil {
-			return // closed and nothing left
-		}
-		var err error
-		buf, err = w.encode(buf[:0], g.items)
-		var id uint64
-		if err == nil {
-			id, err = w.log.Append(buf)
-			err = walErr(err)
-		}
-		if err != nil {
-			g.err = err
-			q.walRejected.Add(uint64(len(g.items)))
-			close(g.done)
-			continue
-		}
-		q.syncAccepted.Add(uint64(len(g.items)))
-		rec := &walRecord{id: id}
-		rec.left.Store(int64(len(g.items)))
-		for _, b := range q.splitBatches(g.items, rec) {
-			w.committed <- b
-		}
-		close(g.done) // after the hand-over: a Flush after Enqueue sees it
-	}
-}
-
-// closeSync stops accepting Sync-mode items; the committer finishes the open
-// group and exits.
-func (q *Queue[T]) closeSync() {
-	w := q.wal
-	w.mu.Lock()
-	w.closed = true
-	w.cond.Broadcast()
-	w.mu.Unlock()
-}
-
-// splitBatches copies items into batches of at most MaxBatchSize sharing rec.
-func (q *Queue[T]) splitBatches(items []T, rec *walRecord) []*pending[T] {
-	var out []*pending[T]
-	off := 0
-	for len(items) > 0 {
-		n := min(len(items), q.cfg.MaxBatchSize)
-		b := q.getBatch()
-		b.items = append(b.items, items[:n]...)
-		b.bytes = q.bytesOf(b.items)
-		b.rec = rec
-		b.recOff = off
-		off += n
-		q.hold(b.bytes)
-		out = append(out, b)
-		items = items[n:]
-	}
-	return out
-}
-
-// writeBatch writes b's items as one record (not synced) and attaches the
-// record to b. Collector only (it uses the collector's encoding buffer).
+// writeBatch writes b's items (not yet on disk) as records of at most
+// MaxRecord bytes, not synced, and names them in b.spans. An item too large
+// for any record cannot be written: it stays in b, delivered from memory
+// only (counted and logged), and the span list skips it with a span of id
+// 0. Collector only (it uses the collector's encoding buffer).
 func (q *Queue[T]) writeBatch(b *pending[T]) error {
 	w := q.wal
-	var err error
-	w.encBuf, err = w.encode(w.encBuf[:0], b.items)
-	var id uint64
-	if err == nil {
-		id, err = w.log.Write(w.encBuf)
+	limit := w.log.MaxRecord()
+	var item []byte
+	start, count := 0, 0 // the record being built: b.items[start:start+count]
+	w.encBuf = w.encBuf[:0]
+	flush := func() error {
+		if count == 0 {
+			return nil
+		}
+		id, err := w.log.Write(w.encBuf)
+		if err != nil {
+			return walErr(err)
+		}
+		b.spans = appendSpan(b.spans, id, 0, count)
+		start += count
+		count = 0
+		w.encBuf = w.encBuf[:0]
+		return nil
 	}
-	if err != nil {
-		return walErr(err)
+	spans := b.spans[:0]
+	b.spans = spans
+	for i, v := range b.items {
+		var err error
+		if item, err = w.codec.Append(item[:0], v); err != nil {
+			err = fmt.Errorf("vinequeue: wal codec: %w", err)
+		} else if wal.FrameSize(len(item)) > limit {
+			err = fmt.Errorf("%w: item of %d bytes, records hold %d", ErrTooLarge, len(item), limit)
+		}
+		if err != nil {
+			if ferr := flush(); ferr != nil {
+				return ferr
+			}
+			q.walErrors.Add(1)
+			q.logger.Warn("vinequeue: an item cannot be written to the wal; it is delivered from memory only", "err", err)
+			b.spans = append(b.spans, span{n: 1}) // id 0: not on disk
+			start = i + 1
+			continue
+		}
+		if len(w.encBuf)+wal.FrameSize(len(item)) > limit {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		w.encBuf = wal.AppendFrame(w.encBuf, item)
+		count++
 	}
-	rec := &walRecord{id: id}
-	rec.left.Store(int64(len(b.items)))
-	b.rec = rec
-	return nil
+	return flush()
 }
 
 // decode appends the items framed in a record payload to dst.
@@ -246,51 +334,33 @@ func (w *walTier[T]) decode(dst []T, payload []byte) ([]T, error) {
 	return dst, err
 }
 
-// persistBatch writes a batch cut from the rings as a record (Periodic mode).
-// On failure the batch is still delivered from memory, just not protected.
+// persistBatch writes a batch cut from the rings or a keyed shard (Periodic
+// mode). On failure the batch is still delivered from memory, just not
+// protected; the failure is counted and logged.
 func (q *Queue[T]) persistBatch(b *pending[T]) {
 	if err := q.writeBatch(b); err != nil {
+		b.spans = b.spans[:0]
 		q.walErrors.Add(1)
 		q.logger.Warn("vinequeue: wal write failed; batch kept in memory only", "items", len(b.items), "err", err)
 	}
 }
 
-// ackDelivered acknowledges b's share of its record(s).
+// ackDelivered acknowledges b's items in the WAL: delivered, or given up on.
 func (q *Queue[T]) ackDelivered(b *pending[T]) {
-	if b.rec != nil {
-		q.ackItems(b.rec, len(b.items))
+	if q.wal == nil {
+		return
 	}
-	for _, r := range b.recs {
-		q.ackItems(r, 1)
-	}
-}
-
-func (q *Queue[T]) ackItems(r *walRecord, n int) {
-	if r.left.Add(-int64(n)) == 0 {
-		if err := q.wal.log.Ack(r.id); err != nil && !errors.Is(err, wal.ErrClosed) {
-			q.logger.Warn("vinequeue: wal ack failed", "record", r.id, "err", err)
+	for _, s := range b.spans {
+		if s.id == 0 {
+			continue
+		}
+		if err := q.wal.log.AckItems(s.id, s.n); err != nil && !errors.Is(err, wal.ErrClosed) {
+			q.logger.Warn("vinequeue: wal ack failed", "record", s.id, "err", err)
 		}
 	}
 }
 
-// appendKeyed writes one EnqueueKey item as a durable record of its own.
-func (q *Queue[T]) appendKeyed(v T) (*walRecord, error) {
-	w := q.wal
-	buf, err := w.encode(nil, []T{v})
-	if err != nil {
-		return nil, err
-	}
-	id, err := w.log.Append(buf)
-	if err != nil {
-		q.walRejected.Add(1)
-		return nil, walErr(err)
-	}
-	r := &walRecord{id: id} // accepted: EnqueueKey counts it in keyedIn
-	r.left.Store(1)
-	return r, nil
-}
-
-// walTick syncs the log in Periodic mode.
+// walSync syncs the log in Periodic mode.
 func (q *Queue[T]) walSync() {
 	if err := q.wal.log.Sync(); err != nil && !errors.Is(err, wal.ErrClosed) {
 		q.walErrors.Add(1)

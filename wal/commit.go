@@ -73,7 +73,7 @@ func (c *committer) wake() {
 
 // AppendItem is AppendItems for one item.
 func (l *Log) AppendItem(item []byte) (uint64, error) {
-	return l.commit.add([][]byte{item})
+	return l.AppendItems([][]byte{item})
 }
 
 // AppendItems puts items (raw bytes: the Log frames them with AppendFrame)
@@ -85,25 +85,33 @@ func (l *Log) AppendItem(item []byte) (uint64, error) {
 // item count is its number of items, for AckItems; several callers receive
 // the same id. The items are copied; no items: it returns 0 and nil.
 func (l *Log) AppendItems(items [][]byte) (uint64, error) {
+	id, _, err := l.commit.add(items)
+	return id, err
+}
+
+// AppendItemsAt is AppendItems that also returns where the call's items
+// are in the shared record: they are its items [index, index+len(items)).
+// That is what a caller needs to find them again with ReadRange.
+func (l *Log) AppendItemsAt(items [][]byte) (id uint64, index int, err error) {
 	return l.commit.add(items)
 }
 
-func (c *committer) add(items [][]byte) (uint64, error) {
+func (c *committer) add(items [][]byte) (uint64, int, error) {
 	l := c.l
 	size := 0
 	for _, item := range items {
 		size += FrameSize(len(item))
 	}
 	if size > l.opts.MaxRecord {
-		return 0, fmt.Errorf("%w: %d items of %d bytes framed, the limit is %d", ErrTooLarge, len(items), size, l.opts.MaxRecord)
+		return 0, 0, fmt.Errorf("%w: %d items of %d bytes framed, the limit is %d", ErrTooLarge, len(items), size, l.opts.MaxRecord)
 	}
 	if len(items) == 0 {
-		return 0, nil
+		return 0, 0, nil
 	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return 0, ErrClosed
+		return 0, 0, ErrClosed
 	}
 	cur := c.cur
 	if cur.n > 0 && len(cur.buf)+size > l.opts.GroupBytes {
@@ -111,17 +119,17 @@ func (c *committer) add(items [][]byte) (uint64, error) {
 		cur = c.newGroupLocked()
 		c.cur = cur
 	}
-	first := cur.n == 0
+	index := cur.n
 	for _, item := range items {
 		cur.buf = AppendFrame(cur.buf, item)
 	}
 	cur.n += len(items)
 	c.mu.Unlock()
-	if first {
+	if index == 0 {
 		c.wake()
 	}
 	<-cur.done
-	return cur.id, cur.err
+	return cur.id, index, cur.err
 }
 
 // waitDurable returns once every id <= id is durable.
