@@ -83,7 +83,7 @@ func TestMatrixCrash(t *testing.T) {
 			ok := true
 			if c.wal() {
 				var last *runRec
-				last, ok = runInProcess(c, sinkGated, dir, kills, runOpts{items: 50, mustReplay: mustReplay(c, runs)})
+				last, ok = runInProcess(c, sinkGated, dir, kills, runOpts{items: 50, flush: true, mustReplay: mustReplay(c, runs)})
 				runs = append(runs, last)
 			}
 			t.Log(summary(runs))

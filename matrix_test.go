@@ -162,7 +162,7 @@ const (
 	// accepted within this long before the kill. SyncInterval, plus half a
 	// FlushInterval in a ring before the collector sees it, plus scheduling
 	// on a loaded 2-core machine under -race.
-	periodicLossWindow = cfgSync + cfgFlush/2 + 100*time.Millisecond
+	periodicLossWindow = cfgSync + cfgFlush/2 + 150*time.Millisecond
 
 	// crashDupWindow: after a SIGKILL, the items of this many of the last
 	// batches a run delivered may be delivered again (their Send may not
@@ -214,10 +214,10 @@ func matrixScale() scale {
 		return scale{items: 10000, killMin: 100 * time.Millisecond, killMax: 1500 * time.Millisecond, long: true,
 			killCells: func(cs []cell) []cell { return cs }}
 	case testing.Short():
-		return scale{items: 400, killMin: 100 * time.Millisecond, killMax: 300 * time.Millisecond,
+		return scale{items: 400, killMin: 100 * time.Millisecond, killMax: 500 * time.Millisecond,
 			killCells: func(cs []cell) []cell { return latin(cs, 1) }}
 	}
-	return scale{items: 1000, killMin: 100 * time.Millisecond, killMax: 400 * time.Millisecond,
+	return scale{items: 1000, killMin: 100 * time.Millisecond, killMax: 600 * time.Millisecond,
 		killCells: func(cs []cell) []cell { return latin(cs, 3) }}
 }
 
@@ -503,6 +503,7 @@ func statsIdentity(st vq.Stats) (in, out uint64) {
 type runOpts struct {
 	items      int  // per producer; 0: no producers
 	raceStop   bool // Stop once half the items are in, while producers go on
+	flush      bool // Flush once the producers are done, and check what it promises
 	mustReplay int  // items an earlier process left that the queue must replay
 }
 
@@ -599,6 +600,10 @@ func runInProcess(c cell, k sinkKind, dir string, run int, o runOpts) (*runRec, 
 		<-producersDone
 	}
 
+	if o.flush {
+		flushCheck(q, s, rec, perProducer, producersDone)
+	}
+
 	stopped := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
@@ -634,6 +639,58 @@ func runInProcess(c cell, k sinkKind, dir string, run int, o runOpts) (*runRec, 
 		rec.items = append(rec.items, pr...)
 	}
 	return rec, true
+}
+
+// flushCheck: once the producers are done, Flush must return with every item
+// they had accepted delivered, and the Stats identity must hold.
+func flushCheck(q *vq.Queue[[]byte], s *sink, rec *runRec, perProducer [][]itemRec, producersDone <-chan struct{}) {
+	select {
+	case <-producersDone:
+	case <-time.After(watchdog):
+		return // reported as stuck producers after Stop
+	}
+	flushed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		defer cancel()
+		flushed <- q.Flush(ctx)
+	}()
+	select {
+	case err := <-flushed:
+		if err != nil {
+			rec.notef("Flush: %v", err)
+			return
+		}
+	case <-time.After(watchdog):
+		rec.notef("Flush did not return %v after its %v deadline", watchdog-stopTimeout, stopTimeout)
+		return
+	}
+	st := q.Stats()
+	if in, out := statsIdentity(st); in != out {
+		rec.notef("stats identity after Flush: in %d != out %d (%+v)", in, out, st)
+	}
+	delivered := map[uint64]bool{}
+	s.mu.Lock()
+	for _, ids := range rec.deliveries {
+		for _, id := range ids {
+			delivered[id] = true
+		}
+	}
+	s.mu.Unlock()
+	missing, total := 0, 0
+	for _, pr := range perProducer {
+		for _, it := range pr {
+			if it.status == accepted {
+				total++
+				if !delivered[it.id] {
+					missing++
+				}
+			}
+		}
+	}
+	if missing > 0 {
+		rec.notef("Flush returned with %d of %d accepted items undelivered", missing, total)
+	}
 }
 
 // eventually polls cond every millisecond until it holds or d passes.
