@@ -213,13 +213,22 @@ func rewriteAckLog(dir string, gen uint64, acked []span, written uint64) (*ackLo
 	return &ackLog{dir: dir, f: f, size: int64(len(buf)), gen: gen}, nil
 }
 
-// append writes entries (whole entries, one write) and makes them durable.
-func (a *ackLog) append(entries []byte) error {
+// write appends entries (whole entries, one write), not synced.
+func (a *ackLog) write(entries []byte) error {
 	n, err := a.f.Write(entries)
 	a.size += int64(n)
 	if err != nil {
 		a.torn = true
 		return fmt.Errorf("append to %s: %w", ackFileName, err)
+	}
+	return nil
+}
+
+// append writes entries (whole entries, one write) and makes them durable,
+// with every entry written before them.
+func (a *ackLog) append(entries []byte) error {
+	if err := a.write(entries); err != nil {
+		return err
 	}
 	if err := fdatasync(a.f); err != nil {
 		return fmt.Errorf("fdatasync %s: %w", ackFileName, err)

@@ -68,9 +68,11 @@
 // followed by 24-byte entries, each with its own CRC32C: "ids lo..hi are
 // acknowledged", or "every id <= hi was durably written" (the written
 // mark). See acklog.go for the byte layout. Acks are coalesced in memory
-// into ranges (consecutive ids make one entry) and appended by one write
-// and one fdatasync at most every Options.AckInterval, each flush ending
-// with a written mark; when the file has grown to several times the state
+// into ranges (consecutive ids make one entry) and written to the file
+// within a millisecond (a write, no sync: safe from a process crash, since
+// the page cache survives it), and made durable by one fdatasync at most
+// every Options.AckInterval, each durable flush ending with a written mark
+// (segments are deleted only on the strength of durable flushes); when the file has grown to several times the state
 // it holds it is rewritten whole (temporary file, fdatasync, rename,
 // directory fsync). Open rewrites it too. The two-slot file of earlier
 // versions (a low-water mark) is read and converted.
@@ -122,8 +124,8 @@
 // already written. Write compresses on the caller's goroutine and copies
 // into the mapping under one mutex. Ack and AckItems are cheap (a mutex, a
 // per-segment array of item counts and a range set); a background
-// goroutine writes the ack log at most every Options.AckInterval and
-// deletes segments. Replay reads only the segments recovered by Open and
+// goroutine writes fresh acks to the ack log within a millisecond, syncs
+// it at most every Options.AckInterval and deletes segments. Replay reads only the segments recovered by Open and
 // may run while new records are appended; ReadRange reads any ids already
 // written (a sparse index of every 64th record finds the start) through
 // its own read-only mapping, also while appends go on. Close lets the

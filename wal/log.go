@@ -605,41 +605,63 @@ func (l *Log) Checkpoint() error {
 	}
 	// Two flushes: a segment freed by the first is deleted after the
 	// second (see flushAcks).
-	if err := l.flushAcks(); err != nil {
+	if err := l.flushAcks(true); err != nil {
 		return err
 	}
-	return l.flushAcks()
+	return l.flushAcks(true)
 }
 
-// ackLoop writes the ack log in the background, at most once per
-// AckInterval, so that acks from a fast Send path cost one fdatasync per
-// interval rather than one each.
+// ackWriteDelay is the least time between two writes of fresh
+// acknowledgements to the ack log (without a sync). It bounds what a
+// process crash forgets: an acknowledgement older than this is in the page
+// cache, which a SIGKILL does not lose. AckInterval bounds it for a crash
+// of the machine.
+const ackWriteDelay = time.Millisecond
+
+// ackLoop writes the ack log in the background: fresh acknowledgements
+// within ackWriteDelay (a write, no sync), and a durable flush at most once
+// per AckInterval, so that acks from a fast Send path cost one fdatasync
+// per interval rather than one each, and a process crash forgets at most a
+// millisecond of them.
 func (l *Log) ackLoop() {
 	defer l.done.Done()
-	t := time.NewTimer(time.Hour)
-	t.Stop()
+	syncT := time.NewTimer(time.Hour)
+	syncT.Stop()
+	syncArmed := false
 	for {
 		select {
 		case <-l.stop:
-			t.Stop()
+			syncT.Stop()
 			return
 		case <-l.ackKick:
-		}
-		if err := l.flushAcks(); err != nil {
-			l.log.Error("wal: writing the ack log failed", "err", err)
-		}
-		l.amu.Lock()
-		again := len(l.doomed) > 0 // deleted by the next flush
-		l.amu.Unlock()
-		if again {
-			l.kickAckWriter()
-		}
-		t.Reset(l.opts.AckInterval)
-		select {
-		case <-l.stop:
-			t.Stop()
-			return
-		case <-t.C:
+			if err := l.flushAcks(false); err != nil {
+				l.log.Error("wal: writing the ack log failed", "err", err)
+			}
+			if !syncArmed {
+				syncT.Reset(l.opts.AckInterval)
+				syncArmed = true
+			}
+			// Coalesce: the acks of the next millisecond go in one write.
+			pause := time.NewTimer(ackWriteDelay)
+			select {
+			case <-l.stop:
+				pause.Stop()
+				syncT.Stop()
+				return
+			case <-pause.C:
+			}
+		case <-syncT.C:
+			syncArmed = false
+			if err := l.flushAcks(true); err != nil {
+				l.log.Error("wal: writing the ack log failed", "err", err)
+			}
+			l.amu.Lock()
+			again := len(l.doomed) > 0 // deleted by the next durable flush
+			l.amu.Unlock()
+			if again {
+				syncT.Reset(l.opts.AckInterval)
+				syncArmed = true
+			}
 		}
 	}
 }
@@ -652,10 +674,36 @@ func (l *Log) ackLoop() {
 // torn write, or a bit flip there) never concerns a deleted segment; see
 // doc.go. The ack log is rewritten (compacted) instead of appended to when
 // it has grown to several times the state it holds.
-func (l *Log) flushAcks() error {
+//
+// Without sync it only writes the fresh acknowledgements (no fdatasync, no
+// deletion, no compaction): they are in the page cache, safe from a process
+// crash, and the next durable flush syncs them with its own.
+func (l *Log) flushAcks(sync bool) error {
 	l.fmu.Lock()
 	defer l.fmu.Unlock()
 	written := l.synced.Load()
+	if !sync {
+		l.amu.Lock()
+		delta := l.fresh.take()
+		l.amu.Unlock()
+		if len(delta) == 0 || l.ackLog.torn {
+			l.amu.Lock()
+			l.fresh.addAll(delta) // a torn log is rewritten by the next durable flush
+			l.amu.Unlock()
+			return nil
+		}
+		buf := make([]byte, 0, len(delta)*ackEntrySize)
+		for _, sp := range delta {
+			buf = appendAckEntry(buf, ackKindAcked, sp.lo, sp.hi)
+		}
+		if err := l.ackLog.write(buf); err != nil {
+			l.amu.Lock()
+			l.fresh.addAll(delta)
+			l.amu.Unlock()
+			return err
+		}
+		return nil
+	}
 	l.amu.Lock()
 	delta := l.fresh.take()
 	due := l.doomed
@@ -836,7 +884,7 @@ func (l *Log) Close() error {
 		}
 		l.amu.Unlock()
 		for range 2 {
-			if err := l.flushAcks(); err != nil {
+			if err := l.flushAcks(true); err != nil {
 				errs = append(errs, err)
 				break
 			}

@@ -36,9 +36,11 @@ type Options struct {
 	// push the open group past it closes the group and starts the next
 	// one (default 1 MiB, at most MaxRecord).
 	GroupBytes int
-	// AckInterval is the least time between two writes to the ack log
-	// (default 20 ms). Acks in between are coalesced; a crash forgets at
-	// most that long of acks, which only means duplicates on replay.
+	// AckInterval is the least time between two fdatasyncs of the ack log
+	// (default 20 ms). Acks are written to the file within a millisecond,
+	// so a process crash forgets at most that much of them; a machine crash
+	// forgets at most AckInterval of them. Forgotten acks only mean
+	// duplicates on replay.
 	AckInterval time.Duration
 	// NoSync makes Append and AppendItems return once the record is in
 	// the page cache (safe against a process crash, not against power
