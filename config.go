@@ -224,6 +224,13 @@ type WALConfig struct {
 // there.
 type RetryPolicy = batch.RetryPolicy
 
+// RetryForever as RetryPolicy.MaxAttempts retries a failing batch until
+// Stop runs out of time, holding a sender (and, for EnqueueKey, its key's
+// shard) meanwhile. Use it only for a sink whose failures always pass; by
+// default a batch that exhausts its attempts is dead-lettered (with a WAL)
+// and handed to OnDrop.
+const RetryForever = batch.Forever
+
 // Config configures a Queue. Only Send is required.
 type Config[T any] struct {
 	Send          SendFunc[T]

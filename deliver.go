@@ -38,57 +38,50 @@ func (q *Queue[T]) sendLoop(slot *senderSlot[T]) {
 }
 
 // deliver sends one batch with retries (batch.Attempt: backoff with jitter,
-// panics recovered, Permanent errors not retried); after the last attempt the
-// batch goes to OnDrop. Either way it is done: counted, recycled, its shard
-// released. If Stop abandoned the batch meanwhile, deliver leaves it alone.
+// panics recovered, Permanent errors not retried, Config.Retry's attempts).
+// Then the batch is done: delivered; or, failed for good, dead-lettered
+// (with a WAL) or dropped to OnDrop; or, when Stop ran out of time, left in
+// the WAL for the next New (or dropped without one). Nothing retries beyond
+// Config.Retry unless it says RetryForever. If Stop abandoned the batch
+// meanwhile, deliver leaves it alone.
 func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
 	slot.b.Store(b)
-	for {
-		var start time.Time
-		if q.sizer != nil { // only adaptive sizing needs the clock
-			start = time.Now()
-		}
-		err := batch.Attempt(q.sendCtx, q.cfg.Retry, b.send, q.onRetry)
-		if q.sizer != nil {
-			q.sizer.Observe(len(b.items), time.Since(start), err)
-			q.batchSize.Store(int64(q.sizer.Size()))
-		}
-		if err == nil || !b.durable() || batch.IsPermanent(err) || q.sendCtx.Err() != nil {
-			if !slot.b.CompareAndSwap(b, nil) {
-				return // Stop gave it up at its deadline
-			}
-		}
-		if err == nil {
-			q.delivered.Add(uint64(len(b.items)))
-			q.batches.Add(1)
-			if q.failingSince.Load() != 0 {
-				q.failingSince.Store(0)
-			}
-			q.ackDelivered(b)
-			q.finish(b, true)
-			return
-		}
-		q.sinkFailing()
-		if !b.durable() || batch.IsPermanent(err) {
-			q.drop(b, fmt.Errorf("vinequeue: send failed: %w", err), true)
-			return
-		}
-		// The items are in the WAL: they are not given up on. Retry
-		// after the longest backoff until Stop runs out of time; then
-		// they stay on disk, and the next New replays them.
-		if q.sendCtx.Err() != nil {
-			q.leftOnDisk.Add(uint64(len(b.items)))
-			q.finish(b, true)
-			return
-		}
-		q.retries.Add(1)
-		t := time.NewTimer(q.cfg.Retry.MaxBackoff)
-		select {
-		case <-t.C:
-		case <-q.sendCtx.Done():
-		}
-		t.Stop()
+	var start time.Time
+	if q.sizer != nil { // only adaptive sizing needs the clock
+		start = time.Now()
 	}
+	err := batch.Attempt(q.sendCtx, q.cfg.Retry, b.send, q.onRetry)
+	if q.sizer != nil {
+		q.sizer.Observe(len(b.items), time.Since(start), err)
+		q.batchSize.Store(int64(q.sizer.Size()))
+	}
+	if !slot.b.CompareAndSwap(b, nil) {
+		return // Stop gave it up at its deadline
+	}
+	switch {
+	case err == nil:
+		q.delivered.Add(uint64(len(b.items)))
+		q.batches.Add(1)
+		if q.failingSince.Load() != 0 {
+			q.failingSince.Store(0)
+		}
+		q.ackDelivered(b)
+		q.finish(b, true)
+	case q.sendCtx.Err() != nil:
+		// Stop ran out of time: not a verdict on the batch.
+		q.sinkFailing()
+		q.giveUp(b, fmt.Errorf("%w: stop deadline: %w", ErrClosed, err), true)
+	default:
+		q.sinkFailing()
+		q.failed(b, fmt.Errorf("vinequeue: send failed: %w", err))
+	}
+}
+
+// failed ends a batch whose sending failed for good (retries exhausted, or
+// Permanent): with a WAL it moves to the dead-letter log; either way it is
+// handed to OnDrop and acknowledged in the WAL.
+func (q *Queue[T]) failed(b *pending[T], reason error) {
+	q.drop(b, reason, true)
 }
 
 // abandonInFlight gives up the batches still in Send when Stop runs out of

@@ -5,9 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/vineroute/vinequeue/batch"
 )
 
 // FanOutTarget is one destination of a fan-out: a SendFunc with a name (used in
@@ -257,52 +258,19 @@ func (f *fanOut[T]) remember(key string, done []bool, complete bool) {
 	}
 }
 
-// deliver sends batch to target i, retrying per its policy; the error is a
-// *FanOutError or nil.
-func (f *fanOut[T]) deliver(ctx context.Context, i int, batch []T) error {
+// deliver sends items to target i, retrying per its policy with the
+// queue's one retry loop (batch.Attempt: backoff with jitter, panics
+// recovered, Permanent errors not retried); the error is a *FanOutError or
+// nil.
+func (f *fanOut[T]) deliver(ctx context.Context, i int, items []T) error {
 	t := &f.targets[i]
-	backoff := t.Retry.InitialBackoff
-	var err error
-	attempt := 0
-	for attempt < t.Retry.MaxAttempts {
-		if attempt > 0 {
-			if werr := fanOutSleep(ctx, fanOutJitter(backoff, t.Retry.Jitter)); werr != nil {
-				err = errors.Join(err, werr)
-				break
-			}
-			backoff = min(time.Duration(float64(backoff)*t.Retry.Multiplier), t.Retry.MaxBackoff)
-		}
-		attempt++
-		if err = callFanOutTarget(ctx, t, batch); err == nil {
-			return nil
-		}
-	}
-	return &FanOutError{Target: t.Name, Index: i, Attempts: attempt, Err: err}
-}
-
-func callFanOutTarget[T any](ctx context.Context, t *FanOutTarget[T], batch []T) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("vinequeue: fan-out target %q panicked: %v", t.Name, r)
-		}
-	}()
-	return t.Send(ctx, batch)
-}
-
-func fanOutJitter(d time.Duration, jitter float64) time.Duration {
-	if jitter == 0 || d <= 0 {
-		return d
-	}
-	return time.Duration(float64(d) * (1 + jitter*(2*rand.Float64()-1)))
-}
-
-func fanOutSleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
+	attempts := 0
+	err := batch.Attempt(ctx, t.Retry, func(ctx context.Context) error {
+		attempts++
+		return t.Send(ctx, items)
+	}, nil)
+	if err == nil {
 		return nil
 	}
+	return &FanOutError{Target: t.Name, Index: i, Attempts: attempts, Err: err}
 }

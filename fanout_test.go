@@ -287,7 +287,7 @@ func TestFanOutInvalidConfig(t *testing.T) {
 	}
 	for name, cfg := range map[string]FanOutConfig[int]{
 		"negative MaxPending": {Targets: []FanOutTarget[int]{{Send: ok}}, MaxPending: -1},
-		"negative attempts":   {Targets: []FanOutTarget[int]{{Send: ok, Retry: RetryPolicy{MaxAttempts: -1}}}},
+		"negative attempts":   {Targets: []FanOutTarget[int]{{Send: ok, Retry: RetryPolicy{MaxAttempts: -2}}}},
 		"jitter above 1":      {Targets: []FanOutTarget[int]{{Send: ok, Retry: RetryPolicy{Jitter: 2}}}},
 		"multiplier below 1":  {Targets: []FanOutTarget[int]{{Send: ok, Retry: RetryPolicy{Multiplier: 0.5}}}},
 	} {
@@ -436,5 +436,26 @@ func TestFanOutThroughQueue(t *testing.T) {
 		if seen != producers*each {
 			t.Errorf("target %d got %d distinct items, want %d", i, seen, producers*each)
 		}
+	}
+}
+
+// TestFanOutPermanentNotRetried: a target's Permanent error is not retried
+// (FanOut had a retry loop of its own that retried it MaxAttempts times).
+func TestFanOutPermanentNotRetried(t *testing.T) {
+	var calls atomic.Int32
+	send, err := NewFanOut(FanOutConfig[int]{Targets: []FanOutTarget[int]{{
+		Send: func(context.Context, []int) error {
+			calls.Add(1)
+			return Permanent(errors.New("record too large"))
+		},
+		Retry: fastRetry,
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = send(context.Background(), []int{1})
+	var fe *FanOutError
+	if !errors.As(err, &fe) || fe.Attempts != 1 || calls.Load() != 1 {
+		t.Fatalf("send = %v after %d calls; want a FanOutError after 1 attempt", err, calls.Load())
 	}
 }

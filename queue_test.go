@@ -273,7 +273,7 @@ func TestInvalidConfig(t *testing.T) {
 		{"Workers", Config[int]{Send: ok, Workers: -2}},
 		{"RingSize", Config[int]{Send: ok, RingSize: 1000}},
 		{"RingSize", Config[int]{Send: ok, RingSize: 1}},
-		{"Retry.MaxAttempts", Config[int]{Send: ok, Retry: RetryPolicy{MaxAttempts: -1}}},
+		{"Retry.MaxAttempts", Config[int]{Send: ok, Retry: RetryPolicy{MaxAttempts: -2}}},
 		{"Retry.Jitter", Config[int]{Send: ok, Retry: RetryPolicy{Jitter: 2}}},
 		{"Memory.Soft", Config[int]{Send: ok, Memory: MemoryConfig{Soft: 1.5}}},
 		{"Memory.Hard", Config[int]{Send: ok, Memory: MemoryConfig{Soft: 0.9, Hard: 0.5}}},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"time"
@@ -95,6 +96,9 @@ func Attempt(ctx context.Context, policy RetryPolicy, send func(ctx context.Cont
 func retry(ctx context.Context, policy RetryPolicy, send func(ctx context.Context) error, onRetry func(attempt int, err error), lastErr error) error {
 	policy = policy.WithDefaults()
 	maxAttempts := max(policy.MaxAttempts, 1)
+	if policy.MaxAttempts == Forever {
+		maxAttempts = math.MaxInt
+	}
 	backoff := NewBackoff(policy)
 	var timer *time.Timer
 	for attempt := 1; ; attempt++ {

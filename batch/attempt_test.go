@@ -213,3 +213,20 @@ func BenchmarkAttemptSuccess(b *testing.B) {
 		}
 	}
 }
+
+// TestAttemptForever: MaxAttempts Forever retries until the context ends.
+func TestAttemptForever(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := 0
+	err := Attempt(ctx, RetryPolicy{MaxAttempts: Forever, InitialBackoff: time.Microsecond, MaxBackoff: time.Microsecond},
+		func(context.Context) error {
+			calls++
+			if calls == 50 { // far past the default of 5
+				cancel()
+			}
+			return errors.New("down")
+		}, nil)
+	if !errors.Is(err, context.Canceled) || calls != 50 {
+		t.Fatalf("Attempt = %v after %d calls; want Canceled after 50", err, calls)
+	}
+}

@@ -11,6 +11,10 @@ import (
 // Defaults applied by RetryPolicy.WithDefaults to zero fields.
 const (
 	DefaultMaxAttempts    = 5
+	// Forever as MaxAttempts retries until the context ends: for sinks
+	// whose failures are always transient, where a batch must never be
+	// given up on while the process runs.
+	Forever = -1
 	DefaultInitialBackoff = 10 * time.Millisecond
 	DefaultMaxBackoff     = 5 * time.Second
 	DefaultMultiplier     = 2.0
@@ -41,7 +45,8 @@ func (e *PolicyError) Unwrap() error { return ErrInvalidPolicy }
 // The zero value of each field selects its default.
 type RetryPolicy struct {
 	// MaxAttempts is the number of send calls for one batch, the first
-	// included; 0 selects 5, 1 means no retry, negative is invalid.
+	// included; 0 selects 5, 1 means no retry, Forever (-1) retries until
+	// the context ends; other negative values are invalid.
 	MaxAttempts int
 	// InitialBackoff is the wait before the second attempt; 0 selects 10ms.
 	InitialBackoff time.Duration
@@ -91,8 +96,8 @@ func (p RetryPolicy) WithDefaults() RetryPolicy {
 func (p RetryPolicy) Validate() error {
 	d := p.WithDefaults()
 	switch {
-	case p.MaxAttempts < 0:
-		return &PolicyError{"MaxAttempts", fmt.Sprintf("must not be negative, got %d", p.MaxAttempts)}
+	case p.MaxAttempts < Forever:
+		return &PolicyError{"MaxAttempts", fmt.Sprintf("must be Forever (-1) or not negative, got %d", p.MaxAttempts)}
 	case p.InitialBackoff < 0:
 		return &PolicyError{"InitialBackoff", fmt.Sprintf("must not be negative, got %v", p.InitialBackoff)}
 	case p.MaxBackoff < 0:

@@ -36,7 +36,7 @@ func TestRetryPolicyValidate(t *testing.T) {
 		p     RetryPolicy
 		field string
 	}{
-		{RetryPolicy{MaxAttempts: -1}, "MaxAttempts"},
+		{RetryPolicy{MaxAttempts: -2}, "MaxAttempts"},
 		{RetryPolicy{InitialBackoff: -1}, "InitialBackoff"},
 		{RetryPolicy{MaxBackoff: -1}, "MaxBackoff"},
 		{RetryPolicy{InitialBackoff: time.Second, MaxBackoff: time.Millisecond}, "MaxBackoff"},
