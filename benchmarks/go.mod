@@ -12,8 +12,13 @@ require (
 	github.com/nsqio/go-diskqueue v1.1.0
 	github.com/puzpuzpuz/xsync/v4 v4.5.0
 	github.com/tidwall/wal v1.2.1
+	github.com/twmb/franz-go v1.22.3
+	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
+	github.com/twmb/franz-go/pkg/kmsg v1.15.1
 	github.com/vineroute/vinequeue v0.0.0-00010101000000-000000000000
 )
+
+require github.com/klauspost/compress v1.20.3 // indirect
 
 require (
 	github.com/golang/snappy v1.0.0 // indirect
@@ -22,5 +27,8 @@ require (
 	github.com/tidwall/match v1.1.1 // indirect
 	github.com/tidwall/pretty v1.2.0 // indirect
 	github.com/tidwall/tinylru v1.1.0 // indirect
+	github.com/vineroute/vinequeue/contrib/kafka v0.0.0-00010101000000-000000000000
 	golang.org/x/sys v0.50.0 // indirect
 )
+
+replace github.com/vineroute/vinequeue/contrib/kafka => ../contrib/kafka

@@ -3,9 +3,15 @@
 // A Producer owns one franz-go client configured for delivery that a queue can
 // retry safely: acks from all in-sync replicas, the idempotent producer, and a
 // partitioner that is deterministic by key (Kafka's own murmur2 hashing, as
-// kgo.StickyKeyPartitioner(nil) does). Its send functions produce a whole
-// batch and return only once the broker acknowledged every record of it, or
-// with an error naming how many were not.
+// kgo.StickyKeyPartitioner(nil) does). Its send functions hand every record
+// of a batch to the client with a promise and wait for those promises only:
+// they return once the broker acknowledged every record of the batch, or
+// with an error naming how many were not, or when their context ends. There
+// is no flush per batch, so the sends of several queue Workers are in flight
+// together and franz-go packs their records into shared produce requests.
+//
+// RecordCodec lets a queue of Records keep a WAL; vinequeue.KeyOf(string(key))
+// is the queue key that goes with a record key.
 //
 // # Errors
 //
@@ -32,7 +38,7 @@
 // the batches of one key (EnqueueKey) one at a time, in order; each send
 // waits for every ack of its batch before returning. Together that keeps the
 // per-key order from EnqueueKey to the partition. Use the same key on both
-// sides: QueueKey(recordKey) as the queue key.
+// sides: vinequeue.KeyOf(string(recordKey)) as the queue key.
 //
 // Delivery is at least once. The idempotent producer removes the duplicates
 // of its own internal retries, but when a send fails part way (some records
@@ -45,26 +51,38 @@
 // Why order survives a partial failure: a record is acknowledged behind a
 // failed one of its send only if it entered the client after franz-go gave
 // up on the earlier one, since giving up fails every record then buffered
-// for the partition. The Producer buffers a whole batch without ever
-// blocking (it reserves room first) and without a flush in between, and
-// with client retries unbounded (kgo.RecordRetries is not exposed) franz-go
-// gives up on a retriable error only after DeliveryTimeout, at least 1s
-// after the request went out, which is far longer than buffering a batch
-// takes. When the context ends, the records that fail are those not yet
-// sent, which come after those already sent; records refused with a
-// non-retriable error are fatal and never delivered.
+// for the partition. A send takes room for its whole batch before producing
+// any of it (MaxBufferedRecords), so handing the batch to the client never
+// blocks half way; and with client retries unbounded (kgo.RecordRetries is
+// not exposed) franz-go gives up on a retriable error only after
+// DeliveryTimeout, at least 1s after the record was buffered, which is far
+// longer than buffering a batch takes. When the context ends, the records
+// that fail are those not yet sent, which come after those already sent;
+// records refused with a non-retriable error are fatal and never delivered.
+// Records of other sends may share a partition and a produce request with a
+// send's records; a failure that fails the partition's buffer fails them
+// too, and their sends are retried the same way.
 //
 // # Cancellation
 //
-// A send returns only when the client is done with every record of its
-// batch, since the records point into the caller's items. When the send's
-// context ends, records not yet sent fail at once (retryable), but records
-// whose produce request may already have been written are not given up on:
-// the idempotent producer must learn their fate to keep its sequence
-// numbers, so it retries them until the broker answers (a broker that
-// accepts connections and never answers keeps the send, and so the queue's
-// Stop, waiting). Such records may end up acknowledged, and the send then
-// returns nil.
+// Every wait of a send is bounded by its context: the queue cancels it when
+// Stop's context ends, so Stop returns on time even with the brokers gone,
+// and what was not acknowledged goes to OnDrop (or stays in the WAL, for the
+// next New to replay). When the context ends, records not yet written to a
+// connection fail at once, and the send returns with a retryable error that
+// wraps the context's. Records whose produce request may already have been
+// written are not given up on by the client: the idempotent producer must
+// learn their fate to keep its sequence numbers, so it retries them until
+// the broker answers (or Close). The send does not wait for them; they stay
+// in the client, holding their share of MaxBufferedRecords, and may still be
+// acknowledged (at least once: the queue may deliver them again).
+//
+// Such records point at the bytes of the batch's keys, values and headers
+// (never at the batch slice, which the queue reuses): the client may read
+// those bytes until the records are acknowledged or failed, or the Producer
+// is closed. Items the queue decoded from its WAL and records a caller
+// builds afresh are never reused, so this matters only to a caller that
+// recycles the memory of an item's key or value after enqueueing it.
 //
 // # Concurrency
 //

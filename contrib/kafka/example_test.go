@@ -43,9 +43,9 @@ func Example() {
 	}
 	for i := range 3 {
 		for _, user := range []string{"alice", "bob"} {
-			key := []byte(user)
 			// The same key for the queue and for Kafka: FIFO end to end.
-			err := q.EnqueueKey(kafka.QueueKey(key), kafka.Record{Key: key, Value: fmt.Appendf(nil, "%s-%d", user, i)})
+			rec := kafka.Record{Key: []byte(user), Value: fmt.Appendf(nil, "%s-%d", user, i)}
+			err := q.EnqueueKey(vinequeue.KeyOf(user), rec)
 			if err != nil {
 				log.Fatal(err)
 			}
@@ -107,5 +107,5 @@ func ExampleSendFuncOf() {
 	}
 	defer q.Close()
 	o := Order{Customer: "alice", Amount: 9.5}
-	_ = q.EnqueueKey(kafka.QueueKey([]byte(o.Customer)), o)
+	_ = q.EnqueueKey(vinequeue.KeyOf(o.Customer), o)
 }

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -31,64 +33,82 @@ type Record struct {
 	Headers []kgo.RecordHeader
 }
 
-// Config configures a Producer.
+// Config configures a Producer. Only Topic and a seed broker (in
+// ClientOpts) are required; every other field has a default that suits a
+// queue in front of the Producer.
 type Config struct {
 	// Topic receives every record. Required.
 	Topic string
 
 	// ClientOpts are franz-go client options: at least kgo.SeedBrokers, and
-	// TLS, SASL, logging and so on as needed. The options that the
-	// guarantees rest on are applied after these and cannot be overridden:
-	// kgo.DefaultProduceTopic(Topic), kgo.RequiredAcks(kgo.AllISRAcks()),
-	// kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-	// kgo.ManualFlushing(), kgo.MaxBufferedRecords (see MaxBufferedRecords),
+	// TLS, SASL, logging, compression and so on as needed.
+	//
+	// Defaults that ClientOpts may override: kgo.ProducerLinger(0). The
+	// queue has already gathered a batch by the time a send runs, so
+	// franz-go need not wait for more: a produce request leaves as soon as
+	// the connection can take one, and what the other sends buffer in the
+	// meantime (Workers > 1) rides in the next request. With few Workers
+	// and many small batches, a linger of a few milliseconds gives fewer,
+	// larger requests at that much added latency per send.
+	//
+	// Options applied after ClientOpts, which the guarantees rest on and
+	// which therefore cannot be overridden: kgo.DefaultProduceTopic(Topic),
+	// kgo.RequiredAcks(kgo.AllISRAcks()),
+	// kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)) (murmur2 by key,
+	// as Kafka's Java client and librdkafka's murmur2 partitioner do),
+	// kgo.MaxBufferedRecords (see MaxBufferedRecords),
 	// kgo.RecordDeliveryTimeout (see DeliveryTimeout) and no bound on
 	// kgo.RecordRetries (see the package doc, Order and duplicates).
-	// NewProducer refuses kgo.DisableIdempotentWrite.
+	// NewProducer refuses kgo.DisableIdempotentWrite, and
+	// kgo.ManualFlushing (nothing would ever flush).
 	ClientOpts []kgo.Opt
 
 	// DeliveryTimeout bounds how long the client retries a record whose
-	// produce requests fail with retriable errors before its send fails
-	// (retryably) and the queue takes the retrying over:
-	// kgo.RecordDeliveryTimeout. Default 30s, at least 1s (the order
+	// produce requests fail with retriable errors before the record fails
+	// (retryably, wrapping kgo.ErrRecordTimeout) and the queue takes the
+	// retrying over with its own backoff and Config.Retry.MaxAttempts:
+	// kgo.RecordDeliveryTimeout. Default 30s; at least 1s (the order
 	// argument in the package doc needs it far above the time a send takes
 	// to buffer its batch); negative means no limit other than the send's
 	// context.
+	//
+	// It does not bound a send: a record whose request is in flight is not
+	// given up by the client until the broker answers or the connection
+	// fails, whatever DeliveryTimeout says (see Cancellation in the package
+	// doc). The send's context bounds the send. Lower DeliveryTimeout to
+	// hand a failing partition to the queue's retries sooner; raise it (or
+	// make it negative) to let the client ride out a long leader election
+	// without the queue seeing errors.
 	DeliveryTimeout time.Duration
 
-	// MaxBufferedRecords bounds the records the Producer holds at once,
-	// over all concurrent sends: a send waits (within its context) for room
-	// for its batch, and a batch larger than this is produced in chunks of
-	// this size, one after the other. Default 1 << 20; the memory is the
-	// queue's items, which the queue holds anyway.
+	// MaxBufferedRecords bounds the records the Producer has handed to the
+	// client and not yet seen acknowledged or failed, over all concurrent
+	// sends: a send waits (within its context) for room for its whole batch
+	// before producing any of it, so a batch is never split by a full
+	// buffer; a batch larger than this is produced in chunks of this size,
+	// each after the previous one is acknowledged. Default 1 << 20. The
+	// memory is the queue's items, which the queue holds anyway; lower it
+	// only to bound what a stuck broker keeps in the client after sends
+	// gave up on it (see Cancellation in the package doc). To have several
+	// batches in flight at once (Config.Workers > 1 on the queue), it must
+	// hold Workers batches.
 	MaxBufferedRecords int
 }
 
 // Producer produces queue batches to one Kafka topic. Create it with
 // NewProducer; it is safe for concurrent use.
+//
+// A send hands each record of its batch to the client (kgo.Client.Produce)
+// with a promise that counts it, and waits for its own records' promises
+// only: there is no flush, so sends from several queue Workers are in
+// flight together and the client packs their records into shared produce
+// requests.
 type Producer struct {
 	client  *kgo.Client
 	topic   string
-	chunk   int // records per flush at most: Config.MaxBufferedRecords
+	chunk   int // records per wait at most: Config.MaxBufferedRecords
 	buffers slots
-	recs    sync.Pool // of *recordBuf
-
-	// gate keeps flushes out of a send's buffering: the client flushes only
-	// when told (kgo.ManualFlushing), sends buffer under the read lock and
-	// flush under the write lock. Together with buffering that never blocks
-	// (buffers is taken first) it keeps a send's records close together in
-	// the client, which the order argument of the package doc relies on.
-	// Concurrent sends share flushes (a flush carries every send's buffered
-	// records), like a group commit.
-	gate sync.RWMutex
-}
-
-// recordBuf is the per-send scratch space: the kgo records of one batch and
-// pointers to them. Pooled, since a send would otherwise allocate a record
-// per item.
-type recordBuf struct {
-	recs []kgo.Record
-	ptrs []*kgo.Record
+	calls   sync.Pool // of *call
 }
 
 // NewProducer creates a Producer and its franz-go client. The client
@@ -109,12 +129,15 @@ func NewProducer(cfg Config) (*Producer, error) {
 	if cfg.MaxBufferedRecords == 0 {
 		cfg.MaxBufferedRecords = 1 << 20
 	}
-	opts := append([]kgo.Opt(nil), cfg.ClientOpts...)
+	opts := make([]kgo.Opt, 0, len(cfg.ClientOpts)+8)
+	opts = append(opts, kgo.ProducerLinger(0))
+	opts = append(opts, cfg.ClientOpts...)
 	opts = append(opts,
-		kgo.ManualFlushing(),
-		// The slots bound what is buffered; the client's own limit, which
-		// fails records rather than blocking under ManualFlushing, is kept
-		// out of the way (its count can lag the promises by a moment).
+		// The slots bound what is buffered, and a send takes room for
+		// its whole batch first, so Produce never blocks half way through
+		// a batch (the order argument of the package doc needs that).
+		// The client's own limit, which would block, is kept out of the
+		// way: its count can lag the promises by a moment.
 		kgo.MaxBufferedRecords(2*cfg.MaxBufferedRecords),
 		kgo.DefaultProduceTopic(cfg.Topic),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -134,6 +157,10 @@ func NewProducer(cfg Config) (*Producer, error) {
 		client.Close()
 		return nil, fmt.Errorf("%w: kafka: kgo.DisableIdempotentWrite is not allowed: retries could reorder or duplicate records", vinequeue.ErrInvalidConfig)
 	}
+	if manual, _ := client.OptValue(kgo.ManualFlushing).(bool); manual {
+		client.Close()
+		return nil, fmt.Errorf("%w: kafka: kgo.ManualFlushing is not allowed: the Producer never flushes", vinequeue.ErrInvalidConfig)
+	}
 	return &Producer{
 		client:  client,
 		topic:   cfg.Topic,
@@ -142,8 +169,9 @@ func NewProducer(cfg Config) (*Producer, error) {
 	}, nil
 }
 
-// Close closes the client. Sends still running fail with a fatal error; call
-// it after the queue's Stop has returned.
+// Close closes the client: records still in it (those of sends that
+// returned because their context ended) fail, and sends still running fail
+// with a fatal error. Call it after the queue's Stop has returned.
 func (p *Producer) Close() { p.client.Close() }
 
 // SendValues is a vinequeue.SendFunc[[]byte]: each item becomes the value of
@@ -162,8 +190,9 @@ func (p *Producer) SendRecords(ctx context.Context, batch []Record) error {
 // turned into records by encode, which carries the item's key (so that
 // per-key order holds, encode must derive the key from the item, the way
 // the queue key given to EnqueueKey is). encode may return slices that
-// alias the item: they are only read until the send returns. An encode
-// error fails the batch before any record is produced, and is fatal.
+// alias the item's memory; see Cancellation in the package doc for how
+// long the client may read them. An encode error fails the batch before
+// any record is produced, and is fatal.
 func SendFuncOf[T any](p *Producer, encode func(v T) (Record, error)) vinequeue.SendFunc[T] {
 	return func(ctx context.Context, batch []T) error {
 		return produce(p, ctx, batch, encode)
@@ -174,20 +203,23 @@ func produce[T any](p *Producer, ctx context.Context, batch []T, encode func(T) 
 	if len(batch) == 0 {
 		return nil
 	}
-	buf := p.getBuf(len(batch))
-	defer p.putBuf(buf)
-	for i, v := range batch {
-		r, err := encode(v)
-		if err != nil {
-			return vinequeue.Permanent(fmt.Errorf("%w: kafka: encoding item %d of %d: %w", ErrFatal, i, len(batch), err))
-		}
-		kr := &buf.recs[i]
-		kr.Topic = p.topic
-		kr.Key, kr.Value, kr.Headers = r.Key, r.Value, r.Headers
-		buf.ptrs[i] = kr
-	}
 	for start := 0; start < len(batch); start += p.chunk {
-		res := p.produceChunk(ctx, buf.ptrs[start:min(start+p.chunk, len(batch))])
+		part := batch[start:min(start+p.chunk, len(batch))]
+		c := p.getCall(len(part))
+		for i, v := range part {
+			r, err := encode(v)
+			if err != nil {
+				p.putCall(c)
+				return vinequeue.Permanent(fmt.Errorf("%w: kafka: encoding item %d of %d: %w", ErrFatal, start+i, len(batch), err))
+			}
+			kr := &c.recs[i]
+			kr.Topic = p.topic
+			kr.Key, kr.Value, kr.Headers = r.Key, r.Value, r.Headers
+		}
+		res, finished := p.produceChunk(ctx, c)
+		if finished {
+			p.putCall(c)
+		}
 		switch {
 		case res.failed == 0:
 			continue
@@ -202,60 +234,108 @@ func produce[T any](p *Producer, ctx context.Context, batch []T, encode func(T) 
 	return nil
 }
 
+// call is one chunk of one send: its kgo records and what their promises
+// reported. Calls are pooled, except one that its send gave up waiting for
+// (the client still holds its records), which the garbage collector takes
+// once the client is done with it.
+type call struct {
+	recs    []kgo.Record
+	promise func(*kgo.Record, error) // c.onPromise, bound once: no allocation per send
+	release func(int)                // returns room to the Producer's slots
+	done    chan struct{}            // receives one token when the last promise ran
+
+	left atomic.Int64 // promises still to come
+
+	mu  sync.Mutex // promises run on the client's goroutine, the send reads at its context's end
+	res chunkResult
+}
+
 type chunkResult struct {
 	acked, failed int
 	first, fatal  error // the first error, and the first fatal one
 }
 
-// produceChunk buffers recs, flushes, and waits for every promise: the
-// records are the caller's memory, so none may still be in the client when
-// it returns.
-func (p *Producer) produceChunk(ctx context.Context, recs []*kgo.Record) chunkResult {
-	if err := p.buffers.acquire(ctx, len(recs)); err != nil {
-		return chunkResult{failed: len(recs), first: err}
-	}
-	defer p.buffers.release(len(recs))
-
-	var (
-		wg  sync.WaitGroup
-		mu  sync.Mutex
-		res chunkResult
-	)
-	wg.Add(len(recs))
-	promise := func(_ *kgo.Record, err error) {
-		mu.Lock()
-		switch {
-		case err == nil:
-			res.acked++
-		default:
-			res.failed++
-			if res.first == nil {
-				res.first = err
-			}
-			if res.fatal == nil && isFatal(err) {
-				res.fatal = err
-			}
+func (c *call) onPromise(_ *kgo.Record, err error) {
+	c.mu.Lock()
+	if err == nil {
+		c.res.acked++
+	} else {
+		c.res.failed++
+		if c.res.first == nil {
+			c.res.first = err
 		}
-		mu.Unlock()
-		wg.Done()
+		if c.res.fatal == nil && isFatal(err) {
+			c.res.fatal = err
+		}
 	}
-	p.gate.RLock()
-	for _, r := range recs {
-		p.client.Produce(ctx, r, promise)
+	c.mu.Unlock()
+	if c.left.Add(-1) == 0 {
+		// The client is done with the records: their room is free even
+		// if the send stopped waiting long ago.
+		c.release(len(c.recs))
+		c.done <- struct{}{} // buffered, one token per use: never blocks
 	}
-	p.gate.RUnlock()
+}
 
-	p.gate.Lock()
-	// The flush ignores ctx's end on purpose: a flush cut short leaves
-	// records buffered that nothing would send or fail under manual
-	// flushing, and the caller's memory with them. Once ctx ends the
-	// records not yet sent fail promptly (Produce was given ctx), and the
-	// ones in flight finish with their responses, bounded by the request
-	// timeouts, so the flush still ends.
-	_ = p.client.Flush(context.WithoutCancel(ctx))
-	p.gate.Unlock()
-	wg.Wait()
-	return res
+// produceChunk hands c's records to the client and waits for their
+// promises, or for ctx's end. finished reports whether every promise ran
+// (c may be reused); if not, the records not yet acknowledged count as
+// failed with ctx's error, and c belongs to the client's promises.
+func (p *Producer) produceChunk(ctx context.Context, c *call) (res chunkResult, finished bool) {
+	n := len(c.recs)
+	if err := p.buffers.acquire(ctx, n); err != nil {
+		return chunkResult{failed: n, first: err}, true
+	}
+	c.left.Store(int64(n))
+	for i := range c.recs {
+		// The records fail at once if ctx ends before they are written
+		// to a connection; once written, the client waits for the
+		// broker's answer whatever ctx says (see the package doc).
+		p.client.Produce(ctx, &c.recs[i], c.promise)
+	}
+	select {
+	case <-c.done:
+		return c.res, true
+	case <-ctx.Done():
+	}
+	select {
+	case <-c.done: // all promises ran meanwhile: keep their answer
+		return c.res, true
+	default:
+	}
+	c.mu.Lock()
+	res = c.res
+	c.mu.Unlock()
+	inFlight := n - res.acked - res.failed
+	res.failed = n - res.acked
+	if res.first == nil {
+		res.first = fmt.Errorf("%d records still in flight: %w", inFlight, ctx.Err())
+	} else {
+		res.first = fmt.Errorf("%w; %d records still in flight: %w", res.first, inFlight, ctx.Err())
+	}
+	return res, false
+}
+
+func (p *Producer) getCall(n int) *call {
+	c, _ := p.calls.Get().(*call)
+	if c == nil {
+		c = &call{done: make(chan struct{}, 1), release: p.buffers.release}
+		c.promise = c.onPromise
+	}
+	if cap(c.recs) < n {
+		c.recs = make([]kgo.Record, n)
+	}
+	c.recs = c.recs[:n]
+	return c
+}
+
+// putCall clears the records before pooling them, so that the pool keeps no
+// item memory alive and kgo's per-record state does not leak into the next
+// send.
+func (p *Producer) putCall(c *call) {
+	clear(c.recs)
+	c.res = chunkResult{}
+	p.calls.Put(c)
 }
 
 // isFatal classifies one record's produce error; see the package doc.
@@ -270,28 +350,6 @@ func isFatal(err error) bool {
 	// Timeouts, exhausted client retries, cancelled contexts, connection
 	// errors: the cluster may be back by the next attempt.
 	return false
-}
-
-func (p *Producer) getBuf(n int) *recordBuf {
-	buf, _ := p.recs.Get().(*recordBuf)
-	if buf == nil {
-		buf = new(recordBuf)
-	}
-	if cap(buf.recs) < n {
-		buf.recs = make([]kgo.Record, n)
-		buf.ptrs = make([]*kgo.Record, n)
-	}
-	buf.recs, buf.ptrs = buf.recs[:n], buf.ptrs[:n]
-	return buf
-}
-
-// putBuf clears the records before pooling them, so that the pool keeps no
-// item memory alive (the queue reuses it) and kgo's per-record state does not
-// leak into the next send.
-func (p *Producer) putBuf(buf *recordBuf) {
-	clear(buf.recs)
-	clear(buf.ptrs)
-	p.recs.Put(buf)
 }
 
 // slots is a counting semaphore over buffered records.
@@ -332,19 +390,13 @@ func (s *slots) release(n int) {
 	s.mu.Unlock()
 }
 
-// QueueKey maps a record key to a queue key for EnqueueKey: records with
-// equal keys get equal queue keys, so the queue keeps their order up to the
-// Producer, and the partitioner keeps it from there. It is 64-bit FNV-1a,
-// stable across processes and versions.
+// QueueKey is vinequeue.KeyOf for a record key held as bytes, without
+// copying it: the queue key for EnqueueKey that goes with the record. Records
+// with equal keys get equal queue keys, so the queue keeps their order up to
+// the Producer, and the partitioner keeps it from there. QueueKey(b) and
+// vinequeue.KeyOf(string(b)) are equal, and stable across processes and
+// versions.
 func QueueKey(recordKey []byte) uint64 {
-	const (
-		offset64 = 14695981039346656037
-		prime64  = 1099511628211
-	)
-	h := uint64(offset64)
-	for _, c := range recordKey {
-		h ^= uint64(c)
-		h *= prime64
-	}
-	return h
+	// KeyOf only reads the string while it runs.
+	return vinequeue.KeyOf(unsafe.String(unsafe.SliceData(recordKey), len(recordKey)))
 }

@@ -392,6 +392,7 @@ func TestNewProducerInvalidConfig(t *testing.T) {
 		"negative buffered":     {Topic: "t", MaxBufferedRecords: -1},
 		"huge buffered":         {Topic: "t", MaxBufferedRecords: 1<<40 + 1},
 		"idempotence disabled":  {Topic: "t", ClientOpts: []kgo.Opt{kgo.DisableIdempotentWrite()}},
+		"manual flushing":       {Topic: "t", ClientOpts: []kgo.Opt{kgo.ManualFlushing()}},
 		"invalid client option": {Topic: "t", ClientOpts: []kgo.Opt{kgo.SeedBrokers("127.0.0.1:notaport")}},
 	} {
 		if p, err := NewProducer(cfg); !errors.Is(err, vinequeue.ErrInvalidConfig) {
@@ -403,12 +404,16 @@ func TestNewProducerInvalidConfig(t *testing.T) {
 	}
 }
 
-func TestQueueKeyIsStable(t *testing.T) {
-	// FNV-1a 64 test vectors: stable across processes and releases.
-	for in, want := range map[string]uint64{"": 0xcbf29ce484222325, "a": 0xaf63dc4c8601ec8c, "foobar": 0x85944171f73967e8} {
-		if got := QueueKey([]byte(in)); got != want {
-			t.Errorf("QueueKey(%q) = %#x, want %#x", in, got, want)
+func TestQueueKeyIsKeyOf(t *testing.T) {
+	long := strings.Repeat("long key ", 20)
+	for _, in := range []string{"", "a", "key-42", long} {
+		if got, want := QueueKey([]byte(in)), vinequeue.KeyOf(in); got != want {
+			t.Errorf("QueueKey(%q) = %#x, KeyOf = %#x", in, got, want)
 		}
+	}
+	b := []byte(long)
+	if n := testing.AllocsPerRun(100, func() { _ = QueueKey(b) }); n != 0 {
+		t.Errorf("QueueKey allocates %v times", n)
 	}
 }
 

@@ -1,0 +1,78 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// partitionOf is the partition the Producer's partitioner picks for key.
+func partitionOf(key []byte) int32 {
+	return int32(kgo.StickyKeyPartitioner(nil).ForTopic(testTopic).Partition(&kgo.Record{Key: key}, testPartitions))
+}
+
+// keysIn returns n keys whose records go to partitions for which want
+// holds.
+func keysIn(n int, prefix string, want func(int32) bool) [][]byte {
+	var keys [][]byte
+	for i := 0; len(keys) < n; i++ {
+		if key := fmt.Appendf(nil, "%s-%d", prefix, i); want(partitionOf(key)) {
+			keys = append(keys, key)
+		}
+	}
+	return keys
+}
+
+// TestSendWaitsForItsOwnRecordsOnly has one send stuck on a partition that
+// refuses produce requests (the client retries them) and checks that
+// another send, to the other partitions, completes meanwhile: a send waits
+// for its own records' acks only. Before, each send flushed the client and
+// waited for every record in it, so the second send waited for the first.
+func TestSendWaitsForItsOwnRecordsOnly(t *testing.T) {
+	c := newCluster(t)
+	p := newProducer(t, c, Config{})
+	if err := p.SendValues(context.Background(), [][]byte{[]byte("warm")}); err != nil {
+		t.Fatal(err)
+	}
+	fault := c.Fault(kfake.Fault{
+		Keys:       []kmsg.Key{kmsg.Produce},
+		Topic:      testTopic,
+		Partitions: []int32{0},
+		Err:        kerr.NotLeaderForPartition,
+		Count:      -1,
+	})
+	stuck := make(chan error, 1)
+	go func() {
+		var batch []Record
+		for _, key := range keysIn(8, "stuck", func(p int32) bool { return p == 0 }) {
+			batch = append(batch, Record{Key: key, Value: key})
+		}
+		stuck <- p.SendRecords(context.Background(), batch)
+	}()
+	waitFor(t, "the stuck send to hit the fault", func() bool { return fault.Hits() > 0 })
+
+	var batch []Record
+	for _, key := range keysIn(64, "free", func(p int32) bool { return p != 0 }) {
+		batch = append(batch, Record{Key: key, Value: key})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.SendRecords(ctx, batch); err != nil {
+		t.Fatalf("send to healthy partitions while another send is stuck: %v", err)
+	}
+	select {
+	case err := <-stuck:
+		t.Fatalf("the stuck send returned %v while its partition still refused requests", err)
+	default:
+	}
+	fault.Remove()
+	if err := <-stuck; err != nil {
+		t.Fatalf("stuck send after the fault was removed: %v", err)
+	}
+}
