@@ -15,11 +15,16 @@ FUZZEXECS_OPEN ?= 5000
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 CONTRIB := $(wildcard contrib/*/go.mod)
 
-.PHONY: test tidy vet race purego arm64 fuzz contrib benchmarks-test staticcheck generated bench pgo bench-arm64 soak ci generate
+.PHONY: test tools tidy vet race purego arm64 fuzz contrib benchmarks-test staticcheck generated bench pgo bench-arm64 soak ci generate
 
-test: vet generated tidy race purego arm64 fuzz contrib benchmarks-test staticcheck
+# tools comes first: it checks (or, outside CI and as root, installs) what the
+# other steps need within seconds, instead of failing after minutes.
+test: tools vet generated tidy race purego arm64 fuzz contrib benchmarks-test staticcheck
 
 ci: test
+
+tools:
+	@GO=$(GO) QEMU=$(QEMU) scripts/tools.sh test
 
 vet:
 	$(GO) vet ./...
@@ -33,9 +38,16 @@ purego:
 	$(GO) test -tags purego -count=1 -timeout 15m ./...
 
 # arm64 under qemu-user (install: apt-get install qemu-user-static). -short
-# keeps the emulated run to the same coverage with fewer iterations.
+# keeps the emulated run to the same coverage with fewer iterations. Without
+# qemu the run is skipped with a notice, except under CI=true where it fails.
 arm64:
-	GOARCH=arm64 $(GO) test -exec $(QEMU) -short -count=1 -timeout 20m ./...
+	@rc=0; GO=$(GO) QEMU=$(QEMU) scripts/tools.sh qemu || rc=$$?; \
+	case $$rc in \
+	0) echo "GOARCH=arm64 $(GO) test -exec $(QEMU) -short -count=1 -timeout 20m ./..."; \
+	   GOARCH=arm64 $(GO) test -exec $(QEMU) -short -count=1 -timeout 20m ./... ;; \
+	1) echo "arm64: SKIPPED (no $(QEMU))" ;; \
+	*) exit 1 ;; \
+	esac
 
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
@@ -74,6 +86,7 @@ generate:
 	$(GO) generate ./...
 
 bench:
+	@GO=$(GO) scripts/tools.sh bench
 	scripts/bench.sh bench
 
 pgo:
