@@ -2,8 +2,6 @@ module github.com/vineroute/vinequeue/benchmarks
 
 go 1.26.0
 
-replace github.com/vineroute/vinequeue => ../
-
 require (
 	code.cloudfoundry.org/go-diodes v0.0.0-20231113191959-85adc333ee36
 	github.com/Workiva/go-datastructures v1.1.7
@@ -12,7 +10,7 @@ require (
 	github.com/nsqio/go-diskqueue v1.1.0
 	github.com/puzpuzpuz/xsync/v4 v4.5.0
 	github.com/tidwall/wal v1.2.1
-	github.com/vineroute/vinequeue v0.0.0-00010101000000-000000000000
+	github.com/vineroute/vinequeue v0.1.0
 )
 
 require (
