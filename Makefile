@@ -15,11 +15,11 @@ FUZZEXECS_OPEN ?= 5000
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 CONTRIB := $(wildcard contrib/*/go.mod)
 
-.PHONY: test tools tidy vet race purego arm64 fuzz contrib benchmarks-test staticcheck generated bench pgo bench-arm64 soak ci generate
+.PHONY: test tools tidy vet race purego arm64 fuzz contrib benchmarks-test modules-test staticcheck generated bench pgo bench-arm64 soak ci generate release
 
 # tools comes first: it checks (or, outside CI and as root, installs) what the
 # other steps need within seconds, instead of failing after minutes.
-test: tools vet generated tidy race purego arm64 fuzz contrib benchmarks-test staticcheck
+test: tools vet generated tidy race purego arm64 fuzz contrib benchmarks-test modules-test staticcheck
 
 ci: test
 
@@ -62,10 +62,25 @@ contrib:
 	@for m in $(CONTRIB); do d=$$(dirname $$m); echo "test $$d"; \
 	  (cd $$d && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
 
-# Every module's go.mod and go.sum must be tidy (contrib and benchmarks
-# reach the root through a replace, so a new root import changes their go.sum).
+# Every module's go.mod and go.sum must be tidy. contrib and benchmarks
+# require a released core (no replace; go.work joins the modules for
+# builds), which go mod tidy resolves from a file:// proxy built from the
+# repository's releases (scripts/withproxy.sh), not from the network.
 tidy:
-	@for d in . benchmarks $(dir $(CONTRIB)); do echo "tidy $$d"; (cd $$d && $(GO) mod tidy -diff) || exit 1; done
+	@GO=$(GO) scripts/withproxy.sh bash -c 'for d in . benchmarks $(dir $(CONTRIB)); do \
+	  echo "tidy $$d"; (cd $$d && $(GO) mod tidy -diff) || exit 1; done'
+
+# A user's module resolves contrib/kafka and the core at the last release
+# from the module proxy, with no replace and no go.work, and builds.
+modules-test:
+	GO=$(GO) scripts/modules-test.sh
+
+# make release VERSION=vX.Y.Z: contrib, benchmarks and examples require the
+# core at VERSION; tags VERSION and contrib/NAME/VERSION; ./releases records
+# the commit (RELEASE_TAGS=0: no tags).
+release:
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=vX.Y.Z" >&2; exit 2; }
+	GO=$(GO) scripts/release.sh $(VERSION)
 
 # The benchmarks module's own tests: every adapter over every scenario, small.
 benchmarks-test:
