@@ -14,12 +14,13 @@ FUZZEXECS ?= 100000
 FUZZEXECS_OPEN ?= 5000
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 CONTRIB := $(wildcard contrib/*/go.mod)
+EXAMPLES := $(wildcard examples/*/go.mod)
 
-.PHONY: test tools tidy vet race purego arm64 fuzz contrib benchmarks-test modules-test staticcheck generated bench pgo bench-arm64 soak ci generate release
+.PHONY: test tools tidy vet race purego arm64 fuzz contrib examples benchmarks-test modules-test staticcheck generated bench pgo bench-arm64 soak ci generate release
 
 # tools comes first: it checks (or, outside CI and as root, installs) what the
 # other steps need within seconds, instead of failing after minutes.
-test: tools vet generated tidy race purego arm64 fuzz contrib benchmarks-test modules-test staticcheck
+test: tools vet generated tidy race purego arm64 fuzz contrib examples benchmarks-test modules-test staticcheck
 
 ci: test
 
@@ -62,12 +63,18 @@ contrib:
 	@for m in $(CONTRIB); do d=$$(dirname $$m); echo "test $$d"; \
 	  (cd $$d && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
 
+# The examples' tests: examples/gateway boots on an in-process Kafka, takes
+# events over HTTP and reads them back from the broker, and drains on SIGTERM.
+examples:
+	@for m in $(EXAMPLES); do d=$$(dirname $$m); echo "test $$d"; \
+	  (cd $$d && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
+
 # Every module's go.mod and go.sum must be tidy. contrib and benchmarks
 # require a released core (no replace; go.work joins the modules for
 # builds), which go mod tidy resolves from a file:// proxy built from the
 # repository's releases (scripts/withproxy.sh), not from the network.
 tidy:
-	@GO=$(GO) scripts/withproxy.sh bash -c 'for d in . benchmarks $(dir $(CONTRIB)); do \
+	@GO=$(GO) scripts/withproxy.sh bash -c 'for d in . benchmarks $(dir $(CONTRIB)) $(dir $(EXAMPLES)) scripts/modproxy/; do \
 	  echo "tidy $$d"; (cd $$d && $(GO) mod tidy -diff) || exit 1; done'
 
 # A user's module resolves contrib/kafka and the core at the last release
@@ -94,7 +101,7 @@ generated:
 
 staticcheck:
 	$(GO) run $(STATICCHECK) ./...
-	@for m in $(CONTRIB) benchmarks/go.mod; do d=$$(dirname $$m); echo "staticcheck $$d"; \
+	@for m in $(CONTRIB) $(EXAMPLES) benchmarks/go.mod; do d=$$(dirname $$m); echo "staticcheck $$d"; \
 	  (cd $$d && $(GO) run $(STATICCHECK) ./...) || exit 1; done
 
 generate:
