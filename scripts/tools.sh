@@ -4,7 +4,8 @@
 # installed, or its step is skipped) at once rather than after minutes.
 #
 #   scripts/tools.sh test    go >= 1.26, a C compiler (-race needs cgo), git,
-#                            qemu-aarch64-static (the arm64 run)
+#                            qemu-aarch64-static (the arm64 run), minio
+#                            (contrib/s3's tests against a real server)
 #   scripts/tools.sh bench   go >= 1.26 (bench.sh installs benchstat itself)
 #   scripts/tools.sh qemu    exit 0 if the arm64 run can go ahead; otherwise
 #                            print why and exit 1 outside CI (skip), 2 under
@@ -88,11 +89,31 @@ check_qemu() {
 	return 1
 }
 
+# The version .ci/run installs; contrib/s3/minio_test.go names the same.
+MINIO_MODULE=github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c
+
+# check_minio: contrib/s3's tests look for minio on PATH or in GOPATH/bin
+# (or $VINEQUEUE_MINIO). It is not installed here: it builds from the Go
+# module proxy in about 4 minutes on 2 cores.
+check_minio() {
+	if [ -n "${VINEQUEUE_MINIO:-}" ] || command -v minio >/dev/null 2>&1 || [ -x "$("$GO" env GOPATH)/bin/minio" ]; then
+		echo "tools: minio (contrib/s3 against a real MinIO)"
+		return 0
+	fi
+	if in_ci; then
+		echo "tools: CI=true and no minio: contrib/s3's tests need it (go install $MINIO_MODULE; .ci/run does it)" >&2
+		return 1
+	fi
+	echo "tools: NOTICE: no minio, so contrib/s3's tests against a real MinIO will be SKIPPED." >&2
+	echo "tools:   To run them: go install $MINIO_MODULE (about 4 minutes, once)" >&2
+}
+
 case "${1:-}" in
 test)
 	check_go
 	check_git
 	check_cc
+	check_minio
 	rc=0
 	check_qemu install || rc=$?
 	# A missing qemu outside CI is a skip, not a failure.
