@@ -14,12 +14,18 @@ FUZZEXECS ?= 100000
 FUZZEXECS_OPEN ?= 5000
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 CONTRIB := $(wildcard contrib/*/go.mod)
+EXAMPLES := $(wildcard examples/*/go.mod)
 
-.PHONY: test tidy vet race purego arm64 fuzz contrib benchmarks-test staticcheck generated bench pgo bench-arm64 soak ci generate
+.PHONY: test tools tidy vet race purego arm64 fuzz contrib examples benchmarks-test modules-test staticcheck generated bench pgo bench-arm64 soak ci generate release
 
-test: vet generated tidy race purego arm64 fuzz contrib benchmarks-test staticcheck
+# tools comes first: it checks (or, outside CI and as root, installs) what the
+# other steps need within seconds, instead of failing after minutes.
+test: tools vet generated tidy race purego arm64 fuzz contrib examples benchmarks-test modules-test staticcheck
 
 ci: test
+
+tools:
+	@GO=$(GO) QEMU=$(QEMU) scripts/tools.sh test
 
 vet:
 	$(GO) vet ./...
@@ -33,9 +39,16 @@ purego:
 	$(GO) test -tags purego -count=1 -timeout 15m ./...
 
 # arm64 under qemu-user (install: apt-get install qemu-user-static). -short
-# keeps the emulated run to the same coverage with fewer iterations.
+# keeps the emulated run to the same coverage with fewer iterations. Without
+# qemu the run is skipped with a notice, except under CI=true where it fails.
 arm64:
-	GOARCH=arm64 $(GO) test -exec $(QEMU) -short -count=1 -timeout 20m ./...
+	@rc=0; GO=$(GO) QEMU=$(QEMU) scripts/tools.sh qemu || rc=$$?; \
+	case $$rc in \
+	0) echo "GOARCH=arm64 $(GO) test -exec $(QEMU) -short -count=1 -timeout 20m ./..."; \
+	   GOARCH=arm64 $(GO) test -exec $(QEMU) -short -count=1 -timeout 20m ./... ;; \
+	1) echo "arm64: SKIPPED (no $(QEMU))" ;; \
+	*) exit 1 ;; \
+	esac
 
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
@@ -50,10 +63,31 @@ contrib:
 	@for m in $(CONTRIB); do d=$$(dirname $$m); echo "test $$d"; \
 	  (cd $$d && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
 
-# Every module's go.mod and go.sum must be tidy (contrib and benchmarks
-# reach the root through a replace, so a new root import changes their go.sum).
+# The examples' tests: examples/gateway boots on an in-process Kafka, takes
+# events over HTTP and reads them back from the broker, and drains on SIGTERM.
+examples:
+	@for m in $(EXAMPLES); do d=$$(dirname $$m); echo "test $$d"; \
+	  (cd $$d && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
+
+# Every module's go.mod and go.sum must be tidy. contrib and benchmarks
+# require a released core (no replace; go.work joins the modules for
+# builds), which go mod tidy resolves from a file:// proxy built from the
+# repository's releases (scripts/withproxy.sh), not from the network.
 tidy:
-	@for d in . benchmarks $(dir $(CONTRIB)); do echo "tidy $$d"; (cd $$d && $(GO) mod tidy -diff) || exit 1; done
+	@GO=$(GO) scripts/withproxy.sh bash -c 'for d in . benchmarks $(dir $(CONTRIB)) $(dir $(EXAMPLES)) scripts/modproxy/; do \
+	  echo "tidy $$d"; (cd $$d && $(GO) mod tidy -diff) || exit 1; done'
+
+# A user's module resolves contrib/kafka and the core at the last release
+# from the module proxy, with no replace and no go.work, and builds.
+modules-test:
+	GO=$(GO) scripts/modules-test.sh
+
+# make release VERSION=vX.Y.Z: contrib, benchmarks and examples require the
+# core at VERSION; tags VERSION and contrib/NAME/VERSION; ./releases records
+# the commit (RELEASE_TAGS=0: no tags).
+release:
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=vX.Y.Z" >&2; exit 2; }
+	GO=$(GO) scripts/release.sh $(VERSION)
 
 # The benchmarks module's own tests: every adapter over every scenario, small.
 benchmarks-test:
@@ -67,13 +101,14 @@ generated:
 
 staticcheck:
 	$(GO) run $(STATICCHECK) ./...
-	@for m in $(CONTRIB) benchmarks/go.mod; do d=$$(dirname $$m); echo "staticcheck $$d"; \
+	@for m in $(CONTRIB) $(EXAMPLES) benchmarks/go.mod; do d=$$(dirname $$m); echo "staticcheck $$d"; \
 	  (cd $$d && $(GO) run $(STATICCHECK) ./...) || exit 1; done
 
 generate:
 	$(GO) generate ./...
 
 bench:
+	@GO=$(GO) scripts/tools.sh bench
 	scripts/bench.sh bench
 
 pgo:

@@ -2,8 +2,6 @@ module github.com/vineroute/vinequeue/benchmarks
 
 go 1.26.0
 
-replace github.com/vineroute/vinequeue => ../
-
 require (
 	code.cloudfoundry.org/go-diodes v0.0.0-20231113191959-85adc333ee36
 	github.com/Workiva/go-datastructures v1.1.7
@@ -15,7 +13,8 @@ require (
 	github.com/twmb/franz-go v1.22.3
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
 	github.com/twmb/franz-go/pkg/kmsg v1.15.1
-	github.com/vineroute/vinequeue v0.0.0-00010101000000-000000000000
+	github.com/vineroute/vinequeue v0.1.0
+	github.com/vineroute/vinequeue/contrib/kafka v0.1.0
 )
 
 require github.com/klauspost/compress v1.20.3 // indirect
@@ -27,8 +26,5 @@ require (
 	github.com/tidwall/match v1.1.1 // indirect
 	github.com/tidwall/pretty v1.2.0 // indirect
 	github.com/tidwall/tinylru v1.1.0 // indirect
-	github.com/vineroute/vinequeue/contrib/kafka v0.0.0-00010101000000-000000000000
 	golang.org/x/sys v0.50.0 // indirect
 )
-
-replace github.com/vineroute/vinequeue/contrib/kafka => ../contrib/kafka

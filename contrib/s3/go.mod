@@ -5,7 +5,7 @@ go 1.26.0
 require (
 	github.com/johannesboyne/gofakes3 v1.2.0
 	github.com/minio/minio-go/v7 v7.4.1
-	github.com/vineroute/vinequeue v0.0.0-00010101000000-000000000000
+	github.com/vineroute/vinequeue v0.1.0
 	go.uber.org/goleak v1.3.0
 )
 
@@ -34,5 +34,3 @@ require (
 	golang.org/x/tools v0.50.0 // indirect
 	gopkg.in/ini.v1 v1.67.3 // indirect
 )
-
-replace github.com/vineroute/vinequeue => ../..
