@@ -24,6 +24,7 @@ type collector[T any] struct {
 	cur      *pending[T]       // the batch being filled from the rings
 	ready    fifo[*pending[T]] // cut, waiting for a sender, oldest first
 	inItems  []T               // the sync inbox's spare slices, swapped on take
+	spare    *pending[T]       // scratch (keyed checkpoints)
 	inSpans  []span
 	seq      uint64 // the next batch's sequence number
 }
@@ -71,11 +72,11 @@ func (q *Queue[T]) collect() {
 		case b := <-q.replayCh:
 			c.pushReplayed(b)
 		case <-walTick:
-			// Checkpoint: what the rings and the keyed shards hold is
-			// cut into batches, and every batch cut is written as it is
-			// cut (cut, cutOne)…
+			// Checkpoint: what the rings hold is cut into batches,
+			// written as they are cut (cut); what the keyed shards hold
+			// is written where it is (checkpointKeyed)…
 			c.drain(true)
-			c.cutKeyed(true)
+			c.checkpointKeyed()
 			q.walSync() // …then every record so far is made durable
 		case req := <-q.reqs:
 			switch req.kind {
@@ -249,15 +250,29 @@ func (c *collector[T]) takeInbox() {
 	c.inItems, c.inSpans = items[:0], spans[:0]
 }
 
-func (c *collector[T]) push(b *pending[T]) {
+// number gives b the next batch sequence number, for Flush and Stop.
+func (c *collector[T]) number(b *pending[T]) {
 	b.seq = c.seq
 	c.seq++
 	c.q.track.cut(b.seq)
+}
+
+// scratch returns the collector's scratch batch (for writes that are not
+// deliveries: a keyed shard's checkpoint), emptied.
+func (c *collector[T]) scratch() *pending[T] {
+	if c.spare == nil {
+		c.spare = &pending[T]{}
+	}
+	return c.spare
+}
+
+func (c *collector[T]) push(b *pending[T]) {
+	c.number(b)
 	q := c.q
 	// Keyed batches are not spilled: their order would have to survive
 	// the round trip through the WAL. Nor are replayed batches: they are
 	// on disk already, and the replayer sends one at a time.
-	if q.spillPolicy() && b.shard == nil && !b.replay && !q.closing.Load() && q.gov.Level() == governor.LevelHard && c.spill(b) {
+	if q.spillPolicy() && len(b.shards) == 0 && !b.replay && !q.closing.Load() && q.gov.Level() == governor.LevelHard && c.spill(b) {
 		return
 	}
 	c.ready.push(b)
@@ -275,28 +290,6 @@ func (c *collector[T]) dispatch(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// cutKeyed cuts batches from keyed shards with no batch in flight (their
-// batches go to Send one at a time); with all, it first cuts every item in
-// every shard, so a Flush covers them. While a replay is pending nothing is
-// dispatched (per key, replayed items go first): with all, items are cut
-// (and so, in Periodic mode, written) and wait in their shards.
-func (c *collector[T]) cutKeyed(all bool) {
-	q := c.q
-	if q.replaying.Load() {
-		if all {
-			size := int(q.batchSize.Load())
-			for i := range q.keyed.shards {
-				for q.keyed.shards[i].cutOne(c, size) {
-				}
-			}
-		}
-		return
-	}
-	if all || q.keyed.work.Load() > 0 {
-		q.keyed.cutAll(c, int(q.batchSize.Load()), all)
-	}
 }
 
 // stop is the collector's part of Stop: by now every ring is sealed and every
@@ -469,7 +462,6 @@ func (q *Queue[T]) stop(ctx context.Context) error {
 	q.closedCancel()
 	q.growMu.Unlock()
 	q.intake.close() // waits for Sync-mode and keyed calls under way
-	q.keyed.seal()
 	var ms runtime.MemStats
 	for range 2 {
 		q.growMu.Lock()

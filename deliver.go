@@ -147,7 +147,10 @@ func (q *Queue[T]) drop(b *pending[T], reason error, recycle bool) {
 // finish marks b done and, with recycle, recycles it.
 func (q *Queue[T]) finish(b *pending[T], recycle bool) {
 	q.hold(-b.bytes)
-	seq, s, sd, n, replay := b.seq, b.shard, b.spill, len(b.items), b.replay
+	seq, sd, n, replay, keyed := b.seq, b.spill, len(b.items), b.replay, len(b.shards) > 0
+	for _, s := range b.shards {
+		s.inflight.Store(false)
+	}
 	if recycle {
 		q.putBatch(b)
 	}
@@ -157,13 +160,10 @@ func (q *Queue[T]) finish(b *pending[T], recycle bool) {
 	if sd != nil {
 		q.spills.settle(sd, n)
 	}
-	if s != nil {
-		s.inflight.Store(false)
-	}
-	// The collector may be waiting for this key's shard to be free, or
-	// for memory to fall below the hard level; otherwise it has no reason
-	// to run (its tick is the backstop for a level change it missed).
-	if s != nil || q.stalled.Load() {
+	// The collector may be waiting for keyed shards to be free, or for
+	// memory to fall below the hard level; otherwise it has no reason to
+	// run (its tick is the backstop for a level change it missed).
+	if keyed || q.stalled.Load() {
 		q.wakeCollector()
 	}
 	q.track.complete(seq)
@@ -199,7 +199,8 @@ func (q *Queue[T]) getBatch() *pending[T] {
 func (q *Queue[T]) putBatch(b *pending[T]) {
 	clear(b.items) // retention rule: no pointers kept past delivery
 	b.items = b.items[:0]
-	b.bytes, b.seq, b.shard, b.spans, b.spill, b.replay = 0, 0, nil, b.spans[:0], nil, false
+	clear(b.shards)
+	b.bytes, b.seq, b.shards, b.spans, b.spill, b.replay = 0, 0, b.shards[:0], b.spans[:0], nil, false
 	select {
 	case q.free <- b:
 	default:

@@ -9,33 +9,48 @@ import (
 // every sender, few enough that the collector scans them cheaply.
 const nKeyedShards = 64
 
-// keyedShards hold the items of EnqueueKey. A key maps to one shard; a
-// shard's items are cut into batches in arrival order, and a shard has at
-// most one batch with a sender at a time, so per-key order holds with any
-// number of Workers, across retries.
+// Keyed items (EnqueueKey). A key maps to one of nKeyedShards shards; a
+// shard keeps its items in arrival order. The invariant that gives FIFO per
+// key with any number of Workers, across retries: a shard has at most one
+// batch with a sender at a time, and its items enter batches in order.
+//
+// Batches still fill. A keyed batch gathers the leading items of every
+// shard that has none in flight, up to BatchSize, and holds each of those
+// shards until it is finished; so a batch is not limited to one shard's
+// items, and at steady load batches are full (one shard per batch made
+// them as small as one shard's arrivals per round trip). The collector cuts
+// a partial keyed batch only when it has nothing else ready for the senders,
+// on its interval tick, or for Flush and Stop.
+//
+// Flush and Stop cut every item: a shard's remaining items become a queue
+// of batches of its own (cutq), dispatched one at a time.
+//
+// In Sync mode each item is durable before it enters its shard, with its
+// span; in Periodic mode the checkpoint writes what shards hold (persist)
+// without cutting it, and a cut writes what was not written yet. Either way
+// a keyed batch's spans come from its shards.
 type keyedShards[T any] struct {
 	shards [nKeyedShards]keyedShard[T]
-	// work counts items accepted and not yet handed to a sender; the
-	// collector scans the shards only while it is > 0.
+	// work counts items accepted and not yet dispatched (in a shard, or in
+	// a cut queue); the collector scans the shards only while it is > 0.
 	work atomic.Int64
+	next int // collector-owned: the shard the next gathering starts at (fairness)
 }
 
 type keyedShard[T any] struct {
-	mu     sync.Mutex
-	items  []T    // guarded by mu: accepted, not yet cut
-	spans  []span // guarded by mu: where items are in the WAL (Sync mode only)
-	bytes  int64
-	closed bool // guarded by mu
+	mu        sync.Mutex
+	items     []T    // guarded by mu: accepted, not yet cut
+	spans     []span // guarded by mu: where items[:persisted] are in the WAL
+	persisted int    // guarded by mu: items[:persisted] are on disk (Sync: all)
+	bytes     int64  // guarded by mu: what items weigh (charged at admission)
 
 	// Owned by the collector.
 	cutq fifo[*pending[T]]
-	// inflight is set by the collector when it hands a batch to a sender
-	// and cleared by the sender when it is done with it (after retries).
+	// inflight is set by the collector when the shard's items go into a
+	// batch for a sender, and cleared when that batch is finished.
 	inflight atomic.Bool
 	_        [cacheLine]byte
 }
-
-func (ks *keyedShards[T]) init() {}
 
 func shardOf(key uint64) int {
 	// Fibonacci hashing: consecutive keys land on different shards.
@@ -43,8 +58,16 @@ func shardOf(key uint64) int {
 }
 
 // EnqueueKey accepts v like Enqueue, and delivers the items of one key in the
-// order they were accepted: FIFO per key, with any number of Workers. It is
-// slower than Enqueue (a lock per call on the key's shard).
+// order they were accepted: FIFO per key, with any number of Workers, across
+// retries, spills and crashes. It is slower than Enqueue (a lock per call on
+// the key's shard). Use KeyOf for a string key.
+//
+// v is charged to the memory governor when admitted (keyed items wait in
+// their shard, outside any ring), and the Policy applies at the hard level
+// as for Enqueue, except that under Spill keyed items are not spilled (their
+// key's order would have to survive the round trip through the WAL): they
+// wait for memory to fall, as under Block, unless spilling fails (an error
+// matching ErrWALFull).
 func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 	// Within the gate, Stop waits for this call: an item written to the
 	// WAL is always queued, never refused after the fact.
@@ -52,12 +75,17 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 		return ErrClosed
 	}
 	defer q.intake.leave()
+	size := int64(q.sizeOf(v))
+	if err := q.admit(1, size, false); err != nil {
+		return err
+	}
 	var sp span
 	if q.syncMode() {
 		// Durable first (concurrent appends share a record and an
 		// fdatasync), then queued in its key's order.
 		var err error
 		if sp, err = q.appendKeyed(v); err != nil {
+			q.unadmit(size)
 			return err
 		}
 	}
@@ -66,8 +94,9 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 	s.items = append(s.items, v)
 	if sp.n > 0 {
 		s.spans = appendSpan(s.spans, sp.id, sp.off, sp.n)
+		s.persisted++
 	}
-	s.bytes += int64(q.sizeOf(v))
+	s.bytes += size
 	s.mu.Unlock()
 	q.keyedIn.Add(1)
 	if q.keyed.work.Add(1) == 1 || !s.inflight.Load() {
@@ -76,71 +105,161 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 	return nil
 }
 
-// cutAll cuts batches from the shards. A shard with no batch in flight gets
-// its next batch dispatched (cut from its items if none is waiting). With
-// all, every item of every shard is cut first, so a Flush or Stop covers it.
-func (ks *keyedShards[T]) cutAll(c *collector[T], size int, all bool) {
-	for i := range ks.shards {
-		s := &ks.shards[i]
-		if all {
-			for s.cutOne(c, size) {
+// take moves up to n leading items (and their spans) into b. Caller holds
+// s.mu; in Periodic mode the caller has persisted them.
+func (s *keyedShard[T]) take(q *Queue[T], b *pending[T], n int) {
+	b.items = append(b.items, s.items[:n]...)
+	if len(s.spans) > 0 {
+		b.spans = takeSpans(b.spans, &s.spans, n)
+	}
+	var bytes int64
+	if n == len(s.items) {
+		bytes = s.bytes
+	} else {
+		bytes = q.bytesOf(s.items[:n])
+	}
+	b.bytes += bytes // charged when admitted
+	s.bytes -= bytes
+	clear(s.items[:n]) // retention rule
+	s.items = s.items[n:]
+	s.persisted = max(s.persisted-n, 0)
+	if len(s.items) == 0 {
+		s.items = s.items[:0:0] // let the backing array go once drained
+	}
+}
+
+// persist writes the shard's items not on disk yet as records (Periodic
+// mode) and records their spans. Caller holds s.mu. On failure they stay
+// in memory only; the failure is counted and logged (persistBatch).
+func (s *keyedShard[T]) persist(c *collector[T]) {
+	q := c.q
+	if q.wal == nil || q.wal.mode != Periodic || s.persisted == len(s.items) {
+		return
+	}
+	b := c.scratch()
+	b.items = append(b.items[:0], s.items[s.persisted:]...)
+	q.persistBatch(b)
+	if len(b.spans) > 0 {
+		s.spans = append(s.spans, b.spans...)
+	} else {
+		s.spans = append(s.spans, span{n: len(b.items)}) // not on disk
+	}
+	s.persisted = len(s.items)
+	clear(b.items)
+	b.items, b.spans = b.items[:0], b.spans[:0]
+}
+
+// cutKeyed makes keyed batches. With all (Flush, Stop), every item is cut:
+// the shards' remaining items go to their cut queues. Then each shard with
+// no batch in flight dispatches its next queued batch, and batches are
+// gathered across the other shards: full ones while there are enough items,
+// and a partial one when nothing else is ready for the senders (or with
+// all). While a replay is pending nothing is dispatched (per key, replayed
+// items go first); with all, items are cut and wait.
+func (c *collector[T]) cutKeyed(all bool) {
+	q := c.q
+	ks := &q.keyed
+	if !all && ks.work.Load() == 0 {
+		return
+	}
+	size := int(q.batchSize.Load())
+	if all {
+		for i := range ks.shards {
+			for ks.shards[i].cutOne(c, size) {
 			}
 		}
-		if s.inflight.Load() {
-			continue
-		}
-		if s.cutq.len() == 0 {
-			s.cutOne(c, size)
-		}
-		if s.cutq.len() > 0 {
+	}
+	if q.replaying.Load() {
+		return
+	}
+	for i := range ks.shards {
+		s := &ks.shards[i]
+		if s.cutq.len() > 0 && !s.inflight.Load() {
 			b := s.cutq.pop()
 			s.inflight.Store(true)
 			ks.work.Add(-int64(len(b.items)))
 			c.ready.push(b)
 		}
 	}
+	for {
+		left := ks.work.Load()
+		if left == 0 || (left < int64(size) && c.ready.len() > 0 && !all) {
+			return
+		}
+		if !c.gather(size) {
+			return
+		}
+	}
 }
 
-// cutOne moves up to size items into a new batch at the end of cutq.
+// gather cuts one batch from the leading items of the shards that have no
+// batch in flight and none queued, up to size items, and readies it; it
+// reports whether there was anything to cut.
+func (c *collector[T]) gather(size int) bool {
+	q := c.q
+	ks := &q.keyed
+	var b *pending[T]
+	for k := range nKeyedShards {
+		i := (ks.next + k) % nKeyedShards
+		s := &ks.shards[i]
+		if s.inflight.Load() || s.cutq.len() > 0 {
+			continue
+		}
+		s.mu.Lock()
+		if len(s.items) == 0 {
+			s.mu.Unlock()
+			continue
+		}
+		if b == nil {
+			b = q.getBatch()
+		}
+		n := min(len(s.items), size-len(b.items))
+		s.persist(c)
+		s.take(q, b, n)
+		s.mu.Unlock()
+		s.inflight.Store(true)
+		b.shards = append(b.shards, s)
+		if len(b.items) == size {
+			ks.next = (i + 1) % nKeyedShards
+			break
+		}
+	}
+	if b == nil {
+		return false
+	}
+	ks.work.Add(-int64(len(b.items)))
+	c.number(b)
+	c.ready.push(b)
+	return true
+}
+
+// cutOne moves up to size items into a new batch at the end of the shard's
+// cut queue (Flush and Stop).
 func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
+	q := c.q
 	s.mu.Lock()
 	n := min(len(s.items), size)
 	if n == 0 {
 		s.mu.Unlock()
 		return false
 	}
-	b := c.q.getBatch()
-	b.items = append(b.items, s.items[:n]...)
-	clear(s.items[:n]) // retention rule
-	s.items = s.items[n:]
-	if len(s.spans) > 0 {
-		b.spans = takeSpans(b.spans, &s.spans, n)
-	}
-	if len(s.items) == 0 {
-		s.items = s.items[:0:0] // let the backing array go once drained
-		b.bytes, s.bytes = s.bytes, 0
-	} else {
-		b.bytes = c.q.bytesOf(b.items)
-		s.bytes -= b.bytes
-	}
+	b := q.getBatch()
+	s.persist(c)
+	s.take(q, b, n)
 	s.mu.Unlock()
-	b.shard = s
-	if c.q.wal != nil && c.q.wal.mode == Periodic {
-		c.q.persistBatch(b)
-	}
-	b.seq = c.seq
-	c.seq++
-	c.q.track.cut(b.seq)
-	c.q.hold(b.bytes)
+	b.shards = append(b.shards, s)
+	c.number(b)
 	s.cutq.push(b)
 	return true
 }
 
-func (ks *keyedShards[T]) seal() {
-	for i := range ks.shards {
-		s := &ks.shards[i]
+// checkpoint writes what every shard holds and has not written yet
+// (Periodic mode), without cutting it.
+func (c *collector[T]) checkpointKeyed() {
+	for i := range c.q.keyed.shards {
+		s := &c.q.keyed.shards[i]
 		s.mu.Lock()
-		s.closed = true
+		s.persist(c)
 		s.mu.Unlock()
 	}
 }
@@ -152,10 +271,10 @@ func (ks *keyedShards[T]) takeAll() []*pending[T] {
 	var out []*pending[T]
 	for i := range ks.shards {
 		s := &ks.shards[i]
-		out = append(out, s.cutq.items()...)
 		for _, b := range s.cutq.items() {
 			ks.work.Add(-int64(len(b.items)))
 		}
+		out = append(out, s.cutq.items()...)
 		s.cutq.reset()
 	}
 	return out

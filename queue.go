@@ -173,7 +173,7 @@ type pending[T any] struct {
 	items  []T
 	bytes  int64
 	seq    uint64
-	shard  *keyedShard[T] // nil unless the batch came from EnqueueKey
+	shards []*keyedShard[T] // EnqueueKey: the shards whose items it holds, held until it is finished
 	spans  []span         // where the items are in the WAL, in item order; none if not on disk
 	spill  *spillDone     // read back from a spill: settled when finished
 	replay bool           // from the replayer: finishing it lets the replay go on

@@ -83,7 +83,7 @@ func TestWALSyncDeliversAndAcks(t *testing.T) {
 func sinkDownConfig(dir string, mode WALMode) Config[[]byte] {
 	return Config[[]byte]{
 		Send:  func(ctx context.Context, _ [][]byte) error { return errors.New("sink down") },
-		Retry: RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond},
+		Retry: RetryPolicy{MaxAttempts: RetryForever, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond},
 		WAL:   WALConfig{Dir: dir, Mode: mode, SegmentSize: 1 << 20},
 	}
 }
