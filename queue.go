@@ -174,9 +174,9 @@ type pending[T any] struct {
 	bytes  int64
 	seq    uint64
 	shards []*keyedShard[T] // EnqueueKey: the shards whose items it holds, held until it is finished
-	spans  []span         // where the items are in the WAL, in item order; none if not on disk
-	spill  *spillDone     // read back from a spill: settled when finished
-	replay bool           // from the replayer: finishing it lets the replay go on
+	spans  []span           // where the items are in the WAL, in item order; none if not on disk
+	spill  *spillDone       // read back from a spill: settled when finished
+	replay bool             // from the replayer: finishing it lets the replay go on
 	send   func(context.Context) error
 }
 

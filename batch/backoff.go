@@ -10,11 +10,11 @@ import (
 
 // Defaults applied by RetryPolicy.WithDefaults to zero fields.
 const (
-	DefaultMaxAttempts    = 5
+	DefaultMaxAttempts = 5
 	// Forever as MaxAttempts retries until the context ends: for sinks
 	// whose failures are always transient, where a batch must never be
 	// given up on while the process runs.
-	Forever = -1
+	Forever               = -1
 	DefaultInitialBackoff = 10 * time.Millisecond
 	DefaultMaxBackoff     = 5 * time.Second
 	DefaultMultiplier     = 2.0
