@@ -45,13 +45,25 @@ func shardOf(key uint64) int {
 // EnqueueKey accepts v like Enqueue, and delivers the items of one key in the
 // order they were accepted: FIFO per key, with any number of Workers. It is
 // slower than Enqueue (a lock per call on the key's shard).
+//
+// v is charged to the memory governor when admitted (keyed items wait in
+// their shard, outside any ring), and the Policy applies at the hard level
+// as for Enqueue, except that under Spill keyed items are not spilled (their
+// key's order would have to survive the round trip through the WAL): they
+// wait for memory to fall, as under Block, unless spilling fails (an error
+// matching ErrWALFull).
 func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
+	size := int64(q.sizeOf(v))
+	if err := q.admit(1, size, false); err != nil {
+		return err
+	}
 	var rec *walRecord
 	if q.syncMode() {
 		// Durable first, as a record of its own (concurrent appends
 		// share an fdatasync), then queued in its key's order.
 		var err error
 		if rec, err = q.appendKeyed(v); err != nil {
+			q.unadmit(size)
 			return err
 		}
 	}
@@ -59,13 +71,19 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		if rec != nil {
+			// Refused means refused: the record must not come back at
+			// the next New.
+			q.ackItems(rec, 1)
+		}
+		q.unadmit(size)
 		return ErrClosed
 	}
 	s.items = append(s.items, v)
 	if rec != nil {
 		s.recs = append(s.recs, rec)
 	}
-	s.bytes += int64(q.sizeOf(v))
+	s.bytes += size
 	s.mu.Unlock()
 	q.keyedIn.Add(1)
 	if q.keyed.work.Add(1) == 1 || !s.inflight.Load() {
@@ -131,7 +149,7 @@ func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
 	b.seq = c.seq
 	c.seq++
 	c.q.track.cut(b.seq)
-	c.q.hold(b.bytes)
+	// b.bytes were charged when its items were admitted (EnqueueKey).
 	s.cutq.push(b)
 	return true
 }
