@@ -150,7 +150,7 @@ type Config[T any] struct {
 	Memory        MemoryConfig
 	WAL           WALConfig
 	Codec         Codec[T]    // needed with a WAL unless T is []byte or string
-	SizeOf        func(T) int // bytes accounted per item; default by type
+	SizeOf        func(T) int // bytes accounted per item; default: its size plus the bytes behind its strings and []byte (New refuses, naming SizeOf, a T holding pointers, maps, interfaces, chans, funcs or other slices)
 	Retry         RetryPolicy // Send retries
 	OnDrop        func(batch []T, reason error)
 	Logger        *slog.Logger // default: discards
@@ -219,6 +219,9 @@ func (c *Config[T]) fill() error {
 	}
 	if err := c.Memory.fill(); err != nil {
 		return err
+	}
+	if c.WAL.Dir == "" && (c.WAL.Mode == Sync || c.WAL.Mode == Periodic) {
+		return invalid("WAL.Dir", "required by WAL.Mode %v (without a Dir the queue is memory only)", c.WAL.Mode)
 	}
 	switch {
 	case c.Memory.Policy == Spill && c.WAL.Dir == "":

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-	"unsafe"
 
 	"github.com/vineroute/vinequeue/batch"
 )
@@ -203,19 +202,4 @@ func (q *Queue[T]) bytesOf(items []T) int64 {
 		n += int64(q.sizeOf(v))
 	}
 	return n
-}
-
-// defaultSizeOf accounts an item by its type: its in-memory size, plus the
-// bytes it points to for []byte and string.
-// The second result is that size when it is the same for every item.
-func defaultSizeOf[T any]() (func(T) int, int) {
-	var zero T
-	base := int(unsafe.Sizeof(zero))
-	switch any(zero).(type) {
-	case []byte:
-		return func(v T) int { return base + len(any(v).([]byte)) }, 0
-	case string:
-		return func(v T) int { return base + len(any(v).(string)) }, 0
-	}
-	return func(T) int { return base }, max(base, 1)
 }

@@ -180,7 +180,10 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 	}
 	q.spills.kick = make(chan struct{}, 1)
 	if q.sizeOf == nil {
-		q.sizeOf, q.fixedSize = defaultSizeOf[T]()
+		var err error
+		if q.sizeOf, q.fixedSize, err = defaultSizeOf[T](); err != nil {
+			return nil, invalid("SizeOf", "set Config.SizeOf: %v", err)
+		}
 	}
 	q.sendCtx, q.sendCancel = context.WithCancel(context.Background())
 	q.closedCtx, q.closedCancel = context.WithCancel(context.Background())
