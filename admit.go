@@ -30,24 +30,27 @@ import (
 // The governor weighs the rings' slots plus every item outside a ring: in a
 // batch, a keyed shard or a Sync commit group. Charges made by admit are
 // made before the level is read, so an accepted call never takes the level
-// to Hard. With R rings (at most ringsPerP per P, each RingSize slots),
-// what the governor holds stays below
+// to Hard. With P Ps and R rings (R ≤ ringsPerP × P, each RingSize slots;
+// New refuses a Limit below which P+1 rings do not fit), what the governor
+// holds stays below
 //
-//	max(Hard, one ring per P) + one ring of items + one item per call admitted while the level was reaching Hard
+//	Hard + R × RingSize items + one item per concurrent admitted call
 //
-// The ring of items is the collector's: it reads the level between rings,
-// so it may drain one ring past Hard (it stops draining there). The items
-// per call are those of calls that charged concurrently while the level was
-// below Hard: a call never takes it there alone, but two may together.
-// Under Block, an item so large that it alone takes an empty queue from
-// Normal to Hard is admitted once the level is Normal, since waiting cannot
-// make room for it: that item is the overshoot then.
+// R × RingSize items: the collector charges ring items as it drains them.
+// At Hard it still drains the rings handed off before (none is handed off
+// there, so that backlog cannot grow) but leaves the Ps' current rings full;
+// it reads the level between rings, so it may drain one of those past Hard.
+// One item per call: calls charging concurrently below Hard may together
+// take the level past it, though none does alone. Under Block, an item so
+// large that it alone takes the queue from Normal to Hard is admitted once
+// the level is Normal, since waiting cannot make room for it: that item is
+// then the overshoot.
 //
 // Items sitting in rings are charged for their slots only: what SizeOf
-// counts beyond a slot (the bytes behind a []byte or string) is not charged
-// until they are drained, so the process may hold up to R × RingSize items'
-// worth of those bytes more than the governor sees. Stats.BytesHeld reports
-// the items outside rings, without the slots.
+// counts beyond a slot (the bytes behind a []byte or string) is charged when
+// they are drained, so until then the process holds up to R × RingSize
+// items' worth of those bytes more than the governor sees. Stats.BytesHeld
+// reports the items outside rings, without the slots.
 
 // admit is the admission step. n is the number of items the call brings
 // (counted in Stats.Rejected when refused); bytes is what they weigh: their
