@@ -134,19 +134,11 @@ func (c *collector[T]) drain(partial bool) {
 	if len(c.backlog) > 0 {
 		c.active = true
 	}
-	stopping := q.closing.Load() || c.flushing
+	// Handed-off rings are drained even at the hard level: none is handed
+	// off while holdRings (producers keep their full ring and meet the
+	// Policy), so the backlog cannot grow there, and a ring left full would
+	// hold its slots' memory up for good (the level could never fall).
 	for i, r := range c.backlog {
-		if !stopping && q.gov.Level() == governor.LevelHard && !q.spillPolicy() {
-			// Memory is at the hard level: leave the rings full, so that
-			// producers meet the Policy. Senders wake us as they finish.
-			// (With Spill, push writes the batches to the WAL instead.)
-			// The rest stay in backlog, oldest first, in its own array.
-			n := copy(c.backlog, c.backlog[i:])
-			clear(c.backlog[n:])
-			c.backlog = c.backlog[:n]
-			q.signalStall()
-			return
-		}
 		c.drainRing(r)
 		c.backlog[i] = nil
 		q.recycleRing(r)
@@ -164,7 +156,7 @@ func (c *collector[T]) drainRings(cutPartial bool) {
 	q := c.q
 	stopping := q.closing.Load() || c.flushing
 	for _, s := range q.procs.Load().procs {
-		if !stopping && q.gov.Level() == governor.LevelHard && !q.spillPolicy() {
+		if !stopping && q.holdRings() {
 			q.signalStall()
 			break
 		}

@@ -244,7 +244,7 @@ type Config[T any] struct {
 	Memory        MemoryConfig
 	WAL           WALConfig
 	Codec         Codec[T]    // needed with a WAL unless T is []byte or string
-	SizeOf        func(T) int // bytes accounted per item; default by type
+	SizeOf        func(T) int // bytes accounted per item; default: its size plus the bytes behind its strings and []byte (New refuses, naming SizeOf, a T holding pointers, maps, interfaces, chans, funcs or other slices)
 	Retry         RetryPolicy // Send retries
 	OnDrop        func(batch []T, reason error)
 	Logger        *slog.Logger // default: discards

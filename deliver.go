@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/vineroute/vinequeue/batch"
 )
@@ -55,6 +54,10 @@ func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
 		q.sizer.Observe(len(b.items), time.Since(start), err)
 		q.batchSize.Store(int64(q.sizer.Size()))
 	}
+	// Finishing holds q.finishing (shared) so that Stop, having swapped out
+	// the batches still in Send, can wait for the ones already past it.
+	q.finishing.RLock()
+	defer q.finishing.RUnlock()
 	if !slot.b.CompareAndSwap(b, nil) {
 		return // Stop gave it up at its deadline
 	}
@@ -93,6 +96,11 @@ func (q *Queue[T]) abandonInFlight(reason error) {
 			q.giveUp(b, reason, false)
 		}
 	}
+	// Senders whose Send returned before the swap are finishing their
+	// batch (counting it, OnDrop): wait for them, so that Stats and OnDrop
+	// are complete when Stop returns.
+	q.finishing.Lock()
+	q.finishing.Unlock() //lint:ignore SA2001 an empty critical section: waiting for the readers is the point
 }
 
 func (q *Queue[T]) countRetry(int, error) {
@@ -217,19 +225,4 @@ func (q *Queue[T]) bytesOf(items []T) int64 {
 		n += int64(q.sizeOf(v))
 	}
 	return n
-}
-
-// defaultSizeOf accounts an item by its type: its in-memory size, plus the
-// bytes it points to for []byte and string.
-// The second result is that size when it is the same for every item.
-func defaultSizeOf[T any]() (func(T) int, int) {
-	var zero T
-	base := int(unsafe.Sizeof(zero))
-	switch any(zero).(type) {
-	case []byte:
-		return func(v T) int { return base + len(any(v).([]byte)) }, 0
-	case string:
-		return func(v T) int { return base + len(any(v).(string)) }, 0
-	}
-	return func(T) int { return base }, max(base, 1)
 }

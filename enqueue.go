@@ -1,20 +1,19 @@
 package vinequeue
 
 import (
-	"errors"
-	"time"
-
 	"github.com/vineroute/vinequeue/governor"
 	"github.com/vineroute/vinequeue/ring"
 )
 
 // Enqueue accepts v for delivery. nil means accepted: v will be delivered (or,
 // if delivery fails for good, handed to OnDrop and counted). ErrClosed once
-// Stop has begun; ErrFull when memory is at the hard level and the Policy is
-// Reject.
+// Stop has begun; at the hard memory level, ErrFull under Policy Reject, and
+// under Spill an error matching ErrWALFull while the WAL cannot take more.
 //
 // The common case touches only the calling P's ring: no lock, no shared
-// write, no allocation, no clock (DESIGN.md's fast-path rule).
+// write, no allocation, no clock. Between pinning and unpinning nothing can
+// block (no lock, channel, governor charge, log or callback): a goroutine
+// that parked while pinned would take the process down.
 func (q *Queue[T]) Enqueue(v T) error {
 	pid, tok := procPin()
 	if uint(pid) < uint(len(q.fast)) {
@@ -43,11 +42,18 @@ func (q *Queue[T]) Enqueue(v T) error {
 // ring holds a batch's worth of items (BatchSize, or RingSize if smaller).
 // The ring is handed off whole, so that the collector never reads a ring its
 // producer is still writing (which would bounce the ring's cache lines
-// between the two cores). It unpins.
+// between the two cores). It unpins; v is accepted whatever happens next.
 func (q *Queue[T]) atWatermark(s *procSlot[T], tok *int32) error {
 	h := q.handOff(s)
 	procUnpin(tok)
-	q.afterHandOff(h)
+	switch h {
+	case handedOff:
+		q.handedOff()
+	case noSpare:
+		q.wakeCollector() // it is behind: let it recycle rings
+		q.refill()
+	}
+	q.pressureDelay()
 	return nil
 }
 
@@ -56,23 +62,25 @@ func (q *Queue[T]) atWatermark(s *procSlot[T], tok *int32) error {
 type handOffResult uint8
 
 const (
-	handedOff  handOffResult = iota // a spare took the full ring's place
-	keptFull                        // memory is at Hard: no new ring, the full one stays
-	noSpare                         // the collector is behind: no spare ring yet
+	handedOff  handOffResult = iota // the P's spare took the full ring's place
+	keptFull                        // holdRings: the full ring stays, producers meet the Policy
+	noSpare                         // the P has no spare ring: get one unpinned (refill)
 	sealedRing                      // Stop has begun
 )
 
-// handOff moves the P's full ring to the collector (one CAS) and installs a
-// spare. Called pinned: it must not block. At the hard memory level it keeps
-// the full ring instead, so that producers meet the Policy.
+// handOff moves the P's full ring to the collector (one CAS) and installs
+// the P's spare in its place. It runs pinned, so it touches only the P's
+// slot, the ring and lock-free structures: no lock, no channel, no governor
+// charge, no callback. Getting a spare ring (from the pool, or making one
+// and charging the governor for it) is refill's job, unpinned.
 func (q *Queue[T]) handOff(s *procSlot[T]) handOffResult {
 	if q.closing.Load() {
 		return sealedRing
 	}
-	if q.gov.Level() == governor.LevelHard && !q.spillPolicy() {
+	if q.holdRings() {
 		return keptFull
 	}
-	r := q.newRing()
+	r := s.spare.Swap(nil)
 	if r == nil {
 		return noSpare
 	}
@@ -82,14 +90,59 @@ func (q *Queue[T]) handOff(s *procSlot[T]) handOffResult {
 	return handedOff
 }
 
-// afterHandOff wakes the collector for a handed-off ring and applies the
-// soft-level delay; unpinned.
-func (q *Queue[T]) afterHandOff(h handOffResult) {
-	if h != sealedRing {
+// handedOff follows a hand-off, unpinned: it wakes the collector and, at
+// the normal level, gets the P its next spare. Above Normal the P keeps
+// none; it gets one when it needs one (noSpare), so that idle spares do not
+// keep the level up.
+func (q *Queue[T]) handedOff() {
+	q.wakeCollector()
+	if q.gov.Level() == governor.LevelNormal {
+		q.refill()
+	}
+}
+
+// refill gets a spare ring for the caller's P, unpinned: one from the pool,
+// or a new one, charged to the governor, while the queue has fewer than
+// ringsPerP per P (newRing). It reports false when there is none to have.
+// As sync.Pool's pinSlow does, it does the slow work unpinned, then pins
+// again and re-checks: the goroutine may be on another P by then, whose
+// slot takes the ring if it has no spare.
+func (q *Queue[T]) refill() bool {
+	r := q.newRing()
+	if r == nil {
+		return false
+	}
+	q.placeRing(r)
+	return true
+}
+
+// placeRing gives r to the current P as its spare, and hands the P's ring
+// off if it holds a batch (so a waiting producer's full ring moves on at
+// once). A ring nobody takes goes back to the pool.
+func (q *Queue[T]) placeRing(r *ring.SPSC[T]) {
+	pid, tok := procPin()
+	t := q.procs.Load()
+	h := keptFull
+	if uint(pid) < uint(len(t.procs)) && !q.closing.Load() {
+		s := t.procs[pid]
+		if s.spare.CompareAndSwap(nil, r) {
+			r = nil
+		}
+		if cur := s.cur.Load(); cur.Len() >= q.watermark() {
+			h = q.handOff(s)
+		}
+	}
+	procUnpin(tok)
+	if r != nil {
+		q.recycleRing(r)
+	}
+	if h == handedOff {
 		q.wakeCollector()
 	}
-	q.pressureDelay()
 }
+
+// watermark is the ring fill at which a ring is handed off.
+func (q *Queue[T]) watermark() int { return min(q.cfg.BatchSize, q.cfg.RingSize) }
 
 // pinSlot pins the goroutine and returns its P's slot, first growing the
 // slot table if GOMAXPROCS grew since the table was made.
@@ -105,7 +158,8 @@ func (q *Queue[T]) pinSlot() (*procSlot[T], *int32) {
 }
 
 // enqueueSlow retries a push that found the ring full or sealed, or the P
-// without a slot yet (GOMAXPROCS grew).
+// without a slot yet (GOMAXPROCS grew). Each round passes admission first:
+// at Hard, the Policy.
 func (q *Queue[T]) enqueueSlow(v T) error {
 	if q.syncMode() {
 		one := [1]T{v}
@@ -113,6 +167,9 @@ func (q *Queue[T]) enqueueSlow(v T) error {
 		return err
 	}
 	for {
+		if err := q.admit(1, 0, true); err != nil {
+			return err
+		}
 		s, tok := q.pinSlot()
 		r := s.cur.Load()
 		switch r.Push(v) {
@@ -125,80 +182,90 @@ func (q *Queue[T]) enqueueSlow(v T) error {
 			procUnpin(tok)
 			return ErrClosed
 		}
-		// Full: the ring was kept at the hard level. Try to hand it off
-		// now; if memory is still at Hard, apply the Policy.
+		// Full: hand the ring off and retry with the spare.
 		h := q.handOff(s)
 		procUnpin(tok)
-		switch h {
-		case sealedRing:
-			return ErrClosed
-		case handedOff:
-			q.wakeCollector()
-			continue
-		case noSpare:
-			if err := q.waitSpare(); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := q.atHard(); err != nil {
+		if err := q.afterFull(h); err != nil {
 			return err
 		}
 	}
 }
 
-// waitSpare waits, unpinned, until the collector recycles a ring, and hands
-// off the full ring of whatever P the caller is on then (or, if that ring has
-// room, keeps the spare for the next hand-off). Installing the spare itself,
-// rather than putting it back for a retry, keeps many waiters from passing one
-// spare around without any of them using it.
+// afterFull follows up, unpinned, a hand-off tried because the P's ring was
+// full; the caller then retries (keptFull: its admission meets the Policy).
+func (q *Queue[T]) afterFull(h handOffResult) error {
+	switch h {
+	case sealedRing:
+		return ErrClosed
+	case handedOff:
+		q.handedOff()
+	case noSpare:
+		return q.waitSpare()
+	}
+	return nil
+}
+
+// waitSpare waits, unpinned, for a ring: one the collector recycles, or
+// room to make one (a ring was freed), and gives it to whatever P the caller
+// is on then, handing that P's full ring off (placeRing). Installing it,
+// rather than putting it back for a retry, keeps many waiters from passing
+// one spare around without any of them using it.
 func (q *Queue[T]) waitSpare() error {
+	q.spareWaiters.Add(1)
+	defer q.spareWaiters.Add(-1)
 	q.stallMu.Lock()
 	stall := q.stallCh
 	q.stallMu.Unlock()
-	if q.gov.Level() == governor.LevelHard {
+	if q.holdRings() {
 		return nil // the retry meets the Policy
 	}
+	if q.refill() {
+		return nil
+	}
 	q.wakeCollector()
-	var r *ring.SPSC[T]
 	select {
-	case r = <-q.spare:
+	case r := <-q.spare:
+		q.placeRing(r)
+		return nil
 	case <-stall:
 		return nil
 	case <-q.closedCtx.Done():
 		return ErrClosed
 	}
-	pid, tok := procPin()
-	t := q.procs.Load()
-	if uint(pid) >= uint(len(t.procs)) || q.closing.Load() {
-		procUnpin(tok)
-		q.recycleRing(r)
-		return nil // the retry sees the closing or grows procs
+}
+
+// shedRings lets go of the rings nobody is using, the Ps' spares and the
+// pool's, so that memory can fall: a producer about to be refused or to wait
+// at the hard level calls it. Unpinned (freeRing charges the governor).
+func (q *Queue[T]) shedRings() {
+	for _, s := range q.procs.Load().procs {
+		if r := s.spare.Swap(nil); r != nil {
+			q.freeRing(r)
+		}
 	}
-	s := t.procs[pid]
-	if cur := s.cur.Load(); cur.Len() == cur.Cap() {
-		s.cur.Store(r)
-		q.full.Push(cur)
-		r = nil
+	for {
+		select {
+		case r := <-q.spare:
+			q.freeRing(r)
+		default:
+			return
+		}
 	}
-	procUnpin(tok)
-	if r != nil {
-		q.recycleRing(r)
-	} else {
-		q.wakeCollector()
-	}
-	return nil
 }
 
 // EnqueueBatch accepts vs in order and returns how many it accepted: all of
-// them unless the error is non-nil (ErrClosed, ErrFull), in which case vs[n:]
-// were not accepted. It is cheaper per item than Enqueue.
+// them unless the error is non-nil (ErrClosed, ErrFull, ErrWALFull), in which
+// case vs[n:] were not accepted. It is cheaper per item than Enqueue. It
+// passes admission once per ring's worth of items.
 func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) {
 	if q.syncMode() {
 		return q.enqueueSync(vs)
 	}
 	n := 0
 	for n < len(vs) {
+		if err := q.admit(len(vs)-n, 0, true); err != nil {
+			return n, err
+		}
 		s, tok := q.pinSlot()
 		r := s.cur.Load()
 		k, mark := r.PushBatch(vs[n:])
@@ -212,73 +279,26 @@ func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) {
 			return n, ErrClosed
 		}
 		// The ring holds a batch, or is full: hand it off and go on
-		// with a spare.
+		// with the spare.
 		h := q.handOff(s)
 		procUnpin(tok)
-		switch h {
-		case sealedRing:
-			if n == len(vs) {
-				return n, nil // all in: the sealed ring is drained by Stop
-			}
-			return n, ErrClosed
-		case handedOff:
-			q.wakeCollector()
-			q.pressureDelay()
-			continue
-		}
 		if n == len(vs) {
+			// All in (a sealed ring is drained by Stop): only make sure
+			// the next hand-off has a spare.
+			switch h {
+			case handedOff:
+				q.handedOff()
+			case noSpare:
+				q.wakeCollector()
+				q.refill()
+			}
 			return n, nil
 		}
-		if h == noSpare {
-			if err := q.waitSpare(); err != nil {
-				return n, err
-			}
-			continue
-		}
-		if err := q.atHard(); err != nil {
-			if errors.Is(err, ErrFull) {
-				q.rejected.Add(uint64(len(vs)-n) - 1) // atHard counted one
-			}
+		if err := q.afterFull(h); err != nil {
 			return n, err
 		}
 	}
 	return n, nil
-}
-
-// pressureDelay slows a producer on the slow path while memory is at the
-// soft level or above (the governor's delay grows with pressure).
-func (q *Queue[T]) pressureDelay() {
-	if d := q.gov.Delay(); d > 0 {
-		q.delayed.Add(1)
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-q.closedCtx.Done():
-		}
-		t.Stop()
-	}
-}
-
-// atHard applies the Policy when a ring is full and memory is at the hard
-// level: Reject counts and returns ErrFull; Block waits until the level falls
-// below Soft (or Stop). Below Hard it returns nil: the caller retries.
-func (q *Queue[T]) atHard() error {
-	if q.gov.Level() != governor.LevelHard {
-		return nil
-	}
-	switch q.cfg.Memory.Policy {
-	case Spill:
-		return q.atHardSpill()
-	case Block:
-		q.blocked.Add(1)
-		if err := q.gov.WaitBelowSoft(q.closedCtx); err != nil {
-			return ErrClosed
-		}
-		return nil
-	default: // Reject
-		q.rejected.Add(1)
-		return ErrFull
-	}
 }
 
 func (q *Queue[T]) wakeCollector() {

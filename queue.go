@@ -42,13 +42,17 @@ type Queue[T any] struct {
 	// full holds rings handed off by producers (the "batch transfer": one
 	// CAS per RingSize items); the collector takes them all at once.
 	full shard.Stack[ring.SPSC[T], *ring.SPSC[T]]
-	// spare holds drained rings for producers to take when theirs fills.
+	// spare holds drained rings; producers take them unpinned (refill)
+	// and keep one per P, in procSlot.spare, for their next hand-off.
 	spare chan *ring.SPSC[T]
 	// ringCount is how many rings exist; see ringsPerP.
 	ringCount atomic.Int64
+	// spareWaiters counts producers in waitSpare; see freeRing.
+	spareWaiters atomic.Int32
 	// stallCh is closed (and replaced) each time the collector stops
 	// draining at the hard level, so producers waiting for a spare ring go
-	// and meet the Policy instead.
+	// and meet the Policy instead, and when a ring is freed (freeRing), so
+	// that they make one.
 	stallMu sync.Mutex
 	stallCh chan struct{}
 	// stalled is set while the collector leaves rings full at the hard
@@ -84,6 +88,7 @@ type Queue[T any] struct {
 	// every sender has exited (a Send that ignores its ctx can outlive Stop).
 	senders     []senderSlot[T]
 	sendersDone chan struct{}
+	finishing   sync.RWMutex // held shared by a sender finishing a batch (deliver)
 
 	track tracker
 
@@ -159,13 +164,17 @@ type procTable[T any] struct {
 	procs []*procSlot[T]
 }
 
-// procSlot is a P's place in the queue: the ring its producer fills now.
-// cur is written by the producer pinned to the P (when it swaps a full ring
-// for a spare), and loaded by the collector for partial drains.
+// procSlot is a P's place in the queue: the ring its producer fills now,
+// and the spare that replaces it at the next hand-off. cur is written by the
+// producer pinned to the P (when it swaps a full ring for the spare), and
+// loaded by the collector for partial drains. spare is only touched by
+// producers pinned to the P, so that a hand-off, which runs pinned, takes a
+// ring without a lock or a channel operation.
 type procSlot[T any] struct {
-	_   [cacheLine]byte
-	cur atomic.Pointer[ring.SPSC[T]]
-	_   [cacheLine - 8]byte
+	_     [cacheLine]byte
+	cur   atomic.Pointer[ring.SPSC[T]]
+	spare atomic.Pointer[ring.SPSC[T]]
+	_     [cacheLine - 16]byte
 }
 
 // pending is a unit of delivery: the items of one Send call.
@@ -224,7 +233,10 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 	}
 	q.spills.kick = make(chan struct{}, 1)
 	if q.sizeOf == nil {
-		q.sizeOf, q.fixedSize = defaultSizeOf[T]()
+		var err error
+		if q.sizeOf, q.fixedSize, err = defaultSizeOf[T](); err != nil {
+			return nil, invalid("SizeOf", "set Config.SizeOf: %v", err)
+		}
 	}
 	q.sendCtx, q.sendCancel = context.WithCancel(context.Background())
 	q.closedCtx, q.closedCancel = context.WithCancel(context.Background())
@@ -250,6 +262,10 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		return nil, fmt.Errorf("%w: Memory: %w", ErrInvalidConfig, err)
 	}
 	q.gov = gov
+	if err := q.checkRingBudget(runtime.GOMAXPROCS(0)); err != nil && cfg.WAL.Mode != Sync {
+		gov.Close()
+		return nil, err
+	}
 	if cfg.WAL.Dir != "" {
 		if err := q.openWAL(); err != nil {
 			gov.Close()
@@ -343,10 +359,11 @@ func (q *Queue[T]) growProcs(pid int) *procTable[T] {
 // what keeps that gap to a few rings' worth.
 const ringsPerP = 3
 
-// newRing returns a spare ring, or a new one while the queue has fewer than
-// ringsPerP per P; nil when neither (the collector is behind: the caller
-// waits for a spare). A ring's slots count against the memory budget for as
-// long as the ring exists.
+// newRing returns a ring from the pool, or a new one while the queue has
+// fewer than ringsPerP per P; nil when neither (the collector is behind: the
+// caller waits for a spare). A ring's slots count against the memory budget
+// for as long as the ring exists. Never pinned: the pool is a channel, and
+// making a ring charges the governor, which may take its lock and report.
 func (q *Queue[T]) newRing() *ring.SPSC[T] {
 	select {
 	case r := <-q.spare:
@@ -375,15 +392,36 @@ func (q *Queue[T]) allocRing() *ring.SPSC[T] {
 	return r
 }
 
-// recycleRing keeps a drained ring as a spare, or lets it go.
+// recycleRing keeps a drained ring in the pool while memory is at the
+// normal level, and lets it go (uncharged) above it, so that rings nobody
+// uses do not keep the level up: at Soft a producer makes a ring when it
+// needs one, and at Hard the rings are full anyway.
 func (q *Queue[T]) recycleRing(r *ring.SPSC[T]) {
 	if r.IsSealed() {
 		return // Stop sealed it: a spare must accept pushes
 	}
-	select {
-	case q.spare <- r:
-	default:
-		q.ringCount.Add(-1)
-		q.gov.Add(-q.ringBytes)
+	if q.gov.Level() == governor.LevelNormal {
+		select {
+		case q.spare <- r:
+			return
+		default:
+		}
+	}
+	q.freeRing(r)
+}
+
+// freeRing lets r go and uncharges it. A producer waiting for a spare
+// (waitSpare) may make one now: it is woken. The waiter count is raised
+// before the waiter checks the ring count, and lowered by freeRing before it
+// reads the waiters, so one of the two sees the other (sequentially
+// consistent atomics): no waiter sleeps through a free.
+func (q *Queue[T]) freeRing(*ring.SPSC[T]) {
+	q.ringCount.Add(-1)
+	q.gov.Add(-q.ringBytes)
+	if q.spareWaiters.Load() > 0 {
+		q.stallMu.Lock()
+		close(q.stallCh)
+		q.stallCh = make(chan struct{})
+		q.stallMu.Unlock()
 	}
 }

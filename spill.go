@@ -7,8 +7,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-
-	"github.com/vineroute/vinequeue/governor"
 )
 
 // Spill: at the hard memory level with Policy Spill, the collector writes
@@ -274,14 +272,19 @@ func (q *Queue[T]) unspill(refs []spillRef, send func(*pending[T]) bool) error {
 	return nil
 }
 
-// atHardSpill is atHard for Policy Spill: producers keep going (the
-// collector spills), unless spilling is failing.
-func (q *Queue[T]) atHardSpill() error {
-	if p := q.spillErr.Load(); p != nil && q.gov.Level() == governor.LevelHard {
-		q.rejected.Add(1)
-		return fmt.Errorf("%w", *p)
+// spillFailure is the error producers get at Hard under Policy Spill while
+// spilling fails, nil while it works. It matches ErrWALFull whatever the
+// cause (a full disk, MaxBytes, an I/O error): either way the WAL cannot take
+// what memory cannot hold. Lock-free.
+func (q *Queue[T]) spillFailure() error {
+	p := q.spillErr.Load()
+	if p == nil {
+		return nil
 	}
-	return nil
+	if errors.Is(*p, ErrWALFull) {
+		return *p
+	}
+	return fmt.Errorf("%w: spilling failed: %w", ErrWALFull, *p)
 }
 
 // splitBatches copies items, the items sp names, into batches of at most

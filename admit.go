@@ -1,0 +1,191 @@
+package vinequeue
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/vineroute/vinequeue/governor"
+)
+
+// Admission. Every intake call (Enqueue past its fast path, EnqueueBatch,
+// EnqueueKey; Sync mode's group commit too) passes one step, admit, before
+// its items enter the queue: it charges the governor with what the items
+// weigh, then acts on the level: Normal, go on; Soft, wait the governor's
+// short delay, then go on; Hard, the Policy. Reject refuses (ErrFull,
+// counted in Stats.Rejected); Block waits until the level is back to Normal
+// or Stop (ErrClosed); Spill goes on, the collector writing to the WAL what
+// memory cannot hold, unless spilling is failing, and then the call is
+// refused with an error matching ErrWALFull: never growth.
+//
+// Enqueue's fast path (a push into the P's ring that neither fills it nor
+// reaches its watermark) passes no admission and charges nothing per item.
+// A ring's slots are charged whole, when the ring is made; its items are
+// charged by the collector as it drains them into batches. Ring intake is
+// bounded by the rings themselves instead: at Hard, unless spilling, no
+// ring is handed off and the collector leaves full rings full (holdRings),
+// so producers find their ring full, take the slow path and meet the Policy.
+//
+// # The memory bound
+//
+// The governor weighs the rings' slots plus every item outside a ring: in a
+// batch, a keyed shard or a Sync commit group. Charges made by admit are
+// made before the level is read, so an accepted call never takes the level
+// to Hard. With P Ps and R rings (R ≤ ringsPerP × P, each RingSize slots;
+// New refuses a Limit below which P+1 rings do not fit), what the governor
+// holds stays below
+//
+//	Hard + R × RingSize items + one item per concurrent admitted call
+//
+// R × RingSize items: the collector charges ring items as it drains them.
+// At Hard it still drains the rings handed off before (none is handed off
+// there, so that backlog cannot grow) but leaves the Ps' current rings full;
+// it reads the level between rings, so it may drain one of those past Hard.
+// One item per call: calls charging concurrently below Hard may together
+// take the level past it, though none does alone. Under Block, an item so
+// large that it alone takes the queue from Normal to Hard is admitted once
+// the level is Normal, since waiting cannot make room for it: that item is
+// then the overshoot.
+//
+// Items sitting in rings are charged for their slots only: what SizeOf
+// counts beyond a slot (the bytes behind a []byte or string) is charged when
+// they are drained, so until then the process holds up to R × RingSize
+// items' worth of those bytes more than the governor sees. Stats.BytesHeld
+// reports the items outside rings, without the slots.
+
+// admit is the admission step. n is the number of items the call brings
+// (counted in Stats.Rejected when refused); bytes is what they weigh: their
+// SizeOf total for intake that holds items outside a ring (a keyed shard, a
+// Sync commit group), 0 for ring intake, which the collector charges as it
+// drains. spillable says whether the collector can write these items to the
+// WAL at Hard under Policy Spill: ring and Sync items can; keyed items
+// cannot (their key's order would have to survive the round trip), so under
+// Spill they wait at Hard as under Block.
+//
+// On nil the bytes are charged (to the governor and Stats.BytesHeld): a
+// caller that then fails to take the items after all undoes it with
+// unadmit. On an error nothing is charged. Unpinned only: it may sleep.
+func (q *Queue[T]) admit(n int, bytes int64, spillable bool) error {
+	for {
+		if q.closing.Load() {
+			return ErrClosed
+		}
+		lvl := q.gov.Level()
+		if bytes != 0 {
+			lvl = q.gov.Add(bytes)
+		}
+		if lvl == governor.LevelHard {
+			err, wait := q.atHard(n, bytes, spillable)
+			if err != nil || wait {
+				q.shedRings() // memory can fall by the rings nobody uses
+			}
+			if err != nil {
+				return err
+			}
+			if wait {
+				q.blocked.Add(1)
+				if q.gov.WaitBelowSoft(q.closedCtx) != nil {
+					return ErrClosed
+				}
+				continue
+			}
+		}
+		if bytes != 0 {
+			q.bytesHeld.Add(bytes)
+		}
+		if lvl == governor.LevelSoft {
+			q.pressureDelay()
+		}
+		if lvl != governor.LevelHard && q.spillErr.Load() != nil {
+			// Memory fell below Hard: a spill failure is stale, the next
+			// spill will tell.
+			q.spillErr.Store(nil)
+		}
+		return nil
+	}
+}
+
+// atHard applies the Policy for admit at the hard level, bytes having been
+// charged. It returns the error refusing the call, or wait (wait for Normal
+// and try again), with the charge undone; or neither: the call goes on, with
+// its charge.
+func (q *Queue[T]) atHard(n int, bytes int64, spillable bool) (err error, wait bool) {
+	policy := q.cfg.Memory.Policy
+	if policy == Spill {
+		err = q.spillFailure()
+	}
+	if policy == Spill && spillable && err == nil {
+		return nil, false // the collector spills
+	}
+	after := q.gov.Level()
+	if bytes != 0 {
+		after = q.gov.Add(-bytes)
+	}
+	if policy == Reject {
+		err = ErrFull
+	}
+	if err != nil {
+		q.rejected.Add(uint64(n))
+		return err, false
+	}
+	if bytes != 0 && after == governor.LevelNormal {
+		// This call alone takes the level from Normal to Hard: waiting for
+		// Normal cannot make room for it. Take it (see the memory bound).
+		q.gov.Add(bytes)
+		return nil, false
+	}
+	return nil, true
+}
+
+// unadmit undoes the charge of an admitted call whose items were refused
+// after all (Stop began, the WAL refused them).
+func (q *Queue[T]) unadmit(bytes int64) {
+	if bytes != 0 {
+		q.hold(-bytes)
+	}
+}
+
+// holdRings reports whether full rings stay where they are: memory is at
+// Hard and the queue has nowhere to put what they hold (the Policy is not
+// Spill, or spilling fails). Producers then keep their full ring and meet
+// the Policy; the collector stops draining. It runs pinned (handOff): loads
+// only.
+func (q *Queue[T]) holdRings() bool {
+	if q.gov.Level() != governor.LevelHard {
+		return false
+	}
+	return !q.spillPolicy() || q.spillErr.Load() != nil
+}
+
+// pressureDelay slows a producer on the slow path while memory is at the
+// soft level or above (the governor's delay grows with pressure).
+func (q *Queue[T]) pressureDelay() {
+	if d := q.gov.Delay(); d > 0 {
+		q.delayed.Add(1)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-q.closedCtx.Done():
+		}
+		t.Stop()
+	}
+}
+
+// checkRingBudget refuses a limit too small for the rings intake needs to
+// flow: the Ps' own rings (one each, made in New and kept for the queue's
+// life) and one more, in hand-off, must fit below Hard, or every hand-off
+// takes the level there; and under Block below the level it waits for
+// (Soft less the governor's hysteresis), or it waits for ever.
+func (q *Queue[T]) checkRingBudget(procs int) error {
+	st := q.gov.Stats()
+	rings := int64(procs+1) * q.ringBytes
+	what := fmt.Sprintf("%d B is too small for one ring per P and one in hand-off ((%d+1) × RingSize %d × %d B = %d B)",
+		st.Limit, procs, q.cfg.RingSize, q.ringBytes/int64(q.cfg.RingSize), rings)
+	if rings >= st.Hard {
+		return invalid("Memory.Limit", "%s: they alone reach Hard (%d B)", what, st.Hard)
+	}
+	exit := int64(float64(st.Limit) * (q.cfg.Memory.Soft - governor.DefaultHysteresis))
+	if q.cfg.Memory.Policy == Block && rings >= exit {
+		return invalid("Memory.Limit", "%s: Block waits for memory to fall below %d B", what, exit)
+	}
+	return nil
+}
