@@ -20,6 +20,9 @@ var (
 	ErrCorrupt = errors.New("wal: corrupt data")
 	// ErrClosed is returned by every method called after Close.
 	ErrClosed = errors.New("wal: closed")
+	// ErrNotFound is returned for a dead-letter id that is not (or no
+	// longer) in the dead-letter log.
+	ErrNotFound = errors.New("wal: no such dead letter")
 	// ErrInvalidOptions is returned by Open for options that cannot work
 	// together; the message names the field.
 	ErrInvalidOptions = errors.New("wal: invalid options")
