@@ -579,12 +579,17 @@ var errExtraRecord = errors.New("extra record")
 // readDeadFile reads and verifies dead letter id in dir. A file that does
 // not verify gives a DeadLetter with Damage set and an ErrCorrupt error.
 func readDeadFile(dir string, id uint64, limit int) (DeadLetter, []byte, error) {
-	dl := DeadLetter{ID: id}
 	data, err := os.ReadFile(filepath.Join(dir, deadFileName(id)))
 	if err != nil {
-		return dl, nil, fmt.Errorf("wal: dead letter %d: %w", id, err)
+		return DeadLetter{ID: id}, nil, fmt.Errorf("wal: dead letter %d: %w", id, err)
 	}
-	dl.FileSize = int64(len(data))
+	return decodeDeadFile(data, id, limit)
+}
+
+// decodeDeadFile is readDeadFile on the file's bytes. It never panics and
+// never allocates in proportion to a length field.
+func decodeDeadFile(data []byte, id uint64, limit int) (DeadLetter, []byte, error) {
+	dl := DeadLetter{ID: id, FileSize: int64(len(data))}
 	damaged := func(off int64, reason string) (DeadLetter, []byte, error) {
 		dl.Damage = &Damage{Offset: off, Reason: reason}
 		return dl, nil, fmt.Errorf("%w: dead letter %d: %s", ErrCorrupt, id, dl.Damage)

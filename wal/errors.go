@@ -8,8 +8,8 @@ var (
 	// ErrLocked is returned by Open when another Log, in this process or
 	// another, has the directory open.
 	ErrLocked = errors.New("wal: directory in use")
-	// ErrFull is returned when a new segment cannot be allocated: the disk is
-	// full or Options.MaxBytes is reached. The log stays usable: appends
+	// ErrFull is returned when a new segment or dead letter cannot be
+	// written: the disk is full or Options.MaxBytes is reached. The log stays usable: appends
 	// succeed again once acknowledged segments have been deleted.
 	ErrFull = errors.New("wal: full")
 	// ErrTooLarge is returned for a payload or item over Options.MaxRecord.
