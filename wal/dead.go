@@ -281,28 +281,18 @@ func (l *Log) reserveDeadBytes(n int64) error {
 	return nil
 }
 
-// writeFile puts a dead-letter file in place: written and fdatasync'd
-// under a temporary name, renamed, and the directory synced. placed says
+// writeFile puts a dead-letter file in place (installFile). placed says
 // whether the file reached its name (after which an error is only the
 // directory sync's). Caller holds mu.
 func (d *deadLog) writeFile(walDir string, id uint64, file []byte) (placed bool, err error) {
 	if err := d.ensureDir(walDir); err != nil {
 		return false, err
 	}
-	path := filepath.Join(d.dir, deadFileName(id))
-	tmp := path + tmpSuffix
-	if err := writeFileSync(tmp, file); err != nil {
-		os.Remove(tmp)
-		return false, fmt.Errorf("wal: dead letter %d: %w", id, err)
+	placed, err = installFile(filepath.Join(d.dir, deadFileName(id)), file)
+	if err != nil {
+		err = fmt.Errorf("wal: dead letter %d: %w", id, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return false, fmt.Errorf("wal: dead letter %d: %w", id, err)
-	}
-	if err := syncDir(d.dir); err != nil {
-		return true, fmt.Errorf("wal: dead letter %d: %w", id, err)
-	}
-	return true, nil
+	return placed, err
 }
 
 // ensureDir creates dlq/ and its ack log on first use. Caller holds mu.

@@ -350,6 +350,23 @@ func writeFileSync(path string, data []byte) error {
 	return f.Close()
 }
 
+// installFile puts data at path crash-safely: written and fdatasync'd as
+// <path>.tmp, renamed over path, and the directory synced. Until the
+// rename whatever was at path stands; after it, the new file. placed says
+// whether the rename happened (an error after it is the directory sync's).
+func installFile(path string, data []byte) (placed bool, err error) {
+	tmp := path + tmpSuffix
+	if err := writeFileSync(tmp, data); err != nil {
+		os.Remove(tmp)
+		return false, fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return false, err
+	}
+	return true, syncDir(filepath.Dir(path))
+}
+
 // finishRepairs deals with a repair a crash interrupted: a complete,
 // synced <segment>.tmp whose segment is gone was between its two renames
 // and is renamed into place; one whose segment is still there is dropped

@@ -171,12 +171,7 @@ func dlqDump(args []string, out, errOut io.Writer) (int, error) {
 			n++
 			if *asJSON {
 				e := dlqItem{ID: id, Item: i}
-				if utf8.Valid(item) {
-					s := string(item)
-					e.Text = &s
-				} else {
-					e.Base64 = item
-				}
+				e.Text, e.Base64 = textOrBase64(item)
 				return enc.Encode(e)
 			}
 			_, err := fmt.Fprintf(out, "  item %d: %s\n", i, quote(item))

@@ -242,12 +242,7 @@ func dump(args []string, out io.Writer) error {
 	enc := json.NewEncoder(out)
 	emit := func(d dumpRecord, payload []byte) error {
 		if *asJSON {
-			if utf8.Valid(payload) {
-				s := string(payload)
-				d.Text = &s
-			} else {
-				d.Base64 = payload
-			}
+			d.Text, d.Base64 = textOrBase64(payload)
 			return enc.Encode(d)
 		}
 		kind := ""
@@ -287,6 +282,16 @@ func dump(args []string, out io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// textOrBase64 gives a payload to JSON as text when it is valid UTF-8,
+// as base64 otherwise.
+func textOrBase64(p []byte) (*string, []byte) {
+	if utf8.Valid(p) {
+		s := string(p)
+		return &s, nil
+	}
+	return nil, p
 }
 
 // quote renders a payload for the text dump: printable text as is (up to
