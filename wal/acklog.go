@@ -194,16 +194,7 @@ func rewriteAckLog(dir string, gen uint64, acked []span, written uint64) (*ackLo
 	}
 	buf = appendAckEntry(buf, ackKindWritten, 0, written)
 	path := filepath.Join(dir, ackFileName)
-	tmp := path + tmpSuffix
-	if err := writeFileSync(tmp, buf); err != nil {
-		os.Remove(tmp)
-		return nil, fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return nil, err
-	}
-	if err := syncDir(dir); err != nil {
+	if _, err := installFile(path, buf); err != nil {
 		return nil, err
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)

@@ -15,6 +15,11 @@
 //	ACK.corrupt, LOCK.corrupt    damaged or misplaced files moved aside
 //	spare.tmp                    the next segment, allocated and zero-filled
 //	                             ahead of time so a roll is only a rename
+//	dlq/                         the dead-letter log (below), created 0700 by
+//	                             the first dead letter:
+//	dlq/ACK                      its tombstones, in the ack-log format
+//	dlq/00000000000000000001.wal one file per dead letter, named by its id
+//	dlq/*.corrupt                damaged dead letters moved aside
 //
 // The package does not import the queue: the root package encodes items
 // with its Codec, frames them (AppendFrame/ForEachItem, or lets AppendItems
@@ -88,6 +93,57 @@
 // segment. A failed append is followed by a rewrite, never by an append
 // after a partial entry.
 //
+// # Dead-letter log
+//
+// A batch the queue gives up on is kept by DeadLetter in dlq/, one file
+// per dead letter: a segment header (first id = the dead letter's id,
+// created size = the file's exact size) and exactly one record in the
+// format above, whose payload (compressed like any record) is the
+// metadata followed by the items, framed with AppendFrame:
+//
+//	[0]      metadata version (1)
+//	varint   time given up on, Unix nanoseconds (0: unknown)
+//	uvarint  Send attempts
+//	uvarint  reason length (at most 4 KiB), reason bytes
+//	uvarint  count of main-log record ids (at most 65,536), each a uvarint
+//	...      the items
+//
+// Dead-letter ids are issued consecutively from 1 and never reused, even
+// after every dead letter is purged. dlq/ACK is an acknowledgement log
+// (format above) in which "acknowledged" means purged and the written mark
+// is the highest dead-letter id issued.
+//
+// Writing one: the file is written under <name>.tmp, fdatasync'd, renamed
+// into place, the directory fsync'd, and the written mark appended to
+// dlq/ACK and fdatasync'd; DeadLetter returns after all of it. A crash
+// before the rename leaves a .tmp, which Open deletes (the caller never
+// got an id, so it still holds its records); after the rename the dead
+// letter is whole. Purging: the tombstones are appended to dlq/ACK and
+// fdatasync'd, then one more entry (a written mark) after them, and only
+// then are the files unlinked: a crash in between leaves files that are
+// tombstoned, which listings skip and Open deletes. The torn-write story
+// is the ack log's: a lost tombstone brings a dead letter back, never the
+// reverse. Requeueing hands each dead letter out (to the queue, or, in
+// RequeueDeadLetters on a directory, to Append into the main log, durably)
+// before it is purged, so a crash in between leaves the items both pending
+// in the main log and dead-lettered: duplicated, never lost. The queue
+// acknowledges the main-log records of a batch it dead-letters only after
+// DeadLetter returns, with the same consequence.
+//
+// Open recovers dlq/ with the main log's plan: every id up to the highest
+// issued is in an intact file, purged, or lost — counted exactly in
+// Stats.DeadCorrupt (a file damaged, emptied or deleted, the last one
+// included), and tombstoned at once so it is counted once. A damaged file
+// is moved aside as <name>.corrupt (a file whose record is intact but
+// followed by anything but zeros is cut to its record, the original moved
+// aside);
+// a dlq path that is not a directory is moved aside as dlq.corrupt. Dead
+// letters share Options.MaxBytes with the segments: one budget for the
+// directory. Stats.DeadLetters and DeadBytes count what is on disk.
+// ListDeadLetters and ReadDeadLetter read a directory without the lock
+// (for vinewal); PurgeDeadLetters and RequeueDeadLetters on a directory
+// open it, running the recovery a queue would run at start-up.
+//
 // # Recovery
 //
 // Open scans every segment and verifies every checksum. Damage — a record
@@ -131,4 +187,10 @@
 // its own read-only mapping, also while appends go on. Close lets the
 // committer finish, syncs, writes the ack log and releases the lock; the
 // Log leaves no goroutine behind.
+//
+// Dead-letter writes and purges are serialized by their own mutex (taken
+// before the Log's, never after); listings and reads copy the index under
+// it and read the files without it. RequeueDeadLetters calls its callback
+// with no lock held, so the callback may use the Log — DeadLetter
+// included — and may block.
 package wal

@@ -8,8 +8,8 @@ var (
 	// ErrLocked is returned by Open when another Log, in this process or
 	// another, has the directory open.
 	ErrLocked = errors.New("wal: directory in use")
-	// ErrFull is returned when a new segment cannot be allocated: the disk is
-	// full or Options.MaxBytes is reached. The log stays usable: appends
+	// ErrFull is returned when a new segment or dead letter cannot be
+	// written: the disk is full or Options.MaxBytes is reached. The log stays usable: appends
 	// succeed again once acknowledged segments have been deleted.
 	ErrFull = errors.New("wal: full")
 	// ErrTooLarge is returned for a payload or item over Options.MaxRecord.
@@ -20,6 +20,9 @@ var (
 	ErrCorrupt = errors.New("wal: corrupt data")
 	// ErrClosed is returned by every method called after Close.
 	ErrClosed = errors.New("wal: closed")
+	// ErrNotFound is returned for a dead-letter id that is not (or no
+	// longer) in the dead-letter log.
+	ErrNotFound = errors.New("wal: no such dead letter")
 	// ErrInvalidOptions is returned by Open for options that cannot work
 	// together; the message names the field.
 	ErrInvalidOptions = errors.New("wal: invalid options")

@@ -64,6 +64,9 @@ type Log struct {
 	// Replay's view: the segments recovered by Open.
 	recoveredLast uint64
 
+	// The dead-letter log (dead.go).
+	dead deadLog
+
 	stats struct {
 		appended, items, syncs, replayed, corrupt, quarantined atomic.Uint64
 	}
@@ -113,6 +116,9 @@ type Stats struct {
 	LastID      uint64 // highest record id issued
 	AckMark     uint64 // every id <= AckMark is acknowledged
 	Persisted   uint64 // the ack mark as last written to the ack log
+	DeadLetters int    // dead letters on disk
+	DeadBytes   int64  // their file sizes
+	DeadCorrupt uint64 // dead letters lost to damage, counted exactly by Open
 }
 
 // Open locks dir (creating it 0700 if needed), recovers it and returns a
@@ -152,7 +158,11 @@ func open(dir string, opts Options) (*Log, error) {
 		stop:     make(chan struct{}),
 	}
 	l.zpool.New = func() any { return &compressor{c: opts.Compression} }
-	if err := l.recover(); err != nil {
+	err = l.recover()
+	if err == nil {
+		err = l.recoverDead()
+	}
+	if err != nil {
 		l.releaseOpenFiles()
 		return nil, err
 	}
@@ -190,6 +200,7 @@ func lockDir(dir string, logger *slog.Logger) (*os.File, error) {
 
 func (l *Log) releaseOpenFiles() {
 	l.ackLog.close()
+	l.dead.close()
 	l.lock.Close() // releases the flock
 }
 
@@ -329,8 +340,8 @@ func (l *Log) rollLocked() error {
 			return fail(err)
 		}
 	} else {
-		if l.opts.MaxBytes > 0 && l.bytes+size > l.opts.MaxBytes {
-			return fmt.Errorf("%w: MaxBytes %d reached (%d bytes in %d segments)", ErrFull, l.opts.MaxBytes, l.bytes, len(l.segs))
+		if l.opts.MaxBytes > 0 && l.bytes+l.dead.bytes.Load()+size > l.opts.MaxBytes {
+			return fmt.Errorf("%w: MaxBytes %d reached (%d bytes in %d segments, %d in dead letters)", ErrFull, l.opts.MaxBytes, l.bytes, len(l.segs), l.dead.bytes.Load())
 		}
 		var err error
 		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
@@ -395,7 +406,7 @@ func (l *Log) prepLoop() {
 		}
 		size := l.opts.SegmentSize
 		l.mu.Lock()
-		if l.closed || l.spare != nil || (l.opts.MaxBytes > 0 && l.bytes+size > l.opts.MaxBytes) {
+		if l.closed || l.spare != nil || (l.opts.MaxBytes > 0 && l.bytes+l.dead.bytes.Load()+size > l.opts.MaxBytes) {
 			l.mu.Unlock()
 			continue
 		}
@@ -804,6 +815,9 @@ func (l *Log) Stats() Stats {
 		Quarantined: l.stats.quarantined.Load(),
 		LastID:      l.issued.Load(),
 		Persisted:   l.persisted.Load(),
+		DeadLetters: int(l.dead.count.Load()),
+		DeadBytes:   l.dead.bytes.Load(),
+		DeadCorrupt: l.dead.corrupt.Load(),
 	}
 	l.mu.Lock()
 	st.Segments = len(l.segs)

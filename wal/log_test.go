@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(crashChildEnv) != "" {
 		os.Exit(crashChildMain())
 	}
+	if os.Getenv(deadChildEnv) != "" {
+		os.Exit(deadChildMain())
+	}
 	goleak.VerifyTestMain(m)
 }
 

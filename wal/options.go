@@ -24,9 +24,10 @@ type Options struct {
 	// SegmentSize is the preallocated size of each segment file (default
 	// 64 MiB, at least 4 KiB).
 	SegmentSize int64
-	// MaxBytes bounds the bytes of all segment files; a segment that would
-	// cross it is not created and the append fails with ErrFull. 0: no
-	// bound but the disk. When set it must be at least SegmentSize.
+	// MaxBytes bounds the bytes of all segment files and dead-letter
+	// files together; a segment or dead letter that would cross it is not
+	// created and the append or DeadLetter fails with ErrFull. 0: no bound
+	// but the disk. When set it must be at least SegmentSize.
 	MaxBytes int64
 	// MaxRecord bounds one record's payload before compression (default
 	// 16 MiB, and never more than what fits in one segment). Larger

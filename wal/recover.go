@@ -3,6 +3,7 @@ package wal
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -120,7 +121,7 @@ func (l *Log) recover() error {
 			}
 		}
 		if v.damage != nil {
-			if err := l.repairSegment(ss.sf.name, ss.data, scan); err != nil {
+			if err := repairSegment(l.dir, ss.sf.name, ss.data, scan, l.opts.Compression.codec(), l.log); err != nil {
 				return fmt.Errorf("wal: repair %s: %w", ss.sf.name, err)
 			}
 			l.stats.quarantined.Add(1)
@@ -349,6 +350,23 @@ func writeFileSync(path string, data []byte) error {
 	return f.Close()
 }
 
+// installFile puts data at path crash-safely: written and fdatasync'd as
+// <path>.tmp, renamed over path, and the directory synced. Until the
+// rename whatever was at path stands; after it, the new file. placed says
+// whether the rename happened (an error after it is the directory sync's).
+func installFile(path string, data []byte) (placed bool, err error) {
+	tmp := path + tmpSuffix
+	if err := writeFileSync(tmp, data); err != nil {
+		os.Remove(tmp)
+		return false, fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return false, err
+	}
+	return true, syncDir(filepath.Dir(path))
+}
+
 // finishRepairs deals with a repair a crash interrupted: a complete,
 // synced <segment>.tmp whose segment is gone was between its two renames
 // and is renamed into place; one whose segment is still there is dropped
@@ -398,12 +416,11 @@ func repairedSize(scan segmentScan) int64 {
 // this runs, so nothing is counted twice). The new file is written and
 // synced under a temporary name first and renamed over; finishRepairs
 // completes the job if a crash interrupts it between the two renames.
-func (l *Log) repairSegment(name string, data []byte, scan segmentScan) error {
-	path := filepath.Join(l.dir, name)
-	corrupt := quarantineName(l.dir, name)
+func repairSegment(dir, name string, data []byte, scan segmentScan, codec uint8, logger *slog.Logger) error {
+	path := filepath.Join(dir, name)
+	corrupt := quarantineName(dir, name)
 	size := repairedSize(scan)
 	buf := make([]byte, size)
-	codec := l.opts.Compression.codec()
 	if scan.headerOK {
 		codec = scan.header.codec
 	}
@@ -419,6 +436,6 @@ func (l *Log) repairSegment(name string, data []byte, scan segmentScan) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	l.log.Warn("wal: segment moved aside and its intact prefix kept", "segment", name, "corrupt_copy", filepath.Base(corrupt))
+	logger.Warn("wal: segment moved aside and its intact prefix kept", "segment", name, "corrupt_copy", filepath.Base(corrupt))
 	return nil
 }

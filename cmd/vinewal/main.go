@@ -6,11 +6,20 @@
 //	vinewal dump [-json] [-items] [-from ID] DIR|SEGMENT
 //	                                    records as text or JSON lines
 //	vinewal repair DIR                  move damage aside, keep the intact prefix
+//	vinewal dlq list [-json] DIR        dead letters: id, time, items, bytes, reason
+//	vinewal dlq dump [-json] DIR ID...  a dead letter's items
+//	vinewal dlq requeue DIR [ID...]     move dead letters (all if no id) back
+//	                                    into the log: the next start replays them
+//	vinewal dlq purge DIR ID... | -all DIR
+//	                                    delete dead letters
 //
-// inspect, verify and dump only read (they take no lock, so they can look
-// at a directory in use; its newest records may be in flight). repair runs
-// the recovery a Queue would run at start-up, so the directory must not be
-// in use. Exit status: 0 fine, 1 damage found (verify), 2 usage or I/O error.
+// inspect, verify, dump, dlq list and dlq dump only read (they take no
+// lock, so they can look at a directory in use; its newest records may be
+// in flight). repair, dlq requeue and dlq purge run the recovery a Queue
+// would run at start-up, so the directory must not be in use. Exit status:
+// 0 fine; 1 damage found (verify; dlq list with a damaged dead letter) or
+// an id that is not a dead letter (dlq dump, requeue, purge: the others are
+// done); 2 usage or I/O error.
 package main
 
 import (
@@ -35,6 +44,11 @@ const usage = `usage:
   vinewal verify DIR
   vinewal dump [-json] [-items] [-from ID] DIR|SEGMENT
   vinewal repair DIR
+  vinewal dlq list [-json] DIR
+  vinewal dlq dump [-json] DIR ID...
+  vinewal dlq requeue DIR [ID...]
+  vinewal dlq purge DIR ID...
+  vinewal dlq purge -all DIR
 `
 
 func main() {
@@ -58,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = dump(args[1:], stdout)
 	case "repair":
 		err = repair(args[1:], stdout, stderr)
+	case "dlq":
+		code, err = dlq(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -226,12 +242,7 @@ func dump(args []string, out io.Writer) error {
 	enc := json.NewEncoder(out)
 	emit := func(d dumpRecord, payload []byte) error {
 		if *asJSON {
-			if utf8.Valid(payload) {
-				s := string(payload)
-				d.Text = &s
-			} else {
-				d.Base64 = payload
-			}
+			d.Text, d.Base64 = textOrBase64(payload)
 			return enc.Encode(d)
 		}
 		kind := ""
@@ -271,6 +282,16 @@ func dump(args []string, out io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// textOrBase64 gives a payload to JSON as text when it is valid UTF-8,
+// as base64 otherwise.
+func textOrBase64(p []byte) (*string, []byte) {
+	if utf8.Valid(p) {
+		s := string(p)
+		return &s, nil
+	}
+	return nil, p
 }
 
 // quote renders a payload for the text dump: printable text as is (up to
