@@ -214,12 +214,13 @@ func (c *collector[T]) cut() {
 	c.push(b)
 }
 
-// takeInbox moves the Sync-mode items committed so far into batches of
-// BatchSize (an Enqueue that has returned has its items in the inbox).
+// takeInbox moves the items made durable by their call so far (Sync mode,
+// requeued dead letters) into batches of BatchSize (a call that has
+// returned has its items in the inbox).
 // Their bytes were charged at admission: they are carried, not charged.
 func (c *collector[T]) takeInbox() {
 	q := c.q
-	if q.wal == nil || q.wal.mode != Sync {
+	if q.wal == nil {
 		return
 	}
 	items, spans := q.wal.inbox.take(c.inItems[:0], c.inSpans[:0])

@@ -81,9 +81,24 @@ func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
 }
 
 // failed ends a batch whose sending failed for good (retries exhausted, or
-// Permanent): with a WAL it moves to the dead-letter log; either way it is
-// handed to OnDrop and acknowledged in the WAL.
+// Permanent): with a WAL it moves to the dead-letter log first (deadletter.go);
+// then it is handed to OnDrop and acknowledged in the WAL. If the dead-letter
+// log cannot take it (a full disk), a batch in the WAL stays there
+// unacknowledged for the next New instead.
 func (q *Queue[T]) failed(b *pending[T], reason error) {
+	if q.wal != nil {
+		if err := q.deadLetter(b, reason); err != nil {
+			q.logger.Error("vinequeue: a failed batch could not be dead-lettered", "items", len(b.items), "err", err)
+			if b.durable() {
+				// Not acknowledged: the next New replays it.
+				q.leftOnDisk.Add(uint64(len(b.items)))
+				q.finish(b, true)
+				return
+			}
+		} else {
+			q.deadLettered.Add(uint64(len(b.items)))
+		}
+	}
 	q.drop(b, reason, true)
 }
 

@@ -107,7 +107,7 @@ type Queue[T any] struct {
 	// Counters written off the fast path (slow path, collector, senders).
 	delivered, dropped, rejected, retries, batches, keyedIn, delayed, blocked atomic.Uint64
 	// WAL tier counters.
-	replayed, corrupt, syncAccepted, walRejected, walErrors, leftOnDisk, spilled atomic.Uint64
+	replayed, corrupt, syncAccepted, walRejected, walErrors, leftOnDisk, spilled, deadLettered atomic.Uint64
 	spills                                                                       spillList
 	spillErr                                                                     atomic.Pointer[error] // the last spill failed with it; nil once one succeeds
 	unspilled                                                                    chan *pending[T]      // unspiller → collector

@@ -12,18 +12,19 @@ import "time"
 // and are not a consistent cut.
 type Stats struct {
 	// Counters since New.
-	Enqueued   uint64 // items accepted (the call returned nil)
-	Delivered  uint64 // items in batches whose Send returned nil
-	Rejected   uint64 // items refused (ErrFull, ErrWALFull, ErrTooLarge, a codec error)
-	Dropped    uint64 // items handed to OnDrop (retries exhausted, Permanent, Stop out of time without a WAL)
-	Spilled    uint64 // items written to the WAL by the governor (Policy Spill)
-	Replayed   uint64 // items read back from the WAL and handed to delivery (found at New)
-	LeftOnDisk uint64 // items not delivered that stay in the WAL for the next New (Stop out of time)
-	Retries    uint64 // Send calls that were retries
-	Corrupt    uint64 // WAL records lost to damage, counted exactly
-	Delayed    uint64 // slow-path delays applied at the soft level
-	Blocked    uint64 // calls that waited at the hard level (Policy Block)
-	Batches    uint64 // Send calls that returned nil
+	Enqueued     uint64 // items accepted (the call returned nil)
+	Delivered    uint64 // items in batches whose Send returned nil
+	Rejected     uint64 // items refused (ErrFull, ErrWALFull, ErrTooLarge, a codec error)
+	Dropped      uint64 // items given up on and handed to OnDrop (retries exhausted, Permanent, Stop out of time without a WAL)
+	DeadLettered uint64 // of Dropped, those kept in the WAL's dead-letter log (see DeadLetters)
+	Spilled      uint64 // items written to the WAL by the governor (Policy Spill)
+	Replayed     uint64 // items read back from the WAL and handed to delivery (found at New)
+	LeftOnDisk   uint64 // items not delivered that stay in the WAL for the next New (Stop out of time)
+	Retries      uint64 // Send calls that were retries
+	Corrupt      uint64 // WAL records lost to damage, counted exactly
+	Delayed      uint64 // slow-path delays applied at the soft level
+	Blocked      uint64 // calls that waited at the hard level (Policy Block)
+	Batches      uint64 // Send calls that returned nil
 
 	// Gauges at the time of the call.
 	Buffered  uint64 // items accepted or replayed and not yet delivered, dropped or left on disk
@@ -55,19 +56,20 @@ func (q *Queue[T]) Stats() Stats {
 		enq += uint64(s.cur.Load().Len())
 	}
 	s := Stats{
-		Enqueued:   enq,
-		Delivered:  q.delivered.Load(),
-		Rejected:   q.rejected.Load(),
-		Dropped:    q.dropped.Load(),
-		LeftOnDisk: q.leftOnDisk.Load(),
-		Retries:    q.retries.Load(),
-		Batches:    q.batches.Load(),
-		BatchSize:  uint64(q.batchSize.Load()),
-		Delayed:    q.delayed.Load(),
-		Replayed:   q.replayed.Load(),
-		Spilled:    q.spilled.Load(),
-		Blocked:    q.blocked.Load(),
-		Level:      levelOf(q.gov.Level()),
+		Enqueued:     enq,
+		Delivered:    q.delivered.Load(),
+		Rejected:     q.rejected.Load(),
+		Dropped:      q.dropped.Load(),
+		LeftOnDisk:   q.leftOnDisk.Load(),
+		DeadLettered: q.deadLettered.Load(),
+		Retries:      q.retries.Load(),
+		Batches:      q.batches.Load(),
+		BatchSize:    uint64(q.batchSize.Load()),
+		Delayed:      q.delayed.Load(),
+		Replayed:     q.replayed.Load(),
+		Spilled:      q.spilled.Load(),
+		Blocked:      q.blocked.Load(),
+		Level:        levelOf(q.gov.Level()),
 	}
 	if q.wal != nil {
 		ws := q.wal.log.Stats()

@@ -1,0 +1,185 @@
+package vinequeue
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/vineroute/vinequeue/wal"
+)
+
+// Dead letters. With a WAL, a batch that fails for good (Config.Retry's
+// attempts exhausted, or a Permanent error) is written to the dead-letter
+// log in the WAL directory (same record format and checksums, fsynced), and
+// only then acknowledged in the main log, handed to OnDrop and counted in
+// Stats.DeadLettered. Its items are kept, not lost: DeadLetters lists them,
+// RequeueDeadLetters delivers them again, PurgeDeadLetters deletes them;
+// `vinewal dlq` does the same on a directory not in use. Without a WAL a
+// failed batch goes to OnDrop and Stats.Dropped only.
+//
+// Requeued items are written back to the main log and synced before their
+// dead letters are purged, so a crash in between duplicates them, never
+// loses them. They are delivered as new, unkeyed items: a key's order is
+// not restored for them.
+
+// ErrNoDeadLetter is returned for a dead-letter id that does not exist (or
+// no longer does).
+var ErrNoDeadLetter = errors.New("vinequeue: no such dead letter")
+
+// DeadLetter describes one dead letter: a batch given up on.
+type DeadLetter struct {
+	ID     uint64
+	Time   time.Time // when it was given up on
+	Reason string    // the last error
+	Items  int       // items it holds
+	Bytes  int       // their encoded size
+	// Damaged is set for a dead letter whose file is damaged: its items
+	// cannot be read (RequeueDeadLetters skips it; purge it).
+	Damaged bool
+}
+
+// deadLetter writes b's items to the dead-letter log (records of at most
+// MaxRecord bytes) and reports whether they are all there. Sender goroutine.
+func (q *Queue[T]) deadLetter(b *pending[T], reason error) error {
+	w := q.wal
+	limit := w.log.MaxRecord()
+	var ids []uint64
+	for _, s := range b.spans {
+		if s.id != 0 && (len(ids) == 0 || ids[len(ids)-1] != s.id) {
+			ids = append(ids, s.id)
+		}
+	}
+	meta := wal.DeadMeta{Time: time.Now(), Reason: reason.Error(), Records: ids}
+	var payload, item []byte
+	flush := func() error {
+		if len(payload) == 0 {
+			return nil
+		}
+		_, err := w.log.DeadLetter(payload, meta)
+		payload = payload[:0]
+		return walErr(err)
+	}
+	for _, v := range b.items {
+		var err error
+		if item, err = w.codec.Append(item[:0], v); err != nil {
+			return fmt.Errorf("vinequeue: wal codec: %w", err)
+		}
+		if len(payload) > 0 && len(payload)+wal.FrameSize(len(item)) > limit {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		payload = wal.AppendFrame(payload, item)
+	}
+	return flush()
+}
+
+// DeadLetters lists the dead letters in the WAL directory, oldest first.
+// Without a WAL there are none.
+func (q *Queue[T]) DeadLetters() ([]DeadLetter, error) {
+	if q.wal == nil {
+		return nil, nil
+	}
+	ds, err := q.wal.log.DeadLetters()
+	if err != nil {
+		return nil, walErr(err)
+	}
+	out := make([]DeadLetter, len(ds))
+	for i, d := range ds {
+		out[i] = deadLetterOf(d)
+	}
+	return out, nil
+}
+
+func deadLetterOf(d wal.DeadLetter) DeadLetter {
+	return DeadLetter{ID: d.ID, Time: d.Time, Reason: d.Reason, Items: d.Items, Bytes: d.Bytes, Damaged: d.Damage != nil}
+}
+
+// RequeueDeadLetters delivers the dead letters ids again (all of them when
+// none are named) and deletes them once their items are back in the WAL;
+// it returns how many it requeued. Their items go through the queue as new
+// unkeyed items (the memory governor and Policy apply as to EnqueueBatch;
+// a refusal stops the requeue with that error, and the dead letters not
+// requeued stay). ErrNoDeadLetter names ids that do not exist; the others
+// are requeued. Without a WAL it returns 0, nil.
+func (q *Queue[T]) RequeueDeadLetters(ids ...uint64) (int, error) {
+	if q.wal == nil {
+		return 0, nil
+	}
+	if !q.intake.enter() {
+		return 0, ErrClosed
+	}
+	defer q.intake.leave()
+	w := q.wal
+	var items []T
+	n, err := w.log.RequeueDeadLetters(ids, func(_ wal.DeadLetter, payload []byte) error {
+		var err error
+		if items, err = w.decode(items[:0], payload); err != nil {
+			return fmt.Errorf("vinequeue: dead letter does not decode: %w", err)
+		}
+		return q.enqueueDurable(items)
+	})
+	if errors.Is(err, wal.ErrNotFound) {
+		err = fmt.Errorf("%w: %w", ErrNoDeadLetter, err)
+	}
+	return n, walErr2(err)
+}
+
+// PurgeDeadLetters deletes the dead letters ids (all of them when none are
+// named) and returns how many it deleted. Their items are gone for good.
+func (q *Queue[T]) PurgeDeadLetters(ids ...uint64) (int, error) {
+	if q.wal == nil {
+		return 0, nil
+	}
+	n, err := q.wal.log.PurgeDeadLetters(ids...)
+	if errors.Is(err, wal.ErrNotFound) {
+		err = fmt.Errorf("%w: %w", ErrNoDeadLetter, err)
+	}
+	return n, walErr2(err)
+}
+
+// walErr2 is walErr for an error that may already be the queue's own.
+func walErr2(err error) error {
+	if err == nil || errors.Is(err, ErrNoDeadLetter) || errors.Is(err, ErrFull) || errors.Is(err, ErrClosed) || errors.Is(err, ErrWALFull) {
+		return err
+	}
+	return walErr(err)
+}
+
+// enqueueDurable accepts items that must be on disk before the call
+// returns, in any WAL mode (requeued dead letters): they are admitted,
+// written to the main log as records and synced, and handed to the
+// collector with their spans through the durable inbox.
+func (q *Queue[T]) enqueueDurable(items []T) error {
+	w := q.wal
+	e := encodings.Get().(*encoding)
+	defer encodings.Put(e)
+	if err := w.encode(e, items); err != nil {
+		return err
+	}
+	for n := 0; n < len(items); {
+		k := w.recordItems(e.items[n:])
+		if k == 0 {
+			return fmt.Errorf("%w: item of %d bytes, records hold %d", ErrTooLarge, len(e.items[n]), w.log.MaxRecord())
+		}
+		chunk := items[n : n+k]
+		bytes := q.bytesOf(chunk)
+		if err := q.admit(k, bytes, true); err != nil {
+			return err
+		}
+		id, index, err := w.log.AppendItemsAt(e.items[n : n+k])
+		if err == nil && w.mode != Sync {
+			err = w.log.Sync() // the log appends without syncing outside Sync mode
+		}
+		if err != nil {
+			q.unadmit(bytes)
+			return walErr(err)
+		}
+		q.syncAccepted.Add(uint64(k))
+		if w.inbox.add(chunk, span{id, index, k}) {
+			q.wakeCollector()
+		}
+		n += k
+	}
+	return nil
+}
