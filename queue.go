@@ -108,10 +108,10 @@ type Queue[T any] struct {
 	delivered, dropped, rejected, retries, batches, keyedIn, delayed, blocked atomic.Uint64
 	// WAL tier counters.
 	replayed, corrupt, syncAccepted, walRejected, walErrors, leftOnDisk, spilled, deadLettered atomic.Uint64
-	spills                                                                       spillList
-	spillErr                                                                     atomic.Pointer[error] // the last spill failed with it; nil once one succeeds
-	unspilled                                                                    chan *pending[T]      // unspiller → collector
-	unspillDone                                                                  chan struct{}         // closed when the unspiller exits
+	spills                                                                                     spillList
+	spillErr                                                                                   atomic.Pointer[error] // the last spill failed with it; nil once one succeeds
+	unspilled                                                                                  chan *pending[T]      // unspiller → collector
+	unspillDone                                                                                chan struct{}         // closed when the unspiller exits
 
 	// The replayer (replay.go): replayCh carries its batches to the
 	// collector, replayAck tells it its batch is finished, replayDone is
