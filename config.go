@@ -70,11 +70,23 @@ func (l Level) String() string { return governor.Level(l).String() }
 
 // MemoryConfig bounds the memory the queue holds.
 type MemoryConfig struct {
-	// Limit in bytes; 0 detects it (cgroup v2/v1, GOMEMLIMIT, physical memory).
+	// Limit in bytes. 0 detects it: the tightest of the cgroup v2 and v1
+	// limits (walked to the root), GOMEMLIMIT and physical memory,
+	// re-read every second (vertical autoscaling changes it). With 0 the
+	// whole process is weighed against it (Measure); an explicit Limit is
+	// the queue's own budget unless Measure says otherwise.
 	Limit int64
-	// Soft and Hard are fractions of Limit; defaults 0.80 and 0.95.
+	// Soft and Hard are fractions of Limit (defaults 0.80 and 0.95), with
+	// hysteresis. From Soft, calls past the fast path wait a short delay
+	// that grows with pressure and a warning is logged (rate-limited); at
+	// Hard the Policy applies.
 	Soft, Hard float64
-	// Policy at the hard level.
+	// Policy is what intake does at the hard level: Reject (ErrFull),
+	// Block (wait until below Soft, or Stop), or Spill (write to the WAL;
+	// ErrWALFull when it cannot take more). The default is Spill with a WAL
+	// and Reject without one. What the queue holds stays within Hard plus
+	// a bound stated in admit.go: the rings' slots and one item per call
+	// admitted concurrently.
 	Policy Policy
 	// Measure is what is weighed against Limit. The default, MeasureAuto,
 	// protects the process: with Limit 0 the levels follow the whole Go
@@ -233,21 +245,81 @@ const RetryForever = batch.Forever
 
 // Config configures a Queue. Only Send is required.
 type Config[T any] struct {
-	Send          SendFunc[T]
-	BatchSize     int           // default 1000 (with Adaptive: the start)
-	MinBatchSize  int           // adaptive floor; default 1
-	MaxBatchSize  int           // adaptive ceiling and hard cap of one batch; default max(BatchSize, 10000)
-	Adaptive      bool          // latency-driven batch size
-	FlushInterval time.Duration // default 5s: an item waits at most this long to be sent
-	Workers       int           // concurrent Send calls; default 1
-	RingSize      int           // slots per P ring, power of two; default 1024
-	Memory        MemoryConfig
-	WAL           WALConfig
-	Codec         Codec[T]    // needed with a WAL unless T is []byte or string
-	SizeOf        func(T) int // bytes accounted per item; default: its size plus the bytes behind its strings and []byte (New refuses, naming SizeOf, a T holding pointers, maps, interfaces, chans, funcs or other slices)
-	Retry         RetryPolicy // Send retries
-	OnDrop        func(batch []T, reason error)
-	Logger        *slog.Logger // default: discards
+	// Send delivers one batch (required). It is called by Workers
+	// goroutines at once, never with an empty batch, and must not keep the
+	// slice after it returns. nil means delivered: the batch is counted,
+	// acknowledged in the WAL and never sent again. An error is retried per
+	// Retry; Permanent(err) stops the retries at once. Send should honour
+	// its ctx: Stop cancels it when its own ctx expires (a Send that does
+	// not is given up on, not waited for; see Stop).
+	Send SendFunc[T]
+	// BatchSize is how many items a batch holds when the queue is under
+	// load (default 1000; with Adaptive, where the search starts). Every
+	// intake path fills batches to it: Enqueue's rings, EnqueueKey's
+	// shards (a batch gathers several shards' items) and Sync mode's
+	// commit groups alike. Larger batches amortise Send's cost; smaller
+	// ones lower latency at low load (FlushInterval bounds that anyway).
+	BatchSize int
+	// MinBatchSize is Adaptive's floor (default 1).
+	MinBatchSize int
+	// MaxBatchSize is Adaptive's ceiling and the most items any batch
+	// holds, replayed and read-back batches included (default
+	// max(BatchSize, 10000)).
+	MaxBatchSize int
+	// Adaptive sizes batches by measured Send latency, searching for the
+	// size with the best items per second (bounded by Min/MaxBatchSize).
+	// Use it when the sink's cost per batch is unknown or varies.
+	Adaptive bool
+	// FlushInterval bounds how long an accepted item waits before it is
+	// in a batch handed to Send (default 5s): a partial batch is cut every
+	// FlushInterval/2. An idle queue wakes only for that tick.
+	FlushInterval time.Duration
+	// Workers is the number of concurrent Send calls (default 1). With a
+	// sink that pipelines (Kafka), several Workers keep several batches
+	// in flight. Per-key order holds with any number (a key's batches go
+	// one at a time); Enqueue's items have no order across batches.
+	Workers int
+	// RingSize is the number of slots in each P's ring (a power of two,
+	// default 1024). A ring is handed off when it holds BatchSize items
+	// (or is full); each P has at most three, and their slots are charged
+	// to the memory governor whole.
+	RingSize int
+	// Memory bounds what the queue holds and says what happens at the
+	// limit (see MemoryConfig).
+	Memory MemoryConfig
+	// WAL is the disk tier; the zero value is memory only (see WALConfig
+	// and WALMode for what each mode keeps across a crash).
+	WAL WALConfig
+	// Codec encodes items for the WAL; needed with a WAL unless T is
+	// []byte or string (built in). Its errors refuse the item concerned
+	// (Sync mode, at the call) or keep it in memory only (Periodic, at the
+	// write; counted and logged).
+	Codec Codec[T]
+	// SizeOf is what an item weighs for the memory governor. The default
+	// is its in-memory size plus the bytes behind its strings and []byte
+	// (fields too, nested structs and arrays included); New refuses, naming
+	// SizeOf, a T that holds pointers, maps, interfaces, chans, funcs or
+	// other slices, which it cannot size. Set it for such types; it is
+	// called off the Enqueue fast path.
+	SizeOf func(T) int
+	// Retry bounds the retries of a failed Send (default: 5 attempts,
+	// backoff from 10ms to 5s with jitter). RetryForever retries until
+	// Stop runs out of time, holding a sender (and a key's shard) meanwhile.
+	Retry RetryPolicy
+	// OnDrop receives every batch the queue gives up on, with the reason:
+	// Retry exhausted or a Permanent error (with a WAL the batch is also
+	// kept in the dead-letter log first), and, without a WAL, what Stop's
+	// deadline leaves undelivered (a copy, if a Send still holds the
+	// batch). It is called on a sender goroutine (or Stop's), one batch at
+	// a time per sender, must not keep the slice, and should be quick: it
+	// delays that sender's next batch. A panic in it is recovered and
+	// logged. Items refused at the call (an error from Enqueue) never reach
+	// it: the caller has them.
+	OnDrop func(batch []T, reason error)
+	// Logger receives the queue's warnings and errors (a level change, a
+	// WAL failure, a dropped batch); nil discards them. Never the global
+	// logger, and never called while an Enqueue is pinned to its P.
+	Logger *slog.Logger
 }
 
 func invalid(field, format string, args ...any) error {
