@@ -69,6 +69,12 @@ func (q *Queue[T]) admit(n int, bytes int64, spillable bool) error {
 		if q.closing.Load() {
 			return ErrClosed
 		}
+		if p := q.walFull.Load(); p != nil {
+			// Periodic mode could not write its last checkpoint: items
+			// accepted now could not be on disk within SyncInterval.
+			q.rejected.Add(uint64(n))
+			return *p
+		}
 		lvl := q.gov.Level()
 		if bytes != 0 {
 			lvl = q.gov.Add(bytes)
@@ -144,12 +150,15 @@ func (q *Queue[T]) unadmit(bytes int64) {
 	}
 }
 
-// holdRings reports whether full rings stay where they are: memory is at
-// Hard and the queue has nowhere to put what they hold (the Policy is not
-// Spill, or spilling fails). Producers then keep their full ring and meet
+// holdRings reports whether full rings stay where they are: Periodic mode's
+// WAL is full, or memory is at Hard and the queue has nowhere to put what
+// they hold (the Policy is not Spill, or spilling fails). Producers then keep their full ring and meet
 // the Policy; the collector stops draining. It runs pinned (handOff): loads
 // only.
 func (q *Queue[T]) holdRings() bool {
+	if q.walFull.Load() != nil {
+		return true // Periodic mode cannot write: accept nothing more (admit)
+	}
 	if q.gov.Level() != governor.LevelHard {
 		return false
 	}

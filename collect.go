@@ -72,6 +72,8 @@ func (q *Queue[T]) collect() {
 		case b := <-q.replayCh:
 			c.pushReplayed(b)
 		case <-walTick:
+			// A full WAL is tried again at each checkpoint (persistBatch).
+			q.walFull.Store(nil)
 			// Checkpoint: what the rings hold is cut into batches,
 			// written as they are cut (cut); what the keyed shards hold
 			// is written where it is (checkpointKeyed)…

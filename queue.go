@@ -125,6 +125,9 @@ type Queue[T any] struct {
 	// the current rings hold.
 	drained   atomic.Uint64
 	bytesHeld atomic.Int64
+	// walFull is set while Periodic mode's writes fail with ErrWALFull
+	// (persistBatch): intake is refused with it.
+	walFull atomic.Pointer[error]
 	// failingSince is when Send first failed after its last success (unix
 	// ns; 0 while it succeeds), for Health.
 	failingSince atomic.Int64

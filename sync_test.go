@@ -277,3 +277,54 @@ func TestPeriodicWritesLargeBatches(t *testing.T) {
 	}
 	waitFor(t, "the large batch on disk", func() bool { return itemsOnDisk(t, dir) >= n })
 }
+
+// TestPeriodicFullWALRefuses: when Periodic mode cannot write (MaxBytes
+// reached), producers get ErrWALFull within a ring's worth of items instead
+// of items accepted with nil that could never be on disk; what was accepted
+// is still delivered.
+func TestPeriodicFullWALRefuses(t *testing.T) {
+	up := make(chan struct{})
+	var delivered atomic.Int64
+	q, err := New(Config[[]byte]{
+		Send: func(ctx context.Context, b [][]byte) error {
+			select {
+			case <-up:
+				delivered.Add(int64(len(b)))
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		},
+		BatchSize: 16, RingSize: 16, FlushInterval: 10 * time.Millisecond,
+		Retry: RetryPolicy{MaxAttempts: RetryForever, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond},
+		WAL: WALConfig{Dir: t.TempDir(), Mode: Periodic, SegmentSize: 64 << 10, MaxBytes: 128 << 10,
+			SyncInterval: 5 * time.Millisecond, Compression: NoCompression},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := 0
+	var refusal error
+	for i := 0; i < 100000 && refusal == nil; i++ {
+		v := make([]byte, 512)
+		copy(v, strconv.Itoa(i))
+		switch err := q.Enqueue(v); {
+		case err == nil:
+			accepted++
+		case errors.Is(err, ErrWALFull):
+			refusal = err
+		default:
+			t.Fatal(err)
+		}
+	}
+	if refusal == nil {
+		t.Fatalf("accepted %d items of 512 B into a 128 KiB WAL whose sink is down, never ErrWALFull", accepted)
+	}
+	close(up)
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if delivered.Load() != int64(accepted) {
+		t.Fatalf("delivered %d of %d accepted", delivered.Load(), accepted)
+	}
+}

@@ -337,12 +337,25 @@ func (w *walTier[T]) decode(dst []T, payload []byte) ([]T, error) {
 // persistBatch writes a batch cut from the rings or a keyed shard (Periodic
 // mode). On failure the batch is still delivered from memory, just not
 // protected; the failure is counted and logged.
+//
+// A full WAL (MaxBytes or the disk) is the producers' business too: until a
+// write succeeds again, intake past the fast path is refused with that
+// error and rings are no longer handed off (holdRings), so producers meet
+// it within a ring's worth of items. The checkpoint tick tries again.
 func (q *Queue[T]) persistBatch(b *pending[T]) {
-	if err := q.writeBatch(b); err != nil {
-		b.spans = b.spans[:0]
-		q.walErrors.Add(1)
-		q.logger.Warn("vinequeue: wal write failed; batch kept in memory only", "items", len(b.items), "err", err)
+	err := q.writeBatch(b)
+	if err == nil {
+		if q.walFull.Load() != nil {
+			q.walFull.Store(nil)
+		}
+		return
 	}
+	b.spans = b.spans[:0]
+	q.walErrors.Add(1)
+	if errors.Is(err, ErrWALFull) {
+		q.walFull.Store(&err)
+	}
+	q.logger.Warn("vinequeue: wal write failed; batch kept in memory only", "items", len(b.items), "err", err)
 }
 
 // ackDelivered acknowledges b's items in the WAL: delivered, or given up on.
