@@ -297,6 +297,7 @@ func vineQueue(name string, keyed bool, mode vinequeue.WALMode, withWAL bool, cl
 		t.Cleanup(p.Close)
 		var dropped atomic.Int64
 		cfg := vinequeue.Config[kafka.Record]{
+			SizeOf:        kafka.RecordSize,
 			Send:          p.SendRecords,
 			Workers:       8,
 			FlushInterval: 10 * time.Millisecond,

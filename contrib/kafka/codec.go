@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -135,4 +136,16 @@ func (d *decoder) nullable(what string) []byte {
 		return nil
 	}
 	return d.bytes(n-1, what)
+}
+
+// RecordSize is what a Record weighs for the queue's memory governor: the
+// struct plus the bytes of its key, value and headers. Use it as
+// vinequeue.Config[kafka.Record].SizeOf (the queue cannot size a Record by
+// itself: its Headers slice holds memory it cannot see).
+func RecordSize(r Record) int {
+	n := int(unsafe.Sizeof(r)) + len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += int(unsafe.Sizeof(h)) + len(h.Key) + len(h.Value)
+	}
+	return n
 }

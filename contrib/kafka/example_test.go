@@ -33,7 +33,8 @@ func Example() {
 	defer producer.Close() // after the queue's Close, which the defer order gives
 
 	q, err := vinequeue.New(vinequeue.Config[kafka.Record]{
-		Send: producer.SendRecords,
+		SizeOf: kafka.RecordSize,
+		Send:   producer.SendRecords,
 		OnDrop: func(batch []kafka.Record, reason error) {
 			log.Printf("dropped %d records (fatal: %v): %v", len(batch), kafka.IsFatal(reason), reason)
 		},

@@ -28,6 +28,7 @@ func TestKcatReadsWhatTheQueueWrote(t *testing.T) {
 	c := newCluster(t)
 	p := newProducer(t, c, Config{})
 	q, err := vinequeue.New(vinequeue.Config[Record]{
+		SizeOf:        RecordSize,
 		Send:          p.SendRecords,
 		BatchSize:     100,
 		Workers:       4,

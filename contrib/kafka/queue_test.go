@@ -36,6 +36,7 @@ func TestQueueEndToEnd(t *testing.T) {
 		return err
 	}
 	q, err := vinequeue.New(vinequeue.Config[Record]{
+		SizeOf:        RecordSize,
 		Send:          send,
 		BatchSize:     64,
 		Workers:       3,

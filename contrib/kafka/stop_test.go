@@ -96,6 +96,7 @@ func TestStopWithBrokerGoneMemory(t *testing.T) {
 		reasons = make(map[string]int)
 	)
 	st, err := brokerGoneRun(t, vinequeue.Config[Record]{
+		SizeOf: RecordSize,
 		OnDrop: func(batch []Record, reason error) {
 			mu.Lock()
 			dropped += len(batch)
@@ -124,6 +125,7 @@ func TestStopWithBrokerGoneWAL(t *testing.T) {
 	dir := t.TempDir()
 	var dropped atomic.Int64
 	cfg := vinequeue.Config[Record]{
+		SizeOf: RecordSize,
 		WAL:    vinequeue.WALConfig{Dir: dir, Mode: vinequeue.Periodic, SyncInterval: 10 * time.Millisecond},
 		Codec:  RecordCodec{},
 		OnDrop: func(batch []Record, _ error) { dropped.Add(int64(len(batch))) },

@@ -107,6 +107,7 @@ func start(cfg config) (g *gateway, err error) {
 		mode = vinequeue.Sync
 	}
 	g.q, err = vinequeue.New(vinequeue.Config[kafka.Record]{
+		SizeOf:        kafka.RecordSize,
 		Send:          vqprom.InstrumentSend(g.producer.SendRecords, sendMetrics),
 		FlushInterval: 100 * time.Millisecond,
 		Workers:       4,
