@@ -5,8 +5,10 @@
 //	                     accepted it, 503 when it cannot (full, draining)
 //	GET  /metrics        Prometheus: the queue's Stats and send histograms
 //	GET  /healthz        200 while the process serves
-//	GET  /readyz         200 while it accepts events; 503 when draining or
-//	                     when memory is at the hard level
+//	GET  /readyz         200 while it accepts events; 503 when draining, at
+//	                     the hard memory level, or while Kafka has been
+//	                     failing for longer than a retry cycle (Queue.Health,
+//	                     as JSON)
 //
 // Events go through EnqueueKey with kafka.QueueKey(key), so the events of a
 // key reach their partition in the order they were accepted, and through a
@@ -23,6 +25,7 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -177,15 +180,12 @@ func (g *gateway) postEvent(w http.ResponseWriter, r *http.Request) {
 // them: not while draining, and not at the hard memory level, where the
 // queue spills to the WAL and the backlog grows.
 func (g *gateway) ready(w http.ResponseWriter, _ *http.Request) {
-	st := g.q.Stats()
-	switch {
-	case g.draining.Load():
-		http.Error(w, "draining", http.StatusServiceUnavailable)
-	case st.Level == vinequeue.LevelHard:
-		http.Error(w, "memory at the hard level", http.StatusServiceUnavailable)
-	default:
-		fmt.Fprintf(w, "ready: %d buffered, level %v\n", st.Buffered, st.Level)
+	h := g.q.Health()
+	w.Header().Set("Content-Type", "application/json")
+	if g.draining.Load() || !h.Ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
 	}
+	json.NewEncoder(w).Encode(h) // the level, the sink failing since, the backlog
 }
 
 // shutdown drains: /readyz turns 503, the HTTP server stops taking requests
