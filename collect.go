@@ -51,7 +51,7 @@ func (q *Queue[T]) collect() {
 			out, next = q.work, c.ready.peek()
 		} else if c.linger() {
 			c.drain(false)
-			c.cutKeyed(false)
+			c.cutKeyed(cutFull)
 			continue
 		}
 		select {
@@ -67,6 +67,7 @@ func (q *Queue[T]) collect() {
 			q.gov.Refresh()
 			c.takeInbox()
 			c.drain(true)
+			c.cutKeyed(cutPartial)
 		case b := <-q.unspilled:
 			c.push(b)
 		case b := <-q.replayCh:
@@ -89,7 +90,7 @@ func (q *Queue[T]) collect() {
 				c.takeInbox()
 				c.drain(true)
 				c.flushing = false
-				c.cutKeyed(true)
+				c.cutKeyed(cutAll)
 				q.track.wait(c.seq, req.done)
 				q.spills.track.wait(q.spills.issued(), req.spilled)
 			case reqStop:
@@ -97,7 +98,7 @@ func (q *Queue[T]) collect() {
 				return
 			}
 		}
-		c.cutKeyed(false)
+		c.cutKeyed(cutFull)
 	}
 }
 
@@ -329,7 +330,7 @@ func (c *collector[T]) stop(req request) {
 	// What could not be read back stays in the WAL for the next New.
 	q.leftOnDisk.Add(uint64(q.spills.abandonAll()))
 	c.drain(true)
-	c.cutKeyed(true)
+	c.cutKeyed(cutAll)
 	// Hand out everything: ready batches, the replay (which runs on while
 	// ctx allows) and the keyed shards (which dispatch once it is over).
 	replayDone := q.replayDone
@@ -351,7 +352,7 @@ func (c *collector[T]) stop(req request) {
 		case <-req.ctx.Done():
 			err = req.ctx.Err()
 		}
-		c.cutKeyed(true)
+		c.cutKeyed(cutAll)
 	}
 	if err == nil {
 		// Every batch is cut: wait for the senders to finish them.

@@ -271,8 +271,12 @@ type Config[T any] struct {
 	// Use it when the sink's cost per batch is unknown or varies.
 	Adaptive bool
 	// FlushInterval bounds how long an accepted item waits before it is
-	// in a batch handed to Send (default 5s): a partial batch is cut every
-	// FlushInterval/2. An idle queue wakes only for that tick.
+	// in a batch handed to Send (default 5s): batches go out when they hold
+	// BatchSize items, and a partial batch is cut every FlushInterval/2,
+	// for every intake path alike (Enqueue, EnqueueKey, Sync mode). It is
+	// the latency at low load, as Kafka's linger is: set it to tens of
+	// milliseconds where an event must reach the sink quickly when traffic
+	// is light. An idle queue wakes only for that tick.
 	FlushInterval time.Duration
 	// Workers is the number of concurrent Send calls (default 1). With a
 	// sink that pipelines (Kafka), several Workers keep several batches

@@ -17,10 +17,9 @@ const nKeyedShards = 64
 // Batches still fill. A keyed batch gathers the leading items of every
 // shard that has none in flight, up to BatchSize, and holds each of those
 // shards until it is finished; so a batch is not limited to one shard's
-// items, and at steady load batches are full (one shard per batch made
-// them as small as one shard's arrivals per round trip). The collector cuts
-// a partial keyed batch only when it has nothing else ready for the senders,
-// on its interval tick, or for Flush and Stop.
+// items, and batches are full (one shard per batch made them as small as
+// one shard's arrivals per round trip). As for Enqueue's rings, a partial
+// batch is cut only on the interval tick, or for Flush and Stop.
 //
 // Flush and Stop cut every item: a shard's remaining items become a queue
 // of batches of its own (cutq), dispatched one at a time.
@@ -149,21 +148,31 @@ func (s *keyedShard[T]) persist(c *collector[T]) {
 	b.items, b.spans = b.items[:0], b.spans[:0]
 }
 
-// cutKeyed makes keyed batches. With all (Flush, Stop), every item is cut:
-// the shards' remaining items go to their cut queues. Then each shard with
-// no batch in flight dispatches its next queued batch, and batches are
-// gathered across the other shards: full ones while there are enough items,
-// and a partial one when nothing else is ready for the senders (or with
-// all). While a replay is pending nothing is dispatched (per key, replayed
-// items go first); with all, items are cut and wait.
-func (c *collector[T]) cutKeyed(all bool) {
+// keyedCut says how much cutKeyed cuts.
+type keyedCut int
+
+const (
+	cutFull    keyedCut = iota // only full batches (any time the collector runs)
+	cutPartial                 // also a partial one: the interval tick
+	cutAll                     // every item, into the shards' queues: Flush, Stop
+)
+
+// cutKeyed makes keyed batches, as Enqueue's rings do: full batches as soon
+// as the shards that have no batch in flight hold BatchSize items between
+// them, a partial one only on the interval tick (so FlushInterval bounds a
+// keyed item's wait, as it does Enqueue's), and everything for Flush and
+// Stop (cutAll: the shards' remaining items go to their cut queues). Each
+// shard with no batch in flight first dispatches its next queued batch.
+// While a replay is pending nothing is dispatched (per key, replayed items
+// go first); with cutAll items are cut and wait.
+func (c *collector[T]) cutKeyed(how keyedCut) {
 	q := c.q
 	ks := &q.keyed
-	if !all && ks.work.Load() == 0 {
+	if how != cutAll && ks.work.Load() == 0 {
 		return
 	}
 	size := int(q.batchSize.Load())
-	if all {
+	if how == cutAll {
 		for i := range ks.shards {
 			for ks.shards[i].cutOne(c, size) {
 			}
@@ -182,14 +191,28 @@ func (c *collector[T]) cutKeyed(all bool) {
 		}
 	}
 	for {
-		left := ks.work.Load()
-		if left == 0 || (left < int64(size) && c.ready.len() > 0 && !all) {
+		free := ks.free(size)
+		if free == 0 || (free < size && how == cutFull) {
 			return
 		}
-		if !c.gather(size) {
-			return
-		}
+		c.gather(size)
 	}
+}
+
+// free counts the items in shards that could go into a batch now (no batch
+// in flight, none queued), stopping at size.
+func (ks *keyedShards[T]) free(size int) int {
+	n := 0
+	for i := range ks.shards {
+		s := &ks.shards[i]
+		if n >= size || s.inflight.Load() || s.cutq.len() > 0 {
+			continue
+		}
+		s.mu.Lock()
+		n += len(s.items)
+		s.mu.Unlock()
+	}
+	return n
 }
 
 // gather cuts one batch from the leading items of the shards that have no

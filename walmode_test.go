@@ -502,7 +502,7 @@ func TestFlushWaitsForSpilled(t *testing.T) {
 }
 
 // TestKeyedNotStarved: keyed items are delivered while unkeyed traffic keeps
-// the collector busy.
+// the collector busy (the full batch at once, the rest on the interval tick).
 func TestKeyedNotStarved(t *testing.T) {
 	var keyed atomic.Int64
 	q, err := New(Config[int]{
@@ -514,7 +514,7 @@ func TestKeyedNotStarved(t *testing.T) {
 			}
 			return nil
 		},
-		BatchSize: 64, RingSize: 64, FlushInterval: time.Hour,
+		BatchSize: 64, RingSize: 64, FlushInterval: 20 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)

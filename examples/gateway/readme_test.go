@@ -26,8 +26,8 @@ func readmeQuickstart(brokers []string, userID string, payload []byte) {
 	defer producer.Close() // runs after q.Close: deferred calls run last in, first out
 
 	q, err := vinequeue.New(vinequeue.Config[kafka.Record]{
-		SizeOf:        kafka.RecordSize,
 		Send:          producer.SendRecords, // returns once Kafka acknowledged every record
+		SizeOf:        kafka.RecordSize,     // what a record weighs against the memory limit
 		BatchSize:     1000,                 // a batch goes out at 1000 items…
 		FlushInterval: 2 * time.Second,      // …or 2s after its oldest item
 		Workers:       4,                    // concurrent sends
