@@ -118,8 +118,12 @@ bench-arm64:
 	scripts/bench.sh arm64
 
 # 10 minutes of mixed load (SOAK_DURATION to change), then the WAL crash test
-# with 100 SIGKILLs (CRASH_KILLS) instead of CI's 20.
+# with 100 SIGKILLs (CRASH_KILLS) instead of CI's 20, the whole mode matrix
+# (every cell also SIGKILLed, CRASH_KILLS spread over them) and 20,000
+# randomized WAL damage cases instead of CI's 1,200.
 CRASH_KILLS ?= 100
 soak:
 	scripts/bench.sh soak
 	VINEQUEUE_CRASH_KILLS=$(CRASH_KILLS) $(GO) test -count=1 -run '^TestCrashSIGKILL$$' -v -timeout 30m .
+	VINEQUEUE_MATRIX_LONG=1 VINEQUEUE_CRASH_KILLS=$(CRASH_KILLS) $(GO) test -race -count=1 -run '^TestMatrix' -timeout 60m .
+	VINEQUEUE_DAMAGE_CASES=20000 $(GO) test -count=1 -run 'Damage' -timeout 30m ./wal/

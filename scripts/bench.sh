@@ -153,7 +153,11 @@ cmd_bench() {
 	echo "== VineQueue vs peers"
 	cat "$OUT/table.txt"
 	echo
-	echo "raw: $OUT/bench.txt  benchstat: $OUT/benchstat.txt  table: $OUT/table.txt"
+	echo "== the real job: keyed 200-byte records to Kafka (kfake, its own process) until acked"
+	(cd "$OUT" && VINEBENCH_REALJOB=1 "$OUT/benchmarks.test" -test.run '^TestRealJob$' -test.v -test.timeout 30m) |
+		tee "$OUT/realjob.txt" | grep -Ev '^(=== RUN|--- PASS|PASS)'
+	echo
+	echo "raw: $OUT/bench.txt  benchstat: $OUT/benchstat.txt  table: $OUT/table.txt  real job: $OUT/realjob.txt"
 	echo "profiles: $OUT/profiles/<scenario>.<lib>.{cpu,mem}.pprof  (go tool pprof -top $OUT/benchmarks.test FILE)"
 	echo "total: $((SECONDS - t0)) s"
 	if [ -s "$OUT/failed.txt" ]; then
