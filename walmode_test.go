@@ -430,15 +430,7 @@ const spillItems = 200
 func spillingQueue(t *testing.T, mode WALMode, release <-chan struct{}, delivered *atomic.Int64) *Queue[[]byte] {
 	t.Helper()
 	q, err := New(Config[[]byte]{
-		Send: func(ctx context.Context, b [][]byte) error {
-			select {
-			case <-release:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			delivered.Add(int64(len(b)))
-			return nil
-		},
+		Send: gatedSend(release, delivered),
 		BatchSize: 8, RingSize: 8, FlushInterval: time.Hour,
 		Memory: MemoryConfig{Limit: 4 << 20, Policy: Spill},
 		WAL:    WALConfig{Dir: t.TempDir(), Mode: mode, SegmentSize: 4 << 20, Compression: NoCompression},
@@ -498,6 +490,23 @@ func TestFlushWaitsForSpilled(t *testing.T) {
 				t.Fatalf("Flush returned with %d of %d items delivered (%d spilled)", got, spillItems, q.Stats().Spilled)
 			}
 		})
+	}
+}
+
+// gatedSend is a sink that is down until release is closed (it waits, and
+// returns its ctx's error if Stop gives up first), then delivers, counting
+// in delivered (which may be nil).
+func gatedSend(release <-chan struct{}, delivered *atomic.Int64) SendFunc[[]byte] {
+	return func(ctx context.Context, b [][]byte) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if delivered != nil {
+			delivered.Add(int64(len(b)))
+		}
+		return nil
 	}
 }
 
