@@ -48,7 +48,7 @@ func TestIntakeBesideReplay(t *testing.T) {
 			release := make(chan struct{})
 			var delivered atomic.Int64
 			q, err := New(Config[[]byte]{
-				Send: gatedSend(release, &delivered),
+				Send:      gatedSend(release, &delivered),
 				BatchSize: 64, Workers: 2, FlushInterval: 10 * time.Millisecond,
 				WAL: WALConfig{Dir: dir, Mode: mode, SegmentSize: 1 << 20},
 			})
@@ -258,7 +258,7 @@ func TestPeriodicKeepsKeyedItems(t *testing.T) {
 	dir := t.TempDir()
 	release := make(chan struct{})
 	q, err := New(Config[[]byte]{
-		Send: gatedSend(release, nil),
+		Send:      gatedSend(release, nil),
 		BatchSize: 10, FlushInterval: time.Hour,
 		WAL: WALConfig{Dir: dir, Mode: Periodic, SyncInterval: 10 * time.Millisecond, SegmentSize: 1 << 20},
 	})

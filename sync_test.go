@@ -247,7 +247,7 @@ func TestPeriodicWritesLargeBatches(t *testing.T) {
 	dir := t.TempDir()
 	release := make(chan struct{})
 	q, err := New(Config[[]byte]{
-		Send: gatedSend(release, nil),
+		Send:      gatedSend(release, nil),
 		BatchSize: 1000, RingSize: 1024, FlushInterval: time.Hour,
 		WAL: WALConfig{Dir: dir, Mode: Periodic, SyncInterval: 10 * time.Millisecond, SegmentSize: 256 << 10, Compression: NoCompression},
 	})

@@ -430,7 +430,7 @@ const spillItems = 200
 func spillingQueue(t *testing.T, mode WALMode, release <-chan struct{}, delivered *atomic.Int64) *Queue[[]byte] {
 	t.Helper()
 	q, err := New(Config[[]byte]{
-		Send: gatedSend(release, delivered),
+		Send:      gatedSend(release, delivered),
 		BatchSize: 8, RingSize: 8, FlushInterval: time.Hour,
 		Memory: MemoryConfig{Limit: 4 << 20, Policy: Spill},
 		WAL:    WALConfig{Dir: t.TempDir(), Mode: mode, SegmentSize: 4 << 20, Compression: NoCompression},
