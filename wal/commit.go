@@ -114,7 +114,9 @@ func (c *committer) add(items [][]byte) (uint64, int, error) {
 		return 0, 0, ErrClosed
 	}
 	cur := c.cur
-	if cur.n > 0 && len(cur.buf)+size > l.opts.GroupBytes {
+	// A group also closes before its record would hold more items than a
+	// record header can state, so that its count is known at Open.
+	if cur.n > 0 && (len(cur.buf)+size > l.opts.GroupBytes || cur.n+len(items) > maxStoredItems) {
 		c.sealed = append(c.sealed, cur)
 		cur = c.newGroupLocked()
 		c.cur = cur

@@ -51,7 +51,7 @@ func crashChildMain() int {
 	}
 	out.printf("S %d\n", l.Stats().Corrupt)
 	var replayed []uint64
-	err = l.Replay(func(id uint64, p []byte) error {
+	err = l.Replay(func(id uint64, p []byte, _ []ItemRange) error {
 		replayed = append(replayed, id)
 		return ForEachItem(p, func(item []byte) error {
 			out.printf("R %d %s\n", id, item)

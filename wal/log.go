@@ -43,11 +43,16 @@ type Log struct {
 	commit committer
 	synced atomic.Uint64
 
-	// amu guards the acknowledgement state: the acknowledged set, the acks
-	// not yet written to the ack log, and every segment's record states.
-	amu       sync.Mutex
-	acked     spanSet       // every acknowledged id (delivered, given up on, or lost and counted)
-	fresh     spanSet       // acknowledged since the last flush
+	// amu guards the acknowledgement state: the acknowledged set, the
+	// items done with of records partly acknowledged, the acks not yet
+	// written to the ack log, and every segment's record states.
+	amu        sync.Mutex
+	acked      spanSet       // every acknowledged id (delivered, given up on, or lost and counted)
+	partial    partialAcks   // items done with of records not yet acknowledged whole
+	fresh      spanSet       // acknowledged since the last flush
+	freshItems []itemsDone   // item acks since the last flush, in arrival order
+	pending    uint64        // items not yet done of the live records whose count is known
+	uncounted  int           // live records whose item count is not known (before Replay)
 	asegs     []*segment    // segments with records not yet all acknowledged, or the active one, in id order
 	liveBytes int64         // bytes of unacknowledged records and the headers of asegs
 	doomed    []*segment    // all acknowledged as of the last flush: deleted after the next one
@@ -90,17 +95,21 @@ type segment struct {
 	// Acknowledgement state, under Log.amu.
 	recs   []recState // record firstID+i is recs[i]
 	live   int        // records not yet acknowledged
+	head   int        // every record before recs[head] is acknowledged (advanced lazily, by Stats)
 	sealed bool       // no longer written to: deleted once live is 0
 }
 
 // recState is one record's acknowledgement state.
 type recState struct {
+	time   int64  // the record's timestamp, Unix nanoseconds (Stats.OldestPending)
 	left   uint32 // items not yet done; 0: acknowledged
 	stored uint32 // stored payload length, for Stats.Bytes
 }
 
-// itemsUnknown is the item count of a recovered record before Replay has
-// read it: such a record can be acknowledged whole (Ack), not by items.
+// itemsUnknown is the item count of a recovered record whose header does
+// not state it (a version 1 segment, or more items than a header holds)
+// until Replay counts its frames. AckRange on such a record is kept, and
+// the record is acknowledged by Ack, or at Replay if its ranges cover it.
 const itemsUnknown = ^uint32(0)
 
 // Stats is a snapshot of a Log's counters and gauges.
@@ -116,6 +125,18 @@ type Stats struct {
 	LastID      uint64 // highest record id issued
 	AckMark     uint64 // every id <= AckMark is acknowledged
 	Persisted   uint64 // the ack mark as last written to the ack log
+	// The backlog: what is not yet acknowledged. ItemsPending counts the
+	// items not yet done of unacknowledged records whose item count is
+	// known — every record appended since Open, and every recovered
+	// record whose header states its count (format version 2, up to
+	// 65,534 items). Uncounted is the number of unacknowledged records
+	// whose count is not known (recovered from a version 1 segment, or
+	// holding more items than a header states) until Replay counts them;
+	// their items are not in ItemsPending. OldestPending is the timestamp
+	// of the oldest unacknowledged record (zero if none).
+	ItemsPending  uint64
+	Uncounted     int
+	OldestPending time.Time
 	DeadLetters int    // dead letters on disk
 	DeadBytes   int64  // their file sizes
 	DeadCorrupt uint64 // dead letters lost to damage, counted exactly by Open
@@ -277,8 +298,9 @@ func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, 
 	}
 	s := l.active
 	id := l.nextID
+	now := time.Now().UnixNano()
 	err := withFaultsAsErrors(func() error {
-		encodeRecord(s.mem[s.pos:s.pos+need], recordHeader{id: id, time: time.Now().UnixNano(), codec: codec, kind: kind}, stored)
+		encodeRecord(s.mem[s.pos:s.pos+need], recordHeader{id: id, time: now, codec: codec, kind: kind, items: items}, stored)
 		return nil
 	})
 	if err != nil {
@@ -291,11 +313,13 @@ func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, 
 	s.pos += need
 	s.lastID = id
 	l.nextID++
-	// The item count exists before anyone learns the id, so AckItems can
+	// The item count exists before anyone learns the id, so AckRange can
 	// never see a record without it.
 	l.amu.Lock()
-	s.recs = append(s.recs, recState{left: uint32(min(max(items, 1), int(itemsUnknown)-1)), stored: uint32(len(stored))})
+	left := uint32(min(max(items, 1), int(itemsUnknown)-1))
+	s.recs = append(s.recs, recState{time: now, left: left, stored: uint32(len(stored))})
 	s.live++
+	l.pending += uint64(left)
 	l.liveBytes += recordSize(len(stored))
 	l.amu.Unlock()
 	l.issued.Store(id)
@@ -515,30 +539,40 @@ func (l *Log) syncNow() (uint64, error) {
 }
 
 // Ack acknowledges record id whole: its items are all done with (delivered
-// or given up on), whatever AckItems counted. Acks may come in any order
-// and repeat. They are written to the ack log in the background (at most
-// every Options.AckInterval, and at Close); a record acknowledged there is
+// or given up on), whatever AckRange recorded. Acks may come in any order
+// and repeat. They are written to the ack log within about a millisecond
+// (no sync: a process crash does not lose them) and made durable at most
+// every Options.AckInterval and at Close; a record acknowledged there is
 // never replayed, and a segment whose records are all acknowledged is
 // deleted, whatever older records still wait. A crash forgets at most the
 // acks not yet written: those records are replayed (at-least-once).
 func (l *Log) Ack(id uint64) error {
-	return l.ackRecord(id, 0)
+	return l.ack(id, 0, 0, true)
 }
 
-// AckItems records that n items of record id are done with. When all of a
-// record's items are (its item count: the items of AppendItems, the frames
-// of a Write, or the frames Replay found), the record is acknowledged as by
-// Ack. A recovered record's count is known once Replay has handed it out;
-// before that only Ack works on it.
-func (l *Log) AckItems(id uint64, n int) error {
-	if n <= 0 {
-		return fmt.Errorf("wal: AckItems(%d, %d): n must be positive", id, n)
+// AckRange records that items [off, off+n) of record id are done with
+// (delivered or given up on). A record's items are its frames, numbered
+// from 0: the items of AppendItems in order (AppendItemsAt says where a
+// call's items start), the frames of a Write, or the frames Replay found.
+// When all of a record's items are done, the record is acknowledged as by
+// Ack. Until then the ranges are written to the ack log as item entries,
+// as promptly as whole acks, and Replay hands a partly acknowledged record
+// out with its done items named, so a crash brings back only items not
+// acknowledged (or acknowledged within the last millisecond or so).
+// Ranges may overlap, repeat and come in any order; a range past the
+// record's item count is an error. A recovered record whose count is not
+// known (see Stats.Uncounted) takes any range: it is acknowledged when
+// Replay has counted its items and finds them all done. Acking a record
+// acknowledged already (whole) is not an error.
+func (l *Log) AckRange(id uint64, off, n int) error {
+	if off < 0 || n <= 0 || uint64(off)+uint64(n) > 1<<32-1 {
+		return fmt.Errorf("wal: AckRange(%d, %d, %d): not a range of items", id, off, n)
 	}
-	return l.ackRecord(id, n)
+	return l.ack(id, off, n, false)
 }
 
-// ackRecord takes n items off record id (n 0: all of them).
-func (l *Log) ackRecord(id uint64, n int) error {
+// ack acknowledges items [off, off+n) of record id, or all of them.
+func (l *Log) ack(id uint64, off, n int, whole bool) error {
 	if l.isClosed.Load() {
 		return ErrClosed
 	}
@@ -549,39 +583,69 @@ func (l *Log) ackRecord(id uint64, n int) error {
 	s := l.segmentOf(id)
 	if s == nil {
 		l.amu.Unlock()
-		if n > 0 {
-			return fmt.Errorf("wal: AckItems(%d, %d): the record is acknowledged already", id, n)
-		}
 		return nil // acknowledged (and its segment deleted), or lost and counted
 	}
 	r := &s.recs[id-s.firstID]
-	switch {
-	case r.left == 0 && n > 0:
-		l.amu.Unlock()
-		return fmt.Errorf("wal: AckItems(%d, %d): the record is acknowledged already", id, n)
-	case r.left == 0:
+	if r.left == 0 {
 		l.amu.Unlock()
 		return nil
-	case n > 0 && r.left == itemsUnknown:
-		l.amu.Unlock()
-		return fmt.Errorf("wal: AckItems(%d, %d): the record's item count is not known before Replay hands it out; use Ack", id, n)
-	case n > 0 && uint32(n) > r.left:
-		left := r.left
-		l.amu.Unlock()
-		return fmt.Errorf("wal: AckItems(%d, %d): only %d items outstanding", id, n, left)
-	case n > 0 && uint32(n) < r.left:
-		r.left -= uint32(n)
-		l.amu.Unlock()
-		return nil
+	}
+	if !whole {
+		if r.left != itemsUnknown {
+			count := uint64(r.left)
+			if set := l.partial.of(id); set != nil {
+				count += set.size()
+			}
+			if uint64(off)+uint64(n) > count {
+				l.amu.Unlock()
+				return fmt.Errorf("wal: AckRange(%d, %d, %d): the record holds %d items", id, off, n, count)
+			}
+		}
+		added := l.partial.add(id, off, n)
+		if added == 0 {
+			l.amu.Unlock()
+			return nil
+		}
+		if r.left != itemsUnknown {
+			r.left -= uint32(added)
+			l.pending -= uint64(added)
+		}
+		if r.left != 0 {
+			l.freshItems = appendItemsDone(l.freshItems, id, off, n)
+			l.amu.Unlock()
+			l.kickAckWriter()
+			return nil
+		}
+	}
+	l.ackedLocked(s, id, r)
+	l.amu.Unlock()
+	l.kickAckWriter()
+	return nil
+}
+
+// ackedLocked marks record id of segment s acknowledged. Caller holds amu.
+func (l *Log) ackedLocked(s *segment, id uint64, r *recState) {
+	if r.left == itemsUnknown {
+		l.uncounted--
+	} else {
+		l.pending -= uint64(r.left)
 	}
 	r.left = 0
 	s.live--
 	l.liveBytes -= recordSize(int(r.stored))
+	l.partial.drop(id)
 	l.acked.add(id, id)
 	l.fresh.add(id, id)
-	l.amu.Unlock()
-	l.kickAckWriter()
-	return nil
+}
+
+// appendItemsDone appends an item ack to list, extending the last entry
+// when it continues it (one batch's span after the previous one's).
+func appendItemsDone(list []itemsDone, id uint64, off, n int) []itemsDone {
+	if k := len(list) - 1; k >= 0 && list[k].id == id && int(list[k].off)+int(list[k].n) == off {
+		list[k].n += uint32(n)
+		return list
+	}
+	return append(list, itemsDone{id, uint32(off), uint32(n)})
 }
 
 // segmentOf returns the segment in asegs holding record id, or nil.
@@ -695,28 +759,20 @@ func (l *Log) flushAcks(sync bool) error {
 	written := l.synced.Load()
 	if !sync {
 		l.amu.Lock()
-		delta := l.fresh.take()
+		delta, items := l.takeFreshLocked()
 		l.amu.Unlock()
-		if len(delta) == 0 || l.ackLog.torn {
-			l.amu.Lock()
-			l.fresh.addAll(delta) // a torn log is rewritten by the next durable flush
-			l.amu.Unlock()
+		if (len(delta) == 0 && len(items) == 0) || l.ackLog.torn {
+			l.restoreFresh(delta, items) // a torn log is rewritten by the next durable flush
 			return nil
 		}
-		buf := make([]byte, 0, len(delta)*ackEntrySize)
-		for _, sp := range delta {
-			buf = appendAckEntry(buf, ackKindAcked, sp.lo, sp.hi)
-		}
-		if err := l.ackLog.write(buf); err != nil {
-			l.amu.Lock()
-			l.fresh.addAll(delta)
-			l.amu.Unlock()
+		if err := l.ackLog.write(ackEntries(delta, items, nil)); err != nil {
+			l.restoreFresh(delta, items)
 			return err
 		}
 		return nil
 	}
 	l.amu.Lock()
-	delta := l.fresh.take()
+	delta, items := l.takeFreshLocked()
 	due := l.doomed
 	l.doomed = nil
 	keep := l.asegs[:0]
@@ -730,20 +786,22 @@ func (l *Log) flushAcks(sync bool) error {
 	}
 	clear(l.asegs[len(keep):])
 	l.asegs = keep
-	state := len(l.acked.spans)
+	state := len(l.acked.spans) + l.partial.ranges
 	compact := l.ackLog.torn || (l.ackLog.size > ackCompactMin && l.ackLog.size > 4*int64(ackHeaderSize+(state+1)*ackEntrySize))
 	var full []span
+	var fullItems []itemsDone
 	if compact {
 		full = l.acked.clone()
+		fullItems = l.partial.entries()
 	}
 	mark := l.acked.mark()
 	l.amu.Unlock()
-	if len(delta) == 0 && written <= l.flushedW && len(due) == 0 && len(l.doomed) == 0 && !compact {
+	if len(delta) == 0 && len(items) == 0 && written <= l.flushedW && len(due) == 0 && len(l.doomed) == 0 && !compact {
 		return nil
 	}
 	var err error
 	if compact {
-		err = l.ackLog.rewrite(full, written)
+		err = l.ackLog.rewrite(full, fullItems, written)
 		// The rewritten file is one write: nothing is deleted on its
 		// strength until a flush follows it.
 		l.amu.Lock()
@@ -751,16 +809,11 @@ func (l *Log) flushAcks(sync bool) error {
 		l.amu.Unlock()
 		due = nil
 	} else {
-		buf := make([]byte, 0, (len(delta)+1)*ackEntrySize)
-		for _, sp := range delta {
-			buf = appendAckEntry(buf, ackKindAcked, sp.lo, sp.hi)
-		}
-		buf = appendAckEntry(buf, ackKindWritten, 0, written)
-		err = l.ackLog.append(buf)
+		err = l.ackLog.append(ackEntries(delta, items, &written))
 	}
 	if err != nil {
+		l.restoreFresh(delta, items) // written next time
 		l.amu.Lock()
-		l.fresh.addAll(delta) // written next time
 		l.doomed = append(due, l.doomed...)
 		l.amu.Unlock()
 		return err
@@ -768,6 +821,45 @@ func (l *Log) flushAcks(sync bool) error {
 	l.flushedW = max(l.flushedW, written)
 	l.persisted.Store(max(l.persisted.Load(), mark))
 	return l.deleteSegments(due)
+}
+
+// takeFreshLocked takes the acknowledgements not yet written: whole
+// records, and item acks of records not acknowledged whole since (the
+// whole entry supersedes them). Caller holds amu.
+func (l *Log) takeFreshLocked() ([]span, []itemsDone) {
+	delta := l.fresh.take()
+	items := l.freshItems[:0:0]
+	for _, d := range l.freshItems {
+		if !l.acked.contains(d.id) {
+			items = append(items, d)
+		}
+	}
+	l.freshItems = l.freshItems[:0]
+	return delta, items
+}
+
+// restoreFresh puts back acknowledgements a flush did not write.
+func (l *Log) restoreFresh(delta []span, items []itemsDone) {
+	l.amu.Lock()
+	l.fresh.addAll(delta)
+	l.freshItems = append(items, l.freshItems...)
+	l.amu.Unlock()
+}
+
+// ackEntries encodes acknowledgements as ack log entries, ending with the
+// written mark if written is not nil.
+func ackEntries(delta []span, items []itemsDone, written *uint64) []byte {
+	buf := make([]byte, 0, (len(delta)+len(items)+1)*ackEntrySize)
+	for _, sp := range delta {
+		buf = appendAckEntry(buf, ackKindAcked, sp.lo, sp.hi)
+	}
+	for _, d := range items {
+		buf = appendItemsEntry(buf, d.id, d.off, d.n)
+	}
+	if written != nil {
+		buf = appendAckEntry(buf, ackKindWritten, 0, *written)
+	}
+	return buf
 }
 
 // deleteSegments removes the files of segments whose records are all
@@ -825,8 +917,32 @@ func (l *Log) Stats() Stats {
 	l.amu.Lock()
 	st.AckMark = l.acked.mark()
 	st.Bytes = l.liveBytes
+	st.ItemsPending = l.pending
+	st.Uncounted = l.uncounted
+	if t, ok := l.oldestPendingLocked(); ok {
+		st.OldestPending = time.Unix(0, t)
+	}
 	l.amu.Unlock()
 	return st
+}
+
+// oldestPendingLocked returns the timestamp of the oldest unacknowledged
+// record. Each segment's head only moves forward past acknowledged
+// records, so the scans add up to one pass over the records. Caller holds
+// amu.
+func (l *Log) oldestPendingLocked() (int64, bool) {
+	for _, s := range l.asegs {
+		if s.live == 0 {
+			continue
+		}
+		for s.head < len(s.recs) && s.recs[s.head].left == 0 {
+			s.head++
+		}
+		if s.head < len(s.recs) {
+			return s.recs[s.head].time, true
+		}
+	}
+	return 0, false
 }
 
 // Dir returns the directory the log lives in.

@@ -82,7 +82,8 @@ func planRecovery(av ackView, segs []planSegment) recoveryPlan {
 	for _, s := range segs {
 		p.acked.addAll(s.gaps)
 	}
-	p.hi = max(av.state.written, p.acked.max())
+	// An item entry, like an ack, proves its id was issued.
+	p.hi = max(av.state.written, p.acked.max(), av.state.items.maxID())
 	var covered spanSet
 	var prevLast uint64
 	haveKept := false
