@@ -44,15 +44,15 @@ import (
 // a non-zero id with a bad CRC, an impossible length, an id out of sequence,
 // or a valid record found after a zero id — is damage.
 const (
-	segmentMagic      = 0x56494E45
-	segmentVersion    = 2
+	segmentMagic   = 0x56494E45
+	segmentVersion = 2
 	// segmentVersionNoCounts is the first format: records' bytes [22:24]
 	// are zero (item count unknown). It is read, never written.
 	segmentVersionNoCounts = 1
-	segmentHeaderSize = 32
-	recordHeaderSize  = 24
-	recordTrailerSize = 4
-	recordOverhead    = recordHeaderSize + recordTrailerSize
+	segmentHeaderSize      = 32
+	recordHeaderSize       = 24
+	recordTrailerSize      = 4
+	recordOverhead         = recordHeaderSize + recordTrailerSize
 
 	segmentRepaired = 1 << 0
 

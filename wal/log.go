@@ -53,11 +53,11 @@ type Log struct {
 	freshItems []itemsDone   // item acks since the last flush, in arrival order
 	pending    uint64        // items not yet done of the live records whose count is known
 	uncounted  int           // live records whose item count is not known (before Replay)
-	asegs     []*segment    // segments with records not yet all acknowledged, or the active one, in id order
-	liveBytes int64         // bytes of unacknowledged records and the headers of asegs
-	doomed    []*segment    // all acknowledged as of the last flush: deleted after the next one
-	issued    atomic.Uint64 // highest id ever issued (recovered or appended)
-	persisted atomic.Uint64 // the ack mark as of the last flush
+	asegs      []*segment    // segments with records not yet all acknowledged, or the active one, in id order
+	liveBytes  int64         // bytes of unacknowledged records and the headers of asegs
+	doomed     []*segment    // all acknowledged as of the last flush: deleted after the next one
+	issued     atomic.Uint64 // highest id ever issued (recovered or appended)
+	persisted  atomic.Uint64 // the ack mark as of the last flush
 	// fmu serializes flushes of the ack log (ackLoop, Checkpoint, Close).
 	fmu      sync.Mutex
 	ackLog   *ackLog
@@ -137,9 +137,9 @@ type Stats struct {
 	ItemsPending  uint64
 	Uncounted     int
 	OldestPending time.Time
-	DeadLetters int    // dead letters on disk
-	DeadBytes   int64  // their file sizes
-	DeadCorrupt uint64 // dead letters lost to damage, counted exactly by Open
+	DeadLetters   int    // dead letters on disk
+	DeadBytes     int64  // their file sizes
+	DeadCorrupt   uint64 // dead letters lost to damage, counted exactly by Open
 }
 
 // Open locks dir (creating it 0700 if needed), recovers it and returns a
