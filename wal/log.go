@@ -58,8 +58,13 @@ type Log struct {
 	doomed     []*segment    // all acknowledged as of the last flush: deleted after the next one
 	issued     atomic.Uint64 // highest id ever issued (recovered or appended)
 	persisted  atomic.Uint64 // the ack mark as of the last flush
-	// fmu serializes flushes of the ack log (ackLoop, Checkpoint, Close).
+	// fmu serializes writes to the ack log file (short: a write(2), or a
+	// compaction); smu serializes durable flushes (syncLoop, Checkpoint,
+	// Close), whose fdatasync runs without fmu, so that the fresh acks of
+	// ackLoop never wait behind a sync. Lock order: smu, fmu, amu.
 	fmu      sync.Mutex
+	smu      sync.Mutex
+	syncKick chan struct{}
 	ackLog   *ackLog
 	flushedW uint64 // the written mark in the ack log
 	ackKick  chan struct{}
@@ -175,6 +180,7 @@ func open(dir string, opts Options) (*Log, error) {
 		log:      opts.Logger.With("wal", dir),
 		lock:     lock,
 		ackKick:  make(chan struct{}, 1),
+		syncKick: make(chan struct{}, 1),
 		prepKick: make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
@@ -188,8 +194,9 @@ func open(dir string, opts Options) (*Log, error) {
 		return nil, err
 	}
 	l.commit.init(l)
-	l.done.Add(2)
+	l.done.Add(3)
 	go l.ackLoop()
+	go l.syncLoop()
 	go l.prepLoop()
 	go l.commit.run()
 	if !opts.noSpare {
@@ -693,49 +700,67 @@ func (l *Log) Checkpoint() error {
 // of the machine.
 const ackWriteDelay = time.Millisecond
 
-// ackLoop writes the ack log in the background: fresh acknowledgements
-// within ackWriteDelay (a write, no sync), and a durable flush at most once
-// per AckInterval, so that acks from a fast Send path cost one fdatasync
-// per interval rather than one each, and a process crash forgets at most a
-// millisecond of them.
+// ackLoop writes fresh acknowledgements to the ack log within
+// ackWriteDelay (a write, no sync), so a process crash forgets at most a
+// millisecond of them, and has syncLoop make them durable.
 func (l *Log) ackLoop() {
 	defer l.done.Done()
-	syncT := time.NewTimer(time.Hour)
-	syncT.Stop()
-	syncArmed := false
 	for {
 		select {
 		case <-l.stop:
-			syncT.Stop()
 			return
 		case <-l.ackKick:
-			if err := l.flushAcks(false); err != nil {
-				l.log.Error("wal: writing the ack log failed", "err", err)
-			}
-			if !syncArmed {
-				syncT.Reset(l.opts.AckInterval)
-				syncArmed = true
-			}
-			// Coalesce: the acks of the next millisecond go in one write.
-			pause := time.NewTimer(ackWriteDelay)
+		}
+		if err := l.flushAcks(false); err != nil {
+			l.log.Error("wal: writing the ack log failed", "err", err)
+		}
+		select {
+		case l.syncKick <- struct{}{}:
+		default:
+		}
+		// Coalesce: the acks of the next millisecond go in one write.
+		pause := time.NewTimer(ackWriteDelay)
+		select {
+		case <-l.stop:
+			pause.Stop()
+			return
+		case <-pause.C:
+		}
+	}
+}
+
+// syncLoop runs a durable flush at most once per AckInterval while there
+// are acknowledgements to sync or segments to delete, so that acks from a
+// fast Send path cost one fdatasync per interval rather than one each. It
+// is a goroutine of its own so that a slow fdatasync (the disk busy with
+// the segments' group commits) never delays the writes of ackLoop.
+func (l *Log) syncLoop() {
+	defer l.done.Done()
+	wait := time.NewTimer(time.Hour)
+	wait.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-l.syncKick:
+		}
+		wait.Reset(l.opts.AckInterval)
+		select {
+		case <-l.stop:
+			wait.Stop()
+			return
+		case <-wait.C:
+		}
+		if err := l.flushAcks(true); err != nil {
+			l.log.Error("wal: writing the ack log failed", "err", err)
+		}
+		l.amu.Lock()
+		again := len(l.doomed) > 0 // deleted by the next durable flush
+		l.amu.Unlock()
+		if again {
 			select {
-			case <-l.stop:
-				pause.Stop()
-				syncT.Stop()
-				return
-			case <-pause.C:
-			}
-		case <-syncT.C:
-			syncArmed = false
-			if err := l.flushAcks(true); err != nil {
-				l.log.Error("wal: writing the ack log failed", "err", err)
-			}
-			l.amu.Lock()
-			again := len(l.doomed) > 0 // deleted by the next durable flush
-			l.amu.Unlock()
-			if again {
-				syncT.Reset(l.opts.AckInterval)
-				syncArmed = true
+			case l.syncKick <- struct{}{}:
+			default:
 			}
 		}
 	}
@@ -747,17 +772,18 @@ func (l *Log) ackLoop() {
 // means a segment is only ever deleted on the strength of acks with a later
 // flush after them in the file, so damage to the file's last entries (a
 // torn write, or a bit flip there) never concerns a deleted segment; see
-// doc.go. The ack log is rewritten (compacted) instead of appended to when
-// it has grown to several times the state it holds.
+// doc.go. (The acks that freed a segment were taken, and written, under
+// fmu before the flush that found it free wrote its own entries.) The ack
+// log is rewritten (compacted) instead of appended to when it has grown to
+// several times the state it holds.
 //
 // Without sync it only writes the fresh acknowledgements (no fdatasync, no
 // deletion, no compaction): they are in the page cache, safe from a process
 // crash, and the next durable flush syncs them with its own.
 func (l *Log) flushAcks(sync bool) error {
-	l.fmu.Lock()
-	defer l.fmu.Unlock()
-	written := l.synced.Load()
 	if !sync {
+		l.fmu.Lock()
+		defer l.fmu.Unlock()
 		l.amu.Lock()
 		delta, items := l.takeFreshLocked()
 		l.amu.Unlock()
@@ -771,6 +797,10 @@ func (l *Log) flushAcks(sync bool) error {
 		}
 		return nil
 	}
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	l.fmu.Lock()
+	written := l.synced.Load()
 	l.amu.Lock()
 	delta, items := l.takeFreshLocked()
 	due := l.doomed
@@ -797,11 +827,12 @@ func (l *Log) flushAcks(sync bool) error {
 	mark := l.acked.mark()
 	l.amu.Unlock()
 	if len(delta) == 0 && len(items) == 0 && written <= l.flushedW && len(due) == 0 && len(l.doomed) == 0 && !compact {
+		l.fmu.Unlock()
 		return nil
 	}
 	var err error
 	if compact {
-		err = l.ackLog.rewrite(full, fullItems, written)
+		err = l.ackLog.rewrite(full, fullItems, written) // synced
 		// The rewritten file is one write: nothing is deleted on its
 		// strength until a flush follows it.
 		l.amu.Lock()
@@ -809,7 +840,14 @@ func (l *Log) flushAcks(sync bool) error {
 		l.amu.Unlock()
 		due = nil
 	} else {
-		err = l.ackLog.append(ackEntries(delta, items, &written))
+		err = l.ackLog.write(ackEntries(delta, items, &written))
+	}
+	f := l.ackLog.f // only a durable flush replaces it, and smu is held
+	l.fmu.Unlock()
+	if err == nil && !compact {
+		if err = fdatasync(f); err != nil {
+			err = fmt.Errorf("fdatasync %s: %w", ackFileName, err)
+		}
 	}
 	if err != nil {
 		l.restoreFresh(delta, items) // written next time
