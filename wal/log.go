@@ -251,7 +251,7 @@ func (l *Log) Append(payload []byte) (uint64, error) {
 // Write writes payload as one record without waiting for it to be durable:
 // it survives a crash of the process but not of the machine until Sync (or
 // a durable append) returns. payload is normally a batch framed with
-// AppendFrame: the record's item count (for AckItems) is its number of
+// AppendFrame: the record's item count (for AckRange) is its number of
 // frames; a payload that is not a sequence of frames counts as one item.
 // The payload is compressed by the calling goroutine and not retained.
 func (l *Log) Write(payload []byte) (uint64, error) {

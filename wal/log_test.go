@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(deadChildEnv) != "" {
 		os.Exit(deadChildMain())
 	}
+	if os.Getenv(rangeChildEnv) != "" {
+		os.Exit(rangeChildMain())
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -75,7 +75,8 @@ type recoveryPlan struct {
 // every id up to the highest one known to have been issued is either in an
 // intact record kept, acknowledged, or lost. The highest id issued is the
 // largest of the ack log's written mark, the ids acknowledged, the ids
-// found on disk (after damage too) and the ids segment names imply.
+// found on disk (after damage too), the records item entries name, and the
+// ids segment names imply.
 func planRecovery(av ackView, segs []planSegment) recoveryPlan {
 	var p recoveryPlan
 	p.acked.addAll(av.state.acked.spans)
