@@ -3,6 +3,8 @@ package vinequeue
 import (
 	"context"
 	"errors"
+
+	"github.com/vineroute/vinequeue/wal"
 )
 
 // Replay: the records a WAL holds unacknowledged at New (a crash, or a Stop
@@ -62,7 +64,10 @@ func (q *Queue[T]) replayLoop() {
 		}
 	}
 	var items []T
-	err := w.log.Replay(func(id uint64, payload []byte) error {
+	// Each record comes with the items already done with (delivered or
+	// given up on before a crash); only the others go out, each under its
+	// index in the record, which is what its span acknowledges.
+	err := w.log.Replay(func(id uint64, payload []byte, done []wal.ItemRange) error {
 		if q.sendCtx.Err() != nil {
 			return errReplayStopped
 		}
@@ -77,10 +82,19 @@ func (q *Queue[T]) replayLoop() {
 			return w.log.Ack(id)
 		}
 		for off := 0; off < len(items); {
+			if len(done) > 0 && off >= done[0].Off {
+				off = max(off, done[0].Off+done[0].N)
+				done = done[1:]
+				continue
+			}
+			end := len(items)
+			if len(done) > 0 {
+				end = min(end, done[0].Off)
+			}
 			if cur == nil {
 				cur = q.getBatch()
 			}
-			n := min(len(items)-off, limit-len(cur.items))
+			n := min(end-off, limit-len(cur.items))
 			cur.spans = appendSpan(cur.spans, id, off, n)
 			cur.items = append(cur.items, items[off:off+n]...)
 			off += n

@@ -367,7 +367,7 @@ func (q *Queue[T]) ackDelivered(b *pending[T]) {
 		if s.id == 0 {
 			continue
 		}
-		if err := q.wal.log.AckItems(s.id, s.n); err != nil && !errors.Is(err, wal.ErrClosed) {
+		if err := q.wal.log.AckRange(s.id, s.off, s.n); err != nil && !errors.Is(err, wal.ErrClosed) {
 			q.logger.Warn("vinequeue: wal ack failed", "record", s.id, "err", err)
 		}
 	}

@@ -17,7 +17,7 @@ import (
 // Header (ackHeaderSize bytes):
 //
 //	[0:4]   magic 0x5641434C ("VACL", big-endian like the segment magic)
-//	[4:6]   version (1)
+//	[4:6]   version (2: item entries may occur; version 1 files are read)
 //	[6:8]   reserved, zero
 //	[8:16]  generation: how many times the file was rewritten
 //	[16:28] reserved, zero
@@ -31,14 +31,28 @@ import (
 //	        ackKindWritten (lo 0: every id <= hi was durably written)
 //	[17:20] reserved, zero
 //	[20:24] CRC32C of [0:20]
+//
+// or, for kind ackKindItems (items [off, off+n) of record id are done with,
+// the record itself not yet acknowledged; n >= 1, off+n < 2^32):
+//
+//	[0:8]   id (>= 1)
+//	[8:12]  off
+//	[12:16] n
+//	[16]    kind ackKindItems
+//	[17:20] reserved, zero
+//	[20:24] CRC32C of [0:20]
 const (
 	ackFileName    = "ACK"
 	ackLogMagic    = 0x5641434C
-	ackLogVersion  = 1
+	ackLogVersion  = 2
 	ackHeaderSize  = 32
 	ackEntrySize   = 24
 	ackKindAcked   = 1
 	ackKindWritten = 2
+	ackKindItems   = 3
+
+	// ackLogVersion1 files have no item entries; they are read as they are.
+	ackLogVersion1 = 1
 
 	// The two-slot format of earlier versions: a low-water mark only.
 	legacyAckMagic    = 0x5641434B
@@ -52,7 +66,8 @@ const (
 // ackState is what an ack log says.
 type ackState struct {
 	acked   spanSet
-	written uint64 // every id <= written was durably written
+	items   partialAcks // item entries, of records acknowledged or not
+	written uint64      // every id <= written was durably written
 	gen     uint64
 	legacy  bool // read from the two-slot format: acked is 1..mark
 	// Entries that fail their checksum. Only a torn last write can leave
@@ -71,6 +86,11 @@ func putAckHeader(b []byte, gen uint64) {
 	binary.LittleEndian.PutUint16(b[4:6], ackLogVersion)
 	binary.LittleEndian.PutUint64(b[8:16], gen)
 	binary.LittleEndian.PutUint32(b[28:32], crc32.Checksum(b[0:28], castagnoli))
+}
+
+// appendItemsEntry appends "items [off, off+n) of record id are done".
+func appendItemsEntry(dst []byte, id uint64, off, n uint32) []byte {
+	return appendAckEntry(dst, ackKindItems, id, uint64(off)|uint64(n)<<32)
 }
 
 func appendAckEntry(dst []byte, kind uint8, lo, hi uint64) []byte {
@@ -92,6 +112,7 @@ func parseAckEntry(e []byte) (kind uint8, lo, hi uint64, ok bool) {
 	switch {
 	case kind == ackKindAcked && lo >= 1 && lo <= hi:
 	case kind == ackKindWritten && lo == 0:
+	case kind == ackKindItems && lo >= 1 && hi>>32 >= 1 && uint64(uint32(hi))+hi>>32 <= 1<<32-1:
 	default:
 		return 0, 0, 0, false
 	}
@@ -115,7 +136,7 @@ func parseAckLog(b []byte) (ackState, error) {
 	if got, want := binary.LittleEndian.Uint32(b[28:32]), crc32.Checksum(b[0:28], castagnoli); got != want {
 		return st, fmt.Errorf("%w: header checksum %#08x, want %#08x", errAckHeader, got, want)
 	}
-	if v := binary.LittleEndian.Uint16(b[4:6]); v != ackLogVersion {
+	if v := binary.LittleEndian.Uint16(b[4:6]); v != ackLogVersion && v != ackLogVersion1 {
 		return st, fmt.Errorf("%w: version %d", errAckHeader, v)
 	}
 	st.gen = binary.LittleEndian.Uint64(b[8:16])
@@ -129,9 +150,12 @@ func parseAckLog(b []byte) (ackState, error) {
 		}
 		st.badMid += bad // a good entry after bad ones: they were not a torn tail
 		bad = 0
-		if kind == ackKindAcked {
+		switch kind {
+		case ackKindAcked:
 			st.acked.add(lo, hi)
-		} else {
+		case ackKindItems:
+			st.items.add(lo, int(uint32(hi)), int(hi>>32))
+		default:
 			st.written = max(st.written, hi)
 		}
 	}
@@ -182,15 +206,18 @@ type ackLog struct {
 	torn bool
 }
 
-// rewriteAckLog replaces dir's ack log with one holding acked and written,
-// crash-safely: it is written and synced under a temporary name, renamed
-// over the old one, and the directory synced. Until the rename the old file
-// stands; after it, the new one.
-func rewriteAckLog(dir string, gen uint64, acked []span, written uint64) (*ackLog, error) {
-	buf := make([]byte, ackHeaderSize, ackHeaderSize+(len(acked)+1)*ackEntrySize)
+// rewriteAckLog replaces dir's ack log with one holding acked, the item
+// entries of items and written, crash-safely: it is written and synced
+// under a temporary name, renamed over the old one, and the directory
+// synced. Until the rename the old file stands; after it, the new one.
+func rewriteAckLog(dir string, gen uint64, acked []span, items []itemsDone, written uint64) (*ackLog, error) {
+	buf := make([]byte, ackHeaderSize, ackHeaderSize+(len(acked)+len(items)+1)*ackEntrySize)
 	putAckHeader(buf, gen)
 	for _, sp := range acked {
 		buf = appendAckEntry(buf, ackKindAcked, sp.lo, sp.hi)
+	}
+	for _, d := range items {
+		buf = appendItemsEntry(buf, d.id, d.off, d.n)
 	}
 	buf = appendAckEntry(buf, ackKindWritten, 0, written)
 	path := filepath.Join(dir, ackFileName)
@@ -228,8 +255,8 @@ func (a *ackLog) append(entries []byte) error {
 }
 
 // rewrite compacts the log to the state given.
-func (a *ackLog) rewrite(acked []span, written uint64) error {
-	n, err := rewriteAckLog(a.dir, a.gen+1, acked, written)
+func (a *ackLog) rewrite(acked []span, items []itemsDone, written uint64) error {
+	n, err := rewriteAckLog(a.dir, a.gen+1, acked, items, written)
 	if err != nil {
 		return err
 	}

@@ -116,6 +116,15 @@ func (s *spanSet) max() uint64 {
 	return s.spans[len(s.spans)-1].hi
 }
 
+// size returns how many ids are in the set.
+func (s *spanSet) size() uint64 {
+	var n uint64
+	for _, sp := range s.spans {
+		n += sp.hi - sp.lo + 1
+	}
+	return n
+}
+
 // take returns the spans and empties the set.
 func (s *spanSet) take() []span {
 	out := s.spans
@@ -125,3 +134,107 @@ func (s *spanSet) take() []span {
 
 // clone returns a copy of the spans.
 func (s *spanSet) clone() []span { return append([]span(nil), s.spans...) }
+
+// itemsDone is one item entry of the ack log: items [off, off+n) of
+// record id are done with.
+type itemsDone struct {
+	id     uint64
+	off, n uint32
+}
+
+// partialAcks holds the items done with of records that are not yet
+// acknowledged whole: only a record partly acknowledged has an entry, so
+// it is bounded by the records in flight. A record's items are kept as a
+// spanSet of item indexes (inclusive), which stays a span or two long
+// because a record's items are delivered roughly in order.
+type partialAcks struct {
+	m      map[uint64]*spanSet
+	ranges int // spans over all records: the item entries a rewrite writes
+}
+
+// add marks items [off, off+n) of record id done and returns how many of
+// them were not before.
+func (p *partialAcks) add(id uint64, off, n int) int {
+	if n <= 0 {
+		return 0
+	}
+	if p.m == nil {
+		p.m = make(map[uint64]*spanSet)
+	}
+	set := p.m[id]
+	if set == nil {
+		set = &spanSet{}
+		p.m[id] = set
+	}
+	lo, hi := uint64(off), uint64(off)+uint64(n)-1
+	before, spans := set.count(lo, hi), len(set.spans)
+	set.add(lo, hi)
+	p.ranges += len(set.spans) - spans
+	return n - int(before)
+}
+
+// of returns the items done with of record id (nil: none).
+func (p *partialAcks) of(id uint64) *spanSet { return p.m[id] }
+
+// drop forgets record id (acknowledged whole, or lost).
+func (p *partialAcks) drop(id uint64) {
+	if set := p.m[id]; set != nil {
+		p.ranges -= len(set.spans)
+		delete(p.m, id)
+	}
+}
+
+// clip drops the items of record id at or past count (a count learned
+// after the items were acknowledged) and returns how many remain done.
+func (p *partialAcks) clip(id uint64, count int) int {
+	set := p.m[id]
+	if set == nil {
+		return 0
+	}
+	if count <= 0 {
+		p.drop(id)
+		return 0
+	}
+	kept := set.count(0, uint64(count)-1)
+	if kept == 0 {
+		p.drop(id)
+		return 0
+	}
+	if set.max() >= uint64(count) {
+		var c spanSet
+		for _, sp := range set.spans {
+			if sp.lo < uint64(count) {
+				c.add(sp.lo, min(sp.hi, uint64(count)-1))
+			}
+		}
+		p.ranges += len(c.spans) - len(set.spans)
+		*set = c
+	}
+	return int(kept)
+}
+
+// entries returns every record's items as ack log entries, in id order.
+func (p *partialAcks) entries() []itemsDone {
+	out := make([]itemsDone, 0, p.ranges)
+	for id, set := range p.m {
+		for _, sp := range set.spans {
+			out = append(out, itemsDone{id, uint32(sp.lo), uint32(sp.hi - sp.lo + 1)})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].id != out[j].id {
+			return out[i].id < out[j].id
+		}
+		return out[i].off < out[j].off
+	})
+	return out
+}
+
+// maxID returns the highest record id with items done (0: none).
+func (p *partialAcks) maxID() uint64 {
+	var hi uint64
+	for id := range p.m {
+		hi = max(hi, id)
+	}
+	return hi
+}

@@ -233,7 +233,7 @@ func benchmarkRecovery(b *testing.B, c Compression) {
 		raw = 0
 		// The callback only takes the payload: what it then costs to decode
 		// items is the caller's, not the log's.
-		err = l.Replay(func(id uint64, p []byte) error {
+		err = l.Replay(func(id uint64, p []byte, _ []ItemRange) error {
 			raw += int64(len(p))
 			return nil
 		})
@@ -300,7 +300,7 @@ func BenchmarkCompression(b *testing.B) {
 
 // BenchmarkAck measures what acknowledging a batch costs: the records (100
 // framed items each) are written first, untimed; then each is acknowledged
-// item by item in batches of 10 (AckItems) or whole (Ack), and the ack log
+// item by item in ranges of 10 (AckRange) or whole (Ack), and the ack log
 // is written (Checkpoint) at the end, all timed. The ack log's fdatasync
 // per AckInterval is amortized over the acks it covers. Write is timed in
 // the same run, for a ratio.
@@ -351,10 +351,10 @@ func BenchmarkAck(b *testing.B) {
 	b.Run("Ack", func(b *testing.B) {
 		ackAll(b, func(l *Log, id uint64) error { return l.Ack(id) })
 	})
-	b.Run("AckItems10x10", func(b *testing.B) {
+	b.Run("AckRange10x10", func(b *testing.B) {
 		ackAll(b, func(l *Log, id uint64) error {
-			for range 10 {
-				if err := l.AckItems(id, 10); err != nil {
+			for i := range 10 {
+				if err := l.AckRange(id, 10*i, 10); err != nil {
 					return err
 				}
 			}

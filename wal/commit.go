@@ -82,7 +82,7 @@ func (l *Log) AppendItem(item []byte) (uint64, error) {
 // cache, with Options.NoSync). The items of one call stay together and in
 // order. If they cannot fit one record under MaxRecord even alone, the call
 // fails with ErrTooLarge, and no other caller is affected. The record's
-// item count is its number of items, for AckItems; several callers receive
+// item count is its number of items, for AckRange; several callers receive
 // the same id. The items are copied; no items: it returns 0 and nil.
 func (l *Log) AppendItems(items [][]byte) (uint64, error) {
 	id, _, err := l.commit.add(items)
@@ -114,7 +114,9 @@ func (c *committer) add(items [][]byte) (uint64, int, error) {
 		return 0, 0, ErrClosed
 	}
 	cur := c.cur
-	if cur.n > 0 && len(cur.buf)+size > l.opts.GroupBytes {
+	// A group also closes before its record would hold more items than a
+	// record header can state, so that its count is known at Open.
+	if cur.n > 0 && (len(cur.buf)+size > l.opts.GroupBytes || cur.n+len(items) > maxStoredItems) {
 		c.sealed = append(c.sealed, cur)
 		cur = c.newGroupLocked()
 		c.cur = cur

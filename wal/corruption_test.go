@@ -106,7 +106,7 @@ func (f *corruptionFixture) recoverWith(t *testing.T, what, dir string, a []byte
 		l, err := Open(dir, f.opts)
 		require.NoError(t, err, "%s: round %d", what, round)
 		got := map[uint64][]byte{}
-		require.NoError(t, l.Replay(func(id uint64, p []byte) error {
+		require.NoError(t, l.Replay(func(id uint64, p []byte, _ []ItemRange) error {
 			got[id] = bytes.Clone(p)
 			return nil
 		}), "%s: round %d", what, round)

@@ -51,7 +51,7 @@ func crashChildMain() int {
 	}
 	out.printf("S %d\n", l.Stats().Corrupt)
 	var replayed []uint64
-	err = l.Replay(func(id uint64, p []byte) error {
+	err = l.Replay(func(id uint64, p []byte, _ []ItemRange) error {
 		replayed = append(replayed, id)
 		return ForEachItem(p, func(item []byte) error {
 			out.printf("R %d %s\n", id, item)
@@ -136,42 +136,7 @@ type crashIncarnation struct {
 // while longer, kills it with SIGKILL and returns its stdout lines.
 func runCrashChild(t *testing.T, env []string, minLines int, rng *rand.Rand) []string {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	if runtime.GOARCH != hostArch() {
-		// Under qemu-user there is no binfmt_misc here: run the child
-		// through the same emulator.
-		qemu, err := exec.LookPath("qemu-" + qemuArch() + "-static")
-		if err != nil {
-			t.Skipf("cannot re-execute a %s test binary: %v", runtime.GOARCH, err)
-		}
-		cmd = exec.Command(qemu, exe, "-test.run=^$")
-	}
-	cmd.Env = append(os.Environ(), env...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) && errors.Is(pe.Err, syscall.ENOEXEC) {
-			t.Skipf("cannot re-execute the test binary: %v", err)
-		}
-		t.Fatal(err)
-	}
-	lines := make(chan string, 1024)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
+	cmd, lines, stderr := startChild(t, env)
 	var got []string
 	deadline := time.After(60 * time.Second)
 	var killAt <-chan time.Time
@@ -197,6 +162,49 @@ func runCrashChild(t *testing.T, env []string, minLines int, rng *rand.Rand) []s
 			t.Fatalf("crash child printed only %d lines in 60 s; stderr:\n%s", len(got), stderr.String())
 		}
 	}
+}
+
+// startChild starts the test binary as a child with env added, and returns
+// its stdout lines as they come (the channel closes at its end).
+func startChild(t *testing.T, env []string) (*exec.Cmd, <-chan string, *strings.Builder) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	if runtime.GOARCH != hostArch() {
+		// Under qemu-user there is no binfmt_misc here: run the child
+		// through the same emulator.
+		qemu, err := exec.LookPath("qemu-" + qemuArch() + "-static")
+		if err != nil {
+			t.Skipf("cannot re-execute a %s test binary: %v", runtime.GOARCH, err)
+		}
+		cmd = exec.Command(qemu, exe, "-test.run=^$")
+	}
+	cmd.Env = append(os.Environ(), env...)
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) && errors.Is(pe.Err, syscall.ENOEXEC) {
+			t.Skipf("cannot re-execute the test binary: %v", err)
+		}
+		t.Fatal(err)
+	}
+	lines := make(chan string, 1024)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	return cmd, lines, stderr
 }
 
 func isKilled(err error) bool {

@@ -209,7 +209,7 @@ func TestRandomDamageCountsExactLoss(t *testing.T) {
 			l, err := Open(dir, Options{SegmentSize: 4096, NoSync: true, noSpare: true})
 			require.NoError(t, err, what)
 			var got []uint64
-			require.NoError(t, l.Replay(func(id uint64, p []byte) error {
+			require.NoError(t, l.Replay(func(id uint64, p []byte, _ []ItemRange) error {
 				want, ok := b.payloads[id]
 				require.True(t, ok, "%s: replayed id %d was never written", what, id)
 				require.Equal(t, want, p, "%s: payload of %d", what, id)

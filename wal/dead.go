@@ -306,7 +306,7 @@ func (d *deadLog) ensureDir(walDir string) error {
 	if err := syncDir(walDir); err != nil {
 		return fmt.Errorf("wal: %w", err)
 	}
-	a, err := rewriteAckLog(d.dir, 1, d.purged.spans, d.next-1)
+	a, err := rewriteAckLog(d.dir, 1, d.purged.spans, nil, d.next-1)
 	if err != nil {
 		return fmt.Errorf("wal: dead-letter ack log: %w", err)
 	}
@@ -321,7 +321,7 @@ func (d *deadLog) ensureDir(walDir string) error {
 func (d *deadLog) appendAck(entries []byte) error {
 	a := d.ack
 	if a.torn || (a.size > ackCompactMin && a.size > 4*int64(ackHeaderSize+(len(d.purged.spans)+1)*ackEntrySize)) {
-		return a.rewrite(d.purged.spans, d.next-1)
+		return a.rewrite(d.purged.spans, nil, d.next-1)
 	}
 	return a.append(entries)
 }

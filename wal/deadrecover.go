@@ -98,7 +98,7 @@ func (l *Log) recoverDead() error {
 	if err := l.opts.inject("dlq-ack"); err != nil {
 		return fmt.Errorf("wal: %w", err)
 	}
-	a, err := rewriteAckLog(d.dir, av.state.gen+1, p.acked.spans, p.hi)
+	a, err := rewriteAckLog(d.dir, av.state.gen+1, p.acked.spans, nil, p.hi)
 	if err != nil {
 		return fmt.Errorf("wal: dead-letter ack log: %w", err)
 	}

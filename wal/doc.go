@@ -24,7 +24,8 @@
 // The package does not import the queue: the root package encodes items
 // with its Codec, frames them (AppendFrame/ForEachItem, or lets AppendItems
 // do it), and maps this package's sentinel errors onto its own. A record's
-// item count is its number of frames.
+// item count is its number of frames; its items are numbered from 0, and
+// AckRange acknowledges them by range.
 //
 // # Format
 //
@@ -32,9 +33,15 @@
 // and, with Options.ZeroFill, zero-filled in the background, because
 // the first sync of an fallocated ext4/xfs range also commits its extent
 // conversion) and mapped read-write; it starts with a 32-byte header (magic "VINE",
-// version 1, compression, first id, created size, CRC32C). Records follow,
-// 8-byte aligned: id, timestamp, stored length, codec, kind, payload,
-// CRC32C over all of it (see format.go for the byte layout). A payload is
+// version 2, compression, first id, created size, CRC32C). Records follow,
+// 8-byte aligned: id, timestamp, stored length, codec, kind, item count,
+// payload, CRC32C over all of it (see format.go for the byte layout). The
+// item count is a uint16 that saturates: 1 to 65,534 is exact, 0 (every
+// record of a version 1 segment, which is still read) or 65,535 mean
+// unknown until Replay counts the frames; the group commit closes a group
+// before it would pass 65,534 items, so only one call of more items than
+// that makes a record of unknown count. Counts known at Open let AckRange
+// work before Replay and give Stats.ItemsPending. A payload is
 // compressed with the Log's codec (snappy by default, lz4, or none) and
 // stored raw when that does not make it smaller; each record names its own
 // codec, so changing Options.Compression never strands old records.
@@ -57,8 +64,9 @@
 //     segment is unmapped. New and removed files are followed by an fsync of
 //     the directory. A failed fdatasync breaks the Log for good (the kernel
 //     may already have dropped the pages): every later append returns it.
-//   - A record is acknowledged when all its items are done (AckItems) or
-//     whole (Ack). Only unacknowledged records are replayed; a segment whose
+//   - A record is acknowledged when all its items are done (AckRange) or
+//     whole (Ack). Only unacknowledged records are replayed, each with the
+//     items already done named, so the caller skips them; a segment whose
 //     records are all acknowledged is deleted whatever older records wait.
 //     An acknowledgement is durable in the ack log before the segment it
 //     frees is deleted, and before recovery rewrites anything.
@@ -69,10 +77,18 @@
 //
 // # Acknowledgement log
 //
-// ACK is a 32-byte header (magic "VACL", version, generation, CRC32C)
+// ACK is a 32-byte header (magic "VACL", version 2, generation, CRC32C)
 // followed by 24-byte entries, each with its own CRC32C: "ids lo..hi are
-// acknowledged", or "every id <= hi was durably written" (the written
-// mark). See acklog.go for the byte layout. Acks are coalesced in memory
+// acknowledged", "items [off, off+n) of record id are done" (an item
+// entry), or "every id <= hi was durably written" (the written mark). See
+// acklog.go for the byte layout; version 1 files, without item entries,
+// are read. Item entries exist only for records partly acknowledged: in
+// memory a record's done items are kept (as ranges) until all are done,
+// and then the record gets an ordinary entry, which supersedes its item
+// entries; a rewrite keeps the item entries of records not yet whole only.
+// Open applies item entries to the records' counts, and acknowledges a
+// record whose item entries cover it. Item entries are written as promptly
+// as whole acks. Acks are coalesced in memory
 // into ranges (consecutive ids make one entry) and written to the file
 // within a millisecond (a write, no sync: safe from a process crash, since
 // the page cache survives it), and made durable by one fdatasync at most
@@ -84,8 +100,11 @@
 //
 // Torn writes. Every entry is true when written, and a reader keeps every
 // entry that verifies, so a torn or damaged entry can only make an
-// acknowledgement be forgotten — the record is replayed again, never
-// skipped. A torn append leaves bad bytes only after the last good entry
+// acknowledgement be forgotten — the record (or, for an item entry, those
+// items) is replayed again, never skipped. An item entry names its record
+// by id, and ids are never reused, so it cannot apply to another record;
+// it raises the highest id known issued, as an ack does. Item entries
+// never lead to a deletion: only whole-record entries do. A torn append leaves bad bytes only after the last good entry
 // (harmless: nothing relied on that write yet); a bad entry followed by
 // good ones is damage. Segments are deleted one flush late — only on the
 // strength of entries that have another flush after them in the file — so
@@ -178,11 +197,13 @@
 // fit MaxRecord alone gets ErrTooLarge alone — and runs one fdatasync per
 // round for those records and for every Append/Sync waiting on records
 // already written. Write compresses on the caller's goroutine and copies
-// into the mapping under one mutex. Ack and AckItems are cheap (a mutex, a
-// per-segment array of item counts and a range set); a background
-// goroutine writes fresh acks to the ack log within a millisecond, syncs
-// it at most every Options.AckInterval and deletes segments. Replay reads only the segments recovered by Open and
-// may run while new records are appended; ReadRange reads any ids already
+// into the mapping under one mutex. Ack and AckRange are cheap (a mutex, a
+// per-segment array of item counts, a range set, and the done items of the
+// records partly acknowledged); a background goroutine writes fresh acks
+// to the ack log within a millisecond, and another syncs it at most every
+// Options.AckInterval and deletes segments — apart, so that a slow
+// fdatasync never delays the fresh writes. Replay reads only the segments
+// recovered by Open and may run while new records are appended; ReadRange reads any ids already
 // written (a sparse index of every 64th record finds the start) through
 // its own read-only mapping, also while appends go on. Close lets the
 // committer finish, syncs, writes the ack log and releases the lock; the

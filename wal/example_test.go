@@ -20,21 +20,29 @@ func Example() {
 	// Durable on return; concurrent callers share the record and the sync.
 	id, _ := l.AppendItem([]byte(`{"ev":"click"}`))
 	id2, _ := l.AppendItems([][]byte{[]byte(`{"ev":"view"}`), []byte(`{"ev":"buy"}`)})
-	_ = l.AckItems(id, 1) // the click was delivered
-	l.Close()             // id2 was not
+	_ = l.AckRange(id, 0, 1)  // the click was delivered
+	_ = l.AckRange(id2, 0, 1) // so was the view; the buy was not
+	l.Close()
 
 	l, _ = wal.Open(dir, wal.Options{SegmentSize: 1 << 20})
-	_ = l.Replay(func(rec uint64, payload []byte) error {
+	fmt.Println("items pending:", l.Stats().ItemsPending)
+	_ = l.Replay(func(rec uint64, payload []byte, done []wal.ItemRange) error {
+		i := 0
 		return wal.ForEachItem(payload, func(item []byte) error {
-			fmt.Printf("replayed %s from record %d\n", item, rec)
-			return nil
+			defer func() { i++ }()
+			for _, d := range done {
+				if i >= d.Off && i < d.Off+d.N {
+					return nil // delivered before the restart
+				}
+			}
+			fmt.Printf("replayed %s, item %d of record %d\n", item, i, rec)
+			return l.AckRange(rec, i, 1)
 		})
 	})
-	_ = l.Ack(id2)
-	fmt.Println("corrupt:", l.Stats().Corrupt)
+	fmt.Println("items pending:", l.Stats().ItemsPending, "corrupt:", l.Stats().Corrupt)
 	l.Close()
 	// Output:
-	// replayed {"ev":"view"} from record 2
-	// replayed {"ev":"buy"} from record 2
-	// corrupt: 0
+	// items pending: 1
+	// replayed {"ev":"buy"}, item 1 of record 2
+	// items pending: 0 corrupt: 0
 }

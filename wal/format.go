@@ -12,7 +12,7 @@ import (
 // Segment header (segmentHeaderSize bytes):
 //
 //	[0:4]   magic 0x56494E45 ("VINE")
-//	[4:6]   version (1)
+//	[4:6]   version (2; version 1 segments are read too)
 //	[6]     compression the segment was created with (informational; every
 //	        record names its own codec)
 //	[7]     flags (segmentRepaired: rewritten by recovery)
@@ -28,7 +28,12 @@ import (
 //	[16:20] stored payload length
 //	[20]    codec of the payload (codecNone, codecSnappy, codecLZ4)
 //	[21]    kind (kindData, kindGap)
-//	[22:24] reserved, zero
+//	[22:24] item count (version 2): the record's number of items, 1 to
+//	        maxStoredItems; 0 (every version 1 record) or itemsSaturated
+//	        (65,535 items or more) mean unknown until Replay counts the
+//	        frames. The group commit closes a group before it would pass
+//	        maxStoredItems, so only a single Write or AppendItems call of
+//	        more items than that makes a record whose count is unknown.
 //	[24:24+n]       payload
 //	[24+n:28+n]     CRC32C of [0:24+n]
 //	[28+n:align8]   zero padding
@@ -39,12 +44,15 @@ import (
 // a non-zero id with a bad CRC, an impossible length, an id out of sequence,
 // or a valid record found after a zero id — is damage.
 const (
-	segmentMagic      = 0x56494E45
-	segmentVersion    = 1
-	segmentHeaderSize = 32
-	recordHeaderSize  = 24
-	recordTrailerSize = 4
-	recordOverhead    = recordHeaderSize + recordTrailerSize
+	segmentMagic   = 0x56494E45
+	segmentVersion = 2
+	// segmentVersionNoCounts is the first format: records' bytes [22:24]
+	// are zero (item count unknown). It is read, never written.
+	segmentVersionNoCounts = 1
+	segmentHeaderSize      = 32
+	recordHeaderSize       = 24
+	recordTrailerSize      = 4
+	recordOverhead         = recordHeaderSize + recordTrailerSize
 
 	segmentRepaired = 1 << 0
 
@@ -53,6 +61,11 @@ const (
 	// the record's id is the last lost id. It keeps ids contiguous across a
 	// repaired segment, so the loss is not counted again on the next Open.
 	kindGap = 1
+
+	// maxStoredItems is the largest item count a record header states;
+	// itemsSaturated stands for any count above it (unknown, like 0).
+	maxStoredItems = 0xFFFE
+	itemsSaturated = 0xFFFF
 )
 
 // On-disk codec numbers (the segment header and each record use them).
@@ -99,7 +112,7 @@ func parseSegmentHeader(b []byte) (segmentHeader, error) {
 	if got, want := binary.LittleEndian.Uint32(b[28:32]), crc32.Checksum(b[0:28], castagnoli); got != want {
 		return segmentHeader{}, fmt.Errorf("segment header checksum %#08x, want %#08x", got, want)
 	}
-	if v := binary.LittleEndian.Uint16(b[4:6]); v != segmentVersion {
+	if v := binary.LittleEndian.Uint16(b[4:6]); v != segmentVersion && v != segmentVersionNoCounts {
 		return segmentHeader{}, fmt.Errorf("unsupported segment version %d", v)
 	}
 	h := segmentHeader{
@@ -121,6 +134,23 @@ type recordHeader struct {
 	length uint32
 	codec  uint8
 	kind   uint8
+	items  int // item count; 0: unknown (see the record layout)
+}
+
+// storedItems is the header field for an item count.
+func storedItems(n int) uint16 {
+	if n > maxStoredItems {
+		return itemsSaturated
+	}
+	return uint16(max(n, 0))
+}
+
+// countFromHeader is the item count a header field states (0: unknown).
+func countFromHeader(v uint16) int {
+	if v == itemsSaturated {
+		return 0
+	}
+	return int(v)
 }
 
 // encodeRecord writes a complete record for payload into b, which must be
@@ -132,6 +162,7 @@ func encodeRecord(b []byte, h recordHeader, payload []byte) {
 	binary.LittleEndian.PutUint32(b[16:20], uint32(n))
 	b[20] = h.codec
 	b[21] = h.kind
+	binary.LittleEndian.PutUint16(b[22:24], storedItems(h.items))
 	copy(b[recordHeaderSize:], payload)
 	var idb [8]byte
 	binary.LittleEndian.PutUint64(idb[:], h.id)
@@ -169,6 +200,7 @@ func decodeRecordCRC(b []byte, maxLen int, want uint64, verify bool) (recordHead
 		length: binary.LittleEndian.Uint32(b[16:20]),
 		codec:  b[20],
 		kind:   b[21],
+		items:  countFromHeader(binary.LittleEndian.Uint16(b[22:24])),
 	}
 	zeroID := h.id == 0
 	if zeroID {
@@ -206,7 +238,7 @@ func decodeRecordCRC(b []byte, maxLen int, want uint64, verify bool) (recordHead
 }
 
 func finishRecord(b []byte, h recordHeader, end int64) (recordHeader, []byte, int64, error) {
-	if h.codec > codecLZ4 || h.kind > kindGap || b[22] != 0 || b[23] != 0 {
+	if h.codec > codecLZ4 || h.kind > kindGap {
 		return h, nil, 0, fmt.Errorf("record %d: unknown codec %d or kind %d", h.id, h.codec, h.kind)
 	}
 	size := align8(end + recordTrailerSize)

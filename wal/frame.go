@@ -8,7 +8,7 @@ import (
 // AppendFrame appends item to dst framed as uvarint(len(item)) followed by
 // the item's bytes. A record payload made of frames holds a batch of items;
 // ForEachItem splits it again. Log.AppendItems builds its records this way,
-// and a record's item count (for AckItems) is its number of frames.
+// and a record's item count (for AckRange) is its number of frames.
 func AppendFrame(dst, item []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(item)))
 	return append(dst, item...)

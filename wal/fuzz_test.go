@@ -2,7 +2,9 @@ package wal
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"slices"
@@ -109,7 +111,7 @@ func FuzzOpen(f *testing.F) {
 				t.Fatalf("round %d: %v", round, err)
 			}
 			var last uint64
-			err = l.Replay(func(id uint64, p []byte) error {
+			err = l.Replay(func(id uint64, p []byte, _ []ItemRange) error {
 				if id <= last {
 					t.Fatalf("replay ids not increasing: %d after %d", id, last)
 				}
@@ -135,8 +137,9 @@ func FuzzOpen(f *testing.F) {
 
 // TestWriteFuzzCorpus regenerates the seed corpus from real segments.
 // FuzzAckLog feeds arbitrary bytes to the ack log parser: it never
-// panics, what it accepts is a well-formed set (sorted, disjoint spans),
-// and writing that state back and parsing it again gives the same state.
+// panics, what it accepts is well-formed (sorted, disjoint spans of ids,
+// and of item indexes within 32 bits per record), and writing that state
+// back and parsing it again gives the same state.
 func FuzzAckLog(f *testing.F) {
 	for _, seed := range ackLogSeeds() {
 		f.Add(seed)
@@ -151,8 +154,15 @@ func FuzzAckLog(f *testing.F) {
 				t.Fatalf("malformed set: %v", st.acked.spans)
 			}
 		}
+		for id, set := range st.items.m {
+			for i, sp := range set.spans {
+				if id == 0 || sp.lo > sp.hi || sp.hi > 1<<32-2 || (i > 0 && set.spans[i-1].hi+1 >= sp.lo) {
+					t.Fatalf("malformed items of record %d: %v", id, set.spans)
+				}
+			}
+		}
 		dir := t.TempDir()
-		a, err := rewriteAckLog(dir, st.gen+1, st.acked.spans, st.written)
+		a, err := rewriteAckLog(dir, st.gen+1, st.acked.spans, st.items.entries(), st.written)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,17 +172,20 @@ func FuzzAckLog(f *testing.F) {
 			t.Fatal(err)
 		}
 		again, err := parseAckLog(b)
-		if err != nil || again.written != st.written || !slices.Equal(again.acked.spans, st.acked.spans) || again.damaged() || again.badTail != 0 {
+		if err != nil || again.written != st.written || !slices.Equal(again.acked.spans, st.acked.spans) ||
+			!slices.Equal(again.items.entries(), st.items.entries()) || again.damaged() || again.badTail != 0 {
 			t.Fatalf("round trip: %v %+v, want %+v", err, again, st)
 		}
 	})
 }
 
-// ackLogSeeds are FuzzAckLog's seeds: a log, torn and flipped versions of
-// it, and a legacy two-slot file.
+// ackLogSeeds are FuzzAckLog's seeds: a version 1 log, torn and flipped
+// versions of it, a legacy two-slot file, and version 2 logs with item
+// entries (well-formed, torn, flipped, and with impossible ranges).
 func ackLogSeeds() map[string][]byte {
 	b := make([]byte, ackHeaderSize)
 	putAckHeader(b, 3)
+	setAckVersion(b, ackLogVersion1)
 	b = appendAckEntry(b, ackKindAcked, 1, 100)
 	b = appendAckEntry(b, ackKindAcked, 140, 150)
 	b = appendAckEntry(b, ackKindWritten, 0, 160)
@@ -182,14 +195,43 @@ func ackLogSeeds() map[string][]byte {
 	flipped[ackHeaderSize+ackEntrySize+9] ^= 4
 	legacy := make([]byte, 2*legacyAckSlotSize)
 	putLegacySlot(legacy, 9, 77)
+
+	it := make([]byte, ackHeaderSize)
+	putAckHeader(it, 4)
+	it = appendAckEntry(it, ackKindAcked, 1, 10)
+	it = appendItemsEntry(it, 11, 0, 3)
+	it = appendItemsEntry(it, 12, 5, 2)
+	it = appendItemsEntry(it, 11, 3, 4) // continues the first: one span
+	it = appendItemsEntry(it, 12, 0, 1)
+	it = appendAckEntry(it, ackKindWritten, 0, 12)
+	it = appendItemsEntry(it, 13, 1<<32-2, 1) // the last item index there is
+	it = appendAckEntry(it, ackKindAcked, 12, 12)
+	itFlipped := bytes.Clone(it)
+	itFlipped[ackHeaderSize+2*ackEntrySize+10] ^= 1 // the second item entry's off
+	bad := make([]byte, ackHeaderSize)
+	putAckHeader(bad, 5)
+	bad = appendAckEntry(bad, ackKindItems, 7, 0)             // n = 0
+	bad = appendAckEntry(bad, ackKindItems, 7, 1<<32-1|1<<32) // off+n past 32 bits
+	bad = appendAckEntry(bad, ackKindItems, 0, 1<<32)         // id 0
+	bad = appendItemsEntry(bad, 7, 2, 2)
 	return map[string][]byte{
-		"log":         b,
-		"torn":        b[:len(b)-7],
-		"flipped-mid": flipped,
-		"header-only": b[:ackHeaderSize],
-		"legacy":      legacy,
-		"empty":       {},
+		"log":             b,
+		"torn":            b[:len(b)-7],
+		"flipped-mid":     flipped,
+		"header-only":     b[:ackHeaderSize],
+		"legacy":          legacy,
+		"empty":           {},
+		"items":           it,
+		"items-torn":      it[:len(it)-ackEntrySize-5],
+		"items-flipped":   itFlipped,
+		"items-bad-range": bad,
 	}
+}
+
+// setAckVersion rewrites an ack log header's version (and its checksum).
+func setAckVersion(b []byte, v uint16) {
+	binary.LittleEndian.PutUint16(b[4:6], v)
+	binary.LittleEndian.PutUint32(b[28:32], crc32.Checksum(b[0:28], castagnoli))
 }
 
 func TestWriteFuzzCorpus(t *testing.T) {

@@ -43,18 +43,28 @@ type Log struct {
 	commit committer
 	synced atomic.Uint64
 
-	// amu guards the acknowledgement state: the acknowledged set, the acks
-	// not yet written to the ack log, and every segment's record states.
-	amu       sync.Mutex
-	acked     spanSet       // every acknowledged id (delivered, given up on, or lost and counted)
-	fresh     spanSet       // acknowledged since the last flush
-	asegs     []*segment    // segments with records not yet all acknowledged, or the active one, in id order
-	liveBytes int64         // bytes of unacknowledged records and the headers of asegs
-	doomed    []*segment    // all acknowledged as of the last flush: deleted after the next one
-	issued    atomic.Uint64 // highest id ever issued (recovered or appended)
-	persisted atomic.Uint64 // the ack mark as of the last flush
-	// fmu serializes flushes of the ack log (ackLoop, Checkpoint, Close).
+	// amu guards the acknowledgement state: the acknowledged set, the
+	// items done with of records partly acknowledged, the acks not yet
+	// written to the ack log, and every segment's record states.
+	amu        sync.Mutex
+	acked      spanSet       // every acknowledged id (delivered, given up on, or lost and counted)
+	partial    partialAcks   // items done with of records not yet acknowledged whole
+	fresh      spanSet       // acknowledged since the last flush
+	freshItems []itemsDone   // item acks since the last flush, in arrival order
+	pending    uint64        // items not yet done of the live records whose count is known
+	uncounted  int           // live records whose item count is not known (before Replay)
+	asegs      []*segment    // segments with records not yet all acknowledged, or the active one, in id order
+	liveBytes  int64         // bytes of unacknowledged records and the headers of asegs
+	doomed     []*segment    // all acknowledged as of the last flush: deleted after the next one
+	issued     atomic.Uint64 // highest id ever issued (recovered or appended)
+	persisted  atomic.Uint64 // the ack mark as of the last flush
+	// fmu serializes writes to the ack log file (short: a write(2), or a
+	// compaction); smu serializes durable flushes (syncLoop, Checkpoint,
+	// Close), whose fdatasync runs without fmu, so that the fresh acks of
+	// ackLoop never wait behind a sync. Lock order: smu, fmu, amu.
 	fmu      sync.Mutex
+	smu      sync.Mutex
+	syncKick chan struct{}
 	ackLog   *ackLog
 	flushedW uint64 // the written mark in the ack log
 	ackKick  chan struct{}
@@ -90,17 +100,21 @@ type segment struct {
 	// Acknowledgement state, under Log.amu.
 	recs   []recState // record firstID+i is recs[i]
 	live   int        // records not yet acknowledged
+	head   int        // every record before recs[head] is acknowledged (advanced lazily, by Stats)
 	sealed bool       // no longer written to: deleted once live is 0
 }
 
 // recState is one record's acknowledgement state.
 type recState struct {
+	time   int64  // the record's timestamp, Unix nanoseconds (Stats.OldestPending)
 	left   uint32 // items not yet done; 0: acknowledged
 	stored uint32 // stored payload length, for Stats.Bytes
 }
 
-// itemsUnknown is the item count of a recovered record before Replay has
-// read it: such a record can be acknowledged whole (Ack), not by items.
+// itemsUnknown is the item count of a recovered record whose header does
+// not state it (a version 1 segment, or more items than a header holds)
+// until Replay counts its frames. AckRange on such a record is kept, and
+// the record is acknowledged by Ack, or at Replay if its ranges cover it.
 const itemsUnknown = ^uint32(0)
 
 // Stats is a snapshot of a Log's counters and gauges.
@@ -116,9 +130,21 @@ type Stats struct {
 	LastID      uint64 // highest record id issued
 	AckMark     uint64 // every id <= AckMark is acknowledged
 	Persisted   uint64 // the ack mark as last written to the ack log
-	DeadLetters int    // dead letters on disk
-	DeadBytes   int64  // their file sizes
-	DeadCorrupt uint64 // dead letters lost to damage, counted exactly by Open
+	// The backlog: what is not yet acknowledged. ItemsPending counts the
+	// items not yet done of unacknowledged records whose item count is
+	// known — every record appended since Open, and every recovered
+	// record whose header states its count (format version 2, up to
+	// 65,534 items). Uncounted is the number of unacknowledged records
+	// whose count is not known (recovered from a version 1 segment, or
+	// holding more items than a header states) until Replay counts them;
+	// their items are not in ItemsPending. OldestPending is the timestamp
+	// of the oldest unacknowledged record (zero if none).
+	ItemsPending  uint64
+	Uncounted     int
+	OldestPending time.Time
+	DeadLetters   int    // dead letters on disk
+	DeadBytes     int64  // their file sizes
+	DeadCorrupt   uint64 // dead letters lost to damage, counted exactly by Open
 }
 
 // Open locks dir (creating it 0700 if needed), recovers it and returns a
@@ -154,6 +180,7 @@ func open(dir string, opts Options) (*Log, error) {
 		log:      opts.Logger.With("wal", dir),
 		lock:     lock,
 		ackKick:  make(chan struct{}, 1),
+		syncKick: make(chan struct{}, 1),
 		prepKick: make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
@@ -167,8 +194,9 @@ func open(dir string, opts Options) (*Log, error) {
 		return nil, err
 	}
 	l.commit.init(l)
-	l.done.Add(2)
+	l.done.Add(3)
 	go l.ackLoop()
+	go l.syncLoop()
 	go l.prepLoop()
 	go l.commit.run()
 	if !opts.noSpare {
@@ -223,7 +251,7 @@ func (l *Log) Append(payload []byte) (uint64, error) {
 // Write writes payload as one record without waiting for it to be durable:
 // it survives a crash of the process but not of the machine until Sync (or
 // a durable append) returns. payload is normally a batch framed with
-// AppendFrame: the record's item count (for AckItems) is its number of
+// AppendFrame: the record's item count (for AckRange) is its number of
 // frames; a payload that is not a sequence of frames counts as one item.
 // The payload is compressed by the calling goroutine and not retained.
 func (l *Log) Write(payload []byte) (uint64, error) {
@@ -277,8 +305,9 @@ func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, 
 	}
 	s := l.active
 	id := l.nextID
+	now := time.Now().UnixNano()
 	err := withFaultsAsErrors(func() error {
-		encodeRecord(s.mem[s.pos:s.pos+need], recordHeader{id: id, time: time.Now().UnixNano(), codec: codec, kind: kind}, stored)
+		encodeRecord(s.mem[s.pos:s.pos+need], recordHeader{id: id, time: now, codec: codec, kind: kind, items: items}, stored)
 		return nil
 	})
 	if err != nil {
@@ -291,11 +320,13 @@ func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, 
 	s.pos += need
 	s.lastID = id
 	l.nextID++
-	// The item count exists before anyone learns the id, so AckItems can
+	// The item count exists before anyone learns the id, so AckRange can
 	// never see a record without it.
 	l.amu.Lock()
-	s.recs = append(s.recs, recState{left: uint32(min(max(items, 1), int(itemsUnknown)-1)), stored: uint32(len(stored))})
+	left := uint32(min(max(items, 1), int(itemsUnknown)-1))
+	s.recs = append(s.recs, recState{time: now, left: left, stored: uint32(len(stored))})
 	s.live++
+	l.pending += uint64(left)
 	l.liveBytes += recordSize(len(stored))
 	l.amu.Unlock()
 	l.issued.Store(id)
@@ -515,30 +546,40 @@ func (l *Log) syncNow() (uint64, error) {
 }
 
 // Ack acknowledges record id whole: its items are all done with (delivered
-// or given up on), whatever AckItems counted. Acks may come in any order
-// and repeat. They are written to the ack log in the background (at most
-// every Options.AckInterval, and at Close); a record acknowledged there is
+// or given up on), whatever AckRange recorded. Acks may come in any order
+// and repeat. They are written to the ack log within about a millisecond
+// (no sync: a process crash does not lose them) and made durable at most
+// every Options.AckInterval and at Close; a record acknowledged there is
 // never replayed, and a segment whose records are all acknowledged is
 // deleted, whatever older records still wait. A crash forgets at most the
 // acks not yet written: those records are replayed (at-least-once).
 func (l *Log) Ack(id uint64) error {
-	return l.ackRecord(id, 0)
+	return l.ack(id, 0, 0, true)
 }
 
-// AckItems records that n items of record id are done with. When all of a
-// record's items are (its item count: the items of AppendItems, the frames
-// of a Write, or the frames Replay found), the record is acknowledged as by
-// Ack. A recovered record's count is known once Replay has handed it out;
-// before that only Ack works on it.
-func (l *Log) AckItems(id uint64, n int) error {
-	if n <= 0 {
-		return fmt.Errorf("wal: AckItems(%d, %d): n must be positive", id, n)
+// AckRange records that items [off, off+n) of record id are done with
+// (delivered or given up on). A record's items are its frames, numbered
+// from 0: the items of AppendItems in order (AppendItemsAt says where a
+// call's items start), the frames of a Write, or the frames Replay found.
+// When all of a record's items are done, the record is acknowledged as by
+// Ack. Until then the ranges are written to the ack log as item entries,
+// as promptly as whole acks, and Replay hands a partly acknowledged record
+// out with its done items named, so a crash brings back only items not
+// acknowledged (or acknowledged within the last millisecond or so).
+// Ranges may overlap, repeat and come in any order; a range past the
+// record's item count is an error. A recovered record whose count is not
+// known (see Stats.Uncounted) takes any range: it is acknowledged when
+// Replay has counted its items and finds them all done. Acking a record
+// acknowledged already (whole) is not an error.
+func (l *Log) AckRange(id uint64, off, n int) error {
+	if off < 0 || n <= 0 || uint64(off)+uint64(n) > 1<<32-1 {
+		return fmt.Errorf("wal: AckRange(%d, %d, %d): not a range of items", id, off, n)
 	}
-	return l.ackRecord(id, n)
+	return l.ack(id, off, n, false)
 }
 
-// ackRecord takes n items off record id (n 0: all of them).
-func (l *Log) ackRecord(id uint64, n int) error {
+// ack acknowledges items [off, off+n) of record id, or all of them.
+func (l *Log) ack(id uint64, off, n int, whole bool) error {
 	if l.isClosed.Load() {
 		return ErrClosed
 	}
@@ -549,39 +590,69 @@ func (l *Log) ackRecord(id uint64, n int) error {
 	s := l.segmentOf(id)
 	if s == nil {
 		l.amu.Unlock()
-		if n > 0 {
-			return fmt.Errorf("wal: AckItems(%d, %d): the record is acknowledged already", id, n)
-		}
 		return nil // acknowledged (and its segment deleted), or lost and counted
 	}
 	r := &s.recs[id-s.firstID]
-	switch {
-	case r.left == 0 && n > 0:
-		l.amu.Unlock()
-		return fmt.Errorf("wal: AckItems(%d, %d): the record is acknowledged already", id, n)
-	case r.left == 0:
+	if r.left == 0 {
 		l.amu.Unlock()
 		return nil
-	case n > 0 && r.left == itemsUnknown:
-		l.amu.Unlock()
-		return fmt.Errorf("wal: AckItems(%d, %d): the record's item count is not known before Replay hands it out; use Ack", id, n)
-	case n > 0 && uint32(n) > r.left:
-		left := r.left
-		l.amu.Unlock()
-		return fmt.Errorf("wal: AckItems(%d, %d): only %d items outstanding", id, n, left)
-	case n > 0 && uint32(n) < r.left:
-		r.left -= uint32(n)
-		l.amu.Unlock()
-		return nil
+	}
+	if !whole {
+		if r.left != itemsUnknown {
+			count := uint64(r.left)
+			if set := l.partial.of(id); set != nil {
+				count += set.size()
+			}
+			if uint64(off)+uint64(n) > count {
+				l.amu.Unlock()
+				return fmt.Errorf("wal: AckRange(%d, %d, %d): the record holds %d items", id, off, n, count)
+			}
+		}
+		added := l.partial.add(id, off, n)
+		if added == 0 {
+			l.amu.Unlock()
+			return nil
+		}
+		if r.left != itemsUnknown {
+			r.left -= uint32(added)
+			l.pending -= uint64(added)
+		}
+		if r.left != 0 {
+			l.freshItems = appendItemsDone(l.freshItems, id, off, n)
+			l.amu.Unlock()
+			l.kickAckWriter()
+			return nil
+		}
+	}
+	l.ackedLocked(s, id, r)
+	l.amu.Unlock()
+	l.kickAckWriter()
+	return nil
+}
+
+// ackedLocked marks record id of segment s acknowledged. Caller holds amu.
+func (l *Log) ackedLocked(s *segment, id uint64, r *recState) {
+	if r.left == itemsUnknown {
+		l.uncounted--
+	} else {
+		l.pending -= uint64(r.left)
 	}
 	r.left = 0
 	s.live--
 	l.liveBytes -= recordSize(int(r.stored))
+	l.partial.drop(id)
 	l.acked.add(id, id)
 	l.fresh.add(id, id)
-	l.amu.Unlock()
-	l.kickAckWriter()
-	return nil
+}
+
+// appendItemsDone appends an item ack to list, extending the last entry
+// when it continues it (one batch's span after the previous one's).
+func appendItemsDone(list []itemsDone, id uint64, off, n int) []itemsDone {
+	if k := len(list) - 1; k >= 0 && list[k].id == id && int(list[k].off)+int(list[k].n) == off {
+		list[k].n += uint32(n)
+		return list
+	}
+	return append(list, itemsDone{id, uint32(off), uint32(n)})
 }
 
 // segmentOf returns the segment in asegs holding record id, or nil.
@@ -629,49 +700,67 @@ func (l *Log) Checkpoint() error {
 // of the machine.
 const ackWriteDelay = time.Millisecond
 
-// ackLoop writes the ack log in the background: fresh acknowledgements
-// within ackWriteDelay (a write, no sync), and a durable flush at most once
-// per AckInterval, so that acks from a fast Send path cost one fdatasync
-// per interval rather than one each, and a process crash forgets at most a
-// millisecond of them.
+// ackLoop writes fresh acknowledgements to the ack log within
+// ackWriteDelay (a write, no sync), so a process crash forgets at most a
+// millisecond of them, and has syncLoop make them durable.
 func (l *Log) ackLoop() {
 	defer l.done.Done()
-	syncT := time.NewTimer(time.Hour)
-	syncT.Stop()
-	syncArmed := false
 	for {
 		select {
 		case <-l.stop:
-			syncT.Stop()
 			return
 		case <-l.ackKick:
-			if err := l.flushAcks(false); err != nil {
-				l.log.Error("wal: writing the ack log failed", "err", err)
-			}
-			if !syncArmed {
-				syncT.Reset(l.opts.AckInterval)
-				syncArmed = true
-			}
-			// Coalesce: the acks of the next millisecond go in one write.
-			pause := time.NewTimer(ackWriteDelay)
+		}
+		if err := l.flushAcks(false); err != nil {
+			l.log.Error("wal: writing the ack log failed", "err", err)
+		}
+		select {
+		case l.syncKick <- struct{}{}:
+		default:
+		}
+		// Coalesce: the acks of the next millisecond go in one write.
+		pause := time.NewTimer(ackWriteDelay)
+		select {
+		case <-l.stop:
+			pause.Stop()
+			return
+		case <-pause.C:
+		}
+	}
+}
+
+// syncLoop runs a durable flush at most once per AckInterval while there
+// are acknowledgements to sync or segments to delete, so that acks from a
+// fast Send path cost one fdatasync per interval rather than one each. It
+// is a goroutine of its own so that a slow fdatasync (the disk busy with
+// the segments' group commits) never delays the writes of ackLoop.
+func (l *Log) syncLoop() {
+	defer l.done.Done()
+	wait := time.NewTimer(time.Hour)
+	wait.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-l.syncKick:
+		}
+		wait.Reset(l.opts.AckInterval)
+		select {
+		case <-l.stop:
+			wait.Stop()
+			return
+		case <-wait.C:
+		}
+		if err := l.flushAcks(true); err != nil {
+			l.log.Error("wal: writing the ack log failed", "err", err)
+		}
+		l.amu.Lock()
+		again := len(l.doomed) > 0 // deleted by the next durable flush
+		l.amu.Unlock()
+		if again {
 			select {
-			case <-l.stop:
-				pause.Stop()
-				syncT.Stop()
-				return
-			case <-pause.C:
-			}
-		case <-syncT.C:
-			syncArmed = false
-			if err := l.flushAcks(true); err != nil {
-				l.log.Error("wal: writing the ack log failed", "err", err)
-			}
-			l.amu.Lock()
-			again := len(l.doomed) > 0 // deleted by the next durable flush
-			l.amu.Unlock()
-			if again {
-				syncT.Reset(l.opts.AckInterval)
-				syncArmed = true
+			case l.syncKick <- struct{}{}:
+			default:
 			}
 		}
 	}
@@ -683,40 +772,37 @@ func (l *Log) ackLoop() {
 // means a segment is only ever deleted on the strength of acks with a later
 // flush after them in the file, so damage to the file's last entries (a
 // torn write, or a bit flip there) never concerns a deleted segment; see
-// doc.go. The ack log is rewritten (compacted) instead of appended to when
-// it has grown to several times the state it holds.
+// doc.go. (The acks that freed a segment were taken, and written, under
+// fmu before the flush that found it free wrote its own entries.) The ack
+// log is rewritten (compacted) instead of appended to when it has grown to
+// several times the state it holds.
 //
 // Without sync it only writes the fresh acknowledgements (no fdatasync, no
 // deletion, no compaction): they are in the page cache, safe from a process
 // crash, and the next durable flush syncs them with its own.
 func (l *Log) flushAcks(sync bool) error {
-	l.fmu.Lock()
-	defer l.fmu.Unlock()
-	written := l.synced.Load()
 	if !sync {
+		l.fmu.Lock()
+		defer l.fmu.Unlock()
 		l.amu.Lock()
-		delta := l.fresh.take()
+		delta, items := l.takeFreshLocked()
 		l.amu.Unlock()
-		if len(delta) == 0 || l.ackLog.torn {
-			l.amu.Lock()
-			l.fresh.addAll(delta) // a torn log is rewritten by the next durable flush
-			l.amu.Unlock()
+		if (len(delta) == 0 && len(items) == 0) || l.ackLog.torn {
+			l.restoreFresh(delta, items) // a torn log is rewritten by the next durable flush
 			return nil
 		}
-		buf := make([]byte, 0, len(delta)*ackEntrySize)
-		for _, sp := range delta {
-			buf = appendAckEntry(buf, ackKindAcked, sp.lo, sp.hi)
-		}
-		if err := l.ackLog.write(buf); err != nil {
-			l.amu.Lock()
-			l.fresh.addAll(delta)
-			l.amu.Unlock()
+		if err := l.ackLog.write(ackEntries(delta, items, nil)); err != nil {
+			l.restoreFresh(delta, items)
 			return err
 		}
 		return nil
 	}
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	l.fmu.Lock()
+	written := l.synced.Load()
 	l.amu.Lock()
-	delta := l.fresh.take()
+	delta, items := l.takeFreshLocked()
 	due := l.doomed
 	l.doomed = nil
 	keep := l.asegs[:0]
@@ -730,20 +816,23 @@ func (l *Log) flushAcks(sync bool) error {
 	}
 	clear(l.asegs[len(keep):])
 	l.asegs = keep
-	state := len(l.acked.spans)
+	state := len(l.acked.spans) + l.partial.ranges
 	compact := l.ackLog.torn || (l.ackLog.size > ackCompactMin && l.ackLog.size > 4*int64(ackHeaderSize+(state+1)*ackEntrySize))
 	var full []span
+	var fullItems []itemsDone
 	if compact {
 		full = l.acked.clone()
+		fullItems = l.partial.entries()
 	}
 	mark := l.acked.mark()
 	l.amu.Unlock()
-	if len(delta) == 0 && written <= l.flushedW && len(due) == 0 && len(l.doomed) == 0 && !compact {
+	if len(delta) == 0 && len(items) == 0 && written <= l.flushedW && len(due) == 0 && len(l.doomed) == 0 && !compact {
+		l.fmu.Unlock()
 		return nil
 	}
 	var err error
 	if compact {
-		err = l.ackLog.rewrite(full, written)
+		err = l.ackLog.rewrite(full, fullItems, written) // synced
 		// The rewritten file is one write: nothing is deleted on its
 		// strength until a flush follows it.
 		l.amu.Lock()
@@ -751,16 +840,18 @@ func (l *Log) flushAcks(sync bool) error {
 		l.amu.Unlock()
 		due = nil
 	} else {
-		buf := make([]byte, 0, (len(delta)+1)*ackEntrySize)
-		for _, sp := range delta {
-			buf = appendAckEntry(buf, ackKindAcked, sp.lo, sp.hi)
+		err = l.ackLog.write(ackEntries(delta, items, &written))
+	}
+	f := l.ackLog.f // only a durable flush replaces it, and smu is held
+	l.fmu.Unlock()
+	if err == nil && !compact {
+		if err = fdatasync(f); err != nil {
+			err = fmt.Errorf("fdatasync %s: %w", ackFileName, err)
 		}
-		buf = appendAckEntry(buf, ackKindWritten, 0, written)
-		err = l.ackLog.append(buf)
 	}
 	if err != nil {
+		l.restoreFresh(delta, items) // written next time
 		l.amu.Lock()
-		l.fresh.addAll(delta) // written next time
 		l.doomed = append(due, l.doomed...)
 		l.amu.Unlock()
 		return err
@@ -768,6 +859,45 @@ func (l *Log) flushAcks(sync bool) error {
 	l.flushedW = max(l.flushedW, written)
 	l.persisted.Store(max(l.persisted.Load(), mark))
 	return l.deleteSegments(due)
+}
+
+// takeFreshLocked takes the acknowledgements not yet written: whole
+// records, and item acks of records not acknowledged whole since (the
+// whole entry supersedes them). Caller holds amu.
+func (l *Log) takeFreshLocked() ([]span, []itemsDone) {
+	delta := l.fresh.take()
+	items := l.freshItems[:0:0]
+	for _, d := range l.freshItems {
+		if !l.acked.contains(d.id) {
+			items = append(items, d)
+		}
+	}
+	l.freshItems = l.freshItems[:0]
+	return delta, items
+}
+
+// restoreFresh puts back acknowledgements a flush did not write.
+func (l *Log) restoreFresh(delta []span, items []itemsDone) {
+	l.amu.Lock()
+	l.fresh.addAll(delta)
+	l.freshItems = append(items, l.freshItems...)
+	l.amu.Unlock()
+}
+
+// ackEntries encodes acknowledgements as ack log entries, ending with the
+// written mark if written is not nil.
+func ackEntries(delta []span, items []itemsDone, written *uint64) []byte {
+	buf := make([]byte, 0, (len(delta)+len(items)+1)*ackEntrySize)
+	for _, sp := range delta {
+		buf = appendAckEntry(buf, ackKindAcked, sp.lo, sp.hi)
+	}
+	for _, d := range items {
+		buf = appendItemsEntry(buf, d.id, d.off, d.n)
+	}
+	if written != nil {
+		buf = appendAckEntry(buf, ackKindWritten, 0, *written)
+	}
+	return buf
 }
 
 // deleteSegments removes the files of segments whose records are all
@@ -825,8 +955,32 @@ func (l *Log) Stats() Stats {
 	l.amu.Lock()
 	st.AckMark = l.acked.mark()
 	st.Bytes = l.liveBytes
+	st.ItemsPending = l.pending
+	st.Uncounted = l.uncounted
+	if t, ok := l.oldestPendingLocked(); ok {
+		st.OldestPending = time.Unix(0, t)
+	}
 	l.amu.Unlock()
 	return st
+}
+
+// oldestPendingLocked returns the timestamp of the oldest unacknowledged
+// record. Each segment's head only moves forward past acknowledged
+// records, so the scans add up to one pass over the records. Caller holds
+// amu.
+func (l *Log) oldestPendingLocked() (int64, bool) {
+	for _, s := range l.asegs {
+		if s.live == 0 {
+			continue
+		}
+		for s.head < len(s.recs) && s.recs[s.head].left == 0 {
+			s.head++
+		}
+		if s.head < len(s.recs) {
+			return s.recs[s.head].time, true
+		}
+	}
+	return 0, false
 }
 
 // Dir returns the directory the log lives in.

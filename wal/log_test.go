@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(deadChildEnv) != "" {
 		os.Exit(deadChildMain())
 	}
+	if os.Getenv(rangeChildEnv) != "" {
+		os.Exit(rangeChildMain())
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -44,7 +47,7 @@ func replayAll(t testing.TB, l *Log) map[uint64][]byte {
 	t.Helper()
 	got := map[uint64][]byte{}
 	var last uint64
-	require.NoError(t, l.Replay(func(id uint64, p []byte) error {
+	require.NoError(t, l.Replay(func(id uint64, p []byte, _ []ItemRange) error {
 		require.Greater(t, id, last, "replay out of order")
 		last = id
 		got[id] = bytes.Clone(p)
@@ -307,7 +310,7 @@ func TestAppendItemGroupsConcurrentItems(t *testing.T) {
 
 	l = openT(t, dir, smallOpts())
 	seen := map[string]bool{}
-	require.NoError(t, l.Replay(func(id uint64, p []byte) error {
+	require.NoError(t, l.Replay(func(id uint64, p []byte, _ []ItemRange) error {
 		n := 0
 		err := ForEachItem(p, func(item []byte) error {
 			require.False(t, seen[string(item)], "duplicate %s", item)
@@ -333,7 +336,7 @@ func TestReplayStopsOnCallbackError(t *testing.T) {
 	l = openT(t, dir, smallOpts())
 	boom := errors.New("boom")
 	n := 0
-	err := l.Replay(func(uint64, []byte) error {
+	err := l.Replay(func(uint64, []byte, []ItemRange) error {
 		n++
 		if n == 3 {
 			return boom
@@ -439,7 +442,7 @@ func TestConcurrentAppendAckReplayClose(t *testing.T) {
 		}()
 	}
 	replayed := 0
-	require.NoError(t, l.Replay(func(id uint64, p []byte) error {
+	require.NoError(t, l.Replay(func(id uint64, p []byte, _ []ItemRange) error {
 		replayed++
 		return l.Ack(id)
 	}))
@@ -459,20 +462,26 @@ func TestConcurrentAppendAckReplayClose(t *testing.T) {
 	require.NoError(t, l.Close())
 }
 
-func TestAckItemsAcksTheRecordWithItsLastItem(t *testing.T) {
+func TestAckRangeAcksTheRecordWithItsLastItem(t *testing.T) {
 	dir := t.TempDir()
 	l := openT(t, dir, smallOpts())
 	id, err := l.AppendItems([][]byte{[]byte("a"), []byte("b"), []byte("c")})
 	require.NoError(t, err)
 	id2, err := l.AppendItem([]byte("d"))
 	require.NoError(t, err)
-	require.ErrorContains(t, l.AckItems(id, 4), "3 items outstanding")
-	require.NoError(t, l.AckItems(id2, 1))
-	require.NoError(t, l.AckItems(id, 2))
+	require.ErrorContains(t, l.AckRange(id, 1, 3), "holds 3 items")
+	require.ErrorContains(t, l.AckRange(id, -1, 1), "not a range")
+	require.ErrorContains(t, l.AckRange(id, 0, 0), "not a range")
+	require.NoError(t, l.AckRange(id2, 0, 1))
+	require.NoError(t, l.AckRange(id, 2, 1))
+	require.NoError(t, l.AckRange(id, 0, 1))
+	require.NoError(t, l.AckRange(id, 2, 1), "a repeated range is no error")
 	require.Zero(t, l.Stats().AckMark)
-	require.NoError(t, l.AckItems(id, 1))
+	require.Equal(t, uint64(1), l.Stats().ItemsPending)
+	require.NoError(t, l.AckRange(id, 0, 2), "overlapping the done items")
 	require.Equal(t, id2, l.Stats().AckMark)
-	require.ErrorContains(t, l.AckItems(id, 1), "acknowledged already")
+	require.Zero(t, l.Stats().ItemsPending)
+	require.NoError(t, l.AckRange(id, 1, 1), "the record is acknowledged already")
 	require.NoError(t, l.Close())
 	l = openT(t, dir, smallOpts())
 	require.Empty(t, replayAll(t, l))

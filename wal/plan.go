@@ -75,14 +75,16 @@ type recoveryPlan struct {
 // every id up to the highest one known to have been issued is either in an
 // intact record kept, acknowledged, or lost. The highest id issued is the
 // largest of the ack log's written mark, the ids acknowledged, the ids
-// found on disk (after damage too) and the ids segment names imply.
+// found on disk (after damage too), the records item entries name, and the
+// ids segment names imply.
 func planRecovery(av ackView, segs []planSegment) recoveryPlan {
 	var p recoveryPlan
 	p.acked.addAll(av.state.acked.spans)
 	for _, s := range segs {
 		p.acked.addAll(s.gaps)
 	}
-	p.hi = max(av.state.written, p.acked.max())
+	// An item entry, like an ack, proves its id was issued.
+	p.hi = max(av.state.written, p.acked.max(), av.state.items.maxID())
 	var covered spanSet
 	var prevLast uint64
 	haveKept := false

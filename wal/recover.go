@@ -81,7 +81,15 @@ func (l *Log) recover() error {
 	if err := l.opts.inject("ack"); err != nil {
 		return fmt.Errorf("wal: %w", err)
 	}
-	al, err := rewriteAckLog(l.dir, av.state.gen+1, p.acked.spans, p.hi)
+	// Item entries of records acknowledged whole, or lost, are dropped.
+	for id, set := range av.state.items.m {
+		if !p.acked.contains(id) {
+			for _, sp := range set.spans {
+				l.partial.add(id, int(sp.lo), int(sp.hi-sp.lo+1))
+			}
+		}
+	}
+	al, err := rewriteAckLog(l.dir, av.state.gen+1, p.acked.spans, l.partial.entries(), p.hi)
 	if err != nil {
 		return fmt.Errorf("wal: %w", err)
 	}
@@ -159,18 +167,34 @@ func (l *Log) recover() error {
 }
 
 // loadRecordStates fills seg's record states from the scan: acknowledged
-// ids are done, the others wait for Replay with an unknown item count.
-func (l *Log) loadRecordStates(seg *segment, stored []uint32) {
+// ids are done; the others wait for Replay with the items the ack log's
+// item entries name taken off their count (when the header states it;
+// otherwise the count is unknown until Replay counts the frames). A record
+// whose item entries cover all its items is acknowledged now.
+func (l *Log) loadRecordStates(seg *segment, scanned []recState) {
 	n := seg.lastID - seg.firstID + 1
 	seg.recs = make([]recState, n)
 	for i := range seg.recs {
 		id := seg.firstID + uint64(i)
-		if l.acked.contains(id) {
+		r := scanned[i]
+		if l.acked.contains(id) || r.left == 0 {
+			l.partial.drop(id)
 			continue
 		}
-		seg.recs[i] = recState{left: itemsUnknown, stored: stored[i]}
+		if r.left == itemsUnknown {
+			l.uncounted++
+		} else {
+			r.left -= uint32(l.partial.clip(id, int(r.left)))
+			if r.left == 0 {
+				l.acked.add(id, id)
+				l.fresh.add(id, id) // written by the first flush
+				continue
+			}
+			l.pending += uint64(r.left)
+		}
+		seg.recs[i] = r
 		seg.live++
-		l.liveBytes += recordSize(int(stored[i]))
+		l.liveBytes += recordSize(int(r.stored))
 	}
 }
 
@@ -226,7 +250,7 @@ type scannedSegment struct {
 	scan  segmentScan
 	gaps  []span // ids its gap records cover
 	index []indexEntry
-	recs  []uint32 // stored length of each id of the intact prefix (0 for gap ids)
+	recs  []recState // each id of the intact prefix: time, item count (itemsUnknown if not stated), stored length; zero for gap ids
 	err   error
 }
 
@@ -296,10 +320,14 @@ func scanFile(dir string, sf segmentFile, readLimit int) scannedSegment {
 			if h.kind == kindGap {
 				ss.gaps = append(ss.gaps, span{prev + 1, h.id})
 				for id := prev + 1; id <= h.id; id++ {
-					ss.recs = append(ss.recs, 0)
+					ss.recs = append(ss.recs, recState{})
 				}
 			} else {
-				ss.recs = append(ss.recs, uint32(len(stored)))
+				left := itemsUnknown
+				if h.items > 0 {
+					left = uint32(h.items)
+				}
+				ss.recs = append(ss.recs, recState{time: h.time, left: left, stored: uint32(len(stored))})
 			}
 			if n%indexEvery == 0 {
 				ss.index = append(ss.index, indexEntry{h.id, off})

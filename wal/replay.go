@@ -8,18 +8,27 @@ import (
 	"runtime"
 )
 
+// ItemRange names items [Off, Off+N) of a record, counted from 0.
+type ItemRange struct{ Off, N int }
+
 // Replay calls fn for every record recovered by Open that is not
 // acknowledged, in id order, with the decompressed payload (valid only
-// during the call). Before fn sees a record, its item count is set to its
-// number of frames, so AckItems works on it. It stops at and returns the
-// first error fn returns. Records appended after Open are not included:
-// they are in memory already. A record that verified at Open but does not
-// decompress is counted in Stats.Corrupt, acknowledged and skipped.
+// during the call) and the items of the record already done with (by
+// AckRange, in this process or before a crash), sorted, disjoint and
+// non-adjacent; nil when none are. The caller delivers the other items and
+// acknowledges them by their index in the record, as AckRange names them.
+// Before fn sees a record, its item count is known (stated by its header,
+// or else its number of frames), so AckRange checks ranges against it; a
+// record whose done items turn out to be all of them is acknowledged and
+// not handed out. It stops at and returns the first error fn returns.
+// Records appended after Open are not included: they are in memory
+// already. A record that verified at Open but does not decompress is
+// counted in Stats.Corrupt, acknowledged and skipped.
 //
 // fn runs on the calling goroutine; while it runs, up to GOMAXPROCS worker
 // goroutines decompress the records after it, so recovery is not limited
 // to one core's decompression speed.
-func (l *Log) Replay(fn func(id uint64, payload []byte) error) error {
+func (l *Log) Replay(fn func(id uint64, payload []byte, done []ItemRange) error) error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -80,7 +89,7 @@ type replayJob struct {
 // hands them to fn in order.
 type replayer struct {
 	l       *Log
-	fn      func(uint64, []byte) error
+	fn      func(uint64, []byte, []ItemRange) error
 	limit   int
 	jobs    chan *replayJob
 	free    []*replayJob
@@ -90,7 +99,7 @@ type replayer struct {
 	exited  chan struct{}
 }
 
-func newReplayer(l *Log, fn func(uint64, []byte) error) *replayer {
+func newReplayer(l *Log, fn func(uint64, []byte, []ItemRange) error) *replayer {
 	r := &replayer{l: l, fn: fn, limit: l.opts.readLimit()}
 	r.workers = min(runtime.GOMAXPROCS(0), 8)
 	r.window = 2 * r.workers
@@ -179,20 +188,38 @@ func (r *replayer) deliverOne() error {
 		_ = l.Ack(j.id)
 		return nil
 	}
-	// Acknowledged meanwhile: skip it. Otherwise its item count is its
-	// frames from now on.
+	// Acknowledged meanwhile: skip it. Otherwise its item count, if its
+	// header did not state it, is its frames from now on.
 	l.amu.Lock()
 	rs := &j.seg.recs[j.id-j.seg.firstID]
-	done := rs.left == 0
+	finished := false
 	if rs.left == itemsUnknown {
-		rs.left = uint32(min(countFrames(j.raw), int(itemsUnknown)-1))
+		count := min(countFrames(j.raw), int(itemsUnknown)-1)
+		rs.left = uint32(count - l.partial.clip(j.id, count))
+		l.uncounted--
+		l.pending += uint64(rs.left)
+		if rs.left == 0 { // its item acks covered it
+			l.ackedLocked(j.seg, j.id, rs)
+			finished = true
+		}
+	}
+	skip := rs.left == 0
+	var done []ItemRange
+	if set := l.partial.of(j.id); set != nil && !skip {
+		done = make([]ItemRange, len(set.spans))
+		for i, sp := range set.spans {
+			done[i] = ItemRange{Off: int(sp.lo), N: int(sp.hi - sp.lo + 1)}
+		}
 	}
 	l.amu.Unlock()
-	if done {
+	if finished {
+		l.kickAckWriter()
+	}
+	if skip {
 		return nil
 	}
 	l.stats.replayed.Add(1)
-	return r.fn(j.id, j.raw)
+	return r.fn(j.id, j.raw, done)
 }
 
 // drain delivers every pending record (or, after fn failed, just waits for

@@ -41,7 +41,7 @@ func pendingItems(t *testing.T, dir string) []string {
 	require.NoError(t, err)
 	defer l.Close()
 	var got []string
-	require.NoError(t, l.Replay(func(_ uint64, p []byte) error {
+	require.NoError(t, l.Replay(func(_ uint64, p []byte, _ []wal.ItemRange) error {
 		return wal.ForEachItem(p, func(it []byte) error {
 			got = append(got, string(it))
 			return nil
