@@ -13,10 +13,12 @@ import (
 // encoded by the Codec). Every batch names where its items are on disk with
 // spans — items [off, off+n) of record id — in item order; a batch whose
 // items are not on disk has none. When a batch is finished (delivered, or
-// given up on) each span is acknowledged with wal.Log.AckItems: the log
-// counts a record's items and acknowledges the record with its last one, so
-// a record is replayed after a crash only if some of its items were neither
-// delivered nor given up on. That per-record count lives in the log alone.
+// given up on) each span is acknowledged with wal.Log.AckRange(id, off, n):
+// the log keeps (and persists within a millisecond) which items of a record
+// are done and acknowledges the record with its last one, so after a crash
+// only the items neither delivered nor given up on come back, even from a
+// record whose other items went out in other batches. That bookkeeping
+// lives in the log alone.
 //
 // How items reach the disk, by mode:
 //

@@ -69,7 +69,7 @@ func recoverVineWAL(tb testing.TB, dir string, n int) int {
 	}
 	defer l.Close()
 	got := 0
-	err = l.Replay(func(id uint64, rec []byte) error {
+	err = l.Replay(func(id uint64, rec []byte, _ []wal.ItemRange) error {
 		return wal.ForEachItem(rec, func(item []byte) error {
 			if len(item) != itemSize {
 				return fmt.Errorf("record %d: item of %d bytes", id, len(item))
