@@ -22,6 +22,7 @@ type collector[T any] struct {
 	active   bool              // the last drain found work: linger before parking
 	flushing bool              // a Flush is draining: ignore the hard-level stall
 	cur      *pending[T]       // the batch being filled from the rings
+	durable  *pending[T]       // the batch being filled from the durable inbox (on disk already)
 	ready    fifo[*pending[T]] // cut, waiting for a sender, oldest first
 	inItems  []T               // the sync inbox's spare slices, swapped on take
 	spare    *pending[T]       // scratch (keyed checkpoints)
@@ -168,8 +169,11 @@ func (c *collector[T]) drainRings(cutPartial bool) {
 		// only consumer.
 		c.drainRing(s.cur.Load())
 	}
-	if cutPartial && c.cur != nil && len(c.cur.items) > 0 {
-		c.cut()
+	if cutPartial {
+		if c.cur != nil && len(c.cur.items) > 0 {
+			c.cut()
+		}
+		c.cutDurable()
 	}
 }
 
@@ -230,20 +234,30 @@ func (c *collector[T]) takeInbox() {
 	size := int(q.batchSize.Load())
 	rest, restSpans := items, spans
 	for len(rest) > 0 {
-		if c.cur == nil {
-			c.cur = q.getBatch()
+		if c.durable == nil {
+			c.durable = q.getBatch()
 		}
-		n := min(size-len(c.cur.items), len(rest))
-		c.cur.items = append(c.cur.items, rest[:n]...)
-		c.cur.spans = takeSpans(c.cur.spans, &restSpans, n)
-		c.cur.bytes += q.bytesOf(rest[:n])
+		b := c.durable
+		n := min(size-len(b.items), len(rest))
+		b.items = append(b.items, rest[:n]...)
+		b.spans = takeSpans(b.spans, &restSpans, n)
+		b.bytes += q.bytesOf(rest[:n])
 		rest = rest[n:]
-		if len(c.cur.items) >= size {
-			c.cut()
+		if len(b.items) >= size {
+			c.cutDurable()
 		}
 	}
 	clear(items) // retention rule
 	c.inItems, c.inSpans = items[:0], spans[:0]
+}
+
+// cutDurable hands on the batch of durable items being filled (it is on
+// disk already: never written again).
+func (c *collector[T]) cutDurable() {
+	if b := c.durable; b != nil && len(b.items) > 0 {
+		c.durable = nil
+		c.push(b)
+	}
 }
 
 // number gives b the next batch sequence number, for Flush and Stop.

@@ -480,16 +480,14 @@ func poll(q *vq.Queue[[]byte], out *atomic.Int64, stop <-chan struct{}, seen fun
 	}
 }
 
-// ---- Stats helpers, written once so the lead adapts them as Stats grows ----
+// ---- Stats helpers, written once ----
 
-// leftOnDisk is what Stop left in the WAL for the next New. Stats has no such
-// field yet: adapt when it has (Stats.LeftOnDisk).
-func leftOnDisk(st vq.Stats) uint64 { return 0 }
+// leftOnDisk is what Stop left in the WAL for the next New.
+func leftOnDisk(st vq.Stats) uint64 { return st.LeftOnDisk }
 
 // backlogItems is the replay backlog Stats shows (items accepted by an
-// earlier process and not yet delivered). Stats has no Backlog yet: Buffered
-// is the nearest (it adds Replayed). Adapt when Stats gains a backlog figure.
-func backlogItems(st vq.Stats) uint64 { return st.Buffered }
+// earlier process and not yet delivered, in memory or still in the WAL).
+func backlogItems(st vq.Stats) uint64 { return st.Backlog.Items }
 
 // statsIdentity returns the two sides of the accounting identity that holds
 // at quiescence: what came in (accepted now, replayed from an earlier

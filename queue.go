@@ -125,6 +125,9 @@ type Queue[T any] struct {
 	// the current rings hold.
 	drained   atomic.Uint64
 	bytesHeld atomic.Int64
+	// backlogAtOpen is the number of unacknowledged items the WAL held at
+	// New (set before any goroutine starts): the replay's backlog.
+	backlogAtOpen uint64
 	// walFull is set while Periodic mode's writes fail with ErrWALFull
 	// (persistBatch): intake is refused with it.
 	walFull atomic.Pointer[error]

@@ -47,13 +47,16 @@ func (q *Queue[T]) replayLoop() {
 		b.replay = true
 		b.bytes = q.bytesOf(b.items)
 		n := uint64(len(b.items))
+		// Counted before the hand-over: once the collector has it, it may
+		// be delivered (and counted there) at once.
+		q.replayed.Add(n)
 		select {
 		case q.replayCh <- b:
 		case <-q.sendCtx.Done():
+			q.replayed.Add(-n)
 			q.putBatch(b)
 			return errReplayStopped
 		}
-		q.replayed.Add(n)
 		select {
 		case <-q.replayAck:
 			return nil

@@ -37,13 +37,17 @@ type Stats struct {
 
 // Backlog is what waits for delivery, in memory and in the WAL.
 type Backlog struct {
-	// Items accepted or replayed and not yet delivered or given up
-	// (Buffered). Items still in the WAL that the replay has not read yet
-	// are not counted here: WALBytes covers them.
+	// Items waiting for delivery: Buffered, plus the items found in the
+	// WAL at New that the replay has not read yet (exact, except for
+	// records written by an older version, whose count is unknown).
 	Items uint64
 	// Bytes is BytesHeld plus WALBytes: memory and disk together (an item
 	// both in memory and in the WAL counts twice: it occupies both).
 	Bytes uint64
+	// Oldest is when the oldest unacknowledged WAL record was written
+	// (zero without a WAL, or with nothing pending): its age is how far
+	// delivery is behind.
+	Oldest time.Time
 	// Replaying is true while records found in the WAL at New are still
 	// being delivered.
 	Replaying bool
@@ -71,8 +75,10 @@ func (q *Queue[T]) Stats() Stats {
 		Blocked:      q.blocked.Load(),
 		Level:        levelOf(q.gov.Level()),
 	}
+	var oldest time.Time
 	if q.wal != nil {
 		ws := q.wal.log.Stats()
+		oldest = ws.OldestPending
 		s.WALBytes = uint64(max(ws.Bytes, 0))
 		s.Corrupt = ws.Corrupt + q.corrupt.Load()
 		s.Rejected += q.walRejected.Load()
@@ -85,7 +91,10 @@ func (q *Queue[T]) Stats() Stats {
 	if b := q.bytesHeld.Load(); b > 0 {
 		s.BytesHeld = uint64(b)
 	}
-	s.Backlog = Backlog{Items: s.Buffered, Bytes: s.BytesHeld + s.WALBytes, Replaying: q.replaying.Load()}
+	s.Backlog = Backlog{Items: s.Buffered, Bytes: s.BytesHeld + s.WALBytes, Oldest: oldest, Replaying: q.replaying.Load()}
+	if s.Backlog.Replaying && q.backlogAtOpen > s.Replayed {
+		s.Backlog.Items += q.backlogAtOpen - s.Replayed
+	}
 	return s
 }
 

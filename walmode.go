@@ -125,6 +125,9 @@ func (q *Queue[T]) openWAL() error {
 		return walErr(err)
 	}
 	q.wal = &walTier[T]{log: log, codec: codec, mode: c.Mode}
+	// What the replay has to deliver: Stats counts it in the backlog until
+	// the replayer has read it.
+	q.backlogAtOpen = log.Stats().ItemsPending
 	return nil
 }
 
