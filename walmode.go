@@ -376,6 +376,13 @@ func (q *Queue[T]) ackDelivered(b *pending[T]) {
 			q.logger.Warn("vinequeue: wal ack failed", "record", s.id, "err", err)
 		}
 	}
+	if len(b.spans) > 0 {
+		// In the ack log's page cache before the batch is finished: a
+		// SIGKILL from now on does not bring these items back.
+		if err := q.wal.log.WriteAcks(); err != nil && !errors.Is(err, wal.ErrClosed) {
+			q.logger.Warn("vinequeue: writing wal acks failed", "err", err)
+		}
+	}
 }
 
 // walSync syncs the log in Periodic mode.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -287,4 +288,29 @@ func TestDurabilityWaitsShareTheGroupCommit(t *testing.T) {
 	require.LessOrEqual(t, st.Appended, uint64(G*N))
 	require.Less(t, st.Syncs, uint64(G*N))
 	require.NoError(t, l.Close())
+}
+
+// WriteAcks puts the acknowledgements made so far in the ack log before it
+// returns (no waiting for the background writer), so a process killed right
+// after does not replay them.
+func TestWriteAcksWritesNow(t *testing.T) {
+	dir := t.TempDir()
+	opts := smallOpts()
+	opts.AckInterval = time.Hour // no durable flush in this test
+	l := openT(t, dir, opts)
+	defer l.Close()
+	id, err := l.AppendItems([][]byte{[]byte("a"), []byte("b"), []byte("c")})
+	require.NoError(t, err)
+	before, err := os.Stat(filepath.Join(dir, ackFileName))
+	require.NoError(t, err)
+	require.NoError(t, l.AckRange(id, 0, 2))
+	require.NoError(t, l.WriteAcks())
+	after, err := os.Stat(filepath.Join(dir, ackFileName))
+	require.NoError(t, err)
+	require.Greater(t, after.Size(), before.Size(), "the item entry is in the ack log when WriteAcks returns")
+	data, err := os.ReadFile(filepath.Join(dir, ackFileName))
+	require.NoError(t, err)
+	st, err := parseAckLog(data)
+	require.NoError(t, err)
+	require.NotNil(t, st.items.of(id), "the ack log holds the item range")
 }

@@ -693,6 +693,28 @@ func (l *Log) Checkpoint() error {
 	return l.flushAcks(true)
 }
 
+// WriteAcks writes the acknowledgements made so far (Ack, AckRange) to the
+// ack log now, without a sync, on the caller's goroutine: once it returns,
+// a process crash (SIGKILL) forgets none of them; a machine crash may
+// forget those made since the last durable flush (at most AckInterval
+// ago). Without it they are written within ackWriteDelay anyway. A caller
+// that acknowledges a delivered batch calls it once for the batch, so that
+// after a crash only batches still being delivered come back. Concurrent
+// calls share writes.
+func (l *Log) WriteAcks() error {
+	if l.isClosed.Load() {
+		return ErrClosed
+	}
+	if err := l.flushAcks(false); err != nil {
+		return err
+	}
+	select {
+	case l.syncKick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
 // ackWriteDelay is the least time between two writes of fresh
 // acknowledgements to the ack log (without a sync). It bounds what a
 // process crash forgets: an acknowledgement older than this is in the page
