@@ -199,8 +199,11 @@
 // already written. Write compresses on the caller's goroutine and copies
 // into the mapping under one mutex. Ack and AckRange are cheap (a mutex, a
 // per-segment array of item counts, a range set, and the done items of the
-// records partly acknowledged); a background goroutine writes fresh acks
-// to the ack log within a millisecond, and another syncs it at most every
+// records partly acknowledged); WriteAcks writes the fresh ones to the ack
+// log at once on the caller's goroutine (the queue calls it once per
+// finished batch, so a SIGKILL never forgets an acknowledged batch), a
+// background goroutine writes any others within a millisecond, and another
+// syncs it at most every
 // Options.AckInterval and deletes segments — apart, so that a slow
 // fdatasync never delays the fresh writes. Replay reads only the segments
 // recovered by Open and may run while new records are appended; ReadRange reads any ids already
