@@ -62,10 +62,10 @@ func NewCollector(stats func() vinequeue.Stats, opts Opts) *Collector {
 	}
 	counter("enqueued_total", "Items accepted by the queue.", func(s *vinequeue.Stats) uint64 { return s.Enqueued })
 	counter("delivered_total", "Items in batches whose Send returned nil.", func(s *vinequeue.Stats) uint64 { return s.Delivered })
-	counter("rejected_total", "Items refused with ErrFull.", func(s *vinequeue.Stats) uint64 { return s.Rejected })
-	counter("dropped_total", "Items handed to OnDrop (retries exhausted, Stop deadline).", func(s *vinequeue.Stats) uint64 { return s.Dropped })
+	counter("rejected_total", "Items refused at the call (ErrFull, ErrWALFull, ErrTooLarge, a codec error).", func(s *vinequeue.Stats) uint64 { return s.Rejected })
+	counter("dropped_total", "Items given up on and handed to OnDrop (retries exhausted, Permanent, Stop deadline without a WAL).", func(s *vinequeue.Stats) uint64 { return s.Dropped })
 	counter("spilled_total", "Items written to the WAL by the memory governor.", func(s *vinequeue.Stats) uint64 { return s.Spilled })
-	counter("replayed_total", "Items recovered from the WAL at start-up.", func(s *vinequeue.Stats) uint64 { return s.Replayed })
+	counter("replayed_total", "Items read back from the WAL at start-up and handed to delivery.", func(s *vinequeue.Stats) uint64 { return s.Replayed })
 	counter("send_retries_total", "Send calls that were retries.", func(s *vinequeue.Stats) uint64 { return s.Retries })
 	counter("corrupt_records_total", "WAL records lost to corruption.", func(s *vinequeue.Stats) uint64 { return s.Corrupt })
 	counter("soft_delays_total", "Slow-path delays applied at the soft memory level.", func(s *vinequeue.Stats) uint64 { return s.Delayed })
@@ -75,7 +75,23 @@ func NewCollector(stats func() vinequeue.Stats, opts Opts) *Collector {
 	gauge("held_bytes", "Bytes held by the queue, as accounted by SizeOf.", func(s *vinequeue.Stats) float64 { return float64(s.BytesHeld) })
 	gauge("memory_level", "Memory governor level: 0 normal, 1 soft, 2 hard.", func(s *vinequeue.Stats) float64 { return float64(s.Level) })
 	gauge("target_batch_size", "Current target batch size.", func(s *vinequeue.Stats) float64 { return float64(s.BatchSize) })
-	gauge("wal_bytes", "Bytes of WAL segments on disk.", func(s *vinequeue.Stats) float64 { return float64(s.WALBytes) })
+	gauge("wal_bytes", "Bytes of the WAL's unacknowledged records on disk.", func(s *vinequeue.Stats) float64 { return float64(s.WALBytes) })
+	counter("left_on_disk_total", "Items Stop left in the WAL for the next start.", func(s *vinequeue.Stats) uint64 { return s.LeftOnDisk })
+	counter("dead_lettered_total", "Items given up on and kept in the WAL's dead-letter log.", func(s *vinequeue.Stats) uint64 { return s.DeadLettered })
+	gauge("backlog_items", "Items waiting for delivery, in memory and not yet replayed from the WAL.", func(s *vinequeue.Stats) float64 { return float64(s.Backlog.Items) })
+	gauge("backlog_bytes", "Bytes waiting for delivery, in memory plus the WAL.", func(s *vinequeue.Stats) float64 { return float64(s.Backlog.Bytes) })
+	gauge("backlog_oldest_timestamp_seconds", "When the oldest unacknowledged WAL record was written (Unix seconds; 0: none).", func(s *vinequeue.Stats) float64 {
+		if s.Backlog.Oldest.IsZero() {
+			return 0
+		}
+		return float64(s.Backlog.Oldest.UnixNano()) / 1e9
+	})
+	gauge("replaying", "1 while records found in the WAL at start-up are being delivered.", func(s *vinequeue.Stats) float64 {
+		if s.Backlog.Replaying {
+			return 1
+		}
+		return 0
+	})
 	return c
 }
 

@@ -28,10 +28,10 @@ func statsText(st vinequeue.Stats) string {
 	}
 	metric("enqueued_total", "counter", "Items accepted by the queue.", st.Enqueued)
 	metric("delivered_total", "counter", "Items in batches whose Send returned nil.", st.Delivered)
-	metric("rejected_total", "counter", "Items refused with ErrFull.", st.Rejected)
-	metric("dropped_total", "counter", "Items handed to OnDrop (retries exhausted, Stop deadline).", st.Dropped)
+	metric("rejected_total", "counter", "Items refused at the call (ErrFull, ErrWALFull, ErrTooLarge, a codec error).", st.Rejected)
+	metric("dropped_total", "counter", "Items given up on and handed to OnDrop (retries exhausted, Permanent, Stop deadline without a WAL).", st.Dropped)
 	metric("spilled_total", "counter", "Items written to the WAL by the memory governor.", st.Spilled)
-	metric("replayed_total", "counter", "Items recovered from the WAL at start-up.", st.Replayed)
+	metric("replayed_total", "counter", "Items read back from the WAL at start-up and handed to delivery.", st.Replayed)
 	metric("send_retries_total", "counter", "Send calls that were retries.", st.Retries)
 	metric("corrupt_records_total", "counter", "WAL records lost to corruption.", st.Corrupt)
 	metric("soft_delays_total", "counter", "Slow-path delays applied at the soft memory level.", st.Delayed)
@@ -41,8 +41,32 @@ func statsText(st vinequeue.Stats) string {
 	metric("held_bytes", "gauge", "Bytes held by the queue, as accounted by SizeOf.", st.BytesHeld)
 	metric("memory_level", "gauge", "Memory governor level: 0 normal, 1 soft, 2 hard.", uint64(st.Level))
 	metric("target_batch_size", "gauge", "Current target batch size.", st.BatchSize)
-	metric("wal_bytes", "gauge", "Bytes of WAL segments on disk.", st.WALBytes)
+	metric("wal_bytes", "gauge", "Bytes of the WAL's unacknowledged records on disk.", st.WALBytes)
+	metric("left_on_disk_total", "counter", "Items Stop left in the WAL for the next start.", st.LeftOnDisk)
+	metric("dead_lettered_total", "counter", "Items given up on and kept in the WAL's dead-letter log.", st.DeadLettered)
+	metric("backlog_items", "gauge", "Items waiting for delivery, in memory and not yet replayed from the WAL.", st.Backlog.Items)
+	metric("backlog_bytes", "gauge", "Bytes waiting for delivery, in memory plus the WAL.", st.Backlog.Bytes)
+	metric("backlog_oldest_timestamp_seconds", "gauge", "When the oldest unacknowledged WAL record was written (Unix seconds; 0: none).", uint64(max(st.Backlog.Oldest.Unix(), 0)))
+	replaying := uint64(0)
+	if st.Backlog.Replaying {
+		replaying = 1
+	}
+	metric("replaying", "gauge", "1 while records found in the WAL at start-up are being delivered.", replaying)
 	return b.String()
+}
+
+// leafFields counts the fields of t, those of nested structs (Backlog) one
+// by one; a time.Time is one field.
+func leafFields(t reflect.Type) int {
+	n := 0
+	for f := range t.Fields() {
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Time]() {
+			n += leafFields(f.Type)
+		} else {
+			n++
+		}
+	}
+	return n
 }
 
 // TestCollectorMapsEveryField gives every Stats field a distinct value and
@@ -52,6 +76,8 @@ func TestCollectorMapsEveryField(t *testing.T) {
 		Enqueued: 1, Delivered: 2, Rejected: 3, Dropped: 4, Spilled: 5, Replayed: 6,
 		Retries: 7, Corrupt: 8, Delayed: 9, Blocked: 10, Batches: 11,
 		Buffered: 12, BytesHeld: 13, Level: vinequeue.LevelHard, BatchSize: 15, WALBytes: 16,
+		LeftOnDisk: 17, DeadLettered: 18,
+		Backlog: vinequeue.Backlog{Items: 19, Bytes: 20, Oldest: time.Unix(21, 0), Replaying: true},
 	}
 	c := NewCollector(func() vinequeue.Stats { return st }, Opts{})
 	if err := testutil.CollectAndCompare(c, strings.NewReader(statsText(st))); err != nil {
@@ -59,7 +85,7 @@ func TestCollectorMapsEveryField(t *testing.T) {
 	}
 	// One metric per Stats field: a field added to Stats without a metric
 	// fails here.
-	if n, want := testutil.CollectAndCount(c), reflect.TypeFor[vinequeue.Stats]().NumField(); n != want {
+	if n, want := testutil.CollectAndCount(c), leafFields(reflect.TypeFor[vinequeue.Stats]()); n != want {
 		t.Errorf("%d metrics for %d Stats fields", n, want)
 	}
 	problems, err := testutil.CollectAndLint(c)
