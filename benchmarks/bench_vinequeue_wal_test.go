@@ -15,9 +15,9 @@ import (
 func init() {
 	registerWAL(walContender{
 		name: "vinequeue-wal",
-		caveat: "vinequeue/wal Log.AppendItem, default options (snappy, fsync on): durable on return; " +
-			"concurrent appenders share one record and one fdatasync (group commit). Recovery reads records " +
-			"of 1000 framed items (how the queue writes batches), the peers one record per item",
+		caveat: "vinequeue/wal Log.AppendItem, default options (snappy, fsync on): the log's one group commit, " +
+			"which the Queue's Sync mode uses; concurrent appenders share one record and one fdatasync. Recovery " +
+			"reads records of 1000 framed items (how the queue writes batches), the peers one record per item",
 		open:    openVineWAL,
 		prepare: prepareVineWAL,
 		recover: recoverVineWAL,
@@ -25,9 +25,12 @@ func init() {
 	registerWAL(walContender{
 		name: "vinequeue",
 		caveat: "the Queue facade in WAL Sync mode ([]byte items, no-op Send): Enqueue returns once the item " +
-			"is durable (group commit); the item is also delivered",
-		probe: probeQueueSync,
-		open:  openQueueSync,
+			"is durable (group commit); the item is also delivered. Recovery: a new Queue replays the log " +
+			"into its Send until every item is delivered",
+		probe:   probeQueueSync,
+		open:    openQueueSync,
+		prepare: prepareVineWAL,
+		recover: recoverQueue,
 	})
 }
 
@@ -123,4 +126,33 @@ func openQueueSync(tb testing.TB, dir string) walInstance {
 		},
 		close: q.Close,
 	}
+}
+
+// recoverQueue opens a Queue on dir and waits until its replay has
+// delivered the n items prepareVineWAL wrote: recovery as a user sees it.
+func recoverQueue(tb testing.TB, dir string, n int) int {
+	var got int64
+	var mu sync.Mutex
+	done := make(chan struct{})
+	q, err := vinequeue.New(vinequeue.Config[[]byte]{
+		Send: func(_ context.Context, batch [][]byte) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got += int64(len(batch))
+			if got == int64(n) {
+				close(done)
+			}
+			return nil
+		},
+		Workers: 4,
+		WAL:     vinequeue.WALConfig{Dir: dir, Mode: vinequeue.Sync},
+	})
+	if err != nil {
+		tb.Fatalf("vinequeue.New: %v", err)
+	}
+	<-done
+	if err := q.Close(); err != nil {
+		tb.Fatalf("vinequeue Close: %v", err)
+	}
+	return int(got)
 }
