@@ -13,10 +13,10 @@ import (
 // holds the collector, so a slow or down sink slows the replay, not intake,
 // and a Send that enqueues cannot deadlock against it.
 //
-// Pacing and order. The replayer hands the collector one batch at a time and
-// waits until that batch is finished before it reads on, so a replay uses at
-// most one sender and one batch of memory however large the backlog, and the
-// records go out in id order. EnqueueKey's items are in the WAL in each key's
+// Pacing and order. The replayer hands the collector one batch at a time,
+// and the next only once that one is finished (it decodes the next one
+// meanwhile), so a replay uses at most one sender and two batches of memory
+// however large the backlog, and the records go out in id order. EnqueueKey's items are in the WAL in each key's
 // order but without their keys, so keyed shards do not dispatch until the
 // replay is over: per key, replayed items precede new ones, with any number
 // of Workers. (New keyed items are accepted and held meanwhile, under the
@@ -40,8 +40,28 @@ func (q *Queue[T]) replayLoop() {
 	w := q.wal
 	limit := min(q.cfg.BatchSize, q.cfg.MaxBatchSize)
 	var cur *pending[T]
-	// send hands cur to the collector and waits until it is finished.
+	// One replayed batch is with the collector or a sender at a time; the
+	// next is decoded meanwhile. waitAck waits until it is finished.
+	inFlight := false
+	waitAck := func() error {
+		if !inFlight {
+			return nil
+		}
+		select {
+		case <-q.replayAck:
+			inFlight = false
+			return nil
+		case <-q.sendCtx.Done():
+			// The batch is the collector's: Stop gives it up (it stays
+			// in the WAL).
+			return errReplayStopped
+		}
+	}
+	// send hands cur to the collector once the previous batch is finished.
 	send := func() error {
+		if err := waitAck(); err != nil {
+			return err
+		}
 		b := cur
 		cur = nil
 		b.replay = true
@@ -52,17 +72,11 @@ func (q *Queue[T]) replayLoop() {
 		q.replayed.Add(n)
 		select {
 		case q.replayCh <- b:
+			inFlight = true
+			return nil
 		case <-q.sendCtx.Done():
 			q.replayed.Add(-n)
 			q.putBatch(b)
-			return errReplayStopped
-		}
-		select {
-		case <-q.replayAck:
-			return nil
-		case <-q.sendCtx.Done():
-			// The batch is the collector's now: Stop gives it up
-			// (it stays in the WAL).
 			return errReplayStopped
 		}
 	}
@@ -111,6 +125,11 @@ func (q *Queue[T]) replayLoop() {
 	})
 	if err == nil && cur != nil {
 		err = send()
+	}
+	if err == nil {
+		// The replay is over when its last batch is finished: only then
+		// may keyed shards dispatch (per key, replayed items go first).
+		err = waitAck()
 	}
 	if cur != nil { // stopped: its items stay in the WAL
 		q.putBatch(cur)
