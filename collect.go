@@ -76,10 +76,11 @@ func (q *Queue[T]) collect() {
 		case <-walTick:
 			// A full WAL is tried again at each checkpoint (persistBatch).
 			q.walFull.Store(nil)
-			// Checkpoint: what the rings hold is cut into batches,
-			// written as they are cut (cut); what the keyed shards hold
-			// is written where it is (checkpointKeyed)…
+			// Checkpoint: what the rings hold is cut into batches, and
+			// the batches no sender has written yet are written here;
+			// what the keyed shards hold is written where it is…
 			c.drain(true)
+			c.writeReady()
 			c.checkpointKeyed()
 			q.walSync() // …then every record so far is made durable
 		case req := <-q.reqs:
@@ -212,13 +213,27 @@ func (c *collector[T]) drainRing(r *ring.SPSC[T]) {
 	}
 }
 
+// cut hands on the batch being filled from the rings. In Periodic mode it
+// is written by the sender that takes it, before Send (so records are
+// compressed and written on Workers goroutines, not this one), or by the
+// checkpoint if it is still here then (writeReady).
 func (c *collector[T]) cut() {
 	b := c.cur
 	c.cur = nil
-	if w := c.q.wal; w != nil && w.mode == Periodic {
-		c.q.persistBatch(b)
-	}
 	c.push(b)
+}
+
+// writeReady writes the batches still waiting for a sender that Periodic
+// mode has not written yet: the checkpoint, and Stop out of time (they then
+// stay in the WAL rather than being lost). The collector owns them until a
+// sender takes them, so nobody else writes them meanwhile.
+func (c *collector[T]) writeReady() {
+	q := c.q
+	for _, b := range c.ready.items() {
+		if q.needsWrite(b) {
+			q.persistBatch(b, &q.wal.enc)
+		}
+	}
 }
 
 // takeInbox moves the items made durable by their call so far (Sync mode,
@@ -384,6 +399,9 @@ func (c *collector[T]) stop(req request) {
 		// and Stop gives up what they hold (Queue.stop).
 		q.sendCancel()
 		reason := fmt.Errorf("%w: stop deadline: %w", ErrClosed, err)
+		if q.wal != nil {
+			c.writeReady() // Periodic: left in the WAL, not lost
+		}
 		for _, b := range c.ready.items() {
 			q.giveUp(b, reason, true)
 		}

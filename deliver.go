@@ -25,8 +25,9 @@ func Permanent(err error) error { return batch.Permanent(err) }
 // that ignores its ctx cannot hold Stop past its deadline, and its late
 // result is ignored.
 type senderSlot[T any] struct {
-	b atomic.Pointer[pending[T]]
-	_ [cacheLine - 8]byte
+	b      atomic.Pointer[pending[T]]
+	writer recordWriter // Periodic mode's record buffers (sender-owned)
+	_      [cacheLine]byte
 }
 
 // sendLoop is one sender: it takes batches from the collector until Stop.
@@ -44,6 +45,9 @@ func (q *Queue[T]) sendLoop(slot *senderSlot[T]) {
 // Config.Retry unless it says RetryForever. If Stop abandoned the batch
 // meanwhile, deliver leaves it alone.
 func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
+	if q.needsWrite(b) {
+		q.persistBatch(b, &slot.writer) // Periodic: on disk before Send
+	}
 	slot.b.Store(b)
 	var start time.Time
 	if q.sizer != nil { // only adaptive sizing needs the clock

@@ -137,7 +137,7 @@ func (s *keyedShard[T]) persist(c *collector[T]) {
 	}
 	b := c.scratch()
 	b.items = append(b.items[:0], s.items[s.persisted:]...)
-	q.persistBatch(b)
+	q.persistBatch(b, &q.wal.enc)
 	if len(b.spans) > 0 {
 		s.spans = append(s.spans, b.spans...)
 	} else {

@@ -84,17 +84,17 @@ type sizeInner struct {
 type payload []byte
 
 type sizeRecord struct {
-	ID      uint64
-	Key     []byte
-	Value   payload
-	Topic   string
-	At      time.Time
-	Flags   [3]bool
-	Inner   sizeInner
-	Tags    [4]string
-	Pairs   [2]sizeInner
-	Grid    [2][3]string
-	Ratio   float64
+	ID    uint64
+	Key   []byte
+	Value payload
+	Topic string
+	At    time.Time
+	Flags [3]bool
+	Inner sizeInner
+	Tags  [4]string
+	Pairs [2]sizeInner
+	Grid  [2][3]string
+	Ratio float64
 	//lint:ignore U1000 set and sized through reflection: an unexported field's bytes count too
 	private string
 }

@@ -61,20 +61,24 @@ func (c *collector[T]) spill(b *pending[T]) bool {
 	q := c.q
 	var err error
 	if !b.durable() {
-		err = q.writeBatch(b)
+		err = q.writeBatch(b, &q.wal.enc)
 	}
-	for _, sp := range b.spans {
-		if sp.id == 0 {
-			// An item that cannot be written (too large for a record):
-			// the batch stays in memory, and spilling has not failed.
-			return false
+	if err == nil {
+		for _, sp := range b.spans {
+			if sp.id == 0 {
+				// An item that cannot be written (too large for a
+				// record): the batch stays in memory, and spilling
+				// has not failed.
+				return false
+			}
+		}
+		if q.wal.mode != Sync {
+			err = walErr(q.wal.log.Sync()) // what the governor spills is durable
 		}
 	}
-	if err == nil && q.wal.mode != Sync {
-		err = walErr(q.wal.log.Sync()) // what the governor spills is durable
-	}
 	if err != nil {
-		b.spans = b.spans[:0]
+		// What was written stays named in b.spans (acknowledged with
+		// the batch); the rest is under id 0, in memory only.
 		q.spillErr.Store(&err)
 		q.logger.Warn("vinequeue: spill to the wal failed; batch kept in memory", "items", len(b.items), "err", err)
 		return false

@@ -82,7 +82,7 @@ type walTier[T any] struct {
 	mode  WALMode
 	inbox syncInbox[T] // Sync mode
 
-	encBuf []byte // collector-owned (Periodic and spill writes)
+	enc recordWriter // the collector's (spills, checkpoints)
 }
 
 // walErr maps the log's errors to the queue's sentinels, keeping the cause.
@@ -271,59 +271,75 @@ func (q *Queue[T]) appendKeyed(v T) (span, error) {
 	return span{id: id, off: index, n: 1}, nil
 }
 
+// recordWriter holds one goroutine's buffers for writeBatch: the collector
+// has one, and so does each sender (Periodic mode writes on the senders).
+type recordWriter struct {
+	rec, item []byte
+}
+
 // writeBatch writes b's items (not yet on disk) as records of at most
 // MaxRecord bytes, not synced, and names them in b.spans. An item too large
-// for any record cannot be written: it stays in b, delivered from memory
-// only (counted and logged), and the span list skips it with a span of id
-// 0. Collector only (it uses the collector's encoding buffer).
-func (q *Queue[T]) writeBatch(b *pending[T]) error {
+// for any record (or one the codec refuses) cannot be written: it stays in
+// b, delivered from memory only (counted and logged), under a span of id 0.
+// On a write error the items not written get a span of id 0 too: what was
+// written stays named (and is acknowledged with the batch).
+func (q *Queue[T]) writeBatch(b *pending[T], rw *recordWriter) error {
 	w := q.wal
 	limit := w.log.MaxRecord()
-	var item []byte
-	start, count := 0, 0 // the record being built: b.items[start:start+count]
-	w.encBuf = w.encBuf[:0]
+	count := 0 // items in rw.rec
+	rw.rec = rw.rec[:0]
+	b.spans = b.spans[:0]
 	flush := func() error {
 		if count == 0 {
 			return nil
 		}
-		id, err := w.log.Write(w.encBuf)
+		id, err := w.log.Write(rw.rec)
 		if err != nil {
 			return walErr(err)
 		}
 		b.spans = appendSpan(b.spans, id, 0, count)
-		start += count
 		count = 0
-		w.encBuf = w.encBuf[:0]
+		rw.rec = rw.rec[:0]
 		return nil
 	}
-	spans := b.spans[:0]
-	b.spans = spans
 	for i, v := range b.items {
 		var err error
-		if item, err = w.codec.Append(item[:0], v); err != nil {
+		if rw.item, err = w.codec.Append(rw.item[:0], v); err != nil {
 			err = fmt.Errorf("vinequeue: wal codec: %w", err)
-		} else if wal.FrameSize(len(item)) > limit {
-			err = fmt.Errorf("%w: item of %d bytes, records hold %d", ErrTooLarge, len(item), limit)
+		} else if wal.FrameSize(len(rw.item)) > limit {
+			err = fmt.Errorf("%w: item of %d bytes, records hold %d", ErrTooLarge, len(rw.item), limit)
+		}
+		if err == nil && len(rw.rec)+wal.FrameSize(len(rw.item)) > limit {
+			if ferr := flush(); ferr != nil {
+				b.spans = append(b.spans, span{n: len(b.items) - i + count})
+				return ferr
+			}
 		}
 		if err != nil {
 			if ferr := flush(); ferr != nil {
+				b.spans = append(b.spans, span{n: len(b.items) - i + count})
 				return ferr
 			}
 			q.walErrors.Add(1)
 			q.logger.Warn("vinequeue: an item cannot be written to the wal; it is delivered from memory only", "err", err)
 			b.spans = append(b.spans, span{n: 1}) // id 0: not on disk
-			start = i + 1
 			continue
 		}
-		if len(w.encBuf)+wal.FrameSize(len(item)) > limit {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-		w.encBuf = wal.AppendFrame(w.encBuf, item)
+		rw.rec = wal.AppendFrame(rw.rec, rw.item)
 		count++
 	}
-	return flush()
+	if err := flush(); err != nil {
+		b.spans = append(b.spans, span{n: count})
+		return err
+	}
+	return nil
+}
+
+// needsWrite reports whether b is a batch Periodic mode has still to write:
+// one cut from the rings (keyed, replayed and durable batches name their
+// records already; a batch whose write failed names its items with id 0).
+func (q *Queue[T]) needsWrite(b *pending[T]) bool {
+	return q.wal != nil && q.wal.mode == Periodic && len(b.spans) == 0
 }
 
 // decode appends the items framed in a record payload to dst.
@@ -347,15 +363,14 @@ func (w *walTier[T]) decode(dst []T, payload []byte) ([]T, error) {
 // write succeeds again, intake past the fast path is refused with that
 // error and rings are no longer handed off (holdRings), so producers meet
 // it within a ring's worth of items. The checkpoint tick tries again.
-func (q *Queue[T]) persistBatch(b *pending[T]) {
-	err := q.writeBatch(b)
+func (q *Queue[T]) persistBatch(b *pending[T], rw *recordWriter) {
+	err := q.writeBatch(b, rw)
 	if err == nil {
 		if q.walFull.Load() != nil {
 			q.walFull.Store(nil)
 		}
 		return
 	}
-	b.spans = b.spans[:0]
 	q.walErrors.Add(1)
 	if errors.Is(err, ErrWALFull) {
 		q.walFull.Store(&err)
