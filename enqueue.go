@@ -85,6 +85,10 @@ func (q *Queue[T]) handOff(s *procSlot[T]) handOffResult {
 		return noSpare
 	}
 	full := s.cur.Load()
+	// The spare's next batch of slots was last read by the collector, on
+	// another core: ask for those lines now, all at once, so that the
+	// pushes do not wait for them one by one (see ring.SPSC.Prefetch).
+	r.Prefetch(q.watermark())
 	s.cur.Store(r)
 	q.full.Push(full)
 	return handedOff
