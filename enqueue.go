@@ -1,6 +1,8 @@
 package vinequeue
 
 import (
+	"unsafe"
+
 	"github.com/vineroute/vinequeue/governor"
 	"github.com/vineroute/vinequeue/ring"
 )
@@ -11,31 +13,16 @@ import (
 // under Spill an error matching ErrWALFull while the WAL cannot take more.
 //
 // The common case touches only the calling P's ring: no lock, no shared
-// write, no allocation, no clock. Between pinning and unpinning nothing can
-// block (no lock, channel, governor charge, log or callback): a goroutine
-// that parked while pinned would take the process down.
+// write, no allocation, no clock. For 8-byte pointer-free items it is one
+// assembly call (pinPush8), small enough for Enqueue to inline into its
+// caller; anything else, and every push that meets the ring's limit, takes
+// enqueuePinned.
 func (q *Queue[T]) Enqueue(v T) error {
-	pid, tok := procPin()
-	if uint(pid) < uint(len(q.fast)) {
-		s := &q.fast[pid]
-		// nil until this P id first has a slot (see Queue.fast).
-		if r := s.cur.Load(); r != nil {
-			if r.TryPush(v) {
-				procUnpin(tok)
-				return nil
-			}
-			st := r.Push(v)
-			if st == ring.Pushed {
-				procUnpin(tok)
-				return nil
-			}
-			if st == ring.PushedWatermark { // v is in, and a batch is ready
-				return q.atWatermark(s, tok)
-			}
-		}
+	if pinAssembly && !raceBuild && unsafe.Sizeof(v) == 8 && q.rawPush &&
+		pinPush8(unsafe.Pointer(unsafe.SliceData(q.fast)), len(q.fast), *(*uint64)(unsafe.Pointer(&v))) {
+		return nil
 	}
-	procUnpin(tok)
-	return q.enqueueSlow(v)
+	return q.enqueuePinned(v)
 }
 
 // atWatermark is entered pinned after a push that reported a watermark: the
@@ -85,6 +72,10 @@ func (q *Queue[T]) handOff(s *procSlot[T]) handOffResult {
 		return noSpare
 	}
 	full := s.cur.Load()
+	// The spare's next batch of slots was last read by the collector, on
+	// another core: ask for those lines now, all at once, so that the
+	// pushes do not wait for them one by one (see ring.SPSC.Prefetch).
+	r.Prefetch(q.watermark())
 	s.cur.Store(r)
 	q.full.Push(full)
 	return handedOff

@@ -26,3 +26,40 @@ TEXT ·procPin(SB), NOSPLIT, $0-16
 	MOVQ DX, pid+0(FP)
 	MOVQ CX, tok+8(FP)
 	RET
+
+// func pinPush8(slots unsafe.Pointer, n int, v uint64) bool
+//
+// See pin_asm.go. No m.locks++: nothing between the read of p.id and the
+// publish of tail can preempt, park or migrate the goroutine (assembly is
+// never async-preempted; no call, no stack check).
+TEXT ·pinPush8(SB), NOSPLIT, $0-25
+	MOVQ TLS, CX
+	MOVQ 0(CX)(TLS*1), AX               // AX = g
+	MOVQ const_pinOffGM(AX), AX         // AX = g.m
+	MOVQ const_pinOffMP(AX), AX         // AX = m.p (non-nil: we are running Go code)
+	MOVLQSX const_pinOffPID(AX), AX     // AX = int(p.id)
+	CMPQ AX, n+8(FP)
+	JAE miss                            // unsigned: no slot for this P id
+	IMULQ $const_slotSize, AX
+	ADDQ slots+0(FP), AX                // AX = &slots[pid]
+	MOVQ const_slotOffCur(AX), DX       // DX = slot.cur
+	TESTQ DX, DX
+	JZ miss
+	MOVQ const_ringOffTail(DX), BX      // BX = tail (only this P writes it)
+	CMPQ BX, const_ringOffLimit(DX)
+	JEQ miss                            // at the limit: full, watermark or prefetch stop
+	MOVL const_ringOffSealed(DX), SI
+	TESTL SI, SI
+	JNZ miss
+	MOVQ const_ringOffMask(DX), SI
+	ANDQ BX, SI
+	MOVQ const_ringOffBuf(DX), DI
+	MOVQ v+16(FP), R8
+	MOVQ R8, 0(DI)(SI*8)                // buf[tail&mask] = v
+	INCQ BX
+	MOVQ BX, const_ringOffTail(DX)      // publish: a plain MOV is a release store (x86-TSO)
+	MOVB $1, ret+24(FP)
+	RET
+miss:
+	MOVB $0, ret+24(FP)
+	RET

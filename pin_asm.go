@@ -2,6 +2,12 @@
 
 package vinequeue
 
+import (
+	"unsafe"
+
+	"github.com/vineroute/vinequeue/ring"
+)
+
 // The build line above is maintained by pin/internal/genoffsets: this file,
 // pin_asm_test.go and pin_{amd64,arm64}.s are compiled exactly for the Go
 // versions with generated offsets (zpinoffsets_go1_N_linux_GOARCH.go);
@@ -41,3 +47,36 @@ func procPin() (pid int, tok *int32)
 func procUnpin(tok *int32) {
 	*tok--
 }
+
+// Offsets pin_GOARCH.s's pinPush8 uses, through go_asm.h: a P's slot in
+// Queue.fast (the same for every T: the slot holds only pointers) and the
+// ring fields a push touches (ring.Offset*).
+const (
+	slotSize      = unsafe.Sizeof(procSlot[byte]{})
+	slotOffCur    = unsafe.Offsetof(procSlot[byte]{}.cur)
+	ringOffTail   = ring.OffsetTail
+	ringOffLimit  = ring.OffsetLimit
+	ringOffSealed = ring.OffsetSealed
+	ringOffMask   = ring.OffsetMask
+	ringOffBuf    = ring.OffsetBuf
+)
+
+// pinPush8 is Enqueue's fast path for 8-byte pointer-free items, in one
+// assembly call: it reads the goroutine's P id (g.m.p.id), takes that P's
+// slot in slots[:n] (Queue.fast) and does TryPush's common case on its
+// current ring: when the ring is below its limit and not sealed, it stores v
+// at buf[tail&mask], publishes tail+1 (a release store) and returns true;
+// otherwise (no slot, no ring, at the limit, sealed) it stores nothing and
+// returns false, and the caller takes the Go path.
+//
+// It needs no m.locks++: the runtime never preempts assembly asynchronously
+// (isAsyncSafePoint refuses FuncFlagAsm), and a NOSPLIT function with no
+// frame and no call has no other point where the goroutine could stop,
+// migrate to another P or see a stop-the-world begin. So from reading p.id
+// to publishing tail the goroutine is the only one running on that P, and
+// so the ring's only producer, exactly as if pinned; and Stop's barrier
+// (a stop-the-world) waits for the call to return. The store has no write
+// barrier: v must hold no pointers (rawPushable).
+//
+//go:noescape
+func pinPush8(slots unsafe.Pointer, n int, v uint64) bool

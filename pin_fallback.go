@@ -2,7 +2,11 @@
 
 package vinequeue
 
-import "github.com/vineroute/vinequeue/pin"
+import (
+	"unsafe"
+
+	"github.com/vineroute/vinequeue/pin"
+)
 
 // The build line above is maintained by pin/internal/genoffsets: it is the
 // complement of pin_asm.go's (no generated offsets for this Go version or
@@ -21,3 +25,6 @@ func procPin() (pid int, tok *int32) {
 func procUnpin(*int32) {
 	pin.Unpin()
 }
+
+// pinPush8 is never called without the assembly (pinAssembly is false).
+func pinPush8(unsafe.Pointer, int, uint64) bool { return false }

@@ -37,7 +37,10 @@ type Queue[T any] struct {
 	// (GOMAXPROCS grew past NumCPU after New). It is written only when
 	// GOMAXPROCS grows.
 	procs atomic.Pointer[procTable[T]]
-	_     [cacheLine - 24 - 8]byte
+	// rawPush: Enqueue's fast path is one assembly call (pinPush8); see
+	// rawPushable. Set once in New.
+	rawPush bool
+	_       [cacheLine - 24 - 8 - 8]byte
 
 	// full holds rings handed off by producers (the "batch transfer": one
 	// CAS per RingSize items); the collector takes them all at once.
@@ -284,6 +287,7 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		q.procs.Store(&procTable[T]{})
 	} else {
 		q.fast = make([]procSlot[T], max(runtime.GOMAXPROCS(0), runtime.NumCPU()))
+		q.rawPush = rawPushable[T]()
 		q.growProcs(runtime.GOMAXPROCS(0) - 1)
 	}
 	var wg, senders sync.WaitGroup

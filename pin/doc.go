@@ -54,6 +54,16 @@
 // slot, another goroutine scheduled on that P would push into the same ring,
 // and two producers would write one SPSC ring.
 //
+// The root package's pinPush8 (Enqueue's fast path for 8-byte pointer-free
+// items) reads the P id and pushes in the same assembly call, without
+// touching m.locks: the runtime never preempts assembly asynchronously
+// (isAsyncSafePoint refuses FuncFlagAsm), and a NOSPLIT function without a
+// frame or call has no synchronous preemption point, so from the read of
+// p.id to the publish of tail it is a pinned producer turn as above, and a
+// stop-the-world waits for the call to return. TestPinPush8IsTryPush holds it
+// to TryPush's rules; TestPinPush8Concurrent pushes from many goroutines with
+// no pin and checks that every item arrives once.
+//
 // P ids also cannot go stale while pinned: runtime.GOMAXPROCS (procresize)
 // needs a stop-the-world, which waits for every pinned goroutine. Between
 // pins they can change; ids are dense in [0, GOMAXPROCS), so a caller that

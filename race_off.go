@@ -1,0 +1,5 @@
+//go:build !race
+
+package vinequeue
+
+const raceBuild = false
