@@ -1,6 +1,7 @@
 package vinequeue
 
 import (
+	"fmt"
 	"unsafe"
 
 	"github.com/vineroute/vinequeue/governor"
@@ -18,6 +19,11 @@ import (
 // caller; anything else, and every push that meets the ring's limit, takes
 // enqueuePinned.
 func (q *Queue[T]) Enqueue(v T) error {
+	if q.itemLimit != 0 {
+		if err := q.checkItem(v); err != nil {
+			return err
+		}
+	}
 	if pinAssembly && !raceBuild && unsafe.Sizeof(v) == 8 && q.rawPush &&
 		pinPush8(unsafe.Pointer(unsafe.SliceData(q.fast)), len(q.fast), *(*uint64)(unsafe.Pointer(&v))) {
 		return nil
@@ -252,6 +258,17 @@ func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) {
 	if q.syncMode() {
 		return q.enqueueSync(vs)
 	}
+	if q.itemLimit != 0 {
+		for i, v := range vs {
+			if err := q.checkItem(v); err != nil {
+				n, berr := q.EnqueueBatch(vs[:i])
+				if berr != nil {
+					return n, berr
+				}
+				return n, err
+			}
+		}
+	}
 	n := 0
 	for n < len(vs) {
 		if err := q.admit(len(vs)-n, 0, true); err != nil {
@@ -297,4 +314,21 @@ func (q *Queue[T]) wakeCollector() {
 	case q.wake <- struct{}{}:
 	default:
 	}
+}
+
+// maxFrameOverhead is the most the WAL's framing adds to an item (its
+// length as a uvarint).
+const maxFrameOverhead = 10
+
+// checkItem refuses, in Periodic and Overflow mode, an item too large for
+// any WAL record: it could never be on disk. The check uses SizeOf (the
+// encoding happens later, off the call); for []byte and string items it is
+// exact. An item whose encoding still does not fit when it is written is
+// delivered from memory only, counted and logged.
+func (q *Queue[T]) checkItem(v T) error {
+	if n := q.sizeOf(v); n > q.itemLimit {
+		q.walRejected.Add(1)
+		return fmt.Errorf("%w: item of %d bytes by SizeOf, WAL records hold %d", ErrTooLarge, n, q.wal.log.MaxRecord())
+	}
+	return nil
 }

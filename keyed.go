@@ -74,6 +74,11 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 		return ErrClosed
 	}
 	defer q.intake.leave()
+	if q.itemLimit != 0 {
+		if err := q.checkItem(v); err != nil {
+			return err
+		}
+	}
 	size := int64(q.sizeOf(v))
 	if err := q.admit(1, size, false); err != nil {
 		return err

@@ -40,7 +40,12 @@ type Queue[T any] struct {
 	// rawPush: Enqueue's fast path is one assembly call (pinPush8); see
 	// rawPushable. Set once in New.
 	rawPush bool
-	_       [cacheLine - 24 - 8 - 8]byte
+	// itemLimit is the largest SizeOf an item may have in Periodic and
+	// Overflow mode, whose items are encoded later, off the call (0: no
+	// check: memory mode, Sync mode, which checks the encoding itself, or
+	// an item type of fixed size). Set once in New.
+	itemLimit int
+	_         [cacheLine - 24 - 8 - 8 - 8]byte
 
 	// full holds rings handed off by producers (the "batch transfer": one
 	// CAS per RingSize items); the collector takes them all at once.
@@ -279,6 +284,12 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		if err := q.openWAL(); err != nil {
 			gov.Close()
 			return nil, err
+		}
+		if q.wal.mode != Sync && q.fixedSize == 0 {
+			// SizeOf counts an item's header: for []byte and string
+			// (the built-in codec) the check is then exact.
+			var zero T
+			q.itemLimit = q.wal.log.MaxRecord() - maxFrameOverhead + int(unsafe.Sizeof(zero))
 		}
 	}
 	if q.syncMode() {

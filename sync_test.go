@@ -321,3 +321,45 @@ func TestPeriodicFullWALRefuses(t *testing.T) {
 		t.Fatalf("delivered %d of %d accepted", delivered.Load(), accepted)
 	}
 }
+
+// TestTooLargeAtTheCallInEveryMode: in Periodic and Overflow mode too, an
+// item too large for any WAL record is refused at the call with
+// ErrTooLarge, alone (it used to be accepted with nil and never written).
+func TestTooLargeAtTheCallInEveryMode(t *testing.T) {
+	for _, mode := range []WALMode{Periodic, Overflow} {
+		t.Run(mode.String(), func(t *testing.T) {
+			var r batchRecorder
+			q, err := New(Config[[]byte]{
+				Send: r.send,
+				WAL:  WALConfig{Dir: t.TempDir(), Mode: mode, SegmentSize: 256 << 10},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			big := make([]byte, q.wal.log.MaxRecord())
+			if err := q.Enqueue(big); !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("Enqueue of an item over the record limit: %v", err)
+			}
+			if err := q.EnqueueKey(1, big); !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("EnqueueKey of an item over the record limit: %v", err)
+			}
+			n, err := q.EnqueueBatch([][]byte{[]byte("a"), big, []byte("c")})
+			if n != 1 || !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("EnqueueBatch: %d, %v; want 1, ErrTooLarge", n, err)
+			}
+			fits := make([]byte, q.wal.log.MaxRecord()-maxFrameOverhead)
+			if err := q.Enqueue(fits); err != nil {
+				t.Fatalf("an item that fits a record: %v", err)
+			}
+			if err := q.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if r.items.Load() != 2 {
+				t.Fatalf("delivered %d, want 2", r.items.Load())
+			}
+			if st := q.Stats(); st.Rejected != 3 {
+				t.Fatalf("Rejected %d, want 3", st.Rejected)
+			}
+		})
+	}
+}
