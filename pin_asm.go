@@ -1,5 +1,7 @@
 //go:build linux && (amd64 || arm64) && !purego && go1.26 && !go1.27
 
+//lint:file-ignore U1000 the offset constants are used by pin_amd64.s and pin_arm64.s, through go_asm.h
+
 package vinequeue
 
 import (
@@ -50,7 +52,8 @@ func procUnpin(tok *int32) {
 
 // Offsets pin_GOARCH.s's pinPush8 uses, through go_asm.h: a P's slot in
 // Queue.fast (the same for every T: the slot holds only pointers) and the
-// ring fields a push touches (ring.Offset*).
+// ring fields a push touches (ring.Offset*). Nothing in Go uses them: the
+// file-level lint directive above the package clause says so to staticcheck.
 const (
 	slotSize      = unsafe.Sizeof(procSlot[byte]{})
 	slotOffCur    = unsafe.Offsetof(procSlot[byte]{}.cur)
