@@ -2,18 +2,18 @@
 # release.sh vX.Y.Z — release the core and every contrib module at one
 # version (make release VERSION=vX.Y.Z):
 #
-#   1. contrib/*, benchmarks: require github.com/vineroute/vinequeue vX.Y.Z
-#      (no replace), tidied against the core at HEAD published as vX.Y.Z in
-#      the local proxy; committed: that commit is the release.
+#   1. contrib/*: require github.com/vineroute/vinequeue vX.Y.Z (no
+#      replace), tidied against the core at HEAD published as vX.Y.Z in the
+#      local proxy; committed: that commit is the release.
 #   2. tags vX.Y.Z and contrib/NAME/vX.Y.Z on it (RELEASE_TAGS=0: none;
 #      they are printed to create later).
 #   3. releases: "vX.Y.Z COMMIT" appended, since tags may not travel with a
-#      clone; examples/*: require the project's modules at vX.Y.Z, tidied;
-#      committed.
+#      clone; examples/* and benchmarks: require the project's modules
+#      (core and contrib) at vX.Y.Z, tidied; committed.
 #
 # The core's zip at the release commit equals the one at HEAD that step 1
-# tidied against: step 1 changes only files of other modules (contrib/*,
-# benchmarks), which the core's zip leaves out.
+# tidied against: step 1 changes only files of other modules (contrib/*),
+# which the core's zip leaves out.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -47,13 +47,16 @@ if grep -qE "^$VERSION[[:space:]]" releases 2>/dev/null || git rev-parse -q --ve
 	exit 1
 fi
 
+# Step 1 covers the modules that depend on the core alone; benchmarks and
+# examples may require contrib modules too, which exist at VERSION only
+# once the release commit does: they are tidied in step 3.
 mods=()
-for d in contrib/*/ benchmarks/; do
+for d in contrib/*/; do
 	[ -f "$d/go.mod" ] && mods+=("${d%/}")
 done
 MODPROXY_ADD="$VERSION=HEAD" scripts/withproxy.sh "$0" "$VERSION" --tidy "${mods[@]}"
-git add -A contrib benchmarks
-git commit -q -m "release $VERSION: contrib and benchmarks require the core at $VERSION"
+git add -A contrib
+git commit -q -m "release $VERSION: contrib requires the core at $VERSION"
 commit=$(git rev-parse HEAD)
 
 tags=("$VERSION")
@@ -69,12 +72,12 @@ else
 fi
 
 echo "$VERSION $commit" >>releases
-examples=()
-for d in examples/*/; do
-	[ -f "$d/go.mod" ] && examples+=("${d%/}")
+users=()
+for d in examples/*/ benchmarks/; do
+	[ -f "$d/go.mod" ] && users+=("${d%/}")
 done
-[ ${#examples[@]} -gt 0 ] && scripts/withproxy.sh "$0" "$VERSION" --tidy "${examples[@]}"
+[ ${#users[@]} -gt 0 ] && scripts/withproxy.sh "$0" "$VERSION" --tidy "${users[@]}"
 git add releases
-[ ${#examples[@]} -gt 0 ] && git add -A examples
-git commit -q -m "releases: $VERSION is $commit; examples require it"
+[ ${#users[@]} -gt 0 ] && git add -A examples benchmarks
+git commit -q -m "releases: $VERSION is $commit; examples and benchmarks require it"
 echo "release: $VERSION is $commit (manifest: releases); push the tags with the branch"
