@@ -4,7 +4,7 @@ go 1.26.0
 
 require (
 	github.com/prometheus/client_golang v1.25.0
-	github.com/vineroute/vinequeue v0.1.0
+	github.com/vineroute/vinequeue v0.2.0
 	go.uber.org/goleak v1.3.0
 )
 

@@ -5,7 +5,7 @@ go 1.26.0
 require (
 	github.com/johannesboyne/gofakes3 v1.2.0
 	github.com/minio/minio-go/v7 v7.4.1
-	github.com/vineroute/vinequeue v0.1.0
+	github.com/vineroute/vinequeue v0.2.0
 	go.uber.org/goleak v1.3.0
 )
 
