@@ -13,8 +13,8 @@ require (
 	github.com/twmb/franz-go v1.22.3
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
 	github.com/twmb/franz-go/pkg/kmsg v1.15.1
-	github.com/vineroute/vinequeue v0.1.0
-	github.com/vineroute/vinequeue/contrib/kafka v0.1.0
+	github.com/vineroute/vinequeue v0.2.0
+	github.com/vineroute/vinequeue/contrib/kafka v0.2.0
 )
 
 require github.com/klauspost/compress v1.20.3 // indirect

@@ -6,9 +6,9 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/twmb/franz-go v1.22.3
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
-	github.com/vineroute/vinequeue v0.1.0
-	github.com/vineroute/vinequeue/contrib/kafka v0.1.0
-	github.com/vineroute/vinequeue/contrib/prometheus v0.1.0
+	github.com/vineroute/vinequeue v0.2.0
+	github.com/vineroute/vinequeue/contrib/kafka v0.2.0
+	github.com/vineroute/vinequeue/contrib/prometheus v0.2.0
 	go.uber.org/goleak v1.3.0
 )
 
