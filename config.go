@@ -9,6 +9,7 @@ import (
 
 	"github.com/vineroute/vinequeue/batch"
 	"github.com/vineroute/vinequeue/governor"
+	"github.com/vineroute/vinequeue/wal"
 )
 
 // SendFunc delivers one batch. It must not keep batch (or any item's backing
@@ -189,17 +190,13 @@ const (
 	NoCompression                    // stored as encoded: for items that do not compress
 )
 
-// String returns the compression's name.
+// String returns the compression's name (the WAL's names: the two
+// enumerations are numbered alike, TestLevelNumbering pins it).
 func (c Compression) String() string {
-	switch c {
-	case Snappy:
-		return "snappy"
-	case LZ4:
-		return "lz4"
-	case NoCompression:
-		return "none"
+	if c < 0 || c > NoCompression {
+		return fmt.Sprintf("Compression(%d)", int(c))
 	}
-	return fmt.Sprintf("Compression(%d)", int(c))
+	return wal.Compression(c).String()
 }
 
 // WALConfig configures the disk tier. The zero value (no Dir) is memory

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vineroute/vinequeue/governor"
+	"github.com/vineroute/vinequeue/wal"
 )
 
 // TestMemoryPressure: a producer much faster than Send, Limit 64 MiB. For
@@ -264,6 +265,14 @@ func TestLevelNumbering(t *testing.T) {
 	}{{governor.LevelNormal, LevelNormal}, {governor.LevelSoft, LevelSoft}, {governor.LevelHard, LevelHard}} {
 		if levelOf(c.g) != c.q || c.g.String() != c.q.String() {
 			t.Errorf("governor %v maps to %v, want %v", c.g, levelOf(c.g), c.q)
+		}
+	}
+	for _, c := range []struct {
+		w wal.Compression
+		q Compression
+	}{{wal.Snappy, Snappy}, {wal.LZ4, LZ4}, {wal.NoCompression, NoCompression}} {
+		if wal.Compression(c.q) != c.w || c.q.String() != c.w.String() {
+			t.Errorf("%v maps to wal %v, want %v", c.q, wal.Compression(c.q), c.w)
 		}
 	}
 	for _, c := range []struct {
