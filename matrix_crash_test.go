@@ -274,7 +274,11 @@ func (c *capped) tail() string {
 			break
 		}
 	}
-	return strings.Join(lines[:min(len(lines), 3)], " | ")
+	n := 3
+	if len(lines) > 0 && strings.Contains(lines[0], "DATA RACE") {
+		n = 40 // both stacks: a race report is useless without them
+	}
+	return strings.Join(lines[:min(len(lines), n)], " | ")
 }
 
 // matrixChild is the child's side: the cell's queue, producers that run

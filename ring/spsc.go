@@ -193,8 +193,12 @@ func (r *SPSC[T]) Prefetch(n int) {
 	if n <= 0 || size == 0 {
 		return
 	}
+	// A producer-side read: under -race it orders with the pushes as they
+	// do with each other (producerSync; a no-op otherwise).
+	r.psync.lock()
 	t := r.tail.Load()
 	free := r.headCache + (r.mask + 1) - t // the slots below headCache+size are the producer's
+	r.psync.unlock()
 	// No more than a first-level cache can keep: lines prefetched beyond it
 	// would evict the first ones before the pushes reach them.
 	k := min(uint64(n), free, maxPrefetch/uint64(size))
