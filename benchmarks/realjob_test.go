@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -361,6 +362,20 @@ func TestRealJob(t *testing.T) {
 		vineQueue("vq-mem-key-linger", true, 0, false, kgo.ProducerLinger(10*time.Millisecond)),
 		vineQueue("vq-periodic-key", true, vinequeue.Periodic, true),
 		vineQueue("vq-sync-key", true, vinequeue.Sync, true),
+	}
+	if only := os.Getenv("VINEBENCH_REALJOB_ONLY"); only != "" {
+		// franz-go stays: it is every ratio's base.
+		re, err := regexp.Compile(only)
+		if err != nil {
+			t.Fatalf("VINEBENCH_REALJOB_ONLY: %v", err)
+		}
+		kept := contenders[:1]
+		for _, c := range contenders[1:] {
+			if re.MatchString(c.name) {
+				kept = append(kept, c)
+			}
+		}
+		contenders = kept
 	}
 	load := newRealJobLoad()
 	var table strings.Builder
