@@ -414,9 +414,7 @@ func (c *collector[T]) stop(req request) {
 		for replayDone != nil {
 			select {
 			case b := <-q.replayCh:
-				b.seq = c.seq
-				c.seq++
-				q.track.cut(b.seq)
+				c.number(b)
 				q.hold(b.bytes)
 				q.giveUp(b, reason, true)
 			case <-replayDone:
