@@ -73,7 +73,7 @@ func (q *Queue[T]) admit(n int, bytes int64, spillable bool) error {
 			// Periodic mode could not write its last checkpoint: items
 			// accepted now could not be on disk within SyncInterval.
 			q.rejected.Add(uint64(n))
-			return *p
+			return q.refusedFull(*p)
 		}
 		lvl := q.gov.Level()
 		if bytes != 0 {
@@ -131,7 +131,7 @@ func (q *Queue[T]) atHard(n int, bytes int64, spillable bool) (err error, wait b
 	}
 	if err != nil {
 		q.rejected.Add(uint64(n))
-		return err, false
+		return q.refusedFull(err), false
 	}
 	if bytes != 0 && after == governor.LevelNormal {
 		// This call alone takes the level from Normal to Hard: waiting for

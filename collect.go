@@ -402,13 +402,9 @@ func (c *collector[T]) stop(req request) {
 		if q.wal != nil {
 			c.writeReady() // Periodic: left in the WAL, not lost
 		}
-		for _, b := range c.ready.items() {
-			q.giveUp(b, reason, true)
-		}
+		given := append([]*pending[T](nil), c.ready.items()...)
 		c.ready.reset()
-		for _, b := range q.keyed.takeAll() {
-			q.giveUp(b, reason, true)
-		}
+		given = append(given, q.keyed.takeAll()...)
 		// The replayer ends on sendCancel; a batch it was handing over
 		// meanwhile is given up too.
 		for replayDone != nil {
@@ -416,11 +412,12 @@ func (c *collector[T]) stop(req request) {
 			case b := <-q.replayCh:
 				c.number(b)
 				q.hold(b.bytes)
-				q.giveUp(b, reason, true)
+				given = append(given, b)
 			case <-replayDone:
 				replayDone = nil
 			}
 		}
+		q.giveUpAll(given, reason, true)
 	}
 	close(q.work)
 	req.done <- err
@@ -511,12 +508,15 @@ func (q *Queue[T]) stop(ctx context.Context) error {
 		<-q.sendersDone
 	}
 	q.sendCancel()
-	if err != nil {
-		// Closing the governor waits for an OnLevelChange in progress;
-		// out of time, Stop does not.
-		go q.gov.Close()
-	} else {
-		q.gov.Close()
+	// Closing the governor waits for an OnLevelChange in progress; Stop
+	// waits for it only while ctx allows (everything is delivered by now:
+	// a hook still running is not an error of Stop's).
+	govClosed := make(chan struct{})
+	go func() { q.gov.Close(); close(govClosed) }()
+	select {
+	case <-govClosed:
+	case <-ctx.Done():
+		q.logger.Warn("vinequeue: stop: OnLevelChange still running at the deadline; not waiting for it")
 	}
 	if q.wal != nil {
 		if werr := q.wal.log.Close(); werr != nil && !errors.Is(werr, wal.ErrClosed) {

@@ -58,3 +58,19 @@ func TestEnumsAsText(t *testing.T) {
 		t.Fatalf("UnmarshalText(fast) = %v, want ErrUnknownName", err)
 	}
 }
+
+// TestNegativeSizeOfCountsNothing: a SizeOf that returns a negative size
+// would credit the memory governor and switch the bound off; it counts as 0.
+func TestNegativeSizeOfCountsNothing(t *testing.T) {
+	q, err := New(Config[int]{
+		Send:   func(context.Context, []int) error { return nil },
+		SizeOf: func(int) int { return -1 << 40 },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if n := q.sizeOf(1); n != 0 {
+		t.Fatalf("sizeOf = %d, want 0", n)
+	}
+}

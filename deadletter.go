@@ -61,7 +61,7 @@ func (q *Queue[T]) deadLetter(b *pending[T], reason error) error {
 	}
 	for _, v := range b.items {
 		var err error
-		if item, err = w.codec.Append(item[:0], v); err != nil {
+		if item, err = w.appendItem(item[:0], v); err != nil {
 			return fmt.Errorf("vinequeue: wal codec: %w", err)
 		}
 		if len(payload) > 0 && len(payload)+wal.FrameSize(len(item)) > limit {

@@ -110,17 +110,60 @@ func (q *Queue[T]) failed(b *pending[T], reason error) {
 // time (after sendCancel): a Send that ignores its ctx keeps its goroutine,
 // not Stop. The batches are not recycled: Send may still read them.
 func (q *Queue[T]) abandonInFlight(reason error) {
+	var given []*pending[T]
 	for i := range q.senders {
 		if b := q.senders[i].b.Swap(nil); b != nil {
-			q.giveUp(b, reason, false)
+			given = append(given, b)
 		}
 	}
+	q.giveUpAll(given, reason, false)
 	// Senders whose Send returned before the swap are finishing their
-	// batch (counting it, OnDrop): wait for them, so that Stats and OnDrop
-	// are complete when Stop returns.
-	q.finishing.Lock()
-	q.finishing.Unlock() //lint:ignore SA2001 an empty critical section: waiting for the readers is the point
+	// batch (counting it, OnDrop): wait a moment for them, so that Stats and
+	// OnDrop are complete when Stop returns, but not for an OnDrop that
+	// blocks: Stop is out of time already.
+	finished := make(chan struct{})
+	go func() {
+		q.finishing.Lock()
+		q.finishing.Unlock() //lint:ignore SA2001 an empty critical section: waiting for the readers is the point
+		close(finished)
+	}()
+	t := time.NewTimer(finishGrace)
+	defer t.Stop()
+	select {
+	case <-finished:
+	case <-t.C:
+		q.logger.Warn("vinequeue: stop: a sender is still finishing a batch (OnDrop?) past the deadline; not waiting for it")
+	}
 }
+
+// giveUpAll gives up batches for a Stop out of time (giveUp) on a goroutine
+// of its own, and waits for it at most finishGrace: their OnDrop calls are
+// user code, and Stop is past its deadline already. What OnDrop has not
+// been handed by then it is handed after Stop returns.
+func (q *Queue[T]) giveUpAll(given []*pending[T], reason error, recycle bool) {
+	if len(given) == 0 {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, b := range given {
+			q.giveUp(b, reason, recycle)
+		}
+	}()
+	t := time.NewTimer(finishGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		q.logger.Warn("vinequeue: stop: OnDrop still running past the deadline; not waiting for it")
+	}
+}
+
+// finishGrace is how long Stop, out of time, waits for senders that are
+// past Send and finishing their batch: counting takes microseconds, so
+// only a blocked OnDrop uses it up.
+const finishGrace = 50 * time.Millisecond
 
 func (q *Queue[T]) countRetry(int, error) {
 	q.retries.Add(1)

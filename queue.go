@@ -136,6 +136,9 @@ type Queue[T any] struct {
 	// backlogAtOpen is the number of unacknowledged items the WAL held at
 	// New (set before any goroutine starts): the replay's backlog.
 	backlogAtOpen uint64
+	// walFullAt is when a call was last refused because the WAL is full
+	// (unix ns; 0: never), for Health.
+	walFullAt atomic.Int64
 	// walFull is set while Periodic mode's writes fail with ErrWALFull
 	// (persistBatch): intake is refused with it.
 	walFull atomic.Pointer[error]
@@ -246,6 +249,11 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		replayDone:  make(chan struct{}),
 	}
 	q.spills.kick = make(chan struct{}, 1)
+	if user := q.sizeOf; user != nil {
+		// A negative size would credit the governor and switch the
+		// memory bound off: count it as nothing.
+		q.sizeOf = func(v T) int { return max(user(v), 0) }
+	}
 	if q.sizeOf == nil {
 		var err error
 		if q.sizeOf, q.fixedSize, err = defaultSizeOf[T](); err != nil {

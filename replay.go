@@ -91,8 +91,23 @@ func (q *Queue[T]) replayLoop() {
 		var err error
 		items, err = w.decode(items[:0], payload)
 		if err != nil {
-			q.corrupt.Add(1)
-			q.logger.Error("vinequeue: wal record does not decode; skipped", "record", id, "err", err)
+			// Intact on disk, but this Codec cannot read it (a codec
+			// changed between runs?): keep it, in the dead-letter log,
+			// where a fixed Codec can requeue it. Left in place if even
+			// that fails; the next New tries again.
+			n := 0
+			wal.ForEachItem(payload, func([]byte) error { n++; return nil })
+			if _, derr := w.log.DeadLetter(payload, wal.DeadMeta{Reason: "replay: " + err.Error(), Records: []uint64{id}}); derr != nil {
+				q.logger.Error("vinequeue: wal record does not decode and cannot be dead-lettered; it stays in the wal", "record", id, "err", err, "dead-letter error", derr)
+				return nil
+			}
+			// Read back and given up on: counted as replayed, dropped
+			// and dead-lettered (OnDrop cannot have them: they do not
+			// decode).
+			q.replayed.Add(uint64(n))
+			q.dropped.Add(uint64(n))
+			q.deadLettered.Add(uint64(n))
+			q.logger.Error("vinequeue: wal record does not decode; moved to the dead-letter log", "record", id, "items", n, "err", err)
 			return w.log.Ack(id)
 		}
 		if len(items) == 0 {

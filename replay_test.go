@@ -279,3 +279,73 @@ func TestPeriodicKeepsKeyedItems(t *testing.T) {
 	}
 	waitFor(t, "every keyed item on disk", func() bool { return itemsOnDisk(t, dir) >= n })
 }
+
+// TestStopDeadlineWhateverCallbacksDo: an OnDrop or an OnLevelChange that
+// blocks cannot hold Stop past its deadline either (Stop waited for both).
+func TestStopDeadlineWhateverCallbacksDo(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	stopWithin := func(t *testing.T, q *Queue[[]byte], d time.Duration) error {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		stopped := make(chan error, 1)
+		go func() { stopped <- q.Stop(ctx) }()
+		select {
+		case err := <-stopped:
+			return err
+		case <-time.After(20 * time.Second):
+			t.Fatal("Stop is still waiting for a callback that blocks")
+			return nil
+		}
+	}
+	t.Run("OnDrop", func(t *testing.T) {
+		entered := make(chan struct{}, 1)
+		q, err := New(Config[[]byte]{
+			Send:      func(context.Context, [][]byte) error { return Permanent(errors.New("rejected")) },
+			BatchSize: 1, FlushInterval: 5 * time.Millisecond,
+			OnDrop: func([][]byte, error) {
+				select {
+				case entered <- struct{}{}:
+				default:
+				}
+				<-release
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 10 {
+			if err := q.Enqueue([]byte{byte(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		<-entered
+		if err := stopWithin(t, q, 200*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Stop = %v, want DeadlineExceeded", err)
+		}
+	})
+	t.Run("OnLevelChange", func(t *testing.T) {
+		hooked := make(chan struct{}, 1)
+		q, err := New(Config[[]byte]{
+			Send: func(context.Context, [][]byte) error { return nil },
+			Memory: MemoryConfig{Limit: 1 << 20, Policy: Reject, OnLevelChange: func(Level, Level) {
+				select {
+				case hooked <- struct{}{}:
+				default:
+				}
+				<-release
+			}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 2000; i++ {
+			q.Enqueue(make([]byte, 2048)) // some are refused at Hard: fine
+		}
+		<-hooked
+		if err := stopWithin(t, q, 500*time.Millisecond); err != nil {
+			t.Fatalf("Stop = %v, want nil: everything accepted was delivered", err)
+		}
+	})
+}

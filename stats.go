@@ -101,8 +101,8 @@ func (q *Queue[T]) Stats() Stats {
 // Health is what a readiness probe needs to know.
 type Health struct {
 	// Ready is false once Stop has begun, at the hard memory level (new
-	// items meet the Policy), and while the sink has been failing for
-	// longer than a retry cycle would cover. A load balancer should send
+	// items meet the Policy), while the WAL is full, and while the sink has
+	// been failing for longer than a retry cycle would cover. A load balancer should send
 	// traffic elsewhere while it is false.
 	Ready bool
 	// Closed is true once Stop has begun.
@@ -112,6 +112,9 @@ type Health struct {
 	// SinkFailingSince is when Send first failed after its last success;
 	// zero while Send succeeds.
 	SinkFailingSince time.Time
+	// WALFull is true while the WAL cannot take more (a call was refused
+	// with ErrWALFull in the last second).
+	WALFull bool
 	// Backlog is what waits for delivery (Stats.Backlog).
 	Backlog Backlog
 }
@@ -128,6 +131,13 @@ func (q *Queue[T]) Health() Health {
 		h.SinkFailingSince = time.Unix(0, ns)
 	}
 	failingTooLong := !h.SinkFailingSince.IsZero() && time.Since(h.SinkFailingSince) > q.cfg.Retry.MaxBackoff*time.Duration(max(q.cfg.Retry.MaxAttempts, 1))
-	h.Ready = !h.Closed && h.Level != LevelHard && !failingTooLong
+	// A call refused with ErrWALFull in the last second: the WAL cannot
+	// take more, whatever the memory level says.
+	walFull := q.walFull.Load() != nil
+	if at := q.walFullAt.Load(); at != 0 && time.Since(time.Unix(0, at)) < time.Second {
+		walFull = true
+	}
+	h.WALFull = walFull
+	h.Ready = !h.Closed && h.Level != LevelHard && !failingTooLong && !walFull
 	return h
 }

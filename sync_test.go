@@ -313,6 +313,9 @@ func TestPeriodicFullWALRefuses(t *testing.T) {
 	if refusal == nil {
 		t.Fatalf("accepted %d items of 512 B into a 128 KiB WAL whose sink is down, never ErrWALFull", accepted)
 	}
+	if h := q.Health(); h.Ready || !h.WALFull {
+		t.Fatalf("Health while the WAL refuses everything: %+v", h)
+	}
 	close(up)
 	if err := q.Close(); err != nil {
 		t.Fatal(err)

@@ -85,6 +85,15 @@ type walTier[T any] struct {
 	enc recordWriter // the collector's (spills, checkpoints)
 }
 
+// refusedFull notes, for Health, that a call is being refused because the
+// WAL is full, and returns err.
+func (q *Queue[T]) refusedFull(err error) error {
+	if errors.Is(err, ErrWALFull) {
+		q.walFullAt.Store(time.Now().UnixNano())
+	}
+	return err
+}
+
 // walErr maps the log's errors to the queue's sentinels, keeping the cause.
 func walErr(err error) error {
 	switch {
@@ -147,7 +156,7 @@ func (w *walTier[T]) encode(e *encoding, vs []T) error {
 	e.buf, e.ends, e.items = e.buf[:0], e.ends[:0], e.items[:0]
 	var err error
 	for _, v := range vs {
-		if e.buf, err = w.codec.Append(e.buf, v); err != nil {
+		if e.buf, err = w.appendItem(e.buf, v); err != nil {
 			err = fmt.Errorf("vinequeue: wal codec: %w", err)
 			break
 		}
@@ -237,7 +246,7 @@ func (q *Queue[T]) enqueueSync(vs []T) (int, error) {
 		if err != nil {
 			q.unadmit(bytes)
 			q.walRejected.Add(uint64(len(vs) - n))
-			return n, walErr(err)
+			return n, q.refusedFull(walErr(err))
 		}
 		q.syncAccepted.Add(uint64(k))
 		if w.inbox.add(chunk, span{id, index, k}) {
@@ -266,7 +275,7 @@ func (q *Queue[T]) appendKeyed(v T) (span, error) {
 	id, index, err := w.log.AppendItemsAt(e.items)
 	if err != nil {
 		q.walRejected.Add(1)
-		return span{}, walErr(err)
+		return span{}, q.refusedFull(walErr(err))
 	}
 	return span{id: id, off: index, n: 1}, nil
 }
@@ -304,7 +313,7 @@ func (q *Queue[T]) writeBatch(b *pending[T], rw *recordWriter) error {
 	}
 	for i, v := range b.items {
 		var err error
-		if rw.item, err = w.codec.Append(rw.item[:0], v); err != nil {
+		if rw.item, err = w.appendItem(rw.item[:0], v); err != nil {
 			err = fmt.Errorf("vinequeue: wal codec: %w", err)
 		} else if wal.FrameSize(len(rw.item)) > limit {
 			err = fmt.Errorf("%w: item of %d bytes, records hold %d", ErrTooLarge, len(rw.item), limit)
@@ -342,10 +351,32 @@ func (q *Queue[T]) needsWrite(b *pending[T]) bool {
 	return q.wal != nil && q.wal.mode == Periodic && len(b.spans) == 0
 }
 
+// appendItem is Codec.Append with a panic in it turned into an error: a
+// Codec runs on the caller's goroutine, a sender or the collector, and a
+// bad item must not take the process down.
+func (w *walTier[T]) appendItem(dst []byte, v T) (out []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			out, err = dst, fmt.Errorf("vinequeue: Codec.Append panicked: %v", p)
+		}
+	}()
+	return w.codec.Append(dst, v)
+}
+
+// decodeItem is Codec.Decode with a panic in it turned into an error.
+func (w *walTier[T]) decodeItem(src []byte) (v T, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("vinequeue: Codec.Decode panicked: %v", p)
+		}
+	}()
+	return w.codec.Decode(src)
+}
+
 // decode appends the items framed in a record payload to dst.
 func (w *walTier[T]) decode(dst []T, payload []byte) ([]T, error) {
 	err := wal.ForEachItem(payload, func(item []byte) error {
-		v, err := w.codec.Decode(item)
+		v, err := w.decodeItem(item)
 		if err != nil {
 			return err
 		}
