@@ -117,12 +117,13 @@ func (q *Queue[T]) RequeueDeadLetters(ids ...uint64) (int, error) {
 		if items, err = w.decode(items[:0], payload); err != nil {
 			return fmt.Errorf("vinequeue: dead letter does not decode: %w", err)
 		}
-		return q.enqueueDurable(items)
+		_, err = q.appendDurable(items)
+		return err
 	})
 	if errors.Is(err, wal.ErrNotFound) {
 		err = fmt.Errorf("%w: %w", ErrNoDeadLetter, err)
 	}
-	return n, walErr2(err)
+	return n, walErr(err)
 }
 
 // PurgeDeadLetters deletes the dead letters ids (all of them when none are
@@ -135,51 +136,5 @@ func (q *Queue[T]) PurgeDeadLetters(ids ...uint64) (int, error) {
 	if errors.Is(err, wal.ErrNotFound) {
 		err = fmt.Errorf("%w: %w", ErrNoDeadLetter, err)
 	}
-	return n, walErr2(err)
-}
-
-// walErr2 is walErr for an error that may already be the queue's own.
-func walErr2(err error) error {
-	if err == nil || errors.Is(err, ErrNoDeadLetter) || errors.Is(err, ErrFull) || errors.Is(err, ErrClosed) || errors.Is(err, ErrWALFull) {
-		return err
-	}
-	return walErr(err)
-}
-
-// enqueueDurable accepts items that must be on disk before the call
-// returns, in any WAL mode (requeued dead letters): they are admitted,
-// written to the main log as records and synced, and handed to the
-// collector with their spans through the durable inbox.
-func (q *Queue[T]) enqueueDurable(items []T) error {
-	w := q.wal
-	e := encodings.Get().(*encoding)
-	defer encodings.Put(e)
-	if err := w.encode(e, items); err != nil {
-		return err
-	}
-	for n := 0; n < len(items); {
-		k := w.recordItems(e.items[n:])
-		if k == 0 {
-			return fmt.Errorf("%w: item of %d bytes, records hold %d", ErrTooLarge, len(e.items[n]), w.log.MaxRecord())
-		}
-		chunk := items[n : n+k]
-		bytes := q.bytesOf(chunk)
-		if err := q.admit(k, bytes, true); err != nil {
-			return err
-		}
-		id, index, err := w.log.AppendItemsAt(e.items[n : n+k])
-		if err == nil && w.mode != Sync {
-			err = w.log.Sync() // the log appends without syncing outside Sync mode
-		}
-		if err != nil {
-			q.unadmit(bytes)
-			return walErr(err)
-		}
-		q.syncAccepted.Add(uint64(k))
-		if w.inbox.add(chunk, span{id, index, k}) {
-			q.wakeCollector()
-		}
-		n += k
-	}
-	return nil
+	return n, walErr(err)
 }

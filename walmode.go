@@ -99,6 +99,9 @@ func walErr(err error) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrFull), errors.Is(err, ErrWALFull),
+		errors.Is(err, ErrTooLarge), errors.Is(err, ErrNoDeadLetter):
+		return err // the queue's own already (an error a callback passed through the log)
 	case errors.Is(err, wal.ErrLocked):
 		return fmt.Errorf("%w: %w", ErrLocked, err)
 	case errors.Is(err, wal.ErrFull):
@@ -214,17 +217,26 @@ func (in *syncInbox[T]) take(items []T, spans []span) ([]T, []span) {
 	return items, spans
 }
 
-// enqueueSync is Sync mode's intake for Enqueue and EnqueueBatch: vs are
-// encoded, admitted and appended (records of at most MaxRecord bytes) and
-// handed to the collector once durable. It returns how many items were
-// accepted, from the first: on an error, vs[n:] were not. An item whose
-// encoding fails, or that cannot fit a record, is refused (with the items
-// after it; those before it are accepted).
+// enqueueSync is Sync mode's intake for Enqueue and EnqueueBatch: the
+// items are made durable (appendDurable) within the intake gate.
 func (q *Queue[T]) enqueueSync(vs []T) (int, error) {
 	if !q.intake.enter() {
 		return 0, ErrClosed
 	}
 	defer q.intake.leave()
+	return q.appendDurable(vs)
+}
+
+// appendDurable is the one path for items that must be on disk before the
+// call returns (Sync-mode intake, requeued dead letters): vs are encoded,
+// admitted and appended with the log's group commit, in records of at most
+// MaxRecord bytes (synced here outside Sync mode, whose log syncs every
+// append), then handed to the collector with their spans through the
+// durable inbox. It returns how many were accepted, from the first: on an
+// error, vs[n:] were not. An item whose encoding fails, or that cannot fit
+// a record, is refused (with the items after it; those before it go in).
+// The caller holds the intake gate.
+func (q *Queue[T]) appendDurable(vs []T) (int, error) {
 	w := q.wal
 	e := encodings.Get().(*encoding)
 	defer encodings.Put(e)
@@ -243,6 +255,9 @@ func (q *Queue[T]) enqueueSync(vs []T) (int, error) {
 			return n, err
 		}
 		id, index, err := w.log.AppendItemsAt(items[n : n+k])
+		if err == nil && w.mode != Sync {
+			err = w.log.Sync() // the log appends without syncing outside Sync mode
+		}
 		if err != nil {
 			q.unadmit(bytes)
 			q.walRejected.Add(uint64(len(vs) - n))

@@ -151,21 +151,7 @@ func TestMinIOQueue(t *testing.T) {
 				t.Fatal(err)
 			}
 			const producers, each = 4, 25000
-			var wg sync.WaitGroup
-			for g := range producers {
-				wg.Go(func() {
-					for _, item := range lines(fmt.Sprint("p", g), each) {
-						if err := q.Enqueue(item); err != nil {
-							t.Errorf("Enqueue: %v", err)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			if err := q.Close(); err != nil {
-				t.Fatal(err)
-			}
+			produceAndClose(t, q, producers, each)
 			dropped.Range(func(n, reason any) bool {
 				t.Errorf("dropped a batch of %d: %v", n, reason)
 				return true

@@ -260,21 +260,7 @@ func TestQueueEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	const producers, each = 4, 250
-	var wg sync.WaitGroup
-	for g := range producers {
-		wg.Go(func() {
-			for _, item := range lines(fmt.Sprint("p", g), each) {
-				if err := q.Enqueue(item); err != nil {
-					t.Errorf("Enqueue: %v", err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
+	produceAndClose(t, q, producers, each)
 	st := q.Stats()
 	if st.Delivered != producers*each || st.Retries < 2 {
 		t.Errorf("stats %+v: want %d delivered and at least 2 retries", st, producers*each)
@@ -385,5 +371,26 @@ func TestNewInvalidConfig(t *testing.T) {
 	}
 	if _, err := New(Config{Client: f.client}); !errors.Is(err, vinequeue.ErrInvalidConfig) {
 		t.Errorf("no bucket: %v", err)
+	}
+}
+
+// produceAndClose enqueues each lines from each of producers goroutines,
+// then closes q (everything accepted is delivered).
+func produceAndClose(t *testing.T, q *vinequeue.Queue[[]byte], producers, each int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for g := range producers {
+		wg.Go(func() {
+			for _, item := range lines(fmt.Sprint("p", g), each) {
+				if err := q.Enqueue(item); err != nil {
+					t.Errorf("Enqueue: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
