@@ -33,7 +33,8 @@
 // and, with Options.ZeroFill, zero-filled in the background, because
 // the first sync of an fallocated ext4/xfs range also commits its extent
 // conversion) and mapped read-write; it starts with a 32-byte header (magic "VINE",
-// version 2, compression, first id, created size, CRC32C). Records follow,
+// version 2, or 3 with the key id when encrypted, compression, first id,
+// created size, CRC32C). Records follow,
 // 8-byte aligned: id, timestamp, stored length, codec, kind, item count,
 // payload, CRC32C over all of it (see format.go for the byte layout). The
 // item count is a uint16 that saturates: 1 to 65,534 is exact, 0 (every
@@ -45,6 +46,18 @@
 // compressed with the Log's codec (snappy by default, lz4, or none) and
 // stored raw when that does not make it smaller; each record names its own
 // codec, so changing Options.Compression never strands old records.
+//
+// With Options.EncryptionKey, segments are written as version 3: the
+// header names the key's id, and each record's compressed payload is
+// sealed with AES-256-GCM (a fresh random nonce per record, the record
+// header as additional data); dead letters likewise. The ack logs hold
+// only ids and item ranges and stay in the clear. Checksums cover the
+// ciphertext, so scans, damage accounting, Inspect and vinewal verify need
+// no key; reading a payload does. Open refuses (ErrKey, before reading a
+// record or changing anything) a directory with a file whose key id none
+// of EncryptionKey and Options.DecryptionKeys has; files in the clear and
+// files under older keys stay readable, so keys rotate without a drain
+// (see format.go for the layout).
 //
 // # Invariants
 //

@@ -123,6 +123,11 @@ func (l *Log) recover() error {
 		}
 		scan := ss.scan
 		seg := &segment{name: ss.sf.name, firstID: scan.firstID, lastID: v.keepLast, size: int64(len(ss.data)), end: scan.end, sealed: true}
+		if scan.headerOK { // kept records imply an intact header
+			if seg.aead, err = l.opts.keys.forHeader(scan.header); err != nil {
+				return fmt.Errorf("%w: %w: %s", ErrInvalidOptions, err, ss.sf.name) // checkKeys ran: only if the file changed under the lock
+			}
+		}
 		for _, e := range ss.index {
 			if e.id <= v.keepLast {
 				seg.index = append(seg.index, e)
@@ -449,10 +454,13 @@ func repairSegment(dir, name string, data []byte, scan segmentScan, codec uint8,
 	corrupt := quarantineName(dir, name)
 	size := repairedSize(scan)
 	buf := make([]byte, size)
+	h := segmentHeader{codec: codec}
 	if scan.headerOK {
-		codec = scan.header.codec
+		h = scan.header // the codec, and the key id its records are sealed under
 	}
-	putSegmentHeader(buf, segmentHeader{codec: codec, flags: segmentRepaired, firstID: scan.firstID, size: uint64(size)})
+	h.flags |= segmentRepaired
+	h.firstID, h.size = scan.firstID, uint64(size)
+	putSegmentHeader(buf, h)
 	copy(buf[segmentHeaderSize:], data[segmentHeaderSize:scan.end])
 	tmp := path + tmpSuffix
 	if err := writeFileSync(tmp, buf); err != nil {
