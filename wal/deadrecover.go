@@ -131,11 +131,12 @@ func (l *Log) recoverDead() error {
 			continue
 		case v.damage != nil:
 			// The record is intact; what follows it is not.
-			if err := repairSegment(d.dir, s.sf.name, s.data, s.plan.scan, codecNone, l.log); err != nil { // keeps its header's key id
+			repaired, err := repairSegment(d.dir, s.sf.name, s.data, s.plan.scan, codecNone, l.log) // keeps its header's key id
+			if err != nil {
 				return fmt.Errorf("wal: repair dead letter %s: %w", s.sf.name, err)
 			}
 			l.stats.quarantined.Add(1)
-			size = repairedSize(s.plan.scan)
+			size = repaired
 			changed = true
 		}
 		d.live[s.sf.firstID] = size

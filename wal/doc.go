@@ -178,11 +178,16 @@
 //
 // # Recovery
 //
-// Open scans every segment and verifies every checksum. Damage — a record
-// with a bad checksum or impossible length, an id out of sequence, a valid
-// record after a zero id, a file cut short (its header records the size it
-// was created with), a damaged header — ends the segment's intact prefix.
-// Then every id up to the highest one known to have been issued (the
+// Open scans every segment and verifies every checksum. Damage inside a
+// segment — a record with a bad checksum or impossible length, an id out
+// of sequence, a valid record after a zero id — is stepped over: the scan
+// looks, at every 8-byte aligned offset after it, for the next data record
+// that verifies with an id above the last intact one, and goes on from
+// there, so only the records the damaged bytes held are lost (the ids
+// between the two intact records). A file cut short (its header records
+// the size it was created with) loses what was beyond the cut; a damaged
+// header, the whole file. (Dead-letter files hold one record and stop at
+// the first damage.) Then every id up to the highest one known to have been issued (the
 // written mark, the ids acknowledged, the ids found on disk and the ids
 // segment names imply) is either in an intact record kept, acknowledged,
 // or lost: Stats.Corrupt counts the lost ones exactly, whether a record
@@ -191,7 +196,9 @@
 // lost that were acknowledged are no loss. The losses are then written to
 // the ack log as acknowledged (counted once: the next Open finds nothing
 // new), and only then is a damaged segment copied aside as
-// <segment>.corrupt and rewritten as its intact prefix. If the ack log
+// <segment>.corrupt and rewritten as its intact records, with a gap record
+// (format.go) standing for each run of ids lost between them, so that ids
+// stay contiguous and the next Open finds no damage. If the ack log
 // itself is missing, unreadable or damaged mid-file, ids missing from disk
 // may have been acknowledged or lost: Open logs them as unknown, does not
 // count them, and replays everything on disk. Records kept beyond the old

@@ -71,7 +71,10 @@ import (
 // with zeros, and the id is the last field a writer stores, so a process
 // killed in the middle of a record leaves a zero id behind. Everything else —
 // a non-zero id with a bad CRC, an impossible length, an id out of sequence,
-// or a valid record found after a zero id — is damage.
+// or a valid record found after a zero id — is damage. Records need no
+// other framing to be found again after damage: a reader tries every
+// 8-byte aligned offset for a header whose length fits and whose CRC32C
+// checks (scan.go, resync).
 const (
 	segmentMagic   = 0x56494E45
 	segmentVersion = 2
@@ -90,8 +93,10 @@ const (
 
 	kindData = 0
 	// kindGap marks ids lost to damage that recovery has already counted:
-	// the record's id is the last lost id. It keeps ids contiguous across a
-	// repaired segment, so the loss is not counted again on the next Open.
+	// the record's id is the last lost id, the first is its predecessor's
+	// plus one; its payload is empty (never sealed). A repair writes one in
+	// place of each run of damaged records between intact ones, to keep
+	// ids contiguous, so the loss is not counted again on the next Open.
 	kindGap = 1
 
 	// maxStoredItems is the largest item count a record header states;

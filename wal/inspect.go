@@ -162,7 +162,7 @@ func Inspect(dir string, keys ...[]byte) (Report, error) {
 		}
 		if v.keep {
 			for id := sr.FirstID; id <= v.keepLast; id++ {
-				if !av.state.acked.contains(id) && !containsSpan(psegs[i].gaps, id) {
+				if !av.state.acked.contains(id) && !containsSpan(psegs[i].gaps, id) && psegs[i].scan.holeOf(id) == nil {
 					sr.Pending++
 				}
 			}

@@ -234,8 +234,8 @@ func verify(args []string, out io.Writer) (int, error) {
 	for _, s := range r.Segments {
 		if s.Damage != nil {
 			bad++
-			fmt.Fprintf(out, "%s: damaged at offset %d: %s; intact records up to id %d\n",
-				filepath.Join(dir, s.Name), s.Damage.Offset, s.Damage.Reason, s.LastID)
+			fmt.Fprintf(out, "%s: damaged at offset %d: %s; %d records lost in it, its intact records (up to id %d) kept\n",
+				filepath.Join(dir, s.Name), s.Damage.Offset, s.Damage.Reason, s.LostRecords, s.LastID)
 		}
 	}
 	if r.AckProblem != "" {
@@ -351,7 +351,7 @@ func dump(args []string, out io.Writer) error {
 			return fmt.Errorf("%s: %w", p, err)
 		}
 		if damage != nil {
-			fmt.Fprintf(os.Stderr, "vinewal: %s: damaged at offset %d: %s (records after it not shown)\n", p, damage.Offset, damage.Reason)
+			fmt.Fprintf(os.Stderr, "vinewal: %s: damaged at offset %d: %s (the damaged records not shown)\n", p, damage.Offset, damage.Reason)
 		}
 	}
 	return nil
