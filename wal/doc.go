@@ -217,7 +217,9 @@
 // fit MaxRecord alone gets ErrTooLarge alone — and runs one fdatasync per
 // round for those records and for every Append/Sync waiting on records
 // already written. Write compresses on the caller's goroutine and copies
-// into the mapping under one mutex. Ack and AckRange are cheap (a mutex, a
+// into the mapping under one mutex (with a key, it seals straight into the
+// mapping instead of copying: the seal authenticates the record's id,
+// which is issued there). Ack and AckRange are cheap (a mutex, a
 // per-segment array of item counts, a range set, and the done items of the
 // records partly acknowledged); WriteAcks writes the fresh ones to the ack
 // log at once on the caller's goroutine (the queue calls it once per
