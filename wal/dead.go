@@ -227,7 +227,7 @@ func (l *Log) DeadLetter(payload []byte, meta DeadMeta) (uint64, error) {
 	raw = append(raw, payload...)
 	z := l.zpool.Get().(*compressor)
 	stored, codec := z.compress(raw)
-	size := segmentHeaderSize + recordSize(len(stored))
+	size := segmentHeaderSize + recordSize(len(stored)+l.opts.keys.overhead())
 	file := make([]byte, size)
 
 	d := &l.dead
@@ -238,8 +238,8 @@ func (l *Log) DeadLetter(payload []byte, meta DeadMeta) (uint64, error) {
 		return 0, ErrClosed
 	}
 	id := d.next
-	putSegmentHeader(file, segmentHeader{codec: codec, firstID: id, size: uint64(size)})
-	encodeRecord(file[segmentHeaderSize:], recordHeader{id: id, time: time.Now().UnixNano(), codec: codec, kind: kindData}, stored)
+	putSegmentHeader(file, l.opts.keys.header(segmentHeader{codec: codec, firstID: id, size: uint64(size)}))
+	encodeSealedRecord(file[segmentHeaderSize:], recordHeader{id: id, time: time.Now().UnixNano(), codec: codec, kind: kindData}, stored, l.opts.keys.sealer())
 	l.zpool.Put(z)
 
 	if err := l.reserveDeadBytes(size); err != nil {
@@ -415,7 +415,7 @@ func (l *Log) DeadLetters() ([]DeadLetter, error) {
 	d.mu.Unlock()
 	out := make([]DeadLetter, 0, len(ids))
 	for _, id := range ids {
-		dl, _, err := readDeadFile(d.dir, id, l.deadReadLimit())
+		dl, _, err := readDeadFile(d.dir, id, l.deadReadLimit(), l.opts.keys)
 		if errors.Is(err, os.ErrNotExist) && !d.isLive(id) {
 			continue // purged meanwhile
 		}
@@ -446,7 +446,7 @@ func (l *Log) ReadDeadLetter(id uint64) (DeadLetter, []byte, error) {
 	if !l.dead.isLive(id) {
 		return DeadLetter{}, nil, notFound([]uint64{id})
 	}
-	dl, p, err := readDeadFile(l.dead.dir, id, l.deadReadLimit())
+	dl, p, err := readDeadFile(l.dead.dir, id, l.deadReadLimit(), l.opts.keys)
 	if errors.Is(err, os.ErrNotExist) {
 		return DeadLetter{}, nil, notFound([]uint64{id})
 	}
@@ -500,7 +500,7 @@ func (l *Log) RequeueDeadLetters(ids []uint64, fn func(d DeadLetter, payload []b
 	var done []uint64
 	var fnErr error
 	for _, id := range found {
-		dl, p, err := readDeadFile(d.dir, id, l.deadReadLimit())
+		dl, p, err := readDeadFile(d.dir, id, l.deadReadLimit(), l.opts.keys)
 		if errors.Is(err, os.ErrNotExist) && !d.isLive(id) {
 			continue
 		}
@@ -548,7 +548,7 @@ func scanDeadFile(data []byte, id uint64, limit int) (sc segmentScan, first reco
 	}
 	var extra *Damage
 	var extraID uint64
-	sc, err := scanSegment(data, id, limit, func(off int64, h recordHeader, s []byte) error {
+	sc, err := scanDeadSegment(data, id, limit, func(off int64, h recordHeader, s []byte) error {
 		if h.kind != kindData || stored != nil {
 			extra = &Damage{Offset: off, Reason: "a dead-letter file holds one data record; found another record"}
 			extraID = h.id
@@ -567,18 +567,19 @@ func scanDeadFile(data []byte, id uint64, limit int) (sc segmentScan, first reco
 var errExtraRecord = errors.New("extra record")
 
 // readDeadFile reads and verifies dead letter id in dir. A file that does
-// not verify gives a DeadLetter with Damage set and an ErrCorrupt error.
-func readDeadFile(dir string, id uint64, limit int) (DeadLetter, []byte, error) {
+// not verify gives a DeadLetter with Damage set and an ErrCorrupt error;
+// one encrypted under a key keys lacks, ErrKey (not damage).
+func readDeadFile(dir string, id uint64, limit int, keys *keyring) (DeadLetter, []byte, error) {
 	data, err := os.ReadFile(filepath.Join(dir, deadFileName(id)))
 	if err != nil {
 		return DeadLetter{ID: id}, nil, fmt.Errorf("wal: dead letter %d: %w", id, err)
 	}
-	return decodeDeadFile(data, id, limit)
+	return decodeDeadFile(data, id, limit, keys)
 }
 
 // decodeDeadFile is readDeadFile on the file's bytes. It never panics and
 // never allocates in proportion to a length field.
-func decodeDeadFile(data []byte, id uint64, limit int) (DeadLetter, []byte, error) {
+func decodeDeadFile(data []byte, id uint64, limit int, keys *keyring) (DeadLetter, []byte, error) {
 	dl := DeadLetter{ID: id, FileSize: int64(len(data))}
 	damaged := func(off int64, reason string) (DeadLetter, []byte, error) {
 		dl.Damage = &Damage{Offset: off, Reason: reason}
@@ -593,7 +594,12 @@ func decodeDeadFile(data []byte, id uint64, limit int) (DeadLetter, []byte, erro
 	case stored == nil:
 		return damaged(segmentHeaderSize, "no record")
 	}
-	raw, _, err := decompress(nil, h.codec, stored, limit)
+	aead, err := keys.forHeader(sc.header) // an intact record implies an intact header
+	if err != nil {
+		return dl, nil, fmt.Errorf("wal: dead letter %d: %w", id, err)
+	}
+	rr := recordReader{limit: limit}
+	raw, err := rr.payload(aead, &h, stored)
 	if err != nil {
 		return damaged(segmentHeaderSize, err.Error())
 	}

@@ -550,7 +550,18 @@ func FuzzDeadFile(f *testing.F) {
 		f.Add(b, id)
 		f.Add(append(bytes.Clone(b), b[segmentHeaderSize:]...), id)
 	}
+	// A dead letter sealed under fuzzKey, which the target reads with.
+	sdir := f.TempDir()
+	l, err = Open(sdir, Options{SegmentSize: 64 << 10, EncryptionKey: fuzzKey})
+	require.NoError(f, err)
+	_, err = l.DeadLetter(p, DeadMeta{Reason: "sealed", Records: []uint64{5}})
+	require.NoError(f, err)
+	require.NoError(f, l.Close())
+	sealed, err := os.ReadFile(filepath.Join(sdir, deadDirName, deadFileName(1)))
+	require.NoError(f, err)
+	f.Add(sealed, uint64(1))
 	f.Add([]byte{}, uint64(1))
+	keys := fuzzKeys()
 	f.Fuzz(func(t *testing.T, b []byte, id uint64) {
 		if id == 0 {
 			id = 1
@@ -561,7 +572,11 @@ func FuzzDeadFile(f *testing.F) {
 			require.Equal(t, id, sc.firstID)
 			require.LessOrEqual(t, sc.records, 1)
 		}
-		d, payload, err := decodeDeadFile(b, id, 1<<20)
+		d, payload, err := decodeDeadFile(b, id, 1<<20, keys)
+		if errors.Is(err, ErrKey) {
+			require.Nil(t, d.Damage, "a key problem is not damage")
+			return
+		}
 		if err != nil {
 			require.ErrorIs(t, err, ErrCorrupt)
 			require.NotNil(t, d.Damage)

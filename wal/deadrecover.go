@@ -131,11 +131,12 @@ func (l *Log) recoverDead() error {
 			continue
 		case v.damage != nil:
 			// The record is intact; what follows it is not.
-			if err := repairSegment(d.dir, s.sf.name, s.data, s.plan.scan, codecNone, l.log); err != nil {
+			repaired, err := repairSegment(d.dir, s.sf.name, s.data, s.plan.scan, codecNone, l.log) // keeps its header's key id
+			if err != nil {
 				return fmt.Errorf("wal: repair dead letter %s: %w", s.sf.name, err)
 			}
 			l.stats.quarantined.Add(1)
-			size = repairedSize(s.plan.scan)
+			size = repaired
 			changed = true
 		}
 		d.live[s.sf.firstID] = size
@@ -197,7 +198,13 @@ func (l *Log) clearDeadStrays() error {
 // may look at a directory in use (a dead letter being written or purged
 // meanwhile may be missed or still shown). Purged dead letters a crash
 // left on disk are not listed; damaged files are, with their Damage.
-func ListDeadLetters(dir string) ([]DeadLetter, error) {
+// keys are the keys (KeySize bytes each, any order) to open encrypted
+// dead letters with: one none of them opens is ErrKey.
+func ListDeadLetters(dir string, keys ...[]byte) ([]DeadLetter, error) {
+	ring, err := newKeyring(nil, keys)
+	if err != nil {
+		return nil, err
+	}
 	ddir := filepath.Join(dir, deadDirName)
 	if fi, err := os.Stat(dir); err != nil {
 		return nil, err
@@ -216,7 +223,7 @@ func ListDeadLetters(dir string) ([]DeadLetter, error) {
 		if av.state.acked.contains(s.sf.firstID) {
 			continue
 		}
-		dl, _, err := readDeadFile(ddir, s.sf.firstID, offlineReadLimit+deadMetaMax)
+		dl, _, err := readDeadFile(ddir, s.sf.firstID, offlineReadLimit+deadMetaMax, ring)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -235,8 +242,13 @@ const offlineReadLimit = 64 << 20
 // ReadDeadLetter reads dead letter id of the WAL directory dir without
 // opening it (no lock, no change) and returns it with its payload (items
 // framed with AppendFrame). ErrNotFound if there is none (or it was
-// purged), ErrCorrupt if its file does not verify.
-func ReadDeadLetter(dir string, id uint64) (DeadLetter, []byte, error) {
+// purged), ErrCorrupt if its file does not verify, ErrKey if it is
+// encrypted under a key that is not among keys.
+func ReadDeadLetter(dir string, id uint64, keys ...[]byte) (DeadLetter, []byte, error) {
+	ring, err := newKeyring(nil, keys)
+	if err != nil {
+		return DeadLetter{}, nil, err
+	}
 	ddir := filepath.Join(dir, deadDirName)
 	if _, err := os.Stat(dir); err != nil {
 		return DeadLetter{}, nil, err
@@ -251,7 +263,7 @@ func ReadDeadLetter(dir string, id uint64) (DeadLetter, []byte, error) {
 	if av.state.acked.contains(id) {
 		return DeadLetter{}, nil, notFound([]uint64{id})
 	}
-	dl, p, err := readDeadFile(ddir, id, offlineReadLimit+deadMetaMax)
+	dl, p, err := readDeadFile(ddir, id, offlineReadLimit+deadMetaMax, ring)
 	if errors.Is(err, fs.ErrNotExist) {
 		return DeadLetter{}, nil, notFound([]uint64{id})
 	}

@@ -33,7 +33,8 @@
 // and, with Options.ZeroFill, zero-filled in the background, because
 // the first sync of an fallocated ext4/xfs range also commits its extent
 // conversion) and mapped read-write; it starts with a 32-byte header (magic "VINE",
-// version 2, compression, first id, created size, CRC32C). Records follow,
+// version 2, or 3 with the key id when encrypted, compression, first id,
+// created size, CRC32C). Records follow,
 // 8-byte aligned: id, timestamp, stored length, codec, kind, item count,
 // payload, CRC32C over all of it (see format.go for the byte layout). The
 // item count is a uint16 that saturates: 1 to 65,534 is exact, 0 (every
@@ -45,6 +46,18 @@
 // compressed with the Log's codec (snappy by default, lz4, or none) and
 // stored raw when that does not make it smaller; each record names its own
 // codec, so changing Options.Compression never strands old records.
+//
+// With Options.EncryptionKey, segments are written as version 3: the
+// header names the key's id, and each record's compressed payload is
+// sealed with AES-256-GCM (a fresh random nonce per record, the record
+// header as additional data); dead letters likewise. The ack logs hold
+// only ids and item ranges and stay in the clear. Checksums cover the
+// ciphertext, so scans, damage accounting, Inspect and vinewal verify need
+// no key; reading a payload does. Open refuses (ErrKey, before reading a
+// record or changing anything) a directory with a file whose key id none
+// of EncryptionKey and Options.DecryptionKeys has; files in the clear and
+// files under older keys stay readable, so keys rotate without a drain
+// (see format.go for the layout).
 //
 // # Invariants
 //
@@ -165,11 +178,16 @@
 //
 // # Recovery
 //
-// Open scans every segment and verifies every checksum. Damage — a record
-// with a bad checksum or impossible length, an id out of sequence, a valid
-// record after a zero id, a file cut short (its header records the size it
-// was created with), a damaged header — ends the segment's intact prefix.
-// Then every id up to the highest one known to have been issued (the
+// Open scans every segment and verifies every checksum. Damage inside a
+// segment — a record with a bad checksum or impossible length, an id out
+// of sequence, a valid record after a zero id — is stepped over: the scan
+// looks, at every 8-byte aligned offset after it, for the next data record
+// that verifies with an id above the last intact one, and goes on from
+// there, so only the records the damaged bytes held are lost (the ids
+// between the two intact records). A file cut short (its header records
+// the size it was created with) loses what was beyond the cut; a damaged
+// header, the whole file. (Dead-letter files hold one record and stop at
+// the first damage.) Then every id up to the highest one known to have been issued (the
 // written mark, the ids acknowledged, the ids found on disk and the ids
 // segment names imply) is either in an intact record kept, acknowledged,
 // or lost: Stats.Corrupt counts the lost ones exactly, whether a record
@@ -178,7 +196,9 @@
 // lost that were acknowledged are no loss. The losses are then written to
 // the ack log as acknowledged (counted once: the next Open finds nothing
 // new), and only then is a damaged segment copied aside as
-// <segment>.corrupt and rewritten as its intact prefix. If the ack log
+// <segment>.corrupt and rewritten as its intact records, with a gap record
+// (format.go) standing for each run of ids lost between them, so that ids
+// stay contiguous and the next Open finds no damage. If the ack log
 // itself is missing, unreadable or damaged mid-file, ids missing from disk
 // may have been acknowledged or lost: Open logs them as unknown, does not
 // count them, and replays everything on disk. Records kept beyond the old
@@ -197,7 +217,9 @@
 // fit MaxRecord alone gets ErrTooLarge alone — and runs one fdatasync per
 // round for those records and for every Append/Sync waiting on records
 // already written. Write compresses on the caller's goroutine and copies
-// into the mapping under one mutex. Ack and AckRange are cheap (a mutex, a
+// into the mapping under one mutex (with a key, it seals straight into the
+// mapping instead of copying: the seal authenticates the record's id,
+// which is issued there). Ack and AckRange are cheap (a mutex, a
 // per-segment array of item counts, a range set, and the done items of the
 // records partly acknowledged); WriteAcks writes the fresh ones to the ack
 // log at once on the caller's goroutine (the queue calls it once per

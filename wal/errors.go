@@ -27,3 +27,10 @@ var (
 	// together; the message names the field.
 	ErrInvalidOptions = errors.New("wal: invalid options")
 )
+
+// ErrKey is a key problem: an encryption key that is not KeySize bytes, or
+// a directory holding a file encrypted under a key id that none of the
+// keys given has (a wrong or missing key). Open returns it wrapped with
+// ErrInvalidOptions, before it reads a record or changes anything: a key
+// problem is never replayed as garbage nor counted as damage.
+var ErrKey = errors.New("wal: encryption key")

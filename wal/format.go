@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"crypto/cipher"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -12,13 +13,16 @@ import (
 // Segment header (segmentHeaderSize bytes):
 //
 //	[0:4]   magic 0x56494E45 ("VINE")
-//	[4:6]   version (2; version 1 segments are read too)
+//	[4:6]   version: 2, records in the clear; 3, records encrypted (see
+//	        Encryption below). Version 1 segments are read too. Only an
+//	        encrypted segment is written as version 3, so a log without a
+//	        key stays readable by releases that predate encryption.
 //	[6]     compression the segment was created with (informational; every
 //	        record names its own codec)
 //	[7]     flags (segmentRepaired: rewritten by recovery)
 //	[8:16]  first record id
 //	[16:24] size the file was created with (preallocated length)
-//	[24:28] reserved, zero
+//	[24:28] version 3: the key id (below); otherwise reserved, zero
 //	[28:32] CRC32C of [0:28]
 //
 // Record (starts 8-byte aligned, total length padded to a multiple of 8):
@@ -34,18 +38,49 @@ import (
 //	        frames. The group commit closes a group before it would pass
 //	        maxStoredItems, so only a single Write or AppendItems call of
 //	        more items than that makes a record whose count is unknown.
-//	[24:24+n]       payload
+//	[24:24+n]       payload (n is the stored length: in a version 3
+//	                segment, the sealed payload below)
 //	[24+n:28+n]     CRC32C of [0:24+n]
 //	[28+n:align8]   zero padding
+//
+// Encryption (version 3 segments). Every record's payload is sealed with
+// AES-256-GCM after compression (compressed ciphertext would not shrink):
+//
+//	[0:12]     nonce, fresh from crypto/rand for every record
+//	[12:n-16]  ciphertext of the compressed payload (the codec field names
+//	           the compression of the plaintext)
+//	[n-16:n]   GCM tag
+//
+// The additional authenticated data is the record header, [0:24] with the
+// record's id in [0:8]: the tag covers the id, time, length, codec, kind
+// and item count, so a record cannot be moved to another id or have its
+// header altered without failing to open. The CRC32C still covers the
+// stored bytes, ciphertext included, so damage is found, located and
+// counted by every scan without the key; the tag is checked only where a
+// payload is read (Replay, ReadRange, dead letters, the tools' dumps).
+// The key id is the first 4 bytes, little-endian, of SHA-256 over
+// "vinequeue/wal key id" and the 32-byte key: it tells a reader which of
+// its keys opens a segment, and Open refuses (ErrKey) a directory holding
+// a segment or dead letter whose key id none of its keys has, before it
+// reads or changes anything. A dead-letter file is a segment too (header
+// and one record) and is encrypted the same way. The ack logs (ACK,
+// dlq/ACK) hold record ids and item ranges only, never item bytes, and
+// are not encrypted; nor are LOCK (empty) and spare.tmp (zeros).
 //
 // A record slot whose id is zero ends the log: segments are preallocated
 // with zeros, and the id is the last field a writer stores, so a process
 // killed in the middle of a record leaves a zero id behind. Everything else —
 // a non-zero id with a bad CRC, an impossible length, an id out of sequence,
-// or a valid record found after a zero id — is damage.
+// or a valid record found after a zero id — is damage. Records need no
+// other framing to be found again after damage: a reader tries every
+// 8-byte aligned offset for a header whose length fits and whose CRC32C
+// checks (scan.go, resync).
 const (
 	segmentMagic   = 0x56494E45
 	segmentVersion = 2
+	// segmentVersionSealed is segmentVersion with every record's payload
+	// encrypted and the key id at [24:28].
+	segmentVersionSealed = 3
 	// segmentVersionNoCounts is the first format: records' bytes [22:24]
 	// are zero (item count unknown). It is read, never written.
 	segmentVersionNoCounts = 1
@@ -58,8 +93,10 @@ const (
 
 	kindData = 0
 	// kindGap marks ids lost to damage that recovery has already counted:
-	// the record's id is the last lost id. It keeps ids contiguous across a
-	// repaired segment, so the loss is not counted again on the next Open.
+	// the record's id is the last lost id, the first is its predecessor's
+	// plus one; its payload is empty (never sealed). A repair writes one in
+	// place of each run of damaged records between intact ones, to keep
+	// ids contiguous, so the loss is not counted again on the next Open.
 	kindGap = 1
 
 	// maxStoredItems is the largest item count a record header states;
@@ -88,17 +125,23 @@ type segmentHeader struct {
 	flags   uint8
 	firstID uint64
 	size    uint64
+	sealed  bool   // version 3: records encrypted under keyID
+	keyID   uint32 // version 3 only
 }
 
 func putSegmentHeader(b []byte, h segmentHeader) {
 	_ = b[segmentHeaderSize-1]
 	binary.BigEndian.PutUint32(b[0:4], segmentMagic)
-	binary.LittleEndian.PutUint16(b[4:6], segmentVersion)
+	version, keyID := uint16(segmentVersion), uint32(0)
+	if h.sealed {
+		version, keyID = segmentVersionSealed, h.keyID
+	}
+	binary.LittleEndian.PutUint16(b[4:6], version)
 	b[6] = h.codec
 	b[7] = h.flags
 	binary.LittleEndian.PutUint64(b[8:16], h.firstID)
 	binary.LittleEndian.PutUint64(b[16:24], h.size)
-	binary.LittleEndian.PutUint32(b[24:28], 0)
+	binary.LittleEndian.PutUint32(b[24:28], keyID)
 	binary.LittleEndian.PutUint32(b[28:32], crc32.Checksum(b[0:28], castagnoli))
 }
 
@@ -112,7 +155,8 @@ func parseSegmentHeader(b []byte) (segmentHeader, error) {
 	if got, want := binary.LittleEndian.Uint32(b[28:32]), crc32.Checksum(b[0:28], castagnoli); got != want {
 		return segmentHeader{}, fmt.Errorf("segment header checksum %#08x, want %#08x", got, want)
 	}
-	if v := binary.LittleEndian.Uint16(b[4:6]); v != segmentVersion && v != segmentVersionNoCounts {
+	v := binary.LittleEndian.Uint16(b[4:6])
+	if v != segmentVersion && v != segmentVersionNoCounts && v != segmentVersionSealed {
 		return segmentHeader{}, fmt.Errorf("unsupported segment version %d", v)
 	}
 	h := segmentHeader{
@@ -120,6 +164,9 @@ func parseSegmentHeader(b []byte) (segmentHeader, error) {
 		flags:   b[7],
 		firstID: binary.LittleEndian.Uint64(b[8:16]),
 		size:    binary.LittleEndian.Uint64(b[16:24]),
+	}
+	if v == segmentVersionSealed {
+		h.sealed, h.keyID = true, binary.LittleEndian.Uint32(b[24:28])
 	}
 	if h.firstID == 0 {
 		return segmentHeader{}, fmt.Errorf("segment first id is 0")
@@ -135,6 +182,18 @@ type recordHeader struct {
 	codec  uint8
 	kind   uint8
 	items  int // item count; 0: unknown (see the record layout)
+	// raw is bytes [8:24] as read (decodeRecord): with the id, the
+	// additional data a sealed payload was authenticated with.
+	raw [16]byte
+}
+
+// aad returns the additional authenticated data of a sealed record: its
+// header, [0:24], with its id (which a reader may have had to restore).
+func (h *recordHeader) aad() [recordHeaderSize]byte {
+	var a [recordHeaderSize]byte
+	binary.LittleEndian.PutUint64(a[0:8], h.id)
+	copy(a[8:], h.raw[:])
+	return a
 }
 
 // storedItems is the header field for an item count.
@@ -157,13 +216,30 @@ func countFromHeader(v uint16) int {
 // at least recordSize(len(payload)) bytes of zeros. The id is stored last so
 // that a writer killed before it finishes leaves a zero id, i.e. end of log.
 func encodeRecord(b []byte, h recordHeader, payload []byte) {
+	encodeSealedRecord(b, h, payload, nil)
+}
+
+// encodeSealedRecord is encodeRecord for a segment whose records aead
+// seals (nil: none): the payload is encrypted straight into b, which must
+// then be at least recordSize(len(payload)+aead.Overhead()) bytes, so
+// sealing costs no copy beyond the one encodeRecord makes.
+func encodeSealedRecord(b []byte, h recordHeader, payload []byte, aead cipher.AEAD) {
 	n := len(payload)
+	if aead != nil {
+		n += aead.Overhead()
+	}
 	binary.LittleEndian.PutUint64(b[8:16], uint64(h.time))
 	binary.LittleEndian.PutUint32(b[16:20], uint32(n))
 	b[20] = h.codec
 	b[21] = h.kind
 	binary.LittleEndian.PutUint16(b[22:24], storedItems(h.items))
-	copy(b[recordHeaderSize:], payload)
+	if aead != nil {
+		copy(h.raw[:], b[8:recordHeaderSize])
+		ad := h.aad()
+		aead.Seal(b[recordHeaderSize:recordHeaderSize:recordHeaderSize+n], nil, payload, ad[:])
+	} else {
+		copy(b[recordHeaderSize:], payload)
+	}
 	var idb [8]byte
 	binary.LittleEndian.PutUint64(idb[:], h.id)
 	crc := crc32.Update(crc32.Checksum(idb[:], castagnoli), castagnoli, b[8:recordHeaderSize+n])
@@ -202,6 +278,7 @@ func decodeRecordCRC(b []byte, maxLen int, want uint64, verify bool) (recordHead
 		kind:   b[21],
 		items:  countFromHeader(binary.LittleEndian.Uint16(b[22:24])),
 	}
+	copy(h.raw[:], b[8:recordHeaderSize])
 	zeroID := h.id == 0
 	if zeroID {
 		if want == 0 || allZero(b[8:recordHeaderSize]) {

@@ -2,7 +2,9 @@ package wal
 
 import (
 	"bytes"
+	"crypto/cipher"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -22,19 +24,85 @@ import (
 
 const fuzzLimit = 1 << 20
 
+// fuzzKey seals the encrypted seeds; the targets read with it, so sealed
+// inputs reach the decryption (and mutated ones its refusals).
+var fuzzKey = testKey(0xf0)
+
+// fuzzKeys is the keyring the targets read with.
+func fuzzKeys() *keyring {
+	k, err := newKeyring(fuzzKey, nil)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+// sealedSegment returns a small segment whose records are sealed under
+// fuzzKey: a seed for the segment and Open targets.
+func sealedSegment(tb testing.TB) []byte {
+	dir := tb.TempDir()
+	l, err := Open(dir, Options{SegmentSize: 4096, NoSync: true, EncryptionKey: fuzzKey})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		var p []byte
+		for j := 0; j < 3; j++ {
+			p = AppendFrame(p, payloadFor(i*3+j))
+		}
+		if _, err := l.Append(p); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, segmentName(1)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return trimZeroTail(b)
+}
+
+// trimZeroTail keeps a seed small: the used part of a segment and a little
+// of its zero tail.
+func trimZeroTail(b []byte) []byte {
+	end := len(b)
+	for end > 0 && b[end-1] == 0 {
+		end--
+	}
+	return b[:min(len(b), int(align8(int64(end)))+64)]
+}
+
 // FuzzRecord decodes arbitrary bytes as a record (and its payload as
-// compressed data and item frames), and checks that any payload survives
-// compress, encode, decode and decompress unchanged.
+// sealed or compressed data and item frames), and checks that any payload
+// survives compress, seal (when c&4 is set), encode, decode, unseal and
+// decompress unchanged.
 func FuzzRecord(f *testing.F) {
+	keys := fuzzKeys()
 	f.Add([]byte{}, uint64(0), uint8(0))
 	f.Add(bytes.Repeat([]byte("event "), 40), uint64(7), uint8(1))
+	f.Add(bytes.Repeat([]byte("event "), 40), uint64(7), uint8(5))
+	f.Add([]byte("tiny"), uint64(3), uint8(6))
+	for i, p := range [][]byte{payloadFor(1), bytes.Repeat(payloadFor(2), 5)} {
+		// Sealed records, as decodeRecord sees them on disk.
+		z := &compressor{c: Compression(i)}
+		stored, codec := z.compress(p)
+		rec := make([]byte, recordSize(len(stored)+sealOverhead))
+		encodeSealedRecord(rec, recordHeader{id: 9, time: 1, codec: codec}, stored, keys.seal)
+		f.Add(rec, uint64(9), uint8(4+i))
+	}
 	f.Fuzz(func(t *testing.T, data []byte, want uint64, c uint8) {
+		rr := recordReader{limit: fuzzLimit}
 		// Arbitrary bytes: never a panic, never a size past the input.
 		if h, stored, size, err := decodeRecord(data, fuzzLimit, want); err == nil {
 			if size > int64(len(data)) || int64(len(stored)) > size || h.id == 0 {
 				t.Fatalf("decodeRecord: size %d, stored %d, input %d, id %d", size, len(stored), len(data), h.id)
 			}
 			if raw, _, err := decompress(nil, h.codec, stored, fuzzLimit); err == nil {
+				_ = ForEachItem(raw, func([]byte) error { return nil })
+			}
+			if raw, err := rr.payload(keys.seal, &h, stored); err == nil {
 				_ = ForEachItem(raw, func([]byte) error { return nil })
 			}
 		}
@@ -44,16 +112,29 @@ func FuzzRecord(f *testing.F) {
 		// Round trip of data as a payload.
 		z := &compressor{c: Compression(c % 3)}
 		stored, codec := z.compress(data)
-		buf := make([]byte, recordSize(len(stored)))
+		var aead cipher.AEAD
+		n := len(stored)
+		if c&4 != 0 {
+			aead, n = keys.seal, n+sealOverhead
+		}
+		buf := make([]byte, recordSize(n))
 		id := want | 1
-		encodeRecord(buf, recordHeader{id: id, time: 1, codec: codec}, stored)
+		encodeSealedRecord(buf, recordHeader{id: id, time: 1, codec: codec, items: int(want % 70000)}, stored, aead)
 		h, got, size, err := decodeRecord(buf, fuzzLimit, 0)
 		if err != nil || h.id != id || size != int64(len(buf)) {
 			t.Fatalf("round trip: id %d size %d err %v", h.id, size, err)
 		}
-		raw, _, err := decompress(nil, h.codec, got, fuzzLimit)
+		raw, err := rr.payload(aead, &h, got)
 		if err != nil || !bytes.Equal(raw, data) {
-			t.Fatalf("round trip through %s: err %v, equal %v", codecName(codec), err, bytes.Equal(raw, data))
+			t.Fatalf("round trip through %s (sealed %v): err %v, equal %v", codecName(codec), aead != nil, err, bytes.Equal(raw, data))
+		}
+		if aead != nil {
+			// The tag covers the header: an id read back wrong (say, restored
+			// from the slot's position) is refused, never accepted.
+			h.id++
+			if _, err := rr.payload(aead, &h, got); err == nil {
+				t.Fatalf("a sealed record opened under another id")
+			}
 		}
 	})
 }
@@ -62,9 +143,15 @@ func FuzzRecord(f *testing.F) {
 // the scan reports must hold together.
 func FuzzSegment(f *testing.F) {
 	f.Add([]byte{}, uint64(1))
+	f.Add(sealedSegment(f), uint64(1))
+	keys := fuzzKeys()
 	f.Fuzz(func(t *testing.T, data []byte, nameID uint64) {
 		var prev uint64
-		var buf []byte
+		var aead cipher.AEAD
+		if h, err := parseSegmentHeader(data); err == nil {
+			aead, _ = keys.forHeader(h) // nil for another key id: decompress the sealed bytes
+		}
+		rr := recordReader{limit: fuzzLimit}
 		s, err := scanSegment(data, nameID, fuzzLimit, func(off int64, h recordHeader, stored []byte) error {
 			if off < segmentHeaderSize || off%8 != 0 || off >= int64(len(data)) {
 				t.Fatalf("record at offset %d of %d", off, len(data))
@@ -73,9 +160,7 @@ func FuzzSegment(f *testing.F) {
 				t.Fatalf("ids not increasing: %d after %d", h.id, prev)
 			}
 			prev = h.id
-			var raw []byte
-			var err error
-			if raw, buf, err = decompress(buf, h.codec, stored, fuzzLimit); err == nil {
+			if raw, err := rr.payload(aead, &h, stored); err == nil {
 				_ = ForEachItem(raw, func([]byte) error { return nil })
 			}
 			return nil
@@ -94,9 +179,12 @@ func FuzzSegment(f *testing.F) {
 
 // FuzzOpen recovers a directory holding an arbitrary segment file (before
 // a valid one) and replays it: Open must not fail or panic, a second Open
-// must find nothing more to count.
+// must find nothing more to count. It opens with fuzzKey, so sealed seeds
+// replay; the one refusal allowed is ErrKey for an intact header naming
+// another key id, before anything changed.
 func FuzzOpen(f *testing.F) {
 	f.Add([]byte{})
+	f.Add(sealedSegment(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		skipFsync = true
 		defer func() { skipFsync = false }()
@@ -104,9 +192,20 @@ func FuzzOpen(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(dir, segmentName(1)), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		opts := Options{SegmentSize: 4096, NoSync: true}
+		opts := Options{SegmentSize: 4096, NoSync: true, EncryptionKey: fuzzKey}
 		for round := 0; round < 2; round++ {
 			l, err := Open(dir, opts)
+			if round == 0 && errors.Is(err, ErrKey) {
+				h, herr := parseSegmentHeader(data)
+				if herr != nil || !h.sealed || h.keyID == fuzzKeys().sealID {
+					t.Fatalf("ErrKey for a segment that does not need another key: %v", err)
+				}
+				after, rerr := os.ReadFile(filepath.Join(dir, segmentName(1)))
+				if rerr != nil || !bytes.Equal(after, data) {
+					t.Fatalf("a refused Open changed the segment (%v)", rerr)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatalf("round %d: %v", round, err)
 			}
@@ -258,6 +357,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	for _, c := range []Compression{LZ4, NoCompression} {
 		segs["codec-"+c.String()] = smallSegment(t, c)
 	}
+	segs["sealed"] = sealedSegment(t)
 	write := func(target, name string, vals ...any) {
 		dir := filepath.Join("testdata", "fuzz", target)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -327,10 +427,5 @@ func smallSegment(t *testing.T, c Compression) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Keep the seed small: the used part and a little of the zero tail.
-	end := len(b)
-	for end > 0 && b[end-1] == 0 {
-		end--
-	}
-	return b[:min(len(b), int(align8(int64(end)))+64)]
+	return trimZeroTail(b)
 }

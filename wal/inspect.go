@@ -1,10 +1,13 @@
 package wal
 
 import (
+	"crypto/cipher"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -34,6 +37,13 @@ type Report struct {
 	// tell acknowledged from lost.
 	Unknown     []Loss
 	Quarantined []string // *.corrupt files moved aside by earlier recoveries
+	// KeyIDs are the key ids the directory's encrypted segments and dead
+	// letters are sealed under (sorted), MissingKeys those of them that
+	// none of the keys given to Inspect has: Open with the same keys
+	// would refuse the directory (ErrKey). Nothing here needs a key:
+	// checksums cover the encrypted bytes.
+	KeyIDs      []string
+	MissingKeys []string
 }
 
 // Damaged reports whether anything is damaged or lost: a damaged segment,
@@ -58,6 +68,7 @@ type SegmentReport struct {
 	FileSize    int64
 	Used        int64  // bytes up to the end of the intact records
 	Compression string // the codec the header names
+	KeyID       string // the key id its records are sealed under; "" if in the clear
 	Repaired    bool   // rewritten by a recovery
 	Empty       bool   // empty or all zeros
 	Damage      *Damage
@@ -68,9 +79,15 @@ type SegmentReport struct {
 
 // Inspect scans every segment of dir, verifying every checksum, reads the
 // ack log and works out what Open would keep and count as lost. It takes no
-// lock and changes nothing.
-func Inspect(dir string) (Report, error) {
+// lock and changes nothing. keys (KeySize bytes each, any order) only
+// serve to tell which key ids are missing (Report.MissingKeys); the scan
+// itself needs none.
+func Inspect(dir string, keys ...[]byte) (Report, error) {
 	r := Report{Dir: dir}
+	ring, err := newKeyring(nil, keys)
+	if err != nil {
+		return r, err
+	}
 	st, err := os.Stat(dir)
 	if err != nil {
 		return r, err
@@ -118,10 +135,21 @@ func Inspect(dir string) (Report, error) {
 			if scan.headerOK {
 				sr.Compression = codecName(scan.header.codec)
 				sr.Repaired = scan.header.flags&segmentRepaired != 0
+				if scan.header.sealed {
+					sr.KeyID = keyIDString(scan.header.keyID)
+				}
 			}
 		}
 		r.Segments = append(r.Segments, sr)
 	}
+	all, missing := map[string]bool{}, map[string]bool{}
+	if err := checkKeys(dir, &keyring{}, func(id string) { all[id] = true }); err != nil {
+		return r, err
+	}
+	if err := checkKeys(dir, ring, func(id string) { missing[id] = true }); err != nil {
+		return r, err
+	}
+	r.KeyIDs, r.MissingKeys = slices.Sorted(maps.Keys(all)), slices.Sorted(maps.Keys(missing))
 	p := planRecovery(av, psegs)
 	r.LastID, r.Losses, r.LostRecords = p.hi, p.losses, p.lost
 	for _, u := range p.unknown {
@@ -134,7 +162,7 @@ func Inspect(dir string) (Report, error) {
 		}
 		if v.keep {
 			for id := sr.FirstID; id <= v.keepLast; id++ {
-				if !av.state.acked.contains(id) && !containsSpan(psegs[i].gaps, id) {
+				if !av.state.acked.contains(id) && !containsSpan(psegs[i].gaps, id) && psegs[i].scan.holeOf(id) == nil {
 					sr.Pending++
 				}
 			}
@@ -171,8 +199,14 @@ type Record struct {
 
 // ReadSegment calls fn for each intact record of the segment file at path,
 // in order, and returns the scan's damage (nil if none) once done. A record
-// that verifies but does not decompress stops it with ErrCorrupt.
-func ReadSegment(path string, fn func(Record) error) (*Damage, error) {
+// that verifies but does not decompress (or authenticate) stops it with
+// ErrCorrupt. An encrypted segment needs its key among keys (KeySize
+// bytes each, any order), or ReadSegment returns ErrKey before calling fn.
+func ReadSegment(path string, fn func(Record) error, keys ...[]byte) (*Damage, error) {
+	ring, err := newKeyring(nil, keys)
+	if err != nil {
+		return nil, err
+	}
 	id, ok := parseSegmentName(filepath.Base(path))
 	if !ok {
 		id = 0
@@ -182,15 +216,21 @@ func ReadSegment(path string, fn func(Record) error) (*Damage, error) {
 		return nil, err
 	}
 	defer unmap()
-	var buf []byte
+	rr := recordReader{limit: offlineReadLimit}
 	var scan segmentScan
 	err = withFaultsAsErrors(func() error {
+		var aead cipher.AEAD
+		if h, err := parseSegmentHeader(data); err == nil {
+			if aead, err = ring.forHeader(h); err != nil {
+				return fmt.Errorf("%s: %w", filepath.Base(path), err)
+			}
+		}
 		var err error
-		scan, err = scanSegment(data, id, 64<<20, func(off int64, h recordHeader, stored []byte) error {
+		scan, err = scanSegment(data, id, offlineReadLimit, func(off int64, h recordHeader, stored []byte) error {
 			rec := Record{ID: h.id, Time: time.Unix(0, h.time), Offset: off, Compression: codecName(h.codec), StoredLen: len(stored), Gap: h.kind == kindGap}
 			if !rec.Gap {
 				var err error
-				if rec.Payload, buf, err = decompress(buf, h.codec, stored, 64<<20); err != nil {
+				if rec.Payload, err = rr.payload(aead, &h, stored); err != nil {
 					return fmt.Errorf("record %d at offset %d: %w", h.id, off, err)
 				}
 			}

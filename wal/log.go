@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"crypto/cipher"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -96,6 +97,7 @@ type segment struct {
 	pos int64
 
 	index []indexEntry // every indexEvery-th record, for ReadRange
+	aead  cipher.AEAD  // opens its records; nil: written in the clear
 
 	// Acknowledgement state, under Log.amu.
 	recs   []recState // record firstID+i is recs[i]
@@ -185,7 +187,13 @@ func open(dir string, opts Options) (*Log, error) {
 		stop:     make(chan struct{}),
 	}
 	l.zpool.New = func() any { return &compressor{c: opts.Compression} }
-	err = l.recover()
+	// Every key a file needs is at hand before recovery reads a record or
+	// changes anything: a key problem is a configuration error, never
+	// garbage replayed or damage counted.
+	err = checkKeys(dir, opts.keys, nil)
+	if err == nil {
+		err = l.recover()
+	}
 	if err == nil {
 		err = l.recoverDead()
 	}
@@ -293,7 +301,8 @@ func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, 
 	if l.broken != nil {
 		return 0, l.broken
 	}
-	need := recordSize(len(stored))
+	sealed := len(stored) + l.opts.keys.overhead() // the stored length on disk
+	need := recordSize(sealed)
 	if need > l.opts.SegmentSize-segmentHeaderSize {
 		// Options validation makes this impossible; never index past a mapping.
 		return 0, fmt.Errorf("%w: record of %d bytes does not fit a segment", ErrTooLarge, need)
@@ -307,7 +316,7 @@ func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, 
 	id := l.nextID
 	now := time.Now().UnixNano()
 	err := withFaultsAsErrors(func() error {
-		encodeRecord(s.mem[s.pos:s.pos+need], recordHeader{id: id, time: now, codec: codec, kind: kind, items: items}, stored)
+		encodeSealedRecord(s.mem[s.pos:s.pos+need], recordHeader{id: id, time: now, codec: codec, kind: kind, items: items}, stored, s.aead)
 		return nil
 	})
 	if err != nil {
@@ -324,10 +333,10 @@ func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, 
 	// never see a record without it.
 	l.amu.Lock()
 	left := uint32(min(max(items, 1), int(itemsUnknown)-1))
-	s.recs = append(s.recs, recState{time: now, left: left, stored: uint32(len(stored))})
+	s.recs = append(s.recs, recState{time: now, left: left, stored: uint32(sealed)})
 	s.live++
 	l.pending += uint64(left)
-	l.liveBytes += recordSize(len(stored))
+	l.liveBytes += need
 	l.amu.Unlock()
 	l.issued.Store(id)
 	l.stats.appended.Add(1)
@@ -389,7 +398,7 @@ func (l *Log) rollLocked() error {
 		return fail(fmt.Errorf("mmap: %w", err))
 	}
 	err = withFaultsAsErrors(func() error {
-		putSegmentHeader(mem, segmentHeader{codec: l.opts.Compression.codec(), firstID: l.nextID, size: uint64(size)})
+		putSegmentHeader(mem, l.opts.keys.header(segmentHeader{codec: l.opts.Compression.codec(), firstID: l.nextID, size: uint64(size)}))
 		return nil
 	})
 	if err == nil {
@@ -399,7 +408,7 @@ func (l *Log) rollLocked() error {
 		unix.Munmap(mem)
 		return fail(err)
 	}
-	s := &segment{name: name, firstID: l.nextID, lastID: l.nextID - 1, size: size, f: f, mem: mem, pos: segmentHeaderSize}
+	s := &segment{name: name, firstID: l.nextID, lastID: l.nextID - 1, size: size, f: f, mem: mem, pos: segmentHeaderSize, aead: l.opts.keys.sealer()}
 	l.active = s
 	l.segs = append(l.segs, s)
 	l.amu.Lock()

@@ -109,7 +109,7 @@ func planRecovery(av ackView, segs []planSegment) recoveryPlan {
 			continue // nothing to keep
 		}
 		v.keep = true
-		covered.add(sc.firstID, v.keepLast)
+		covered.addAll(sc.keptRuns(v.keepLast)) // the ids of damaged records in between are not
 		prevLast, haveKept = v.keepLast, true
 	}
 	var known spanSet
@@ -158,7 +158,15 @@ func attributeLoss(m span, segs []planSegment, verdicts []segmentVerdict) []Loss
 			if !s.zero && s.scan.headerOK {
 				first = s.scan.firstID
 			}
+			hole := (*scanHole)(nil)
+			if !s.zero {
+				hole = s.scan.holeOf(lo)
+			}
 			switch {
+			case hole != nil:
+				// Damaged records between intact ones of the file.
+				l.To = min(l.To, hole.hi)
+				l.Segment, l.Reason = s.name, hole.damage.String()
 			case s.zero:
 				l.Segment, l.Reason = s.name, "file empty or all zeros"
 			case v.damage != nil && ((v.keep && lo == v.keepLast+1) || (!v.keep && lo == first)):
@@ -168,10 +176,10 @@ func attributeLoss(m span, segs []planSegment, verdicts []segmentVerdict) []Loss
 			}
 		}
 		out = append(out, l)
-		if hi == m.hi {
+		if l.To == m.hi {
 			break
 		}
-		lo = hi + 1
+		lo = l.To + 1
 	}
 	return out
 }

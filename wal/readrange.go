@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"crypto/cipher"
 	"errors"
 	"fmt"
 	"os"
@@ -38,6 +39,7 @@ func (l *Log) ReadRange(from, to uint64, fn func(id uint64, payload []byte) erro
 		firstID uint64
 		end     int64
 		index   []indexEntry
+		aead    cipher.AEAD
 	}
 	var views []view
 	l.mu.Lock()
@@ -49,12 +51,12 @@ func (l *Log) ReadRange(from, to uint64, fn func(id uint64, payload []byte) erro
 		if end == 0 {
 			end = s.pos // written by this Log: up to what is written now
 		}
-		views = append(views, view{s.name, s.firstID, end, s.index[:len(s.index):len(s.index)]})
+		views = append(views, view{s.name, s.firstID, end, s.index[:len(s.index):len(s.index)], s.aead})
 	}
 	l.mu.Unlock()
 
 	limit := l.opts.readLimit()
-	var buf []byte
+	rr := recordReader{limit: limit}
 	for _, v := range views {
 		data, unmap, err := mapFile(filepath.Join(l.dir, v.name))
 		if errors.Is(err, os.ErrNotExist) {
@@ -86,8 +88,8 @@ func (l *Log) ReadRange(from, to uint64, fn func(id uint64, payload []byte) erro
 				if h.kind != kindData || h.id < from {
 					continue
 				}
-				var raw []byte
-				if raw, buf, err = decompress(buf, h.codec, stored, limit); err != nil {
+				raw, err := rr.payload(v.aead, &h, stored)
+				if err != nil {
 					return fmt.Errorf("%s record %d: %w", v.name, h.id, err)
 				}
 				if err := fn(h.id, raw); err != nil {

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -123,18 +124,25 @@ func (l *Log) recover() error {
 		}
 		scan := ss.scan
 		seg := &segment{name: ss.sf.name, firstID: scan.firstID, lastID: v.keepLast, size: int64(len(ss.data)), end: scan.end, sealed: true}
+		if scan.headerOK { // kept records imply an intact header
+			if seg.aead, err = l.opts.keys.forHeader(scan.header); err != nil {
+				return fmt.Errorf("%w: %w: %s", ErrInvalidOptions, err, ss.sf.name) // checkKeys ran: only if the file changed under the lock
+			}
+		}
 		for _, e := range ss.index {
-			if e.id <= v.keepLast {
+			// A repair moves the records after the first hole.
+			if e.id <= v.keepLast && (len(scan.holes) == 0 || e.off < scan.holes[0].cut) {
 				seg.index = append(seg.index, e)
 			}
 		}
 		if v.damage != nil {
-			if err := repairSegment(l.dir, ss.sf.name, ss.data, scan, l.opts.Compression.codec(), l.log); err != nil {
+			size, err := repairSegment(l.dir, ss.sf.name, ss.data, scan, l.opts.Compression.codec(), l.log)
+			if err != nil {
 				return fmt.Errorf("wal: repair %s: %w", ss.sf.name, err)
 			}
 			l.stats.quarantined.Add(1)
 			changedDir = true
-			seg.size, seg.end = repairedSize(scan), repairedSize(scan)
+			seg.size, seg.end = size, size
 		}
 		l.loadRecordStates(seg, ss.recs)
 		l.segs = append(l.segs, seg)
@@ -323,6 +331,9 @@ func scanFile(dir string, sf segmentFile, readLimit int) scannedSegment {
 					ss.recs = append(ss.recs, recState{})
 				}
 			} else {
+				for id := prev + 1; id < h.id; id++ {
+					ss.recs = append(ss.recs, recState{}) // lost in a hole: acknowledged by recovery
+				}
 				left := itemsUnknown
 				if h.items > 0 {
 					left = uint32(h.items)
@@ -430,40 +441,62 @@ func finishRepairs(dir string) error {
 	return nil
 }
 
-// repairedSize is the length of the file repairSegment writes.
-func repairedSize(scan segmentScan) int64 {
-	if scan.records > 0 {
-		return align8(scan.end) // the cut may have taken the last record's padding
+// repairedRecords returns the records a repair keeps: the intact ones, in
+// order, with a gap record in place of each hole that lost ids (its id
+// the hole's last), so that ids stay contiguous and the next Open finds
+// no damage; the lost ids are acknowledged in the ack log before the
+// repair, and the gap records say so too (see kindGap).
+func repairedRecords(data []byte, scan segmentScan) []byte {
+	if scan.records == 0 {
+		return nil
 	}
-	return segmentHeaderSize
+	var out []byte
+	from := int64(segmentHeaderSize)
+	for _, h := range scan.holes {
+		out = append(out, data[from:h.cut]...)
+		if h.lo <= h.hi {
+			gap := make([]byte, recordSize(0))
+			encodeRecord(gap, recordHeader{id: h.hi, time: time.Now().UnixNano(), kind: kindGap}, nil)
+			out = append(out, gap...)
+		}
+		from = h.resume
+	}
+	out = append(out, data[from:scan.end]...)
+	// The end may have lost the last record's padding.
+	return append(out, make([]byte, align8(int64(len(out)))-int64(len(out)))...)
 }
 
 // repairSegment moves a damaged segment aside as <name>.corrupt and puts in
-// its place a file holding the intact prefix, so that the next Open finds
-// no damage (the ids lost are acknowledged in the ack log, written before
-// this runs, so nothing is counted twice). The new file is written and
-// synced under a temporary name first and renamed over; finishRepairs
-// completes the job if a crash interrupts it between the two renames.
-func repairSegment(dir, name string, data []byte, scan segmentScan, codec uint8, logger *slog.Logger) error {
+// its place a file holding its intact records (repairedRecords), so that
+// the next Open finds no damage (the ids lost are acknowledged in the ack
+// log, written before this runs, so nothing is counted twice). The new
+// file is written and synced under a temporary name first and renamed
+// over; finishRepairs completes the job if a crash interrupts it between
+// the two renames. It returns the new file's size.
+func repairSegment(dir, name string, data []byte, scan segmentScan, codec uint8, logger *slog.Logger) (int64, error) {
 	path := filepath.Join(dir, name)
 	corrupt := quarantineName(dir, name)
-	size := repairedSize(scan)
+	records := repairedRecords(data, scan)
+	size := int64(segmentHeaderSize + len(records))
 	buf := make([]byte, size)
+	h := segmentHeader{codec: codec}
 	if scan.headerOK {
-		codec = scan.header.codec
+		h = scan.header // the codec, and the key id its records are sealed under
 	}
-	putSegmentHeader(buf, segmentHeader{codec: codec, flags: segmentRepaired, firstID: scan.firstID, size: uint64(size)})
-	copy(buf[segmentHeaderSize:], data[segmentHeaderSize:scan.end])
+	h.flags |= segmentRepaired
+	h.firstID, h.size = scan.firstID, uint64(size)
+	putSegmentHeader(buf, h)
+	copy(buf[segmentHeaderSize:], records)
 	tmp := path + tmpSuffix
 	if err := writeFileSync(tmp, buf); err != nil {
-		return err
+		return 0, err
 	}
 	if err := os.Rename(path, corrupt); err != nil {
-		return err
+		return 0, err
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return err
+		return 0, err
 	}
-	logger.Warn("wal: segment moved aside and its intact prefix kept", "segment", name, "corrupt_copy", filepath.Base(corrupt))
-	return nil
+	logger.Warn("wal: segment moved aside and its intact records kept", "segment", name, "corrupt_copy", filepath.Base(corrupt), "holes", len(scan.holes))
+	return size, nil
 }

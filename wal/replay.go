@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"crypto/cipher"
 	"errors"
 	"fmt"
 	"os"
@@ -22,12 +23,13 @@ type ItemRange struct{ Off, N int }
 // record whose done items turn out to be all of them is acknowledged and
 // not handed out. It stops at and returns the first error fn returns.
 // Records appended after Open are not included: they are in memory
-// already. A record that verified at Open but does not decompress is
-// counted in Stats.Corrupt, acknowledged and skipped.
+// already. A record that verified at Open but does not decompress, or
+// whose sealed payload does not authenticate (see Options.EncryptionKey),
+// is counted in Stats.Corrupt, acknowledged and skipped.
 //
 // fn runs on the calling goroutine; while it runs, up to GOMAXPROCS worker
-// goroutines decompress the records after it, so recovery is not limited
-// to one core's decompression speed.
+// goroutines decrypt and decompress the records after it, so recovery is
+// not limited to one core's speed at either.
 func (l *Log) Replay(fn func(id uint64, payload []byte, done []ItemRange) error) error {
 	l.mu.Lock()
 	if l.closed {
@@ -75,11 +77,13 @@ func (l *Log) Replay(fn func(id uint64, payload []byte, done []ItemRange) error)
 type replayJob struct {
 	id      uint64
 	seg     *segment
-	codec   uint8
-	stored  []byte // aliases the segment mapping
+	h       recordHeader
+	aead    cipher.AEAD // nil: the record is in the clear
+	stored  []byte      // aliases the segment mapping
 	segment string
-	raw     []byte // result; aliases buf or stored
+	raw     []byte // result; aliases buf, plain or stored
 	buf     []byte // the job's own scratch, kept across reuse
+	plain   []byte // its scratch for the unsealed bytes
 	err     error
 	done    chan struct{}
 }
@@ -115,8 +119,12 @@ func (r *replayer) work() {
 	defer func() { r.exited <- struct{}{} }()
 	for j := range r.jobs {
 		j.err = withFaultsAsErrors(func() error {
-			var err error
-			j.raw, j.buf, err = decompress(j.buf, j.codec, j.stored, r.limit)
+			plain, buf, err := unseal(j.aead, j.plain, &j.h, j.stored)
+			j.plain = buf
+			if err != nil {
+				return err
+			}
+			j.raw, j.buf, err = decompress(j.buf, j.h.codec, plain, r.limit)
 			return err
 		})
 		close(j.done)
@@ -159,10 +167,10 @@ func (r *replayer) segment(s *segment, data []byte) error {
 		} else {
 			j = &replayJob{}
 		}
-		j.id, j.seg, j.codec, j.stored, j.segment, j.raw, j.err = h.id, s, h.codec, stored, s.name, nil, nil
+		j.id, j.seg, j.h, j.aead, j.stored, j.segment, j.raw, j.err = h.id, s, h, s.aead, stored, s.name, nil, nil
 		j.done = make(chan struct{})
 		r.pending = append(r.pending, j)
-		if h.codec == codecNone {
+		if h.codec == codecNone && s.aead == nil {
 			j.raw = stored
 			close(j.done)
 			continue
@@ -184,7 +192,7 @@ func (r *replayer) deliverOne() error {
 	l := r.l
 	if j.err != nil {
 		l.stats.corrupt.Add(1)
-		l.log.Error("wal: record does not decompress; skipped", "segment", j.segment, "id", j.id, "err", j.err)
+		l.log.Error("wal: record does not open or decompress; skipped", "segment", j.segment, "id", j.id, "err", j.err)
 		_ = l.Ack(j.id)
 		return nil
 	}

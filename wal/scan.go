@@ -22,23 +22,69 @@ func (d *Damage) String() string {
 
 // segmentScan is what scanSegment learns about one segment's bytes.
 type segmentScan struct {
-	header    segmentHeader
-	headerOK  bool
-	firstID   uint64 // header's first id, or the file name's if the header is damaged
-	lastID    uint64 // last id of the intact prefix; firstID-1 if it holds none
-	records   int    // intact records in the prefix, gap records included
-	dataRecs  int    // intact data records in the prefix
-	end       int64  // offset just past the intact prefix
-	damage    *Damage
-	afterRecs int    // valid records found after the damage
-	afterMax  uint64 // highest id among them
+	header   segmentHeader
+	headerOK bool
+	firstID  uint64 // header's first id, or the file name's if the header is damaged
+	lastID   uint64 // last id of the intact records; firstID-1 if it holds none
+	records  int    // intact records, gap records included
+	dataRecs int    // intact data records
+	end      int64  // offset just past the last intact record
+	damage   *Damage
+	// holes are the damaged stretches the scan stepped over to the next
+	// intact record, in order: every intact record is kept, and only the
+	// ids of the damaged records are lost (the ids in holes).
+	holes []scanHole
+	// Records that verify after the last intact one but could not be
+	// taken into the chain (gap records, or any record in a scan that
+	// does not resume): evidence of ids issued.
+	afterRecs int
+	afterMax  uint64
 
 	nextData func(int64) int64
+	noResume bool // stop at the first damage (dead-letter files)
 }
 
-// recordVisitor is called for every intact record of the prefix; off is the
-// record's offset in the segment, stored its payload as stored (aliasing the
-// segment bytes). Returning an error stops the scan with it.
+// scanHole is damage between intact records: the bytes [cut, resume) did
+// not verify (or held an id out of sequence), and the ids lo..hi (none if
+// lo > hi) of the records they held are lost.
+type scanHole struct {
+	cut, resume int64
+	lo, hi      uint64
+	damage      Damage
+}
+
+// holeOf returns the hole whose ids include id, or nil.
+func (s *segmentScan) holeOf(id uint64) *scanHole {
+	for i := range s.holes {
+		if h := &s.holes[i]; h.lo <= id && id <= h.hi {
+			return h
+		}
+	}
+	return nil
+}
+
+// keptRuns returns the ids of the intact records up to last as runs.
+func (s *segmentScan) keptRuns(last uint64) []span {
+	var out []span
+	lo := s.firstID
+	for _, h := range s.holes {
+		if h.lo > h.hi {
+			continue
+		}
+		if h.lo > lo {
+			out = append(out, span{lo, min(h.lo-1, last)})
+		}
+		lo = h.hi + 1
+	}
+	if lo <= last {
+		out = append(out, span{lo, last})
+	}
+	return out
+}
+
+// recordVisitor is called for every intact record in order; off is the
+// record's offset in the segment, stored its payload as stored (aliasing
+// the segment bytes). Returning an error stops the scan with it.
 type recordVisitor func(off int64, h recordHeader, stored []byte) error
 
 // scanSegment verifies a segment held in data. nameID is the first id its
@@ -49,12 +95,23 @@ func scanSegment(data []byte, nameID uint64, maxLen int, visit recordVisitor) (s
 }
 
 // scanSegmentSkipping is scanSegment with a hint for the look-ahead after
-// the end of the log: nextData(off) returns the first offset >= off that
-// may hold data (lseek SEEK_DATA), so the unwritten tail of a preallocated
-// segment is skipped without faulting it into the page cache.
+// damage or the end of the log: nextData(off) returns the first offset >=
+// off that may hold data (lseek SEEK_DATA), so the unwritten tail of a
+// preallocated segment is skipped without faulting it into the page cache.
 func scanSegmentSkipping(data []byte, nameID uint64, maxLen int, visit recordVisitor, nextData func(int64) int64) (segmentScan, error) {
-	var s segmentScan
-	s.nextData = nextData
+	s := segmentScan{nextData: nextData}
+	return s, s.run(data, nameID, maxLen, visit)
+}
+
+// scanDeadSegment is scanSegment for a dead-letter file, which holds one
+// record: the scan stops at the first damage (what follows it is only
+// counted), since no later record could stand for the dead letter.
+func scanDeadSegment(data []byte, nameID uint64, maxLen int, visit recordVisitor) (segmentScan, error) {
+	s := segmentScan{noResume: true}
+	return s, s.run(data, nameID, maxLen, visit)
+}
+
+func (s *segmentScan) run(data []byte, nameID uint64, maxLen int, visit recordVisitor) error {
 	s.firstID = nameID
 	h, err := parseSegmentHeader(data)
 	if err != nil {
@@ -63,15 +120,15 @@ func scanSegmentSkipping(data []byte, nameID uint64, maxLen int, visit recordVis
 			s.firstID = 1
 		}
 		s.lastID = s.firstID - 1
-		s.resync(data, segmentHeaderSize, maxLen)
-		return s, nil
+		s.count(data, segmentHeaderSize, maxLen)
+		return nil
 	}
 	s.header, s.headerOK = h, true
 	if nameID != 0 && h.firstID != nameID {
 		s.damage = &Damage{Offset: 8, Reason: fmt.Sprintf("header first id %d, file name says %d", h.firstID, nameID)}
 		s.lastID = s.firstID - 1
-		s.resync(data, segmentHeaderSize, maxLen)
-		return s, nil
+		s.count(data, segmentHeaderSize, maxLen)
+		return nil
 	}
 	s.firstID = h.firstID
 	s.lastID = h.firstID - 1
@@ -79,27 +136,44 @@ func scanSegmentSkipping(data []byte, nameID uint64, maxLen int, visit recordVis
 	s.end = pos
 	for pos < int64(len(data)) {
 		rh, stored, size, err := decodeRecord(data[pos:], maxLen, s.lastID+1)
-		if errors.Is(err, errEndOfLog) {
-			if s.resync(data, pos+8, maxLen) {
-				s.damage = &Damage{Offset: pos, Reason: "zero record id followed by valid records"}
-			}
-			return s, nil
-		}
+		var bad string
 		switch {
+		case errors.Is(err, errEndOfLog):
+			// The end of the log, unless intact records follow.
+			bad = "zero record id followed by valid records"
 		case err != nil:
-			s.damage = &Damage{Offset: pos, Reason: err.Error()}
+			bad = err.Error()
+		case rh.kind == kindData && rh.id > s.lastID+1 && !s.noResume:
+			// The record is intact; the ids before it are missing (the
+			// bytes that held them are gone, or never held them).
+			s.addHole(pos, pos, rh.id, fmt.Sprintf("record id %d, want %d", rh.id, s.lastID+1))
 		case rh.kind == kindData && rh.id != s.lastID+1:
-			s.damage = &Damage{Offset: pos, Reason: fmt.Sprintf("record id %d, want %d", rh.id, s.lastID+1)}
+			bad = fmt.Sprintf("record id %d, want %d", rh.id, s.lastID+1)
 		case rh.kind == kindGap && rh.id <= s.lastID:
-			s.damage = &Damage{Offset: pos, Reason: fmt.Sprintf("gap record id %d, want > %d", rh.id, s.lastID)}
+			bad = fmt.Sprintf("gap record id %d, want > %d", rh.id, s.lastID)
 		}
-		if s.damage != nil {
-			s.resync(data, pos+8, maxLen)
-			return s, nil
+		if bad != "" {
+			endOfLog := errors.Is(err, errEndOfLog)
+			if s.noResume {
+				if s.count(data, pos+8, maxLen) || !endOfLog {
+					s.damage = &Damage{Offset: pos, Reason: bad}
+				}
+				return nil
+			}
+			next, id, ok := s.resync(data, pos+8, maxLen)
+			if !ok {
+				if !endOfLog {
+					s.setDamage(Damage{Offset: pos, Reason: bad})
+				}
+				return nil
+			}
+			s.addHole(pos, next, id, bad)
+			pos = next
+			continue
 		}
 		if visit != nil {
 			if err := visit(pos, rh, stored); err != nil {
-				return s, err
+				return err
 			}
 		}
 		s.lastID = rh.id
@@ -113,35 +187,87 @@ func scanSegmentSkipping(data []byte, nameID uint64, maxLen int, visit recordVis
 	if h.size != uint64(len(data)) {
 		// The records ended exactly where the file does: it was cut at a
 		// record boundary (or grown). What was beyond is gone.
-		s.damage = &Damage{Offset: int64(len(data)), Reason: fmt.Sprintf("file is %d bytes, its header says %d", len(data), h.size)}
+		s.setDamage(Damage{Offset: int64(len(data)), Reason: fmt.Sprintf("file is %d bytes, its header says %d", len(data), h.size)})
 	}
-	return s, nil
+	return nil
 }
 
-// resync looks for valid records after damage (or after a zero id), at every
-// 8-byte aligned offset from `from`, skipping zeros quickly. It counts them
-// in afterRecs/afterMax and reports whether it found any. Only records with
-// ids above the intact prefix count: an old record image cannot be newer.
-func (s *segmentScan) resync(data []byte, from int64, maxLen int) bool {
+// setDamage records d unless an earlier damage is recorded already.
+func (s *segmentScan) setDamage(d Damage) {
+	if s.damage == nil {
+		s.damage = &d
+	}
+}
+
+// addHole records damage from cut up to the intact record at resume,
+// whose id is next: the ids between the last intact record and it are
+// lost.
+func (s *segmentScan) addHole(cut, resume int64, next uint64, reason string) {
+	d := Damage{Offset: cut, Reason: reason}
+	s.setDamage(d)
+	s.holes = append(s.holes, scanHole{cut: cut, resume: resume, lo: s.lastID + 1, hi: next - 1, damage: d})
+	s.lastID = next - 1
+}
+
+// resync looks for the next intact data record after damage (or after a
+// zero id), at every 8-byte aligned offset from `from`, skipping zeros
+// quickly, and returns its offset and id. Only a data record with an id
+// above the last intact one can resume the chain: an old record image
+// cannot be newer, and a gap record's extent is not known without its
+// predecessor. Gap records it passes count as evidence (afterMax) only.
+func (s *segmentScan) resync(data []byte, from int64, maxLen int) (int64, uint64, bool) {
+	p := align8(from)
+	n := int64(len(data))
+	for p+recordOverhead <= n {
+		if binary.LittleEndian.Uint64(data[p:]) == 0 {
+			p = s.skipZeros(data, p)
+			continue
+		}
+		rh, _, size, err := decodeRecord(data[p:], maxLen, 0)
+		switch {
+		case err != nil || rh.id <= s.lastID:
+			p += 8
+		case rh.kind == kindData:
+			return p, rh.id, true
+		default:
+			s.afterRecs++
+			s.afterMax = max(s.afterMax, rh.id)
+			p += size
+		}
+	}
+	return 0, 0, false
+}
+
+// skipZeros returns the first offset from p (8-byte aligned) whose word is
+// not zero: 64 bytes at a time where possible, and whole holes at once
+// when the file system can say where the next data is.
+func (s *segmentScan) skipZeros(data []byte, p int64) int64 {
+	n := int64(len(data))
+	for p+64 <= n && allZero(data[p:p+64]) {
+		p += 64
+		if s.nextData != nil && p%4096 == 0 {
+			if q := s.nextData(p); q > p {
+				p = min(align8(q), n)
+			}
+		}
+	}
+	for p+8 <= n && binary.LittleEndian.Uint64(data[p:]) == 0 {
+		p += 8
+	}
+	return p
+}
+
+// count looks for valid records after damage that the scan does not take
+// (a damaged header, or a dead-letter file), counting them in
+// afterRecs/afterMax, and reports whether it found any. Only records with
+// ids above the intact ones count: an old record image cannot be newer.
+func (s *segmentScan) count(data []byte, from int64, maxLen int) bool {
 	found := false
 	p := align8(from)
 	n := int64(len(data))
 	for p+recordOverhead <= n {
 		if binary.LittleEndian.Uint64(data[p:]) == 0 {
-			// Skip zero words; 64 bytes at a time where possible, and
-			// whole holes at once when the file system can say where the
-			// next data is.
-			for p+64 <= n && allZero(data[p:p+64]) {
-				p += 64
-				if s.nextData != nil && p%4096 == 0 {
-					if q := s.nextData(p); q > p {
-						p = min(align8(q), n)
-					}
-				}
-			}
-			for p+8 <= n && binary.LittleEndian.Uint64(data[p:]) == 0 {
-				p += 8
-			}
+			p = s.skipZeros(data, p)
 			continue
 		}
 		rh, _, size, err := decodeRecord(data[p:], maxLen, 0)

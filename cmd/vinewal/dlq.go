@@ -70,6 +70,7 @@ type dlqEntry struct {
 func dlqList(args []string, out io.Writer) (int, error) {
 	fs := flag.NewFlagSet("dlq list", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "one JSON object per line")
+	kf := addKeyFlags(fs)
 	dir, ids, err := dirAndIDs(fs, args)
 	if err != nil {
 		return 2, err
@@ -77,7 +78,11 @@ func dlqList(args []string, out io.Writer) (int, error) {
 	if len(ids) > 0 {
 		return 2, fmt.Errorf("%w: dlq list takes no ids", errUsage)
 	}
-	dls, err := wal.ListDeadLetters(dir)
+	keys, err := kf.all()
+	if err != nil {
+		return 2, err
+	}
+	dls, err := wal.ListDeadLetters(dir, keys...)
 	if err != nil {
 		return 2, err
 	}
@@ -142,7 +147,12 @@ type dlqItem struct {
 func dlqDump(args []string, out, errOut io.Writer) (int, error) {
 	fs := flag.NewFlagSet("dlq dump", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "one JSON object per item")
+	kf := addKeyFlags(fs)
 	dir, ids, err := dirAndIDs(fs, args)
+	if err != nil {
+		return 2, err
+	}
+	keys, err := kf.all()
 	if err != nil {
 		return 2, err
 	}
@@ -152,7 +162,7 @@ func dlqDump(args []string, out, errOut io.Writer) (int, error) {
 	enc := json.NewEncoder(out)
 	code := 0
 	for _, id := range ids {
-		d, payload, err := wal.ReadDeadLetter(dir, id)
+		d, payload, err := wal.ReadDeadLetter(dir, id, keys...)
 		if errors.Is(err, wal.ErrNotFound) || errors.Is(err, wal.ErrCorrupt) {
 			fmt.Fprintln(errOut, "vinewal:", err)
 			code = 1
@@ -188,7 +198,17 @@ func dlqDump(args []string, out, errOut io.Writer) (int, error) {
 func dlqMove(cmd string, args []string, out, errOut io.Writer) (int, error) {
 	fs := flag.NewFlagSet("dlq "+cmd, flag.ContinueOnError)
 	all := fs.Bool("all", false, "purge every dead letter")
+	kf := addKeyFlags(fs)
 	dir, ids, err := dirAndIDs(fs, args)
+	if err != nil {
+		return 2, err
+	}
+	if cmd == "requeue" && kf.keyFile == "" && len(kf.decryptKeys) > 0 {
+		// Requeueing writes the items back as records: with only older
+		// keys they would be written in the clear.
+		return 2, fmt.Errorf("%w: dlq requeue writes records: give -key-file, the key to write them under", errUsage)
+	}
+	opts, err := kf.options(wal.Options{})
 	if err != nil {
 		return 2, err
 	}
@@ -199,7 +219,7 @@ func dlqMove(cmd string, args []string, out, errOut io.Writer) (int, error) {
 		return 2, fmt.Errorf("%w: dlq requeue requeues every dead letter when given no id", errUsage)
 	}
 	logger := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	opts := wal.Options{Logger: logger}
+	opts.Logger = logger
 	var n int
 	if cmd == "purge" {
 		n, err = wal.PurgeDeadLetters(dir, opts, ids...)

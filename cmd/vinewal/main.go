@@ -13,6 +13,18 @@
 //	vinewal dlq purge DIR ID... | -all DIR
 //	                                    delete dead letters
 //
+// Every command takes the keys of an encrypted directory (one written with
+// WALConfig.EncryptionKey): -key-file FILE names the key it is written
+// under, -decrypt-key-file FILE an older one (repeatable, or a
+// comma-separated list of files). A key file holds exactly 32 raw bytes,
+// or 64 hex digits (white space around them ignored). inspect and verify
+// check checksums without any key — and, given keys, report the key ids
+// none of them opens and (verify) open every record; dump and dlq list and
+// dump need the keys to show anything; repair, dlq requeue and dlq purge
+// open the directory as a Queue would, so they need every key it needs,
+// and dlq requeue, which writes records, needs -key-file for an encrypted
+// directory so that it never writes items in the clear.
+//
 // inspect, verify, dump, dlq list and dlq dump only read (they take no
 // lock, so they can look at a directory in use; its newest records may be
 // in flight). repair, dlq requeue and dlq purge run the recovery a Queue
@@ -32,6 +44,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
@@ -40,15 +53,19 @@ import (
 )
 
 const usage = `usage:
-  vinewal inspect [-json] DIR
-  vinewal verify DIR
-  vinewal dump [-json] [-items] [-from ID] DIR|SEGMENT
-  vinewal repair DIR
-  vinewal dlq list [-json] DIR
-  vinewal dlq dump [-json] DIR ID...
-  vinewal dlq requeue DIR [ID...]
-  vinewal dlq purge DIR ID...
-  vinewal dlq purge -all DIR
+  vinewal inspect [-json] [KEYS] DIR
+  vinewal verify [KEYS] DIR
+  vinewal dump [-json] [-items] [-from ID] [KEYS] DIR|SEGMENT
+  vinewal repair [KEYS] DIR
+  vinewal dlq list [-json] [KEYS] DIR
+  vinewal dlq dump [-json] [KEYS] DIR ID...
+  vinewal dlq requeue [KEYS] DIR [ID...]
+  vinewal dlq purge [KEYS] DIR ID...
+  vinewal dlq purge -all [KEYS] DIR
+KEYS, for an encrypted directory:
+  -key-file FILE           the key it is written under
+  -decrypt-key-file FILE   an older key (repeatable, or FILE,FILE,...)
+  a key file holds 32 raw bytes or 64 hex digits
 `
 
 func main() {
@@ -82,7 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "vinewal:", err)
+		fmt.Fprintln(stderr, "vinewal:", keyHint(err))
 		if errors.Is(err, errUsage) {
 			fmt.Fprint(stderr, usage)
 		}
@@ -107,11 +124,16 @@ func oneDir(fs *flag.FlagSet, args []string) (string, error) {
 func inspect(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	kf := addKeyFlags(fs)
 	dir, err := oneDir(fs, args)
 	if err != nil {
 		return err
 	}
-	r, err := wal.Inspect(dir)
+	keys, err := kf.all()
+	if err != nil {
+		return err
+	}
+	r, err := wal.Inspect(dir, keys...)
 	if err != nil {
 		return err
 	}
@@ -132,7 +154,7 @@ func inspect(args []string, out io.Writer) error {
 	}
 	var total, used int64
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEGMENT\tFIRST\tLAST\tRECORDS\tPENDING\tSIZE\tUSED\tCODEC\tSTATUS")
+	fmt.Fprintln(tw, "SEGMENT\tFIRST\tLAST\tRECORDS\tPENDING\tSIZE\tUSED\tCODEC\tKEY\tSTATUS")
 	for _, s := range r.Segments {
 		status := "ok"
 		switch {
@@ -143,7 +165,11 @@ func inspect(args []string, out io.Writer) error {
 		case s.Repaired:
 			status = "ok (repaired)"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", s.Name, s.FirstID, s.LastID, s.Records, s.Pending, s.FileSize, s.Used, s.Compression, status)
+		key := s.KeyID
+		if key == "" {
+			key = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", s.Name, s.FirstID, s.LastID, s.Records, s.Pending, s.FileSize, s.Used, s.Compression, key, status)
 		total += s.FileSize
 		used += s.Used
 	}
@@ -154,7 +180,25 @@ func inspect(args []string, out io.Writer) error {
 	for _, q := range r.Quarantined {
 		fmt.Fprintf(out, "quarantined: %s\n", q)
 	}
+	printKeys(out, r, kf.given())
 	return nil
+}
+
+// printKeys names the keys an encrypted directory needs, and, when keys
+// were given, those missing.
+func printKeys(out io.Writer, r wal.Report, given bool) {
+	if len(r.KeyIDs) == 0 {
+		return
+	}
+	fmt.Fprintf(out, "encrypted: segments and dead letters sealed under key ids %s\n", strings.Join(r.KeyIDs, ", "))
+	switch {
+	case !given:
+		fmt.Fprintln(out, "keys: none given (-key-file, -decrypt-key-file); checksums need none")
+	case len(r.MissingKeys) > 0:
+		fmt.Fprintf(out, "keys: MISSING key ids %s: a Queue with the keys given would refuse the directory\n", strings.Join(r.MissingKeys, ", "))
+	default:
+		fmt.Fprintln(out, "keys: the keys given open every file")
+	}
 }
 
 // printLosses lists what Open would count as lost, and the ids whose fate
@@ -173,11 +217,16 @@ func printLosses(out io.Writer, r wal.Report) {
 
 func verify(args []string, out io.Writer) (int, error) {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	kf := addKeyFlags(fs)
 	dir, err := oneDir(fs, args)
 	if err != nil {
 		return 2, err
 	}
-	r, err := wal.Inspect(dir)
+	keys, err := kf.all()
+	if err != nil {
+		return 2, err
+	}
+	r, err := wal.Inspect(dir, keys...)
 	if err != nil {
 		return 2, err
 	}
@@ -185,17 +234,36 @@ func verify(args []string, out io.Writer) (int, error) {
 	for _, s := range r.Segments {
 		if s.Damage != nil {
 			bad++
-			fmt.Fprintf(out, "%s: damaged at offset %d: %s; intact records up to id %d\n",
-				filepath.Join(dir, s.Name), s.Damage.Offset, s.Damage.Reason, s.LastID)
+			fmt.Fprintf(out, "%s: damaged at offset %d: %s; %d records lost in it, its intact records (up to id %d) kept\n",
+				filepath.Join(dir, s.Name), s.Damage.Offset, s.Damage.Reason, s.LostRecords, s.LastID)
 		}
 	}
 	if r.AckProblem != "" {
 		fmt.Fprintf(out, "%s: %s\n", filepath.Join(dir, "ACK"), r.AckProblem)
 	}
 	printLosses(out, r)
-	if r.Damaged() {
+	printKeys(out, r, kf.given())
+	// With keys, every sealed record is opened too: its tag proves it was
+	// written under the key and not altered since.
+	unopened := 0
+	if kf.given() && len(r.KeyIDs) > 0 && len(r.MissingKeys) == 0 {
+		for _, s := range r.Segments {
+			if s.KeyID == "" || s.Empty {
+				continue
+			}
+			p := filepath.Join(dir, s.Name)
+			if _, err := wal.ReadSegment(p, func(wal.Record) error { return nil }, keys...); err != nil {
+				unopened++
+				fmt.Fprintf(out, "%s: %v\n", p, err)
+			}
+		}
+	}
+	if r.Damaged() || unopened > 0 {
 		fmt.Fprintf(out, "damage found: %d of %d segments damaged, %d records would be lost; `vinewal repair %s` keeps the intact records, counts the rest and moves the damage aside\n",
-			bad, len(r.Segments), r.LostRecords, dir)
+			bad+unopened, len(r.Segments), r.LostRecords, dir)
+		return 1, nil
+	}
+	if kf.given() && len(r.MissingKeys) > 0 {
 		return 1, nil
 	}
 	fmt.Fprintf(out, "ok: %d segments verified, ids continuous up to %d, %d records not acknowledged\n", len(r.Segments), r.LastID, r.Pending)
@@ -221,7 +289,12 @@ func dump(args []string, out io.Writer) error {
 	asJSON := fs.Bool("json", false, "one JSON object per line")
 	items := fs.Bool("items", false, "split payloads into items (records written by AppendItem or framed with AppendFrame)")
 	from := fs.Uint64("from", 0, "skip records with smaller ids")
+	kf := addKeyFlags(fs)
 	target, err := oneDir(fs, args)
+	if err != nil {
+		return err
+	}
+	keys, err := kf.all()
 	if err != nil {
 		return err
 	}
@@ -273,12 +346,12 @@ func dump(args []string, out io.Writer) error {
 				d.Item = &i
 				return emit(d, item)
 			})
-		})
+		}, keys...)
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
 		if damage != nil {
-			fmt.Fprintf(os.Stderr, "vinewal: %s: damaged at offset %d: %s (records after it not shown)\n", p, damage.Offset, damage.Reason)
+			fmt.Fprintf(os.Stderr, "vinewal: %s: damaged at offset %d: %s (the damaged records not shown)\n", p, damage.Offset, damage.Reason)
 		}
 	}
 	return nil
@@ -311,7 +384,12 @@ func quote(p []byte) string {
 
 func repair(args []string, out, errOut io.Writer) error {
 	fs := flag.NewFlagSet("repair", flag.ContinueOnError)
+	kf := addKeyFlags(fs)
 	dir, err := oneDir(fs, args)
+	if err != nil {
+		return err
+	}
+	opts, err := kf.options(wal.Options{})
 	if err != nil {
 		return err
 	}
@@ -320,7 +398,8 @@ func repair(args []string, out, errOut io.Writer) error {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	st, err := wal.Repair(dir, wal.Options{Logger: logger})
+	opts.Logger = logger
+	st, err := wal.Repair(dir, opts)
 	if err != nil {
 		if errors.Is(err, wal.ErrLocked) {
 			return fmt.Errorf("%w (stop the process using it first)", err)
