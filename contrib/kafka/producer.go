@@ -36,7 +36,7 @@ type Record struct {
 // DefaultLinger is how long, by default, the client holds a partition's
 // records for more before it sends a produce request, unless every send
 // in progress has handed over all its records (see Config.ClientOpts).
-const DefaultLinger = 2 * time.Millisecond
+const DefaultLinger = 5 * time.Millisecond
 
 // Config configures a Producer. Only Topic and a seed broker (in
 // ClientOpts) are required; every other field has a default that suits a
