@@ -17,10 +17,11 @@
 // answer comes back. The client lingers (DefaultLinger) rather than send a
 // request as soon as a record arrives, and a send that has handed over its
 // whole batch cuts the linger short when every send the Producer has seen
-// at once is waiting for acks: nothing more can arrive, so waiting longer
-// would only add latency. A request thus carries the batches of all the
-// sends in progress; more Workers (and larger batches) mean fuller
-// requests, and the linger delays records only while some Worker is idle.
+// at once is waiting for acks (nothing more can arrive, so waiting longer
+// would only add latency) and the request of the previous such kick has
+// been answered. A request thus carries the batches of all the sends in
+// progress; more Workers (and larger batches) mean fuller requests, and
+// the linger delays records only while some Worker is idle.
 // The client learns a new topic's partitions with the first send, whose
 // records then wait out the linger.
 //

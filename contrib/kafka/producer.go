@@ -57,9 +57,12 @@ type Config struct {
 	// lingers, and a send that has handed over its whole batch ends the
 	// linger at once (a kick) if every send the Producer has had at once
 	// — the queue's Workers, once it has been busy — is now waiting for
-	// acks: no more records can come before an answer. A request then
-	// carries the batches of all sends in progress, and the linger only
-	// delays records while some Worker is idle. A kick is a
+	// acks, so that no more records can come before an answer, and no
+	// send of the previous kick still waits for its answer (a kick then
+	// would only queue behind that request and split the batches over
+	// two). A request then carries the batches of all sends in
+	// progress, and the linger only delays records while some Worker is
+	// idle. A kick is a
 	// Flush(ctx) with ctx already ended, which a client logger at info
 	// level shows as "flushing". kgo.ProducerLinger(0) turns both off.
 	//
@@ -311,14 +314,15 @@ func (p *Producer) produceChunk(ctx context.Context, c *call) (res chunkResult, 
 	}
 	c.left.Store(int64(n))
 	p.sends.enter()
-	defer p.sends.leave()
 	for i := range c.recs {
 		// The records fail at once if ctx ends before they are written
 		// to a connection; once written, the client waits for the
 		// broker's answer whatever ctx says (see the package doc).
 		p.client.Produce(ctx, &c.recs[i], c.promise)
 	}
-	if p.sends.park() && p.lingers {
+	kick, cover := p.sends.park()
+	defer p.sends.leave(cover)
+	if kick && p.lingers {
 		p.kick()
 	}
 	select {
@@ -346,7 +350,8 @@ func (p *Producer) produceChunk(ctx context.Context, c *call) (res chunkResult, 
 
 // kick makes the client send what it holds now instead of at the end of
 // its linger: every send is parked, waiting for acks, so no more records
-// can come before an answer, and waiting longer would only add latency.
+// can come before an answer, and waiting longer would only add latency
+// (sendGate.park says when).
 // Flush with a context that has already ended does exactly that: it stops
 // every partition's linger and starts a produce request, then returns the
 // context's error at once instead of waiting for the acks.
@@ -359,6 +364,11 @@ func (p *Producer) kick() { _ = p.client.Flush(p.done) }
 type sendGate struct {
 	mu                   sync.Mutex
 	active, parked, peak int
+	// kicked counts the sends still parked that a kick already sent on
+	// their way; epoch numbers the kicks, so that a send knows whether it
+	// parked before the last one.
+	kicked int
+	epoch  uint64
 }
 
 func (g *sendGate) enter() {
@@ -368,21 +378,34 @@ func (g *sendGate) enter() {
 	g.mu.Unlock()
 }
 
-// park marks one active send parked and reports whether every send is now
-// parked, as many as ever were active at once: then nothing more can reach
-// the client before some acks come back.
-func (g *sendGate) park() bool {
+// park marks one active send parked. kick reports whether the caller
+// should kick: every send is now parked, as many as ever were active at
+// once, so nothing more can reach the client before some acks come back;
+// and no send of an earlier kick is still waiting, so there is no request
+// in flight for this kick's request to queue behind with part of the
+// records. cover is the number of the kick that sends this send's records
+// (this one or the next), for leave.
+func (g *sendGate) park() (kick bool, cover uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.parked++
-	return g.parked == g.active && g.active == g.peak
+	cover = g.epoch + 1
+	if g.parked == g.active && g.active == g.peak && g.kicked == 0 {
+		g.epoch = cover
+		g.kicked = g.parked
+		return true, cover
+	}
+	return false, cover
 }
 
 // leave ends a parked send.
-func (g *sendGate) leave() {
+func (g *sendGate) leave(cover uint64) {
 	g.mu.Lock()
 	g.active--
 	g.parked--
+	if cover <= g.epoch {
+		g.kicked--
+	}
 	g.mu.Unlock()
 }
 
