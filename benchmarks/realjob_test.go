@@ -2,12 +2,16 @@ package benchmarks
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/pprof/profile"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -26,30 +31,38 @@ import (
 
 // The real job: N producer goroutines hand 200-byte records over 10k keys
 // to Kafka and the run ends once every record is acknowledged. Kafka is
-// kfake in a child process (this test binary re-executed), so that the
-// CPU measured here with getrusage is the producer side only.
+// kfake in a child process (this test binary re-executed, a fresh one per
+// contender and producer count), so that the CPU measured here is the
+// producer side only, and so that it counts the produce requests and the
+// records in them without taking part in the timing.
 //
-// Contenders, same run, same broker process per contender:
+// Contenders, same run, same records:
 //   - franz-go: kgo.Client.Produce from each producer with a promise (its
 //     defaults: 10 ms linger, idempotent, acks all), the code a user would
 //     otherwise write.
+//   - sarama, kafka-go: the other Go clients' asynchronous producers with
+//     delivery reports (realjob_peers_test.go says how each is set up).
 //   - vq-mem-enqueue, vq-mem-key: VineQueue in memory mode with
-//     contrib/kafka's SendRecords, through Enqueue and EnqueueKey.
-//   - vq-mem-key-linger: vq-mem-key with kgo.ProducerLinger(10ms), franz-go's
-//     default, instead of contrib/kafka's 0.
+//     contrib/kafka's SendRecords, through Enqueue and EnqueueKey, 8
+//     Workers; vq-mem-key-w32 with 32 (more batches in flight: fuller
+//     produce requests); vq-mem-key-nolinger with kgo.ProducerLinger(0),
+//     as contrib/kafka was before it lingered.
 //   - vq-periodic-key, vq-sync-key: the same through EnqueueKey with a WAL
 //     in Periodic and Sync mode (t.TempDir).
 //
-// Columns: events/s over the whole run (first call to last ack), caller
-// CPU per event (getrusage user+system of this process over the run,
-// divided by the events: everything on the producer side, the queue's
-// goroutines and franz-go's included), produce requests the broker saw per
-// 1000 events, and the p99 of the producer call (Produce, Enqueue,
-// EnqueueKey), sampled one call in 8.
+// Columns (the README explains each): events/s over the whole run (first
+// call to last ack); process CPU per event (getrusage of this process
+// over the run: the queue's and the client's goroutines, GC and runtime
+// included); caller CPU per event (that CPU times the share of CPU
+// profile samples taken inside realJobProducer, i.e. on the producer
+// goroutines); produce requests per 1000 events and records per produce
+// request, both counted by the broker; p50 and p99 of the producer call
+// (Produce, Enqueue, EnqueueKey, ...), sampled one call in 8.
 //
-// Run: VINEBENCH_REALJOB=1 go test -run TestRealJob -v -timeout 30m
-// (VINEBENCH_REALJOB_EVENTS, default 200000; VINEBENCH_REALJOB_PRODUCERS,
-// default "32,256").
+// Run: VINEBENCH_REALJOB=1 go test -run '^TestRealJob$' -v -timeout 30m
+// (VINEBENCH_REALJOB_EVENTS, default 1000000; VINEBENCH_REALJOB_PRODUCERS,
+// default "32,256"; VINEBENCH_REALJOB_ONLY, a regexp on the contender
+// names; franz-go always runs, as every ratio's base).
 
 const (
 	realJobTopic      = "events"
@@ -61,7 +74,8 @@ const (
 
 // TestRealJobKfakeChild is the broker process: it serves kfake on
 // 127.0.0.1, prints its address, answers "count" on stdin with the number
-// of produce requests so far, and exits when stdin closes.
+// of produce requests and of the records in them so far, and exits when
+// stdin closes. It only counts: every request goes on to kfake.
 func TestRealJobKfakeChild(t *testing.T) {
 	if os.Getenv("VINEBENCH_KFAKE_CHILD") == "" {
 		t.Skip("only run as the real-job benchmark's broker process")
@@ -71,19 +85,52 @@ func TestRealJobKfakeChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var produces atomic.Int64
-	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+	var produces, records, unknown atomic.Int64
+	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		produces.Add(1)
+		if pr, ok := req.(*kmsg.ProduceRequest); ok {
+			for _, topic := range pr.Topics {
+				for _, part := range topic.Partitions {
+					n, ok := recordsIn(part.Records)
+					records.Add(n)
+					if !ok {
+						unknown.Add(1)
+					}
+				}
+			}
+		}
 		return nil, nil, false
 	})
 	fmt.Printf("ADDR %s\n", c.ListenAddrs()[0])
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		if sc.Text() == "count" {
-			fmt.Printf("COUNT %d\n", produces.Load())
+			fmt.Printf("COUNT %d %d %d\n", produces.Load(), records.Load(), unknown.Load())
 		}
 	}
+}
+
+// recordsIn counts the records in a produce request's record batches
+// (message format v2: every client here speaks it to kfake). ok is false if
+// the bytes are not v2 batches, whose records then go uncounted.
+func recordsIn(b []byte) (n int64, ok bool) {
+	// Batch header: baseOffset int64, batchLength int32 (bytes after this
+	// field), partitionLeaderEpoch int32, magic int8 at 16, ..., numRecords
+	// int32 at 57.
+	const magicAt, numRecordsAt = 16, 57
+	for len(b) > 0 {
+		if len(b) < numRecordsAt+4 || b[magicAt] != 2 {
+			return n, false
+		}
+		size := 12 + int(int32(binary.BigEndian.Uint32(b[8:12])))
+		if size < numRecordsAt+4 || size > len(b) {
+			return n, false
+		}
+		n += int64(int32(binary.BigEndian.Uint32(b[numRecordsAt:])))
+		b = b[size:]
+	}
+	return n, true
 }
 
 // broker is a kfake child process.
@@ -127,15 +174,21 @@ func (b *broker) line(t *testing.T, prefix string) string {
 	return ""
 }
 
-func (b *broker) produceRequests(t *testing.T) int64 {
+// brokerCounts is what the broker process counted so far.
+type brokerCounts struct {
+	requests, records int64 // produce requests, and the records in them
+	uncounted         int64 // partition payloads that were not v2 record batches
+}
+
+func (b *broker) counts(t *testing.T) brokerCounts {
 	if _, err := io.WriteString(b.in, "count\n"); err != nil {
 		t.Fatal(err)
 	}
-	n, err := strconv.ParseInt(strings.TrimPrefix(b.line(t, "COUNT "), "COUNT "), 10, 64)
-	if err != nil {
+	var c brokerCounts
+	if _, err := fmt.Sscanf(b.line(t, "COUNT "), "COUNT %d %d %d", &c.requests, &c.records, &c.uncounted); err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return c
 }
 
 func (b *broker) stop() {
@@ -168,11 +221,13 @@ type realJobContender struct {
 }
 
 type realJobResult struct {
-	events   int
-	elapsed  time.Duration
-	cpu      time.Duration
-	requests int64
-	p99, p50 time.Duration
+	events    int
+	elapsed   time.Duration
+	cpu       time.Duration // process CPU over the run (getrusage)
+	callerCPU time.Duration // cpu × the profile's share of samples in realJobProducer
+	samples   int           // CPU profile samples behind callerCPU
+	broker    brokerCounts  // over the run
+	p99, p50  time.Duration
 }
 
 func cpuTime() time.Duration {
@@ -181,10 +236,80 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// realJobProfileHz is the CPU profile's sampling rate: a run of 200k events
+// lasts a few hundred milliseconds, too short for the default 100 Hz.
+const realJobProfileHz = 2000
+
+// startCallerProfile starts a CPU profile whose samples stop() splits into
+// those taken while a producer goroutine ran (their stack holds
+// realJobProducer: the call and whatever it does on the caller's
+// goroutine, allocation and GC assists included) and the rest (the
+// client's or the queue's goroutines, GC workers, the runtime). Goroutines
+// a call starts have their own stacks, so their work is not the caller's.
+func startCallerProfile(t *testing.T) (stop func() (share float64, samples int)) {
+	var buf bytes.Buffer
+	// StartCPUProfile sets 100 Hz unless a rate is set first; it then
+	// prints "cannot set cpu profile rate" to stderr and keeps this one.
+	runtime.SetCPUProfileRate(realJobProfileHz)
+	if err := pprof.StartCPUProfile(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return func() (float64, int) {
+		pprof.StopCPUProfile()
+		prof, err := profile.Parse(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var caller, all int64
+		for _, s := range prof.Sample {
+			all += s.Value[0]
+			if inProducer(s) {
+				caller += s.Value[0]
+			}
+		}
+		if all == 0 {
+			return 0, 0
+		}
+		return float64(caller) / float64(all), int(all)
+	}
+}
+
+func inProducer(s *profile.Sample) bool {
+	for _, loc := range s.Location {
+		for _, line := range loc.Line {
+			if line.Function != nil && strings.HasSuffix(line.Function.Name, ".realJobProducer") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// realJobProducer is one producer goroutine's loop; the CPU profile
+// attributes to the caller every sample whose stack holds this function.
+//
+//go:noinline
+func realJobProducer(call func(key, value []byte) error, load realJobLoad, g, per int, lat *[]time.Duration, failed *atomic.Int64) {
+	for i := range per {
+		key := load.keys[(g*per+i)%realJobKeys]
+		if i&realJobSampleMask == 0 {
+			t0 := time.Now()
+			if call(key, load.value) != nil {
+				failed.Add(1)
+			}
+			*lat = append(*lat, time.Since(t0))
+			continue
+		}
+		if call(key, load.value) != nil {
+			failed.Add(1)
+		}
+	}
+}
+
 func runRealJob(t *testing.T, c realJobContender, load realJobLoad, producers, events int) realJobResult {
 	b := startBroker(t)
 	call, waitAcked := c.start(t, b.addr, events)
-	reqs0 := b.produceRequests(t)
+	counts0 := b.counts(t)
 
 	per := events / producers
 	events = per * producers
@@ -200,23 +325,11 @@ func runRealJob(t *testing.T, c realJobContender, load realJobLoad, producers, e
 			defer done.Done()
 			ready.Done()
 			<-startGun
-			for i := range per {
-				key := load.keys[(g*per+i)%realJobKeys]
-				if i&realJobSampleMask == 0 {
-					t0 := time.Now()
-					if call(key, load.value) != nil {
-						failed.Add(1)
-					}
-					lat[g] = append(lat[g], time.Since(t0))
-					continue
-				}
-				if call(key, load.value) != nil {
-					failed.Add(1)
-				}
-			}
+			realJobProducer(call, load, g, per, &lat[g], &failed)
 		}()
 	}
 	ready.Wait()
+	stopProfile := startCallerProfile(t)
 	cpu0, t0 := cpuTime(), time.Now()
 	close(startGun)
 	done.Wait()
@@ -227,86 +340,70 @@ func runRealJob(t *testing.T, c realJobContender, load realJobLoad, producers, e
 		t.Fatalf("%s: %v", c.name, err)
 	}
 	elapsed, cpu := time.Since(t0), cpuTime()-cpu0
-	reqs := b.produceRequests(t) - reqs0
+	share, samples := stopProfile()
+	counts := b.counts(t)
+	counts.requests -= counts0.requests
+	counts.records -= counts0.records
+	counts.uncounted -= counts0.uncounted
+	if counts.uncounted > 0 {
+		t.Errorf("%s: %d partition payloads were not v2 record batches: records per request undercounted", c.name, counts.uncounted)
+	}
 	all := slices.Concat(lat...)
 	slices.Sort(all)
 	return realJobResult{
-		events: events, elapsed: elapsed, cpu: cpu, requests: reqs,
-		p50: all[len(all)/2], p99: all[len(all)*99/100],
+		events: events, elapsed: elapsed, cpu: cpu,
+		callerCPU: time.Duration(share * float64(cpu)), samples: samples,
+		broker: counts,
+		p50:    all[len(all)/2], p99: all[len(all)*99/100],
 	}
 }
 
 // franzAlone is kgo.Client.Produce with a counting promise.
 func franzAlone() realJobContender {
-	return realJobContender{name: "franz-go", start: func(t *testing.T, addr string, events int) (func([]byte, []byte) error, func() error) {
+	return realJobContender{name: "franz-go", start: func(t *testing.T, addr string, _ int) (func([]byte, []byte) error, func() error) {
 		cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic(realJobTopic))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(cl.Close)
-		var acked, failed atomic.Int64
-		alldone := make(chan struct{})
-		var wantMu sync.Mutex
-		want := int64(-1)
-		check := func() {
-			wantMu.Lock()
-			if want >= 0 && acked.Load()+failed.Load() == want {
-				select {
-				case <-alldone:
-				default:
-					close(alldone)
-				}
-			}
-			wantMu.Unlock()
-		}
-		promise := func(_ *kgo.Record, err error) {
-			if err != nil {
-				failed.Add(1)
-			} else {
-				acked.Add(1)
-			}
-			check()
-		}
-		var produced atomic.Int64
+		acks := newAckCounter()
+		promise := func(_ *kgo.Record, err error) { acks.report(1, err) }
+		ctx := context.Background()
 		call := func(key, value []byte) error {
-			produced.Add(1)
-			cl.Produce(context.Background(), &kgo.Record{Key: key, Value: value}, promise)
+			acks.produced.Add(1)
+			cl.Produce(ctx, &kgo.Record{Key: key, Value: value}, promise)
 			return nil
 		}
-		wait := func() error {
-			wantMu.Lock()
-			want = produced.Load()
-			wantMu.Unlock()
-			check()
-			<-alldone
-			if n := failed.Load(); n > 0 {
-				return fmt.Errorf("%d records failed", n)
-			}
-			return nil
-		}
-		return call, wait
+		return call, func() error { return acks.wait(realJobAckTimeout) }
 	}}
 }
 
+// vqSetup is how one VineQueue contender is set up.
+type vqSetup struct {
+	keyed      bool // EnqueueKey(kafka.QueueKey(key)) rather than Enqueue
+	wal        bool
+	mode       vinequeue.WALMode
+	workers    int // the queue's Workers: sends in flight at once
+	clientOpts []kgo.Opt
+}
+
 // vineQueue is VineQueue with contrib/kafka, through Enqueue or EnqueueKey.
-func vineQueue(name string, keyed bool, mode vinequeue.WALMode, withWAL bool, clientOpts ...kgo.Opt) realJobContender {
-	return realJobContender{name: name, start: func(t *testing.T, addr string, events int) (func([]byte, []byte) error, func() error) {
-		p, err := kafka.NewProducer(kafka.Config{Topic: realJobTopic, ClientOpts: append([]kgo.Opt{kgo.SeedBrokers(addr)}, clientOpts...)})
+func vineQueue(name string, setup vqSetup) realJobContender {
+	return realJobContender{name: name, start: func(t *testing.T, addr string, _ int) (func([]byte, []byte) error, func() error) {
+		p, err := kafka.NewProducer(kafka.Config{Topic: realJobTopic, ClientOpts: append([]kgo.Opt{kgo.SeedBrokers(addr)}, setup.clientOpts...)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(p.Close)
-		var dropped atomic.Int64
 		cfg := vinequeue.Config[kafka.Record]{
 			SizeOf:        kafka.RecordSize,
 			Send:          p.SendRecords,
-			Workers:       8,
+			Workers:       setup.workers,
 			FlushInterval: 10 * time.Millisecond,
 			Codec:         kafka.RecordCodec{},
-			OnDrop:        func(batch []kafka.Record, _ error) { dropped.Add(int64(len(batch))) },
 		}
-		if withWAL {
-			cfg.WAL = vinequeue.WALConfig{Dir: t.TempDir(), Mode: mode}
+		if setup.wal {
+			cfg.WAL = vinequeue.WALConfig{Dir: t.TempDir(), Mode: setup.mode}
 		}
 		q, err := vinequeue.New(cfg)
 		if err != nil {
@@ -314,7 +411,7 @@ func vineQueue(name string, keyed bool, mode vinequeue.WALMode, withWAL bool, cl
 		}
 		call := func(key, value []byte) error {
 			rec := kafka.Record{Key: key, Value: value}
-			if keyed {
+			if setup.keyed {
 				return q.EnqueueKey(kafka.QueueKey(key), rec)
 			}
 			return q.Enqueue(rec)
@@ -332,11 +429,24 @@ func vineQueue(name string, keyed bool, mode vinequeue.WALMode, withWAL bool, cl
 	}}
 }
 
+// fmtDur prints d with three significant digits at most, so that columns
+// line up.
+func fmtDur(d time.Duration) string {
+	switch {
+	case d < time.Microsecond:
+		return fmt.Sprintf("%dns", d.Nanoseconds())
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.2fµs", float64(d)/float64(time.Microsecond))
+	default:
+		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
+	}
+}
+
 func TestRealJob(t *testing.T) {
 	if os.Getenv("VINEBENCH_REALJOB") == "" {
 		t.Skip("set VINEBENCH_REALJOB=1 to run the real-job benchmark")
 	}
-	events := 200000
+	events := 1000000
 	if s := os.Getenv("VINEBENCH_REALJOB_EVENTS"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil {
@@ -357,11 +467,14 @@ func TestRealJob(t *testing.T) {
 	}
 	contenders := []realJobContender{
 		franzAlone(),
-		vineQueue("vq-mem-enqueue", false, 0, false),
-		vineQueue("vq-mem-key", true, 0, false),
-		vineQueue("vq-mem-key-linger", true, 0, false, kgo.ProducerLinger(10*time.Millisecond)),
-		vineQueue("vq-periodic-key", true, vinequeue.Periodic, true),
-		vineQueue("vq-sync-key", true, vinequeue.Sync, true),
+		saramaAsync(),
+		kafkaGoAsync(),
+		vineQueue("vq-mem-enqueue", vqSetup{workers: 8}),
+		vineQueue("vq-mem-key", vqSetup{keyed: true, workers: 8}),
+		vineQueue("vq-mem-key-w32", vqSetup{keyed: true, workers: 32}),
+		vineQueue("vq-mem-key-nolinger", vqSetup{keyed: true, workers: 8, clientOpts: []kgo.Opt{kgo.ProducerLinger(0)}}),
+		vineQueue("vq-periodic-key", vqSetup{keyed: true, wal: true, mode: vinequeue.Periodic, workers: 8}),
+		vineQueue("vq-sync-key", vqSetup{keyed: true, wal: true, mode: vinequeue.Sync, workers: 8}),
 	}
 	if only := os.Getenv("VINEBENCH_REALJOB_ONLY"); only != "" {
 		// franz-go stays: it is every ratio's base.
@@ -379,7 +492,8 @@ func TestRealJob(t *testing.T) {
 	}
 	load := newRealJobLoad()
 	var table strings.Builder
-	fmt.Fprintf(&table, "\n%-16s %9s %10s %10s %12s %10s %10s %8s\n", "contender", "producers", "events", "events/s", "cpu/event", "req/1k ev", "p50 call", "p99 call")
+	fmt.Fprintf(&table, "\n%-22s %5s %8s %9s %8s %9s %8s %8s %9s %9s   %s\n",
+		"contender", "prod", "events", "events/s", "cpu/ev", "caller/ev", "req/1kev", "rec/req", "p50 call", "p99 call", "vs franz-go: events/s, cpu/ev, caller/ev")
 	for _, producers := range producerCounts {
 		var base realJobResult
 		for i, c := range contenders {
@@ -388,10 +502,16 @@ func TestRealJob(t *testing.T) {
 				base = r
 			}
 			rate := float64(r.events) / r.elapsed.Seconds()
-			fmt.Fprintf(&table, "%-18s %9d %10d %10.0f %12v %10.2f %10v %8v   (%.2fx events/s, %.2fx cpu/event of franz-go)\n",
-				c.name, producers, r.events, rate, r.cpu/time.Duration(r.events), 1000*float64(r.requests)/float64(r.events),
-				r.p50, r.p99, rate/(float64(base.events)/base.elapsed.Seconds()),
-				(float64(r.cpu)/float64(r.events))/(float64(base.cpu)/float64(base.events)))
+			perEvent := func(d time.Duration, n int) float64 { return float64(d) / float64(n) }
+			fmt.Fprintf(&table, "%-22s %5d %8d %9.0f %8s %9s %8.3f %8.0f %9s %9s   %.2fx %.2fx %.2fx  (%d samples)\n",
+				c.name, producers, r.events, rate,
+				fmtDur(r.cpu/time.Duration(r.events)), fmtDur(r.callerCPU/time.Duration(r.events)),
+				1000*float64(r.broker.requests)/float64(r.events), float64(r.broker.records)/float64(max(r.broker.requests, 1)),
+				fmtDur(r.p50), fmtDur(r.p99),
+				rate/(float64(base.events)/base.elapsed.Seconds()),
+				perEvent(r.cpu, r.events)/perEvent(base.cpu, base.events),
+				perEvent(r.callerCPU, r.events)/perEvent(base.callerCPU, base.events),
+				r.samples)
 		}
 	}
 	t.Log(table.String())

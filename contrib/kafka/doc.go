@@ -10,6 +10,21 @@
 // is no flush per batch, so the sends of several queue Workers are in flight
 // together and franz-go packs their records into shared produce requests.
 //
+// # Produce requests
+//
+// The idempotent producer keeps one produce request in flight per broker,
+// so the records per request are what the client holds when the previous
+// answer comes back. The client lingers (DefaultLinger) rather than send a
+// request as soon as a record arrives, and a send that has handed over its
+// whole batch cuts the linger short when every send the Producer has seen
+// at once is waiting for acks (nothing more can arrive, so waiting longer
+// would only add latency) and the request of the previous such kick has
+// been answered. A request thus carries the batches of all the sends in
+// progress; more Workers (and larger batches) mean fuller requests, and
+// the linger delays records only while some Worker is idle.
+// The client learns a new topic's partitions with the first send, whose
+// records then wait out the linger.
+//
 // RecordCodec lets a queue of Records keep a WAL; vinequeue.KeyOf(string(key))
 // is the queue key that goes with a record key.
 //

@@ -33,6 +33,11 @@ type Record struct {
 	Headers []kgo.RecordHeader
 }
 
+// DefaultLinger is how long, by default, the client holds a partition's
+// records for more before it sends a produce request, unless every send
+// in progress has handed over all its records (see Config.ClientOpts).
+const DefaultLinger = 5 * time.Millisecond
+
 // Config configures a Producer. Only Topic and a seed broker (in
 // ClientOpts) are required; every other field has a default that suits a
 // queue in front of the Producer.
@@ -43,13 +48,23 @@ type Config struct {
 	// ClientOpts are franz-go client options: at least kgo.SeedBrokers, and
 	// TLS, SASL, logging, compression and so on as needed.
 	//
-	// Defaults that ClientOpts may override: kgo.ProducerLinger(0). The
-	// queue has already gathered a batch by the time a send runs, so
-	// franz-go need not wait for more: a produce request leaves as soon as
-	// the connection can take one, and what the other sends buffer in the
-	// meantime (Workers > 1) rides in the next request. With few Workers
-	// and many small batches, a linger of a few milliseconds gives fewer,
-	// larger requests at that much added latency per send.
+	// Defaults that ClientOpts may override:
+	// kgo.ProducerLinger(DefaultLinger). The client has one produce
+	// request in flight per broker (the idempotent producer allows no
+	// more), so how full requests are depends on when the next one
+	// leaves. With no linger it leaves as soon as a send's first record
+	// is buffered, carrying a fraction of one batch. Instead the client
+	// lingers, and a send that has handed over its whole batch ends the
+	// linger at once (a kick) if every send the Producer has had at once
+	// — the queue's Workers, once it has been busy — is now waiting for
+	// acks, so that no more records can come before an answer, and no
+	// send of the previous kick still waits for its answer (a kick then
+	// would only queue behind that request and split the batches over
+	// two). A request then carries the batches of all sends in
+	// progress, and the linger only delays records while some Worker is
+	// idle. A kick is a
+	// Flush(ctx) with ctx already ended, which a client logger at info
+	// level shows as "flushing". kgo.ProducerLinger(0) turns both off.
 	//
 	// Options applied after ClientOpts, which the guarantees rest on and
 	// which therefore cannot be overridden: kgo.DefaultProduceTopic(Topic),
@@ -109,6 +124,12 @@ type Producer struct {
 	chunk   int // records per wait at most: Config.MaxBufferedRecords
 	buffers slots
 	calls   sync.Pool // of *call
+
+	// lingers is whether the client holds records back (linger > 0),
+	// and so needs kick when every send is parked.
+	lingers bool
+	sends   sendGate
+	done    context.Context // already cancelled: Flush with it only stops the lingers
 }
 
 // NewProducer creates a Producer and its franz-go client. The client
@@ -130,7 +151,7 @@ func NewProducer(cfg Config) (*Producer, error) {
 		cfg.MaxBufferedRecords = 1 << 20
 	}
 	opts := make([]kgo.Opt, 0, len(cfg.ClientOpts)+8)
-	opts = append(opts, kgo.ProducerLinger(0))
+	opts = append(opts, kgo.ProducerLinger(DefaultLinger))
 	opts = append(opts, cfg.ClientOpts...)
 	opts = append(opts,
 		// The slots bound what is buffered, and a send takes room for
@@ -161,11 +182,16 @@ func NewProducer(cfg Config) (*Producer, error) {
 		client.Close()
 		return nil, fmt.Errorf("%w: kafka: kgo.ManualFlushing is not allowed: the Producer never flushes", vinequeue.ErrInvalidConfig)
 	}
+	linger, _ := client.OptValue(kgo.ProducerLinger).(time.Duration)
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
 	return &Producer{
 		client:  client,
 		topic:   cfg.Topic,
 		chunk:   cfg.MaxBufferedRecords,
 		buffers: slots{free: cfg.MaxBufferedRecords},
+		lingers: linger > 0,
+		done:    done,
 	}, nil
 }
 
@@ -287,11 +313,17 @@ func (p *Producer) produceChunk(ctx context.Context, c *call) (res chunkResult, 
 		return chunkResult{failed: n, first: err}, true
 	}
 	c.left.Store(int64(n))
+	p.sends.enter()
 	for i := range c.recs {
 		// The records fail at once if ctx ends before they are written
 		// to a connection; once written, the client waits for the
 		// broker's answer whatever ctx says (see the package doc).
 		p.client.Produce(ctx, &c.recs[i], c.promise)
+	}
+	kick, cover := p.sends.park()
+	defer p.sends.leave(cover)
+	if kick && p.lingers {
+		p.kick()
 	}
 	select {
 	case <-c.done:
@@ -314,6 +346,67 @@ func (p *Producer) produceChunk(ctx context.Context, c *call) (res chunkResult, 
 		res.first = fmt.Errorf("%w; %d records still in flight: %w", res.first, inFlight, ctx.Err())
 	}
 	return res, false
+}
+
+// kick makes the client send what it holds now instead of at the end of
+// its linger: every send is parked, waiting for acks, so no more records
+// can come before an answer, and waiting longer would only add latency
+// (sendGate.park says when).
+// Flush with a context that has already ended does exactly that: it stops
+// every partition's linger and starts a produce request, then returns the
+// context's error at once instead of waiting for the acks.
+func (p *Producer) kick() { _ = p.client.Flush(p.done) }
+
+// sendGate counts the sends that are in the client: active ones have
+// taken their room, parked ones have also handed over all their records
+// and only wait for acks. peak is the most sends ever active at once: the
+// queue's Workers, once the queue has been busy.
+type sendGate struct {
+	mu                   sync.Mutex
+	active, parked, peak int
+	// kicked counts the sends still parked that a kick already sent on
+	// their way; epoch numbers the kicks, so that a send knows whether it
+	// parked before the last one.
+	kicked int
+	epoch  uint64
+}
+
+func (g *sendGate) enter() {
+	g.mu.Lock()
+	g.active++
+	g.peak = max(g.peak, g.active)
+	g.mu.Unlock()
+}
+
+// park marks one active send parked. kick reports whether the caller
+// should kick: every send is now parked, as many as ever were active at
+// once, so nothing more can reach the client before some acks come back;
+// and no send of an earlier kick is still waiting, so there is no request
+// in flight for this kick's request to queue behind with part of the
+// records. cover is the number of the kick that sends this send's records
+// (this one or the next), for leave.
+func (g *sendGate) park() (kick bool, cover uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.parked++
+	cover = g.epoch + 1
+	if g.parked == g.active && g.active == g.peak && g.kicked == 0 {
+		g.epoch = cover
+		g.kicked = g.parked
+		return true, cover
+	}
+	return false, cover
+}
+
+// leave ends a parked send.
+func (g *sendGate) leave(cover uint64) {
+	g.mu.Lock()
+	g.active--
+	g.parked--
+	if cover <= g.epoch {
+		g.kicked--
+	}
+	g.mu.Unlock()
 }
 
 func (p *Producer) getCall(n int) *call {
