@@ -39,9 +39,15 @@ type DeadLetter struct {
 }
 
 // deadLetter writes b's items to the dead-letter log (records of at most
-// MaxRecord bytes) and reports whether they are all there. Sender goroutine.
-func (q *Queue[T]) deadLetter(b *pending[T], reason error) error {
-	w := q.wal
+// MaxRecord bytes); kept is true when they are all there. Sender goroutine.
+func (w *walTier[T]) deadLetter(b *pending[T], reason error) (kept bool, err error) {
+	if err := w.writeDeadLetter(b, reason); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func (w *walTier[T]) writeDeadLetter(b *pending[T], reason error) error {
 	limit := w.log.MaxRecord()
 	var ids []uint64
 	for _, s := range b.spans {
@@ -117,7 +123,7 @@ func (q *Queue[T]) RequeueDeadLetters(ids ...uint64) (int, error) {
 		if items, err = w.decode(items[:0], payload); err != nil {
 			return fmt.Errorf("vinequeue: dead letter does not decode: %w", err)
 		}
-		_, err = q.appendDurable(items)
+		_, err = w.appendDurable(items)
 		return err
 	})
 	if errors.Is(err, wal.ErrNotFound) {

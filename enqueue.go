@@ -154,15 +154,13 @@ func (q *Queue[T]) pinSlot() (*procSlot[T], *int32) {
 	}
 }
 
-// enqueueSlow retries a push that found the ring full or sealed, or the P
-// without a slot yet (GOMAXPROCS grew). Each round passes admission first:
-// at Hard, the Policy.
-func (q *Queue[T]) enqueueSlow(v T) error {
-	if q.syncMode() {
-		one := [1]T{v}
-		_, err := q.enqueueSync(one[:])
-		return err
-	}
+// enqueueSlow is Enqueue past its fast path: the tier's intake.
+func (q *Queue[T]) enqueueSlow(v T) error { return q.tier.acceptOne(v) }
+
+// enqueueRing is the ring tiers' acceptOne: it retries a push that found
+// the ring full or sealed, or the P without a slot yet (GOMAXPROCS grew).
+// Each round passes admission first: at Hard, the Policy.
+func (q *Queue[T]) enqueueRing(v T) error {
 	for {
 		if err := q.admit(1, 0, true); err != nil {
 			return err
@@ -254,14 +252,14 @@ func (q *Queue[T]) shedRings() {
 // them unless the error is non-nil (ErrClosed, ErrFull, ErrWALFull), in which
 // case vs[n:] were not accepted. It is cheaper per item than Enqueue. It
 // passes admission once per ring's worth of items.
-func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) {
-	if q.syncMode() {
-		return q.enqueueSync(vs)
-	}
+func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) { return q.tier.acceptBatch(vs) }
+
+// enqueueRingBatch is the ring tiers' acceptBatch.
+func (q *Queue[T]) enqueueRingBatch(vs []T) (int, error) {
 	if q.itemLimit != 0 {
 		for i, v := range vs {
 			if err := q.checkItem(v); err != nil {
-				n, berr := q.EnqueueBatch(vs[:i])
+				n, berr := q.enqueueRingBatch(vs[:i])
 				if berr != nil {
 					return n, berr
 				}
@@ -320,8 +318,8 @@ func (q *Queue[T]) wakeCollector() {
 // length as a uvarint).
 const maxFrameOverhead = 10
 
-// checkItem refuses, in Periodic and Overflow mode, an item too large for
-// any WAL record: it could never be on disk. The check uses SizeOf (the
+// checkItem refuses, in the periodic and overflow tiers (itemLimit set), an
+// item too large for any WAL record: it could never be on disk. The check uses SizeOf (the
 // encoding happens later, off the call); for []byte and string items it is
 // exact. An item whose encoding still does not fit when it is written is
 // delivered from memory only, counted and logged.

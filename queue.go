@@ -26,7 +26,7 @@ type Queue[T any] struct {
 	// fast holds the slots of P ids below max(GOMAXPROCS, NumCPU) at New,
 	// in place: Enqueue's fast path indexes it directly (one load to the
 	// slot, one to its ring) instead of going through procs. Set once in
-	// New (empty in Sync mode, whose Enqueue always takes the slow path)
+	// New (empty for the sync tier, whose Enqueue always takes the slow path)
 	// and never written after, like the rest of this line but procs. A
 	// slot gets its ring only when procs first covers its P id, so a
 	// container whose GOMAXPROCS is below NumCPU allocates rings for its
@@ -40,10 +40,10 @@ type Queue[T any] struct {
 	// rawPush: Enqueue's fast path is one assembly call (pinPush8); see
 	// rawPushable. Set once in New.
 	rawPush bool
-	// itemLimit is the largest SizeOf an item may have in Periodic and
-	// Overflow mode, whose items are encoded later, off the call (0: no
-	// check: memory mode, Sync mode, which checks the encoding itself, or
-	// an item type of fixed size). Set once in New.
+	// itemLimit is the largest SizeOf an item may have in the periodic and
+	// overflow tiers, whose items are encoded later, off the call (0: no
+	// check: the memory tier, the sync tier, which checks the encoding
+	// itself, or an item type of fixed size). Set once in New.
 	itemLimit int
 	_         [cacheLine - 24 - 8 - 8 - 8]byte
 
@@ -76,13 +76,21 @@ type Queue[T any] struct {
 	logger    *slog.Logger
 	growMu    sync.Mutex // serialises growth of procs and Stop's sealing
 	// intake is held by every call that writes to the WAL or a keyed shard
-	// before its item is queued (Sync mode, EnqueueKey); Stop closes it and
-	// waits for those calls, so each is either refused before it writes
+	// before its item is queued (the sync tier, EnqueueKey); Stop closes it
+	// and waits for those calls, so each is either refused before it writes
 	// anything or accepted (refused means refused).
 	intake intakeGate
 
-	keyed   keyedShards[T]
-	wal     *walTier[T] // nil in memory mode
+	keyed keyedShards[T]
+	// tier is the durability tier, chosen in New (tier.go); wal is its
+	// log (nil for the memory tier) and spill its spilling (nil unless
+	// the tier has a log and the Policy is Spill): capabilities asked for
+	// by their presence.
+	tier  tier[T]
+	wal   *walTier[T]
+	spill *spiller[T]
+	// inbox carries items made durable by their call to the collector.
+	inbox   syncInbox[T]
 	gov     *governor.Governor
 	sizer   *batch.Sizer // nil unless Config.Adaptive
 	onRetry func(int, error)
@@ -116,10 +124,6 @@ type Queue[T any] struct {
 	delivered, dropped, rejected, retries, batches, keyedIn, delayed, blocked atomic.Uint64
 	// WAL tier counters.
 	replayed, corrupt, syncAccepted, walRejected, walErrors, leftOnDisk, spilled, deadLettered atomic.Uint64
-	spills                                                                                     spillList
-	spillErr                                                                                   atomic.Pointer[error] // the last spill failed with it; nil once one succeeds
-	unspilled                                                                                  chan *pending[T]      // unspiller → collector
-	unspillDone                                                                                chan struct{}         // closed when the unspiller exits
 
 	// The replayer (replay.go): replayCh carries its batches to the
 	// collector, replayAck tells it its batch is finished, replayDone is
@@ -139,8 +143,8 @@ type Queue[T any] struct {
 	// walFullAt is when a call was last refused because the WAL is full
 	// (unix ns; 0: never), for Health.
 	walFullAt atomic.Int64
-	// walFull is set while Periodic mode's writes fail with ErrWALFull
-	// (persistBatch): intake is refused with it.
+	// walFull is set while the tier's writes fail with ErrWALFull (the
+	// periodic tier's persist): intake is refused with it.
 	walFull atomic.Pointer[error]
 	// failingSince is when Send first failed after its last success (unix
 	// ns; 0 while it succeeds), for Health.
@@ -222,6 +226,58 @@ type request struct {
 	spilled chan error
 }
 
+// newTier chooses the durability tier from WAL.Mode (see tier.go), opens
+// its log, and sets up what depends on the choice: the P rings (every tier
+// but sync, whose intake goes to the log), the item limit, the spiller. It
+// is the one place that looks at the mode.
+func (q *Queue[T]) newTier() error {
+	c := q.cfg.WAL
+	rings := c.Dir == "" || c.Mode != Sync
+	if rings {
+		if err := q.checkRingBudget(runtime.GOMAXPROCS(0)); err != nil {
+			return err
+		}
+	}
+	if c.Dir == "" {
+		q.tier = memoryTier[T]{ringIntake[T]{q}}
+	} else {
+		w, err := q.openWAL(!rings)
+		if err != nil {
+			return err
+		}
+		q.wal = w
+		switch c.Mode {
+		case Sync:
+			q.tier = syncTier[T]{w}
+		case Periodic:
+			q.tier = periodicTier[T]{w, c.syncInterval()}
+		default:
+			q.tier = overflowTier[T]{w}
+		}
+		if rings && q.fixedSize == 0 {
+			// Ring items are encoded off the call: refuse at the call
+			// what no record could hold. SizeOf counts an item's header:
+			// for []byte and string (the built-in codec) the check is
+			// then exact.
+			var zero T
+			q.itemLimit = w.log.MaxRecord() - maxFrameOverhead + int(unsafe.Sizeof(zero))
+		}
+		if q.cfg.Memory.Policy == Spill {
+			q.spill = newSpiller(q, w)
+		}
+	}
+	if !rings {
+		// Every Enqueue takes the slow path, into the group commit (see
+		// walmode.go).
+		q.procs.Store(&procTable[T]{})
+		return nil
+	}
+	q.fast = make([]procSlot[T], max(runtime.GOMAXPROCS(0), runtime.NumCPU()))
+	q.rawPush = rawPushable[T]()
+	q.growProcs(runtime.GOMAXPROCS(0) - 1)
+	return nil
+}
+
 // New validates cfg, fills in defaults and starts the queue's goroutines:
 // one collector and cfg.Workers senders.
 func New[T any](cfg Config[T]) (*Queue[T], error) {
@@ -242,13 +298,10 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		sendersDone: make(chan struct{}),
 		stopDone:    make(chan struct{}),
 		stallCh:     make(chan struct{}),
-		unspilled:   make(chan *pending[T], 2),
-		unspillDone: make(chan struct{}),
 		replayCh:    make(chan *pending[T]),
 		replayAck:   make(chan struct{}, 1),
 		replayDone:  make(chan struct{}),
 	}
-	q.spills.kick = make(chan struct{}, 1)
 	if user := q.sizeOf; user != nil {
 		// A negative size would credit the governor and switch the
 		// memory bound off: count it as nothing.
@@ -284,43 +337,20 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		return nil, fmt.Errorf("%w: Memory: %w", ErrInvalidConfig, err)
 	}
 	q.gov = gov
-	if err := q.checkRingBudget(runtime.GOMAXPROCS(0)); err != nil && cfg.WAL.Mode != Sync {
+	if err := q.newTier(); err != nil {
 		gov.Close()
 		return nil, err
 	}
-	if cfg.WAL.Dir != "" {
-		if err := q.openWAL(); err != nil {
-			gov.Close()
-			return nil, err
-		}
-		if q.wal.mode != Sync && q.fixedSize == 0 {
-			// SizeOf counts an item's header: for []byte and string
-			// (the built-in codec) the check is then exact.
-			var zero T
-			q.itemLimit = q.wal.log.MaxRecord() - maxFrameOverhead + int(unsafe.Sizeof(zero))
-		}
-	}
-	if q.syncMode() {
-		// No rings: every Enqueue takes the slow path, into the group
-		// commit (see walmode.go).
-		q.procs.Store(&procTable[T]{})
-	} else {
-		q.fast = make([]procSlot[T], max(runtime.GOMAXPROCS(0), runtime.NumCPU()))
-		q.rawPush = rawPushable[T]()
-		q.growProcs(runtime.GOMAXPROCS(0) - 1)
-	}
 	var wg, senders sync.WaitGroup
 	wg.Add(1)
-	if q.spillPolicy() {
+	if s := q.spill; s != nil {
 		wg.Add(1)
-		go func() { defer wg.Done(); q.unspillLoop() }()
-	} else {
-		close(q.unspillDone)
+		go func() { defer wg.Done(); s.unspillLoop() }()
 	}
-	if q.wal != nil {
+	if w := q.wal; w != nil {
 		q.replaying.Store(true)
 		wg.Add(1)
-		go func() { defer wg.Done(); q.replayLoop() }()
+		go func() { defer wg.Done(); q.replayLoop(w) }()
 	} else {
 		close(q.replayDone)
 	}
@@ -334,8 +364,6 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 	go func() { senders.Wait(); close(q.sendersDone) }()
 	return q, nil
 }
-
-func (q *Queue[T]) syncMode() bool { return q.wal != nil && q.wal.mode == Sync }
 
 // levelHook adapts the user's OnLevelChange to the governor's levels.
 func levelHook(f func(from, to Level)) func(from, to governor.Level) {
