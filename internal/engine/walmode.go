@@ -1,4 +1,4 @@
-package vinequeue
+package engine
 
 import (
 	"errors"
@@ -142,13 +142,10 @@ func (q *Queue[T]) openWAL(syncAppends bool) (*walTier[T], error) {
 	c := q.cfg.WAL
 	codec := q.cfg.Codec
 	if codec == nil {
-		var err error
-		if codec, err = builtinCodec[T](); err != nil {
-			return nil, err
-		}
+		return nil, invalid("Codec", "required with a WAL")
 	}
 	log, err := wal.Open(c.Dir, wal.Options{
-		Compression: wal.Compression(c.Compression),
+		Compression: c.Compression,
 		SegmentSize: c.SegmentSize,
 		MaxBytes:    c.MaxBytes,
 		Logger:      q.logger,
@@ -524,12 +521,4 @@ func (w *walTier[T]) acknowledge(b *pending[T]) {
 			q.logger.Warn("vinequeue: writing wal acks failed", "err", err)
 		}
 	}
-}
-
-// syncInterval is the periodic tier's checkpoint period.
-func (c *WALConfig) syncInterval() time.Duration {
-	if c.SyncInterval > 0 {
-		return c.SyncInterval
-	}
-	return time.Second
 }

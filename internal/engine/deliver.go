@@ -1,4 +1,4 @@
-package vinequeue
+package engine
 
 import (
 	"context"
@@ -8,15 +8,6 @@ import (
 
 	"github.com/vineroute/vinequeue/batch"
 )
-
-// ErrSendPanic is matched (errors.Is) by the error recorded for a Send that
-// panicked; the panic is recovered and the batch retried like any failure.
-var ErrSendPanic = batch.ErrSendPanic
-
-// Permanent marks a Send error that retrying cannot fix (say, a record the
-// broker rejects as too large): the batch goes to OnDrop without further
-// attempts. errors.Is and errors.As still see err.
-func Permanent(err error) error { return batch.Permanent(err) }
 
 // senderSlot is one sender's batch while it is in Send (nil between
 // batches). The sender stores it before the first attempt and takes it back

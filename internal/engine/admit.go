@@ -1,4 +1,4 @@
-package vinequeue
+package engine
 
 import (
 	"fmt"
@@ -30,7 +30,7 @@ import (
 // The governor weighs the rings' slots plus every item outside a ring: in a
 // batch, a keyed shard or a Sync commit group. Charges made by admit are
 // made before the level is read, so an accepted call never takes the level
-// to Hard. With P Ps and R rings (R ≤ ringsPerP × P, each RingSize slots;
+// to Hard. With P Ps and R rings (R ≤ RingsPerP × P, each RingSize slots;
 // New refuses a Limit below which P+1 rings do not fit), what the governor
 // holds stays below
 //

@@ -1,4 +1,4 @@
-package vinequeue
+package engine
 
 import (
 	"sync"
@@ -51,7 +51,9 @@ type keyedShard[T any] struct {
 	_        [cacheLine]byte
 }
 
-func shardOf(key uint64) int {
+// ShardOf is the keyed shard that holds key's items: the order of a key's
+// items is kept within it.
+func ShardOf(key uint64) int {
 	// Fibonacci hashing: consecutive keys land on different shards.
 	return int((key * 0x9E3779B97F4A7C15) >> (64 - 6))
 }
@@ -75,7 +77,7 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 	}
 	defer q.intake.leave()
 	if q.itemLimit != 0 {
-		if err := q.checkItem(v); err != nil {
+		if err := q.CheckItem(v); err != nil {
 			return err
 		}
 	}
@@ -91,7 +93,7 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 		q.unadmit(size)
 		return err
 	}
-	s := &q.keyed.shards[shardOf(key)]
+	s := &q.keyed.shards[ShardOf(key)]
 	s.mu.Lock()
 	s.items = append(s.items, v)
 	if sp.n > 0 {

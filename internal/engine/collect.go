@@ -1,4 +1,4 @@
-package vinequeue
+package engine
 
 import (
 	"context"
@@ -167,7 +167,7 @@ func (c *collector[T]) drainRings(cutPartial bool) {
 		// A ring loaded here may be handed off meanwhile; draining it
 		// again from the backlog later is harmless: this goroutine is its
 		// only consumer.
-		c.drainRing(s.cur.Load())
+		c.drainRing(s.Cur.Load())
 	}
 	if cutPartial {
 		if c.cur != nil && len(c.cur.items) > 0 {
@@ -450,7 +450,7 @@ func (q *Queue[T]) stop(ctx context.Context) error {
 	for range 2 {
 		q.growMu.Lock()
 		for _, s := range q.procs.Load().procs {
-			s.cur.Load().Seal()
+			s.Cur.Load().Seal()
 		}
 		q.growMu.Unlock()
 		runtime.ReadMemStats(&ms)
