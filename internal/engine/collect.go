@@ -24,9 +24,9 @@ type collector[T any] struct {
 	cur      *pending[T]       // the batch being filled from the rings
 	durable  *pending[T]       // the batch being filled from the durable inbox (on disk already)
 	ready    fifo[*pending[T]] // cut, waiting for a sender, oldest first
-	inItems  []T               // the sync inbox's spare slices, swapped on take
-	spare    *pending[T]       // scratch (keyed checkpoints)
+	inItems  []T               // the durable inbox's spare slices, swapped on take
 	inSpans  []span
+	spare    *pending[T]  // scratch (keyed checkpoints)
 	seq      uint64       // the next batch's sequence number
 	enc      recordWriter // the collector's record buffers (spills, checkpoints)
 }

@@ -89,7 +89,7 @@ type Queue[T any] struct {
 	wal   *walTier[T]
 	spill *spiller[T]
 	// inbox carries items made durable by their call to the collector.
-	inbox   syncInbox[T]
+	inbox   durableInbox[T]
 	gov     *governor.Governor
 	sizer   *batch.Sizer // nil unless Config.Adaptive
 	onRetry func(int, error)

@@ -24,8 +24,8 @@ import "time"
 //	persistShard  the collector cutting or checkpointing -       -         write what is not      -
 //	              a keyed shard (shard lock held)                          on disk
 //	checkpoint    the collector, every checkpointEvery   never   never     cut, write, fsync      never
-//	acknowledge   a sender after Send, or whoever gives  -       AckRange  AckRange               AckRange
-//	              a batch up (OnDrop, left on disk)
+//	acknowledge   a sender after Send returned nil, or   -       AckRange  AckRange               AckRange
+//	              whoever drops a batch (OnDrop)
 //	deadLetter    a sender, for a batch failed for good  no      dlq       dlq                    dlq
 //
 // ("ring": the item goes into the caller's P ring, see enqueue.go; "inbox":
@@ -39,12 +39,15 @@ import "time"
 //	tier      on disk                                         a SIGKILL loses
 //	memory    never                                           what memory held
 //	overflow  what the spiller wrote (fsynced per spill)      what memory held, not spilled
-//	periodic  within checkpointEvery (SyncInterval)           at most SyncInterval of items
+//	periodic  within checkpointEvery (SyncInterval)           at most SyncInterval of items (plus
+//	                                                          the time one checkpoint takes)
 //	sync      before the call returns                         nothing
 //
 // and in every tier with a WAL a batch is acknowledged only once it is
-// finished (delivered, dead-lettered and dropped, or left on disk at Stop):
-// a crash duplicates only items of batches whose Send had not returned.
+// delivered or dropped (after its dead letter is written): a crash
+// duplicates only items of batches whose Send had not returned, and a batch
+// left on disk (Stop out of time, a dead letter that could not be written)
+// is not acknowledged, so the next New replays it.
 //
 // Two capabilities are not part of the interface because not every tier
 // has them, and the queue asks for them by their presence rather than by
@@ -82,7 +85,8 @@ type tier[T any] interface {
 	// checkpoint runs on the collector every checkpointEvery.
 	checkpoint(c *collector[T])
 	// acknowledge tells the log that b's items are finished (delivered,
-	// or given up on): they never replay.
+	// or dropped): they never replay. A batch left on disk is not
+	// acknowledged.
 	acknowledge(b *pending[T])
 	// deadLetter keeps the items of b, which failed for good, where they
 	// can be requeued; kept false: the tier keeps no dead letters. On an

@@ -27,7 +27,7 @@ import (
 //     wal.Log.AppendItems, the log's one group commit (concurrent calls share
 //     a record and an fdatasync; a group is bounded by bytes, and an item too
 //     large for a record fails alone with ErrTooLarge). Once durable, the
-//     items go to the sync inbox with their span, and the collector moves
+//     items go to the durable inbox with their span, and the collector moves
 //     them into batches of BatchSize: commit groups are a unit of writing,
 //     never of delivery.
 //   - periodic: Enqueue takes the ring fast path; the collector writes every
@@ -206,14 +206,14 @@ func (w *walTier[T]) recordItems(items [][]byte) int {
 	return len(items)
 }
 
-// syncInbox holds items made durable by their call (the sync tier's intake,
-// requeued dead letters) and not yet taken by the collector, with their
-// spans. Callers add under mu; the collector takes everything at once,
-// swapping in its emptied slices; full says whether there is anything to
-// take, so that a queue that never uses the inbox pays one load per look. Their bytes were
-// charged by admit; the collector carries them into batches (bytesOf, the
-// same sum) without charging again.
-type syncInbox[T any] struct {
+// durableInbox holds items made durable by their call (the sync tier's
+// intake, requeued dead letters) and not yet taken by the collector, with
+// their spans. Callers add under mu; the collector takes everything at
+// once, swapping in its emptied slices; full says whether there is anything
+// to take, so that a queue that never uses the inbox pays one load per
+// look. Their bytes were charged by admit; the collector carries them into
+// batches (bytesOf, the same sum) without charging again.
+type durableInbox[T any] struct {
 	mu    sync.Mutex
 	full  atomic.Bool // written under mu
 	items []T
@@ -222,7 +222,7 @@ type syncInbox[T any] struct {
 
 // add appends vs, which are the items sp names; it reports whether the
 // inbox was empty (then the collector needs a wake).
-func (in *syncInbox[T]) add(vs []T, sp span) (wasEmpty bool) {
+func (in *durableInbox[T]) add(vs []T, sp span) (wasEmpty bool) {
 	in.mu.Lock()
 	wasEmpty = len(in.items) == 0
 	in.full.Store(true)
@@ -233,7 +233,7 @@ func (in *syncInbox[T]) add(vs []T, sp span) (wasEmpty bool) {
 }
 
 // take swaps the inbox's contents for the given empty slices.
-func (in *syncInbox[T]) take(items []T, spans []span) ([]T, []span) {
+func (in *durableInbox[T]) take(items []T, spans []span) ([]T, []span) {
 	if !in.full.Load() {
 		return items, spans
 	}
