@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vineroute/vinequeue/internal/engine"
 )
 
 // heldWatch tracks the largest Stats.BytesHeld seen: a goroutine polls
@@ -279,7 +281,7 @@ func TestSpillWALFullBounded(t *testing.T) {
 	maxHeld := w.finish()
 	st := q.Stats()
 	hard := int64(limit) * 95 / 100
-	slack := int64(ringsPerP*len(q.procs.Load().procs)*ringSize) * (itemSize + 24)
+	slack := int64(engine.RingsPerP*runtime.GOMAXPROCS(0)*ringSize) * (itemSize + 24)
 	t.Logf("accepted %d, ErrWALFull %d, spilled %d, max BytesHeld %d KiB (hard %d KiB + rings %d KiB)",
 		accepted.Load(), walFull.Load(), st.Spilled, maxHeld>>10, hard>>10, slack>>10)
 	if walFull.Load() == 0 {

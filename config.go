@@ -9,6 +9,7 @@ import (
 
 	"github.com/vineroute/vinequeue/batch"
 	"github.com/vineroute/vinequeue/governor"
+	"github.com/vineroute/vinequeue/internal/engine"
 	"github.com/vineroute/vinequeue/wal"
 )
 
@@ -86,8 +87,8 @@ type MemoryConfig struct {
 	// Block (wait until below Soft, or Stop), or Spill (write to the WAL;
 	// ErrWALFull when it cannot take more). The default is Spill with a WAL
 	// and Reject without one. What the queue holds stays within Hard plus
-	// a bound stated in admit.go: the rings' slots and one item per call
-	// admitted concurrently.
+	// a bound stated in internal/engine/admit.go: the rings' slots and one
+	// item per call admitted concurrently.
 	Policy Policy
 	// Measure is what is weighed against Limit. The default, MeasureAuto,
 	// protects the process: with Limit 0 the levels follow the whole Go
@@ -322,6 +323,65 @@ type Config[T any] struct {
 	// logger, and never called while an Enqueue is pinned to its P.
 	Logger *slog.Logger
 }
+
+// engine validates c, fills in its defaults and converts it for the
+// engine. The enumerations convert by number: they are numbered alike
+// (TestLevelNumbering pins it).
+func (c Config[T]) engine() (engine.Config[T], error) {
+	if err := c.fill(); err != nil {
+		return engine.Config[T]{}, err
+	}
+	codec := c.Codec
+	if codec == nil && c.WAL.Dir != "" {
+		var err error
+		if codec, err = builtinCodec[T](); err != nil {
+			return engine.Config[T]{}, err
+		}
+	}
+	return engine.Config[T]{
+		Send:          c.Send,
+		BatchSize:     c.BatchSize,
+		MinBatchSize:  c.MinBatchSize,
+		MaxBatchSize:  c.MaxBatchSize,
+		Adaptive:      c.Adaptive,
+		FlushInterval: c.FlushInterval,
+		Workers:       c.Workers,
+		RingSize:      c.RingSize,
+		Memory: engine.MemoryConfig{
+			Limit:         c.Memory.Limit,
+			Soft:          c.Memory.Soft,
+			Hard:          c.Memory.Hard,
+			Policy:        engine.Policy(c.Memory.Policy),
+			Measure:       c.Memory.Measure.governor(),
+			OnLevelChange: levelHook(c.Memory.OnLevelChange),
+		},
+		WAL: engine.WALConfig{
+			Dir:          c.WAL.Dir,
+			Mode:         engine.WALMode(c.WAL.Mode),
+			Compression:  wal.Compression(c.WAL.Compression),
+			SegmentSize:  c.WAL.SegmentSize,
+			MaxBytes:     c.WAL.MaxBytes,
+			SyncInterval: c.WAL.SyncInterval,
+		},
+		Codec:  codec,
+		SizeOf: c.SizeOf,
+		Retry:  c.Retry,
+		OnDrop: c.OnDrop,
+		Logger: c.Logger,
+	}, nil
+}
+
+// levelHook adapts the user's OnLevelChange to the governor's levels.
+func levelHook(f func(from, to Level)) func(from, to governor.Level) {
+	if f == nil {
+		return nil
+	}
+	return func(from, to governor.Level) { f(levelOf(from), levelOf(to)) }
+}
+
+// levelOf converts the governor's level: the two enumerations are numbered
+// alike (TestLevelNumbering pins it).
+func levelOf(l governor.Level) Level { return Level(l) }
 
 func invalid(field, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...))

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/vineroute/vinequeue/internal/engine"
 )
 
 // TestWALConfigDoesNotLie: a durable Mode without a Dir used to run memory
@@ -20,13 +22,19 @@ func TestWALConfigDoesNotLie(t *testing.T) {
 		}
 	}
 	cfg := Config[string]{Send: ok, WAL: WALConfig{Dir: t.TempDir(), SegmentSize: 1 << 20}}
+	ec, err := cfg.engine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ec.WAL.Mode != engine.Periodic {
+		t.Fatalf("a Dir without a Mode runs %v, want periodic", WALMode(ec.WAL.Mode))
+	}
 	q, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer q.Close()
-	if q.cfg.WAL.Mode != Periodic {
-		t.Fatalf("a Dir without a Mode runs %v, want periodic", q.cfg.WAL.Mode)
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -56,21 +64,5 @@ func TestEnumsAsText(t *testing.T) {
 	var m WALMode
 	if err := m.UnmarshalText([]byte("fast")); !errors.Is(err, ErrUnknownName) {
 		t.Fatalf("UnmarshalText(fast) = %v, want ErrUnknownName", err)
-	}
-}
-
-// TestNegativeSizeOfCountsNothing: a SizeOf that returns a negative size
-// would credit the memory governor and switch the bound off; it counts as 0.
-func TestNegativeSizeOfCountsNothing(t *testing.T) {
-	q, err := New(Config[int]{
-		Send:   func(context.Context, []int) error { return nil },
-		SizeOf: func(int) int { return -1 << 40 },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	if n := q.sizeOf(1); n != 0 {
-		t.Fatalf("sizeOf = %d, want 0", n)
 	}
 }

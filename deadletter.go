@@ -1,10 +1,9 @@
 package vinequeue
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
+	"github.com/vineroute/vinequeue/internal/engine"
 	"github.com/vineroute/vinequeue/wal"
 )
 
@@ -24,7 +23,7 @@ import (
 
 // ErrNoDeadLetter is returned for a dead-letter id that does not exist (or
 // no longer does).
-var ErrNoDeadLetter = errors.New("vinequeue: no such dead letter")
+var ErrNoDeadLetter = engine.ErrNoDeadLetter
 
 // DeadLetter describes one dead letter: a batch given up on.
 type DeadLetter struct {
@@ -38,53 +37,17 @@ type DeadLetter struct {
 	Damaged bool
 }
 
-// deadLetter writes b's items to the dead-letter log (records of at most
-// MaxRecord bytes) and reports whether they are all there. Sender goroutine.
-func (q *Queue[T]) deadLetter(b *pending[T], reason error) error {
-	w := q.wal
-	limit := w.log.MaxRecord()
-	var ids []uint64
-	for _, s := range b.spans {
-		if s.id != 0 && (len(ids) == 0 || ids[len(ids)-1] != s.id) {
-			ids = append(ids, s.id)
-		}
-	}
-	meta := wal.DeadMeta{Time: time.Now(), Reason: reason.Error(), Records: ids}
-	var payload, item []byte
-	flush := func() error {
-		if len(payload) == 0 {
-			return nil
-		}
-		_, err := w.log.DeadLetter(payload, meta)
-		payload = payload[:0]
-		return walErr(err)
-	}
-	for _, v := range b.items {
-		var err error
-		if item, err = w.appendItem(item[:0], v); err != nil {
-			return fmt.Errorf("vinequeue: wal codec: %w", err)
-		}
-		if len(payload) > 0 && len(payload)+wal.FrameSize(len(item)) > limit {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-		payload = wal.AppendFrame(payload, item)
-	}
-	return flush()
-}
-
 // DeadLetters lists the dead letters in the WAL directory, oldest first.
 // Without a WAL there are none.
 func (q *Queue[T]) DeadLetters() ([]DeadLetter, error) {
-	if q.wal == nil {
-		return nil, nil
-	}
-	ds, err := q.wal.log.DeadLetters()
+	ds, err := q.e.DeadLetters()
 	if err != nil {
-		return nil, walErr(err)
+		return nil, err
 	}
-	out := make([]DeadLetter, len(ds))
+	var out []DeadLetter
+	if ds != nil {
+		out = make([]DeadLetter, len(ds))
+	}
 	for i, d := range ds {
 		out[i] = deadLetterOf(d)
 	}
@@ -103,38 +66,11 @@ func deadLetterOf(d wal.DeadLetter) DeadLetter {
 // requeued stay). ErrNoDeadLetter names ids that do not exist; the others
 // are requeued. Without a WAL it returns 0, nil.
 func (q *Queue[T]) RequeueDeadLetters(ids ...uint64) (int, error) {
-	if q.wal == nil {
-		return 0, nil
-	}
-	if !q.intake.enter() {
-		return 0, ErrClosed
-	}
-	defer q.intake.leave()
-	w := q.wal
-	var items []T
-	n, err := w.log.RequeueDeadLetters(ids, func(_ wal.DeadLetter, payload []byte) error {
-		var err error
-		if items, err = w.decode(items[:0], payload); err != nil {
-			return fmt.Errorf("vinequeue: dead letter does not decode: %w", err)
-		}
-		_, err = q.appendDurable(items)
-		return err
-	})
-	if errors.Is(err, wal.ErrNotFound) {
-		err = fmt.Errorf("%w: %w", ErrNoDeadLetter, err)
-	}
-	return n, walErr(err)
+	return q.e.RequeueDeadLetters(ids...)
 }
 
 // PurgeDeadLetters deletes the dead letters ids (all of them when none are
 // named) and returns how many it deleted. Their items are gone for good.
 func (q *Queue[T]) PurgeDeadLetters(ids ...uint64) (int, error) {
-	if q.wal == nil {
-		return 0, nil
-	}
-	n, err := q.wal.log.PurgeDeadLetters(ids...)
-	if errors.Is(err, wal.ErrNotFound) {
-		err = fmt.Errorf("%w: %w", ErrNoDeadLetter, err)
-	}
-	return n, walErr(err)
+	return q.e.PurgeDeadLetters(ids...)
 }

@@ -10,6 +10,10 @@
 //	governor: bytes held vs limit → soft: delay + warn; hard: Reject | Spill | Block
 //	WAL (optional): Sync (durable before Enqueue returns) | Periodic | Overflow → replay on New
 //
+// This package is the API and Enqueue's fast path; the engine behind it
+// (intake past the fast path, admission, collector, senders, keyed shards,
+// durability tiers) is in internal/engine.
+//
 // Enqueue pins the calling goroutine to its P (one assembly call; see pin/)
 // and pushes into that P's ring. In the common case it touches only that
 // ring's producer cache line and one slot: no lock, no shared write, no

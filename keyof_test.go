@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/vineroute/vinequeue/internal/engine"
 )
 
 // TestKeyOfVectors pins KeyOf to XXH64 (seed 0): the values come from an
@@ -48,7 +50,7 @@ func TestKeyOfSpreadsOverShards(t *testing.T) {
 	const keys, shards = 64 * 1000, 64
 	var count [shards]int
 	for i := range keys {
-		count[shardOf(KeyOf(fmt.Sprintf("key-%d", i)))]++
+		count[engine.ShardOf(KeyOf(fmt.Sprintf("key-%d", i)))]++
 	}
 	for s, n := range count {
 		// Expected 1000 per shard, standard deviation ~31: ±20 % is

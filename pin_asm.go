@@ -7,6 +7,7 @@ package vinequeue
 import (
 	"unsafe"
 
+	"github.com/vineroute/vinequeue/internal/engine"
 	"github.com/vineroute/vinequeue/ring"
 )
 
@@ -51,12 +52,12 @@ func procUnpin(tok *int32) {
 }
 
 // Offsets pin_GOARCH.s's pinPush8 uses, through go_asm.h: a P's slot in
-// Queue.fast (the same for every T: the slot holds only pointers) and the
-// ring fields a push touches (ring.Offset*). Nothing in Go uses them: the
+// Queue.fast (engine.ProcSlot, the same for every T: the slot holds only
+// pointers) and the ring fields a push touches (ring.Offset*). Nothing in Go uses them: the
 // file-level lint directive above the package clause says so to staticcheck.
 const (
-	slotSize      = unsafe.Sizeof(procSlot[byte]{})
-	slotOffCur    = unsafe.Offsetof(procSlot[byte]{}.cur)
+	slotSize      = unsafe.Sizeof(engine.ProcSlot[byte]{})
+	slotOffCur    = unsafe.Offsetof(engine.ProcSlot[byte]{}.Cur)
 	ringOffTail   = ring.OffsetTail
 	ringOffLimit  = ring.OffsetLimit
 	ringOffSealed = ring.OffsetSealed

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vineroute/vinequeue/internal/engine"
 	"github.com/vineroute/vinequeue/pin"
 	"github.com/vineroute/vinequeue/ring"
 )
@@ -101,17 +102,17 @@ func checkPinToken() error {
 
 // pushSlots makes one slot per P, each with its own ring of size slots that
 // reports (stops the fast path) at watermark.
-func pushSlots(t testing.TB, size, watermark int) []procSlot[uint64] {
-	slots := make([]procSlot[uint64], runtime.GOMAXPROCS(0))
+func pushSlots(t testing.TB, size, watermark int) []engine.ProcSlot[uint64] {
+	slots := make([]engine.ProcSlot[uint64], runtime.GOMAXPROCS(0))
 	for i := range slots {
 		r, err := ring.NewSPSC[uint64](size, watermark)
 		require.NoError(t, err)
-		slots[i].cur.Store(r)
+		slots[i].Cur.Store(r)
 	}
 	return slots
 }
 
-func push8(slots []procSlot[uint64], v uint64) bool {
+func push8(slots []engine.ProcSlot[uint64], v uint64) bool {
 	return pinPush8(unsafe.Pointer(unsafe.SliceData(slots)), len(slots), v)
 }
 
@@ -131,7 +132,7 @@ func TestPinPush8IsTryPush(t *testing.T) {
 		}
 		pushed = append(pushed, v)
 	}
-	r := slots[pid].cur.Load()
+	r := slots[pid].Cur.Load()
 	// The watermark stops the fast path one short (limit = watermark-1): the
 	// push that reaches it must report, which only the Go path does.
 	require.Equal(t, []uint64{100, 101, 102, 103}, pushed)
@@ -140,7 +141,7 @@ func TestPinPush8IsTryPush(t *testing.T) {
 	require.Equal(t, ring.PushedWatermark, r.Push(104), "Go path after the stub's refusal")
 	for i := range slots {
 		if i != pid {
-			require.Zero(t, slots[i].cur.Load().Len(), "P %d's ring got items pushed on P %d", i, pid)
+			require.Zero(t, slots[i].Cur.Load().Len(), "P %d's ring got items pushed on P %d", i, pid)
 		}
 	}
 	// Up to full: the stub takes what the ring's limit allows, then refuses.
@@ -165,9 +166,9 @@ func TestPinPush8IsTryPush(t *testing.T) {
 	// No ring in the slot, or no slot for the P: refused.
 	r2, err := ring.NewSPSC[uint64](8, 0)
 	require.NoError(t, err)
-	slots[pid].cur.Store(nil)
+	slots[pid].Cur.Store(nil)
 	require.False(t, push8(slots, 4), "slot without a ring")
-	slots[pid].cur.Store(r2)
+	slots[pid].Cur.Store(r2)
 	require.False(t, pinPush8(unsafe.Pointer(unsafe.SliceData(slots)), pid, 5), "P id beyond the slots")
 	require.True(t, push8(slots, 6))
 	procUnpin(tok)
@@ -200,7 +201,7 @@ func TestPinPush8Concurrent(t *testing.T) {
 		consumers.Add(1)
 		go func() {
 			defer consumers.Done()
-			r := slots[i].cur.Load()
+			r := slots[i].Cur.Load()
 			var buf []uint64
 			for {
 				done := stop.Load()
@@ -234,7 +235,7 @@ func TestPinPush8Concurrent(t *testing.T) {
 					// moves the limit once there is room. Pinned, as
 					// Enqueue's Go path is.
 					pid, tok := procPin()
-					st := slots[pid].cur.Load().Push(v)
+					st := slots[pid].Cur.Load().Push(v)
 					procUnpin(tok)
 					if st == ring.Pushed || st == ring.PushedWatermark {
 						break
@@ -266,7 +267,7 @@ func BenchmarkPinPush8(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if !push8(slots, uint64(i)) {
 			pid, tok := procPin()
-			r := slots[pid].cur.Load()
+			r := slots[pid].Cur.Load()
 			buf = r.Drain(buf[:0], 0)
 			r.Push(uint64(i))
 			procUnpin(tok)
@@ -282,7 +283,7 @@ func BenchmarkPinGoPush(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		pid, tok := procPin()
-		r := slots[pid].cur.Load()
+		r := slots[pid].Cur.Load()
 		if !r.TryPush(uint64(i)) {
 			buf = r.Drain(buf[:0], 0)
 			r.Push(uint64(i))

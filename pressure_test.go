@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vineroute/vinequeue/governor"
+	"github.com/vineroute/vinequeue/internal/engine"
 	"github.com/vineroute/vinequeue/wal"
 )
 
@@ -114,11 +116,11 @@ func TestMemoryPressure(t *testing.T) {
 			// Items in rings are held but accounted only once the collector
 			// drains them (at the latest, in Stop's last drain); a queue has
 			// at most ringsPerP rings per P, so that is the bound past Hard.
-			slack := int64(ringsPerP*len(q.procs.Load().procs)*ringSize+batch) * (itemSize + 24)
+			slack := int64(engine.RingsPerP*runtime.GOMAXPROCS(0)*ringSize+batch) * (itemSize + 24)
 			t.Logf("%v: accepted %d, rejected %d, delivered %d, spilled %d, max held %.1f MiB (hard %.1f MiB), levels %v, delayed %d",
 				policy, accepted.Load(), rejected.Load(), delivered.Load(), st.Spilled, float64(maxHeld.Load())/(1<<20), float64(hard)/(1<<20), levels, st.Delayed)
 			if m := maxHeld.Load(); m > hard+slack {
-				t.Errorf("held %d bytes, more than hard %d + %d rings per P %d", m, hard, ringsPerP, slack)
+				t.Errorf("held %d bytes, more than hard %d + %d rings per P %d", m, hard, engine.RingsPerP, slack)
 			}
 			if delivered.Load() != accepted.Load() || st.Delivered != uint64(accepted.Load()) {
 				t.Errorf("delivered %d (stats %d), accepted %d", delivered.Load(), st.Delivered, accepted.Load())
@@ -231,7 +233,7 @@ func gomemlimitChild() {
 		}
 	}
 	close(producerDone)
-	lim := q.gov.Limit()
+	lim := q.e.MemoryLimit()
 	if err := q.Close(); err != nil {
 		println("CHILD-ERROR", err.Error())
 		os.Exit(2)
@@ -281,6 +283,23 @@ func TestLevelNumbering(t *testing.T) {
 	}{{governor.MeasureAuto, MeasureAuto}, {governor.MeasureProcessMemory, MeasureProcess}, {governor.MeasureQueueBytes, MeasureQueue}} {
 		if c.q.governor() != c.g {
 			t.Errorf("%v maps to governor %v, want %v", c.q, c.q.governor(), c.g)
+		}
+	}
+	// Policy and WALMode reach the engine by number (Config.engine).
+	for _, c := range []struct {
+		e engine.Policy
+		q Policy
+	}{{engine.Reject, Reject}, {engine.Spill, Spill}, {engine.Block, Block}} {
+		if engine.Policy(c.q) != c.e {
+			t.Errorf("%v maps to engine policy %d, want %d", c.q, engine.Policy(c.q), c.e)
+		}
+	}
+	for _, c := range []struct {
+		e engine.WALMode
+		q WALMode
+	}{{engine.Overflow, Overflow}, {engine.Periodic, Periodic}, {engine.Sync, Sync}} {
+		if engine.WALMode(c.q) != c.e {
+			t.Errorf("%v maps to engine mode %d, want %d", c.q, engine.WALMode(c.q), c.e)
 		}
 	}
 }

@@ -18,13 +18,16 @@ func rawPushable[T any]() bool {
 // enqueuePinned is Enqueue in Go: it pins the goroutine to its P, pushes
 // into that P's ring, and unpins. Between pinning and unpinning nothing can
 // block (no lock, channel, governor charge, log or callback): a goroutine
-// that parked while pinned would take the process down.
+// that parked while pinned would take the process down. A push that fills
+// the ring to its watermark hands the ring off still pinned
+// (engine.Queue.HandOff is lock-free), and the engine does the rest
+// unpinned; a push that cannot go in takes the engine's slow path.
 func (q *Queue[T]) enqueuePinned(v T) error {
 	pid, tok := procPin()
 	if uint(pid) < uint(len(q.fast)) {
 		s := &q.fast[pid]
-		// nil until this P id first has a slot (see Queue.fast).
-		if r := s.cur.Load(); r != nil {
+		// nil until this P id first has a slot (see engine.Queue.Fast).
+		if r := s.Cur.Load(); r != nil {
 			if r.TryPush(v) {
 				procUnpin(tok)
 				return nil
@@ -35,10 +38,12 @@ func (q *Queue[T]) enqueuePinned(v T) error {
 				return nil
 			}
 			if st == ring.PushedWatermark { // v is in, and a batch is ready
-				return q.atWatermark(s, tok)
+				h := q.e.HandOff(s)
+				procUnpin(tok)
+				return q.e.AfterWatermark(h)
 			}
 		}
 	}
 	procUnpin(tok)
-	return q.enqueueSlow(v)
+	return q.e.EnqueueSlow(v)
 }

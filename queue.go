@@ -2,17 +2,9 @@ package vinequeue
 
 import (
 	"context"
-	"fmt"
-	"log/slog"
-	"runtime"
-	"sync"
-	"sync/atomic"
 	"unsafe"
 
-	"github.com/vineroute/vinequeue/batch"
-	"github.com/vineroute/vinequeue/governor"
-	"github.com/vineroute/vinequeue/ring"
-	"github.com/vineroute/vinequeue/shard"
+	"github.com/vineroute/vinequeue/internal/engine"
 )
 
 // cacheLine is the padding unit (arm64's false-sharing size; amd64's
@@ -21,436 +13,95 @@ const cacheLine = 128
 
 // Queue hands items off from many goroutines and delivers them in batches to
 // Config.Send. Create it with New; all methods are safe for concurrent use.
+//
+// Queue is the API over the engine (internal/engine): Enqueue's fast path
+// runs here, beside the assembly it calls, and everything else forwards.
 type Queue[T any] struct {
 	_ [cacheLine]byte
-	// fast holds the slots of P ids below max(GOMAXPROCS, NumCPU) at New,
-	// in place: Enqueue's fast path indexes it directly (one load to the
-	// slot, one to its ring) instead of going through procs. Set once in
-	// New (empty in Sync mode, whose Enqueue always takes the slow path)
-	// and never written after, like the rest of this line but procs. A
-	// slot gets its ring only when procs first covers its P id, so a
-	// container whose GOMAXPROCS is below NumCPU allocates rings for its
-	// GOMAXPROCS; until then the slot's cur is nil and Enqueue takes the
-	// slow path, which grows procs.
-	fast []procSlot[T]
-	// procs has a slot for every P id, fast's and those of Ps beyond it
-	// (GOMAXPROCS grew past NumCPU after New). It is written only when
-	// GOMAXPROCS grows.
-	procs atomic.Pointer[procTable[T]]
+	// fast is the engine's slot table for Enqueue's fast path
+	// (engine.Queue.Fast), copied here so that the hot path reads one
+	// cache line of this struct and no engine field. Set once in New.
+	fast []engine.ProcSlot[T]
 	// rawPush: Enqueue's fast path is one assembly call (pinPush8); see
 	// rawPushable. Set once in New.
 	rawPush bool
-	// itemLimit is the largest SizeOf an item may have in Periodic and
-	// Overflow mode, whose items are encoded later, off the call (0: no
-	// check: memory mode, Sync mode, which checks the encoding itself, or
-	// an item type of fixed size). Set once in New.
+	// itemLimit is engine.Queue.ItemLimit: when set, Enqueue refuses an
+	// item too large for the WAL before it pushes. Set once in New.
 	itemLimit int
+	e         *engine.Queue[T]
 	_         [cacheLine - 24 - 8 - 8 - 8]byte
-
-	// full holds rings handed off by producers (the "batch transfer": one
-	// CAS per RingSize items); the collector takes them all at once.
-	full shard.Stack[ring.SPSC[T], *ring.SPSC[T]]
-	// spare holds drained rings; producers take them unpinned (refill)
-	// and keep one per P, in procSlot.spare, for their next hand-off.
-	spare chan *ring.SPSC[T]
-	// ringCount is how many rings exist; see ringsPerP.
-	ringCount atomic.Int64
-	// spareWaiters counts producers in waitSpare; see freeRing.
-	spareWaiters atomic.Int32
-	// stallCh is closed (and replaced) each time the collector stops
-	// draining at the hard level, so producers waiting for a spare ring go
-	// and meet the Policy instead, and when a ring is freed (freeRing), so
-	// that they make one.
-	stallMu sync.Mutex
-	stallCh chan struct{}
-	// stalled is set while the collector leaves rings full at the hard
-	// level: only then must a finishing sender wake it (memory fell). Waking
-	// it after every batch would cost a futex call per batch when it is
-	// parked, for nothing.
-	stalled atomic.Bool
-
-	cfg       Config[T]
-	sizeOf    func(T) int
-	fixedSize int   // > 0: every item accounts this many bytes (sizeOf by type)
-	ringBytes int64 // bytes of one ring's slots
-	logger    *slog.Logger
-	growMu    sync.Mutex // serialises growth of procs and Stop's sealing
-	// intake is held by every call that writes to the WAL or a keyed shard
-	// before its item is queued (Sync mode, EnqueueKey); Stop closes it and
-	// waits for those calls, so each is either refused before it writes
-	// anything or accepted (refused means refused).
-	intake intakeGate
-
-	keyed   keyedShards[T]
-	wal     *walTier[T] // nil in memory mode
-	gov     *governor.Governor
-	sizer   *batch.Sizer // nil unless Config.Adaptive
-	onRetry func(int, error)
-
-	wake chan struct{}    // cap 1: a ring was handed off, a shard has work, a batch finished
-	reqs chan request     // Flush and Stop to the collector
-	work chan *pending[T] // collector → senders
-	free chan *pending[T] // recycled batches
-	done chan struct{}    // closed when every goroutine but the senders has exited
-	// senders holds each sender's batch in Send; sendersDone is closed when
-	// every sender has exited (a Send that ignores its ctx can outlive Stop).
-	senders     []senderSlot[T]
-	sendersDone chan struct{}
-	finishing   sync.RWMutex // held shared by a sender finishing a batch (deliver)
-
-	track tracker
-
-	sendCtx    context.Context // passed to Send; cancelled when Stop's ctx expires
-	sendCancel context.CancelFunc
-	// closedCtx is cancelled when Stop begins: it ends Block-policy waits.
-	closedCtx    context.Context
-	closedCancel context.CancelFunc
-
-	closing  atomic.Bool
-	stopOnce sync.Once
-	stopDone chan struct{}
-	stopErr  error
-
-	_ [cacheLine]byte
-	// Counters written off the fast path (slow path, collector, senders).
-	delivered, dropped, rejected, retries, batches, keyedIn, delayed, blocked atomic.Uint64
-	// WAL tier counters.
-	replayed, corrupt, syncAccepted, walRejected, walErrors, leftOnDisk, spilled, deadLettered atomic.Uint64
-	spills                                                                                     spillList
-	spillErr                                                                                   atomic.Pointer[error] // the last spill failed with it; nil once one succeeds
-	unspilled                                                                                  chan *pending[T]      // unspiller → collector
-	unspillDone                                                                                chan struct{}         // closed when the unspiller exits
-
-	// The replayer (replay.go): replayCh carries its batches to the
-	// collector, replayAck tells it its batch is finished, replayDone is
-	// closed when it exits. replaying is set from New until then; keyed
-	// shards do not dispatch while it is.
-	replayCh   chan *pending[T]
-	replayAck  chan struct{}
-	replayDone chan struct{}
-	replaying  atomic.Bool
-	// drained counts ring items the collector has taken; Stats adds what
-	// the current rings hold.
-	drained   atomic.Uint64
-	bytesHeld atomic.Int64
-	// backlogAtOpen is the number of unacknowledged items the WAL held at
-	// New (set before any goroutine starts): the replay's backlog.
-	backlogAtOpen uint64
-	// walFullAt is when a call was last refused because the WAL is full
-	// (unix ns; 0: never), for Health.
-	walFullAt atomic.Int64
-	// walFull is set while Periodic mode's writes fail with ErrWALFull
-	// (persistBatch): intake is refused with it.
-	walFull atomic.Pointer[error]
-	// failingSince is when Send first failed after its last success (unix
-	// ns; 0 while it succeeds), for Health.
-	failingSince atomic.Int64
-	batchSize    atomic.Int64
-}
-
-// intakeGate: enter before writing an item anywhere Stop cannot seal (the
-// WAL, a keyed shard), leave once it is queued; close waits for the calls
-// inside. An RWMutex is the gate: the calls share it, Stop takes it alone.
-type intakeGate struct {
-	mu     sync.RWMutex
-	closed bool // guarded by mu
-}
-
-// enter reports whether the caller may go on (false once Stop has begun);
-// on true the caller must leave.
-func (g *intakeGate) enter() bool {
-	g.mu.RLock()
-	if g.closed {
-		g.mu.RUnlock()
-		return false
-	}
-	return true
-}
-
-func (g *intakeGate) leave() { g.mu.RUnlock() }
-
-// close refuses every later enter and waits for the calls inside to leave.
-func (g *intakeGate) close() {
-	g.mu.Lock()
-	g.closed = true
-	g.mu.Unlock()
-}
-
-// procTable has one slot per P id.
-type procTable[T any] struct {
-	procs []*procSlot[T]
-}
-
-// procSlot is a P's place in the queue: the ring its producer fills now,
-// and the spare that replaces it at the next hand-off. cur is written by the
-// producer pinned to the P (when it swaps a full ring for the spare), and
-// loaded by the collector for partial drains. spare is only touched by
-// producers pinned to the P, so that a hand-off, which runs pinned, takes a
-// ring without a lock or a channel operation.
-type procSlot[T any] struct {
-	_     [cacheLine]byte
-	cur   atomic.Pointer[ring.SPSC[T]]
-	spare atomic.Pointer[ring.SPSC[T]]
-	_     [cacheLine - 16]byte
-}
-
-// pending is a unit of delivery: the items of one Send call.
-type pending[T any] struct {
-	items  []T
-	bytes  int64
-	seq    uint64
-	shards []*keyedShard[T] // EnqueueKey: the shards whose items it holds, held until it is finished
-	spans  []span           // where the items are in the WAL, in item order; none if not on disk
-	spill  *spillDone       // read back from a spill: settled when finished
-	replay bool             // from the replayer: finishing it lets the replay go on
-	send   func(context.Context) error
-}
-
-type requestKind int
-
-const (
-	reqFlush requestKind = iota
-	reqStop
-)
-
-type request struct {
-	kind requestKind
-	ctx  context.Context
-	done chan error
-	// spilled (Flush only) is released once every batch spilled before
-	// the Flush has been read back and finished.
-	spilled chan error
 }
 
 // New validates cfg, fills in defaults and starts the queue's goroutines:
-// one collector and cfg.Workers senders.
+// one collector and cfg.Workers senders (and, with a WAL, a replayer).
 func New[T any](cfg Config[T]) (*Queue[T], error) {
-	if err := cfg.fill(); err != nil {
-		return nil, err
-	}
-	q := &Queue[T]{
-		cfg:         cfg,
-		sizeOf:      cfg.SizeOf,
-		logger:      cfg.Logger,
-		ringBytes:   int64(cfg.RingSize) * int64(unsafe.Sizeof(*new(T))),
-		spare:       make(chan *ring.SPSC[T], 1024),
-		wake:        make(chan struct{}, 1),
-		reqs:        make(chan request),
-		work:        make(chan *pending[T]),
-		free:        make(chan *pending[T], 4*cfg.Workers+64),
-		done:        make(chan struct{}),
-		sendersDone: make(chan struct{}),
-		stopDone:    make(chan struct{}),
-		stallCh:     make(chan struct{}),
-		unspilled:   make(chan *pending[T], 2),
-		unspillDone: make(chan struct{}),
-		replayCh:    make(chan *pending[T]),
-		replayAck:   make(chan struct{}, 1),
-		replayDone:  make(chan struct{}),
-	}
-	q.spills.kick = make(chan struct{}, 1)
-	if user := q.sizeOf; user != nil {
-		// A negative size would credit the governor and switch the
-		// memory bound off: count it as nothing.
-		q.sizeOf = func(v T) int { return max(user(v), 0) }
-	}
-	if q.sizeOf == nil {
-		var err error
-		if q.sizeOf, q.fixedSize, err = defaultSizeOf[T](); err != nil {
-			return nil, invalid("SizeOf", "set Config.SizeOf: %v", err)
-		}
-	}
-	q.sendCtx, q.sendCancel = context.WithCancel(context.Background())
-	q.closedCtx, q.closedCancel = context.WithCancel(context.Background())
-	q.batchSize.Store(int64(cfg.BatchSize))
-	if cfg.Adaptive {
-		q.sizer = batch.NewSizerConfig(batch.SizerConfig{
-			Start: cfg.BatchSize, Min: cfg.MinBatchSize, Max: cfg.MaxBatchSize,
-			// Batches in flight when the size changes: one per sender,
-			// plus the one the collector is handing over.
-			Concurrency: cfg.Workers + 1,
-		})
-	}
-	q.onRetry = q.countRetry
-	gov, err := governor.New(governor.Options{
-		Limit:         cfg.Memory.Limit,
-		Soft:          cfg.Memory.Soft,
-		Hard:          cfg.Memory.Hard,
-		Measure:       cfg.Memory.Measure.governor(),
-		Logger:        cfg.Logger,
-		OnLevelChange: levelHook(cfg.Memory.OnLevelChange),
-	})
+	ec, err := cfg.engine()
 	if err != nil {
-		return nil, fmt.Errorf("%w: Memory: %w", ErrInvalidConfig, err)
-	}
-	q.gov = gov
-	if err := q.checkRingBudget(runtime.GOMAXPROCS(0)); err != nil && cfg.WAL.Mode != Sync {
-		gov.Close()
 		return nil, err
 	}
-	if cfg.WAL.Dir != "" {
-		if err := q.openWAL(); err != nil {
-			gov.Close()
-			return nil, err
-		}
-		if q.wal.mode != Sync && q.fixedSize == 0 {
-			// SizeOf counts an item's header: for []byte and string
-			// (the built-in codec) the check is then exact.
-			var zero T
-			q.itemLimit = q.wal.log.MaxRecord() - maxFrameOverhead + int(unsafe.Sizeof(zero))
-		}
+	e, err := engine.New(ec)
+	if err != nil {
+		return nil, err
 	}
-	if q.syncMode() {
-		// No rings: every Enqueue takes the slow path, into the group
-		// commit (see walmode.go).
-		q.procs.Store(&procTable[T]{})
-	} else {
-		q.fast = make([]procSlot[T], max(runtime.GOMAXPROCS(0), runtime.NumCPU()))
-		q.rawPush = rawPushable[T]()
-		q.growProcs(runtime.GOMAXPROCS(0) - 1)
-	}
-	var wg, senders sync.WaitGroup
-	wg.Add(1)
-	if q.spillPolicy() {
-		wg.Add(1)
-		go func() { defer wg.Done(); q.unspillLoop() }()
-	} else {
-		close(q.unspillDone)
-	}
-	if q.wal != nil {
-		q.replaying.Store(true)
-		wg.Add(1)
-		go func() { defer wg.Done(); q.replayLoop() }()
-	} else {
-		close(q.replayDone)
-	}
-	go func() { defer wg.Done(); q.collect() }()
-	q.senders = make([]senderSlot[T], cfg.Workers)
-	senders.Add(cfg.Workers)
-	for i := range cfg.Workers {
-		go func() { defer senders.Done(); q.sendLoop(&q.senders[i]) }()
-	}
-	go func() { wg.Wait(); close(q.done) }()
-	go func() { senders.Wait(); close(q.sendersDone) }()
+	q := &Queue[T]{fast: e.Fast(), itemLimit: e.ItemLimit(), e: e}
+	q.rawPush = rawPushable[T]() && len(q.fast) > 0
 	return q, nil
 }
 
-func (q *Queue[T]) syncMode() bool { return q.wal != nil && q.wal.mode == Sync }
-
-// levelHook adapts the user's OnLevelChange to the governor's levels.
-func levelHook(f func(from, to Level)) func(from, to governor.Level) {
-	if f == nil {
-		return nil
-	}
-	return func(from, to governor.Level) { f(levelOf(from), levelOf(to)) }
-}
-
-// levelOf converts the governor's level: the two enumerations are numbered
-// alike (TestLevelNumbering pins it).
-func levelOf(l governor.Level) Level { return Level(l) }
-
-// growProcs makes sure procs has a slot for P id pid. GOMAXPROCS may have
-// grown since New: the table is replaced by a larger copy (Enqueues still
-// holding the old one use the same slots).
-func (q *Queue[T]) growProcs(pid int) *procTable[T] {
-	q.growMu.Lock()
-	defer q.growMu.Unlock()
-	old := q.procs.Load()
-	if old != nil && pid < len(old.procs) {
-		return old
-	}
-	n := max(pid+1, runtime.GOMAXPROCS(0))
-	t := &procTable[T]{procs: make([]*procSlot[T], n)}
-	if old != nil {
-		copy(t.procs, old.procs)
-	}
-	for i := range t.procs {
-		if t.procs[i] == nil {
-			s := &procSlot[T]{}
-			if i < len(q.fast) {
-				s = &q.fast[i]
-			}
-			r := q.allocRing() // a P's own ring is always allowed
-			if q.closing.Load() {
-				r.Seal()
-			}
-			s.cur.Store(r)
-			t.procs[i] = s
+// Enqueue accepts v for delivery. nil means accepted: v will be delivered (or,
+// if delivery fails for good, handed to OnDrop and counted). ErrClosed once
+// Stop has begun; at the hard memory level, ErrFull under Policy Reject, and
+// under Spill an error matching ErrWALFull while the WAL cannot take more.
+//
+// The common case touches only the calling P's ring: no lock, no shared
+// write, no allocation, no clock. For 8-byte pointer-free items it is one
+// assembly call (pinPush8), small enough for Enqueue to inline into its
+// caller; anything else, and every push that meets the ring's limit, takes
+// enqueuePinned.
+func (q *Queue[T]) Enqueue(v T) error {
+	if q.itemLimit != 0 {
+		if err := q.e.CheckItem(v); err != nil {
+			return err
 		}
 	}
-	q.procs.Store(t)
-	return t
-}
-
-// ringsPerP bounds the rings of a queue: each P's current ring plus this
-// many minus one per P handed off or spare. Items in a ring that the collector
-// has not drained are held but not yet accounted by SizeOf, so the bound is
-// what keeps that gap to a few rings' worth.
-const ringsPerP = 3
-
-// newRing returns a ring from the pool, or a new one while the queue has
-// fewer than ringsPerP per P; nil when neither (the collector is behind: the
-// caller waits for a spare). A ring's slots count against the memory budget
-// for as long as the ring exists. Never pinned: the pool is a channel, and
-// making a ring charges the governor, which may take its lock and report.
-func (q *Queue[T]) newRing() *ring.SPSC[T] {
-	select {
-	case r := <-q.spare:
-		return r
-	default:
-	}
-	if q.ringCount.Load() >= int64(ringsPerP*len(q.procs.Load().procs)) {
+	if pinAssembly && !raceBuild && unsafe.Sizeof(v) == 8 && q.rawPush &&
+		pinPush8(unsafe.Pointer(unsafe.SliceData(q.fast)), len(q.fast), *(*uint64)(unsafe.Pointer(&v))) {
 		return nil
 	}
-	return q.allocRing()
+	return q.enqueuePinned(v)
 }
 
-// allocRing makes a new ring and counts it.
-func (q *Queue[T]) allocRing() *ring.SPSC[T] {
-	q.ringCount.Add(1)
-	// RingSize was validated: a power of two >= 2. The ring reports when it
-	// holds BatchSize items (the size trigger) or is full: either way it is
-	// handed off.
-	r, err := ring.NewSPSC[T](q.cfg.RingSize, min(q.cfg.BatchSize, q.cfg.RingSize))
-	if err != nil {
-		// Config.fill admits only sizes NewSPSC accepts: a broken
-		// invariant of this package, not bad input.
-		panic("vinequeue: RingSize validated but rejected: " + err.Error())
-	}
-	q.gov.Add(q.ringBytes)
-	return r
-}
+// EnqueueBatch accepts vs in order and returns how many it accepted: all of
+// them unless the error is non-nil (ErrClosed, ErrFull, ErrWALFull), in which
+// case vs[n:] were not accepted. It is cheaper per item than Enqueue. It
+// passes admission once per ring's worth of items.
+func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) { return q.e.EnqueueBatch(vs) }
 
-// recycleRing keeps a drained ring in the pool while memory is at the
-// normal level, and lets it go (uncharged) above it, so that rings nobody
-// uses do not keep the level up: at Soft a producer makes a ring when it
-// needs one, and at Hard the rings are full anyway.
-func (q *Queue[T]) recycleRing(r *ring.SPSC[T]) {
-	if r.IsSealed() {
-		return // Stop sealed it: a spare must accept pushes
-	}
-	if q.gov.Level() == governor.LevelNormal {
-		select {
-		case q.spare <- r:
-			return
-		default:
-		}
-	}
-	q.freeRing(r)
-}
+// EnqueueKey accepts v like Enqueue, and delivers the items of one key in the
+// order they were accepted: FIFO per key, with any number of Workers, across
+// retries, spills and crashes. It is slower than Enqueue (a lock per call on
+// the key's shard). Use KeyOf for a string key.
+//
+// v is charged to the memory governor when admitted (keyed items wait in
+// their shard, outside any ring), and the Policy applies at the hard level
+// as for Enqueue, except that under Spill keyed items are not spilled (their
+// key's order would have to survive the round trip through the WAL): they
+// wait for memory to fall, as under Block, unless spilling fails (an error
+// matching ErrWALFull).
+func (q *Queue[T]) EnqueueKey(key uint64, v T) error { return q.e.EnqueueKey(key, v) }
 
-// freeRing lets r go and uncharges it. A producer waiting for a spare
-// (waitSpare) may make one now: it is woken. The waiter count is raised
-// before the waiter checks the ring count, and lowered by freeRing before it
-// reads the waiters, so one of the two sees the other (sequentially
-// consistent atomics): no waiter sleeps through a free.
-func (q *Queue[T]) freeRing(*ring.SPSC[T]) {
-	q.ringCount.Add(-1)
-	q.gov.Add(-q.ringBytes)
-	if q.spareWaiters.Load() > 0 {
-		q.stallMu.Lock()
-		close(q.stallCh)
-		q.stallCh = make(chan struct{})
-		q.stallMu.Unlock()
-	}
-}
+// Flush returns once every item accepted before the call has been delivered
+// or given up on (OnDrop), or ctx is done. That includes items the governor
+// spilled to the WAL: they are read back once memory is below the soft
+// level, so at the hard level Flush waits for memory to fall (or ctx).
+func (q *Queue[T]) Flush(ctx context.Context) error { return q.e.Flush(ctx) }
+
+// Stop stops accepting items (Enqueue returns ErrClosed from the moment Stop
+// is called) and delivers everything accepted. When ctx ends first, what is
+// undelivered goes to OnDrop, is counted in Stats.Dropped, and Stop returns
+// ctx's error. Stop waits for the queue's goroutines to exit. Calling it again
+// returns the first call's result.
+func (q *Queue[T]) Stop(ctx context.Context) error { return q.e.Stop(ctx) }
+
+// Close is Stop(context.Background()).
+func (q *Queue[T]) Close() error { return q.e.Close() }

@@ -314,11 +314,11 @@ func TestRingsFollowGOMAXPROCS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := q.ringCount.Load(); n != 1 {
+	if n := q.e.Rings(); n != 1 {
 		t.Fatalf("New with GOMAXPROCS 1 made %d rings, want 1", n)
 	}
 	for i := 1; i < len(q.fast); i++ {
-		if q.fast[i].cur.Load() != nil {
+		if q.fast[i].Cur.Load() != nil {
 			t.Fatalf("slot %d has a ring before its P ran", i)
 		}
 	}
@@ -386,7 +386,7 @@ func TestGOMAXPROCSGrowth(t *testing.T) {
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("ring table has %d slots after GOMAXPROCS went up to 16, %d of them in place (fast path)", len(q.procs.Load().procs), len(q.fast))
+	t.Logf("%d rings after GOMAXPROCS went up to 16, %d slots in place (fast path)", q.e.Rings(), len(q.fast))
 	if got, want := int64(len(s.seen)), next.Load(); got != want {
 		t.Fatalf("delivered %d, enqueued %d", got, want)
 	}

@@ -1,6 +1,10 @@
 package vinequeue
 
-import "time"
+import (
+	"time"
+
+	"github.com/vineroute/vinequeue/internal/engine"
+)
 
 // Stats is a snapshot of the queue's counters and gauges.
 //
@@ -54,48 +58,16 @@ type Backlog struct {
 }
 
 // Stats returns a snapshot of the counters and gauges.
-func (q *Queue[T]) Stats() Stats {
-	enq := q.drained.Load() + q.keyedIn.Load() + q.syncAccepted.Load()
-	for _, s := range q.procs.Load().procs {
-		enq += uint64(s.cur.Load().Len())
+func (q *Queue[T]) Stats() Stats { return statsOf(q.e.Stats()) }
+
+func statsOf(s engine.Stats) Stats {
+	return Stats{
+		Enqueued: s.Enqueued, Delivered: s.Delivered, Rejected: s.Rejected, Dropped: s.Dropped,
+		DeadLettered: s.DeadLettered, Spilled: s.Spilled, Replayed: s.Replayed, LeftOnDisk: s.LeftOnDisk,
+		Retries: s.Retries, Corrupt: s.Corrupt, Delayed: s.Delayed, Blocked: s.Blocked, Batches: s.Batches,
+		Buffered: s.Buffered, BytesHeld: s.BytesHeld, Level: levelOf(s.Level),
+		BatchSize: s.BatchSize, WALBytes: s.WALBytes, Backlog: Backlog(s.Backlog),
 	}
-	s := Stats{
-		Enqueued:     enq,
-		Delivered:    q.delivered.Load(),
-		Rejected:     q.rejected.Load(),
-		Dropped:      q.dropped.Load(),
-		LeftOnDisk:   q.leftOnDisk.Load(),
-		DeadLettered: q.deadLettered.Load(),
-		Retries:      q.retries.Load(),
-		Batches:      q.batches.Load(),
-		BatchSize:    uint64(q.batchSize.Load()),
-		Delayed:      q.delayed.Load(),
-		Replayed:     q.replayed.Load(),
-		Spilled:      q.spilled.Load(),
-		Blocked:      q.blocked.Load(),
-		Level:        levelOf(q.gov.Level()),
-	}
-	var oldest time.Time
-	if q.wal != nil {
-		ws := q.wal.log.Stats()
-		oldest = ws.OldestPending
-		s.WALBytes = uint64(max(ws.Bytes, 0))
-		s.Corrupt = ws.Corrupt + q.corrupt.Load()
-		s.Rejected += q.walRejected.Load()
-	}
-	// Replayed items were accepted by an earlier process: they leave as
-	// delivered, dropped or left on disk like the rest.
-	if done := s.Delivered + s.Dropped + s.LeftOnDisk; enq+s.Replayed > done {
-		s.Buffered = enq + s.Replayed - done
-	}
-	if b := q.bytesHeld.Load(); b > 0 {
-		s.BytesHeld = uint64(b)
-	}
-	s.Backlog = Backlog{Items: s.Buffered, Bytes: s.BytesHeld + s.WALBytes, Oldest: oldest, Replaying: q.replaying.Load()}
-	if s.Backlog.Replaying && q.backlogAtOpen > s.Replayed {
-		s.Backlog.Items += q.backlogAtOpen - s.Replayed
-	}
-	return s
 }
 
 // Health is what a readiness probe needs to know.
@@ -121,23 +93,9 @@ type Health struct {
 
 // Health reports the queue's readiness, for a /readyz handler.
 func (q *Queue[T]) Health() Health {
-	st := q.Stats()
-	h := Health{
-		Closed:  q.closing.Load(),
-		Level:   st.Level,
-		Backlog: st.Backlog,
+	h := q.e.Health()
+	return Health{
+		Ready: h.Ready, Closed: h.Closed, Level: levelOf(h.Level),
+		SinkFailingSince: h.SinkFailingSince, WALFull: h.WALFull, Backlog: Backlog(h.Backlog),
 	}
-	if ns := q.failingSince.Load(); ns != 0 {
-		h.SinkFailingSince = time.Unix(0, ns)
-	}
-	failingTooLong := !h.SinkFailingSince.IsZero() && time.Since(h.SinkFailingSince) > q.cfg.Retry.MaxBackoff*time.Duration(max(q.cfg.Retry.MaxAttempts, 1))
-	// A call refused with ErrWALFull in the last second: the WAL cannot
-	// take more, whatever the memory level says.
-	walFull := q.walFull.Load() != nil
-	if at := q.walFullAt.Load(); at != 0 && time.Since(time.Unix(0, at)) < time.Second {
-		walFull = true
-	}
-	h.WALFull = walFull
-	h.Ready = !h.Closed && h.Level != LevelHard && !failingTooLong && !walFull
-	return h
 }

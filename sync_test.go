@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vineroute/vinequeue/internal/engine"
 )
 
 // batchRecorder is a Send that counts batches and items.
@@ -89,7 +91,7 @@ func TestSyncTooLargeFailsAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	limit := q.wal.log.MaxRecord()
+	limit := q.e.MaxRecord()
 	var wg sync.WaitGroup
 	var refused atomic.Int64
 	for p := range 64 {
@@ -339,7 +341,7 @@ func TestTooLargeAtTheCallInEveryMode(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			big := make([]byte, q.wal.log.MaxRecord())
+			big := make([]byte, q.e.MaxRecord())
 			if err := q.Enqueue(big); !errors.Is(err, ErrTooLarge) {
 				t.Fatalf("Enqueue of an item over the record limit: %v", err)
 			}
@@ -350,7 +352,7 @@ func TestTooLargeAtTheCallInEveryMode(t *testing.T) {
 			if n != 1 || !errors.Is(err, ErrTooLarge) {
 				t.Fatalf("EnqueueBatch: %d, %v; want 1, ErrTooLarge", n, err)
 			}
-			fits := make([]byte, q.wal.log.MaxRecord()-maxFrameOverhead)
+			fits := make([]byte, q.e.MaxRecord()-engine.MaxFrameOverhead)
 			if err := q.Enqueue(fits); err != nil {
 				t.Fatalf("an item that fits a record: %v", err)
 			}

@@ -1,4 +1,4 @@
-package vinequeue
+package engine
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package vinequeue
+package engine
 
 import (
 	"context"
@@ -24,10 +24,11 @@ type collector[T any] struct {
 	cur      *pending[T]       // the batch being filled from the rings
 	durable  *pending[T]       // the batch being filled from the durable inbox (on disk already)
 	ready    fifo[*pending[T]] // cut, waiting for a sender, oldest first
-	inItems  []T               // the sync inbox's spare slices, swapped on take
-	spare    *pending[T]       // scratch (keyed checkpoints)
+	inItems  []T               // the durable inbox's spare slices, swapped on take
 	inSpans  []span
-	seq      uint64 // the next batch's sequence number
+	spare    *pending[T]  // scratch (keyed checkpoints)
+	seq      uint64       // the next batch's sequence number
+	enc      recordWriter // the collector's record buffers (spills, checkpoints)
 }
 
 func (q *Queue[T]) collect() {
@@ -37,13 +38,15 @@ func (q *Queue[T]) collect() {
 	// the partial batch. An idle queue wakes only for these ticks.
 	tick := time.NewTicker(q.cfg.FlushInterval / 2)
 	defer tick.Stop()
-	var walTick <-chan time.Time
-	if w := q.wal; w != nil {
-		if w.mode == Periodic {
-			t := time.NewTicker(q.cfg.WAL.syncInterval())
-			defer t.Stop()
-			walTick = t.C
-		}
+	var checkpoint <-chan time.Time
+	if d := q.tier.checkpointEvery(); d > 0 {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		checkpoint = t.C
+	}
+	var unspilled <-chan *pending[T]
+	if s := q.spill; s != nil {
+		unspilled = s.out
 	}
 	for {
 		var out chan *pending[T]
@@ -69,20 +72,12 @@ func (q *Queue[T]) collect() {
 			c.takeInbox()
 			c.drain(true)
 			c.cutKeyed(cutPartial)
-		case b := <-q.unspilled:
+		case b := <-unspilled:
 			c.push(b)
 		case b := <-q.replayCh:
 			c.pushReplayed(b)
-		case <-walTick:
-			// A full WAL is tried again at each checkpoint (persistBatch).
-			q.walFull.Store(nil)
-			// Checkpoint: what the rings hold is cut into batches, and
-			// the batches no sender has written yet are written here;
-			// what the keyed shards hold is written where it is…
-			c.drain(true)
-			c.writeReady()
-			c.checkpointKeyed()
-			q.walSync() // …then every record so far is made durable
+		case <-checkpoint:
+			q.tier.checkpoint(c)
 		case req := <-q.reqs:
 			switch req.kind {
 			case reqFlush:
@@ -94,7 +89,11 @@ func (q *Queue[T]) collect() {
 				c.flushing = false
 				c.cutKeyed(cutAll)
 				q.track.wait(c.seq, req.done)
-				q.spills.track.wait(q.spills.issued(), req.spilled)
+				if s := q.spill; s != nil {
+					s.list.track.wait(s.list.issued(), req.spilled)
+				} else {
+					req.spilled <- nil
+				}
 			case reqStop:
 				c.stop(req)
 				return
@@ -168,7 +167,7 @@ func (c *collector[T]) drainRings(cutPartial bool) {
 		// A ring loaded here may be handed off meanwhile; draining it
 		// again from the backlog later is harmless: this goroutine is its
 		// only consumer.
-		c.drainRing(s.cur.Load())
+		c.drainRing(s.Cur.Load())
 	}
 	if cutPartial {
 		if c.cur != nil && len(c.cur.items) > 0 {
@@ -213,39 +212,33 @@ func (c *collector[T]) drainRing(r *ring.SPSC[T]) {
 	}
 }
 
-// cut hands on the batch being filled from the rings. In Periodic mode it
-// is written by the sender that takes it, before Send (so records are
-// compressed and written on Workers goroutines, not this one), or by the
-// checkpoint if it is still here then (writeReady).
+// cut hands on the batch being filled from the rings. A tier that writes
+// it before Send (periodic) does so on the sender that takes it (so records
+// are compressed and written on Workers goroutines, not this one), or at
+// the checkpoint if it is still here then (writeReady).
 func (c *collector[T]) cut() {
 	b := c.cur
 	c.cur = nil
 	c.push(b)
 }
 
-// writeReady writes the batches still waiting for a sender that Periodic
-// mode has not written yet: the checkpoint, and Stop out of time (they then
-// stay in the WAL rather than being lost). The collector owns them until a
-// sender takes them, so nobody else writes them meanwhile.
+// writeReady has the tier persist the batches still waiting for a sender:
+// the checkpoint, and Stop out of time (they then stay in the WAL rather
+// than being lost). The collector owns them until a sender takes them, so
+// nobody else writes them meanwhile.
 func (c *collector[T]) writeReady() {
-	q := c.q
 	for _, b := range c.ready.items() {
-		if q.needsWrite(b) {
-			q.persistBatch(b, &q.wal.enc)
-		}
+		c.q.tier.persist(b, &c.enc)
 	}
 }
 
-// takeInbox moves the items made durable by their call so far (Sync mode,
-// requeued dead letters) into batches of BatchSize (a call that has
-// returned has its items in the inbox).
+// takeInbox moves the items made durable by their call so far (the sync
+// tier's intake, requeued dead letters) into batches of BatchSize (a call
+// that has returned has its items in the inbox).
 // Their bytes were charged at admission: they are carried, not charged.
 func (c *collector[T]) takeInbox() {
 	q := c.q
-	if q.wal == nil {
-		return
-	}
-	items, spans := q.wal.inbox.take(c.inItems[:0], c.inSpans[:0])
+	items, spans := q.inbox.take(c.inItems[:0], c.inSpans[:0])
 	size := int(q.batchSize.Load())
 	rest, restSpans := items, spans
 	for len(rest) > 0 {
@@ -297,7 +290,7 @@ func (c *collector[T]) push(b *pending[T]) {
 	// Keyed batches are not spilled: their order would have to survive
 	// the round trip through the WAL. Nor are replayed batches: they are
 	// on disk already, and the replayer sends one at a time.
-	if q.spillPolicy() && len(b.shards) == 0 && !b.replay && !q.closing.Load() && q.gov.Level() == governor.LevelHard && c.spill(b) {
+	if s := q.spill; s != nil && len(b.shards) == 0 && !b.replay && !q.closing.Load() && q.gov.Level() == governor.LevelHard && s.spill(c, b) {
 		return
 	}
 	c.ready.push(b)
@@ -322,42 +315,12 @@ func (c *collector[T]) dispatch(ctx context.Context) error {
 // drain collects every accepted item.
 func (c *collector[T]) stop(req request) {
 	q := c.q
-	// Stop closed the intake gate: every Sync-mode item accepted is in the
-	// inbox by now.
+	// Stop closed the intake gate: every item accepted through the durable
+	// inbox is in it by now.
 	c.takeInbox()
-	// The unspiller stops (closedCtx) and puts back what it had not handed
-	// over; take what it had, then read the rest back here, dispatching as
-	// we go so that a large spill is not loaded into memory at once.
-	for done := false; !done; {
-		select {
-		case b := <-q.unspilled:
-			c.push(b)
-		case <-q.unspillDone:
-			done = true
-		}
+	if s := q.spill; s != nil {
+		s.stop(c, req.ctx)
 	}
-	for more := true; more; {
-		select {
-		case b := <-q.unspilled:
-			c.push(b)
-		default:
-			more = false
-		}
-	}
-	send := func(b *pending[T]) bool {
-		c.push(b)
-		return c.dispatch(req.ctx) == nil
-	}
-	for refs := q.spills.take(64); len(refs) > 0; refs = q.spills.take(64) {
-		if err := q.unspill(refs, send); err != nil {
-			if !errors.Is(err, errUnspillStopped) {
-				q.logger.Error("vinequeue: reading spilled items back at stop failed; they stay in the wal", "err", err)
-			}
-			break
-		}
-	}
-	// What could not be read back stays in the WAL for the next New.
-	q.leftOnDisk.Add(uint64(q.spills.abandonAll()))
 	c.drain(true)
 	c.cutKeyed(cutAll)
 	// Hand out everything: ready batches, the replay (which runs on while
@@ -399,9 +362,7 @@ func (c *collector[T]) stop(req request) {
 		// and Stop gives up what they hold (Queue.stop).
 		q.sendCancel()
 		reason := fmt.Errorf("%w: stop deadline: %w", ErrClosed, err)
-		if q.wal != nil {
-			c.writeReady() // Periodic: left in the WAL, not lost
-		}
+		c.writeReady() // a tier that persists before Send: left in the WAL, not lost
 		given := append([]*pending[T](nil), c.ready.items()...)
 		c.ready.reset()
 		given = append(given, q.keyed.takeAll()...)
@@ -489,7 +450,7 @@ func (q *Queue[T]) stop(ctx context.Context) error {
 	for range 2 {
 		q.growMu.Lock()
 		for _, s := range q.procs.Load().procs {
-			s.cur.Load().Seal()
+			s.Cur.Load().Seal()
 		}
 		q.growMu.Unlock()
 		runtime.ReadMemStats(&ms)

@@ -1,4 +1,4 @@
-package vinequeue
+package engine
 
 // fifo is a slice-backed queue for the collector's own lists (one goroutine;
 // no locking). Popping a plain slice from the front (s = s[1:]) gives up the

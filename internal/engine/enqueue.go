@@ -1,44 +1,21 @@
-package vinequeue
+package engine
 
 import (
 	"fmt"
-	"unsafe"
 
 	"github.com/vineroute/vinequeue/governor"
+	"github.com/vineroute/vinequeue/pin"
 	"github.com/vineroute/vinequeue/ring"
 )
 
-// Enqueue accepts v for delivery. nil means accepted: v will be delivered (or,
-// if delivery fails for good, handed to OnDrop and counted). ErrClosed once
-// Stop has begun; at the hard memory level, ErrFull under Policy Reject, and
-// under Spill an error matching ErrWALFull while the WAL cannot take more.
-//
-// The common case touches only the calling P's ring: no lock, no shared
-// write, no allocation, no clock. For 8-byte pointer-free items it is one
-// assembly call (pinPush8), small enough for Enqueue to inline into its
-// caller; anything else, and every push that meets the ring's limit, takes
-// enqueuePinned.
-func (q *Queue[T]) Enqueue(v T) error {
-	if q.itemLimit != 0 {
-		if err := q.checkItem(v); err != nil {
-			return err
-		}
-	}
-	if pinAssembly && !raceBuild && unsafe.Sizeof(v) == 8 && q.rawPush &&
-		pinPush8(unsafe.Pointer(unsafe.SliceData(q.fast)), len(q.fast), *(*uint64)(unsafe.Pointer(&v))) {
-		return nil
-	}
-	return q.enqueuePinned(v)
-}
-
-// atWatermark is entered pinned after a push that reported a watermark: the
-// ring holds a batch's worth of items (BatchSize, or RingSize if smaller).
-// The ring is handed off whole, so that the collector never reads a ring its
-// producer is still writing (which would bounce the ring's cache lines
-// between the two cores). It unpins; v is accepted whatever happens next.
-func (q *Queue[T]) atWatermark(s *procSlot[T], tok *int32) error {
-	h := q.handOff(s)
-	procUnpin(tok)
+// AfterWatermark follows, unpinned, a push that reported a watermark: the
+// ring held a batch's worth of items (BatchSize, or RingSize if smaller)
+// and the pinned caller has tried to hand it off (HandOff; h is what that
+// did). The ring is handed off whole, so that the collector never reads a
+// ring its producer is still writing (which would bounce the ring's cache
+// lines between the two cores). The pushed item is accepted whatever
+// happens here.
+func (q *Queue[T]) AfterWatermark(h HandOffResult) error {
 	switch h {
 	case handedOff:
 		q.handedOff()
@@ -50,23 +27,23 @@ func (q *Queue[T]) atWatermark(s *procSlot[T], tok *int32) error {
 	return nil
 }
 
-// handOffResult says what a pinned hand-off did, so that the caller can act
+// HandOffResult says what a pinned hand-off did, so that the caller can act
 // on it once unpinned.
-type handOffResult uint8
+type HandOffResult uint8
 
 const (
-	handedOff  handOffResult = iota // the P's spare took the full ring's place
+	handedOff  HandOffResult = iota // the P's spare took the full ring's place
 	keptFull                        // holdRings: the full ring stays, producers meet the Policy
 	noSpare                         // the P has no spare ring: get one unpinned (refill)
 	sealedRing                      // Stop has begun
 )
 
-// handOff moves the P's full ring to the collector (one CAS) and installs
+// HandOff moves the P's full ring to the collector (one CAS) and installs
 // the P's spare in its place. It runs pinned, so it touches only the P's
 // slot, the ring and lock-free structures: no lock, no channel, no governor
 // charge, no callback. Getting a spare ring (from the pool, or making one
 // and charging the governor for it) is refill's job, unpinned.
-func (q *Queue[T]) handOff(s *procSlot[T]) handOffResult {
+func (q *Queue[T]) HandOff(s *ProcSlot[T]) HandOffResult {
 	if q.closing.Load() {
 		return sealedRing
 	}
@@ -77,12 +54,12 @@ func (q *Queue[T]) handOff(s *procSlot[T]) handOffResult {
 	if r == nil {
 		return noSpare
 	}
-	full := s.cur.Load()
+	full := s.Cur.Load()
 	// The spare's next batch of slots was last read by the collector, on
 	// another core: ask for those lines now, all at once, so that the
 	// pushes do not wait for them one by one (see ring.SPSC.Prefetch).
 	r.Prefetch(q.watermark())
-	s.cur.Store(r)
+	s.Cur.Store(r)
 	q.full.Push(full)
 	return handedOff
 }
@@ -100,7 +77,7 @@ func (q *Queue[T]) handedOff() {
 
 // refill gets a spare ring for the caller's P, unpinned: one from the pool,
 // or a new one, charged to the governor, while the queue has fewer than
-// ringsPerP per P (newRing). It reports false when there is none to have.
+// RingsPerP per P (newRing). It reports false when there is none to have.
 // As sync.Pool's pinSlow does, it does the slow work unpinned, then pins
 // again and re-checks: the goroutine may be on another P by then, whose
 // slot takes the ring if it has no spare.
@@ -117,7 +94,7 @@ func (q *Queue[T]) refill() bool {
 // off if it holds a batch (so a waiting producer's full ring moves on at
 // once). A ring nobody takes goes back to the pool.
 func (q *Queue[T]) placeRing(r *ring.SPSC[T]) {
-	pid, tok := procPin()
+	pid := pin.Pin()
 	t := q.procs.Load()
 	h := keptFull
 	if uint(pid) < uint(len(t.procs)) && !q.closing.Load() {
@@ -125,11 +102,11 @@ func (q *Queue[T]) placeRing(r *ring.SPSC[T]) {
 		if s.spare.CompareAndSwap(nil, r) {
 			r = nil
 		}
-		if cur := s.cur.Load(); cur.Len() >= q.watermark() {
-			h = q.handOff(s)
+		if cur := s.Cur.Load(); cur.Len() >= q.watermark() {
+			h = q.HandOff(s)
 		}
 	}
-	procUnpin(tok)
+	pin.Unpin()
 	if r != nil {
 		q.recycleRing(r)
 	}
@@ -141,47 +118,49 @@ func (q *Queue[T]) placeRing(r *ring.SPSC[T]) {
 // watermark is the ring fill at which a ring is handed off.
 func (q *Queue[T]) watermark() int { return min(q.cfg.BatchSize, q.cfg.RingSize) }
 
-// pinSlot pins the goroutine and returns its P's slot, first growing the
-// slot table if GOMAXPROCS grew since the table was made.
-func (q *Queue[T]) pinSlot() (*procSlot[T], *int32) {
+// pinSlot pins the goroutine (pin.Pin: the engine's slow paths need no
+// assembly) and returns its P's slot, first growing the slot table if
+// GOMAXPROCS grew since the table was made. The caller unpins (pin.Unpin).
+func (q *Queue[T]) pinSlot() *ProcSlot[T] {
 	for {
-		pid, tok := procPin()
+		pid := pin.Pin()
 		if t := q.procs.Load(); uint(pid) < uint(len(t.procs)) {
-			return t.procs[pid], tok
+			return t.procs[pid]
 		}
-		procUnpin(tok)
+		pin.Unpin()
 		q.growProcs(pid)
 	}
 }
 
-// enqueueSlow retries a push that found the ring full or sealed, or the P
-// without a slot yet (GOMAXPROCS grew). Each round passes admission first:
-// at Hard, the Policy.
-func (q *Queue[T]) enqueueSlow(v T) error {
-	if q.syncMode() {
-		one := [1]T{v}
-		_, err := q.enqueueSync(one[:])
-		return err
-	}
+// EnqueueSlow is Enqueue past its fast path (the caller is unpinned): the
+// tier's intake.
+func (q *Queue[T]) EnqueueSlow(v T) error { return q.tier.acceptOne(v) }
+
+// enqueueRing is the ring tiers' acceptOne: it retries a push that found
+// the ring full or sealed, or the P without a slot yet (GOMAXPROCS grew).
+// Each round passes admission first: at Hard, the Policy.
+func (q *Queue[T]) enqueueRing(v T) error {
 	for {
 		if err := q.admit(1, 0, true); err != nil {
 			return err
 		}
-		s, tok := q.pinSlot()
-		r := s.cur.Load()
+		s := q.pinSlot()
+		r := s.Cur.Load()
 		switch r.Push(v) {
 		case ring.Pushed:
-			procUnpin(tok)
+			pin.Unpin()
 			return nil
 		case ring.PushedWatermark:
-			return q.atWatermark(s, tok)
+			h := q.HandOff(s)
+			pin.Unpin()
+			return q.AfterWatermark(h)
 		case ring.Sealed:
-			procUnpin(tok)
+			pin.Unpin()
 			return ErrClosed
 		}
 		// Full: hand the ring off and retry with the spare.
-		h := q.handOff(s)
-		procUnpin(tok)
+		h := q.HandOff(s)
+		pin.Unpin()
 		if err := q.afterFull(h); err != nil {
 			return err
 		}
@@ -190,7 +169,7 @@ func (q *Queue[T]) enqueueSlow(v T) error {
 
 // afterFull follows up, unpinned, a hand-off tried because the P's ring was
 // full; the caller then retries (keptFull: its admission meets the Policy).
-func (q *Queue[T]) afterFull(h handOffResult) error {
+func (q *Queue[T]) afterFull(h HandOffResult) error {
 	switch h {
 	case sealedRing:
 		return ErrClosed
@@ -250,18 +229,16 @@ func (q *Queue[T]) shedRings() {
 	}
 }
 
-// EnqueueBatch accepts vs in order and returns how many it accepted: all of
-// them unless the error is non-nil (ErrClosed, ErrFull, ErrWALFull), in which
-// case vs[n:] were not accepted. It is cheaper per item than Enqueue. It
-// passes admission once per ring's worth of items.
-func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) {
-	if q.syncMode() {
-		return q.enqueueSync(vs)
-	}
+// EnqueueBatch is the root package's EnqueueBatch: the tier's intake.
+func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) { return q.tier.acceptBatch(vs) }
+
+// enqueueRingBatch is the ring tiers' acceptBatch. It passes admission
+// once per ring's worth of items.
+func (q *Queue[T]) enqueueRingBatch(vs []T) (int, error) {
 	if q.itemLimit != 0 {
 		for i, v := range vs {
-			if err := q.checkItem(v); err != nil {
-				n, berr := q.EnqueueBatch(vs[:i])
+			if err := q.CheckItem(v); err != nil {
+				n, berr := q.enqueueRingBatch(vs[:i])
 				if berr != nil {
 					return n, berr
 				}
@@ -274,22 +251,22 @@ func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) {
 		if err := q.admit(len(vs)-n, 0, true); err != nil {
 			return n, err
 		}
-		s, tok := q.pinSlot()
-		r := s.cur.Load()
+		s := q.pinSlot()
+		r := s.Cur.Load()
 		k, mark := r.PushBatch(vs[n:])
 		n += k
 		if n == len(vs) && !mark && r.Len() < r.Cap() {
-			procUnpin(tok)
+			pin.Unpin()
 			return n, nil
 		}
 		if r.IsSealed() {
-			procUnpin(tok)
+			pin.Unpin()
 			return n, ErrClosed
 		}
 		// The ring holds a batch, or is full: hand it off and go on
 		// with the spare.
-		h := q.handOff(s)
-		procUnpin(tok)
+		h := q.HandOff(s)
+		pin.Unpin()
 		if n == len(vs) {
 			// All in (a sealed ring is drained by Stop): only make sure
 			// the next hand-off has a spare.
@@ -316,16 +293,16 @@ func (q *Queue[T]) wakeCollector() {
 	}
 }
 
-// maxFrameOverhead is the most the WAL's framing adds to an item (its
+// MaxFrameOverhead is the most the WAL's framing adds to an item (its
 // length as a uvarint).
-const maxFrameOverhead = 10
+const MaxFrameOverhead = 10
 
-// checkItem refuses, in Periodic and Overflow mode, an item too large for
-// any WAL record: it could never be on disk. The check uses SizeOf (the
+// CheckItem refuses, in the periodic and overflow tiers (itemLimit set), an
+// item too large for any WAL record: it could never be on disk. The check uses SizeOf (the
 // encoding happens later, off the call); for []byte and string items it is
 // exact. An item whose encoding still does not fit when it is written is
 // delivered from memory only, counted and logged.
-func (q *Queue[T]) checkItem(v T) error {
+func (q *Queue[T]) CheckItem(v T) error {
 	if n := q.sizeOf(v); n > q.itemLimit {
 		q.walRejected.Add(1)
 		return fmt.Errorf("%w: item of %d bytes by SizeOf, WAL records hold %d", ErrTooLarge, n, q.wal.log.MaxRecord())

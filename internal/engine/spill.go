@@ -1,7 +1,8 @@
-package vinequeue
+package engine
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -49,19 +50,37 @@ type spillList struct {
 	kick  chan struct{} // cap 1: refs were added
 }
 
-func (q *Queue[T]) spillPolicy() bool {
-	return q.wal != nil && q.cfg.Memory.Policy == Spill
+// spiller is the spilling capability: a tier with a log has one when the
+// Policy is Spill (New); Queue.spill is nil otherwise, and nothing spills.
+type spiller[T any] struct {
+	q    *Queue[T]
+	w    *walTier[T]
+	list spillList
+	// err is the error the last spill failed with; nil once one succeeds
+	// (or memory fell below Hard: admit clears it).
+	err  atomic.Pointer[error]
+	out  chan *pending[T] // unspiller → collector
+	done chan struct{}    // closed when the unspiller exits
+}
+
+func newSpiller[T any](q *Queue[T], w *walTier[T]) *spiller[T] {
+	s := &spiller[T]{q: q, w: w, out: make(chan *pending[T], 2), done: make(chan struct{})}
+	s.list.kick = make(chan struct{}, 1)
+	return s
 }
 
 // spill writes b to the WAL if it is not there yet, records where it is, and
 // lets it go from memory. It returns false, keeping b, if the write fails
 // (the WAL is full): the caller keeps b in memory, and producers meet
-// ErrWALFull at the hard level until a spill succeeds again.
-func (c *collector[T]) spill(b *pending[T]) bool {
-	q := c.q
+// ErrWALFull at the hard level until a spill succeeds again. What the
+// governor spills is durable: what spill writes it fsyncs (a batch on disk
+// already came through a durable path).
+func (s *spiller[T]) spill(c *collector[T], b *pending[T]) bool {
+	q := s.q
 	var err error
-	if !b.durable() {
-		err = q.writeBatch(b, &q.wal.enc)
+	write := !b.durable()
+	if write {
+		err = s.w.writeBatch(b, &c.enc)
 	}
 	if err == nil {
 		for _, sp := range b.spans {
@@ -72,20 +91,20 @@ func (c *collector[T]) spill(b *pending[T]) bool {
 				return false
 			}
 		}
-		if q.wal.mode != Sync {
-			err = walErr(q.wal.log.Sync()) // what the governor spills is durable
+		if write && !s.w.syncsAppends {
+			err = walErr(s.w.log.Sync())
 		}
 	}
 	if err != nil {
 		// What was written stays named in b.spans (acknowledged with
 		// the batch); the rest is under id 0, in memory only.
-		q.spillErr.Store(&err)
+		s.err.Store(&err)
 		q.logger.Warn("vinequeue: spill to the wal failed; batch kept in memory", "items", len(b.items), "err", err)
 		return false
 	}
-	q.spillErr.Store(nil)
+	s.err.Store(nil)
 	q.spilled.Add(uint64(len(b.items)))
-	q.spills.add(b.spans, b.spill)
+	s.list.add(b.spans, b.spill)
 	// Out of memory now: not delivered yet, so not acknowledged.
 	q.hold(-b.bytes)
 	q.track.complete(b.seq)
@@ -169,11 +188,12 @@ func (s *spillList) abandonAll() int {
 // unspillLoop reads spilled records back while memory is at the normal
 // level and hands their batches to the collector. At Stop it puts back what
 // it has not handed over, for the collector's last pass.
-func (q *Queue[T]) unspillLoop() {
-	defer close(q.unspillDone)
+func (s *spiller[T]) unspillLoop() {
+	q := s.q
+	defer close(s.done)
 	send := func(b *pending[T]) bool {
 		select {
-		case q.unspilled <- b:
+		case s.out <- b:
 			return true
 		case <-q.closedCtx.Done():
 			return false
@@ -181,7 +201,7 @@ func (q *Queue[T]) unspillLoop() {
 	}
 	for {
 		select {
-		case <-q.spills.kick:
+		case <-s.list.kick:
 		case <-q.closedCtx.Done():
 			return
 		}
@@ -189,11 +209,11 @@ func (q *Queue[T]) unspillLoop() {
 			if err := q.gov.WaitBelowSoft(q.closedCtx); err != nil {
 				return
 			}
-			refs := q.spills.take(64)
+			refs := s.list.take(64)
 			if len(refs) == 0 {
 				break
 			}
-			if err := q.unspill(refs, send); err != nil {
+			if err := s.unspill(refs, send); err != nil {
 				if errors.Is(err, errUnspillStopped) {
 					return
 				}
@@ -201,6 +221,44 @@ func (q *Queue[T]) unspillLoop() {
 			}
 		}
 	}
+}
+
+// stop is the collector's part of Stop for the spill: the unspiller stops
+// (closedCtx) and puts back what it had not handed over; what it had is
+// pushed, and the rest read back here, dispatching as it goes (within ctx)
+// so that a large spill is not loaded into memory at once. What cannot be
+// read back stays in the WAL for the next New.
+func (s *spiller[T]) stop(c *collector[T], ctx context.Context) {
+	q := s.q
+	for done := false; !done; {
+		select {
+		case b := <-s.out:
+			c.push(b)
+		case <-s.done:
+			done = true
+		}
+	}
+	for more := true; more; {
+		select {
+		case b := <-s.out:
+			c.push(b)
+		default:
+			more = false
+		}
+	}
+	send := func(b *pending[T]) bool {
+		c.push(b)
+		return c.dispatch(ctx) == nil
+	}
+	for refs := s.list.take(64); len(refs) > 0; refs = s.list.take(64) {
+		if err := s.unspill(refs, send); err != nil {
+			if !errors.Is(err, errUnspillStopped) {
+				q.logger.Error("vinequeue: reading spilled items back at stop failed; they stay in the wal", "err", err)
+			}
+			break
+		}
+	}
+	q.leftOnDisk.Add(uint64(s.list.abandonAll()))
 }
 
 var errUnspillStopped = errors.New("unspill stopped")
@@ -221,7 +279,8 @@ func (s *spillList) pushFront(refs []spillRef) {
 // unspill reads refs from the WAL and passes their batches to
 // send. When send refuses one (Stop), what was not passed is put back at the
 // head of the spill list and errUnspillStopped returned.
-func (q *Queue[T]) unspill(refs []spillRef, send func(*pending[T]) bool) error {
+func (s *spiller[T]) unspill(refs []spillRef, send func(*pending[T]) bool) error {
+	q := s.q
 	// Spills are added in the order batches reach the collector, which
 	// is not record order: Sync mode's committers hand records over
 	// concurrently. One pass over the log needs them in record order.
@@ -229,7 +288,7 @@ func (q *Queue[T]) unspill(refs []spillRef, send func(*pending[T]) bool) error {
 		return cmp.Or(cmp.Compare(a.id, b.id), cmp.Compare(a.off, b.off))
 	})
 	from, to := refs[0].id, refs[len(refs)-1].id
-	w := q.wal
+	w := s.w
 	next := 0 // refs[:next] are done
 	var items []T
 	err := w.log.ReadRange(from, to, func(id uint64, payload []byte) error {
@@ -261,7 +320,7 @@ func (q *Queue[T]) unspill(refs []spillRef, send func(*pending[T]) bool) error {
 		return nil
 	})
 	if errors.Is(err, errUnspillStopped) {
-		q.spills.pushFront(refs[next:])
+		s.list.pushFront(refs[next:])
 		return err
 	}
 	if err == nil && next < len(refs) {
@@ -270,18 +329,18 @@ func (q *Queue[T]) unspill(refs []spillRef, send func(*pending[T]) bool) error {
 	if err != nil {
 		// refs[next:] (what is left of them) stay in the WAL, for the
 		// next New to replay.
-		q.spills.abandon(refs[next:])
+		s.list.abandon(refs[next:])
 		return err
 	}
 	return nil
 }
 
-// spillFailure is the error producers get at Hard under Policy Spill while
+// failure is the error producers get at Hard under Policy Spill while
 // spilling fails, nil while it works. It matches ErrWALFull whatever the
 // cause (a full disk, MaxBytes, an I/O error): either way the WAL cannot take
 // what memory cannot hold. Lock-free.
-func (q *Queue[T]) spillFailure() error {
-	p := q.spillErr.Load()
+func (s *spiller[T]) failure() error {
+	p := s.err.Load()
 	if p == nil {
 		return nil
 	}
@@ -289,6 +348,18 @@ func (q *Queue[T]) spillFailure() error {
 		return *p
 	}
 	return fmt.Errorf("%w: spilling failed: %w", ErrWALFull, *p)
+}
+
+// failing reports whether the last spill failed. Lock-free: it runs pinned
+// (holdRings).
+func (s *spiller[T]) failing() bool { return s.err.Load() != nil }
+
+// clearFailure forgets a spill failure once memory is below Hard: it is
+// stale, the next spill will tell.
+func (s *spiller[T]) clearFailure() {
+	if s.err.Load() != nil {
+		s.err.Store(nil)
+	}
 }
 
 // splitBatches copies items, the items sp names, into batches of at most

@@ -1,4 +1,4 @@
-package vinequeue
+package engine
 
 import (
 	"context"
@@ -31,13 +31,12 @@ import (
 var errReplayStopped = errors.New("vinequeue: replay stopped")
 
 // replayLoop is the replayer goroutine.
-func (q *Queue[T]) replayLoop() {
+func (q *Queue[T]) replayLoop(w *walTier[T]) {
 	defer func() {
 		q.replaying.Store(false)
 		close(q.replayDone)
 		q.wakeCollector() // keyed shards may dispatch now
 	}()
-	w := q.wal
 	limit := min(q.cfg.BatchSize, q.cfg.MaxBatchSize)
 	var cur *pending[T]
 	// One replayed batch is with the collector or a sender at a time; the

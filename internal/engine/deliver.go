@@ -1,4 +1,4 @@
-package vinequeue
+package engine
 
 import (
 	"context"
@@ -9,15 +9,6 @@ import (
 	"github.com/vineroute/vinequeue/batch"
 )
 
-// ErrSendPanic is matched (errors.Is) by the error recorded for a Send that
-// panicked; the panic is recovered and the batch retried like any failure.
-var ErrSendPanic = batch.ErrSendPanic
-
-// Permanent marks a Send error that retrying cannot fix (say, a record the
-// broker rejects as too large): the batch goes to OnDrop without further
-// attempts. errors.Is and errors.As still see err.
-func Permanent(err error) error { return batch.Permanent(err) }
-
 // senderSlot is one sender's batch while it is in Send (nil between
 // batches). The sender stores it before the first attempt and takes it back
 // with a compare-and-swap after each; Stop out of time swaps it out instead
@@ -26,7 +17,7 @@ func Permanent(err error) error { return batch.Permanent(err) }
 // result is ignored.
 type senderSlot[T any] struct {
 	b      atomic.Pointer[pending[T]]
-	writer recordWriter // Periodic mode's record buffers (sender-owned)
+	writer recordWriter // the tier's record buffers for persist (sender-owned)
 	_      [cacheLine]byte
 }
 
@@ -45,9 +36,7 @@ func (q *Queue[T]) sendLoop(slot *senderSlot[T]) {
 // Config.Retry unless it says RetryForever. If Stop abandoned the batch
 // meanwhile, deliver leaves it alone.
 func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
-	if q.needsWrite(b) {
-		q.persistBatch(b, &slot.writer) // Periodic: on disk before Send
-	}
+	q.tier.persist(b, &slot.writer) // on disk before Send, if the tier promises it
 	slot.b.Store(b)
 	var start time.Time
 	if q.sizer != nil { // only adaptive sizing needs the clock
@@ -72,7 +61,7 @@ func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
 		if q.failingSince.Load() != 0 {
 			q.failingSince.Store(0)
 		}
-		q.ackDelivered(b)
+		q.tier.acknowledge(b)
 		q.finish(b, true)
 	case q.sendCtx.Err() != nil:
 		// Stop ran out of time: not a verdict on the batch.
@@ -90,18 +79,18 @@ func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
 // log cannot take it (a full disk), a batch in the WAL stays there
 // unacknowledged for the next New instead.
 func (q *Queue[T]) failed(b *pending[T], reason error) {
-	if q.wal != nil {
-		if err := q.deadLetter(b, reason); err != nil {
-			q.logger.Error("vinequeue: a failed batch could not be dead-lettered", "items", len(b.items), "err", err)
-			if b.durable() {
-				// Not acknowledged: the next New replays it.
-				q.leftOnDisk.Add(uint64(len(b.items)))
-				q.finish(b, true)
-				return
-			}
-		} else {
-			q.deadLettered.Add(uint64(len(b.items)))
+	kept, err := q.tier.deadLetter(b, reason)
+	if err != nil {
+		q.logger.Error("vinequeue: a failed batch could not be dead-lettered", "items", len(b.items), "err", err)
+		if b.durable() {
+			// Not acknowledged: the next New replays it.
+			q.leftOnDisk.Add(uint64(len(b.items)))
+			q.finish(b, true)
+			return
 		}
+	}
+	if kept {
+		q.deadLettered.Add(uint64(len(b.items)))
 	}
 	q.drop(b, reason, true)
 }
@@ -208,7 +197,7 @@ func (q *Queue[T]) drop(b *pending[T], reason error, recycle bool) {
 			q.cfg.OnDrop(items, reason)
 		}()
 	}
-	q.ackDelivered(b) // given up on: the WAL must not replay it either
+	q.tier.acknowledge(b) // given up on: the WAL must not replay it either
 	q.dropped.Add(uint64(len(b.items)))
 	q.logger.Warn("vinequeue: dropped a batch", "items", len(b.items), "reason", reason)
 	q.finish(b, recycle)
@@ -227,8 +216,8 @@ func (q *Queue[T]) finish(b *pending[T], recycle bool) {
 	if replay {
 		q.replayAck <- struct{}{} // cap 1, one replayed batch at a time
 	}
-	if sd != nil {
-		q.spills.settle(sd, n)
+	if sd != nil { // read back from a spill: there is a spiller
+		q.spill.list.settle(sd, n)
 	}
 	// The collector may be waiting for keyed shards to be free, or for
 	// memory to fall below the hard level; otherwise it has no reason to

@@ -1,9 +1,10 @@
-package vinequeue
+package engine
 
 import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vineroute/vinequeue/wal"
@@ -20,21 +21,21 @@ import (
 // record whose other items went out in other batches. That bookkeeping
 // lives in the log alone.
 //
-// How items reach the disk, by mode:
+// How items reach the disk, by tier (the tier contract is in tier.go):
 //
-//   - Sync: each call encodes its items and appends them with
+//   - sync: each call encodes its items and appends them with
 //     wal.Log.AppendItems, the log's one group commit (concurrent calls share
 //     a record and an fdatasync; a group is bounded by bytes, and an item too
 //     large for a record fails alone with ErrTooLarge). Once durable, the
-//     items go to the sync inbox with their span, and the collector moves
+//     items go to the durable inbox with their span, and the collector moves
 //     them into batches of BatchSize: commit groups are a unit of writing,
 //     never of delivery.
-//   - Periodic: Enqueue takes the ring fast path; the collector writes every
+//   - periodic: Enqueue takes the ring fast path; the collector writes every
 //     batch it cuts (split into records of at most MaxRecord bytes) before
 //     sending it, and every SyncInterval it cuts what the rings and the keyed
 //     shards hold and syncs the log. A crash loses at most the items accepted
 //     in the last SyncInterval (plus one checkpoint's time).
-//   - Overflow: only what the governor spills is written (spill.go).
+//   - overflow: only what the governor spills is written (spill.go).
 
 // span names n consecutive items of a batch: items [off, off+n) of WAL
 // record id.
@@ -75,15 +76,36 @@ func takeSpans(dst []span, src *[]span, n int) []span {
 	return dst
 }
 
-// walTier is the queue's side of the log.
+// walTier is the queue's side of the log, and the overflow tier as it
+// stands: ring intake, nothing written on the data path (the spiller, when
+// there is one, writes), acknowledgements and dead letters in the log. The
+// periodic and sync tiers embed it and override what they do differently.
 type walTier[T any] struct {
+	ringIntake[T]
 	log   *wal.Log
 	codec Codec[T]
-	mode  WALMode
-	inbox syncInbox[T] // Sync mode
-
-	enc recordWriter // the collector's (spills, checkpoints)
+	// syncsAppends: the log fsyncs every append itself (it was opened
+	// without wal.Options.NoSync), so what was appended is durable.
+	syncsAppends bool
 }
+
+func (*walTier[T]) persist(*pending[T], *recordWriter)         {}
+func (*walTier[T]) persistShard(*collector[T], *keyedShard[T]) {}
+func (*walTier[T]) checkpointEvery() time.Duration             { return 0 }
+func (*walTier[T]) checkpoint(*collector[T])                   {}
+
+// overflowTier writes only what the governor spills.
+type overflowTier[T any] struct{ *walTier[T] }
+
+// periodicTier writes every batch before Send, and on each checkpoint what
+// the rings and keyed shards hold, then fsyncs.
+type periodicTier[T any] struct {
+	*walTier[T]
+	every time.Duration // WAL.SyncInterval
+}
+
+// syncTier makes every intake call's items durable before it returns.
+type syncTier[T any] struct{ *walTier[T] }
 
 // refusedFull notes, for Health, that a call is being refused because the
 // WAL is full, and returns err.
@@ -114,33 +136,31 @@ func walErr(err error) error {
 	return fmt.Errorf("vinequeue: wal: %w", err)
 }
 
-func (q *Queue[T]) openWAL() error {
+// openWAL opens the log of a tier with a WAL; syncAppends asks it to
+// fsync every append (the sync tier).
+func (q *Queue[T]) openWAL(syncAppends bool) (*walTier[T], error) {
 	c := q.cfg.WAL
 	codec := q.cfg.Codec
 	if codec == nil {
-		var err error
-		if codec, err = builtinCodec[T](); err != nil {
-			return err
-		}
+		return nil, invalid("Codec", "required with a WAL")
 	}
 	log, err := wal.Open(c.Dir, wal.Options{
-		Compression: wal.Compression(c.Compression),
+		Compression: c.Compression,
 		SegmentSize: c.SegmentSize,
 		MaxBytes:    c.MaxBytes,
 		Logger:      q.logger,
-		NoSync:      c.Mode != Sync,
+		NoSync:      !syncAppends,
 	})
 	if err != nil {
 		if errors.Is(err, wal.ErrInvalidOptions) {
-			return fmt.Errorf("%w: WAL: %w", ErrInvalidConfig, err)
+			return nil, fmt.Errorf("%w: WAL: %w", ErrInvalidConfig, err)
 		}
-		return walErr(err)
+		return nil, walErr(err)
 	}
-	q.wal = &walTier[T]{log: log, codec: codec, mode: c.Mode}
 	// What the replay has to deliver: Stats counts it in the backlog until
 	// the replayer has read it.
 	q.backlogAtOpen = log.Stats().ItemsPending
-	return nil
+	return &walTier[T]{ringIntake: ringIntake[T]{q}, log: log, codec: codec, syncsAppends: syncAppends}, nil
 }
 
 // encoding is one call's items, encoded (Sync mode). Pooled: a call
@@ -186,22 +206,26 @@ func (w *walTier[T]) recordItems(items [][]byte) int {
 	return len(items)
 }
 
-// syncInbox holds Sync-mode items that are durable and not yet taken by the
-// collector, with their spans. Callers add under mu; the collector takes
-// everything at once, swapping in its emptied slices. Their bytes were
-// charged by admit; the collector carries them into batches (bytesOf, the
-// same sum) without charging again.
-type syncInbox[T any] struct {
+// durableInbox holds items made durable by their call (the sync tier's
+// intake, requeued dead letters) and not yet taken by the collector, with
+// their spans. Callers add under mu; the collector takes everything at
+// once, swapping in its emptied slices; full says whether there is anything
+// to take, so that a queue that never uses the inbox pays one load per
+// look. Their bytes were charged by admit; the collector carries them into
+// batches (bytesOf, the same sum) without charging again.
+type durableInbox[T any] struct {
 	mu    sync.Mutex
+	full  atomic.Bool // written under mu
 	items []T
 	spans []span
 }
 
 // add appends vs, which are the items sp names; it reports whether the
 // inbox was empty (then the collector needs a wake).
-func (in *syncInbox[T]) add(vs []T, sp span) (wasEmpty bool) {
+func (in *durableInbox[T]) add(vs []T, sp span) (wasEmpty bool) {
 	in.mu.Lock()
 	wasEmpty = len(in.items) == 0
+	in.full.Store(true)
 	in.items = append(in.items, vs...)
 	in.spans = appendSpan(in.spans, sp.id, sp.off, sp.n)
 	in.mu.Unlock()
@@ -209,35 +233,48 @@ func (in *syncInbox[T]) add(vs []T, sp span) (wasEmpty bool) {
 }
 
 // take swaps the inbox's contents for the given empty slices.
-func (in *syncInbox[T]) take(items []T, spans []span) ([]T, []span) {
+func (in *durableInbox[T]) take(items []T, spans []span) ([]T, []span) {
+	if !in.full.Load() {
+		return items, spans
+	}
 	in.mu.Lock()
+	in.full.Store(false)
 	items, in.items = in.items, items
 	spans, in.spans = in.spans, spans
 	in.mu.Unlock()
 	return items, spans
 }
 
-// enqueueSync is Sync mode's intake for Enqueue and EnqueueBatch: the
-// items are made durable (appendDurable) within the intake gate.
-func (q *Queue[T]) enqueueSync(vs []T) (int, error) {
+// acceptOne is the sync tier's Enqueue: the item is made durable
+// (appendDurable) within the intake gate.
+func (t syncTier[T]) acceptOne(v T) error {
+	one := [1]T{v}
+	_, err := t.acceptBatch(one[:])
+	return err
+}
+
+// acceptBatch is the sync tier's EnqueueBatch: the items are made durable
+// (appendDurable) within the intake gate.
+func (t syncTier[T]) acceptBatch(vs []T) (int, error) {
+	q := t.q
 	if !q.intake.enter() {
 		return 0, ErrClosed
 	}
 	defer q.intake.leave()
-	return q.appendDurable(vs)
+	return t.appendDurable(vs)
 }
 
 // appendDurable is the one path for items that must be on disk before the
 // call returns (Sync-mode intake, requeued dead letters): vs are encoded,
 // admitted and appended with the log's group commit, in records of at most
-// MaxRecord bytes (synced here outside Sync mode, whose log syncs every
-// append), then handed to the collector with their spans through the
+// MaxRecord bytes (synced here unless the log syncs every append
+// itself), then handed to the collector with their spans through the
 // durable inbox. It returns how many were accepted, from the first: on an
 // error, vs[n:] were not. An item whose encoding fails, or that cannot fit
 // a record, is refused (with the items after it; those before it go in).
 // The caller holds the intake gate.
-func (q *Queue[T]) appendDurable(vs []T) (int, error) {
-	w := q.wal
+func (w *walTier[T]) appendDurable(vs []T) (int, error) {
+	q := w.q
 	e := encodings.Get().(*encoding)
 	defer encodings.Put(e)
 	encErr := w.encode(e, vs)
@@ -255,8 +292,8 @@ func (q *Queue[T]) appendDurable(vs []T) (int, error) {
 			return n, err
 		}
 		id, index, err := w.log.AppendItemsAt(items[n : n+k])
-		if err == nil && w.mode != Sync {
-			err = w.log.Sync() // the log appends without syncing outside Sync mode
+		if err == nil && !w.syncsAppends {
+			err = w.log.Sync()
 		}
 		if err != nil {
 			q.unadmit(bytes)
@@ -264,7 +301,7 @@ func (q *Queue[T]) appendDurable(vs []T) (int, error) {
 			return n, q.refusedFull(walErr(err))
 		}
 		q.syncAccepted.Add(uint64(k))
-		if w.inbox.add(chunk, span{id, index, k}) {
+		if q.inbox.add(chunk, span{id, index, k}) {
 			q.wakeCollector()
 		}
 		n += k
@@ -276,18 +313,18 @@ func (q *Queue[T]) appendDurable(vs []T) (int, error) {
 	return n, nil
 }
 
-// appendKeyed makes one EnqueueKey item durable (Sync mode) and returns its
-// span. The caller holds the intake gate and has admitted the item.
-func (q *Queue[T]) appendKeyed(v T) (span, error) {
-	w := q.wal
+// acceptKeyed makes one EnqueueKey item durable and returns its span. The
+// caller holds the intake gate and has admitted the item.
+func (t syncTier[T]) acceptKeyed(v T) (span, error) {
+	q := t.q
 	e := encodings.Get().(*encoding)
 	defer encodings.Put(e)
 	one := [1]T{v}
-	if err := w.encode(e, one[:]); err != nil {
+	if err := t.encode(e, one[:]); err != nil {
 		q.walRejected.Add(1)
 		return span{}, err
 	}
-	id, index, err := w.log.AppendItemsAt(e.items)
+	id, index, err := t.log.AppendItemsAt(e.items)
 	if err != nil {
 		q.walRejected.Add(1)
 		return span{}, q.refusedFull(walErr(err))
@@ -296,7 +333,8 @@ func (q *Queue[T]) appendKeyed(v T) (span, error) {
 }
 
 // recordWriter holds one goroutine's buffers for writeBatch: the collector
-// has one, and so does each sender (Periodic mode writes on the senders).
+// has one, and so does each sender (the periodic tier writes on the
+// senders).
 type recordWriter struct {
 	rec, item []byte
 }
@@ -307,8 +345,8 @@ type recordWriter struct {
 // b, delivered from memory only (counted and logged), under a span of id 0.
 // On a write error the items not written get a span of id 0 too: what was
 // written stays named (and is acknowledged with the batch).
-func (q *Queue[T]) writeBatch(b *pending[T], rw *recordWriter) error {
-	w := q.wal
+func (w *walTier[T]) writeBatch(b *pending[T], rw *recordWriter) error {
+	q := w.q
 	limit := w.log.MaxRecord()
 	count := 0 // items in rw.rec
 	rw.rec = rw.rec[:0]
@@ -359,13 +397,6 @@ func (q *Queue[T]) writeBatch(b *pending[T], rw *recordWriter) error {
 	return nil
 }
 
-// needsWrite reports whether b is a batch Periodic mode has still to write:
-// one cut from the rings (keyed, replayed and durable batches name their
-// records already; a batch whose write failed names its items with id 0).
-func (q *Queue[T]) needsWrite(b *pending[T]) bool {
-	return q.wal != nil && q.wal.mode == Periodic && len(b.spans) == 0
-}
-
 // appendItem is Codec.Append with a panic in it turned into an error: a
 // Codec runs on the caller's goroutine, a sender or the collector, and a
 // bad item must not take the process down.
@@ -401,16 +432,22 @@ func (w *walTier[T]) decode(dst []T, payload []byte) ([]T, error) {
 	return dst, err
 }
 
-// persistBatch writes a batch cut from the rings or a keyed shard (Periodic
-// mode). On failure the batch is still delivered from memory, just not
+// persist writes b if it is not on disk yet: a batch cut from the rings
+// (keyed batches come with their shards' spans, replayed and durable ones
+// with their records', and one whose write failed names its items with id
+// 0). On failure the batch is still delivered from memory, just not
 // protected; the failure is counted and logged.
 //
 // A full WAL (MaxBytes or the disk) is the producers' business too: until a
 // write succeeds again, intake past the fast path is refused with that
 // error and rings are no longer handed off (holdRings), so producers meet
 // it within a ring's worth of items. The checkpoint tick tries again.
-func (q *Queue[T]) persistBatch(b *pending[T], rw *recordWriter) {
-	err := q.writeBatch(b, rw)
+func (t periodicTier[T]) persist(b *pending[T], rw *recordWriter) {
+	if len(b.spans) > 0 {
+		return
+	}
+	q := t.q
+	err := t.writeBatch(b, rw)
 	if err == nil {
 		if q.walFull.Load() != nil {
 			q.walFull.Store(nil)
@@ -424,40 +461,64 @@ func (q *Queue[T]) persistBatch(b *pending[T], rw *recordWriter) {
 	q.logger.Warn("vinequeue: wal write failed; batch kept in memory only", "items", len(b.items), "err", err)
 }
 
-// ackDelivered acknowledges b's items in the WAL: delivered, or given up on.
-func (q *Queue[T]) ackDelivered(b *pending[T]) {
-	if q.wal == nil {
+// persistShard writes the shard's items not on disk yet as records and
+// records their spans. On failure they stay in memory only (persist).
+func (t periodicTier[T]) persistShard(c *collector[T], s *keyedShard[T]) {
+	if s.persisted == len(s.items) {
 		return
 	}
+	b := c.scratch()
+	b.items = append(b.items[:0], s.items[s.persisted:]...)
+	t.persist(b, &c.enc)
+	if len(b.spans) > 0 {
+		s.spans = append(s.spans, b.spans...)
+	} else {
+		s.spans = append(s.spans, span{n: len(b.items)}) // not on disk
+	}
+	s.persisted = len(s.items)
+	clear(b.items)
+	b.items, b.spans = b.items[:0], b.spans[:0]
+}
+
+func (t periodicTier[T]) checkpointEvery() time.Duration { return t.every }
+
+// checkpoint: what the rings hold is cut into batches, the batches no
+// sender has written yet are written here, what the keyed shards hold is
+// written where it is, and then every record so far is made durable. A full
+// WAL is tried again here (persist).
+func (t periodicTier[T]) checkpoint(c *collector[T]) {
+	q := t.q
+	q.walFull.Store(nil)
+	c.drain(true)
+	c.writeReady()
+	for i := range q.keyed.shards {
+		s := &q.keyed.shards[i]
+		s.mu.Lock()
+		t.persistShard(c, s)
+		s.mu.Unlock()
+	}
+	if err := t.log.Sync(); err != nil && !errors.Is(err, wal.ErrClosed) {
+		q.walErrors.Add(1)
+		q.logger.Warn("vinequeue: wal sync failed", "err", walErr(err))
+	}
+}
+
+// acknowledge acknowledges b's items in the WAL: delivered, or given up on.
+func (w *walTier[T]) acknowledge(b *pending[T]) {
+	q := w.q
 	for _, s := range b.spans {
 		if s.id == 0 {
 			continue
 		}
-		if err := q.wal.log.AckRange(s.id, s.off, s.n); err != nil && !errors.Is(err, wal.ErrClosed) {
+		if err := w.log.AckRange(s.id, s.off, s.n); err != nil && !errors.Is(err, wal.ErrClosed) {
 			q.logger.Warn("vinequeue: wal ack failed", "record", s.id, "err", err)
 		}
 	}
 	if len(b.spans) > 0 {
 		// In the ack log's page cache before the batch is finished: a
 		// SIGKILL from now on does not bring these items back.
-		if err := q.wal.log.WriteAcks(); err != nil && !errors.Is(err, wal.ErrClosed) {
+		if err := w.log.WriteAcks(); err != nil && !errors.Is(err, wal.ErrClosed) {
 			q.logger.Warn("vinequeue: writing wal acks failed", "err", err)
 		}
 	}
-}
-
-// walSync syncs the log in Periodic mode.
-func (q *Queue[T]) walSync() {
-	if err := q.wal.log.Sync(); err != nil && !errors.Is(err, wal.ErrClosed) {
-		q.walErrors.Add(1)
-		q.logger.Warn("vinequeue: wal sync failed", "err", walErr(err))
-	}
-}
-
-// syncInterval is the Periodic mode's checkpoint period.
-func (c *WALConfig) syncInterval() time.Duration {
-	if c.SyncInterval > 0 {
-		return c.SyncInterval
-	}
-	return time.Second
 }

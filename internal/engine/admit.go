@@ -1,4 +1,4 @@
-package vinequeue
+package engine
 
 import (
 	"fmt"
@@ -30,7 +30,7 @@ import (
 // The governor weighs the rings' slots plus every item outside a ring: in a
 // batch, a keyed shard or a Sync commit group. Charges made by admit are
 // made before the level is read, so an accepted call never takes the level
-// to Hard. With P Ps and R rings (R ≤ ringsPerP × P, each RingSize slots;
+// to Hard. With P Ps and R rings (R ≤ RingsPerP × P, each RingSize slots;
 // New refuses a Limit below which P+1 rings do not fit), what the governor
 // holds stays below
 //
@@ -70,7 +70,7 @@ func (q *Queue[T]) admit(n int, bytes int64, spillable bool) error {
 			return ErrClosed
 		}
 		if p := q.walFull.Load(); p != nil {
-			// Periodic mode could not write its last checkpoint: items
+			// The periodic tier could not write its last batch: items
 			// accepted now could not be on disk within SyncInterval.
 			q.rejected.Add(uint64(n))
 			return q.refusedFull(*p)
@@ -101,10 +101,8 @@ func (q *Queue[T]) admit(n int, bytes int64, spillable bool) error {
 		if lvl == governor.LevelSoft {
 			q.pressureDelay()
 		}
-		if lvl != governor.LevelHard && q.spillErr.Load() != nil {
-			// Memory fell below Hard: a spill failure is stale, the next
-			// spill will tell.
-			q.spillErr.Store(nil)
+		if s := q.spill; s != nil && lvl != governor.LevelHard {
+			s.clearFailure() // memory fell below Hard
 		}
 		return nil
 	}
@@ -115,18 +113,17 @@ func (q *Queue[T]) admit(n int, bytes int64, spillable bool) error {
 // and try again), with the charge undone; or neither: the call goes on, with
 // its charge.
 func (q *Queue[T]) atHard(n int, bytes int64, spillable bool) (err error, wait bool) {
-	policy := q.cfg.Memory.Policy
-	if policy == Spill {
-		err = q.spillFailure()
-	}
-	if policy == Spill && spillable && err == nil {
-		return nil, false // the collector spills
+	if s := q.spill; s != nil {
+		err = s.failure()
+		if spillable && err == nil {
+			return nil, false // the collector spills
+		}
 	}
 	after := q.gov.Level()
 	if bytes != 0 {
 		after = q.gov.Add(-bytes)
 	}
-	if policy == Reject {
+	if q.cfg.Memory.Policy == Reject {
 		err = ErrFull
 	}
 	if err != nil {
@@ -150,19 +147,20 @@ func (q *Queue[T]) unadmit(bytes int64) {
 	}
 }
 
-// holdRings reports whether full rings stay where they are: Periodic mode's
-// WAL is full, or memory is at Hard and the queue has nowhere to put what
-// they hold (the Policy is not Spill, or spilling fails). Producers then keep their full ring and meet
-// the Policy; the collector stops draining. It runs pinned (handOff): loads
-// only.
+// holdRings reports whether full rings stay where they are: the tier's WAL
+// is full (walFull), or memory is at Hard and the queue has nowhere to put
+// what they hold (no spiller, or spilling fails). Producers then keep their
+// full ring and meet the Policy; the collector stops draining. It runs
+// pinned (handOff): loads only.
 func (q *Queue[T]) holdRings() bool {
 	if q.walFull.Load() != nil {
-		return true // Periodic mode cannot write: accept nothing more (admit)
+		return true // the tier cannot write: accept nothing more (admit)
 	}
 	if q.gov.Level() != governor.LevelHard {
 		return false
 	}
-	return !q.spillPolicy() || q.spillErr.Load() != nil
+	s := q.spill
+	return s == nil || s.failing()
 }
 
 // pressureDelay slows a producer on the slow path while memory is at the

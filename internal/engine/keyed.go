@@ -1,4 +1,4 @@
-package vinequeue
+package engine
 
 import (
 	"sync"
@@ -24,10 +24,10 @@ const nKeyedShards = 64
 // Flush and Stop cut every item: a shard's remaining items become a queue
 // of batches of its own (cutq), dispatched one at a time.
 //
-// In Sync mode each item is durable before it enters its shard, with its
-// span; in Periodic mode the checkpoint writes what shards hold (persist)
-// without cutting it, and a cut writes what was not written yet. Either way
-// a keyed batch's spans come from its shards.
+// The sync tier makes each item durable before it enters its shard, with
+// its span; the periodic tier's checkpoint writes what shards hold
+// (persistShard) without cutting it, and a cut writes what was not written
+// yet. Either way a keyed batch's spans come from its shards.
 type keyedShards[T any] struct {
 	shards [nKeyedShards]keyedShard[T]
 	// work counts items accepted and not yet dispatched (in a shard, or in
@@ -40,7 +40,7 @@ type keyedShard[T any] struct {
 	mu        sync.Mutex
 	items     []T    // guarded by mu: accepted, not yet cut
 	spans     []span // guarded by mu: where items[:persisted] are in the WAL
-	persisted int    // guarded by mu: items[:persisted] are on disk (Sync: all)
+	persisted int    // guarded by mu: items[:persisted] are on disk (sync tier: all)
 	bytes     int64  // guarded by mu: what items weigh (charged at admission)
 
 	// Owned by the collector.
@@ -51,7 +51,9 @@ type keyedShard[T any] struct {
 	_        [cacheLine]byte
 }
 
-func shardOf(key uint64) int {
+// ShardOf is the keyed shard that holds key's items: the order of a key's
+// items is kept within it.
+func ShardOf(key uint64) int {
 	// Fibonacci hashing: consecutive keys land on different shards.
 	return int((key * 0x9E3779B97F4A7C15) >> (64 - 6))
 }
@@ -75,7 +77,7 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 	}
 	defer q.intake.leave()
 	if q.itemLimit != 0 {
-		if err := q.checkItem(v); err != nil {
+		if err := q.CheckItem(v); err != nil {
 			return err
 		}
 	}
@@ -83,17 +85,15 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 	if err := q.admit(1, size, false); err != nil {
 		return err
 	}
-	var sp span
-	if q.syncMode() {
-		// Durable first (concurrent appends share a record and an
-		// fdatasync), then queued in its key's order.
-		var err error
-		if sp, err = q.appendKeyed(v); err != nil {
-			q.unadmit(size)
-			return err
-		}
+	// Durable first if the tier says so (the sync tier: concurrent
+	// appends share a record and an fdatasync), then queued in its key's
+	// order.
+	sp, err := q.tier.acceptKeyed(v)
+	if err != nil {
+		q.unadmit(size)
+		return err
 	}
-	s := &q.keyed.shards[shardOf(key)]
+	s := &q.keyed.shards[ShardOf(key)]
 	s.mu.Lock()
 	s.items = append(s.items, v)
 	if sp.n > 0 {
@@ -110,7 +110,7 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 }
 
 // take moves up to n leading items (and their spans) into b. Caller holds
-// s.mu; in Periodic mode the caller has persisted them.
+// s.mu and has had the tier persist them (persistShard).
 func (s *keyedShard[T]) take(q *Queue[T], b *pending[T], n int) {
 	b.items = append(b.items, s.items[:n]...)
 	if len(s.spans) > 0 {
@@ -130,27 +130,6 @@ func (s *keyedShard[T]) take(q *Queue[T], b *pending[T], n int) {
 	if len(s.items) == 0 {
 		s.items = s.items[:0:0] // let the backing array go once drained
 	}
-}
-
-// persist writes the shard's items not on disk yet as records (Periodic
-// mode) and records their spans. Caller holds s.mu. On failure they stay
-// in memory only; the failure is counted and logged (persistBatch).
-func (s *keyedShard[T]) persist(c *collector[T]) {
-	q := c.q
-	if q.wal == nil || q.wal.mode != Periodic || s.persisted == len(s.items) {
-		return
-	}
-	b := c.scratch()
-	b.items = append(b.items[:0], s.items[s.persisted:]...)
-	q.persistBatch(b, &q.wal.enc)
-	if len(b.spans) > 0 {
-		s.spans = append(s.spans, b.spans...)
-	} else {
-		s.spans = append(s.spans, span{n: len(b.items)}) // not on disk
-	}
-	s.persisted = len(s.items)
-	clear(b.items)
-	b.items, b.spans = b.items[:0], b.spans[:0]
 }
 
 // keyedCut says how much cutKeyed cuts.
@@ -242,7 +221,7 @@ func (c *collector[T]) gather(size int) bool {
 			b = q.getBatch()
 		}
 		n := min(len(s.items), size-len(b.items))
-		s.persist(c)
+		q.tier.persistShard(c, s)
 		s.take(q, b, n)
 		s.mu.Unlock()
 		s.inflight.Store(true)
@@ -272,24 +251,13 @@ func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
 		return false
 	}
 	b := q.getBatch()
-	s.persist(c)
+	q.tier.persistShard(c, s)
 	s.take(q, b, n)
 	s.mu.Unlock()
 	b.shards = append(b.shards, s)
 	c.number(b)
 	s.cutq.push(b)
 	return true
-}
-
-// checkpoint writes what every shard holds and has not written yet
-// (Periodic mode), without cutting it.
-func (c *collector[T]) checkpointKeyed() {
-	for i := range c.q.keyed.shards {
-		s := &c.q.keyed.shards[i]
-		s.mu.Lock()
-		s.persist(c)
-		s.mu.Unlock()
-	}
 }
 
 func (ks *keyedShards[T]) hasWork() bool { return ks.work.Load() > 0 }

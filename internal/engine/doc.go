@@ -1,0 +1,53 @@
+// Package engine is the queue behind the root package's API: intake past
+// Enqueue's fast path, admission, the collector and the senders, the keyed
+// shards, and the durability tiers. The root package (github.com/vineroute/
+// vinequeue) validates the Config, runs Enqueue's fast path over this
+// package's slot table (Queue.Fast) with its pinning assembly, and forwards
+// everything else here; users read its documentation, not this one's.
+//
+// # Data path, by file
+//
+//	enqueue.go   intake past the fast path: per-P rings, hand-off (one CAS), spare rings
+//	admit.go     the one admission step every intake call passes (governor, Policy)
+//	keyed.go     EnqueueKey's shards: FIFO per key, one batch in flight per shard
+//	collect.go   the collector: rings and shards into batches; Flush; Stop
+//	deliver.go   the senders: retries (batch.Attempt), OnDrop, dead letters
+//	tier.go      the durability tier interface, its contract, the memory tier
+//	walmode.go   the tiers with a WAL: overflow, periodic, sync; spans, the durable inbox
+//	spill.go     spilling at the hard level (a capability of tiers with a WAL)
+//	replay.go    replay of what New found unacknowledged, beside intake
+//	stats.go     Stats and Health
+//
+// The tiers live here rather than in a package of their own because they
+// do not separate cleanly: each tier works on the engine's own units (a
+// pending batch and its spans, a keyed shard under its lock, the
+// collector's checkpoint, the durable inbox, the intake gate) and on its
+// counters, so a separate package would have to export all of those, and
+// the tiers would be the engine in another folder. What is separate is the
+// WAL itself (package wal); a tier is the engine's use of it.
+//
+// # Invariants
+//
+//   - Pinned rule: between pinning (the root's assembly, or pin.Pin here)
+//     and unpinning nothing blocks: HandOff, which the root calls pinned,
+//     touches the P's slot, the ring and lock-free structures only; getting
+//     a ring, charging the governor, waking the collector and logging
+//     happen after unpinning (AfterWatermark, refill).
+//   - One tier per queue, chosen in New (newTier); no code outside it asks
+//     for the mode. The log (Queue.wal) and spilling (Queue.spill) are
+//     capabilities, nil when the tier lacks them.
+//   - Refused means refused: Stop closes the intake gate and waits for the
+//     calls inside it, so an item is either refused before it is written
+//     anywhere or accepted and delivered (or dropped and counted).
+//   - Retention: a drained ring slot, batch slot or fifo slot holding
+//     pointers is zeroed.
+//
+// # Concurrency
+//
+// Every exported method is safe for concurrent use. Producers run intake;
+// one collector goroutine owns the batches being cut, the ready list and
+// the shards' cut queues; Workers sender goroutines each own one batch at a
+// time; the replayer and the unspiller (when there are) hand batches to the
+// collector over channels. Stop waits for all of them, except a Send that
+// ignores its ctx past Stop's deadline (abandoned, see deliver.go).
+package engine
