@@ -52,6 +52,9 @@ type WALConfig struct {
 	SegmentSize  int64
 	MaxBytes     int64
 	SyncInterval time.Duration
+	// EncryptionKey and DecryptionKeys go to wal.Options as they are.
+	EncryptionKey  []byte
+	DecryptionKeys [][]byte
 }
 
 // Policy is what intake does at the hard memory level, numbered as the

@@ -148,8 +148,11 @@ func (q *Queue[T]) openWAL(syncAppends bool) (*walTier[T], error) {
 		Compression: c.Compression,
 		SegmentSize: c.SegmentSize,
 		MaxBytes:    c.MaxBytes,
-		Logger:      q.logger,
-		NoSync:      !syncAppends,
+
+		EncryptionKey:  c.EncryptionKey,
+		DecryptionKeys: c.DecryptionKeys,
+		Logger:         q.logger,
+		NoSync:         !syncAppends,
 	})
 	if err != nil {
 		if errors.Is(err, wal.ErrInvalidOptions) {
