@@ -70,7 +70,9 @@ type tier[T any] interface {
 	// acceptKeyed makes an admitted EnqueueKey item as durable as the tier
 	// promises before it enters its shard, and returns where it is on disk
 	// (a zero span: not on disk). On an error the item is refused (the
-	// caller undoes its admission).
+	// caller undoes its admission). Called only when the keyed intake is
+	// gated (keyedShards.gated, the sync tier): the others write nothing
+	// before the shard.
 	acceptKeyed(v T) (span, error)
 	// persist puts b on disk if the tier promises that before Send and b
 	// is not there yet (b.spans empty). A failure keeps b in memory only:
