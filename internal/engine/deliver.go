@@ -222,6 +222,9 @@ func (q *Queue[T]) finish(b *pending[T], recycle bool) {
 	// The collector may be waiting for keyed shards to be free, or for
 	// memory to fall below the hard level; otherwise it has no reason to
 	// run (its tick is the backstop for a level change it missed).
+	if keyed {
+		q.keyed.kick.Store(true) // its shards are free: cut for them
+	}
 	if keyed || q.stalled.Load() {
 		q.wakeCollector()
 	}

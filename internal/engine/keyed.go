@@ -43,15 +43,29 @@ type keyedShards[T any] struct {
 	// used is set by the first EnqueueKey: until then the collector does
 	// not look at the shards.
 	used atomic.Bool
+	// kick asks the collector's next full cut (cutFull) to look at the
+	// shards: set when a shard gathers a stride of items, a keyed batch
+	// is finished (its shards are free) or the replay ends. Between kicks
+	// the collector does not read the shards' lines, which the producers
+	// are writing.
+	kick atomic.Bool
 	next int // collector-owned: the shard the next gathering starts at (fairness)
 }
 
 type keyedShard[T any] struct {
-	mu        sync.Mutex
-	items     []T    // guarded by mu: accepted, not yet cut
-	spans     []span // guarded by mu: where items[:persisted] are in the WAL
-	persisted int    // guarded by mu: items[:persisted] are on disk (sync tier: all)
-	bytes     int64  // guarded by mu: what items weigh (charged at admission)
+	// What EnqueueKey writes comes first, so that a call touches as few
+	// cache lines as may be.
+	mu sync.Mutex
+	// items (guarded by mu) are accepted, not yet cut: buf[head:head+n],
+	// buf being the backing array from its start (length 0). take moves
+	// head on rather than copying what is left, and push slides the items
+	// down when the array is full at the back with as much room at the
+	// front, so a shard reuses one array however its items are taken, and
+	// each item is copied a bounded number of times on average.
+	items []T
+	buf   []T
+	head  int
+	bytes int64 // guarded by mu: what items weigh (charged at admission)
 	// credit is admitted memory not yet used by an item (guarded by mu;
 	// an atomic only so that Stats can subtract it from BytesHeld): an
 	// ungated EnqueueKey takes what its item weighs from here, and only
@@ -59,17 +73,20 @@ type keyedShard[T any] struct {
 	// to the governor and bytesHeld like the items; below chunk after
 	// every call (admit.go, the memory bound).
 	credit atomic.Int64
-	closed bool // guarded by mu: Stop has closed the shard (ungated intake)
 	// queued is len(items), stored under mu, so that the collector counts
 	// a shard's items without its lock; in counts the items it accepted
 	// (Stats), also stored under mu.
 	queued atomic.Int64
 	in     atomic.Uint64
+	closed bool // guarded by mu: Stop has closed the shard (ungated intake)
+
+	spans     []span // guarded by mu: where items[:persisted] are in the WAL
+	persisted int    // guarded by mu: items[:persisted] are on disk (sync tier: all)
 
 	// Owned by the collector.
 	cutq fifo[*pending[T]]
 	// seenIn is in at the collector's last tick: a shard that accepted
-	// nothing since gives its credit back (releaseCredit).
+	// nothing since gives its credit back (releaseIdle).
 	seenIn uint64
 	// inflight is set by the collector when the shard's items go into a
 	// batch for a sender, and cleared when that batch is finished.
@@ -209,6 +226,23 @@ func (q *Queue[T]) enqueueKeyGated(key uint64, v T) error {
 // push appends v, admitted for size bytes, and returns how many items the
 // shard holds now. Caller holds s.mu.
 func (s *keyedShard[T]) push(v T, size int64) int64 {
+	if len(s.items) == cap(s.items) && s.head >= len(s.items) {
+		// Full at the back with at least as much room at the front as
+		// there are items: slide down rather than grow (with less room,
+		// growing copies as much and the slides would come often).
+		all := s.buf[:cap(s.buf)]
+		k := copy(all, s.items)
+		clear(all[k : s.head+k]) // retention rule: the old places
+		s.items, s.head = all[:k], 0
+	} else if len(s.items) == cap(s.items) {
+		// Grow by doubling: append grows a large slice by a quarter,
+		// which copies each item several times over while a backlog
+		// builds up in the shard.
+		grown := make([]T, len(s.items), 2*len(s.items)+16)
+		copy(grown, s.items)
+		clear(s.items) // retention rule: the old array may be kept alive
+		s.items, s.buf, s.head = grown, grown[:0], 0
+	}
 	s.items = append(s.items, v)
 	s.bytes += size
 	n := int64(len(s.items))
@@ -224,6 +258,9 @@ func (s *keyedShard[T]) push(v T, size int64) int64 {
 func (q *Queue[T]) wakeForKeyed(s *keyedShard[T], n int64) {
 	stride := max(q.batchSize.Load()/nKeyedShards, 1)
 	if n%stride == 0 && !s.inflight.Load() {
+		if !q.keyed.kick.Load() {
+			q.keyed.kick.Store(true)
+		}
 		q.wakeCollector()
 	}
 }
@@ -243,16 +280,13 @@ func (s *keyedShard[T]) take(q *Queue[T], b *pending[T], n int) {
 	}
 	b.bytes += bytes // charged when admitted
 	s.bytes -= bytes
-	// Slide the rest down rather than reslicing from the front: the
-	// array is reused, where a front-consumed slice would be regrown
-	// (copied, under the lock) every few calls.
-	rest := copy(s.items, s.items[n:])
-	clear(s.items[rest:]) // retention rule
-	s.items = s.items[:rest]
-	if rest == 0 && cap(s.items)*int(unsafe.Sizeof(*new(T))) > keyedKeepBytes {
-		s.items = nil // a large array goes once drained
+	clear(s.items[:n]) // retention rule
+	if n == len(s.items) {
+		s.items, s.head = s.buf, 0 // drained: from the array's start again
+	} else {
+		s.items, s.head = s.items[n:], s.head+n
 	}
-	s.queued.Store(int64(rest))
+	s.queued.Store(int64(len(s.items)))
 	s.persisted = max(s.persisted-n, 0)
 }
 
@@ -260,8 +294,9 @@ func (s *keyedShard[T]) take(q *Queue[T], b *pending[T], n int) {
 // once: with 200-byte items, some fifty calls between two admissions.
 const keyedChunkMax = 16 << 10
 
-// keyedKeepBytes is the largest backing array a drained shard keeps for
-// its next items (its slots hold no pointers once drained).
+// keyedKeepBytes is the backing array a drained shard keeps however long
+// it idles (its slots hold no pointers once drained); a larger one it keeps
+// while busy, and lets go once it has idled a tick (releaseIdle).
 const keyedKeepBytes = 16 << 10
 
 // keyedCut says how much cutKeyed cuts.
@@ -288,7 +323,10 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 		return
 	}
 	if how == cutPartial {
-		c.releaseIdleCredit()
+		c.releaseIdle()
+	}
+	if how == cutFull && !ks.kick.CompareAndSwap(true, false) {
+		return // nothing new since the last look
 	}
 	if how != cutAll && !ks.hasWork() {
 		return
@@ -416,9 +454,10 @@ func (ks *keyedShards[T]) takeAll() []*pending[T] {
 	return out
 }
 
-// releaseIdleCredit gives the governor back the credit of the shards that
-// accepted nothing since the last tick, so that an idle queue holds none.
-func (c *collector[T]) releaseIdleCredit() {
+// releaseIdle looks at the shards that accepted nothing since the last
+// tick: their credit goes back to the governor, so that an idle queue
+// holds none, and a drained one lets a large backing array go.
+func (c *collector[T]) releaseIdle() {
 	ks := &c.q.keyed
 	var freed int64
 	for i := range ks.shards {
@@ -426,11 +465,15 @@ func (c *collector[T]) releaseIdleCredit() {
 		in := s.in.Load()
 		idle := in == s.seenIn
 		s.seenIn = in
-		if idle && s.credit.Load() > 0 {
-			s.mu.Lock()
-			freed += s.credit.Swap(0)
-			s.mu.Unlock()
+		if !idle {
+			continue
 		}
+		s.mu.Lock()
+		freed += s.credit.Swap(0)
+		if len(s.items) == 0 && cap(s.buf)*int(unsafe.Sizeof(*new(T))) > keyedKeepBytes {
+			s.items, s.buf, s.head = nil, nil, 0
+		}
+		s.mu.Unlock()
 	}
 	c.q.unadmit(freed)
 }
