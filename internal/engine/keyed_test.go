@@ -48,7 +48,7 @@ func TestKeyedCreditSlack(t *testing.T) {
 	var opened sync.Once
 	openSink := func() { opened.Do(func() { close(open) }) }
 	defer q.Close()
-	defer openSink() // before Close, on a failure too
+	defer openSink()                 // before Close, on a failure too
 	rings := q.gov.Stats().BytesHeld // the rings' slots, charged in New
 	chunk := q.keyed.chunk
 	if chunk != keyedChunkMax {
