@@ -80,7 +80,9 @@ type tier[T any] interface {
 	// succeeds again (Queue.walFull).
 	persist(b *pending[T], rw *recordWriter)
 	// persistShard does persist's work for the items of a keyed shard
-	// not on disk yet, without cutting them. The caller holds s.mu.
+	// not on disk yet, without cutting them. The caller (the collector)
+	// holds s.mu; the tier may release it while it writes, and returns
+	// with it held.
 	persistShard(c *collector[T], s *keyedShard[T])
 	// checkpointEvery is the period of checkpoint; 0: the tier has none.
 	checkpointEvery() time.Duration
