@@ -589,11 +589,11 @@ func (c stallCodec) Append(dst []byte, v []byte) ([]byte, error) {
 
 func (stallCodec) Decode(src []byte) ([]byte, error) { return append([]byte(nil), src...), nil }
 
-// TestPeriodicKeyedWriteOrder: in Periodic mode a keyed batch's items are
-// written by its sender before Send, and the checkpoints write the items
-// behind it in its shard. While that sender's write is held, checkpoints
-// must not write those later items first: the replay delivers a key's
-// items in the order they are in the WAL.
+// TestPeriodicKeyedWriteOrder: in Periodic mode a key's items must reach
+// the WAL in their order, since the replay delivers them in WAL order:
+// while the write of its first item is held, nothing may write the items
+// behind it in its shard first (a checkpoint, were the first written
+// elsewhere than on the collector).
 func TestPeriodicKeyedWriteOrder(t *testing.T) {
 	dir := t.TempDir()
 	codec := stallCodec{stall: "0", once: new(sync.Once), entered: make(chan struct{}), release: make(chan struct{})}
@@ -609,7 +609,7 @@ func TestPeriodicKeyedWriteOrder(t *testing.T) {
 	if err := q.EnqueueKey(7, []byte("0")); err != nil {
 		t.Fatal(err)
 	}
-	<-codec.entered // its sender is writing it: the shard has a batch out, unwritten
+	<-codec.entered // being written, and held
 	const n = 50
 	for i := 1; i < n; i++ {
 		if err := q.EnqueueKey(7, []byte(strconv.Itoa(i))); err != nil {

@@ -263,8 +263,6 @@ func (q *Queue[T]) putBatch(b *pending[T]) {
 	b.items = b.items[:0]
 	clear(b.shards)
 	b.bytes, b.seq, b.shards, b.spans, b.spill, b.replay = 0, 0, b.shards[:0], b.spans[:0], nil, false
-	clear(b.unwritten)
-	b.unwritten = b.unwritten[:0]
 	select {
 	case q.free <- b:
 	default:

@@ -27,11 +27,8 @@ const nKeyedShards = 64
 //
 // The sync tier makes each item durable before it enters its shard, with
 // its span; the periodic tier's checkpoint writes what shards hold
-// (persistShard) without cutting it, and what a batch takes that was not
-// written yet its sender writes before Send, as for ring batches (a cut
-// for Flush and Stop writes it on the collector). Either way a keyed
-// batch's spans come from its shards, and a shard's items reach the WAL in
-// their order (unwritten).
+// (persistShard) without cutting it, and a cut writes what was not written
+// yet. Either way a keyed batch's spans come from its shards.
 type keyedShards[T any] struct {
 	shards [nKeyedShards]keyedShard[T]
 	// gated: the tier writes a keyed item before it enters its shard (the
@@ -43,11 +40,6 @@ type keyedShards[T any] struct {
 	// chunk is the most credit a shard takes from the governor at once
 	// (see credit); 0 admits every item on its own. Set in New.
 	chunk int64
-	// sendersWrite: the tier writes keyed items before Send (periodic),
-	// and gather leaves the writing to whoever persists the batch (a
-	// sender, as for ring batches) rather than writing on the collector.
-	// Set in New.
-	sendersWrite bool
 	// used is set by the first EnqueueKey: until then the collector does
 	// not look at the shards.
 	used atomic.Bool
@@ -90,13 +82,6 @@ type keyedShard[T any] struct {
 
 	spans     []span // guarded by mu: where items[:persisted] are in the WAL
 	persisted int    // guarded by mu: items[:persisted] are on disk (sync tier: all)
-	// unwritten (guarded by mu) counts the batches holding this shard's
-	// items not written yet (pending.unwritten); written is signalled
-	// when it falls to 0. A shard's later items are written only after
-	// (persistShard waits), so that its items reach the WAL in their
-	// order: a replay delivers in WAL order.
-	unwritten int
-	written   sync.Cond
 
 	// Owned by the collector.
 	cutq fifo[*pending[T]]
@@ -281,21 +266,11 @@ func (q *Queue[T]) wakeForKeyed(s *keyedShard[T], n int64) {
 }
 
 // take moves up to n leading items (and their spans) into b. Caller holds
-// s.mu and has had the tier persist them (persistShard), unless the
-// senders write (sendersWrite): then the items not on disk yet are named
-// by a span of off -1, and b lists s in its unwritten shards.
+// s.mu and has had the tier persist them (persistShard).
 func (s *keyedShard[T]) take(q *Queue[T], b *pending[T], n int) {
 	b.items = append(b.items, s.items[:n]...)
 	if len(s.spans) > 0 {
-		b.spans = takeSpans(b.spans, &s.spans, min(n, s.persisted))
-	}
-	if q.keyed.sendersWrite {
-		// Whoever persists b writes what is not on disk yet (off -1).
-		if k := n - s.persisted; k > 0 {
-			b.spans = append(b.spans, span{off: -1, n: k})
-			b.unwritten = append(b.unwritten, s)
-			s.unwritten++
-		}
+		b.spans = takeSpans(b.spans, &s.spans, n)
 	}
 	var bytes int64
 	if n == len(s.items) {
@@ -419,9 +394,7 @@ func (c *collector[T]) gather(size int) bool {
 			b = q.getBatch()
 		}
 		n := min(len(s.items), size-len(b.items))
-		if !ks.sendersWrite {
-			q.tier.persistShard(c, s)
-		}
+		q.tier.persistShard(c, s)
 		s.take(q, b, n)
 		s.mu.Unlock()
 		s.inflight.Store(true)

@@ -209,11 +209,7 @@ type pending[T any] struct {
 	spans  []span           // where the items are in the WAL, in item order; none if not on disk
 	spill  *spillDone       // read back from a spill: settled when finished
 	replay bool             // from the replayer: finishing it lets the replay go on
-	// unwritten: the shards whose items in this keyed batch are written by
-	// whoever persists it (a sender before Send, the collector for a ready
-	// batch), spans with off -1 naming them until then (keyed.go).
-	unwritten []*keyedShard[T]
-	send      func(context.Context) error
+	send   func(context.Context) error
 }
 
 type requestKind int
@@ -257,7 +253,6 @@ func (q *Queue[T]) newTier() error {
 			q.tier = syncTier[T]{w}
 		case Periodic:
 			q.tier = periodicTier[T]{w, c.syncInterval()}
-			q.keyed.sendersWrite = true
 		default:
 			q.tier = overflowTier[T]{w}
 		}
@@ -343,10 +338,6 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		return nil, fmt.Errorf("%w: Memory: %w", ErrInvalidConfig, err)
 	}
 	q.gov = gov
-	for i := range q.keyed.shards {
-		s := &q.keyed.shards[i]
-		s.written.L = &s.mu
-	}
 	// A keyed shard's credit: small beside Hard (all shards together at
 	// most 1/32 of it), and no larger than keyedChunkMax.
 	q.keyed.chunk = min(gov.Stats().Hard/(nKeyedShards*32), keyedChunkMax)

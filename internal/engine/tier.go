@@ -21,9 +21,8 @@ import "time"
 //	persist       a sender before Send; the collector    -       -         write if not on disk   -
 //	              at a checkpoint and at Stop out of
 //	              time (batches no sender took)
-//	persistShard  the collector cutting (Flush, Stop) or -       -         write what is not      -
-//	              checkpointing a keyed shard (shard                       on disk, after the
-//	              lock held)                                               shard's batch out
+//	persistShard  the collector cutting or checkpointing -       -         write what is not      -
+//	              a keyed shard (shard lock held)                          on disk
 //	checkpoint    the collector, every checkpointEvery   never   never     cut, write, fsync      never
 //	acknowledge   a sender after Send returned nil, or   -       AckRange  AckRange               AckRange
 //	              whoever drops a batch (OnDrop)

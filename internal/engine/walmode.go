@@ -30,12 +30,10 @@ import (
 //     items go to the durable inbox with their span, and the collector moves
 //     them into batches of BatchSize: commit groups are a unit of writing,
 //     never of delivery.
-//   - periodic: Enqueue takes the ring fast path; every batch is written
-//     (split into records of at most MaxRecord bytes) before Send, by the
-//     sender that takes it (keyed batches too: what their shards had not
-//     written), and every SyncInterval the collector cuts what the rings
-//     hold, writes what no sender has taken and what the keyed shards hold,
-//     and syncs the log. A crash loses at most the items accepted
+//   - periodic: Enqueue takes the ring fast path; the collector writes every
+//     batch it cuts (split into records of at most MaxRecord bytes) before
+//     sending it, and every SyncInterval it cuts what the rings and the keyed
+//     shards hold and syncs the log. A crash loses at most the items accepted
 //     in the last SyncInterval (plus one checkpoint's time).
 //   - overflow: only what the governor spills is written (spill.go).
 
@@ -342,8 +340,6 @@ func (t syncTier[T]) acceptKeyed(v T) (span, error) {
 // senders).
 type recordWriter struct {
 	rec, item []byte
-	// A keyed batch's spans being rebuilt, and one run's (persistUnwritten).
-	spans, run []span
 }
 
 // writeBatch writes b's items (not yet on disk) as records of at most
@@ -450,10 +446,6 @@ func (w *walTier[T]) decode(dst []T, payload []byte) ([]T, error) {
 // error and rings are no longer handed off (holdRings), so producers meet
 // it within a ring's worth of items. The checkpoint tick tries again.
 func (t periodicTier[T]) persist(b *pending[T], rw *recordWriter) {
-	if len(b.unwritten) > 0 {
-		t.persistUnwritten(b, rw)
-		return
-	}
 	if len(b.spans) > 0 {
 		return
 	}
@@ -472,67 +464,15 @@ func (t periodicTier[T]) persist(b *pending[T], rw *recordWriter) {
 	q.logger.Warn("vinequeue: wal write failed; batch kept in memory only", "items", len(b.items), "err", err)
 }
 
-// persistUnwritten writes the items of keyed batch b that its shards had
-// not written (the spans of off -1), one run per shard, in place of those
-// spans, and lets the shards' later items be written (persistShard).
-func (t periodicTier[T]) persistUnwritten(b *pending[T], rw *recordWriter) {
-	shards := b.unwritten
-	b.unwritten = nil
-	items, spans := b.items, b.spans
-	out := rw.spans[:0]
-	i := 0
-	for _, sp := range spans {
-		if sp.off >= 0 {
-			out = append(out, sp)
-			i += sp.n
-			continue
-		}
-		b.items, b.spans = items[i:i+sp.n], rw.run[:0]
-		t.persist(b, rw)
-		if len(b.spans) == 0 {
-			b.spans = append(b.spans, span{n: sp.n}) // not on disk
-		}
-		out = append(out, b.spans...)
-		rw.run = b.spans[:0]
-		i += sp.n
-	}
-	b.items, b.spans = items, append(spans[:0], out...)
-	rw.spans = out[:0]
-	for _, s := range shards {
-		s.mu.Lock()
-		if s.unwritten--; s.unwritten == 0 {
-			s.written.Broadcast()
-		}
-		s.mu.Unlock()
-	}
-	clear(shards)
-	b.unwritten = shards[:0]
-}
-
 // persistShard writes the shard's items not on disk yet as records and
 // records their spans. On failure they stay in memory only (persist).
 //
-// Items of the shard in a batch not written yet (unwritten) go to the WAL
-// first, so that its items are there in their order: a ready batch the
-// collector writes itself (writeReady), one with a sender it waits for
-// (the sender writes it before Send). The checkpoint waiting so also keeps
-// its promise for keyed items: what was accepted before it is written,
-// and then synced.
-//
 // It writes with the shard unlocked, so that producers of the shard's keys
 // do not wait for the encoding and the write: they only append meanwhile,
-// and only the collector (this goroutine) writes or takes a shard's items
-// (a sender writes its batch's copies), so what was copied is still
-// items[persisted:persisted+k] when it locks again.
+// and only the collector (this goroutine) writes or takes a shard's items,
+// so what was copied is still items[persisted:persisted+k] when it locks
+// again, and the shard's items reach the WAL in their order.
 func (t periodicTier[T]) persistShard(c *collector[T], s *keyedShard[T]) {
-	if s.unwritten > 0 {
-		s.mu.Unlock()
-		c.writeReady()
-		s.mu.Lock()
-		for s.unwritten > 0 {
-			s.written.Wait()
-		}
-	}
 	if s.persisted == len(s.items) {
 		return
 	}
