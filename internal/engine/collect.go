@@ -27,6 +27,7 @@ type collector[T any] struct {
 	inItems  []T               // the durable inbox's spare slices, swapped on take
 	inSpans  []span
 	spare    *pending[T]  // scratch (keyed checkpoints)
+	ack      ackCut[T]    // EnqueueAck's batch being filled (ack.go)
 	seq      uint64       // the next batch's sequence number
 	enc      recordWriter // the collector's record buffers (spills, checkpoints)
 }
@@ -134,6 +135,7 @@ func (c *collector[T]) linger() bool {
 func (c *collector[T]) drain(partial bool) {
 	q := c.q
 	q.stalled.Store(false) // set again below if memory is still at Hard
+	c.takeAcks(partial)
 	c.backlog = q.full.TakeAll(c.backlog)
 	if len(c.backlog) > 0 {
 		c.active = true
@@ -289,8 +291,9 @@ func (c *collector[T]) push(b *pending[T]) {
 	q := c.q
 	// Keyed batches are not spilled: their order would have to survive
 	// the round trip through the WAL. Nor are replayed batches: they are
-	// on disk already, and the replayer sends one at a time.
-	if s := q.spill; s != nil && len(b.shards) == 0 && !b.replay && !q.closing.Load() && q.gov.Level() == governor.LevelHard && s.spill(c, b) {
+	// on disk already, and the replayer sends one at a time. Nor are
+	// EnqueueAck's: their callers wait on them (ack.go).
+	if s := q.spill; s != nil && len(b.shards) == 0 && !b.replay && len(b.acks) == 0 && !q.closing.Load() && q.gov.Level() == governor.LevelHard && s.spill(c, b) {
 		return
 	}
 	c.ready.push(b)

@@ -62,7 +62,7 @@ func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
 			q.failingSince.Store(0)
 		}
 		q.tier.acknowledge(b)
-		q.finish(b, true)
+		q.finish(b, true, nil)
 	case q.sendCtx.Err() != nil:
 		// Stop ran out of time: not a verdict on the batch.
 		q.sinkFailing()
@@ -85,7 +85,7 @@ func (q *Queue[T]) failed(b *pending[T], reason error) {
 		if b.durable() {
 			// Not acknowledged: the next New replays it.
 			q.leftOnDisk.Add(uint64(len(b.items)))
-			q.finish(b, true)
+			q.finish(b, true, outcomeLeftFailed(reason))
 			return
 		}
 	}
@@ -174,7 +174,7 @@ func (b *pending[T]) durable() bool { return len(b.spans) > 0 }
 func (q *Queue[T]) giveUp(b *pending[T], reason error, recycle bool) {
 	if b.durable() {
 		q.leftOnDisk.Add(uint64(len(b.items)))
-		q.finish(b, recycle)
+		q.finish(b, recycle, outcomeLeftAtStop(reason))
 		return
 	}
 	q.drop(b, reason, recycle)
@@ -200,11 +200,13 @@ func (q *Queue[T]) drop(b *pending[T], reason error, recycle bool) {
 	q.tier.acknowledge(b) // given up on: the WAL must not replay it either
 	q.dropped.Add(uint64(len(b.items)))
 	q.logger.Warn("vinequeue: dropped a batch", "items", len(b.items), "reason", reason)
-	q.finish(b, recycle)
+	q.finish(b, recycle, outcomeDropped(reason))
 }
 
-// finish marks b done and, with recycle, recycles it.
-func (q *Queue[T]) finish(b *pending[T], recycle bool) {
+// finish marks b done and, with recycle, recycles it. outcome is how it
+// ended for EnqueueAck's callers waiting on its items (nil: delivered).
+func (q *Queue[T]) finish(b *pending[T], recycle bool, outcome error) {
+	settleAcks(b, outcome)
 	q.hold(-b.bytes)
 	seq, sd, n, replay, keyed := b.seq, b.spill, len(b.items), b.replay, len(b.shards) > 0
 	for _, s := range b.shards {
@@ -259,6 +261,8 @@ func (q *Queue[T]) putBatch(b *pending[T]) {
 	clear(b.items) // retention rule: no pointers kept past delivery
 	b.items = b.items[:0]
 	clear(b.shards)
+	clear(b.acks) // finish told them
+	b.acks = b.acks[:0]
 	b.bytes, b.seq, b.shards, b.spans, b.spill, b.replay = 0, 0, b.shards[:0], b.spans[:0], nil, false
 	select {
 	case q.free <- b:

@@ -89,7 +89,9 @@ type Queue[T any] struct {
 	wal   *walTier[T]
 	spill *spiller[T]
 	// inbox carries items made durable by their call to the collector.
-	inbox   durableInbox[T]
+	inbox durableInbox[T]
+	// acks carries EnqueueAck's AckDelivered items to the collector (ack.go).
+	acks    acks[T]
 	gov     *governor.Governor
 	sizer   *batch.Sizer // nil unless Config.Adaptive
 	onRetry func(int, error)
@@ -207,6 +209,7 @@ type pending[T any] struct {
 	spans  []span           // where the items are in the WAL, in item order; none if not on disk
 	spill  *spillDone       // read back from a spill: settled when finished
 	replay bool             // from the replayer: finishing it lets the replay go on
+	acks   []*ackGroup      // EnqueueAck: the groups whose items it holds, told when it is finished (ack.go)
 	send   func(context.Context) error
 }
 
