@@ -496,3 +496,120 @@ func TestAckLevelText(t *testing.T) {
 		t.Fatal(s)
 	}
 }
+
+// TestAckFlushAndCheckpoint: a partial ack batch is cut by Flush (the
+// callers then return), and in Periodic mode written by the checkpoint
+// while Send is held (every accepted item on disk within SyncInterval).
+func TestAckFlushAndCheckpoint(t *testing.T) {
+	for _, mode := range []WALMode{WALModeDefault, Periodic} {
+		t.Run(mode.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			h := newHeldSend()
+			cfg := Config[[]byte]{Send: h.send, BatchSize: 100, FlushInterval: time.Hour}
+			if mode == Periodic {
+				cfg.WAL = WALConfig{Dir: dir, Mode: Periodic, SegmentSize: 1 << 20, SyncInterval: 10 * time.Millisecond}
+			}
+			q, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 3)
+			for i := range 3 {
+				go func() { done <- q.EnqueueAck(context.Background(), []byte("f"+strconv.Itoa(i)), AckDelivered) }()
+			}
+			waitFor(t, "3 items accepted", func() bool { return q.Stats().Enqueued == 3 })
+			if mode == Periodic {
+				waitFor(t, "the ack items on disk", func() bool { return len(walItems(t, dir)) == 3 })
+			}
+			stillBlocked(t, done, "EnqueueAck before Flush")
+			close(h.release)
+			if err := q.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := q.Close(); err != nil {
+				t.Fatal(err)
+			}
+			checkIdentity(t, q.Stats())
+		})
+	}
+}
+
+// TestAckStopRace: 64 goroutines call EnqueueAck while Stop runs: every
+// call returns, nil (delivered) or ErrClosed (refused); each accepted item
+// is delivered exactly once and no refused one is.
+func TestAckStopRace(t *testing.T) {
+	for _, mode := range []WALMode{WALModeDefault, Sync} {
+		t.Run(mode.String(), func(t *testing.T) {
+			var mu sync.Mutex
+			seen := map[uint64]int{}
+			cfg := Config[uint64]{
+				Send: func(_ context.Context, b []uint64) error {
+					mu.Lock()
+					for _, v := range b {
+						seen[v]++
+					}
+					mu.Unlock()
+					return nil
+				},
+				BatchSize: 16, FlushInterval: 5 * time.Millisecond, Workers: 2,
+			}
+			if mode != WALModeDefault {
+				cfg.WAL = WALConfig{Dir: t.TempDir(), Mode: mode, SegmentSize: 1 << 20}
+				cfg.Codec = uint64Codec{}
+			}
+			q, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			var accepted, calls atomic.Int64
+			refused := make([][]uint64, 64)
+			for g := range 64 {
+				wg.Go(func() {
+					for i := 0; ; i++ {
+						v := uint64(g<<32 | i)
+						calls.Add(1)
+						err := q.EnqueueAck(context.Background(), v, AckDelivered)
+						switch {
+						case err == nil:
+							accepted.Add(1)
+						case errors.Is(err, ErrClosed):
+							refused[g] = append(refused[g], v)
+							return
+						default:
+							t.Errorf("EnqueueAck: %v", err)
+							return
+						}
+					}
+				})
+			}
+			waitFor(t, "some calls", func() bool { return calls.Load() > 500 })
+			if err := q.Close(); err != nil {
+				t.Fatal(err)
+			}
+			wg.Wait()
+			st := q.Stats()
+			checkIdentity(t, st)
+			if st.Enqueued != uint64(accepted.Load()) || st.Delivered != st.Enqueued {
+				t.Fatalf("accepted %d, Enqueued %d, Delivered %d", accepted.Load(), st.Enqueued, st.Delivered)
+			}
+			for _, vs := range refused {
+				for _, v := range vs {
+					if seen[v] != 0 {
+						t.Fatalf("refused item %x delivered", v)
+					}
+				}
+			}
+			for v, n := range seen {
+				if n != 1 {
+					t.Fatalf("item %x delivered %d times", v, n)
+				}
+			}
+		})
+	}
+}

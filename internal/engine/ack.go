@@ -71,12 +71,17 @@ func (g *ackGroup) release(outcome error) {
 // wait returns the group's outcome once it is done, or, when ctx ends
 // first, ctx's error wrapped: the item stays accepted.
 func (g *ackGroup) wait(ctx context.Context) error {
+	ctxDone := ctx.Done()
 	select {
 	case <-g.done:
 	default:
+		if ctxDone == nil { // a ctx that never ends: a receive, cheaper than a select
+			<-g.done
+			break
+		}
 		select {
 		case <-g.done:
-		case <-ctx.Done():
+		case <-ctxDone:
 			return fmt.Errorf("vinequeue: EnqueueAck: stopped waiting (the item stays accepted and is delivered as usual): %w", ctx.Err())
 		}
 	}
