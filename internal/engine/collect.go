@@ -248,7 +248,9 @@ func (c *collector[T]) takeInbox() {
 			c.durable = q.getBatch()
 		}
 		b := c.durable
-		n := min(size-len(b.items), len(rest))
+		// max: adaptive sizing may have shrunk size below what b holds
+		// (a negative n would panic here; b is cut with what it has).
+		n := min(max(size-len(b.items), 0), len(rest))
 		b.items = append(b.items, rest[:n]...)
 		b.spans = takeSpans(b.spans, &restSpans, n)
 		b.bytes += q.bytesOf(rest[:n])

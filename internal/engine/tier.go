@@ -36,9 +36,10 @@ import "time"
 // inbox and go out in the collector's ack batch, which persist writes
 // before Send like any batch (ack.go); its AckDurable items take the
 // durable inbox's path (appendDurable: append, fsync, inbox) in every tier
-// with a log, and wait as AckDelivered does in the memory tier. Every call runs unpinned: a tier may lock, write, fsync
-// and log. Only the intake calls run on producer goroutines; the others
-// run on the collector or a sender, one batch at a time per goroutine.
+// with a log, and wait as AckDelivered does in the memory tier. Every call
+// runs unpinned: a tier may lock, write, fsync and log. Only the intake
+// calls run on producer goroutines; the others run on the collector or a
+// sender, one batch at a time per goroutine.
 //
 // What each tier promises, for an item whose call returned nil:
 //
