@@ -87,8 +87,10 @@ var ErrDropped = engine.ErrDropped
 // Enqueue.
 //
 // v counts in Stats.Enqueued like any accepted item. No order is kept
-// between calls, as for Enqueue. The call allocates nothing beyond its
-// share of one wake per group of callers (one channel for all of them).
+// between calls, as for Enqueue. AckDelivered allocates nothing per call
+// beyond its share of one wake per group of callers (one channel for all
+// of them); AckDurable costs what a Sync-mode Enqueue does (the group
+// commit's allocations, shared by the calls of one commit).
 func (q *Queue[T]) EnqueueAck(ctx context.Context, v T, level AckLevel) error {
 	return q.e.EnqueueAck(ctx, v, engine.AckLevel(level))
 }
