@@ -74,7 +74,9 @@ var ErrDropped = engine.ErrDropped
 //     other error after acceptance likewise means v is kept in the WAL (its
 //     dead letter could not be written).
 //   - ctx's error, wrapped, when ctx ended first: ctx bounds the wait only.
-//     v stays accepted and is delivered (or given up on) as usual.
+//     v stays accepted and is delivered (or given up on) as usual. (AckDurable
+//     with a WAL waits for the group commit's fsync alone, and does not
+//     look at ctx.)
 //
 // Check ErrDropped before ErrClosed and ctx's errors: a drop at Stop's
 // deadline wraps Stop's ctx error too.
