@@ -613,3 +613,39 @@ func TestAckStopRace(t *testing.T) {
 		})
 	}
 }
+
+// TestAckWaitsAtHardUnderSpill: under Policy Spill, at the hard level,
+// AckDelivered is not spilled (its callers wait on its batch): it waits
+// for memory to fall, as EnqueueKey does, and is then delivered.
+func TestAckWaitsAtHardUnderSpill(t *testing.T) {
+	h := newHeldSend()
+	q, err := New(Config[[]byte]{Send: h.send, BatchSize: 1, FlushInterval: time.Hour, RingSize: 2,
+		SizeOf: func([]byte) int { return 400 << 10 },
+		Memory: MemoryConfig{Limit: 1 << 20, Policy: Spill},
+		WAL:    WALConfig{Dir: t.TempDir(), Mode: Periodic, SegmentSize: 1 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two keyed items held by Send: 800 KiB of 1 MiB, above Soft.
+	for i := range 2 {
+		if err := q.EnqueueKey(uint64(i), []byte("k"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- q.EnqueueAck(context.Background(), []byte("a"), AckDelivered) }()
+	waitFor(t, "the call to wait at the hard level", func() bool { return q.Stats().Blocked > 0 })
+	stillBlocked(t, done, "EnqueueAck at Hard under Spill")
+	close(h.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := q.Stats()
+	checkIdentity(t, st)
+	if h.count("a") != 1 || st.Spilled != 0 {
+		t.Fatalf("delivered %d, Spilled %d; want 1, 0", h.count("a"), st.Spilled)
+	}
+}
