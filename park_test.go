@@ -376,3 +376,112 @@ func TestParkKeysNeedsAWAL(t *testing.T) {
 		t.Fatalf("New = %v; want ErrInvalidConfig naming ParkKeys", err)
 	}
 }
+
+// TestParkKeysOrderUnderLoad: full batches of many keys, several Workers,
+// producers running on while the dead letter is requeued: every key gets
+// every item exactly once, in order (the poison batch's other keys park
+// with it, and are released with it).
+func TestParkKeysOrderUnderLoad(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for _, mode := range []WALMode{Sync, Periodic} {
+		t.Run(mode.String(), func(t *testing.T) {
+			s := newParkSink()
+			cfg := parkConfig(t.TempDir(), mode, s)
+			cfg.BatchSize = 8
+			q, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer q.Close()
+			const keys, half = 16, 150
+			s.poisoned.Store("3/40", true)
+			produce := func(from, to int) {
+				var wg sync.WaitGroup
+				for k := range uint64(keys) {
+					wg.Go(func() {
+						for i := from; i < to; i++ {
+							if err := q.EnqueueKey(k, parkItem(k, i)); err != nil {
+								t.Error(err)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+			}
+			produce(0, half)
+			flushT(t, q)
+			if st := q.Stats(); st.ParkedKeys == 0 || st.DeadLettered == 0 {
+				t.Fatalf("nothing parked: %+v", st)
+			}
+			if got := s.delivered(3); len(got) > 40 {
+				t.Fatalf("key 3 delivered past its poison item: %v", got)
+			}
+			s.poisoned.Delete("3/40")
+			done := make(chan struct{})
+			go func() { defer close(done); produce(half, 2*half) }()
+			if _, err := q.RequeueDeadLetters(); err != nil {
+				t.Error(err)
+			}
+			<-done
+			flushT(t, q)
+			for k := range uint64(keys) {
+				if got := s.delivered(k); !slices.Equal(got, seqs(0, 2*half)) {
+					t.Fatalf("key %d: %d items, want 0..%d in order: %v", k, len(got), 2*half-1, got)
+				}
+			}
+			st := q.Stats()
+			if st.ParkedKeys != 0 || st.ParkedItems != 0 {
+				t.Fatalf("after release: ParkedKeys %d, ParkedItems %d", st.ParkedKeys, st.ParkedItems)
+			}
+			checkIdentity(t, st)
+			if err := q.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestParkKeysRequeueFailsAgain: a released dead letter that fails again
+// stays, goes to OnDrop, and keeps its key parked; a later requeue, with
+// the sink fixed, delivers everything in order.
+func TestParkKeysRequeueFailsAgain(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	s := newParkSink()
+	var onDrop atomic.Int64
+	cfg := parkConfig(t.TempDir(), Sync, s)
+	cfg.OnDrop = func(b [][]byte, _ error) { onDrop.Add(int64(len(b))) }
+	q, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	d := parkPoisoned(t, q, s)
+	if n, err := q.RequeueDeadLetters(d.ID); err != nil || n != 1 {
+		t.Fatalf("RequeueDeadLetters = %d, %v", n, err)
+	}
+	flushT(t, q)
+	if got := s.delivered(1); len(got) != 0 {
+		t.Fatalf("key 1 delivered %v while its dead letter still fails", got)
+	}
+	st := q.Stats()
+	if st.ParkedKeys != 1 || st.ParkedItems != 9 || onDrop.Load() != 2 {
+		t.Fatalf("ParkedKeys %d, ParkedItems %d, OnDrop %d; want 1, 9, 2", st.ParkedKeys, st.ParkedItems, onDrop.Load())
+	}
+	checkIdentity(t, st)
+	if d2, _ := failedLetter(t, q); d2.ID != d.ID {
+		t.Fatalf("the dead letter changed: %d, was %d", d2.ID, d.ID)
+	}
+	s.poisoned.Delete("1/0")
+	if _, err := q.RequeueDeadLetters(d.ID); err != nil {
+		t.Fatal(err)
+	}
+	flushT(t, q)
+	if got := s.delivered(1); !slices.Equal(got, seqs(0, 10)) {
+		t.Fatalf("key 1: %v; want 0..9", got)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkIdentity(t, q.Stats())
+}
