@@ -20,7 +20,8 @@ import (
 // Requeued items are written back to the main log and synced before their
 // dead letters are purged, so a crash in between duplicates them, never
 // loses them. They are delivered as new, unkeyed items: a key's order is
-// not restored for them.
+// not restored for them. With parking (park.go) a keyed dead letter is
+// released instead: delivered from the dead-letter log in its keys' order.
 
 // deadLetter writes b's items to the dead-letter log (records of at most
 // MaxRecord bytes); kept is true when they are all there. With parking, a
@@ -111,7 +112,8 @@ func (q *Queue[T]) DeadLetters() ([]wal.DeadLetter, error) {
 // unkeyed items (the memory governor and Policy apply as to EnqueueBatch;
 // a refusal stops the requeue with that error, and the dead letters not
 // requeued stay). ErrNoDeadLetter names ids that do not exist; the others
-// are requeued. Without a WAL it returns 0, nil.
+// are requeued. Without a WAL it returns 0, nil. With parking, the keyed
+// dead letters among ids are released (park.go) and count as requeued.
 func (q *Queue[T]) RequeueDeadLetters(ids ...uint64) (int, error) {
 	if q.wal == nil {
 		return 0, nil
@@ -156,6 +158,7 @@ func (q *Queue[T]) requeueUnkeyed(ids []uint64) (int, error) {
 
 // PurgeDeadLetters deletes the dead letters ids (all of them when none are
 // named) and returns how many it deleted. Their items are gone for good.
+// With parking, their keys are released (park.go).
 func (q *Queue[T]) PurgeDeadLetters(ids ...uint64) (int, error) {
 	if q.wal == nil {
 		return 0, nil
