@@ -514,6 +514,7 @@ func TestDeadMetaRoundTrip(t *testing.T) {
 func FuzzDeadMeta(f *testing.F) {
 	f.Add(appendDeadMeta(nil, DeadMeta{}))
 	f.Add(append(appendDeadMeta(nil, DeadMeta{Time: time.Unix(1, 2), Reason: "boom", Records: []uint64{7, 8}, Attempts: 2}), AppendFrame(nil, []byte("item"))...))
+	f.Add(append(appendDeadMeta(nil, DeadMeta{Reason: "parked", Keys: []uint64{1 << 40}, Parked: true}), AppendFrame(nil, []byte("item"))...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, rest, err := parseDeadMeta(b)
 		if err != nil {
@@ -528,6 +529,8 @@ func FuzzDeadMeta(f *testing.F) {
 		require.Equal(t, m.Reason, m2.Reason)
 		require.Equal(t, m.Records, m2.Records)
 		require.Equal(t, m.Attempts, m2.Attempts)
+		require.Equal(t, m.Keys, m2.Keys)
+		require.Equal(t, m.Parked, m2.Parked)
 	})
 }
 
