@@ -36,9 +36,18 @@ func (q *Queue[T]) sendLoop(slot *senderSlot[T]) {
 // Config.Retry unless it says RetryForever. If Stop abandoned the batch
 // meanwhile, deliver leaves it alone.
 func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
-	if p := q.park; p != nil && len(b.keys) > 0 && b.letter == 0 && p.divert(b) {
-		q.finish(b, true) // every item was parked: nothing to send
-		return
+	if p := q.park; p != nil && len(b.keys) > 0 && b.letter == 0 {
+		// Items of parked keys leave b first (park.go). Held as finishing
+		// is: Stop out of time waits for it as for a sender past Send.
+		q.finishing.RLock()
+		empty := p.divert(b)
+		if empty {
+			q.finish(b, true) // every item was parked: nothing to send
+		}
+		q.finishing.RUnlock()
+		if empty {
+			return
+		}
 	}
 	q.tier.persist(b, &slot.writer) // on disk before Send, if the tier promises it
 	slot.b.Store(b)

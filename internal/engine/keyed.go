@@ -38,11 +38,14 @@ type keyedShards[T any] struct {
 
 type keyedShard[T any] struct {
 	mu        sync.Mutex
-	items     []T      // guarded by mu: accepted, not yet cut
-	keys      []uint64 // guarded by mu: items' keys, kept only when keys park (park.go)
-	spans     []span   // guarded by mu: where items[:persisted] are in the WAL
-	persisted int      // guarded by mu: items[:persisted] are on disk (sync tier: all)
-	bytes     int64    // guarded by mu: what items weigh (charged at admission)
+	items     []T    // guarded by mu: accepted, not yet cut
+	spans     []span // guarded by mu: where items[:persisted] are in the WAL
+	persisted int    // guarded by mu: items[:persisted] are on disk (sync tier: all)
+	bytes     int64  // guarded by mu: what items weigh (charged at admission)
+
+	// keys are the items' keys, guarded by mu, kept only when keys park
+	// (park.go): a dead letter names them.
+	keys []uint64
 
 	// Owned by the collector.
 	cutq fifo[*pending[T]]
