@@ -485,3 +485,73 @@ func TestParkKeysRequeueFailsAgain(t *testing.T) {
 	}
 	checkIdentity(t, q.Stats())
 }
+
+// TestParkKeysStopDuringRelease: Stop runs out of time while a released
+// dead letter is in Send: the dead letter stays where it was (counted in
+// LeftOnDisk), no goroutine is left, and the next New still parks its key
+// and releases it on request.
+func TestParkKeysStopDuringRelease(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	dir := t.TempDir()
+	s := newParkSink()
+	var hang atomic.Bool
+	inSend := make(chan struct{}, 1)
+	cfg := parkConfig(dir, Sync, s)
+	cfg.Send = func(ctx context.Context, b [][]byte) error {
+		if hang.Load() {
+			select {
+			case inSend <- struct{}{}:
+			default:
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return s.send(ctx, b)
+	}
+	q, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := parkPoisoned(t, q, s)
+	hang.Store(true)
+	if _, err := q.RequeueDeadLetters(d.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-inSend:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the released dead letter never reached Send")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := q.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Stop = %v; want its deadline", err)
+	}
+	st := q.Stats()
+	if st.LeftOnDisk != 1 {
+		t.Fatalf("LeftOnDisk %d; want the released item", st.LeftOnDisk)
+	}
+	checkIdentity(t, st)
+
+	hang.Store(false)
+	s.poisoned.Delete("1/0")
+	q, err = New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	flushT(t, q)
+	if st := q.Stats(); st.ParkedKeys != 1 || st.ParkedItems != 9 || len(s.delivered(1)) != 0 {
+		t.Fatalf("after restart: ParkedKeys %d, ParkedItems %d, key 1 delivered %v", st.ParkedKeys, st.ParkedItems, s.delivered(1))
+	}
+	if _, err := q.RequeueDeadLetters(d.ID); err != nil {
+		t.Fatal(err)
+	}
+	flushT(t, q)
+	if got := s.delivered(1); !slices.Equal(got, seqs(0, 10)) {
+		t.Fatalf("key 1: %v; want 0..9", got)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
