@@ -89,7 +89,10 @@ type Queue[T any] struct {
 	wal   *walTier[T]
 	spill *spiller[T]
 	// inbox carries items made durable by their call to the collector.
-	inbox   durableInbox[T]
+	inbox durableInbox[T]
+	// park holds back the items of keys with a dead letter (park.go); nil
+	// unless Config.ParkKeys.
+	park    *parking[T]
 	gov     *governor.Governor
 	sizer   *batch.Sizer // nil unless Config.Adaptive
 	onRetry func(int, error)
@@ -123,6 +126,9 @@ type Queue[T any] struct {
 	delivered, dropped, rejected, retries, batches, keyedIn, delayed, blocked atomic.Uint64
 	// WAL tier counters.
 	replayed, corrupt, syncAccepted, walRejected, walErrors, leftOnDisk, spilled, deadLettered atomic.Uint64
+	// Parking counters (park.go): items moved to the park, and items
+	// handed out again from dead letters (counted as accepted).
+	parked, released atomic.Uint64
 
 	// The replayer (replay.go): replayCh carries its batches to the
 	// collector, replayAck tells it its batch is finished, replayDone is
@@ -207,6 +213,8 @@ type pending[T any] struct {
 	spans  []span           // where the items are in the WAL, in item order; none if not on disk
 	spill  *spillDone       // read back from a spill: settled when finished
 	replay bool             // from the replayer: finishing it lets the replay go on
+	keys   []uint64         // with parking (park.go): the key of each item of a keyed batch
+	letter uint64           // with parking: the dead letter it delivers again (released)
 	send   func(context.Context) error
 }
 
@@ -343,6 +351,17 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 	if s := q.spill; s != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.unspillLoop() }()
+	}
+	if q.cfg.ParkKeys && q.wal != nil {
+		p, err := newParking(q)
+		if err != nil {
+			q.wal.log.Close()
+			gov.Close()
+			return nil, err
+		}
+		q.park = p
+		wg.Add(1)
+		go func() { defer wg.Done(); p.releaseLoop() }()
 	}
 	if w := q.wal; w != nil {
 		q.replaying.Store(true)
