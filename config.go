@@ -344,6 +344,30 @@ type Config[T any] struct {
 	// logged. Items refused at the call (an error from Enqueue) never reach
 	// it: the caller has them.
 	OnDrop func(batch []T, reason error)
+	// ParkKeys holds back a key behind its dead letter: when a batch of
+	// EnqueueKey items is dead-lettered, the later items of its keys are
+	// parked (kept in the WAL's dead-letter log, not sent) until that dead
+	// letter is requeued or purged (RequeueDeadLetters, PurgeDeadLetters,
+	// or `vinewal dlq` on a stopped queue's directory), while every other
+	// key flows; then the parked items are delivered in their key's order,
+	// after the requeued dead letter's items (requeue) or at once (purge).
+	// Per-key order then survives a poison item. Use it when a key's order
+	// matters more than its latency: one bad event of an account must not
+	// let the account's later events overtake it.
+	//
+	// It needs a WAL (New returns ErrInvalidConfig naming ParkKeys without
+	// WAL.Dir). Parked items are on disk only: they hold no memory, so a
+	// parked key never brings the queue to its memory limit, and they share
+	// WAL.MaxBytes with the segments and dead letters; a parked item that
+	// cannot be written (the WAL is full) is handled like a dead letter that
+	// cannot be written (left in the main log, or handed to OnDrop).
+	// Parking survives a restart: New parks again every key with a dead
+	// letter, and delivers the parked items of a key whose dead letter was
+	// requeued or purged while it was stopped, after the replay. Stats counts
+	// Parked, ParkedItems and ParkedKeys. Items of Enqueue and EnqueueBatch
+	// have no key and never park; nor do keyed items that a crash or a Stop
+	// out of time left in the main log (they replay without their key).
+	ParkKeys bool
 	// Logger receives the queue's warnings and errors (a level change, a
 	// WAL failure, a dropped batch); nil discards them. Never the global
 	// logger, and never called while an Enqueue is pinned to its P.
@@ -392,11 +416,12 @@ func (c Config[T]) engine() (engine.Config[T], error) {
 			EncryptionKey:  c.WAL.EncryptionKey,
 			DecryptionKeys: c.WAL.DecryptionKeys,
 		},
-		Codec:  codec,
-		SizeOf: c.SizeOf,
-		Retry:  c.Retry,
-		OnDrop: c.OnDrop,
-		Logger: c.Logger,
+		Codec:    codec,
+		SizeOf:   c.SizeOf,
+		Retry:    c.Retry,
+		OnDrop:   c.OnDrop,
+		ParkKeys: c.ParkKeys,
+		Logger:   c.Logger,
 	}, nil
 }
 
@@ -487,6 +512,8 @@ func (c *Config[T]) fill() error {
 		return invalid("WAL.EncryptionKey", "set without a Dir (a memory-only queue writes nothing to encrypt)")
 	}
 	switch {
+	case c.ParkKeys && c.WAL.Dir == "":
+		return invalid("ParkKeys", "needs a WAL (WAL.Dir): parked items are kept in its dead-letter log")
 	case c.Memory.Policy == Spill && c.WAL.Dir == "":
 		return invalid("Memory.Policy", "Spill needs a WAL (WAL.Dir)")
 	case c.Memory.Policy == PolicyDefault && c.WAL.Dir != "":

@@ -493,7 +493,7 @@ func backlogItems(st vq.Stats) uint64 { return st.Backlog.Items }
 // at quiescence: what came in (accepted now, replayed from an earlier
 // process) equals what went out or is still held.
 func statsIdentity(st vq.Stats) (in, out uint64) {
-	return st.Enqueued + st.Replayed, st.Delivered + st.Dropped + st.Buffered + leftOnDisk(st)
+	return st.Enqueued + st.Replayed, st.Delivered + st.Dropped + st.Buffered + leftOnDisk(st) + st.Parked
 }
 
 // ---- one in-process run ----

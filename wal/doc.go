@@ -133,12 +133,23 @@
 // format above, whose payload (compressed like any record) is the
 // metadata followed by the items, framed with AppendFrame:
 //
-//	[0]      metadata version (1)
+//	[0]      metadata version (1 or 2)
 //	varint   time given up on, Unix nanoseconds (0: unknown)
 //	uvarint  Send attempts
 //	uvarint  reason length (at most 4 KiB), reason bytes
 //	uvarint  count of main-log record ids (at most 65,536), each a uvarint
+//	         version 2 only:
+//	uvarint  flags (bit 0: parked; other bits zero)
+//	uvarint  count of item keys (0, or the item count; at most 65,536),
+//	         each a uvarint
 //	...      the items
+//
+// Version 2 carries what parking a key needs (DeadMeta.Keys and Parked):
+// the key of each item of a keyed batch, and whether the items were parked
+// behind a dead letter of their key rather than failed themselves. A dead
+// letter with neither is written as version 1, so a directory whose queue
+// never parks stays readable by releases that predate version 2; both
+// versions are read.
 //
 // Dead-letter ids are issued consecutively from 1 and never reused, even
 // after every dead letter is purged. dlq/ACK is an acknowledgement log

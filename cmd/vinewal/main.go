@@ -32,6 +32,13 @@
 // 0 fine; 1 damage found (verify; dlq list with a damaged dead letter) or
 // an id that is not a dead letter (dlq dump, requeue, purge: the others are
 // done); 2 usage or I/O error.
+//
+// A queue with ParkKeys keeps the keys of keyed dead letters: dlq list and
+// dump show them, and mark the dead letters parked behind an earlier one
+// of their key. Requeueing or purging a key's failed dead letter here
+// releases the key: the next start delivers, after the replay, the items
+// parked behind it, in order. Requeue a key's parked dead letters only
+// with its failed one (or all: ids are the keys' order), never alone.
 package main
 
 import (

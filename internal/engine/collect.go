@@ -77,6 +77,8 @@ func (q *Queue[T]) collect() {
 			c.push(b)
 		case b := <-q.replayCh:
 			c.pushReplayed(b)
+		case b := <-q.releaseCh():
+			c.pushReplayed(b) // a dead letter delivered again (park.go)
 		case <-checkpoint:
 			q.tier.checkpoint(c)
 		case req := <-q.reqs:
@@ -295,7 +297,7 @@ func (c *collector[T]) push(b *pending[T]) {
 	// the round trip through the WAL. Nor are replayed batches: they are
 	// on disk already, and the replayer sends one at a time. Nor are
 	// EnqueueAck's: their callers wait on them (ack.go).
-	if s := q.spill; s != nil && len(b.shards) == 0 && !b.replay && len(b.acks) == 0 && !q.closing.Load() && q.gov.Level() == governor.LevelHard && s.spill(c, b) {
+	if s := q.spill; s != nil && len(b.shards) == 0 && !b.replay && b.letter == 0 && len(b.acks) == 0 && !q.closing.Load() && q.gov.Level() == governor.LevelHard && s.spill(c, b) {
 		return
 	}
 	c.ready.push(b)
@@ -401,6 +403,10 @@ func (c *collector[T]) pushReplayed(b *pending[T]) {
 // spilled to the WAL: they are read back once memory is below the soft
 // level, so at the hard level Flush waits for memory to fall (or ctx).
 func (q *Queue[T]) Flush(ctx context.Context) error {
+	var releases uint64 // the dead-letter releases asked for so far (park.go)
+	if p := q.park; p != nil {
+		releases = p.issued()
+	}
 	req := request{kind: reqFlush, ctx: ctx, done: make(chan error, 1), spilled: make(chan error, 1)}
 	select {
 	case q.reqs <- req:
@@ -418,6 +424,9 @@ func (q *Queue[T]) Flush(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	if p := q.park; p != nil {
+		return p.waitReleased(ctx, releases)
 	}
 	return nil
 }

@@ -31,6 +31,7 @@ type Config[T any] struct {
 	SizeOf        func(T) int
 	Retry         batch.RetryPolicy
 	OnDrop        func(batch []T, reason error)
+	ParkKeys      bool         // needs a WAL (the root package checks)
 	Logger        *slog.Logger // required
 }
 

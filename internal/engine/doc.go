@@ -13,6 +13,7 @@
 //	ack.go       EnqueueAck: the ack inbox, ack groups, one wake per group
 //	collect.go   the collector: rings and shards into batches; Flush; Stop
 //	deliver.go   the senders: retries (batch.Attempt), OnDrop, dead letters
+//	park.go      ParkKeys: keys held back behind their dead letter, and released
 //	tier.go      the durability tier interface, its contract, the memory tier
 //	walmode.go   the tiers with a WAL: overflow, periodic, sync; spans, the durable inbox
 //	spill.go     spilling at the hard level (a capability of tiers with a WAL)
@@ -48,7 +49,7 @@
 // Every exported method is safe for concurrent use. Producers run intake;
 // one collector goroutine owns the batches being cut, the ready list and
 // the shards' cut queues; Workers sender goroutines each own one batch at a
-// time; the replayer and the unspiller (when there are) hand batches to the
-// collector over channels. Stop waits for all of them, except a Send that
+// time; the replayer, the unspiller and the releaser of parked keys (when
+// there are) hand batches to the collector over channels. Stop waits for all of them, except a Send that
 // ignores its ctx past Stop's deadline (abandoned, see deliver.go).
 package engine

@@ -43,6 +43,10 @@ type keyedShard[T any] struct {
 	persisted int    // guarded by mu: items[:persisted] are on disk (sync tier: all)
 	bytes     int64  // guarded by mu: what items weigh (charged at admission)
 
+	// keys are the items' keys, guarded by mu, kept only when keys park
+	// (park.go): a dead letter names them.
+	keys []uint64
+
 	// Owned by the collector.
 	cutq fifo[*pending[T]]
 	// inflight is set by the collector when the shard's items go into a
@@ -96,6 +100,9 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 	s := &q.keyed.shards[ShardOf(key)]
 	s.mu.Lock()
 	s.items = append(s.items, v)
+	if q.park != nil {
+		s.keys = append(s.keys, key)
+	}
 	if sp.n > 0 {
 		s.spans = appendSpan(s.spans, sp.id, sp.off, sp.n)
 		s.persisted++
@@ -113,6 +120,13 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 // s.mu and has had the tier persist them (persistShard).
 func (s *keyedShard[T]) take(q *Queue[T], b *pending[T], n int) {
 	b.items = append(b.items, s.items[:n]...)
+	if len(s.keys) > 0 {
+		b.keys = append(b.keys, s.keys[:n]...)
+		s.keys = s.keys[n:]
+		if len(s.keys) == 0 {
+			s.keys = s.keys[:0:0]
+		}
+	}
 	if len(s.spans) > 0 {
 		b.spans = takeSpans(b.spans, &s.spans, n)
 	}

@@ -91,7 +91,10 @@ type Queue[T any] struct {
 	// inbox carries items made durable by their call to the collector.
 	inbox durableInbox[T]
 	// acks carries EnqueueAck's AckDelivered items to the collector (ack.go).
-	acks    acks[T]
+	acks acks[T]
+	// park holds back the items of keys with a dead letter (park.go); nil
+	// unless Config.ParkKeys.
+	park    *parking[T]
 	gov     *governor.Governor
 	sizer   *batch.Sizer // nil unless Config.Adaptive
 	onRetry func(int, error)
@@ -125,6 +128,9 @@ type Queue[T any] struct {
 	delivered, dropped, rejected, retries, batches, keyedIn, delayed, blocked atomic.Uint64
 	// WAL tier counters.
 	replayed, corrupt, syncAccepted, walRejected, walErrors, leftOnDisk, spilled, deadLettered atomic.Uint64
+	// Parking counters (park.go): items moved to the park, and items
+	// handed out again from dead letters (counted as accepted).
+	parked, released atomic.Uint64
 
 	// The replayer (replay.go): replayCh carries its batches to the
 	// collector, replayAck tells it its batch is finished, replayDone is
@@ -209,6 +215,8 @@ type pending[T any] struct {
 	spans  []span           // where the items are in the WAL, in item order; none if not on disk
 	spill  *spillDone       // read back from a spill: settled when finished
 	replay bool             // from the replayer: finishing it lets the replay go on
+	keys   []uint64         // with parking (park.go): the key of each item of a keyed batch
+	letter uint64           // with parking: the dead letter it delivers again (released)
 	acks   []*ackGroup      // EnqueueAck: the groups whose items it holds, told when it is finished (ack.go)
 	send   func(context.Context) error
 }
@@ -346,6 +354,17 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 	if s := q.spill; s != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.unspillLoop() }()
+	}
+	if q.cfg.ParkKeys && q.wal != nil {
+		p, err := newParking(q)
+		if err != nil {
+			q.wal.log.Close()
+			gov.Close()
+			return nil, err
+		}
+		q.park = p
+		wg.Add(1)
+		go func() { defer wg.Done(); p.releaseLoop() }()
 	}
 	if w := q.wal; w != nil {
 		q.replaying.Store(true)
