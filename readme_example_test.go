@@ -25,7 +25,7 @@ import (
 // one, since the core module cannot import contrib/kafka) in
 // examples/gateway/readme_test.go, so that they compile and run;
 // TestREADMESnippets checks that each snippet is still a copy of one.
-var readmeMirrors = []string{"readme_example_test.go", "examples/gateway/readme_test.go"}
+var readmeMirrors = []string{"readme_example_test.go", "examples/gateway/readme_test.go", "ack_example_test.go"}
 
 type click struct {
 	user uint64

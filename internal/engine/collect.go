@@ -27,6 +27,7 @@ type collector[T any] struct {
 	inItems  []T               // the durable inbox's spare slices, swapped on take
 	inSpans  []span
 	spare    *pending[T]  // scratch (keyed checkpoints)
+	ack      ackCut[T]    // EnqueueAck's batch being filled (ack.go)
 	seq      uint64       // the next batch's sequence number
 	enc      recordWriter // the collector's record buffers (spills, checkpoints)
 }
@@ -136,6 +137,7 @@ func (c *collector[T]) linger() bool {
 func (c *collector[T]) drain(partial bool) {
 	q := c.q
 	q.stalled.Store(false) // set again below if memory is still at Hard
+	c.takeAcks(partial)
 	c.backlog = q.full.TakeAll(c.backlog)
 	if len(c.backlog) > 0 {
 		c.active = true
@@ -248,7 +250,9 @@ func (c *collector[T]) takeInbox() {
 			c.durable = q.getBatch()
 		}
 		b := c.durable
-		n := min(size-len(b.items), len(rest))
+		// max: adaptive sizing may have shrunk size below what b holds
+		// (a negative n would panic here; b is cut with what it has).
+		n := min(max(size-len(b.items), 0), len(rest))
 		b.items = append(b.items, rest[:n]...)
 		b.spans = takeSpans(b.spans, &restSpans, n)
 		b.bytes += q.bytesOf(rest[:n])
@@ -291,8 +295,9 @@ func (c *collector[T]) push(b *pending[T]) {
 	q := c.q
 	// Keyed batches are not spilled: their order would have to survive
 	// the round trip through the WAL. Nor are replayed batches: they are
-	// on disk already, and the replayer sends one at a time.
-	if s := q.spill; s != nil && len(b.shards) == 0 && !b.replay && b.letter == 0 && !q.closing.Load() && q.gov.Level() == governor.LevelHard && s.spill(c, b) {
+	// on disk already, and the replayer sends one at a time. Nor are
+	// EnqueueAck's: their callers wait on them (ack.go).
+	if s := q.spill; s != nil && len(b.shards) == 0 && !b.replay && b.letter == 0 && len(b.acks) == 0 && !q.closing.Load() && q.gov.Level() == governor.LevelHard && s.spill(c, b) {
 		return
 	}
 	c.ready.push(b)

@@ -42,7 +42,9 @@ func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
 		q.finishing.RLock()
 		empty := p.divert(b)
 		if empty {
-			q.finish(b, true) // every item was parked: nothing to send
+			// Every item was parked: nothing to send. (A keyed batch:
+			// no EnqueueAck caller waits on it.)
+			q.finish(b, true, nil)
 		}
 		q.finishing.RUnlock()
 		if empty {
@@ -78,7 +80,7 @@ func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
 		if b.letter != 0 {
 			q.park.delivered(b)
 		}
-		q.finish(b, true)
+		q.finish(b, true, nil)
 	case q.sendCtx.Err() != nil:
 		// Stop ran out of time: not a verdict on the batch.
 		q.sinkFailing()
@@ -109,7 +111,7 @@ func (q *Queue[T]) failed(b *pending[T], reason error) {
 		if b.durable() {
 			// Not acknowledged: the next New replays it.
 			q.leftOnDisk.Add(uint64(len(b.items)))
-			q.finish(b, true)
+			q.finish(b, true, outcomeLeftFailed(reason))
 			return
 		}
 	}
@@ -198,7 +200,7 @@ func (b *pending[T]) durable() bool { return len(b.spans) > 0 }
 func (q *Queue[T]) giveUp(b *pending[T], reason error, recycle bool) {
 	if b.durable() || b.letter != 0 { // a released batch stays in its dead letter
 		q.leftOnDisk.Add(uint64(len(b.items)))
-		q.finish(b, recycle)
+		q.finish(b, recycle, outcomeLeftAtStop(reason))
 		return
 	}
 	q.drop(b, reason, recycle)
@@ -224,11 +226,13 @@ func (q *Queue[T]) drop(b *pending[T], reason error, recycle bool) {
 	q.tier.acknowledge(b) // given up on: the WAL must not replay it either
 	q.dropped.Add(uint64(len(b.items)))
 	q.logger.Warn("vinequeue: dropped a batch", "items", len(b.items), "reason", reason)
-	q.finish(b, recycle)
+	q.finish(b, recycle, outcomeDropped(reason))
 }
 
-// finish marks b done and, with recycle, recycles it.
-func (q *Queue[T]) finish(b *pending[T], recycle bool) {
+// finish marks b done and, with recycle, recycles it. outcome is how it
+// ended for EnqueueAck's callers waiting on its items (nil: delivered).
+func (q *Queue[T]) finish(b *pending[T], recycle bool, outcome error) {
+	settleAcks(b, outcome)
 	q.hold(-b.bytes)
 	seq, sd, n, replay, keyed, letter := b.seq, b.spill, len(b.items), b.replay, len(b.shards) > 0, b.letter
 	for _, s := range b.shards {
@@ -286,6 +290,8 @@ func (q *Queue[T]) putBatch(b *pending[T]) {
 	clear(b.items) // retention rule: no pointers kept past delivery
 	b.items = b.items[:0]
 	clear(b.shards)
+	clear(b.acks) // finish told them
+	b.acks = b.acks[:0]
 	b.bytes, b.seq, b.shards, b.spans, b.spill, b.replay = 0, 0, b.shards[:0], b.spans[:0], nil, false
 	b.keys, b.letter = b.keys[:0], 0
 	select {

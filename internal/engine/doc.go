@@ -10,6 +10,7 @@
 //	enqueue.go   intake past the fast path: per-P rings, hand-off (one CAS), spare rings
 //	admit.go     the one admission step every intake call passes (governor, Policy)
 //	keyed.go     EnqueueKey's shards: FIFO per key, one batch in flight per shard
+//	ack.go       EnqueueAck: the ack inbox, ack groups, one wake per group
 //	collect.go   the collector: rings and shards into batches; Flush; Stop
 //	deliver.go   the senders: retries (batch.Attempt), OnDrop, dead letters
 //	park.go      ParkKeys: keys held back behind their dead letter, and released

@@ -90,6 +90,8 @@ type Queue[T any] struct {
 	spill *spiller[T]
 	// inbox carries items made durable by their call to the collector.
 	inbox durableInbox[T]
+	// acks carries EnqueueAck's AckDelivered items to the collector (ack.go).
+	acks acks[T]
 	// park holds back the items of keys with a dead letter (park.go); nil
 	// unless Config.ParkKeys.
 	park    *parking[T]
@@ -215,6 +217,7 @@ type pending[T any] struct {
 	replay bool             // from the replayer: finishing it lets the replay go on
 	keys   []uint64         // with parking (park.go): the key of each item of a keyed batch
 	letter uint64           // with parking: the dead letter it delivers again (released)
+	acks   []*ackGroup      // EnqueueAck: the groups whose items it holds, told when it is finished (ack.go)
 	send   func(context.Context) error
 }
 

@@ -29,7 +29,7 @@ type Backlog struct {
 
 // Stats returns a snapshot of the counters and gauges.
 func (q *Queue[T]) Stats() Stats {
-	enq := q.drained.Load() + q.keyedIn.Load() + q.syncAccepted.Load() + q.released.Load()
+	enq := q.drained.Load() + q.keyedIn.Load() + q.syncAccepted.Load() + q.released.Load() + q.acks.accepted.Load()
 	for _, s := range q.procs.Load().procs {
 		enq += uint64(s.Cur.Load().Len())
 	}
