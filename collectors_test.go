@@ -203,3 +203,77 @@ func TestCollectorsFlushCoversEveryShard(t *testing.T) {
 		}
 	}
 }
+
+// TestCollectorsStopDeadline: with 3 central shards holding batches and a
+// Send that ignores its ctx, Stop returns by its deadline (every collector
+// gives up what it holds), and every accepted item is delivered or handed
+// to OnDrop, none twice.
+func TestCollectorsStopDeadline(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(4, runtime.GOMAXPROCS(0))))
+	stuck := make(chan struct{})
+	s := newSink[int]()
+	var mu sync.Mutex
+	dropped := make(map[int]int)
+	q, err := New(Config[int]{
+		Send: func(ctx context.Context, b []int) error {
+			<-stuck // ignores ctx
+			return s.send(ctx, b)
+		},
+		BatchSize: 10, RingSize: 64, Collectors: 3, FlushInterval: time.Hour,
+		OnDrop: func(b []int, _ error) {
+			mu.Lock()
+			for _, v := range b {
+				dropped[v]++
+			}
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 40 {
+				if err := q.Enqueue(g<<10 | i); err != nil {
+					t.Error(err)
+					return
+				}
+				accepted.Add(1)
+				runtime.Gosched()
+			}
+		}()
+	}
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- q.Stop(ctx) }()
+	select {
+	case err := <-stopped:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Stop = %v, want DeadlineExceeded", err)
+		}
+	case <-time.After(20 * time.Second):
+		close(stuck)
+		t.Fatal("Stop is still waiting past its deadline")
+	}
+	close(stuck) // the abandoned Send returns; its batch was given up already
+	mu.Lock()
+	defer mu.Unlock()
+	for v, n := range dropped {
+		if n != 1 {
+			t.Fatalf("item %d handed to OnDrop %d times", v, n)
+		}
+	}
+	if got := int64(len(dropped)); got != accepted.Load() {
+		t.Fatalf("OnDrop got %d distinct items of %d accepted (Send delivered none)", got, accepted.Load())
+	}
+	if st := q.Stats(); st.Dropped != uint64(accepted.Load()) || st.Delivered != 0 {
+		t.Fatalf("Stats: Dropped %d, Delivered %d; want %d dropped", st.Dropped, st.Delivered, accepted.Load())
+	}
+}
