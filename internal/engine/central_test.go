@@ -97,3 +97,67 @@ func TestFlushDrainsSecondaryShards(t *testing.T) {
 		t.Fatalf("Flush returned with %d of %d items delivered", got, want)
 	}
 }
+
+// TestCheckpointCoversEveryShard: in the periodic tier the checkpoint
+// writes what every shard's rings hold, not only the primary's: items left
+// in the ring of a P whose shard is a secondary reach the WAL with no batch
+// cut by size or tick and no Send returning.
+func TestCheckpointCoversEveryShard(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(4, runtime.GOMAXPROCS(0))))
+	release := make(chan struct{})
+	cfg := testConfig(func(context.Context, [][]byte) error { <-release; return nil })
+	cfg.Collectors = 3
+	cfg.BatchSize, cfg.MaxBatchSize, cfg.RingSize, cfg.FlushInterval = 100000, 100000, 1<<17, time.Hour
+	cfg.WAL = WALConfig{Dir: t.TempDir(), Mode: Periodic, SegmentSize: 1 << 20, SyncInterval: 20 * time.Millisecond}
+	cfg.Codec = bytesCodec{}
+	q, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		close(release)
+		if err := q.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	secondaryHolds := func() bool {
+		for _, s := range q.procs.Load().procs {
+			if s.central.index != 0 && s.Cur.Load().Len() > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	var accepted atomic.Int64
+	deadline := time.Now().Add(10 * time.Second)
+	for !secondaryHolds() {
+		if time.Now().After(deadline) {
+			t.Skip("no item seen on a P of a secondary shard before a checkpoint took it")
+		}
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 20 {
+					if err := q.EnqueueSlow([]byte("x")); err != nil {
+						t.Error(err)
+						return
+					}
+					accepted.Add(1)
+					runtime.Gosched()
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	want := uint64(accepted.Load())
+	deadline = time.Now().Add(10 * time.Second)
+	for q.wal.log.Stats().ItemsPending != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d items in the WAL after checkpoints: a shard's rings were not written", q.wal.log.Stats().ItemsPending, want)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, with a deadline
+	}
+}
