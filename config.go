@@ -13,6 +13,9 @@ import (
 	"github.com/vineroute/vinequeue/wal"
 )
 
+// maxCollectors bounds Config.Collectors: far more than any machine's Ps.
+const maxCollectors = 1024
+
 // SendFunc delivers one batch. It must not keep batch (or any item's backing
 // memory that the queue owns) after it returns: the queue reuses the slice.
 // A non-nil error makes the queue retry the batch according to Config.Retry.
@@ -307,6 +310,22 @@ type Config[T any] struct {
 	// in flight. Per-key order holds with any number (a key's batches go
 	// one at a time); Enqueue's items have no order across batches.
 	Workers int
+	// Collectors is the number of central shards, each drained by its own
+	// collector goroutine that cuts the batches Enqueue and EnqueueBatch
+	// fill (default: one per four Ps, GOMAXPROCS at New, at least one).
+	// A P always hands its rings to the same shard (P id modulo
+	// Collectors), so delivery grows with the cores instead of stopping at
+	// what one collector drains: about a billion 8-byte items a second, or
+	// tens of millions of 100-byte ones (README, "The hot path"). Raise it
+	// when items are large and many cores produce, and profiles show the
+	// collector busy; more shards than Ps only add idle goroutines. Each
+	// shard cuts its own partial batch on the FlushInterval tick, so at low
+	// load batches are smaller with more shards; at steady load they fill.
+	// The Send calls stay bounded by Workers, which the shards share.
+	// EnqueueKey, the Sync mode's intake, replay and spilled batches go
+	// through the first shard only (per-key order needs one owner; the Sync
+	// mode has no rings, so one shard).
+	Collectors int
 	// RingSize is the number of slots in each P's ring (a power of two,
 	// default 1024). A ring is handed off when it holds BatchSize items
 	// (or is full); each P has at most three, and their slots are charged
@@ -396,6 +415,7 @@ func (c Config[T]) engine() (engine.Config[T], error) {
 		Adaptive:      c.Adaptive,
 		FlushInterval: c.FlushInterval,
 		Workers:       c.Workers,
+		Collectors:    c.Collectors,
 		RingSize:      c.RingSize,
 		Memory: engine.MemoryConfig{
 			Limit:         c.Memory.Limit,
@@ -487,6 +507,9 @@ func (c *Config[T]) fill() error {
 	}
 	if c.Workers == 0 {
 		c.Workers = 1
+	}
+	if c.Collectors < 0 || c.Collectors > maxCollectors {
+		return invalid("Collectors", "%d is not in [0, %d]", c.Collectors, maxCollectors)
 	}
 	if c.RingSize == 0 {
 		c.RingSize = 1024

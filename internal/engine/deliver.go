@@ -250,11 +250,15 @@ func (q *Queue[T]) finish(b *pending[T], recycle bool, outcome error) {
 	if sd != nil { // read back from a spill: there is a spiller
 		q.spill.list.settle(sd, n)
 	}
-	// The collector may be waiting for keyed shards to be free, or for
-	// memory to fall below the hard level; otherwise it has no reason to
-	// run (its tick is the backstop for a level change it missed).
-	if keyed || q.stalled.Load() {
+	// The primary may be waiting for keyed shards to be free, or any
+	// collector for memory to fall below the hard level; otherwise they have
+	// no reason to run (their tick is the backstop for a level change they
+	// missed).
+	if keyed {
 		q.wakeCollector()
+	}
+	if q.stalledShards.Load() > 0 {
+		q.wakeCollectors()
 	}
 	q.track.complete(seq)
 }

@@ -494,6 +494,7 @@ func (t periodicTier[T]) checkpoint(c *collector[T]) {
 	q.walFull.Store(nil)
 	c.drain(true)
 	c.writeReady()
+	c.shardRequest(reqCheckpoint) // the other central shards do the same
 	for i := range q.keyed.shards {
 		s := &q.keyed.shards[i]
 		s.mu.Lock()
