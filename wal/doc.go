@@ -43,6 +43,12 @@
 // before it would pass 65,534 items, so only one call of more items than
 // that makes a record of unknown count. Counts known at Open let AckRange
 // work before Replay and give Stats.ItemsPending. A payload is
+// A keyed record (AppendKeyedItemsAt, WriteKeyed: items that each carry a
+// key, such as the queue's EnqueueKey items) is marked by a flag in its
+// kind byte, and its payload ends with its items' keys and their count,
+// after the frames; ReplayRecords and ReadSegment hand the keys back, and
+// every other reader sees the items alone. Records without the flag read
+// as they always did (no keys). A payload is
 // compressed with the Log's codec (snappy by default, lz4, or none) and
 // stored raw when that does not make it smaller; each record names its own
 // codec, so changing Options.Compression never strands old records.

@@ -194,7 +194,10 @@ type Record struct {
 	Compression string // codec of the stored payload
 	StoredLen   int    // bytes on disk
 	Gap         bool   // a gap record: ids up to ID were lost and counted
-	Payload     []byte // decompressed; valid only during the callback
+	Payload     []byte // decompressed items, framed; valid only during the callback
+	// Keys are a keyed record's keys, Keys[i] the key of item i (nil: a
+	// record without keys); valid only during the callback.
+	Keys []uint64
 }
 
 // ReadSegment calls fn for each intact record of the segment file at path,
@@ -230,7 +233,13 @@ func ReadSegment(path string, fn func(Record) error, keys ...[]byte) (*Damage, e
 			rec := Record{ID: h.id, Time: time.Unix(0, h.time), Offset: off, Compression: codecName(h.codec), StoredLen: len(stored), Gap: h.kind == kindGap}
 			if !rec.Gap {
 				var err error
-				if rec.Payload, err = rr.payload(aead, &h, stored); err != nil {
+				rec.Payload, err = rr.payload(aead, &h, stored)
+				if err == nil && h.keyed {
+					var keys []byte
+					rec.Payload, keys, _, err = splitKeyed(rec.Payload)
+					rec.Keys = appendKeysOf(make([]uint64, 0, len(keys)/8), keys)
+				}
+				if err != nil {
 					return fmt.Errorf("record %d at offset %d: %w", h.id, off, err)
 				}
 			}
