@@ -63,6 +63,7 @@ type SegmentReport struct {
 	FirstID     uint64 // from the header (the file name's if the header is damaged)
 	LastID      uint64 // last id of the intact records; FirstID-1 if none
 	Records     int    // intact data records
+	Keyed       int    // of those, keyed records: their items carry keys (EnqueueKey's)
 	Pending     int    // of those, not acknowledged
 	GapRecords  int    // records standing for ids lost in a repair by an earlier version
 	FileSize    int64
@@ -132,6 +133,7 @@ func Inspect(dir string, keys ...[]byte) (Report, error) {
 			scan := ss.scan
 			sr.FirstID, sr.LastID, sr.Records, sr.Used, sr.Damage = scan.firstID, scan.lastID, scan.dataRecs, scan.end, scan.damage
 			sr.GapRecords = scan.records - scan.dataRecs
+			sr.Keyed = scan.keyed
 			if scan.headerOK {
 				sr.Compression = codecName(scan.header.codec)
 				sr.Repaired = scan.header.flags&segmentRepaired != 0
