@@ -27,6 +27,7 @@ type committer struct {
 	sealed  []*itemGroup // full groups waiting, in order
 	waiters []*syncWait  // durability waits for records already written
 	free    [][]byte     // payload buffers to reuse
+	freeKey [][]uint64   // keyed groups' key buffers to reuse
 	kick    chan struct{}
 	stop    chan struct{}
 	exited  chan struct{}
@@ -160,7 +161,11 @@ func (c *committer) add(items [][]byte, keys []uint64) (uint64, int, error) {
 	}
 	if keyed {
 		if cur.keys == nil {
-			cur.keys = make([]uint64, 0, len(keys))
+			if n := len(c.freeKey); n > 0 {
+				cur.keys, c.freeKey = c.freeKey[n-1], c.freeKey[:n-1]
+			} else {
+				cur.keys = make([]uint64, 0, len(keys))
+			}
 		}
 		cur.keys = append(cur.keys, keys...)
 	}
@@ -276,6 +281,10 @@ func (c *committer) commitAll(z *compressor, batch []*itemGroup, waiters []*sync
 				c.free = append(c.free, g.buf[:0])
 			}
 			g.buf = nil
+			if g.keys != nil && cap(g.keys) <= maxStoredItems && len(c.freeKey) < 4 {
+				c.freeKey = append(c.freeKey, g.keys[:0])
+			}
+			g.keys = nil
 		}
 		c.mu.Unlock()
 		// Wake the callers outside the lock: waking a thousand goroutines
