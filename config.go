@@ -384,8 +384,10 @@ type Config[T any] struct {
 	// letter, and delivers the parked items of a key whose dead letter was
 	// requeued or purged while it was stopped, after the replay. Stats counts
 	// Parked, ParkedItems and ParkedKeys. Items of Enqueue and EnqueueBatch
-	// have no key and never park; nor do keyed items that a crash or a Stop
-	// out of time left in the main log (they replay without their key).
+	// have no key and never park. Keyed items that a crash or a Stop out of
+	// time left in the main log replay with their key (the WAL keeps it):
+	// those of a parked key are parked then, behind its dead letter. (Items
+	// written by releases before the WAL kept keys replay unkeyed.)
 	ParkKeys bool
 	// Logger receives the queue's warnings and errors (a level change, a
 	// WAL failure, a dropped batch); nil discards them. Never the global

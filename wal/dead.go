@@ -619,7 +619,7 @@ func scanDeadFile(data []byte, id uint64, limit int) (sc segmentScan, first reco
 	var extra *Damage
 	var extraID uint64
 	sc, err := scanDeadSegment(data, id, limit, func(off int64, h recordHeader, s []byte) error {
-		if h.kind != kindData || stored != nil {
+		if h.kind != kindData || h.keyed || stored != nil {
 			extra = &Damage{Offset: off, Reason: "a dead-letter file holds one data record; found another record"}
 			extraID = h.id
 			return errExtraRecord

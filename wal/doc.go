@@ -43,6 +43,12 @@
 // before it would pass 65,534 items, so only one call of more items than
 // that makes a record of unknown count. Counts known at Open let AckRange
 // work before Replay and give Stats.ItemsPending. A payload is
+// A keyed record (AppendKeyedItemsAt, WriteKeyed: items that each carry a
+// key, such as the queue's EnqueueKey items) is marked by a flag in its
+// kind byte, and its payload ends with its items' keys and their count,
+// after the frames; ReplayRecords and ReadSegment hand the keys back, and
+// every other reader sees the items alone. Records without the flag read
+// as they always did (no keys). A payload is
 // compressed with the Log's codec (snappy by default, lz4, or none) and
 // stored raw when that does not make it smaller; each record names its own
 // codec, so changing Options.Compression never strands old records.
@@ -223,7 +229,9 @@
 //
 // All methods of Log are safe for concurrent use. There is one group
 // commit (commit.go): a committer goroutine turns the items AppendItems
-// callers add while it is busy into records — a group closes before an
+// callers add while it is busy into records (keyed items, from
+// AppendKeyedItemsAt, into keyed records of their own: one open group of
+// each, both written in the same round) — a group closes before an
 // append would push it past Options.GroupBytes, so an append that cannot
 // fit MaxRecord alone gets ErrTooLarge alone — and runs one fdatasync per
 // round for those records and for every Append/Sync waiting on records

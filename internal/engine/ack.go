@@ -240,7 +240,7 @@ func (ringIntake[T]) acceptAck(T) (span, error) { return span{}, nil }
 // acceptAck for the sync tier: v is appended and fsynced (the log syncs
 // every append itself) before it enters the inbox, as EnqueueKey's items
 // are.
-func (t syncTier[T]) acceptAck(v T) (span, error) { return t.acceptKeyed(v) }
+func (t syncTier[T]) acceptAck(v T) (span, error) { return t.appendOne(v, nil) }
 
 // takeAcks moves what the ack inbox holds into the ack batch, cutting it
 // each time it holds BatchSize items, and with partial also what is left

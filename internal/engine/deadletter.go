@@ -26,14 +26,17 @@ import (
 // deadLetter writes b's items to the dead-letter log (records of at most
 // MaxRecord bytes); kept is true when they are all there. With parking, a
 // keyed batch's dead letters name each item's key, and those keys park from
-// the moment each is written (park.go). Sender goroutine.
+// the moment each is written (park.go); without parking they name no keys
+// (a dead letter that names keys parks them in a queue that parks). Sender
+// goroutine.
 func (w *walTier[T]) deadLetter(b *pending[T], reason error) (kept bool, err error) {
 	meta := wal.DeadMeta{Time: time.Now(), Reason: reason.Error(), Records: recordIDs(b.spans)}
 	var onLetter func(id uint64, keys []uint64, n int)
+	var keys []uint64 // named only where keys park: a dead letter that names keys parks them
 	if p := w.q.park; p != nil && len(b.keys) > 0 {
-		onLetter = p.addLetter
+		onLetter, keys = p.addLetter, b.keys
 	}
-	if _, err := w.writeDeadLetter(b.items, b.keys, meta, onLetter); err != nil {
+	if _, err := w.writeDeadLetter(b.items, keys, meta, onLetter); err != nil {
 		return false, err
 	}
 	return true, nil

@@ -44,7 +44,8 @@ type keyedShard[T any] struct {
 	bytes     int64  // guarded by mu: what items weigh (charged at admission)
 
 	// keys are the items' keys, guarded by mu, kept only when keys park
-	// (park.go): a dead letter names them.
+	// (park.go: a dead letter names them) or the tier writes what shards
+	// hold (the periodic tier: keyed records name them).
 	keys []uint64
 
 	// Owned by the collector.
@@ -92,7 +93,7 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 	// Durable first if the tier says so (the sync tier: concurrent
 	// appends share a record and an fdatasync), then queued in its key's
 	// order.
-	sp, err := q.tier.acceptKeyed(v)
+	sp, err := q.tier.acceptKeyed(key, v)
 	if err != nil {
 		q.unadmit(size)
 		return err
@@ -100,7 +101,7 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 	s := &q.keyed.shards[ShardOf(key)]
 	s.mu.Lock()
 	s.items = append(s.items, v)
-	if q.park != nil {
+	if q.keepKeys {
 		s.keys = append(s.keys, key)
 	}
 	if sp.n > 0 {

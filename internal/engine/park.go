@@ -44,7 +44,8 @@ import (
 // the releaser holds one dead letter's items at a time. If a parked item
 // cannot be written (the WAL is full), it is handled as a dead letter that
 // cannot be written: left unacknowledged in the main log when it is there
-// (the next New replays it, without its key), otherwise handed to OnDrop.
+// (the next New replays it with its key, and parks it then if its key is
+// still parked: replay.go), otherwise handed to OnDrop.
 //
 // Lock order: parking.mu, then the log's locks. divert writes dead letters
 // under mu, so that a key cannot unpark between its check and the write.

@@ -99,6 +99,10 @@ type Queue[T any] struct {
 	sizer   *batch.Sizer // nil unless Config.Adaptive
 	onRetry func(int, error)
 
+	// keepKeys: keyed shards keep their items' keys (keyed.go), for
+	// parking or for the periodic tier's keyed records.
+	keepKeys bool
+
 	wake chan struct{}    // the primary's (centrals[0].wake): a keyed shard or the inbox has work, a batch finished
 	reqs chan request     // Flush and Stop to the primary collector
 	work chan *pending[T] // collector → senders
@@ -271,6 +275,7 @@ func (q *Queue[T]) newTier() error {
 			q.tier = syncTier[T]{w}
 		case Periodic:
 			q.tier = periodicTier[T]{w, c.syncInterval()}
+			q.keepKeys = true // its checkpoints write keyed records from the shards
 		default:
 			q.tier = overflowTier[T]{w}
 		}
@@ -378,6 +383,7 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 			return nil, err
 		}
 		q.park = p
+		q.keepKeys = true
 		wg.Add(1)
 		go func() { defer wg.Done(); p.releaseLoop() }()
 	}

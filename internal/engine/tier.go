@@ -75,10 +75,11 @@ type tier[T any] interface {
 	// EnqueueBatch.
 	acceptBatch(vs []T) (int, error)
 	// acceptKeyed makes an admitted EnqueueKey item as durable as the tier
-	// promises before it enters its shard, and returns where it is on disk
-	// (a zero span: not on disk). On an error the item is refused (the
-	// caller undoes its admission).
-	acceptKeyed(v T) (span, error)
+	// promises before it enters its shard, with its key (a keyed record,
+	// so that a replay knows it), and returns where it is on disk (a zero
+	// span: not on disk). On an error the item is refused (the caller
+	// undoes its admission).
+	acceptKeyed(key uint64, v T) (span, error)
 	// acceptAck makes an admitted EnqueueAck (AckDelivered) item as
 	// durable as the tier promises before it enters the ack inbox, and
 	// returns where it is on disk (a zero span: not on disk); see ack.go.
@@ -110,9 +111,9 @@ type tier[T any] interface {
 // rings: memory, overflow and periodic.
 type ringIntake[T any] struct{ q *Queue[T] }
 
-func (r ringIntake[T]) acceptOne(v T) error             { return r.q.enqueueRing(v) }
-func (r ringIntake[T]) acceptBatch(vs []T) (int, error) { return r.q.enqueueRingBatch(vs) }
-func (ringIntake[T]) acceptKeyed(T) (span, error)       { return span{}, nil }
+func (r ringIntake[T]) acceptOne(v T) error               { return r.q.enqueueRing(v) }
+func (r ringIntake[T]) acceptBatch(vs []T) (int, error)   { return r.q.enqueueRingBatch(vs) }
+func (ringIntake[T]) acceptKeyed(uint64, T) (span, error) { return span{}, nil }
 
 // memoryTier keeps nothing on disk.
 type memoryTier[T any] struct{ ringIntake[T] }
