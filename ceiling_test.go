@@ -2,6 +2,7 @@ package vinequeue
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -16,28 +17,34 @@ type item100 struct {
 	pad [92]byte
 }
 
-// BenchmarkCollectorCeiling measures what one collector delivers when the
-// producers are never the limit: 2×GOMAXPROCS goroutines call EnqueueBatch
-// (the cheapest intake per item) in a loop, Send does nothing but count, and
-// the benchmark times b.N items arriving at Send. ns/op is per delivered item;
-// items/s is the ceiling. Whether the collector, not the producers, bounds it
-// is for a CPU profile to show (collect's share of one core); on a machine
-// with few cores the producers and senders share the cores with it.
+// BenchmarkCollectorCeiling measures what the central stage delivers when
+// the producers are never the limit, with 1, 2 and 4 central shards
+// (Config.Collectors): 2×GOMAXPROCS goroutines call EnqueueBatch (the
+// cheapest intake per item) in a loop, Send does nothing but count, and the
+// benchmark times b.N items arriving at Send. ns/op is per delivered item;
+// items/s is the ceiling. Whether the collectors, not the producers, bound
+// it is for a CPU profile to show (collect's share of the cores); on a
+// machine with few cores the producers and senders share the cores with
+// them, and a shard whose Ps do not exist (Collectors above GOMAXPROCS)
+// gets no rings.
 func BenchmarkCollectorCeiling(b *testing.B) {
-	b.Run("8B", func(b *testing.B) { benchCeiling(b, func(i uint64) uint64 { return i }) })
-	b.Run("100B", func(b *testing.B) { benchCeiling(b, func(i uint64) item100 { return item100{id: i} }) })
+	for _, n := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("8B/collectors=%d", n), func(b *testing.B) { benchCeiling(b, n, func(i uint64) uint64 { return i }) })
+		b.Run(fmt.Sprintf("100B/collectors=%d", n), func(b *testing.B) { benchCeiling(b, n, func(i uint64) item100 { return item100{id: i} }) })
+	}
 }
 
-func benchCeiling[T any](b *testing.B, mk func(uint64) T) {
+func benchCeiling[T any](b *testing.B, collectors int, mk func(uint64) T) {
 	var delivered atomic.Int64
 	target := int64(b.N)
 	reached := make(chan struct{})
 	var once sync.Once
 	q, err := New(Config[T]{
-		BatchSize: 1000,
-		RingSize:  8192,
-		Workers:   2,
-		Memory:    MemoryConfig{Limit: 1 << 30},
+		BatchSize:  1000,
+		RingSize:   8192,
+		Workers:    2,
+		Collectors: collectors,
+		Memory:     MemoryConfig{Limit: 1 << 30},
 		Send: func(_ context.Context, items []T) error {
 			if delivered.Add(int64(len(items))) >= target {
 				once.Do(func() { close(reached) })

@@ -13,6 +13,9 @@ import (
 	"github.com/vineroute/vinequeue/wal"
 )
 
+// maxCollectors bounds Config.Collectors: far more than any machine's Ps.
+const maxCollectors = 1024
+
 // SendFunc delivers one batch. It must not keep batch (or any item's backing
 // memory that the queue owns) after it returns: the queue reuses the slice.
 // A non-nil error makes the queue retry the batch according to Config.Retry.
@@ -307,6 +310,22 @@ type Config[T any] struct {
 	// in flight. Per-key order holds with any number (a key's batches go
 	// one at a time); Enqueue's items have no order across batches.
 	Workers int
+	// Collectors is the number of central shards, each drained by its own
+	// collector goroutine that cuts the batches Enqueue and EnqueueBatch
+	// fill (default: one per four Ps, GOMAXPROCS at New, at least one).
+	// A P always hands its rings to the same shard (P id modulo
+	// Collectors), so delivery grows with the cores instead of stopping at
+	// what one collector drains: about a billion 8-byte items a second, or
+	// tens of millions of 100-byte ones (README, "The hot path"). Raise it
+	// when items are large and many cores produce, and profiles show the
+	// collector busy; more shards than Ps only add idle goroutines. Each
+	// shard cuts its own partial batch on the FlushInterval tick, so at low
+	// load batches are smaller with more shards; at steady load they fill.
+	// The Send calls stay bounded by Workers, which the shards share.
+	// EnqueueKey, the Sync mode's intake, replay and spilled batches go
+	// through the first shard only (per-key order needs one owner; the Sync
+	// mode has no rings, so one shard).
+	Collectors int
 	// RingSize is the number of slots in each P's ring (a power of two,
 	// default 1024). A ring is handed off when it holds BatchSize items
 	// (or is full); each P has at most three, and their slots are charged
@@ -344,6 +363,32 @@ type Config[T any] struct {
 	// logged. Items refused at the call (an error from Enqueue) never reach
 	// it: the caller has them.
 	OnDrop func(batch []T, reason error)
+	// ParkKeys holds back a key behind its dead letter: when a batch of
+	// EnqueueKey items is dead-lettered, the later items of its keys are
+	// parked (kept in the WAL's dead-letter log, not sent) until that dead
+	// letter is requeued or purged (RequeueDeadLetters, PurgeDeadLetters,
+	// or `vinewal dlq` on a stopped queue's directory), while every other
+	// key flows; then the parked items are delivered in their key's order,
+	// after the requeued dead letter's items (requeue) or at once (purge).
+	// Per-key order then survives a poison item. Use it when a key's order
+	// matters more than its latency: one bad event of an account must not
+	// let the account's later events overtake it.
+	//
+	// It needs a WAL (New returns ErrInvalidConfig naming ParkKeys without
+	// WAL.Dir). Parked items are on disk only: they hold no memory, so a
+	// parked key never brings the queue to its memory limit, and they share
+	// WAL.MaxBytes with the segments and dead letters; a parked item that
+	// cannot be written (the WAL is full) is handled like a dead letter that
+	// cannot be written (left in the main log, or handed to OnDrop).
+	// Parking survives a restart: New parks again every key with a dead
+	// letter, and delivers the parked items of a key whose dead letter was
+	// requeued or purged while it was stopped, after the replay. Stats counts
+	// Parked, ParkedItems and ParkedKeys. Items of Enqueue and EnqueueBatch
+	// have no key and never park. Keyed items that a crash or a Stop out of
+	// time left in the main log replay with their key (the WAL keeps it):
+	// those of a parked key are parked then, behind its dead letter. (Items
+	// written by releases before the WAL kept keys replay unkeyed.)
+	ParkKeys bool
 	// Logger receives the queue's warnings and errors (a level change, a
 	// WAL failure, a dropped batch); nil discards them. Never the global
 	// logger, and never called while an Enqueue is pinned to its P.
@@ -372,6 +417,7 @@ func (c Config[T]) engine() (engine.Config[T], error) {
 		Adaptive:      c.Adaptive,
 		FlushInterval: c.FlushInterval,
 		Workers:       c.Workers,
+		Collectors:    c.Collectors,
 		RingSize:      c.RingSize,
 		Memory: engine.MemoryConfig{
 			Limit:         c.Memory.Limit,
@@ -392,11 +438,12 @@ func (c Config[T]) engine() (engine.Config[T], error) {
 			EncryptionKey:  c.WAL.EncryptionKey,
 			DecryptionKeys: c.WAL.DecryptionKeys,
 		},
-		Codec:  codec,
-		SizeOf: c.SizeOf,
-		Retry:  c.Retry,
-		OnDrop: c.OnDrop,
-		Logger: c.Logger,
+		Codec:    codec,
+		SizeOf:   c.SizeOf,
+		Retry:    c.Retry,
+		OnDrop:   c.OnDrop,
+		ParkKeys: c.ParkKeys,
+		Logger:   c.Logger,
 	}, nil
 }
 
@@ -463,6 +510,9 @@ func (c *Config[T]) fill() error {
 	if c.Workers == 0 {
 		c.Workers = 1
 	}
+	if c.Collectors < 0 || c.Collectors > maxCollectors {
+		return invalid("Collectors", "%d is not in [0, %d]", c.Collectors, maxCollectors)
+	}
 	if c.RingSize == 0 {
 		c.RingSize = 1024
 	}
@@ -487,6 +537,8 @@ func (c *Config[T]) fill() error {
 		return invalid("WAL.EncryptionKey", "set without a Dir (a memory-only queue writes nothing to encrypt)")
 	}
 	switch {
+	case c.ParkKeys && c.WAL.Dir == "":
+		return invalid("ParkKeys", "needs a WAL (WAL.Dir): parked items are kept in its dead-letter log")
 	case c.Memory.Policy == Spill && c.WAL.Dir == "":
 		return invalid("Memory.Policy", "Spill needs a WAL (WAL.Dir)")
 	case c.Memory.Policy == PolicyDefault && c.WAL.Dir != "":

@@ -5,8 +5,9 @@
 // # Data path
 //
 //	Enqueue(v) ─pin→ rings[P] (SPSC, no shared write) ─BatchSize items: hand-off (one CAS)→
-//	  collector → batches (BatchSize | FlushInterval | Flush | Stop) → Workers × Send
+//	  central shard of P (Collectors) → its collector → batches (BatchSize | FlushInterval | Flush | Stop) → Workers × Send
 //	EnqueueKey(k, v) → keyed shard of k (FIFO) → one batch in flight per shard
+//	EnqueueAck(ctx, v, level) → ack inbox → ordinary batches; waits on its group's outcome
 //	governor: bytes held vs limit → soft: delay + warn; hard: Reject | Spill | Block
 //	WAL (optional): Sync (durable before Enqueue returns) | Periodic | Overflow → replay on New
 //
@@ -18,10 +19,10 @@
 // and pushes into that P's ring. In the common case it touches only that
 // ring's producer cache line and one slot: no lock, no shared write, no
 // allocation, no clock read. When the ring holds BatchSize items (or is
-// full) the producer hands the whole ring to the collector with one
-// compare-and-swap (shard.Stack) and takes a spare ring; the collector
-// drains partial rings every FlushInterval/2, so an item waits at most
-// FlushInterval before its batch is cut.
+// full) the producer hands the whole ring to its P's central shard with one
+// compare-and-swap (shard.Stack) and takes a spare ring; each shard's
+// collector (Config.Collectors) drains partial rings every FlushInterval/2,
+// so an item waits at most FlushInterval before its batch is cut.
 //
 // # Guarantees
 //
@@ -37,6 +38,12 @@
 //     uncounted: Enqueued = Delivered + Dropped + Buffered.
 //   - WAL Sync mode: Enqueue returns once the item is durable; after a crash
 //     the next New replays what was not delivered (at least once).
+//   - EnqueueAck: a caller chooses per call to wait until its item is on
+//     disk and fsynced (AckDurable, in every WAL mode) or until Send has
+//     returned nil for the batch holding it (AckDelivered). Its items go
+//     out in ordinary full batches; the callers of a batch are woken
+//     together, with the batch's outcome (delivered, dropped, or kept in
+//     the WAL at Stop). ctx bounds the wait, never the item.
 //   - Bad input: an invalid Config gives ErrInvalidConfig naming the field;
 //     ErrTooLarge, ErrLocked and ErrWALFull come from the WAL tier.
 //

@@ -107,10 +107,17 @@ type cell struct {
 	Policy vq.Policy
 	Intake intake
 	Sink   sinkKind
+	// Collectors is Config.Collectors (0: the default); not an axis of
+	// the matrix: TestMatrixCollectors runs a subset with 3.
+	Collectors int
 }
 
 func (c cell) name() string {
-	return fmt.Sprintf("%v/%v/%v/%v", c.Mode, c.Policy, c.Intake, c.Sink)
+	n := fmt.Sprintf("%v/%v/%v/%v", c.Mode, c.Policy, c.Intake, c.Sink)
+	if c.Collectors != 0 {
+		n += fmt.Sprintf("/collectors=%d", c.Collectors)
+	}
+	return n
 }
 
 func (c cell) wal() bool { return c.Mode != modeMemory }
@@ -125,7 +132,7 @@ func cells() []cell {
 			}
 			for i := intakeOne; i <= intakeKey; i++ {
 				for s := sinkOK; s <= sinkDownUp; s++ {
-					out = append(out, cell{m, p, i, s})
+					out = append(out, cell{Mode: m, Policy: p, Intake: i, Sink: s})
 				}
 			}
 		}
@@ -248,6 +255,7 @@ func (c cell) config(dir string, send vq.SendFunc[[]byte], onDrop func([][]byte,
 		BatchSize:     cfgBatch,
 		RingSize:      cfgRing,
 		Workers:       cfgWorkers,
+		Collectors:    c.Collectors,
 		FlushInterval: cfgFlush,
 		Memory:        vq.MemoryConfig{Limit: cfgLimit, Policy: c.Policy},
 		Retry:         vq.RetryPolicy{MaxAttempts: 200, InitialBackoff: time.Millisecond, MaxBackoff: 8 * time.Millisecond},
@@ -493,7 +501,7 @@ func backlogItems(st vq.Stats) uint64 { return st.Backlog.Items }
 // at quiescence: what came in (accepted now, replayed from an earlier
 // process) equals what went out or is still held.
 func statsIdentity(st vq.Stats) (in, out uint64) {
-	return st.Enqueued + st.Replayed, st.Delivered + st.Dropped + st.Buffered + leftOnDisk(st)
+	return st.Enqueued + st.Replayed, st.Delivered + st.Dropped + st.Buffered + leftOnDisk(st) + st.Parked
 }
 
 // ---- one in-process run ----
@@ -931,8 +939,26 @@ func summary(runs []*runRec) string {
 // TestMatrix runs every cell ending with Stop: producers race Stop, then (with
 // a WAL) a new Queue on the same directory must replay nothing.
 func TestMatrix(t *testing.T) {
+	matrixStop(t, cells())
+}
+
+// TestMatrixCollectors runs cells ending with Stop with the central stage in
+// 3 shards, each with its collector, and GOMAXPROCS at least 4 so that every
+// shard has Ps (oversubscribed on a smaller machine): one cell per mode ×
+// policy with -short, three per pair by default, all of them in the long run.
+func TestMatrixCollectors(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(4, runtime.GOMAXPROCS(0))))
 	sc := matrixScale()
-	for _, c := range cells() {
+	cs := sc.killCells(cells()) // the same subset as the kill cells: latin per pair
+	for i := range cs {
+		cs[i].Collectors = 3
+	}
+	matrixStop(t, cs)
+}
+
+func matrixStop(t *testing.T, cs []cell) {
+	sc := matrixScale()
+	for _, c := range cs {
 		t.Run(c.name()+"/stop", func(t *testing.T) {
 			leaks := goleak.IgnoreCurrent()
 			dir := t.TempDir()

@@ -33,7 +33,8 @@ type Queue[T any] struct {
 }
 
 // New validates cfg, fills in defaults and starts the queue's goroutines:
-// one collector and cfg.Workers senders (and, with a WAL, a replayer).
+// one collector per central shard (Config.Collectors) and cfg.Workers
+// senders (and, with a WAL, a replayer).
 func New[T any](cfg Config[T]) (*Queue[T], error) {
 	ec, err := cfg.engine()
 	if err != nil {

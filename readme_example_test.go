@@ -3,6 +3,7 @@ package vinequeue_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -24,7 +25,7 @@ import (
 // one, since the core module cannot import contrib/kafka) in
 // examples/gateway/readme_test.go, so that they compile and run;
 // TestREADMESnippets checks that each snippet is still a copy of one.
-var readmeMirrors = []string{"readme_example_test.go", "examples/gateway/readme_test.go"}
+var readmeMirrors = []string{"readme_example_test.go", "examples/gateway/readme_test.go", "ack_example_test.go"}
 
 type click struct {
 	user uint64
@@ -105,6 +106,68 @@ func Example_readmeWAL() {
 	slices.Sort(delivered) // Enqueue keeps no order
 	fmt.Println(delivered)
 	// Output: [a b]
+}
+
+// Example_readmeParkKeys mirrors the README's ParkKeys snippet: key 7's
+// poison item parks the key; key 8 flows; the requeue delivers key 7's
+// items in order.
+func Example_readmeParkKeys() {
+	dir, err := os.MkdirTemp("", "vinequeue-readme")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	var (
+		mu     sync.Mutex
+		got    []string
+		poison = true
+	)
+	q, err := vinequeue.New(vinequeue.Config[[]byte]{
+		Send: func(_ context.Context, batch [][]byte) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, v := range batch {
+				if poison && string(v) == "bad" {
+					return vinequeue.Permanent(errors.New("poison"))
+				}
+			}
+			for _, v := range batch {
+				got = append(got, string(v))
+			}
+			return nil
+		},
+		BatchSize: 1, FlushInterval: 10 * time.Millisecond,
+		WAL:      vinequeue.WALConfig{Dir: dir, Mode: vinequeue.Sync},
+		ParkKeys: true,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer q.Close()
+	ctx := context.Background()
+	_ = q.EnqueueKey(7, []byte("bad"))
+	_ = q.EnqueueKey(7, []byte("after"))
+	_ = q.EnqueueKey(8, []byte("other"))
+	_ = q.Flush(ctx)
+	mu.Lock()
+	fmt.Println(got, q.Stats().ParkedKeys)
+	poison = false
+	mu.Unlock()
+
+	ds, _ := q.DeadLetters() // ds[i].Keys > 0: keyed; ds[i].Parked: waiting behind one
+	// Its items, then the parked ones, in the key's order. (Or
+	// q.PurgeDeadLetters(ds[0].ID): drop the poison, deliver the parked items.)
+	if _, err := q.RequeueDeadLetters(ds[0].ID); err != nil {
+		log.Fatal(err)
+	}
+	_ = q.Flush(ctx) // waits for the released items too
+
+	mu.Lock()
+	fmt.Println(got, q.Stats().ParkedKeys)
+	mu.Unlock()
+	// Output:
+	// [other] 1
+	// [other bad after] 0
 }
 
 // TestREADMESnippets: every ```go block of README.md is a copy of a run of

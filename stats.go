@@ -10,9 +10,12 @@ import (
 //
 // At quiescence (after Flush returns, or after Stop) the counters balance:
 //
-//	Enqueued + Replayed == Delivered + Dropped + LeftOnDisk + Buffered
+//	Enqueued + Replayed == Delivered + Dropped + LeftOnDisk + Parked + Buffered
 //
-// where Buffered is 0 after Stop. Under load the fields are read one by one
+// where Buffered is 0 after Stop. Parked items (Config.ParkKeys) are their
+// own term, not Buffered: they leave delivery for the dead-letter log, and
+// when they are delivered again from it they count as Enqueued anew (as
+// requeued dead letters do). Under load the fields are read one by one
 // and are not a consistent cut.
 type Stats struct {
 	// Counters since New.
@@ -29,6 +32,7 @@ type Stats struct {
 	Delayed      uint64 // slow-path delays applied at the soft level
 	Blocked      uint64 // calls that waited at the hard level (Policy Block)
 	Batches      uint64 // Send calls that returned nil
+	Parked       uint64 // items moved to the dead-letter log behind a dead letter of their key (Config.ParkKeys)
 
 	// Gauges at the time of the call.
 	Buffered  uint64 // items accepted or replayed and not yet delivered, dropped or left on disk
@@ -36,7 +40,12 @@ type Stats struct {
 	Level     Level
 	BatchSize uint64 // current target batch size
 	WALBytes  uint64 // bytes of the WAL's unacknowledged records on disk
-	Backlog   Backlog
+	// ParkedItems are the items parked now (Config.ParkKeys), this
+	// process's and those an earlier one parked; ParkedKeys the keys
+	// parked now (every key of a live keyed dead letter).
+	ParkedItems uint64
+	ParkedKeys  uint64
+	Backlog     Backlog
 }
 
 // Backlog is what waits for delivery, in memory and in the WAL.
@@ -65,6 +74,7 @@ func statsOf(s engine.Stats) Stats {
 		Enqueued: s.Enqueued, Delivered: s.Delivered, Rejected: s.Rejected, Dropped: s.Dropped,
 		DeadLettered: s.DeadLettered, Spilled: s.Spilled, Replayed: s.Replayed, LeftOnDisk: s.LeftOnDisk,
 		Retries: s.Retries, Corrupt: s.Corrupt, Delayed: s.Delayed, Blocked: s.Blocked, Batches: s.Batches,
+		Parked: s.Parked, ParkedItems: s.ParkedItems, ParkedKeys: s.ParkedKeys,
 		Buffered: s.Buffered, BytesHeld: s.BytesHeld, Level: levelOf(s.Level),
 		BatchSize: s.BatchSize, WALBytes: s.WALBytes, Backlog: Backlog(s.Backlog),
 	}

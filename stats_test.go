@@ -11,9 +11,9 @@ import (
 // checkIdentity asserts the Stats identity at quiescence.
 func checkIdentity(t *testing.T, st Stats) {
 	t.Helper()
-	if st.Enqueued+st.Replayed != st.Delivered+st.Dropped+st.LeftOnDisk+st.Buffered {
-		t.Fatalf("Enqueued %d + Replayed %d != Delivered %d + Dropped %d + LeftOnDisk %d + Buffered %d",
-			st.Enqueued, st.Replayed, st.Delivered, st.Dropped, st.LeftOnDisk, st.Buffered)
+	if st.Enqueued+st.Replayed != st.Delivered+st.Dropped+st.LeftOnDisk+st.Parked+st.Buffered {
+		t.Fatalf("Enqueued %d + Replayed %d != Delivered %d + Dropped %d + LeftOnDisk %d + Parked %d + Buffered %d",
+			st.Enqueued, st.Replayed, st.Delivered, st.Dropped, st.LeftOnDisk, st.Parked, st.Buffered)
 	}
 }
 

@@ -399,3 +399,42 @@ func BenchmarkAck(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkAppendOneKeyedSync: one 100-byte item per call from 64
+// goroutines, durable on return, with a key (AppendKeyedItemsAt: a keyed
+// record) and without (AppendItemsAt): what a key costs EnqueueKey's sync
+// path in the log.
+func BenchmarkAppendOneKeyedSync(b *testing.B) {
+	for _, keyed := range []bool{false, true} {
+		b.Run("keyed="+onOff(keyed), func(b *testing.B) {
+			l, err := Open(b.TempDir(), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			var seed atomic.Uint64
+			b.SetBytes(100)
+			b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				r := rand.New(rand.NewPCG(seed.Add(1), 1))
+				item := [][]byte{make([]byte, 100)}
+				copy(item[0], jsonEvent(r, 0))
+				key := []uint64{r.Uint64()}
+				for pb.Next() {
+					var err error
+					if keyed {
+						_, _, err = l.AppendKeyedItemsAt(item, key)
+					} else {
+						_, _, err = l.AppendItemsAt(item)
+					}
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}

@@ -23,9 +23,11 @@ type committer struct {
 	mu      sync.Mutex
 	closed  bool
 	cur     *itemGroup   // the open group; items are framed into cur.buf
+	curKey  *itemGroup   // the open group of keyed items (a keyed record)
 	sealed  []*itemGroup // full groups waiting, in order
 	waiters []*syncWait  // durability waits for records already written
 	free    [][]byte     // payload buffers to reuse
+	freeKey [][]uint64   // keyed groups' key buffers to reuse
 	kick    chan struct{}
 	stop    chan struct{}
 	exited  chan struct{}
@@ -35,6 +37,7 @@ type committer struct {
 // id and err, which the committer sets before closing done.
 type itemGroup struct {
 	buf  []byte
+	keys []uint64 // a keyed group's: one per item (nil: an unkeyed group)
 	n    int
 	id   uint64
 	err  error
@@ -54,6 +57,7 @@ func (c *committer) init(l *Log) {
 	c.stop = make(chan struct{})
 	c.exited = make(chan struct{})
 	c.cur = c.newGroupLocked()
+	c.curKey = c.newGroupLocked()
 }
 
 func (c *committer) newGroupLocked() *itemGroup {
@@ -85,7 +89,7 @@ func (l *Log) AppendItem(item []byte) (uint64, error) {
 // item count is its number of items, for AckRange; several callers receive
 // the same id. The items are copied; no items: it returns 0 and nil.
 func (l *Log) AppendItems(items [][]byte) (uint64, error) {
-	id, _, err := l.commit.add(items)
+	id, _, err := l.commit.add(items, nil)
 	return id, err
 }
 
@@ -93,14 +97,36 @@ func (l *Log) AppendItems(items [][]byte) (uint64, error) {
 // are in the shared record: they are its items [index, index+len(items)).
 // That is what a caller needs to find them again with ReadRange.
 func (l *Log) AppendItemsAt(items [][]byte) (id uint64, index int, err error) {
-	return l.commit.add(items)
+	return l.commit.add(items, nil)
 }
 
-func (c *committer) add(items [][]byte) (uint64, int, error) {
+// AppendKeyedItemsAt is AppendItemsAt for items that each carry a key
+// (keys[i] is items[i]'s; len(keys) must be len(items)): they go into a
+// keyed record (WriteKeyed), shared only with other keyed items, and
+// Replay hands their keys back. Each key costs 8 bytes of the record.
+func (l *Log) AppendKeyedItemsAt(items [][]byte, keys []uint64) (id uint64, index int, err error) {
+	if len(keys) != len(items) {
+		return 0, 0, fmt.Errorf("wal: AppendKeyedItemsAt: %d items and %d keys", len(items), len(keys))
+	}
+	return l.commit.add(items, keys)
+}
+
+// keyedSize is what a keyed group of n items adds to its frames: their
+// keys and the trailer's count (format.go).
+func keyedSize(n int) int { return 8*n + keyedTrailer }
+
+func (c *committer) add(items [][]byte, keys []uint64) (uint64, int, error) {
 	l := c.l
+	keyed := keys != nil
 	size := 0
 	for _, item := range items {
 		size += FrameSize(len(item))
+	}
+	if keyed {
+		size += 8 * len(keys)
+		if size+keyedTrailer > l.opts.MaxRecord {
+			return 0, 0, fmt.Errorf("%w: %d keyed items of %d bytes framed with their keys, the limit is %d", ErrTooLarge, len(items), size+keyedTrailer, l.opts.MaxRecord)
+		}
 	}
 	if size > l.opts.MaxRecord {
 		return 0, 0, fmt.Errorf("%w: %d items of %d bytes framed, the limit is %d", ErrTooLarge, len(items), size, l.opts.MaxRecord)
@@ -113,17 +139,35 @@ func (c *committer) add(items [][]byte) (uint64, int, error) {
 		c.mu.Unlock()
 		return 0, 0, ErrClosed
 	}
-	cur := c.cur
+	open := &c.cur
+	if keyed {
+		open = &c.curKey
+	}
+	cur := *open
+	used := len(cur.buf)
+	if keyed {
+		used += keyedSize(cur.n)
+	}
 	// A group also closes before its record would hold more items than a
 	// record header can state, so that its count is known at Open.
-	if cur.n > 0 && (len(cur.buf)+size > l.opts.GroupBytes || cur.n+len(items) > maxStoredItems) {
+	if cur.n > 0 && (used+size > l.opts.GroupBytes || cur.n+len(items) > maxStoredItems) {
 		c.sealed = append(c.sealed, cur)
 		cur = c.newGroupLocked()
-		c.cur = cur
+		*open = cur
 	}
 	index := cur.n
 	for _, item := range items {
 		cur.buf = AppendFrame(cur.buf, item)
+	}
+	if keyed {
+		if cur.keys == nil {
+			if n := len(c.freeKey); n > 0 {
+				cur.keys, c.freeKey = c.freeKey[n-1], c.freeKey[:n-1]
+			} else {
+				cur.keys = make([]uint64, 0, len(keys))
+			}
+		}
+		cur.keys = append(cur.keys, keys...)
 	}
 	cur.n += len(items)
 	c.mu.Unlock()
@@ -185,6 +229,10 @@ func (c *committer) commitAll(z *compressor, batch []*itemGroup, waiters []*sync
 			batch = append(batch, c.cur)
 			c.cur = c.newGroupLocked()
 		}
+		if c.curKey.n > 0 {
+			batch = append(batch, c.curKey)
+			c.curKey = c.newGroupLocked()
+		}
 		waiters = append(waiters[:0], c.waiters...)
 		clear(c.waiters)
 		c.waiters = c.waiters[:0]
@@ -194,8 +242,15 @@ func (c *committer) commitAll(z *compressor, batch []*itemGroup, waiters []*sync
 		}
 		written := false
 		for _, g := range batch {
+			kind := uint8(kindData)
+			if g.keys != nil {
+				// The keys go after the frames (format.go): the
+				// buffer grows, nothing is copied.
+				g.buf = AppendKeys(g.buf, g.keys)
+				kind |= recordKeyed
+			}
 			stored, codec := z.compress(g.buf)
-			g.id, g.err = l.writeRecord(stored, codec, kindData, g.n)
+			g.id, g.err = l.writeRecord(stored, codec, kind, g.n)
 			if g.err == nil {
 				written = true
 				l.stats.items.Add(uint64(g.n))
@@ -226,6 +281,10 @@ func (c *committer) commitAll(z *compressor, batch []*itemGroup, waiters []*sync
 				c.free = append(c.free, g.buf[:0])
 			}
 			g.buf = nil
+			if g.keys != nil && cap(g.keys) <= maxStoredItems && len(c.freeKey) < 4 {
+				c.freeKey = append(c.freeKey, g.keys[:0])
+			}
+			g.keys = nil
 		}
 		c.mu.Unlock()
 		// Wake the callers outside the lock: waking a thousand goroutines

@@ -47,7 +47,16 @@ func buildDamageBase(t *testing.T, seed uint64, encrypted bool) *damageBase {
 		for j := range p {
 			p[j] = byte('a' + rng.IntN(4)) // compressible, mostly
 		}
-		id, err := l.Append(p)
+		var id uint64
+		var err error
+		if rng.IntN(4) == 0 {
+			// A keyed record (format.go): Replay hands out its items
+			// alone, which is what is compared.
+			p = AppendFrame(nil, p)
+			id, err = l.WriteKeyed(AppendKeys(p, []uint64{rng.Uint64()}))
+		} else {
+			id, err = l.Append(p)
+		}
 		require.NoError(t, err)
 		b.payloads[id] = p
 		ids = append(ids, id)

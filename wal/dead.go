@@ -26,13 +26,20 @@ import (
 const (
 	deadDirName     = "dlq"
 	deadMetaVersion = 1
+	// deadMetaKeyed is the metadata version with flags and item keys
+	// (written only for a dead letter that has either).
+	deadMetaKeyed  = 2
+	deadFlagParked = 1 << 0
 	// maxDeadReason bounds the reason kept with a dead letter (longer
 	// error texts are cut), maxDeadRecords the record ids.
 	maxDeadReason  = 4 << 10
 	maxDeadRecords = 1 << 16
+	// maxDeadKeys bounds the item keys of one dead letter.
+	maxDeadKeys = 1 << 16
 	// deadMetaMax bounds the encoded metadata in front of the items, so a
 	// reader's limit is the record limit plus this.
-	deadMetaMax = 1 + 3*binary.MaxVarintLen64 + maxDeadReason + (1+maxDeadRecords)*binary.MaxVarintLen64
+	deadMetaMax = 1 + 3*binary.MaxVarintLen64 + maxDeadReason + (1+maxDeadRecords)*binary.MaxVarintLen64 +
+		binary.MaxVarintLen64 + (1+maxDeadKeys)*binary.MaxVarintLen64
 )
 
 // DeadMeta is what is kept with a dead letter besides its items.
@@ -46,6 +53,14 @@ type DeadMeta struct {
 	Records []uint64
 	// Attempts is how many times Send was tried.
 	Attempts int
+	// Keys is the key of each item of a keyed batch, in item order (empty
+	// for unkeyed items; otherwise exactly one per item, at most 65,536).
+	// A queue that parks keys needs them to hold back the later items of
+	// those keys, and to deliver the items again in their key's order.
+	Keys []uint64
+	// Parked is set for items that did not fail themselves: they were
+	// parked behind an earlier dead letter of their key.
+	Parked bool
 }
 
 // DeadLetter describes one dead letter on disk.
@@ -67,8 +82,19 @@ type DeadLetter struct {
 //	uvarint  attempts
 //	uvarint  reason length, then the reason's bytes
 //	uvarint  record id count, then each id as a uvarint
+//
+// and, in version 2 (written only when m has Keys or is Parked, so that
+// other dead letters stay readable by older releases):
+//
+//	uvarint  flags (deadFlagParked)
+//	uvarint  key count, then each key as a uvarint
 func appendDeadMeta(dst []byte, m DeadMeta) []byte {
-	dst = append(dst, deadMetaVersion)
+	keyed := len(m.Keys) > 0 || m.Parked
+	if keyed {
+		dst = append(dst, deadMetaKeyed)
+	} else {
+		dst = append(dst, deadMetaVersion)
+	}
 	var t int64
 	if !m.Time.IsZero() {
 		t = m.Time.UnixNano()
@@ -80,6 +106,17 @@ func appendDeadMeta(dst []byte, m DeadMeta) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(m.Records)))
 	for _, id := range m.Records {
 		dst = binary.AppendUvarint(dst, id)
+	}
+	if keyed {
+		var flags uint64
+		if m.Parked {
+			flags |= deadFlagParked
+		}
+		dst = binary.AppendUvarint(dst, flags)
+		dst = binary.AppendUvarint(dst, uint64(len(m.Keys)))
+		for _, k := range m.Keys {
+			dst = binary.AppendUvarint(dst, k)
+		}
 	}
 	return dst
 }
@@ -96,7 +133,8 @@ func parseDeadMeta(b []byte) (DeadMeta, []byte, error) {
 	if len(b) == 0 {
 		return bad("empty")
 	}
-	if b[0] != deadMetaVersion {
+	version := b[0]
+	if version != deadMetaVersion && version != deadMetaKeyed {
 		return bad(fmt.Sprintf("version %d", b[0]))
 	}
 	off := 1
@@ -137,6 +175,30 @@ func parseDeadMeta(b []byte) (DeadMeta, []byte, error) {
 			}
 			m.Records[i] = id
 			off += k
+		}
+	}
+	if version == deadMetaKeyed {
+		flags, k := binary.Uvarint(b[off:])
+		if k <= 0 || flags&^deadFlagParked != 0 {
+			return bad("flags")
+		}
+		off += k
+		m.Parked = flags&deadFlagParked != 0
+		n, k = binary.Uvarint(b[off:])
+		if k <= 0 || n > maxDeadKeys || n > uint64(len(b)-off-k) {
+			return bad("key count")
+		}
+		off += k
+		if n > 0 {
+			m.Keys = make([]uint64, n)
+			for i := range m.Keys {
+				key, k := binary.Uvarint(b[off:])
+				if k <= 0 {
+					return bad("key")
+				}
+				m.Keys[i] = key
+				off += k
+			}
 		}
 	}
 	return m, b[off:], nil
@@ -196,7 +258,8 @@ func fullErr(err error) error {
 // id. Ids start at 1 and are never reused in the directory.
 //
 // The payload is compressed like a record. ErrTooLarge: payload over
-// MaxRecord, or more than 65,536 record ids. ErrFull: the disk is full,
+// MaxRecord, or more than 65,536 record ids or keys (Keys needs one per
+// item, or none). ErrFull: the disk is full,
 // or the dead letter would take segments plus dead letters past
 // Options.MaxBytes (one budget for the whole directory). On any error
 // nothing was stored, except when the file is complete but a directory
@@ -216,8 +279,15 @@ func (l *Log) DeadLetter(payload []byte, meta DeadMeta) (uint64, error) {
 	if len(meta.Records) > maxDeadRecords {
 		return 0, fmt.Errorf("%w: dead letter with %d record ids, the limit is %d", ErrTooLarge, len(meta.Records), maxDeadRecords)
 	}
-	if err := ForEachItem(payload, func([]byte) error { return nil }); err != nil {
+	if len(meta.Keys) > maxDeadKeys {
+		return 0, fmt.Errorf("%w: dead letter with %d keys, the limit is %d", ErrTooLarge, len(meta.Keys), maxDeadKeys)
+	}
+	items := 0
+	if err := ForEachItem(payload, func([]byte) error { items++; return nil }); err != nil {
 		return 0, fmt.Errorf("wal: DeadLetter: the payload is not a sequence of AppendFrame frames (%v)", err)
+	}
+	if len(meta.Keys) > 0 && len(meta.Keys) != items {
+		return 0, fmt.Errorf("wal: DeadLetter: %d keys for %d items (one per item, or none)", len(meta.Keys), items)
 	}
 	if meta.Time.IsZero() {
 		meta.Time = time.Now()
@@ -549,7 +619,7 @@ func scanDeadFile(data []byte, id uint64, limit int) (sc segmentScan, first reco
 	var extra *Damage
 	var extraID uint64
 	sc, err := scanDeadSegment(data, id, limit, func(off int64, h recordHeader, s []byte) error {
-		if h.kind != kindData || stored != nil {
+		if h.kind != kindData || h.keyed || stored != nil {
 			extra = &Damage{Offset: off, Reason: "a dead-letter file holds one data record; found another record"}
 			extraID = h.id
 			return errExtraRecord

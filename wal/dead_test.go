@@ -514,6 +514,7 @@ func TestDeadMetaRoundTrip(t *testing.T) {
 func FuzzDeadMeta(f *testing.F) {
 	f.Add(appendDeadMeta(nil, DeadMeta{}))
 	f.Add(append(appendDeadMeta(nil, DeadMeta{Time: time.Unix(1, 2), Reason: "boom", Records: []uint64{7, 8}, Attempts: 2}), AppendFrame(nil, []byte("item"))...))
+	f.Add(append(appendDeadMeta(nil, DeadMeta{Reason: "parked", Keys: []uint64{1 << 40}, Parked: true}), AppendFrame(nil, []byte("item"))...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, rest, err := parseDeadMeta(b)
 		if err != nil {
@@ -528,6 +529,8 @@ func FuzzDeadMeta(f *testing.F) {
 		require.Equal(t, m.Reason, m2.Reason)
 		require.Equal(t, m.Records, m2.Records)
 		require.Equal(t, m.Attempts, m2.Attempts)
+		require.Equal(t, m.Keys, m2.Keys)
+		require.Equal(t, m.Parked, m2.Parked)
 	})
 }
 
@@ -587,4 +590,61 @@ func FuzzDeadFile(f *testing.F) {
 		require.Equal(t, d.Items, n)
 		require.Equal(t, d.Bytes, len(payload))
 	})
+}
+
+// TestDeadLetterKeysAndParked: Keys and Parked survive a reopen (version 2
+// metadata); a dead letter with neither is still written as version 1, so
+// releases that predate version 2 read it; keys that do not match the
+// items one for one are refused; damage in the new fields is ErrCorrupt.
+func TestDeadLetterKeysAndParked(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, Options{SegmentSize: 64 << 10})
+	p, items := deadBatch("k", 3)
+	keys := []uint64{7, 1 << 63, 7}
+	id1, err := l.DeadLetter(p, DeadMeta{Reason: "poison", Keys: keys})
+	require.NoError(t, err)
+	id2, err := l.DeadLetter(p, DeadMeta{Reason: "parked", Keys: keys, Parked: true})
+	require.NoError(t, err)
+	id3, err := l.DeadLetter(p, DeadMeta{Reason: "plain"})
+	require.NoError(t, err)
+	_, err = l.DeadLetter(p, DeadMeta{Keys: []uint64{1, 2}})
+	require.Error(t, err, "two keys for three items")
+	require.NoError(t, l.Close())
+
+	l = openT(t, dir, Options{SegmentSize: 64 << 10})
+	defer l.Close()
+	d, got, err := l.ReadDeadLetter(id1)
+	require.NoError(t, err)
+	assert.Equal(t, keys, d.Keys)
+	assert.False(t, d.Parked)
+	assert.Equal(t, items, splitItems(t, got))
+	d, _, err = l.ReadDeadLetter(id2)
+	require.NoError(t, err)
+	assert.Equal(t, keys, d.Keys)
+	assert.True(t, d.Parked)
+	d, _, err = l.ReadDeadLetter(id3)
+	require.NoError(t, err)
+	assert.Empty(t, d.Keys)
+	assert.False(t, d.Parked)
+
+	// The encodings themselves: version 1 without keys, 2 with them.
+	plain := appendDeadMeta(nil, DeadMeta{Reason: "x"})
+	assert.Equal(t, byte(deadMetaVersion), plain[0])
+	keyed := appendDeadMeta(nil, DeadMeta{Reason: "x", Keys: []uint64{5}, Parked: true})
+	assert.Equal(t, byte(deadMetaKeyed), keyed[0])
+	m, rest, err := parseDeadMeta(append(keyed, 'z'))
+	require.NoError(t, err)
+	assert.Equal(t, []uint64{5}, m.Keys)
+	assert.True(t, m.Parked)
+	assert.Equal(t, []byte("z"), rest)
+	// Damage in the version 2 fields: unknown flags, a key count past the
+	// bytes, a truncated key.
+	for _, bad := range [][]byte{
+		append(keyed[:len(keyed)-3:len(keyed)-3], 0x02, 0x00),
+		append(keyed[:len(keyed)-3:len(keyed)-3], 0x01, 0x7f),
+		append(keyed[:len(keyed)-3:len(keyed)-3], 0x01, 0x01, 0x80),
+	} {
+		_, _, err := parseDeadMeta(bad)
+		require.ErrorIs(t, err, ErrCorrupt, "%x", bad)
+	}
 }

@@ -43,6 +43,12 @@
 // before it would pass 65,534 items, so only one call of more items than
 // that makes a record of unknown count. Counts known at Open let AckRange
 // work before Replay and give Stats.ItemsPending. A payload is
+// A keyed record (AppendKeyedItemsAt, WriteKeyed: items that each carry a
+// key, such as the queue's EnqueueKey items) is marked by a flag in its
+// kind byte, and its payload ends with its items' keys and their count,
+// after the frames; ReplayRecords and ReadSegment hand the keys back, and
+// every other reader sees the items alone. Records without the flag read
+// as they always did (no keys). A payload is
 // compressed with the Log's codec (snappy by default, lz4, or none) and
 // stored raw when that does not make it smaller; each record names its own
 // codec, so changing Options.Compression never strands old records.
@@ -133,12 +139,23 @@
 // format above, whose payload (compressed like any record) is the
 // metadata followed by the items, framed with AppendFrame:
 //
-//	[0]      metadata version (1)
+//	[0]      metadata version (1 or 2)
 //	varint   time given up on, Unix nanoseconds (0: unknown)
 //	uvarint  Send attempts
 //	uvarint  reason length (at most 4 KiB), reason bytes
 //	uvarint  count of main-log record ids (at most 65,536), each a uvarint
+//	         version 2 only:
+//	uvarint  flags (bit 0: parked; other bits zero)
+//	uvarint  count of item keys (0, or the item count; at most 65,536),
+//	         each a uvarint
 //	...      the items
+//
+// Version 2 carries what parking a key needs (DeadMeta.Keys and Parked):
+// the key of each item of a keyed batch, and whether the items were parked
+// behind a dead letter of their key rather than failed themselves. A dead
+// letter with neither is written as version 1, so a directory whose queue
+// never parks stays readable by releases that predate version 2; both
+// versions are read.
 //
 // Dead-letter ids are issued consecutively from 1 and never reused, even
 // after every dead letter is purged. dlq/ACK is an acknowledgement log
@@ -212,7 +229,9 @@
 //
 // All methods of Log are safe for concurrent use. There is one group
 // commit (commit.go): a committer goroutine turns the items AppendItems
-// callers add while it is busy into records — a group closes before an
+// callers add while it is busy into records (keyed items, from
+// AppendKeyedItemsAt, into keyed records of their own: one open group of
+// each, both written in the same round) — a group closes before an
 // append would push it past Options.GroupBytes, so an append that cannot
 // fit MaxRecord alone gets ErrTooLarge alone — and runs one fdatasync per
 // round for those records and for every Append/Sync waiting on records

@@ -31,7 +31,8 @@ import (
 //	[8:16]  timestamp, Unix nanoseconds
 //	[16:20] stored payload length
 //	[20]    codec of the payload (codecNone, codecSnappy, codecLZ4)
-//	[21]    kind (kindData, kindGap)
+//	[21]    kind (kindData, kindGap), or'ed with recordKeyed (0x80) for a
+//	        keyed data record (below)
 //	[22:24] item count (version 2): the record's number of items, 1 to
 //	        maxStoredItems; 0 (every version 1 record) or itemsSaturated
 //	        (65,535 items or more) mean unknown until Replay counts the
@@ -42,6 +43,28 @@ import (
 //	                segment, the sealed payload below)
 //	[24+n:28+n]     CRC32C of [0:24+n]
 //	[28+n:align8]   zero padding
+//
+// Keyed records. A data record whose items each carry a key (EnqueueKey's
+// items: the key orders them and can park them) has recordKeyed set in its
+// kind byte, and its payload (before compression and sealing, so both
+// cover the keys) is
+//
+//	[0:m]        the items, framed with AppendFrame (n frames)
+//	[m:m+8n]     the items' keys, 8 bytes little-endian each, in item order
+//	[m+8n:+4]    n, uint32 little-endian
+//
+// The trailer keeps the items where they always are (a reader that wants
+// only items takes payload[:m], no copy) and lets a writer append keys
+// after the frames it has built (no copy either). The item count is n,
+// the frames' number; a payload whose trailer does not match its frames is
+// damage (ErrCorrupt where it is read). Records of other kinds are never
+// keyed, nor is a dead letter's record (its keys are in its metadata). The
+// flag is how the format is versioned here: a record without it is read as
+// before (items with no key), so every older segment reads unchanged; only
+// keyed records carry it, so a log whose queue never calls EnqueueKey
+// stays readable by releases that predate keyed records, which see a keyed
+// record as one of unknown kind (damage: counted, and its segment copied
+// aside as .corrupt before the repair, so its bytes are not deleted).
 //
 // Encryption (version 3 segments). Every record's payload is sealed with
 // AES-256-GCM after compression (compressed ciphertext would not shrink):
@@ -98,6 +121,11 @@ const (
 	// place of each run of damaged records between intact ones, to keep
 	// ids contiguous, so the loss is not counted again on the next Open.
 	kindGap = 1
+	// recordKeyed is the kind byte's flag for a keyed data record: its
+	// payload ends with the items' keys (see Keyed records above).
+	recordKeyed = 0x80
+	// keyedTrailer is the fixed part of a keyed payload's trailer (n).
+	keyedTrailer = 4
 
 	// maxStoredItems is the largest item count a record header states;
 	// itemsSaturated stands for any count above it (unknown, like 0).
@@ -181,7 +209,8 @@ type recordHeader struct {
 	length uint32
 	codec  uint8
 	kind   uint8
-	items  int // item count; 0: unknown (see the record layout)
+	keyed  bool // kindData with recordKeyed: the payload ends with keys
+	items  int  // item count; 0: unknown (see the record layout)
 	// raw is bytes [8:24] as read (decodeRecord): with the id, the
 	// additional data a sealed payload was authenticated with.
 	raw [16]byte
@@ -232,6 +261,9 @@ func encodeSealedRecord(b []byte, h recordHeader, payload []byte, aead cipher.AE
 	binary.LittleEndian.PutUint32(b[16:20], uint32(n))
 	b[20] = h.codec
 	b[21] = h.kind
+	if h.keyed {
+		b[21] |= recordKeyed
+	}
 	binary.LittleEndian.PutUint16(b[22:24], storedItems(h.items))
 	if aead != nil {
 		copy(h.raw[:], b[8:recordHeaderSize])
@@ -275,7 +307,8 @@ func decodeRecordCRC(b []byte, maxLen int, want uint64, verify bool) (recordHead
 		time:   int64(binary.LittleEndian.Uint64(b[8:16])),
 		length: binary.LittleEndian.Uint32(b[16:20]),
 		codec:  b[20],
-		kind:   b[21],
+		kind:   b[21] &^ recordKeyed,
+		keyed:  b[21]&recordKeyed != 0,
 		items:  countFromHeader(binary.LittleEndian.Uint16(b[22:24])),
 	}
 	copy(h.raw[:], b[8:recordHeaderSize])
@@ -315,8 +348,8 @@ func decodeRecordCRC(b []byte, maxLen int, want uint64, verify bool) (recordHead
 }
 
 func finishRecord(b []byte, h recordHeader, end int64) (recordHeader, []byte, int64, error) {
-	if h.codec > codecLZ4 || h.kind > kindGap {
-		return h, nil, 0, fmt.Errorf("record %d: unknown codec %d or kind %d", h.id, h.codec, h.kind)
+	if h.codec > codecLZ4 || h.kind > kindGap || (h.keyed && h.kind != kindData) {
+		return h, nil, 0, fmt.Errorf("record %d: unknown codec %d or kind %#02x", h.id, h.codec, b[21])
 	}
 	size := align8(end + recordTrailerSize)
 	if size > int64(len(b)) {

@@ -64,6 +64,45 @@ func sealedSegment(tb testing.TB) []byte {
 	return trimZeroTail(b)
 }
 
+// keyedSegment returns a small segment of keyed records (AppendKeys
+// trailers) between unkeyed ones, sealed under fuzzKey if sealed: a seed
+// for the segment and Open targets.
+func keyedSegment(tb testing.TB, sealed bool) []byte {
+	dir := tb.TempDir()
+	opts := Options{SegmentSize: 4096, NoSync: true}
+	if sealed {
+		opts.EncryptionKey = fuzzKey
+	}
+	l, err := Open(dir, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		var p []byte
+		var keys []uint64
+		for j := 0; j < 3; j++ {
+			p = AppendFrame(p, payloadFor(i*3+j))
+			keys = append(keys, uint64(i*3+j)<<40|7)
+		}
+		if i%2 == 0 {
+			_, err = l.WriteKeyed(AppendKeys(p, keys))
+		} else {
+			_, err = l.Write(p)
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, segmentName(1)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return trimZeroTail(b)
+}
+
 // trimZeroTail keeps a seed small: the used part of a segment and a little
 // of its zero tail.
 func trimZeroTail(b []byte) []byte {
@@ -92,6 +131,15 @@ func FuzzRecord(f *testing.F) {
 		encodeSealedRecord(rec, recordHeader{id: 9, time: 1, codec: codec}, stored, keys.seal)
 		f.Add(rec, uint64(9), uint8(4+i))
 	}
+	{
+		// A keyed record, sealed.
+		p := AppendKeys(AppendFrame(AppendFrame(nil, payloadFor(3)), payloadFor(4)), []uint64{3, 1 << 63})
+		z := &compressor{c: Snappy}
+		stored, codec := z.compress(p)
+		rec := make([]byte, recordSize(len(stored)+sealOverhead))
+		encodeSealedRecord(rec, recordHeader{id: 9, time: 1, codec: codec, keyed: true, items: 2}, stored, keys.seal)
+		f.Add(rec, uint64(9), uint8(12))
+	}
 	f.Fuzz(func(t *testing.T, data []byte, want uint64, c uint8) {
 		rr := recordReader{limit: fuzzLimit}
 		// Arbitrary bytes: never a panic, never a size past the input.
@@ -104,10 +152,14 @@ func FuzzRecord(f *testing.F) {
 			}
 			if raw, err := rr.payload(keys.seal, &h, stored); err == nil {
 				_ = ForEachItem(raw, func([]byte) error { return nil })
+				if h.keyed {
+					fuzzSplitKeyed(t, raw)
+				}
 			}
 		}
 		_, _, _ = decompress(nil, c%4, data, fuzzLimit)
 		_ = ForEachItem(data, func([]byte) error { return nil })
+		fuzzSplitKeyed(t, data)
 
 		// Round trip of data as a payload.
 		z := &compressor{c: Compression(c % 3)}
@@ -119,10 +171,11 @@ func FuzzRecord(f *testing.F) {
 		}
 		buf := make([]byte, recordSize(n))
 		id := want | 1
-		encodeSealedRecord(buf, recordHeader{id: id, time: 1, codec: codec, items: int(want % 70000)}, stored, aead)
+		keyed := c&8 != 0
+		encodeSealedRecord(buf, recordHeader{id: id, time: 1, codec: codec, keyed: keyed, items: int(want % 70000)}, stored, aead)
 		h, got, size, err := decodeRecord(buf, fuzzLimit, 0)
-		if err != nil || h.id != id || size != int64(len(buf)) {
-			t.Fatalf("round trip: id %d size %d err %v", h.id, size, err)
+		if err != nil || h.id != id || size != int64(len(buf)) || h.keyed != keyed || h.kind != kindData {
+			t.Fatalf("round trip: id %d size %d keyed %v kind %d err %v", h.id, size, h.keyed, h.kind, err)
 		}
 		raw, err := rr.payload(aead, &h, got)
 		if err != nil || !bytes.Equal(raw, data) {
@@ -139,11 +192,27 @@ func FuzzRecord(f *testing.F) {
 	})
 }
 
+// fuzzSplitKeyed splits arbitrary bytes as a keyed payload: no panic, and
+// what it accepts holds together (n frames and n keys, the frames first).
+func fuzzSplitKeyed(t *testing.T, data []byte) {
+	items, keys, n, err := splitKeyed(data)
+	if err != nil {
+		return
+	}
+	frames := 0
+	if ferr := ForEachItem(items, func([]byte) error { frames++; return nil }); ferr != nil || frames != n || len(keys) != 8*n ||
+		len(items)+len(keys)+keyedTrailer != len(data) || !bytes.Equal(AppendKeys(bytes.Clone(items), appendKeysOf(nil, keys)), data) {
+		t.Fatalf("splitKeyed accepted %d bytes as %d items (%d frames, %v) and %d key bytes", len(data), n, frames, ferr, len(keys))
+	}
+}
+
 // FuzzSegment scans arbitrary bytes as a segment file: no panic, and what
 // the scan reports must hold together.
 func FuzzSegment(f *testing.F) {
 	f.Add([]byte{}, uint64(1))
 	f.Add(sealedSegment(f), uint64(1))
+	f.Add(keyedSegment(f, false), uint64(1))
+	f.Add(keyedSegment(f, true), uint64(1))
 	keys := fuzzKeys()
 	f.Fuzz(func(t *testing.T, data []byte, nameID uint64) {
 		var prev uint64
@@ -162,6 +231,9 @@ func FuzzSegment(f *testing.F) {
 			prev = h.id
 			if raw, err := rr.payload(aead, &h, stored); err == nil {
 				_ = ForEachItem(raw, func([]byte) error { return nil })
+				if h.keyed {
+					fuzzSplitKeyed(t, raw)
+				}
 			}
 			return nil
 		})
@@ -185,6 +257,8 @@ func FuzzSegment(f *testing.F) {
 func FuzzOpen(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(sealedSegment(f))
+	f.Add(keyedSegment(f, false))
+	f.Add(keyedSegment(f, true))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		skipFsync = true
 		defer func() { skipFsync = false }()
@@ -210,11 +284,17 @@ func FuzzOpen(f *testing.F) {
 				t.Fatalf("round %d: %v", round, err)
 			}
 			var last uint64
-			err = l.Replay(func(id uint64, p []byte, _ []ItemRange) error {
-				if id <= last {
-					t.Fatalf("replay ids not increasing: %d after %d", id, last)
+			err = l.ReplayRecords(func(r *ReplayedRecord) error {
+				if r.ID <= last {
+					t.Fatalf("replay ids not increasing: %d after %d", r.ID, last)
 				}
-				last = id
+				last = r.ID
+				if r.Keys != nil {
+					n := 0
+					if ForEachItem(r.Payload, func([]byte) error { n++; return nil }) != nil || n != len(r.Keys) {
+						t.Fatalf("record %d replayed with %d keys for %d items", r.ID, len(r.Keys), n)
+					}
+				}
 				return nil
 			})
 			if err != nil {
@@ -358,6 +438,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		segs["codec-"+c.String()] = smallSegment(t, c)
 	}
 	segs["sealed"] = sealedSegment(t)
+	segs["keyed"] = keyedSegment(t, false)
 	write := func(target, name string, vals ...any) {
 		dir := filepath.Join("testdata", "fuzz", target)
 		if err := os.MkdirAll(dir, 0o755); err != nil {

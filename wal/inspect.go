@@ -63,6 +63,7 @@ type SegmentReport struct {
 	FirstID     uint64 // from the header (the file name's if the header is damaged)
 	LastID      uint64 // last id of the intact records; FirstID-1 if none
 	Records     int    // intact data records
+	Keyed       int    // of those, keyed records: their items carry keys (EnqueueKey's)
 	Pending     int    // of those, not acknowledged
 	GapRecords  int    // records standing for ids lost in a repair by an earlier version
 	FileSize    int64
@@ -132,6 +133,7 @@ func Inspect(dir string, keys ...[]byte) (Report, error) {
 			scan := ss.scan
 			sr.FirstID, sr.LastID, sr.Records, sr.Used, sr.Damage = scan.firstID, scan.lastID, scan.dataRecs, scan.end, scan.damage
 			sr.GapRecords = scan.records - scan.dataRecs
+			sr.Keyed = scan.keyed
 			if scan.headerOK {
 				sr.Compression = codecName(scan.header.codec)
 				sr.Repaired = scan.header.flags&segmentRepaired != 0
@@ -194,7 +196,10 @@ type Record struct {
 	Compression string // codec of the stored payload
 	StoredLen   int    // bytes on disk
 	Gap         bool   // a gap record: ids up to ID were lost and counted
-	Payload     []byte // decompressed; valid only during the callback
+	Payload     []byte // decompressed items, framed; valid only during the callback
+	// Keys are a keyed record's keys, Keys[i] the key of item i (nil: a
+	// record without keys); valid only during the callback.
+	Keys []uint64
 }
 
 // ReadSegment calls fn for each intact record of the segment file at path,
@@ -230,7 +235,13 @@ func ReadSegment(path string, fn func(Record) error, keys ...[]byte) (*Damage, e
 			rec := Record{ID: h.id, Time: time.Unix(0, h.time), Offset: off, Compression: codecName(h.codec), StoredLen: len(stored), Gap: h.kind == kindGap}
 			if !rec.Gap {
 				var err error
-				if rec.Payload, err = rr.payload(aead, &h, stored); err != nil {
+				rec.Payload, err = rr.payload(aead, &h, stored)
+				if err == nil && h.keyed {
+					var keys []byte
+					rec.Payload, keys, _, err = splitKeyed(rec.Payload)
+					rec.Keys = appendKeysOf(make([]uint64, 0, len(keys)/8), keys)
+				}
+				if err != nil {
 					return fmt.Errorf("record %d at offset %d: %w", h.id, off, err)
 				}
 			}

@@ -266,10 +266,31 @@ func (l *Log) Write(payload []byte) (uint64, error) {
 	if len(payload) > l.opts.MaxRecord {
 		return 0, fmt.Errorf("%w: payload of %d bytes, the limit is %d", ErrTooLarge, len(payload), l.opts.MaxRecord)
 	}
-	items := countFrames(payload)
+	return l.writePayload(payload, countFrames(payload), kindData)
+}
+
+// WriteKeyed is Write for a keyed payload: items framed with AppendFrame
+// followed by their keys (AppendKeys). The record is marked keyed, its
+// item count is its number of keys, and Replay hands the keys back with
+// the items. A payload whose keys do not match its frames is refused
+// (ErrCorrupt) before anything is written.
+func (l *Log) WriteKeyed(payload []byte) (uint64, error) {
+	if len(payload) > l.opts.MaxRecord {
+		return 0, fmt.Errorf("%w: payload of %d bytes, the limit is %d", ErrTooLarge, len(payload), l.opts.MaxRecord)
+	}
+	_, _, n, err := splitKeyed(payload)
+	if err != nil {
+		return 0, fmt.Errorf("wal: WriteKeyed: %w", err)
+	}
+	return l.writePayload(payload, max(n, 1), kindData|recordKeyed)
+}
+
+// writePayload compresses payload on the calling goroutine and writes it
+// as a record of kind (with recordKeyed or not) holding items items.
+func (l *Log) writePayload(payload []byte, items int, kind uint8) (uint64, error) {
 	z := l.zpool.Get().(*compressor)
 	stored, codec := z.compress(payload)
-	id, err := l.writeRecord(stored, codec, kindData, items)
+	id, err := l.writeRecord(stored, codec, kind, items)
 	l.zpool.Put(z)
 	if err == nil {
 		l.stats.items.Add(uint64(items))
@@ -291,7 +312,8 @@ func (l *Log) Sync() error {
 }
 
 // writeRecord copies one record into the active segment, rolling to a new
-// segment when it does not fit, and returns its id.
+// segment when it does not fit, and returns its id. kind may carry
+// recordKeyed.
 func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -316,7 +338,7 @@ func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, 
 	id := l.nextID
 	now := time.Now().UnixNano()
 	err := withFaultsAsErrors(func() error {
-		encodeSealedRecord(s.mem[s.pos:s.pos+need], recordHeader{id: id, time: now, codec: codec, kind: kind, items: items}, stored, s.aead)
+		encodeSealedRecord(s.mem[s.pos:s.pos+need], recordHeader{id: id, time: now, codec: codec, kind: kind &^ recordKeyed, keyed: kind&recordKeyed != 0, items: items}, stored, s.aead)
 		return nil
 	})
 	if err != nil {

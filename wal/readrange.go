@@ -26,6 +26,7 @@ type indexEntry struct {
 // has returned (it reads up to what was written when it was called). Ids
 // acknowledged and deleted meanwhile are skipped. A record in the range
 // that does not verify is an ErrCorrupt error, never skipped silently.
+// A keyed record's payload is its items alone (its keys are dropped).
 // This is how a queue reads back what it spilled.
 func (l *Log) ReadRange(from, to uint64, fn func(id uint64, payload []byte) error) error {
 	if l.isClosed.Load() {
@@ -89,6 +90,9 @@ func (l *Log) ReadRange(from, to uint64, fn func(id uint64, payload []byte) erro
 					continue
 				}
 				raw, err := rr.payload(v.aead, &h, stored)
+				if err == nil && h.keyed {
+					raw, _, _, err = splitKeyed(raw)
+				}
 				if err != nil {
 					return fmt.Errorf("%s record %d: %w", v.name, h.id, err)
 				}

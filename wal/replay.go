@@ -30,7 +30,30 @@ type ItemRange struct{ Off, N int }
 // fn runs on the calling goroutine; while it runs, up to GOMAXPROCS worker
 // goroutines decrypt and decompress the records after it, so recovery is
 // not limited to one core's speed at either.
+//
+// A keyed record's payload is its items alone, framed as any other's;
+// ReplayRecords hands out its keys too.
 func (l *Log) Replay(fn func(id uint64, payload []byte, done []ItemRange) error) error {
+	return l.ReplayRecords(func(r *ReplayedRecord) error { return fn(r.ID, r.Payload, r.Done) })
+}
+
+// ReplayedRecord is one record ReplayRecords hands out. Its slices are
+// valid only during the call.
+type ReplayedRecord struct {
+	ID uint64
+	// Payload is the record's items, framed with AppendFrame (see
+	// ForEachItem); a keyed record's keys are not in it.
+	Payload []byte
+	// Keys are a keyed record's keys (AppendKeyedItemsAt, WriteKeyed),
+	// Keys[i] the key of item i; nil for a record written without keys
+	// (every record of a format before keyed records included).
+	Keys []uint64
+	// Done are the items already done with, as Replay names them.
+	Done []ItemRange
+}
+
+// ReplayRecords is Replay, with each record's keys: see ReplayedRecord.
+func (l *Log) ReplayRecords(fn func(r *ReplayedRecord) error) error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -81,7 +104,8 @@ type replayJob struct {
 	aead    cipher.AEAD // nil: the record is in the clear
 	stored  []byte      // aliases the segment mapping
 	segment string
-	raw     []byte // result; aliases buf, plain or stored
+	raw     []byte // result; aliases buf, plain or stored (a keyed record's: its items only)
+	keys    []byte // a keyed record's keys, 8 bytes each (aliases what raw does)
 	buf     []byte // the job's own scratch, kept across reuse
 	plain   []byte // its scratch for the unsealed bytes
 	err     error
@@ -93,7 +117,9 @@ type replayJob struct {
 // hands them to fn in order.
 type replayer struct {
 	l       *Log
-	fn      func(uint64, []byte, []ItemRange) error
+	fn      func(*ReplayedRecord) error
+	rec     ReplayedRecord // what fn gets, reused
+	keys    []uint64       // rec.Keys' buffer
 	limit   int
 	jobs    chan *replayJob
 	free    []*replayJob
@@ -103,7 +129,7 @@ type replayer struct {
 	exited  chan struct{}
 }
 
-func newReplayer(l *Log, fn func(uint64, []byte, []ItemRange) error) *replayer {
+func newReplayer(l *Log, fn func(*ReplayedRecord) error) *replayer {
 	r := &replayer{l: l, fn: fn, limit: l.opts.readLimit()}
 	r.workers = min(runtime.GOMAXPROCS(0), 8)
 	r.window = 2 * r.workers
@@ -125,6 +151,9 @@ func (r *replayer) work() {
 				return err
 			}
 			j.raw, j.buf, err = decompress(j.buf, j.h.codec, plain, r.limit)
+			if err == nil && j.h.keyed {
+				j.raw, j.keys, _, err = splitKeyed(j.raw)
+			}
 			return err
 		})
 		close(j.done)
@@ -167,10 +196,10 @@ func (r *replayer) segment(s *segment, data []byte) error {
 		} else {
 			j = &replayJob{}
 		}
-		j.id, j.seg, j.h, j.aead, j.stored, j.segment, j.raw, j.err = h.id, s, h, s.aead, stored, s.name, nil, nil
+		j.id, j.seg, j.h, j.aead, j.stored, j.segment, j.raw, j.keys, j.err = h.id, s, h, s.aead, stored, s.name, nil, nil, nil
 		j.done = make(chan struct{})
 		r.pending = append(r.pending, j)
-		if h.codec == codecNone && s.aead == nil {
+		if h.codec == codecNone && s.aead == nil && !h.keyed {
 			j.raw = stored
 			close(j.done)
 			continue
@@ -186,7 +215,7 @@ func (r *replayer) deliverOne() error {
 	r.pending = r.pending[1:]
 	<-j.done
 	defer func() {
-		j.stored, j.raw, j.seg = nil, nil, nil
+		j.stored, j.raw, j.keys, j.seg = nil, nil, nil, nil
 		r.free = append(r.free, j)
 	}()
 	l := r.l
@@ -227,7 +256,13 @@ func (r *replayer) deliverOne() error {
 		return nil
 	}
 	l.stats.replayed.Add(1)
-	return r.fn(j.id, j.raw, done)
+	var keys []uint64
+	if j.h.keyed {
+		r.keys = appendKeysOf(r.keys[:0], j.keys)
+		keys = r.keys
+	}
+	r.rec = ReplayedRecord{ID: j.id, Payload: j.raw, Keys: keys, Done: done}
+	return r.fn(&r.rec)
 }
 
 // drain delivers every pending record (or, after fn failed, just waits for

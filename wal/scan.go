@@ -28,6 +28,7 @@ type segmentScan struct {
 	lastID   uint64 // last id of the intact records; firstID-1 if it holds none
 	records  int    // intact records, gap records included
 	dataRecs int    // intact data records
+	keyed    int    // of those, keyed records (format.go)
 	end      int64  // offset just past the last intact record
 	damage   *Damage
 	// holes are the damaged stretches the scan stepped over to the next
@@ -180,6 +181,9 @@ func (s *segmentScan) run(data []byte, nameID uint64, maxLen int, visit recordVi
 		s.records++
 		if rh.kind == kindData {
 			s.dataRecs++
+			if rh.keyed {
+				s.keyed++
+			}
 		}
 		pos += size
 		s.end = pos

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -65,6 +66,28 @@ type dlqEntry struct {
 	Records  []uint64  `json:"records,omitempty"`
 	Reason   string    `json:"reason"`
 	Damage   string    `json:"damage,omitempty"`
+	// Keys are the distinct keys of a keyed dead letter (a queue with
+	// ParkKeys); Parked marks items parked behind an earlier dead letter
+	// of their key.
+	Keys   []uint64 `json:"keys,omitempty"`
+	Parked bool     `json:"parked,omitempty"`
+}
+
+// distinctKeys is keys sorted, each once.
+func distinctKeys(keys []uint64) []uint64 {
+	return slices.Compact(slices.Sorted(slices.Values(keys)))
+}
+
+// keysNote describes a keyed dead letter in one line (empty otherwise).
+func keysNote(d wal.DeadLetter) string {
+	if len(d.Keys) == 0 && !d.Parked {
+		return ""
+	}
+	what := "holds"
+	if d.Parked {
+		what = "parked, behind an earlier dead letter of"
+	}
+	return fmt.Sprintf("%s keys %v", what, distinctKeys(d.Keys))
 }
 
 func dlqList(args []string, out io.Writer) (int, error) {
@@ -93,7 +116,8 @@ func dlqList(args []string, out io.Writer) (int, error) {
 		fmt.Fprintln(tw, "ID\tTIME\tITEMS\tBYTES\tATTEMPTS\tREASON")
 	}
 	for _, d := range dls {
-		e := dlqEntry{ID: d.ID, Time: d.Time, Items: d.Items, Bytes: d.Bytes, FileSize: d.FileSize, Attempts: d.Attempts, Records: d.Records, Reason: d.Reason}
+		e := dlqEntry{ID: d.ID, Time: d.Time, Items: d.Items, Bytes: d.Bytes, FileSize: d.FileSize, Attempts: d.Attempts, Records: d.Records, Reason: d.Reason,
+			Keys: distinctKeys(d.Keys), Parked: d.Parked}
 		if d.Damage != nil {
 			damaged++
 			e.Damage = d.Damage.String()
@@ -108,7 +132,11 @@ func dlqList(args []string, out io.Writer) (int, error) {
 			fmt.Fprintf(tw, "%d\t-\t-\t-\t-\tDAMAGED: %s\n", d.ID, d.Damage)
 			continue
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\n", d.ID, d.Time.UTC().Format(time.RFC3339), d.Items, d.Bytes, d.Attempts, oneLine(d.Reason))
+		reason := oneLine(d.Reason)
+		if note := keysNote(d); note != "" {
+			reason = "[" + note + "] " + reason
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\n", d.ID, d.Time.UTC().Format(time.RFC3339), d.Items, d.Bytes, d.Attempts, reason)
 	}
 	if !*asJSON {
 		tw.Flush()
@@ -174,6 +202,9 @@ func dlqDump(args []string, out, errOut io.Writer) (int, error) {
 		if !*asJSON {
 			fmt.Fprintf(out, "dead letter %d: %s, %d items, %d bytes, %d attempts, records %v, reason %q\n",
 				d.ID, d.Time.UTC().Format(time.RFC3339Nano), d.Items, d.Bytes, d.Attempts, d.Records, d.Reason)
+			if note := keysNote(d); note != "" {
+				fmt.Fprintf(out, "  %s\n", note)
+			}
 		}
 		n := 0
 		err = wal.ForEachItem(payload, func(item []byte) error {
@@ -183,6 +214,10 @@ func dlqDump(args []string, out, errOut io.Writer) (int, error) {
 				e := dlqItem{ID: id, Item: i}
 				e.Text, e.Base64 = textOrBase64(item)
 				return enc.Encode(e)
+			}
+			if len(d.Keys) > i {
+				_, err := fmt.Fprintf(out, "  item %d (key %d): %s\n", i, d.Keys[i], quote(item))
+				return err
 			}
 			_, err := fmt.Fprintf(out, "  item %d: %s\n", i, quote(item))
 			return err

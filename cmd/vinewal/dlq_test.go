@@ -161,3 +161,33 @@ func TestDLQUsageAndLocked(t *testing.T) {
 	code, _, _ = runT(t, "dlq", "list", dir)
 	assert.Equal(t, 0, code, "list only reads: fine on a directory in use")
 }
+
+// TestDLQListShowsKeys: a keyed dead letter (a queue with ParkKeys) lists
+// its keys, a parked one is marked, and dump gives each item's key.
+func TestDLQListShowsKeys(t *testing.T) {
+	dir := t.TempDir()
+	l, err := wal.Open(dir, wal.Options{SegmentSize: 4096})
+	require.NoError(t, err)
+	p := wal.AppendFrame(wal.AppendFrame(nil, []byte("a")), []byte("b"))
+	_, err = l.DeadLetter(p, wal.DeadMeta{Reason: "poison", Keys: []uint64{9, 4}})
+	require.NoError(t, err)
+	_, err = l.DeadLetter(p, wal.DeadMeta{Reason: "parked", Keys: []uint64{9, 9}, Parked: true})
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+
+	code, out, errOut := runT(t, "dlq", "list", dir)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "[holds keys [4 9]] poison")
+	assert.Contains(t, out, "[parked, behind an earlier dead letter of keys [9]] parked")
+	code, out, _ = runT(t, "dlq", "list", "-json", dir)
+	require.Equal(t, 0, code)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 2)
+	var e dlqEntry
+	require.NoError(t, json.Unmarshal([]byte(lines[1]), &e))
+	assert.Equal(t, []uint64{9}, e.Keys)
+	assert.True(t, e.Parked)
+	code, out, _ = runT(t, "dlq", "dump", dir, "1")
+	require.Equal(t, 0, code)
+	assert.Contains(t, out, "  item 0 (key 9): a\n  item 1 (key 4): b\n")
+}

@@ -32,6 +32,13 @@
 // 0 fine; 1 damage found (verify; dlq list with a damaged dead letter) or
 // an id that is not a dead letter (dlq dump, requeue, purge: the others are
 // done); 2 usage or I/O error.
+//
+// A queue with ParkKeys keeps the keys of keyed dead letters: dlq list and
+// dump show them, and mark the dead letters parked behind an earlier one
+// of their key. Requeueing or purging a key's failed dead letter here
+// releases the key: the next start delivers, after the replay, the items
+// parked behind it, in order. Requeue a key's parked dead letters only
+// with its failed one (or all: ids are the keys' order), never alone.
 package main
 
 import (
@@ -153,6 +160,7 @@ func inspect(args []string, out io.Writer) error {
 		fmt.Fprintln(out, "ack log: its last write was cut short (a crash); harmless, the next open rewrites it")
 	}
 	var total, used int64
+	keyed := 0
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEGMENT\tFIRST\tLAST\tRECORDS\tPENDING\tSIZE\tUSED\tCODEC\tKEY\tSTATUS")
 	for _, s := range r.Segments {
@@ -172,10 +180,14 @@ func inspect(args []string, out io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", s.Name, s.FirstID, s.LastID, s.Records, s.Pending, s.FileSize, s.Used, s.Compression, key, status)
 		total += s.FileSize
 		used += s.Used
+		keyed += s.Keyed
 	}
 	tw.Flush()
 	fmt.Fprintf(out, "%d segments, %d bytes on disk, %d bytes of records, last id %d, %d records not acknowledged (would be replayed)\n",
 		len(r.Segments), total, used, r.LastID, r.Pending)
+	if keyed > 0 {
+		fmt.Fprintf(out, "%d of the records are keyed: their items carry their keys (dump shows them)\n", keyed)
+	}
 	printLosses(out, r)
 	for _, q := range r.Quarantined {
 		fmt.Fprintf(out, "quarantined: %s\n", q)
@@ -280,6 +292,8 @@ type dumpRecord struct {
 	Stored      int       `json:"stored_bytes"`
 	Gap         bool      `json:"gap,omitempty"`
 	Item        *int      `json:"item,omitempty"`
+	Keys        []uint64  `json:"keys,omitempty"`   // a keyed record's, one per item
+	Key         *uint64   `json:"key,omitempty"`    // an item's, in a keyed record
 	Text        *string   `json:"text,omitempty"`   // payload, when valid UTF-8
 	Base64      []byte    `json:"base64,omitempty"` // payload otherwise
 }
@@ -326,6 +340,11 @@ func dump(args []string, out io.Writer) error {
 		if d.Item != nil {
 			item = fmt.Sprintf(" item %d", *d.Item)
 		}
+		if d.Key != nil {
+			item += fmt.Sprintf(" (key %d)", *d.Key)
+		} else if d.Keys != nil {
+			item += fmt.Sprintf(" keys %v", d.Keys)
+		}
 		_, err := fmt.Fprintf(out, "%s id %d%s @%d %s %s %dB%s: %s\n", d.Segment, d.ID, item, d.Offset,
 			d.Time.UTC().Format(time.RFC3339Nano), d.Compression, d.Stored, kind, quote(payload))
 		return err
@@ -337,6 +356,7 @@ func dump(args []string, out io.Writer) error {
 			}
 			d := dumpRecord{Segment: filepath.Base(p), ID: r.ID, Time: r.Time, Offset: r.Offset, Compression: r.Compression, Stored: r.StoredLen, Gap: r.Gap}
 			if !*items || r.Gap {
+				d.Keys = r.Keys
 				return emit(d, r.Payload)
 			}
 			n := 0
@@ -344,6 +364,10 @@ func dump(args []string, out io.Writer) error {
 				i := n
 				n++
 				d.Item = &i
+				if i < len(r.Keys) {
+					k := r.Keys[i]
+					d.Key = &k
+				}
 				return emit(d, item)
 			})
 		}, keys...)

@@ -210,3 +210,40 @@ func TestRepairRefusesALockedDir(t *testing.T) {
 		t.Fatalf("repair of a locked dir: %d %s", code, errOut)
 	}
 }
+
+// TestDumpAndInspectShowKeys: a keyed record's keys in dump (per item, per
+// record, and in JSON) and its count in inspect; unkeyed records show none.
+func TestDumpAndInspectShowKeys(t *testing.T) {
+	dir := t.TempDir()
+	l, err := wal.Open(dir, wal.Options{SegmentSize: 4096})
+	require.NoError(t, err)
+	p := wal.AppendFrame(wal.AppendFrame(nil, []byte("a")), []byte("b"))
+	_, err = l.WriteKeyed(wal.AppendKeys(p, []uint64{9, 4}))
+	require.NoError(t, err)
+	_, err = l.Append(wal.AppendFrame(nil, []byte("plain")))
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+
+	code, out, errOut := runT(t, "dump", "-items", dir)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, " item 0 (key 9) @")
+	require.Contains(t, out, " item 1 (key 4) @")
+	require.Regexp(t, `id 2 item 0 @\d+ .*: plain\n`, out)
+	code, out, errOut = runT(t, "dump", dir)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "id 1 keys [9 4] @")
+	code, out, _ = runT(t, "dump", "-json", "-items", dir)
+	require.Equal(t, 0, code)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 3)
+	var d dumpRecord
+	require.NoError(t, json.Unmarshal([]byte(lines[1]), &d))
+	require.NotNil(t, d.Key)
+	require.Equal(t, uint64(4), *d.Key)
+	var plain dumpRecord
+	require.NoError(t, json.Unmarshal([]byte(lines[2]), &plain))
+	require.Nil(t, plain.Key)
+	code, out, errOut = runT(t, "inspect", dir)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "1 of the records are keyed")
+}

@@ -78,6 +78,9 @@ func NewCollector(stats func() vinequeue.Stats, opts Opts) *Collector {
 	gauge("wal_bytes", "Bytes of the WAL's unacknowledged records on disk.", func(s *vinequeue.Stats) float64 { return float64(s.WALBytes) })
 	counter("left_on_disk_total", "Items Stop left in the WAL for the next start.", func(s *vinequeue.Stats) uint64 { return s.LeftOnDisk })
 	counter("dead_lettered_total", "Items given up on and kept in the WAL's dead-letter log.", func(s *vinequeue.Stats) uint64 { return s.DeadLettered })
+	counter("parked_total", "Items moved to the dead-letter log behind a dead letter of their key (ParkKeys).", func(s *vinequeue.Stats) uint64 { return s.Parked })
+	gauge("parked_items", "Items parked now behind a dead letter of their key (ParkKeys).", func(s *vinequeue.Stats) float64 { return float64(s.ParkedItems) })
+	gauge("parked_keys", "Keys parked now behind a dead letter (ParkKeys).", func(s *vinequeue.Stats) float64 { return float64(s.ParkedKeys) })
 	gauge("backlog_items", "Items waiting for delivery, in memory and not yet replayed from the WAL.", func(s *vinequeue.Stats) float64 { return float64(s.Backlog.Items) })
 	gauge("backlog_bytes", "Bytes waiting for delivery, in memory plus the WAL.", func(s *vinequeue.Stats) float64 { return float64(s.Backlog.Bytes) })
 	gauge("backlog_oldest_timestamp_seconds", "When the oldest unacknowledged WAL record was written (Unix seconds; 0: none).", func(s *vinequeue.Stats) float64 {

@@ -44,6 +44,9 @@ func statsText(st vinequeue.Stats) string {
 	metric("wal_bytes", "gauge", "Bytes of the WAL's unacknowledged records on disk.", st.WALBytes)
 	metric("left_on_disk_total", "counter", "Items Stop left in the WAL for the next start.", st.LeftOnDisk)
 	metric("dead_lettered_total", "counter", "Items given up on and kept in the WAL's dead-letter log.", st.DeadLettered)
+	metric("parked_total", "counter", "Items moved to the dead-letter log behind a dead letter of their key (ParkKeys).", st.Parked)
+	metric("parked_items", "gauge", "Items parked now behind a dead letter of their key (ParkKeys).", st.ParkedItems)
+	metric("parked_keys", "gauge", "Keys parked now behind a dead letter (ParkKeys).", st.ParkedKeys)
 	metric("backlog_items", "gauge", "Items waiting for delivery, in memory and not yet replayed from the WAL.", st.Backlog.Items)
 	metric("backlog_bytes", "gauge", "Bytes waiting for delivery, in memory plus the WAL.", st.Backlog.Bytes)
 	metric("backlog_oldest_timestamp_seconds", "gauge", "When the oldest unacknowledged WAL record was written (Unix seconds; 0: none).", uint64(max(st.Backlog.Oldest.Unix(), 0)))
@@ -78,6 +81,7 @@ func TestCollectorMapsEveryField(t *testing.T) {
 		Buffered: 12, BytesHeld: 13, Level: vinequeue.LevelHard, BatchSize: 15, WALBytes: 16,
 		LeftOnDisk: 17, DeadLettered: 18,
 		Backlog: vinequeue.Backlog{Items: 19, Bytes: 20, Oldest: time.Unix(21, 0), Replaying: true},
+		Parked:  22, ParkedItems: 23, ParkedKeys: 24,
 	}
 	c := NewCollector(func() vinequeue.Stats { return st }, Opts{})
 	if err := testutil.CollectAndCompare(c, strings.NewReader(statsText(st))); err != nil {

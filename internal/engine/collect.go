@@ -12,12 +12,16 @@ import (
 	"github.com/vineroute/vinequeue/wal"
 )
 
-// The collector is the single consumer of every P ring and keyed shard. It
-// cuts batches, hands them to the senders, recycles drained rings as spares,
-// and answers Flush and Stop. It is the only goroutine that touches cur,
-// ready, backlog and the shards' cut queues, so they need no lock.
+// A collector is the single consumer of the P rings of its central shard
+// (central.go); the primary's is also the consumer of the keyed shards and
+// the durable inbox. It cuts batches, hands them to the senders, recycles
+// drained rings as spares, and (the primary) answers Flush and Stop. It is
+// the only goroutine that touches its cur, ready and backlog (and, the
+// primary, the shards' cut queues), so they need no lock.
 type collector[T any] struct {
 	q        *Queue[T]
+	shard    *central[T]       // the central shard it drains
+	stalled  bool              // it counts in Queue.stalledShards
 	backlog  []*ring.SPSC[T]   // handed-off rings not yet drained, oldest first
 	active   bool              // the last drain found work: linger before parking
 	flushing bool              // a Flush is draining: ignore the hard-level stall
@@ -27,12 +31,14 @@ type collector[T any] struct {
 	inItems  []T               // the durable inbox's spare slices, swapped on take
 	inSpans  []span
 	spare    *pending[T]  // scratch (keyed checkpoints)
-	seq      uint64       // the next batch's sequence number
+	ack      ackCut[T]    // EnqueueAck's batch being filled (ack.go; the primary's only)
 	enc      recordWriter // the collector's record buffers (spills, checkpoints)
 }
 
+// collect is the primary collector: centrals[0]'s rings, and the work that
+// has one owner (see central.go).
 func (q *Queue[T]) collect() {
-	c := &collector[T]{q: q}
+	c := &collector[T]{q: q, shard: q.centrals[0]}
 	// A tick every half FlushInterval bounds an item's wait: it is in a
 	// ring at most one period before a tick drains it, and every tick cuts
 	// the partial batch. An idle queue wakes only for these ticks.
@@ -61,7 +67,7 @@ func (q *Queue[T]) collect() {
 		select {
 		case out <- next:
 			c.ready.pop()
-			if len(c.backlog) > 0 || !q.full.Empty() {
+			if len(c.backlog) > 0 || !c.shard.full.Empty() {
 				c.drain(false) // room for more: go on with the backlog
 			}
 		case <-q.wake:
@@ -76,6 +82,8 @@ func (q *Queue[T]) collect() {
 			c.push(b)
 		case b := <-q.replayCh:
 			c.pushReplayed(b)
+		case b := <-q.releaseCh():
+			c.pushReplayed(b) // a dead letter delivered again (park.go)
 		case <-checkpoint:
 			q.tier.checkpoint(c)
 		case req := <-q.reqs:
@@ -87,8 +95,9 @@ func (q *Queue[T]) collect() {
 				c.takeInbox()
 				c.drain(true)
 				c.flushing = false
+				c.shardRequest(reqFlush)
 				c.cutKeyed(cutAll)
-				q.track.wait(c.seq, req.done)
+				q.track.wait(q.seq.Load(), req.done)
 				if s := q.spill; s != nil {
 					s.list.track.wait(s.list.issued(), req.spilled)
 				} else {
@@ -120,7 +129,7 @@ func (c *collector[T]) linger() bool {
 	}
 	c.active = false
 	for range lingerRounds {
-		if !c.q.full.Empty() {
+		if !c.shard.full.Empty() {
 			c.active = true
 			return true
 		}
@@ -133,8 +142,14 @@ func (c *collector[T]) linger() bool {
 // the P's current rings hold, cutting the partial batch at the end.
 func (c *collector[T]) drain(partial bool) {
 	q := c.q
-	q.stalled.Store(false) // set again below if memory is still at Hard
-	c.backlog = q.full.TakeAll(c.backlog)
+	if c.stalled { // set again below if memory is still at Hard
+		c.stalled = false
+		q.stalledShards.Add(-1)
+	}
+	if c.shard == q.centrals[0] { // the ack inbox has one owner, the primary
+		c.takeAcks(partial)
+	}
+	c.backlog = c.shard.full.TakeAll(c.backlog)
 	if len(c.backlog) > 0 {
 		c.active = true
 	}
@@ -153,14 +168,22 @@ func (c *collector[T]) drain(partial bool) {
 	}
 }
 
-// drainRings drains what the P's current rings hold; with cutPartial, the
-// partial batch is cut too (the interval trigger, Flush, Stop). Without it,
-// only full batches go out (a ring reported BatchSize items).
+// drainRings drains what the current rings of the shard's Ps hold; with
+// cutPartial, the partial batch is cut too (the interval trigger, Flush,
+// Stop). Without it, only full batches go out (a ring reported BatchSize
+// items).
 func (c *collector[T]) drainRings(cutPartial bool) {
 	q := c.q
 	stopping := q.closing.Load() || c.flushing
 	for _, s := range q.procs.Load().procs {
+		if s.central != c.shard {
+			continue
+		}
 		if !stopping && q.holdRings() {
+			if !c.stalled {
+				c.stalled = true
+				q.stalledShards.Add(1)
+			}
 			q.signalStall()
 			break
 		}
@@ -177,10 +200,9 @@ func (c *collector[T]) drainRings(cutPartial bool) {
 	}
 }
 
-// signalStall wakes producers waiting for a spare ring: the collector has
+// signalStall wakes producers waiting for a spare ring: a collector has
 // stopped draining at the hard level, so none will come until memory falls.
 func (q *Queue[T]) signalStall() {
-	q.stalled.Store(true)
 	q.stallMu.Lock()
 	close(q.stallCh)
 	q.stallCh = make(chan struct{})
@@ -246,7 +268,9 @@ func (c *collector[T]) takeInbox() {
 			c.durable = q.getBatch()
 		}
 		b := c.durable
-		n := min(size-len(b.items), len(rest))
+		// max: adaptive sizing may have shrunk size below what b holds
+		// (a negative n would panic here; b is cut with what it has).
+		n := min(max(size-len(b.items), 0), len(rest))
 		b.items = append(b.items, rest[:n]...)
 		b.spans = takeSpans(b.spans, &restSpans, n)
 		b.bytes += q.bytesOf(rest[:n])
@@ -270,8 +294,7 @@ func (c *collector[T]) cutDurable() {
 
 // number gives b the next batch sequence number, for Flush and Stop.
 func (c *collector[T]) number(b *pending[T]) {
-	b.seq = c.seq
-	c.seq++
+	b.seq = c.q.seq.Add(1) - 1
 	c.q.track.cut(b.seq)
 }
 
@@ -289,8 +312,9 @@ func (c *collector[T]) push(b *pending[T]) {
 	q := c.q
 	// Keyed batches are not spilled: their order would have to survive
 	// the round trip through the WAL. Nor are replayed batches: they are
-	// on disk already, and the replayer sends one at a time.
-	if s := q.spill; s != nil && len(b.shards) == 0 && !b.replay && !q.closing.Load() && q.gov.Level() == governor.LevelHard && s.spill(c, b) {
+	// on disk already, and the replayer sends one at a time. Nor are
+	// EnqueueAck's: their callers wait on them (ack.go).
+	if s := q.spill; s != nil && len(b.shards) == 0 && !b.replay && b.letter == 0 && len(b.acks) == 0 && !q.closing.Load() && q.gov.Level() == governor.LevelHard && s.spill(c, b) {
 		return
 	}
 	c.ready.push(b)
@@ -315,6 +339,8 @@ func (c *collector[T]) dispatch(ctx context.Context) error {
 // drain collects every accepted item.
 func (c *collector[T]) stop(req request) {
 	q := c.q
+	// The secondary collectors drain and hand out their rings meanwhile.
+	shardsDone := c.stopShards(req.ctx)
 	// Stop closed the intake gate: every item accepted through the durable
 	// inbox is in it by now.
 	c.takeInbox()
@@ -346,10 +372,17 @@ func (c *collector[T]) stop(req request) {
 		}
 		c.cutKeyed(cutAll)
 	}
+	// Every secondary has handed its batches to a sender, or given them up
+	// at the deadline.
+	for range cap(shardsDone) {
+		if serr := <-shardsDone; err == nil {
+			err = serr
+		}
+	}
 	if err == nil {
 		// Every batch is cut: wait for the senders to finish them.
 		waitDone := make(chan error, 1)
-		q.track.wait(c.seq, waitDone)
+		q.track.wait(q.seq.Load(), waitDone)
 		select {
 		case err = <-waitDone:
 		case <-req.ctx.Done():
@@ -396,6 +429,10 @@ func (c *collector[T]) pushReplayed(b *pending[T]) {
 // spilled to the WAL: they are read back once memory is below the soft
 // level, so at the hard level Flush waits for memory to fall (or ctx).
 func (q *Queue[T]) Flush(ctx context.Context) error {
+	var releases uint64 // the dead-letter releases asked for so far (park.go)
+	if p := q.park; p != nil {
+		releases = p.issued()
+	}
 	req := request{kind: reqFlush, ctx: ctx, done: make(chan error, 1), spilled: make(chan error, 1)}
 	select {
 	case q.reqs <- req:
@@ -413,6 +450,9 @@ func (q *Queue[T]) Flush(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	if p := q.park; p != nil {
+		return p.waitReleased(ctx, releases)
 	}
 	return nil
 }

@@ -31,7 +31,13 @@ type Config[T any] struct {
 	SizeOf        func(T) int
 	Retry         batch.RetryPolicy
 	OnDrop        func(batch []T, reason error)
+	ParkKeys      bool         // needs a WAL (the root package checks)
 	Logger        *slog.Logger // required
+
+	// Collectors is the number of central shards, each with its own
+	// collector goroutine (central.go); 0: DefaultCollectors of
+	// GOMAXPROCS at New. The sync tier, which has no rings, has one.
+	Collectors int
 }
 
 // MemoryConfig is the root package's MemoryConfig, filled in.

@@ -20,48 +20,83 @@ import (
 // Requeued items are written back to the main log and synced before their
 // dead letters are purged, so a crash in between duplicates them, never
 // loses them. They are delivered as new, unkeyed items: a key's order is
-// not restored for them.
+// not restored for them. With parking (park.go) a keyed dead letter is
+// released instead: delivered from the dead-letter log in its keys' order.
 
 // deadLetter writes b's items to the dead-letter log (records of at most
-// MaxRecord bytes); kept is true when they are all there. Sender goroutine.
+// MaxRecord bytes); kept is true when they are all there. With parking, a
+// keyed batch's dead letters name each item's key, and those keys park from
+// the moment each is written (park.go); without parking they name no keys
+// (a dead letter that names keys parks them in a queue that parks). Sender
+// goroutine.
 func (w *walTier[T]) deadLetter(b *pending[T], reason error) (kept bool, err error) {
-	if err := w.writeDeadLetter(b, reason); err != nil {
+	meta := wal.DeadMeta{Time: time.Now(), Reason: reason.Error(), Records: recordIDs(b.spans)}
+	var onLetter func(id uint64, keys []uint64, n int)
+	var keys []uint64 // named only where keys park: a dead letter that names keys parks them
+	if p := w.q.park; p != nil && len(b.keys) > 0 {
+		onLetter, keys = p.addLetter, b.keys
+	}
+	if _, err := w.writeDeadLetter(b.items, keys, meta, onLetter); err != nil {
 		return false, err
 	}
 	return true, nil
 }
 
-func (w *walTier[T]) writeDeadLetter(b *pending[T], reason error) error {
-	limit := w.log.MaxRecord()
+// recordIDs lists the main-log records spans name, each once.
+func recordIDs(spans []span) []uint64 {
 	var ids []uint64
-	for _, s := range b.spans {
+	for _, s := range spans {
 		if s.id != 0 && (len(ids) == 0 || ids[len(ids)-1] != s.id) {
 			ids = append(ids, s.id)
 		}
 	}
-	meta := wal.DeadMeta{Time: time.Now(), Reason: reason.Error(), Records: ids}
+	return ids
+}
+
+// maxLetterKeys is the most keys (one per item) a dead letter holds.
+const maxLetterKeys = 1 << 16
+
+// writeDeadLetter writes items as dead letters with meta, each of at most
+// MaxRecord bytes (and, with keys, one per item, at most maxLetterKeys
+// items); onLetter, if set, is told each one written, with its items' keys.
+// It returns how many items, from the first, are in dead letters.
+func (w *walTier[T]) writeDeadLetter(items []T, keys []uint64, meta wal.DeadMeta, onLetter func(id uint64, keys []uint64, n int)) (int, error) {
+	limit := w.log.MaxRecord()
 	var payload, item []byte
+	written, count := 0, 0 // items in dead letters; items in payload
 	flush := func() error {
-		if len(payload) == 0 {
+		if count == 0 {
 			return nil
 		}
-		_, err := w.log.DeadLetter(payload, meta)
-		payload = payload[:0]
-		return walErr(err)
+		if len(keys) > 0 {
+			meta.Keys = keys[written : written+count]
+		}
+		id, err := w.log.DeadLetter(payload, meta)
+		if err != nil {
+			return walErr(err)
+		}
+		if onLetter != nil {
+			onLetter(id, meta.Keys, count)
+		}
+		written += count
+		payload, count = payload[:0], 0
+		return nil
 	}
-	for _, v := range b.items {
+	for _, v := range items {
 		var err error
 		if item, err = w.appendItem(item[:0], v); err != nil {
-			return fmt.Errorf("vinequeue: wal codec: %w", err)
+			return written, fmt.Errorf("vinequeue: wal codec: %w", err)
 		}
-		if len(payload) > 0 && len(payload)+wal.FrameSize(len(item)) > limit {
+		if count > 0 && (len(payload)+wal.FrameSize(len(item)) > limit || count == maxLetterKeys) {
 			if err := flush(); err != nil {
-				return err
+				return written, err
 			}
 		}
 		payload = wal.AppendFrame(payload, item)
+		count++
 	}
-	return flush()
+	err := flush()
+	return written, err
 }
 
 // DeadLetters lists the dead letters in the WAL directory, oldest first.
@@ -80,11 +115,30 @@ func (q *Queue[T]) DeadLetters() ([]wal.DeadLetter, error) {
 // unkeyed items (the memory governor and Policy apply as to EnqueueBatch;
 // a refusal stops the requeue with that error, and the dead letters not
 // requeued stay). ErrNoDeadLetter names ids that do not exist; the others
-// are requeued. Without a WAL it returns 0, nil.
+// are requeued. Without a WAL it returns 0, nil. With parking, the keyed
+// dead letters among ids are released (park.go) and count as requeued.
 func (q *Queue[T]) RequeueDeadLetters(ids ...uint64) (int, error) {
 	if q.wal == nil {
 		return 0, nil
 	}
+	if p := q.park; p != nil {
+		// Keyed dead letters are released (park.go); the others are
+		// requeued as below.
+		if q.closing.Load() {
+			return 0, ErrClosed
+		}
+		n, rest, err := p.requeue(ids)
+		if err != nil || len(rest) == 0 {
+			return n, err
+		}
+		m, err := q.requeueUnkeyed(rest)
+		return n + m, err
+	}
+	return q.requeueUnkeyed(ids)
+}
+
+// requeueUnkeyed is RequeueDeadLetters' requeue through the main log.
+func (q *Queue[T]) requeueUnkeyed(ids []uint64) (int, error) {
 	if !q.intake.enter() {
 		return 0, ErrClosed
 	}
@@ -107,11 +161,29 @@ func (q *Queue[T]) RequeueDeadLetters(ids ...uint64) (int, error) {
 
 // PurgeDeadLetters deletes the dead letters ids (all of them when none are
 // named) and returns how many it deleted. Their items are gone for good.
+// With parking, their keys are released (park.go).
 func (q *Queue[T]) PurgeDeadLetters(ids ...uint64) (int, error) {
 	if q.wal == nil {
 		return 0, nil
 	}
+	p := q.park
+	if p != nil && len(ids) == 0 {
+		// Name them, so that what is forgotten is what was purged.
+		ds, err := q.wal.log.DeadLetters()
+		if err != nil {
+			return 0, walErr(err)
+		}
+		for _, d := range ds {
+			ids = append(ids, d.ID)
+		}
+		if len(ids) == 0 {
+			return 0, nil
+		}
+	}
 	n, err := q.wal.log.PurgeDeadLetters(ids...)
+	if p != nil && (err == nil || errors.Is(err, wal.ErrNotFound)) {
+		p.purged(ids) // their keys are released
+	}
 	if errors.Is(err, wal.ErrNotFound) {
 		err = fmt.Errorf("%w: %w", ErrNoDeadLetter, err)
 	}

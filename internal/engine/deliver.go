@@ -36,6 +36,21 @@ func (q *Queue[T]) sendLoop(slot *senderSlot[T]) {
 // Config.Retry unless it says RetryForever. If Stop abandoned the batch
 // meanwhile, deliver leaves it alone.
 func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
+	if p := q.park; p != nil && len(b.keys) > 0 && b.letter == 0 {
+		// Items of parked keys leave b first (park.go). Held as finishing
+		// is: Stop out of time waits for it as for a sender past Send.
+		q.finishing.RLock()
+		empty := p.divert(b)
+		if empty {
+			// Every item was parked: nothing to send. (A keyed batch:
+			// no EnqueueAck caller waits on it.)
+			q.finish(b, true, nil)
+		}
+		q.finishing.RUnlock()
+		if empty {
+			return
+		}
+	}
 	q.tier.persist(b, &slot.writer) // on disk before Send, if the tier promises it
 	slot.b.Store(b)
 	var start time.Time
@@ -62,7 +77,10 @@ func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
 			q.failingSince.Store(0)
 		}
 		q.tier.acknowledge(b)
-		q.finish(b, true)
+		if b.letter != 0 {
+			q.park.delivered(b)
+		}
+		q.finish(b, true, nil)
 	case q.sendCtx.Err() != nil:
 		// Stop ran out of time: not a verdict on the batch.
 		q.sinkFailing()
@@ -79,13 +97,21 @@ func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
 // log cannot take it (a full disk), a batch in the WAL stays there
 // unacknowledged for the next New instead.
 func (q *Queue[T]) failed(b *pending[T], reason error) {
+	if b.letter != 0 {
+		// Delivered again from its dead letter, and failed again: the
+		// dead letter stays as it is, and blocks its keys (park.go).
+		q.park.failedAgain(b)
+		q.deadLettered.Add(uint64(len(b.items)))
+		q.drop(b, reason, true)
+		return
+	}
 	kept, err := q.tier.deadLetter(b, reason)
 	if err != nil {
 		q.logger.Error("vinequeue: a failed batch could not be dead-lettered", "items", len(b.items), "err", err)
 		if b.durable() {
 			// Not acknowledged: the next New replays it.
 			q.leftOnDisk.Add(uint64(len(b.items)))
-			q.finish(b, true)
+			q.finish(b, true, outcomeLeftFailed(reason))
 			return
 		}
 	}
@@ -172,9 +198,9 @@ func (b *pending[T]) durable() bool { return len(b.spans) > 0 }
 // there for the next New to replay; any other goes to OnDrop. recycle is
 // false for a batch a stuck Send may still be reading.
 func (q *Queue[T]) giveUp(b *pending[T], reason error, recycle bool) {
-	if b.durable() {
+	if b.durable() || b.letter != 0 { // a released batch stays in its dead letter
 		q.leftOnDisk.Add(uint64(len(b.items)))
-		q.finish(b, recycle)
+		q.finish(b, recycle, outcomeLeftAtStop(reason))
 		return
 	}
 	q.drop(b, reason, recycle)
@@ -200,13 +226,15 @@ func (q *Queue[T]) drop(b *pending[T], reason error, recycle bool) {
 	q.tier.acknowledge(b) // given up on: the WAL must not replay it either
 	q.dropped.Add(uint64(len(b.items)))
 	q.logger.Warn("vinequeue: dropped a batch", "items", len(b.items), "reason", reason)
-	q.finish(b, recycle)
+	q.finish(b, recycle, outcomeDropped(reason))
 }
 
-// finish marks b done and, with recycle, recycles it.
-func (q *Queue[T]) finish(b *pending[T], recycle bool) {
+// finish marks b done and, with recycle, recycles it. outcome is how it
+// ended for EnqueueAck's callers waiting on its items (nil: delivered).
+func (q *Queue[T]) finish(b *pending[T], recycle bool, outcome error) {
+	settleAcks(b, outcome)
 	q.hold(-b.bytes)
-	seq, sd, n, replay, keyed := b.seq, b.spill, len(b.items), b.replay, len(b.shards) > 0
+	seq, sd, n, replay, keyed, letter := b.seq, b.spill, len(b.items), b.replay, len(b.shards) > 0, b.letter
 	for _, s := range b.shards {
 		s.inflight.Store(false)
 	}
@@ -216,17 +244,22 @@ func (q *Queue[T]) finish(b *pending[T], recycle bool) {
 	if replay {
 		q.replayAck <- struct{}{} // cap 1, one replayed batch at a time
 	}
+	if letter != 0 {
+		q.park.ack <- struct{}{} // cap 1, one released batch at a time
+	}
 	if sd != nil { // read back from a spill: there is a spiller
 		q.spill.list.settle(sd, n)
 	}
-	// The collector may be waiting for keyed shards to be free, or for
-	// memory to fall below the hard level; otherwise it has no reason to
-	// run (its tick is the backstop for a level change it missed).
+	// The primary may be waiting for keyed shards to be free, or any
+	// collector for memory to fall below the hard level; otherwise they have
+	// no reason to run (their tick is the backstop for a level change they
+	// missed).
 	if keyed {
 		q.keyed.kick.Store(true) // its shards are free: cut for them
-	}
-	if keyed || q.stalled.Load() {
 		q.wakeCollector()
+	}
+	if q.stalledShards.Load() > 0 {
+		q.wakeCollectors()
 	}
 	q.track.complete(seq)
 }
@@ -262,7 +295,10 @@ func (q *Queue[T]) putBatch(b *pending[T]) {
 	clear(b.items) // retention rule: no pointers kept past delivery
 	b.items = b.items[:0]
 	clear(b.shards)
+	clear(b.acks) // finish told them
+	b.acks = b.acks[:0]
 	b.bytes, b.seq, b.shards, b.spans, b.spill, b.replay = 0, 0, b.shards[:0], b.spans[:0], nil, false
+	b.keys, b.letter = b.keys[:0], 0
 	select {
 	case q.free <- b:
 	default:

@@ -10,8 +10,11 @@
 //	enqueue.go   intake past the fast path: per-P rings, hand-off (one CAS), spare rings
 //	admit.go     the one admission step every intake call passes (governor, Policy)
 //	keyed.go     EnqueueKey's shards: FIFO per key, one batch in flight per shard
+//	ack.go       EnqueueAck: the ack inbox, ack groups, one wake per group
 //	collect.go   the collector: rings and shards into batches; Flush; Stop
+//	central.go   the central stage in shards, one collector each, chosen by P
 //	deliver.go   the senders: retries (batch.Attempt), OnDrop, dead letters
+//	park.go      ParkKeys: keys held back behind their dead letter, and released
 //	tier.go      the durability tier interface, its contract, the memory tier
 //	walmode.go   the tiers with a WAL: overflow, periodic, sync; spans, the durable inbox
 //	spill.go     spilling at the hard level (a capability of tiers with a WAL)
@@ -47,9 +50,13 @@
 // # Concurrency
 //
 // Every exported method is safe for concurrent use. Producers run intake;
-// one collector goroutine owns the batches being cut, the ready list and
-// the shards' cut queues; Workers sender goroutines each own one batch at a
-// time; the replayer and the unspiller (when there are) hand batches to the
-// collector over channels. Stop waits for all of them, except a Send that
+// one collector goroutine per central shard (Config.Collectors) owns that
+// shard's handed-off rings, the batch it is cutting and its ready list; the
+// primary collector also owns the keyed shards' cut queues, the durable
+// inbox, the ack inbox, Flush and Stop, and asks the others to drain for
+// them (central.go); Workers sender goroutines, shared by the shards, each
+// own one batch at a time; the replayer, the unspiller and the releaser of
+// parked keys (when there are) hand batches to the primary over channels.
+// Stop waits for all of them, except a Send that
 // ignores its ctx past Stop's deadline (abandoned, see deliver.go).
 package engine

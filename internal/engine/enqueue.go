@@ -16,20 +16,20 @@ import (
 // lines between the two cores). The pushed item is accepted whatever
 // happens here.
 func (q *Queue[T]) AfterWatermark(h HandOffResult) error {
-	switch h {
+	switch h.kind() {
 	case handedOff:
-		q.handedOff()
+		q.handedOff(h)
 	case noSpare:
-		q.wakeCollector() // it is behind: let it recycle rings
+		q.wakeCollectors() // they are behind: let them recycle rings
 		q.refill()
 	}
 	q.pressureDelay()
 	return nil
 }
 
-// HandOffResult says what a pinned hand-off did, so that the caller can act
-// on it once unpinned.
-type HandOffResult uint8
+// HandOffResult says what a pinned hand-off did (its kind), and to which
+// central shard, so that the caller can act on it once unpinned.
+type HandOffResult uint32
 
 const (
 	handedOff  HandOffResult = iota // the P's spare took the full ring's place
@@ -37,6 +37,11 @@ const (
 	noSpare                         // the P has no spare ring: get one unpinned (refill)
 	sealedRing                      // Stop has begun
 )
+
+func (h HandOffResult) kind() HandOffResult { return h & 0xff }
+
+// central is the index of the shard the ring went to (handedOff).
+func (h HandOffResult) central() int { return int(h >> 8) }
 
 // HandOff moves the P's full ring to the collector (one CAS) and installs
 // the P's spare in its place. It runs pinned, so it touches only the P's
@@ -60,16 +65,16 @@ func (q *Queue[T]) HandOff(s *ProcSlot[T]) HandOffResult {
 	// pushes do not wait for them one by one (see ring.SPSC.Prefetch).
 	r.Prefetch(q.watermark())
 	s.Cur.Store(r)
-	q.full.Push(full)
-	return handedOff
+	s.central.full.Push(full)
+	return handedOff | HandOffResult(s.central.index)<<8
 }
 
-// handedOff follows a hand-off, unpinned: it wakes the collector and, at
-// the normal level, gets the P its next spare. Above Normal the P keeps
-// none; it gets one when it needs one (noSpare), so that idle spares do not
-// keep the level up.
-func (q *Queue[T]) handedOff() {
-	q.wakeCollector()
+// handedOff follows a hand-off, unpinned: it wakes the shard's collector
+// and, at the normal level, gets the P its next spare. Above Normal the P
+// keeps none; it gets one when it needs one (noSpare), so that idle spares
+// do not keep the level up.
+func (q *Queue[T]) handedOff(h HandOffResult) {
+	q.centrals[h.central()].wakeUp()
 	if q.gov.Level() == governor.LevelNormal {
 		q.refill()
 	}
@@ -110,8 +115,8 @@ func (q *Queue[T]) placeRing(r *ring.SPSC[T]) {
 	if r != nil {
 		q.recycleRing(r)
 	}
-	if h == handedOff {
-		q.wakeCollector()
+	if h.kind() == handedOff {
+		q.centrals[h.central()].wakeUp()
 	}
 }
 
@@ -170,11 +175,11 @@ func (q *Queue[T]) enqueueRing(v T) error {
 // afterFull follows up, unpinned, a hand-off tried because the P's ring was
 // full; the caller then retries (keptFull: its admission meets the Policy).
 func (q *Queue[T]) afterFull(h HandOffResult) error {
-	switch h {
+	switch h.kind() {
 	case sealedRing:
 		return ErrClosed
 	case handedOff:
-		q.handedOff()
+		q.handedOff(h)
 	case noSpare:
 		return q.waitSpare()
 	}
@@ -198,7 +203,7 @@ func (q *Queue[T]) waitSpare() error {
 	if q.refill() {
 		return nil
 	}
-	q.wakeCollector()
+	q.wakeCollectors()
 	select {
 	case r := <-q.spare:
 		q.placeRing(r)
@@ -270,11 +275,11 @@ func (q *Queue[T]) enqueueRingBatch(vs []T) (int, error) {
 		if n == len(vs) {
 			// All in (a sealed ring is drained by Stop): only make sure
 			// the next hand-off has a spare.
-			switch h {
+			switch h.kind() {
 			case handedOff:
-				q.handedOff()
+				q.handedOff(h)
 			case noSpare:
-				q.wakeCollector()
+				q.wakeCollectors()
 				q.refill()
 			}
 			return n, nil
@@ -286,6 +291,8 @@ func (q *Queue[T]) enqueueRingBatch(vs []T) (int, error) {
 	return n, nil
 }
 
+// wakeCollector wakes the primary collector (keyed shards, the inbox, the
+// replay: its work alone).
 func (q *Queue[T]) wakeCollector() {
 	select {
 	case q.wake <- struct{}{}:

@@ -12,4 +12,5 @@ var (
 	ErrInvalidConfig = errors.New("vinequeue: invalid config")
 	ErrLocked        = errors.New("vinequeue: wal directory locked by another process")
 	ErrNoDeadLetter  = errors.New("vinequeue: no such dead letter")
+	ErrDropped       = errors.New("vinequeue: item dropped")
 )

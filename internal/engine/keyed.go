@@ -65,6 +65,13 @@ type keyedShard[T any] struct {
 	items []T
 	buf   []T
 	head  int
+	// keys are the items' keys (guarded by mu), kept only when keys park
+	// (park.go: a dead letter names them) or the tier writes what shards
+	// hold (the periodic tier: keyed records name them); then keys is
+	// kbuf[head:head+len(items)], kbuf as long as buf, so that whatever
+	// moves an item moves its key. Without them both stay nil.
+	keys  []uint64
+	kbuf  []uint64
 	bytes int64 // guarded by mu: what items weigh (charged at admission)
 	// credit is admitted memory not yet used by an item (guarded by mu;
 	// an atomic only so that Stats can subtract it from BytesHeld): an
@@ -175,7 +182,7 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 	}
 	left := s.credit.Load() - size
 	s.credit.Store(min(left, ks.chunk))
-	n := s.push(v, size)
+	n := s.push(v, key, q.keepKeys, size)
 	s.mu.Unlock()
 	if left > ks.chunk {
 		q.unadmit(left - ks.chunk) // concurrent top-ups brought more than a chunk
@@ -201,9 +208,9 @@ func (q *Queue[T]) enqueueKeyGated(key uint64, v T) error {
 	if err := q.admit(1, size, false); err != nil {
 		return err
 	}
-	// Durable first (concurrent appends share a record and an
-	// fdatasync), then queued in its key's order.
-	sp, err := q.tier.acceptKeyed(v)
+	// Durable first, with its key (concurrent appends share a record and
+	// an fdatasync), then queued in its key's order.
+	sp, err := q.tier.acceptKeyed(key, v)
 	if err != nil {
 		q.unadmit(size)
 		return err
@@ -217,16 +224,16 @@ func (q *Queue[T]) enqueueKeyGated(key uint64, v T) error {
 		s.spans = appendSpan(s.spans, sp.id, sp.off, sp.n)
 		s.persisted++
 	}
-	n := s.push(v, size)
+	n := s.push(v, key, q.keepKeys, size)
 	s.mu.Unlock()
 	q.wakeForKeyed(s, n)
 	return nil
 }
 
-// push appends v, admitted for size bytes, and returns how many items the
-// shard holds now. Caller holds s.mu.
-func (s *keyedShard[T]) push(v T, size int64) int64 {
-	if len(s.items) == cap(s.items) && s.head >= len(s.items) {
+// push appends v, admitted for size bytes, and with keep its key, and
+// returns how many items the shard holds now. Caller holds s.mu.
+func (s *keyedShard[T]) push(v T, key uint64, keep bool, size int64) int64 {
+	if len(s.items) == cap(s.items) && len(s.items) > 0 && s.head >= len(s.items) {
 		// Full at the back with at least as much room at the front as
 		// there are items: slide down rather than grow (with less room,
 		// growing copies as much and the slides would come often).
@@ -234,16 +241,30 @@ func (s *keyedShard[T]) push(v T, size int64) int64 {
 		k := copy(all, s.items)
 		clear(all[k : s.head+k]) // retention rule: the old places
 		s.items, s.head = all[:k], 0
+		if keep {
+			s.keys = s.kbuf[:copy(s.kbuf[:cap(s.kbuf)], s.keys)]
+		}
 	} else if len(s.items) == cap(s.items) {
-		// Grow by doubling: append grows a large slice by a quarter,
-		// which copies each item several times over while a backlog
-		// builds up in the shard.
-		grown := make([]T, len(s.items), 2*len(s.items)+16)
+		// Grow by doubling (the first push too, from no array): append
+		// grows a large slice by a quarter, which copies each item
+		// several times over while a backlog builds up in the shard.
+		capacity := 2*len(s.items) + 16
+		grown := make([]T, len(s.items), capacity)
 		copy(grown, s.items)
 		clear(s.items) // retention rule: the old array may be kept alive
 		s.items, s.buf, s.head = grown, grown[:0], 0
+		if keep {
+			// As long as buf: items and keys fill up, slide and grow
+			// together, and appending a key never reallocates.
+			grownKeys := make([]uint64, len(s.keys), capacity)
+			copy(grownKeys, s.keys)
+			s.keys, s.kbuf = grownKeys, grownKeys[:0]
+		}
 	}
 	s.items = append(s.items, v)
+	if keep {
+		s.keys = append(s.keys, key)
+	}
 	s.bytes += size
 	n := int64(len(s.items))
 	s.queued.Store(n)
@@ -269,6 +290,9 @@ func (q *Queue[T]) wakeForKeyed(s *keyedShard[T], n int64) {
 // s.mu and has had the tier persist them (persistShard).
 func (s *keyedShard[T]) take(q *Queue[T], b *pending[T], n int) {
 	b.items = append(b.items, s.items[:n]...)
+	if len(s.keys) > 0 {
+		b.keys = append(b.keys, s.keys[:n]...) // one per item, as items
+	}
 	if len(s.spans) > 0 {
 		b.spans = takeSpans(b.spans, &s.spans, n)
 	}
@@ -282,9 +306,13 @@ func (s *keyedShard[T]) take(q *Queue[T], b *pending[T], n int) {
 	s.bytes -= bytes
 	clear(s.items[:n]) // retention rule
 	if n == len(s.items) {
-		s.items, s.head = s.buf, 0 // drained: from the array's start again
+		// Drained: from the arrays' start again.
+		s.items, s.keys, s.head = s.buf, s.kbuf, 0
 	} else {
 		s.items, s.head = s.items[n:], s.head+n
+		if len(s.keys) > 0 {
+			s.keys = s.keys[n:]
+		}
 	}
 	s.queued.Store(int64(len(s.items)))
 	s.persisted = max(s.persisted-n, 0)
@@ -294,9 +322,10 @@ func (s *keyedShard[T]) take(q *Queue[T], b *pending[T], n int) {
 // once: with 200-byte items, some fifty calls between two admissions.
 const keyedChunkMax = 16 << 10
 
-// keyedKeepBytes is the backing array a drained shard keeps however long
-// it idles (its slots hold no pointers once drained); a larger one it keeps
-// while busy, and lets go once it has idled a tick (releaseIdle).
+// keyedKeepBytes is the backing arrays (items, and keys if kept) a drained
+// shard keeps however long it idles (its slots hold no pointers once
+// drained); larger ones it keeps while busy, and lets go once it has idled
+// a tick (releaseIdle).
 const keyedKeepBytes = 16 << 10
 
 // keyedCut says how much cutKeyed cuts.
@@ -470,8 +499,8 @@ func (c *collector[T]) releaseIdle() {
 		}
 		s.mu.Lock()
 		freed += s.credit.Swap(0)
-		if len(s.items) == 0 && cap(s.buf)*int(unsafe.Sizeof(*new(T))) > keyedKeepBytes {
-			s.items, s.buf, s.head = nil, nil, 0
+		if len(s.items) == 0 && cap(s.buf)*int(unsafe.Sizeof(*new(T)))+cap(s.kbuf)*8 > keyedKeepBytes {
+			s.items, s.buf, s.keys, s.kbuf, s.head = nil, nil, nil, nil, 0
 		}
 		s.mu.Unlock()
 	}

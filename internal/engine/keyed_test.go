@@ -183,3 +183,85 @@ func TestKeyedRefusedAtStopNeverDelivered(t *testing.T) {
 		t.Errorf("the governor holds %d after Stop, %d in rings: credit not given back", held, rings)
 	}
 }
+
+// TestKeyedShardKeysFollowItems: with keys kept, a shard's keys stay
+// parallel to its items through every move of its array (the first push,
+// growth, a slide down, a partial take, a drain, an idle release), and a
+// take hands each item's key to the batch beside it. An item's value is
+// its key here, so a key out of step shows as a mismatch.
+func TestKeyedShardKeysFollowItems(t *testing.T) {
+	q := &Queue[uint64]{sizeOf: func(uint64) int { return 8 }}
+	s := &q.keyed.shards[0]
+	next, want := uint64(0), uint64(0) // the next key pushed, and taken
+	check := func(what string) {
+		t.Helper()
+		if len(s.keys) != len(s.items) {
+			t.Fatalf("%s: %d keys for %d items", what, len(s.keys), len(s.items))
+		}
+		if cap(s.kbuf) != cap(s.buf) {
+			t.Fatalf("%s: keys' array %d long, items' %d", what, cap(s.kbuf), cap(s.buf))
+		}
+		if len(s.keys) > 0 && &s.keys[0] != &s.kbuf[:cap(s.kbuf)][s.head] {
+			t.Fatalf("%s: keys are not the keys' array from head %d", what, s.head)
+		}
+		for i, v := range s.items {
+			if s.keys[i] != v {
+				t.Fatalf("%s: item %d is %d, its key %d", what, i, v, s.keys[i])
+			}
+		}
+	}
+	push := func(n int) {
+		for range n {
+			s.push(next, next, true, 8)
+			next++
+		}
+	}
+	take := func(n int) {
+		b := &pending[uint64]{}
+		s.take(q, b, n)
+		if len(b.keys) != n || len(b.items) != n {
+			t.Fatalf("took %d items and %d keys, want %d", len(b.items), len(b.keys), n)
+		}
+		for i, v := range b.items {
+			if v != want || b.keys[i] != want {
+				t.Fatalf("batch slot %d: item %d key %d, want %d", i, v, b.keys[i], want)
+			}
+			want++
+		}
+	}
+	push(1)
+	check("first push")
+	push(15) // the first array (16) full
+	take(10) // head 10, 6 left
+	push(1)  // full at the back, 10 free at the front: a slide
+	if s.head != 0 {
+		t.Fatalf("head %d after a push with room at the front, want a slide to 0", s.head)
+	}
+	check("slide")
+	take(2)
+	push(40) // grows
+	check("grow")
+	take(len(s.items)) // drained
+	check("drain")
+	if s.head != 0 || len(s.kbuf) != 0 || cap(s.kbuf) == 0 {
+		t.Fatalf("drained: head %d, keys' array len %d cap %d", s.head, len(s.kbuf), cap(s.kbuf))
+	}
+	push(3000) // arrays past keyedKeepBytes
+	take(len(s.items))
+	c := &collector[uint64]{q: q}
+	c.releaseIdle() // notes what the shard accepted
+	c.releaseIdle() // idle for a tick: lets both arrays go
+	if s.buf != nil || s.kbuf != nil {
+		t.Fatalf("an idle drained shard kept arrays of %d items and %d keys", cap(s.buf), cap(s.kbuf))
+	}
+	push(5)
+	check("after release")
+	take(5)
+
+	// Without keys kept, none are recorded.
+	var plain keyedShard[uint64]
+	plain.push(1, 1, false, 8)
+	if plain.keys != nil || plain.kbuf != nil {
+		t.Fatalf("keys kept without keep: %v", plain.keys)
+	}
+}

@@ -12,7 +12,6 @@ import (
 	"github.com/vineroute/vinequeue/batch"
 	"github.com/vineroute/vinequeue/governor"
 	"github.com/vineroute/vinequeue/ring"
-	"github.com/vineroute/vinequeue/shard"
 )
 
 // cacheLine is the padding unit (arm64's false-sharing size; amd64's
@@ -46,9 +45,10 @@ type Queue[T any] struct {
 	itemLimit int
 	_         [cacheLine - 24 - 8 - 8]byte
 
-	// full holds rings handed off by producers (the "batch transfer": one
-	// CAS per RingSize items); the collector takes them all at once.
-	full shard.Stack[ring.SPSC[T], *ring.SPSC[T]]
+	// centrals is the central stage: one shard per collector goroutine,
+	// each holding the rings handed off by the Ps mapped to it (see
+	// central). Set once in New; centrals[0] is the primary's.
+	centrals []*central[T]
 	// spare holds drained rings; producers take them unpinned (refill)
 	// and keep one per P, in procSlot.spare, for their next hand-off.
 	spare chan *ring.SPSC[T]
@@ -62,11 +62,11 @@ type Queue[T any] struct {
 	// that they make one.
 	stallMu sync.Mutex
 	stallCh chan struct{}
-	// stalled is set while the collector leaves rings full at the hard
-	// level: only then must a finishing sender wake it (memory fell). Waking
-	// it after every batch would cost a futex call per batch when it is
-	// parked, for nothing.
-	stalled atomic.Bool
+	// stalledShards counts the collectors leaving rings full at the hard
+	// level: only then must a finishing sender wake them (memory fell).
+	// Waking them after every batch would cost a futex call per batch when
+	// they are parked, for nothing.
+	stalledShards atomic.Int32
 
 	cfg       Config[T]
 	sizeOf    func(T) int
@@ -91,13 +91,22 @@ type Queue[T any] struct {
 	wal   *walTier[T]
 	spill *spiller[T]
 	// inbox carries items made durable by their call to the collector.
-	inbox   durableInbox[T]
+	inbox durableInbox[T]
+	// acks carries EnqueueAck's AckDelivered items to the collector (ack.go).
+	acks acks[T]
+	// park holds back the items of keys with a dead letter (park.go); nil
+	// unless Config.ParkKeys.
+	park    *parking[T]
 	gov     *governor.Governor
 	sizer   *batch.Sizer // nil unless Config.Adaptive
 	onRetry func(int, error)
 
-	wake chan struct{}    // cap 1: a ring was handed off, a shard has work, a batch finished
-	reqs chan request     // Flush and Stop to the collector
+	// keepKeys: keyed shards keep their items' keys (keyed.go), for
+	// parking or for the periodic tier's keyed records.
+	keepKeys bool
+
+	wake chan struct{}    // the primary's (centrals[0].wake): a keyed shard or the inbox has work, a batch finished
+	reqs chan request     // Flush and Stop to the primary collector
 	work chan *pending[T] // collector → senders
 	free chan *pending[T] // recycled batches
 	done chan struct{}    // closed when every goroutine but the senders has exited
@@ -108,6 +117,10 @@ type Queue[T any] struct {
 	finishing   sync.RWMutex // held shared by a sender finishing a batch (deliver)
 
 	track tracker
+	// seq is the next batch sequence number, shared by the collectors so
+	// that the tracker sees one numbering (Flush and Stop wait for every
+	// number issued before them).
+	seq atomic.Uint64
 
 	sendCtx    context.Context // passed to Send; cancelled when Stop's ctx expires
 	sendCancel context.CancelFunc
@@ -125,6 +138,9 @@ type Queue[T any] struct {
 	delivered, dropped, rejected, retries, batches, delayed, blocked atomic.Uint64
 	// WAL tier counters.
 	replayed, corrupt, syncAccepted, walRejected, walErrors, leftOnDisk, spilled, deadLettered atomic.Uint64
+	// Parking counters (park.go): items moved to the park, and items
+	// handed out again from dead letters (counted as accepted).
+	parked, released atomic.Uint64
 
 	// The replayer (replay.go): replayCh carries its batches to the
 	// collector, replayAck tells it its batch is finished, replayDone is
@@ -197,7 +213,11 @@ type ProcSlot[T any] struct {
 	_     [cacheLine]byte
 	Cur   atomic.Pointer[ring.SPSC[T]]
 	spare atomic.Pointer[ring.SPSC[T]]
-	_     [cacheLine - 16]byte
+	// central is the shard of the central stage this P hands its rings to
+	// (the same for the slot's life). Set before Cur is first stored, and
+	// never written after, so whoever loaded a non-nil Cur reads it safely.
+	central *central[T]
+	_       [cacheLine - 24]byte
 }
 
 // pending is a unit of delivery: the items of one Send call.
@@ -209,6 +229,9 @@ type pending[T any] struct {
 	spans  []span           // where the items are in the WAL, in item order; none if not on disk
 	spill  *spillDone       // read back from a spill: settled when finished
 	replay bool             // from the replayer: finishing it lets the replay go on
+	keys   []uint64         // with parking (park.go): the key of each item of a keyed batch
+	letter uint64           // with parking: the dead letter it delivers again (released)
+	acks   []*ackGroup      // EnqueueAck: the groups whose items it holds, told when it is finished (ack.go)
 	send   func(context.Context) error
 }
 
@@ -217,6 +240,7 @@ type requestKind int
 const (
 	reqFlush requestKind = iota
 	reqStop
+	reqCheckpoint // to a secondary collector: cut what its rings hold and write its ready batches
 )
 
 type request struct {
@@ -253,6 +277,7 @@ func (q *Queue[T]) newTier() error {
 			q.tier = syncTier[T]{w}
 		case Periodic:
 			q.tier = periodicTier[T]{w, c.syncInterval()}
+			q.keepKeys = true // its checkpoints write keyed records from the shards
 		default:
 			q.tier = overflowTier[T]{w}
 		}
@@ -272,19 +297,25 @@ func (q *Queue[T]) newTier() error {
 	q.keyed.gated = !rings
 	if !rings {
 		// Every Enqueue takes the slow path, into the group commit (see
-		// walmode.go).
+		// walmode.go): no rings, so one collector.
+		q.makeCentrals(1)
 		q.procs.Store(&procTable[T]{})
 		return nil
 	}
+	q.makeCentrals(q.cfg.Collectors)
 	q.fast = make([]ProcSlot[T], max(runtime.GOMAXPROCS(0), runtime.NumCPU()))
 	q.growProcs(runtime.GOMAXPROCS(0) - 1)
 	return nil
 }
 
 // New starts the engine for cfg (validated and filled in by the root
-// package): one collector, cfg.Workers senders, and the replayer and
-// unspiller when the tier has a log and a spiller.
+// package): one collector per central shard (cfg.Collectors, see
+// central.go), cfg.Workers senders, and the replayer and unspiller when the
+// tier has a log and a spiller.
 func New[T any](cfg Config[T]) (*Queue[T], error) {
+	if cfg.Collectors <= 0 {
+		cfg.Collectors = DefaultCollectors(runtime.GOMAXPROCS(0))
+	}
 	q := &Queue[T]{
 		cfg:         cfg,
 		sizeOf:      cfg.SizeOf,
@@ -321,8 +352,8 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		q.sizer = batch.NewSizerConfig(batch.SizerConfig{
 			Start: cfg.BatchSize, Min: cfg.MinBatchSize, Max: cfg.MaxBatchSize,
 			// Batches in flight when the size changes: one per sender,
-			// plus the one the collector is handing over.
-			Concurrency: cfg.Workers + 1,
+			// plus the one each collector is handing over.
+			Concurrency: cfg.Workers + cfg.Collectors,
 		})
 	}
 	q.onRetry = q.countRetry
@@ -351,6 +382,18 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.unspillLoop() }()
 	}
+	if q.cfg.ParkKeys && q.wal != nil {
+		p, err := newParking(q)
+		if err != nil {
+			q.wal.log.Close()
+			gov.Close()
+			return nil, err
+		}
+		q.park = p
+		q.keepKeys = true
+		wg.Add(1)
+		go func() { defer wg.Done(); p.releaseLoop() }()
+	}
 	if w := q.wal; w != nil {
 		q.replaying.Store(true)
 		wg.Add(1)
@@ -359,6 +402,10 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		close(q.replayDone)
 	}
 	go func() { defer wg.Done(); q.collect() }()
+	for _, sh := range q.centrals[1:] {
+		wg.Add(1)
+		go func() { defer wg.Done(); q.collectShard(sh) }()
+	}
 	q.senders = make([]senderSlot[T], cfg.Workers)
 	senders.Add(cfg.Workers)
 	for i := range cfg.Workers {
@@ -398,6 +445,7 @@ func (q *Queue[T]) growProcs(pid int) *procTable[T] {
 			if i < len(q.fast) {
 				s = &q.fast[i]
 			}
+			s.central = q.centralOf(i)
 			r := q.allocRing() // a P's own ring is always allowed
 			if q.closing.Load() {
 				r.Seal()

@@ -12,6 +12,8 @@ type Stats struct {
 	Enqueued, Delivered, Rejected, Dropped, DeadLettered, Spilled, Replayed, LeftOnDisk,
 	Retries, Corrupt, Delayed, Blocked, Batches uint64
 
+	Parked, ParkedItems, ParkedKeys uint64
+
 	Buffered, BytesHeld uint64
 	Level               governor.Level
 	BatchSize, WALBytes uint64
@@ -27,7 +29,7 @@ type Backlog struct {
 
 // Stats returns a snapshot of the counters and gauges.
 func (q *Queue[T]) Stats() Stats {
-	enq := q.drained.Load() + q.syncAccepted.Load()
+	enq := q.drained.Load() + q.syncAccepted.Load() + q.released.Load() + q.acks.accepted.Load()
 	var credit int64 // admitted for keyed items not yet accepted: not held
 	for i := range q.keyed.shards {
 		s := &q.keyed.shards[i]
@@ -52,6 +54,11 @@ func (q *Queue[T]) Stats() Stats {
 		Spilled:      q.spilled.Load(),
 		Blocked:      q.blocked.Load(),
 		Level:        q.gov.Level(),
+		Parked:       q.parked.Load(),
+	}
+	if p := q.park; p != nil {
+		s.ParkedItems = uint64(max(p.items.Load(), 0))
+		s.ParkedKeys = uint64(max(p.nkeys.Load(), 0))
 	}
 	var oldest time.Time
 	if q.wal != nil {
@@ -62,8 +69,9 @@ func (q *Queue[T]) Stats() Stats {
 		s.Rejected += q.walRejected.Load()
 	}
 	// Replayed items were accepted by an earlier process: they leave as
-	// delivered, dropped or left on disk like the rest.
-	if done := s.Delivered + s.Dropped + s.LeftOnDisk; enq+s.Replayed > done {
+	// delivered, dropped, left on disk or parked like the rest. (Items
+	// delivered again from a dead letter count as accepted again.)
+	if done := s.Delivered + s.Dropped + s.LeftOnDisk + s.Parked; enq+s.Replayed > done {
 		s.Buffered = enq + s.Replayed - done
 	}
 	if b := q.bytesHeld.Load() - credit; b > 0 {

@@ -16,8 +16,10 @@ import "time"
 //	call          caller                                 memory  overflow  periodic               sync
 //	acceptOne     Enqueue past its fast path (producer)  ring    ring      ring                   append, fsync, inbox
 //	acceptBatch   EnqueueBatch (producer)                ring    ring      ring                   append, fsync, inbox
-//	acceptKeyed   EnqueueKey (producer, admitted,        -       -         -                      append, fsync: span
-//	              inside the intake gate)
+//	acceptKeyed   EnqueueKey, sync tier only (producer,  -       -         -                      append, fsync: span
+//	              admitted, inside the intake gate)
+//	acceptAck     EnqueueAck, AckDelivered (producer,    -       -         -                      append, fsync: span
+//	              admitted, inside the intake gate)
 //	persist       a sender before Send; the collector    -       -         write if not on disk   -
 //	              at a checkpoint and at Stop out of
 //	              time (batches no sender took)
@@ -30,9 +32,14 @@ import "time"
 //
 // ("ring": the item goes into the caller's P ring, see enqueue.go; "inbox":
 // once durable the items go to the collector through the durable inbox; "-":
-// nothing to do.) Every call runs unpinned: a tier may lock, write, fsync
-// and log. Only the intake calls run on producer goroutines; the others
-// run on the collector or a sender, one batch at a time per goroutine.
+// nothing to do.) EnqueueAck's AckDelivered items then wait in the ack
+// inbox and go out in the collector's ack batch, which persist writes
+// before Send like any batch (ack.go); its AckDurable items take the
+// durable inbox's path (appendDurable: append, fsync, inbox) in every tier
+// with a log, and wait as AckDelivered does in the memory tier. Every call
+// runs unpinned: a tier may lock, write, fsync and log. Only the intake
+// calls run on producer goroutines; the others run on the collector or a
+// sender, one batch at a time per goroutine.
 //
 // What each tier promises, for an item whose call returned nil:
 //
@@ -68,12 +75,19 @@ type tier[T any] interface {
 	// EnqueueBatch.
 	acceptBatch(vs []T) (int, error)
 	// acceptKeyed makes an admitted EnqueueKey item as durable as the tier
-	// promises before it enters its shard, and returns where it is on disk
-	// (a zero span: not on disk). On an error the item is refused (the
-	// caller undoes its admission). Called only when the keyed intake is
-	// gated (keyedShards.gated, the sync tier): the others write nothing
-	// before the shard.
-	acceptKeyed(v T) (span, error)
+	// promises before it enters its shard, with its key (a keyed record,
+	// so that a replay knows it), and returns where it is on disk (a zero
+	// span: not on disk). On an error the item is refused (the caller
+	// undoes its admission). Called only when the keyed intake is gated
+	// (keyedShards.gated, the sync tier): the others write nothing before
+	// the shard (the periodic tier writes the key with the item later,
+	// from the shard: persistShard).
+	acceptKeyed(key uint64, v T) (span, error)
+	// acceptAck makes an admitted EnqueueAck (AckDelivered) item as
+	// durable as the tier promises before it enters the ack inbox, and
+	// returns where it is on disk (a zero span: not on disk); see ack.go.
+	// On an error the item is refused (the caller undoes its admission).
+	acceptAck(v T) (span, error)
 	// persist puts b on disk if the tier promises that before Send and b
 	// is not there yet (b.spans empty). A failure keeps b in memory only:
 	// counted, logged, and a full WAL refuses intake until a write
@@ -102,9 +116,9 @@ type tier[T any] interface {
 // rings: memory, overflow and periodic.
 type ringIntake[T any] struct{ q *Queue[T] }
 
-func (r ringIntake[T]) acceptOne(v T) error             { return r.q.enqueueRing(v) }
-func (r ringIntake[T]) acceptBatch(vs []T) (int, error) { return r.q.enqueueRingBatch(vs) }
-func (ringIntake[T]) acceptKeyed(T) (span, error)       { return span{}, nil }
+func (r ringIntake[T]) acceptOne(v T) error               { return r.q.enqueueRing(v) }
+func (r ringIntake[T]) acceptBatch(vs []T) (int, error)   { return r.q.enqueueRingBatch(vs) }
+func (ringIntake[T]) acceptKeyed(uint64, T) (span, error) { return span{}, nil }
 
 // memoryTier keeps nothing on disk.
 type memoryTier[T any] struct{ ringIntake[T] }

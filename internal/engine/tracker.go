@@ -19,9 +19,11 @@ type trackWaiter struct {
 	ch   chan error
 }
 
+// cut notes that seq has been cut. Collectors number batches from one
+// counter but may report them out of order.
 func (t *tracker) cut(seq uint64) {
 	t.mu.Lock()
-	t.next = seq + 1
+	t.next = max(t.next, seq+1)
 	t.mu.Unlock()
 }
 

@@ -36,6 +36,11 @@ import (
 //     shards hold and syncs the log. A crash loses at most the items accepted
 //     in the last SyncInterval (plus one checkpoint's time).
 //   - overflow: only what the governor spills is written (spill.go).
+//
+// EnqueueKey's items are written as keyed records (wal.AppendKeyedItemsAt in
+// the sync tier, wal.WriteKeyed from the shards in the periodic tier), which
+// keep each item's key, so that a replay knows it (replay.go); every other
+// record is written as before, without keys.
 
 // span names n consecutive items of a batch: items [off, off+n) of WAL
 // record id.
@@ -316,9 +321,17 @@ func (w *walTier[T]) appendDurable(vs []T) (int, error) {
 	return n, nil
 }
 
-// acceptKeyed makes one EnqueueKey item durable and returns its span. The
-// caller holds the intake gate and has admitted the item.
-func (t syncTier[T]) acceptKeyed(v T) (span, error) {
+// acceptKeyed makes one EnqueueKey item durable, in a keyed record with
+// its key, and returns its span. The caller holds the intake gate and has
+// admitted the item.
+func (t syncTier[T]) acceptKeyed(key uint64, v T) (span, error) {
+	one := [1]uint64{key}
+	return t.appendOne(v, one[:])
+}
+
+// appendOne makes one item durable and returns its span: keyed (keys holds
+// its key) or not (keys nil).
+func (t syncTier[T]) appendOne(v T, keys []uint64) (span, error) {
 	q := t.q
 	e := encodings.Get().(*encoding)
 	defer encodings.Put(e)
@@ -327,7 +340,14 @@ func (t syncTier[T]) acceptKeyed(v T) (span, error) {
 		q.walRejected.Add(1)
 		return span{}, err
 	}
-	id, index, err := t.log.AppendItemsAt(e.items)
+	var id uint64
+	var index int
+	var err error
+	if keys != nil {
+		id, index, err = t.log.AppendKeyedItemsAt(e.items, keys)
+	} else {
+		id, index, err = t.log.AppendItemsAt(e.items)
+	}
 	if err != nil {
 		q.walRejected.Add(1)
 		return span{}, q.refusedFull(walErr(err))
@@ -340,10 +360,12 @@ func (t syncTier[T]) acceptKeyed(v T) (span, error) {
 // senders).
 type recordWriter struct {
 	rec, item []byte
+	keys      []uint64 // a keyed batch's: the keys of the items in rec
 }
 
 // writeBatch writes b's items (not yet on disk) as records of at most
-// MaxRecord bytes, not synced, and names them in b.spans. An item too large
+// MaxRecord bytes, not synced, and names them in b.spans. A keyed batch's
+// (b.keys, one per item) are written as keyed records, with their keys. An item too large
 // for any record (or one the codec refuses) cannot be written: it stays in
 // b, delivered from memory only (counted and logged), under a span of id 0.
 // On a write error the items not written get a span of id 0 too: what was
@@ -351,30 +373,43 @@ type recordWriter struct {
 func (w *walTier[T]) writeBatch(b *pending[T], rw *recordWriter) error {
 	q := w.q
 	limit := w.log.MaxRecord()
+	keyed := len(b.keys) > 0 && len(b.keys) == len(b.items)
+	perItem := 0 // what a key adds to an item, and to a record (format.go)
+	if keyed {
+		perItem = 8
+		limit -= 4
+	}
 	count := 0 // items in rw.rec
-	rw.rec = rw.rec[:0]
+	rw.rec, rw.keys = rw.rec[:0], rw.keys[:0]
 	b.spans = b.spans[:0]
 	flush := func() error {
 		if count == 0 {
 			return nil
 		}
-		id, err := w.log.Write(rw.rec)
+		var id uint64
+		var err error
+		if keyed {
+			rw.rec = wal.AppendKeys(rw.rec, rw.keys)
+			id, err = w.log.WriteKeyed(rw.rec)
+		} else {
+			id, err = w.log.Write(rw.rec)
+		}
 		if err != nil {
 			return walErr(err)
 		}
 		b.spans = appendSpan(b.spans, id, 0, count)
 		count = 0
-		rw.rec = rw.rec[:0]
+		rw.rec, rw.keys = rw.rec[:0], rw.keys[:0]
 		return nil
 	}
 	for i, v := range b.items {
 		var err error
 		if rw.item, err = w.appendItem(rw.item[:0], v); err != nil {
 			err = fmt.Errorf("vinequeue: wal codec: %w", err)
-		} else if wal.FrameSize(len(rw.item)) > limit {
+		} else if wal.FrameSize(len(rw.item))+perItem > limit {
 			err = fmt.Errorf("%w: item of %d bytes, records hold %d", ErrTooLarge, len(rw.item), limit)
 		}
-		if err == nil && len(rw.rec)+wal.FrameSize(len(rw.item)) > limit {
+		if err == nil && len(rw.rec)+(count+1)*perItem+wal.FrameSize(len(rw.item)) > limit {
 			if ferr := flush(); ferr != nil {
 				b.spans = append(b.spans, span{n: len(b.items) - i + count})
 				return ferr
@@ -391,6 +426,9 @@ func (w *walTier[T]) writeBatch(b *pending[T], rw *recordWriter) error {
 			continue
 		}
 		rw.rec = wal.AppendFrame(rw.rec, rw.item)
+		if keyed {
+			rw.keys = append(rw.keys, b.keys[i])
+		}
 		count++
 	}
 	if err := flush(); err != nil {
@@ -464,20 +502,25 @@ func (t periodicTier[T]) persist(b *pending[T], rw *recordWriter) {
 	q.logger.Warn("vinequeue: wal write failed; batch kept in memory only", "items", len(b.items), "err", err)
 }
 
-// persistShard writes the shard's items not on disk yet as records and
-// records their spans. On failure they stay in memory only (persist).
+// persistShard writes the shard's items not on disk yet as records (keyed
+// records when the shard keeps their keys) and records their spans. On
+// failure they stay in memory only (persist).
 //
 // It writes with the shard unlocked, so that producers of the shard's keys
 // do not wait for the encoding and the write: they only append meanwhile,
 // and only the collector (this goroutine) writes or takes a shard's items,
-// so what was copied is still items[persisted:persisted+k] when it locks
-// again, and the shard's items reach the WAL in their order.
+// so what was copied (items and keys alike) is still
+// items[persisted:persisted+k] when it locks again, and the shard's items
+// reach the WAL in their order.
 func (t periodicTier[T]) persistShard(c *collector[T], s *keyedShard[T]) {
 	if s.persisted == len(s.items) {
 		return
 	}
 	b := c.scratch()
 	b.items = append(b.items[:0], s.items[s.persisted:]...)
+	if len(s.keys) == len(s.items) {
+		b.keys = append(b.keys[:0], s.keys[s.persisted:]...) // keyed records
+	}
 	s.mu.Unlock()
 	t.persist(b, &c.enc)
 	s.mu.Lock()
@@ -488,7 +531,7 @@ func (t periodicTier[T]) persistShard(c *collector[T], s *keyedShard[T]) {
 	}
 	s.persisted += len(b.items)
 	clear(b.items)
-	b.items, b.spans = b.items[:0], b.spans[:0]
+	b.items, b.spans, b.keys = b.items[:0], b.spans[:0], b.keys[:0]
 }
 
 func (t periodicTier[T]) checkpointEvery() time.Duration { return t.every }
@@ -502,6 +545,7 @@ func (t periodicTier[T]) checkpoint(c *collector[T]) {
 	q.walFull.Store(nil)
 	c.drain(true)
 	c.writeReady()
+	c.shardRequest(reqCheckpoint) // the other central shards do the same
 	for i := range q.keyed.shards {
 		s := &q.keyed.shards[i]
 		s.mu.Lock()

@@ -1,0 +1,176 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/vineroute/vinequeue/ring"
+	"github.com/vineroute/vinequeue/shard"
+)
+
+// The central stage, sharded. A P hands its full rings to one central
+// shard, always the same (P id modulo the shard count: a P id that appears
+// when GOMAXPROCS grows maps onto an existing shard), and each shard has its
+// own collector goroutine draining them into batches. One collector
+// delivers about 1 ns of work per 8-byte item and 9–29 ns per 100-byte item
+// (README, "The hot path"): a few busy producer cores saturate it, so on a
+// large machine one collector per few Ps lets delivery grow with the cores.
+//
+// The first shard's collector is the primary: besides its rings it owns
+// everything that needs one owner: the durable inbox, the keyed shards
+// (EnqueueKey's order per key needs one cutter; its intake takes a lock per
+// call and is not bounded by the collector), the replay, the unspilled
+// batches, the periodic checkpoint, Flush and Stop. The other shards'
+// collectors (secondaries) only drain their rings, cut, spill at the hard
+// level, and dispatch their batches to the senders, which all shards share:
+// Workers is the user's bound on concurrent Send calls, and sharding it too
+// would multiply the load on the sink with the core count.
+//
+// What holds across shards:
+//   - batch numbers come from one counter (Queue.seq), so Flush and Stop
+//     wait for one tracker as before;
+//   - Flush, the checkpoint and Stop reach every shard: the primary asks
+//     each secondary (reqFlush, reqCheckpoint, reqStop) and waits for its
+//     answer; a secondary answers at once (it never waits for the primary);
+//   - the spare rings, the ring count and the hard-level stall are the
+//     queue's, not a shard's; Queue.stalledShards counts the collectors
+//     leaving rings full, so that a finishing batch wakes them all.
+type central[T any] struct {
+	// full holds the rings handed off by this shard's Ps (the "batch
+	// transfer": one CAS per ring); its collector takes them all at once.
+	// Padded: the head is the contended word.
+	full  shard.Stack[ring.SPSC[T], *ring.SPSC[T]]
+	index int
+	wake  chan struct{} // cap 1: a ring was handed off, a batch finished at Hard
+	reqs  chan request  // secondaries only: from the primary
+}
+
+// PsPerCollector is how many Ps share one central shard by default: one
+// collector keeps up with about four producer cores of 8-byte items.
+const PsPerCollector = 4
+
+// DefaultCollectors is the number of central shards for procs Ps: one per
+// PsPerCollector, at least one.
+func DefaultCollectors(procs int) int { return max(1, (procs+PsPerCollector-1)/PsPerCollector) }
+
+// makeCentrals makes n central shards; the primary's wake is q.wake.
+func (q *Queue[T]) makeCentrals(n int) {
+	q.centrals = make([]*central[T], max(n, 1))
+	for i := range q.centrals {
+		sh := &central[T]{index: i, wake: q.wake}
+		if i > 0 {
+			sh.wake = make(chan struct{}, 1)
+			sh.reqs = make(chan request)
+		}
+		q.centrals[i] = sh
+	}
+}
+
+// centralOf is the central shard of P id pid.
+func (q *Queue[T]) centralOf(pid int) *central[T] { return q.centrals[pid%len(q.centrals)] }
+
+func (sh *central[T]) wakeUp() {
+	select {
+	case sh.wake <- struct{}{}:
+	default:
+	}
+}
+
+// wakeCollectors wakes every collector: one that may be parked with work
+// somewhere (a full ring whose shard is unknown here, memory fell).
+func (q *Queue[T]) wakeCollectors() {
+	for _, sh := range q.centrals {
+		sh.wakeUp()
+	}
+}
+
+// shardRequest asks every secondary collector to do kind (reqFlush,
+// reqCheckpoint) and waits for them all. The primary calls it; a secondary
+// answers at once, so the primary is held only for their drains.
+func (c *collector[T]) shardRequest(kind requestKind) {
+	secondaries := c.q.centrals[1:]
+	if len(secondaries) == 0 {
+		return
+	}
+	done := make(chan error, len(secondaries))
+	for _, sh := range secondaries {
+		sh.reqs <- request{kind: kind, done: done}
+	}
+	for range secondaries {
+		<-done
+	}
+}
+
+// collectShard is a secondary collector: it drains sh's rings into batches
+// and hands them to the senders, as the primary does its own, and answers
+// the primary's requests.
+func (q *Queue[T]) collectShard(sh *central[T]) {
+	c := &collector[T]{q: q, shard: sh}
+	// As the primary's: a partial batch waits at most one tick.
+	tick := time.NewTicker(q.cfg.FlushInterval / 2)
+	defer tick.Stop()
+	for {
+		var out chan *pending[T]
+		var next *pending[T]
+		if c.ready.len() > 0 {
+			out, next = q.work, c.ready.peek()
+		} else if c.linger() {
+			c.drain(false)
+			continue
+		}
+		select {
+		case out <- next:
+			c.ready.pop()
+			if len(c.backlog) > 0 || !sh.full.Empty() {
+				c.drain(false)
+			}
+		case <-sh.wake:
+			c.drain(false)
+		case <-tick.C:
+			c.drain(true)
+		case req := <-sh.reqs:
+			switch req.kind {
+			case reqFlush:
+				// As the primary's Flush: the rings even at Hard.
+				c.flushing = true
+				c.drain(true)
+				c.flushing = false
+			case reqCheckpoint:
+				c.drain(true)
+				c.writeReady()
+			case reqStop:
+				req.done <- c.stopShard(req.ctx)
+				return
+			}
+			req.done <- nil
+		}
+	}
+}
+
+// stopShards tells every secondary collector to stop (stopShard) and
+// returns the channel their answers arrive on, one each (its capacity).
+func (c *collector[T]) stopShards(ctx context.Context) chan error {
+	secondaries := c.q.centrals[1:]
+	done := make(chan error, len(secondaries))
+	for _, sh := range secondaries {
+		sh.reqs <- request{kind: reqStop, ctx: ctx, done: done}
+	}
+	return done
+}
+
+// stopShard is a secondary's part of Stop (the primary's is stop): every
+// ring is sealed by now, so a last drain takes what they hold; its batches
+// go to the senders while ctx allows, and are given up (left in the WAL, or
+// to OnDrop) when it ends.
+func (c *collector[T]) stopShard(ctx context.Context) error {
+	c.drain(true)
+	err := c.dispatch(ctx)
+	if err != nil {
+		c.writeReady() // a tier that persists before Send: left in the WAL, not lost
+		given := append([]*pending[T](nil), c.ready.items()...)
+		c.ready.reset()
+		c.q.giveUpAll(given, fmt.Errorf("%w: stop deadline: %w", ErrClosed, err), true)
+	}
+	return err
+}

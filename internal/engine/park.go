@@ -1,0 +1,544 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/vineroute/vinequeue/wal"
+)
+
+// Parking keys (Config.ParkKeys; it needs a WAL). When a keyed batch is
+// dead-lettered, its dead letters name the key of each item (wal.DeadMeta
+// Keys), and the later items of those keys are parked: a sender about to
+// send a keyed batch first moves the items of parked keys into dead letters
+// of their own (marked Parked, one per key and batch), acknowledges them in
+// the main log, and sends the rest. Every other key flows. A key is parked
+// for as long as a dead letter holding it exists; shards stay FIFO, so a
+// key's parked dead letters are written in its order.
+//
+// Releasing. RequeueDeadLetters of a keyed dead letter and PurgeDeadLetters
+// release the keys of the dead letters they name: the releaser goroutine
+// delivers, one batch at a time and in id order, the dead letters holding
+// released keys (the requeued ones and the parked ones) straight from the
+// dead-letter log, purging each only once its Send returned nil, so a
+// crash meanwhile leaves it where it was. Id order is each key's order: a
+// key's failed dead letter is written before the key parks, its parked
+// ones after, in the order its batches go out. A key unparks when its last
+// dead letter is gone; its items then flow from its shard as before. A
+// failed dead letter that was not requeued blocks its keys: the releaser
+// does not pass it. A released dead letter that fails again stays as it
+// is, blocks its keys, and goes to OnDrop like any failed batch.
+//
+// Restart. New reads the dead letters: every key with one parks again, and
+// the keys whose oldest dead letter is a parked one (its failed one was
+// requeued or purged by vinewal while the queue was stopped) are released
+// once the replay is over, so that, per key, the items a vinewal requeue
+// put in the main log go first.
+//
+// Memory. Parked items are on disk only, in the dead-letter log (which
+// shares WAL.MaxBytes with the segments); a parked key holds no memory, and
+// the releaser holds one dead letter's items at a time. If a parked item
+// cannot be written (the WAL is full), it is handled as a dead letter that
+// cannot be written: left unacknowledged in the main log when it is there
+// (the next New replays it with its key, and parks it then if its key is
+// still parked: replay.go), otherwise handed to OnDrop.
+//
+// Lock order: parking.mu, then the log's locks. divert writes dead letters
+// under mu, so that a key cannot unpark between its check and the write.
+
+// parkLetter is a live dead letter that holds keys.
+type parkLetter struct {
+	keys    []uint64 // distinct
+	items   int
+	parked  bool // on disk: parked behind its keys, not failed itself
+	named   bool // requeued by id: delivered although it failed
+	blocked bool // released, and failed again: blocks its keys until requeued
+}
+
+func (l *parkLetter) holdsAny(keys map[uint64]struct{}) bool {
+	for _, k := range l.keys {
+		if _, ok := keys[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// parking is a queue's parked keys and their dead letters.
+type parking[T any] struct {
+	q    *Queue[T]
+	out  chan *pending[T] // releaser → collector
+	ack  chan struct{}    // cap 1: the released batch is finished
+	kick chan struct{}    // cap 1: there may be something to release
+
+	mu      sync.Mutex
+	letters map[uint64]*parkLetter // live dead letters holding keys, by id
+	keys    map[uint64]int         // parked keys: how many live dead letters hold each
+	release map[uint64]struct{}    // keys being released
+	// asked counts release requests; done is the last one the releaser
+	// has finished (nothing left to deliver); idle is closed and replaced
+	// whenever done moves (Flush waits on it).
+	asked, done uint64
+	idle        chan struct{}
+
+	// Read without mu: the data path's check and Stats.
+	nkeys atomic.Int64 // len(keys)
+	items atomic.Int64 // items in parked dead letters
+}
+
+// newParking reads the dead letters New found and parks their keys; the
+// keys whose oldest dead letter is a parked one are released once the
+// replay is over (releaseLoop).
+func newParking[T any](q *Queue[T]) (*parking[T], error) {
+	p := &parking[T]{
+		q:       q,
+		out:     make(chan *pending[T]),
+		ack:     make(chan struct{}, 1),
+		kick:    make(chan struct{}, 1),
+		letters: make(map[uint64]*parkLetter),
+		keys:    make(map[uint64]int),
+		release: make(map[uint64]struct{}),
+		idle:    make(chan struct{}),
+	}
+	ds, err := q.wal.log.DeadLetters()
+	if err != nil {
+		return nil, walErr(err)
+	}
+	for _, d := range ds {
+		if d.Damage == nil && len(d.Keys) > 0 {
+			p.addLetterLocked(d.ID, d.Keys, d.Parked, d.Items)
+		}
+	}
+	if len(p.keys) > 0 {
+		for k := range p.keys {
+			p.release[k] = struct{}{}
+		}
+		p.asked = 1
+		p.kick <- struct{}{}
+	}
+	return p, nil
+}
+
+// releaseCh is the releaser's channel to the collector (nil without
+// parking: a nil channel is never ready).
+func (q *Queue[T]) releaseCh() chan *pending[T] {
+	if q.park == nil {
+		return nil
+	}
+	return q.park.out
+}
+
+// addLetter records dead letter id, written with keys (one per item, n
+// items): its keys park.
+func (p *parking[T]) addLetter(id uint64, keys []uint64, n int) {
+	p.mu.Lock()
+	p.addLetterLocked(id, keys, false, n)
+	p.mu.Unlock()
+}
+
+func (p *parking[T]) addLetterLocked(id uint64, keys []uint64, parked bool, n int) {
+	distinct := slices.Compact(slices.Sorted(slices.Values(keys)))
+	p.letters[id] = &parkLetter{keys: distinct, items: n, parked: parked}
+	for _, k := range distinct {
+		p.keys[k]++
+	}
+	p.nkeys.Store(int64(len(p.keys)))
+	if parked {
+		p.items.Add(int64(n))
+	}
+}
+
+// removeLetterLocked forgets dead letter id (delivered or purged): a key
+// none holds any more unparks.
+func (p *parking[T]) removeLetterLocked(id uint64) {
+	l, ok := p.letters[id]
+	if !ok {
+		return
+	}
+	delete(p.letters, id)
+	for _, k := range l.keys {
+		if p.keys[k]--; p.keys[k] <= 0 {
+			delete(p.keys, k)
+		}
+	}
+	p.nkeys.Store(int64(len(p.keys)))
+	if l.parked {
+		p.items.Add(-int64(l.items))
+	}
+}
+
+// ask records a release request (caller holds mu) and wakes the releaser.
+func (p *parking[T]) askLocked() {
+	p.asked++
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// divert parks the items of b whose key is parked, before b is sent:
+// written as parked dead letters (one per key), acknowledged in the main
+// log, and removed from b. It reports whether b is left empty. Sender
+// goroutine.
+func (p *parking[T]) divert(b *pending[T]) (empty bool) {
+	if p.nkeys.Load() == 0 {
+		return false
+	}
+	q := p.q
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// The keys of b that are parked, in the order they first appear.
+	var parkedKeys []uint64
+	for _, k := range b.keys {
+		if p.keys[k] > 0 && !slices.Contains(parkedKeys, k) {
+			parkedKeys = append(parkedKeys, k)
+		}
+	}
+	if len(parkedKeys) == 0 {
+		return false
+	}
+	pos := itemPositions(b.spans, len(b.items))
+	var acks pending[T] // the main-log positions of what was parked
+	var removedBytes int64
+	keep := make([]bool, len(b.items))
+	for i, k := range b.keys {
+		keep[i] = !slices.Contains(parkedKeys, k)
+	}
+	for _, k := range parkedKeys {
+		var items []T
+		var at []int
+		for i, ik := range b.keys {
+			if ik == k {
+				items = append(items, b.items[i])
+				at = append(at, i)
+			}
+		}
+		keys := make([]uint64, len(items))
+		for i := range keys {
+			keys[i] = k
+		}
+		var where []span
+		for _, i := range at {
+			if pos != nil {
+				where = appendSpan(where, pos[i].id, pos[i].off, 1)
+			}
+		}
+		meta := wal.DeadMeta{Reason: "parked: an earlier item of its key is a dead letter", Records: recordIDs(where), Parked: true}
+		n, err := q.wal.writeDeadLetter(items, keys, meta, func(id uint64, keys []uint64, n int) {
+			p.addLetterLocked(id, keys, true, n)
+		})
+		for _, i := range at[:n] {
+			if pos != nil && pos[i].id != 0 {
+				acks.spans = appendSpan(acks.spans, pos[i].id, pos[i].off, 1)
+			}
+		}
+		q.parked.Add(uint64(n))
+		if err != nil {
+			p.notParked(items[n:], at[n:], pos, err)
+		}
+		removedBytes += q.bytesOf(items)
+	}
+	q.tier.acknowledge(&acks)
+	// b keeps the other keys' items, in order, with their positions.
+	j := 0
+	spans := b.spans[:0:0]
+	for i := range b.items {
+		if !keep[i] {
+			continue
+		}
+		b.items[j], b.keys[j] = b.items[i], b.keys[i]
+		if pos != nil {
+			spans = appendSpan(spans, pos[i].id, pos[i].off, 1)
+		}
+		j++
+	}
+	clear(b.items[j:]) // retention rule
+	b.items, b.keys = b.items[:j], b.keys[:j]
+	if pos != nil {
+		b.spans = append(b.spans[:0], spans...)
+	}
+	b.bytes -= removedBytes
+	q.hold(-removedBytes)
+	return j == 0
+}
+
+// notParked handles items of a parked key that could not be written to the
+// dead-letter log (at are their indexes in the batch, pos its positions in
+// the main log): as a dead letter that cannot be written, those in the main
+// log stay there unacknowledged (the next New replays them), the others go
+// to OnDrop.
+func (p *parking[T]) notParked(items []T, at []int, pos []span, err error) {
+	q := p.q
+	q.logger.Error("vinequeue: items of a parked key could not be parked", "items", len(items), "err", err)
+	var dropped []T
+	for j, i := range at {
+		if pos != nil && pos[i].id != 0 {
+			q.leftOnDisk.Add(1)
+			continue
+		}
+		dropped = append(dropped, items[j])
+	}
+	if len(dropped) == 0 {
+		return
+	}
+	reason := fmt.Errorf("vinequeue: parking failed: %w", err)
+	if q.cfg.OnDrop != nil {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					q.logger.Error("vinequeue: OnDrop panicked", "panic", r)
+				}
+			}()
+			q.cfg.OnDrop(dropped, reason)
+		}()
+	}
+	q.dropped.Add(uint64(len(dropped)))
+}
+
+// itemPositions expands spans into one span per item (nil when spans is
+// empty: the items are not on disk). Items not on disk get id 0.
+func itemPositions(spans []span, n int) []span {
+	if len(spans) == 0 {
+		return nil
+	}
+	pos := make([]span, 0, n)
+	for _, s := range spans {
+		for i := range s.n {
+			pos = append(pos, span{id: s.id, off: s.off + i, n: 1})
+		}
+	}
+	for len(pos) < n { // spans name every item; be safe if they do not
+		pos = append(pos, span{n: 1})
+	}
+	return pos
+}
+
+// releaseLoop is the releaser goroutine: it delivers released dead letters
+// one at a time, each once the previous one is finished.
+func (p *parking[T]) releaseLoop() {
+	q := p.q
+	// Per key, what the replay delivers goes first.
+	select {
+	case <-q.replayDone:
+	case <-q.closedCtx.Done():
+		return
+	}
+	for q.closedCtx.Err() == nil {
+		id, ok := p.next()
+		if !ok {
+			select {
+			case <-p.kick:
+			case <-q.closedCtx.Done():
+			}
+			continue
+		}
+		b, err := p.read(id)
+		if err != nil {
+			q.logger.Error("vinequeue: a released dead letter cannot be read; its keys stay parked", "id", id, "err", err)
+			p.block(id)
+			continue
+		}
+		if len(b.items) == 0 {
+			q.putBatch(b)
+			p.purge(id)
+			continue
+		}
+		n := uint64(len(b.items))
+		// Counted before the hand-over, as accepted again: once the
+		// collector has it, it may be delivered (and counted) at once.
+		q.released.Add(n)
+		select {
+		case p.out <- b:
+		case <-q.closedCtx.Done():
+			q.released.Add(-n)
+			q.putBatch(b)
+			return
+		}
+		select {
+		case <-p.ack:
+		case <-q.sendCtx.Done():
+			return
+		}
+	}
+}
+
+// next picks the dead letter to release next: the oldest that holds a key
+// being released, unless it failed and was not requeued (then its keys
+// stay parked). With none left, the release requests so far are done.
+func (p *parking[T]) next() (uint64, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.release) > 0 {
+		var id uint64
+		var l *parkLetter
+		for lid, pl := range p.letters {
+			if (l == nil || lid < id) && pl.holdsAny(p.release) {
+				id, l = lid, pl
+			}
+		}
+		if l == nil {
+			break
+		}
+		if l.blocked || (!l.parked && !l.named) {
+			for _, k := range l.keys {
+				delete(p.release, k)
+			}
+			continue
+		}
+		// Its other keys go with it: it is their oldest dead letter too
+		// (a failed one is written before its keys park).
+		for _, k := range l.keys {
+			p.release[k] = struct{}{}
+		}
+		return id, true
+	}
+	clear(p.release)
+	if p.done != p.asked {
+		p.done = p.asked
+		close(p.idle)
+		p.idle = make(chan struct{})
+	}
+	return 0, false
+}
+
+// read makes a batch of dead letter id's items.
+func (p *parking[T]) read(id uint64) (*pending[T], error) {
+	q := p.q
+	_, payload, err := q.wal.log.ReadDeadLetter(id)
+	if err != nil {
+		return nil, walErr(err)
+	}
+	b := q.getBatch()
+	if b.items, err = q.wal.decode(b.items[:0], payload); err != nil {
+		q.putBatch(b)
+		return nil, fmt.Errorf("vinequeue: dead letter does not decode: %w", err)
+	}
+	b.letter = id
+	b.bytes = q.bytesOf(b.items)
+	return b, nil
+}
+
+// block stops releasing dead letter id's keys: it failed again, or cannot
+// be read.
+func (p *parking[T]) block(id uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l, ok := p.letters[id]; ok {
+		l.blocked, l.named = true, false
+		for _, k := range l.keys {
+			delete(p.release, k)
+		}
+	}
+}
+
+// purge deletes dead letter id, delivered again, and forgets it. A purge
+// that fails leaves it on disk: the next New delivers it again (a
+// duplicate, never a loss).
+func (p *parking[T]) purge(id uint64) {
+	q := p.q
+	if _, err := q.wal.log.PurgeDeadLetters(id); err != nil && !errors.Is(err, wal.ErrNotFound) {
+		q.logger.Error("vinequeue: a dead letter delivered again could not be purged; the next New delivers it again", "id", id, "err", walErr(err))
+	}
+	p.mu.Lock()
+	p.removeLetterLocked(id)
+	p.mu.Unlock()
+}
+
+// delivered: the released batch b was delivered. Sender goroutine, before
+// b is finished (the releaser then moves on).
+func (p *parking[T]) delivered(b *pending[T]) { p.purge(b.letter) }
+
+// failedAgain: the released batch b failed for good; its dead letter stays
+// and blocks its keys.
+func (p *parking[T]) failedAgain(b *pending[T]) { p.block(b.letter) }
+
+// requeue releases the keyed dead letters among ids (all of them when ids
+// is empty) and returns how many; rest are the ids it does not hold
+// (unkeyed dead letters, or none at all), for the caller's unkeyed requeue:
+// with ids empty, every unkeyed dead letter.
+func (p *parking[T]) requeue(ids []uint64) (n int, rest []uint64, err error) {
+	if len(ids) == 0 {
+		ds, err := p.q.wal.log.DeadLetters()
+		if err != nil {
+			return 0, nil, walErr(err)
+		}
+		for _, d := range ds {
+			if d.Damage == nil {
+				ids = append(ids, d.ID)
+			}
+		}
+		if len(ids) == 0 {
+			return 0, nil, nil
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, id := range ids {
+		l, ok := p.letters[id]
+		if !ok {
+			rest = append(rest, id)
+			continue
+		}
+		l.named, l.blocked = true, false
+		for _, k := range l.keys {
+			p.release[k] = struct{}{}
+		}
+		n++
+	}
+	if n > 0 {
+		p.askLocked()
+	}
+	return n, rest, nil
+}
+
+// purged forgets the dead letters ids, purged, and releases their keys.
+func (p *parking[T]) purged(ids []uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		l, ok := p.letters[id]
+		if !ok {
+			continue
+		}
+		for _, k := range l.keys {
+			p.release[k] = struct{}{}
+		}
+		p.removeLetterLocked(id)
+		n++
+	}
+	if n > 0 {
+		p.askLocked()
+	}
+}
+
+// issued is the number of release requests so far (Flush waits for them).
+func (p *parking[T]) issued() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.asked
+}
+
+// waitReleased returns once the release requests up to asked are done:
+// their dead letters delivered, or stopped at one that blocks.
+func (p *parking[T]) waitReleased(ctx context.Context, asked uint64) error {
+	for {
+		p.mu.Lock()
+		done, idle := p.done, p.idle
+		p.mu.Unlock()
+		if done >= asked {
+			return nil
+		}
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.q.stopDone:
+			return ErrClosed
+		}
+	}
+}
