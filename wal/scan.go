@@ -251,8 +251,15 @@ func (s *segmentScan) resync(data []byte, from int64, maxLen int) (int64, uint64
 	p := align8(from)
 	n := int64(len(data))
 	for p+recordOverhead <= n {
-		if binary.LittleEndian.Uint64(data[p:]) == 0 {
+		id := binary.LittleEndian.Uint64(data[p:])
+		if id == 0 {
 			p = s.skipZeros(data, p)
+			continue
+		}
+		if id <= s.lastID || !s.plausible(id, p) {
+			// Checked before the checksum, which may cover megabytes:
+			// most offsets of a payload (random bytes above all) fail here.
+			p += 8
 			continue
 		}
 		rh, _, size, err := decodeRecord(data[p:], maxLen, 0)
@@ -298,8 +305,13 @@ func (s *segmentScan) count(data []byte, from int64, maxLen int) bool {
 	p := align8(from)
 	n := int64(len(data))
 	for p+recordOverhead <= n {
-		if binary.LittleEndian.Uint64(data[p:]) == 0 {
+		id := binary.LittleEndian.Uint64(data[p:])
+		if id == 0 {
 			p = s.skipZeros(data, p)
+			continue
+		}
+		if id <= s.lastID || id <= s.afterMax || !s.plausible(id, p) {
+			p += 8 // before the checksum, as in resync
 			continue
 		}
 		rh, _, size, err := decodeRecord(data[p:], maxLen, 0)
