@@ -1,7 +1,9 @@
 package wal
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -435,6 +437,49 @@ func BenchmarkAppendOneKeyedSync(b *testing.B) {
 					}
 				}
 			})
+		})
+	}
+}
+
+// BenchmarkResyncAfterDamage: the scan's look-ahead after a damaged record
+// whose payload is user data. "random": random bytes (a sealed payload, or
+// an item that does not compress), where an offset's id is checked before
+// its checksum, so the look-ahead is linear. "claims": a payload that
+// claims, at a third of its 8-byte offsets, a record of half its size with
+// the next id: each claim costs a checksum over that half, so the time
+// grows with the square of the record's size (an open problem: seconds
+// for 4 MiB).
+func BenchmarkResyncAfterDamage(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		mb     int
+		claims bool
+	}{{"random/16MiB", 16, false}, {"claims/1MiB", 1, true}, {"claims/2MiB", 2, true}, {"claims/4MiB", 4, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			n := c.mb << 20
+			p := make([]byte, n)
+			if c.claims {
+				for i := 0; i+24 <= n; i += 24 {
+					binary.LittleEndian.PutUint64(p[i:], 1)
+					binary.LittleEndian.PutUint64(p[i+8:], math.MaxUint64)
+					binary.LittleEndian.PutUint64(p[i+16:], uint64(n/2))
+				}
+			} else {
+				r := rand.New(rand.NewPCG(1, 2))
+				for i := 0; i+8 <= n; i += 8 {
+					binary.LittleEndian.PutUint64(p[i:], r.Uint64())
+				}
+			}
+			seg := make([]byte, segmentHeaderSize+recordSize(n)+64)
+			putSegmentHeader(seg, segmentHeader{firstID: 1, size: uint64(len(seg))})
+			encodeRecord(seg[segmentHeaderSize:], recordHeader{id: 1, time: 5, codec: codecNone}, p)
+			seg[segmentHeaderSize+8] ^= 1 // the record's timestamp: its checksum fails
+			b.SetBytes(int64(len(seg)))
+			for b.Loop() {
+				if s, _ := scanSegment(seg, 1, 64<<20, nil); s.damage == nil {
+					b.Fatal("no damage found")
+				}
+			}
 		})
 	}
 }

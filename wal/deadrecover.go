@@ -237,7 +237,7 @@ func ListDeadLetters(dir string, keys ...[]byte) ([]DeadLetter, error) {
 
 // offlineReadLimit bounds a record's payload for the tools, which have no
 // Options: the largest Options.readLimit gives by default.
-const offlineReadLimit = 64 << 20
+const offlineReadLimit = 64<<20 + sealOverhead
 
 // ReadDeadLetter reads dead letter id of the WAL directory dir without
 // opening it (no lock, no change) and returns it with its payload (items

@@ -204,7 +204,12 @@
 // between the two intact records). A file cut short (its header records
 // the size it was created with) loses what was beyond the cut; a damaged
 // header, the whole file. (Dead-letter files hold one record and stop at
-// the first damage.) Then every id up to the highest one known to have been issued (the
+// the first damage.) Item bytes are user data, so the look-ahead may meet
+// a record forged inside a payload; an id is believed only where the bytes
+// before it could have held the ids before it (every record takes at least
+// 32 bytes, so in a segment never repaired a record at offset o has an id
+// of at most the first id + (o-32)/32), which keeps a forged id from
+// opening a hole of 2^64 ids or wrapping the next id to zero. Then every id up to the highest one known to have been issued (the
 // written mark, the ids acknowledged, the ids found on disk and the ids
 // segment names imply) is either in an intact record kept, acknowledged,
 // or lost: Stats.Corrupt counts the lost ones exactly, whether a record

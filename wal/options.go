@@ -157,7 +157,9 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// readLimit bounds what a reader accepts as one record's payload: the
-// configured limit, but never below 64 MiB, so records written under a
-// larger MaxRecord stay readable after the option is lowered.
-func (o Options) readLimit() int { return max(o.MaxRecord, 64<<20) }
+// readLimit bounds what a reader accepts as one record's stored payload:
+// the configured limit, but never below 64 MiB, so records written under a
+// larger MaxRecord stay readable after the option is lowered, plus what a
+// seal adds (MaxRecord bounds the payload before sealing, and a record may
+// be sealed under a key this Log only decrypts with).
+func (o Options) readLimit() int { return max(o.MaxRecord, 64<<20) + sealOverhead }

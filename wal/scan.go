@@ -43,6 +43,32 @@ type segmentScan struct {
 
 	nextData func(int64) int64
 	noResume bool // stop at the first damage (dead-letter files)
+	// bounded: the segment's first id is known and it was never
+	// repaired, so no record in it can have an id above idBound's.
+	bounded bool
+}
+
+// idBound is the highest id a record at offset off of a segment written
+// by a Log (not a repair) can have: every record takes at least
+// recordSize(0) bytes and ids are consecutive from the first, so a record
+// found further from the first id than the bytes before it could hold is
+// not one the Log wrote. Item bytes are user data, and a record found by
+// the look-ahead after damage may be a forgery inside a payload; this
+// bound keeps such a forgery from naming an id far ahead (holes of 2^64
+// ids, recovery allocating per id, the next id wrapping to zero). Gap
+// records stand for many ids in little space, so a repaired segment (the
+// only kind that holds them) is not bounded. A dead-letter file holds one
+// record, whose id is the file's.
+func (s *segmentScan) idBound(off int64) uint64 {
+	if s.noResume {
+		return s.firstID
+	}
+	return s.firstID + uint64(max(off-segmentHeaderSize, 0))/uint64(recordSize(0))
+}
+
+// plausible reports whether a record with this id can be at off (idBound).
+func (s *segmentScan) plausible(id uint64, off int64) bool {
+	return !s.bounded || id <= s.idBound(off)
 }
 
 // scanHole is damage between intact records: the bytes [cut, resume) did
@@ -117,6 +143,9 @@ func (s *segmentScan) run(data []byte, nameID uint64, maxLen int, visit recordVi
 	h, err := parseSegmentHeader(data)
 	if err != nil {
 		s.damage = &Damage{Offset: 0, Reason: err.Error()}
+		// Unknown flags: bounded as if never repaired (a repaired file
+		// whose header is then damaged may under-count evidence).
+		s.bounded = s.firstID != 0
 		if s.firstID == 0 {
 			s.firstID = 1
 		}
@@ -125,6 +154,7 @@ func (s *segmentScan) run(data []byte, nameID uint64, maxLen int, visit recordVi
 		return nil
 	}
 	s.header, s.headerOK = h, true
+	s.bounded = h.flags&segmentRepaired == 0
 	if nameID != 0 && h.firstID != nameID {
 		s.damage = &Damage{Offset: 8, Reason: fmt.Sprintf("header first id %d, file name says %d", h.firstID, nameID)}
 		s.lastID = s.firstID - 1
@@ -144,6 +174,8 @@ func (s *segmentScan) run(data []byte, nameID uint64, maxLen int, visit recordVi
 			bad = "zero record id followed by valid records"
 		case err != nil:
 			bad = err.Error()
+		case !s.plausible(rh.id, pos):
+			bad = fmt.Sprintf("record id %d cannot be at offset %d (at most %d)", rh.id, pos, s.idBound(pos))
 		case rh.kind == kindData && rh.id > s.lastID+1 && !s.noResume:
 			// The record is intact; the ids before it are missing (the
 			// bytes that held them are gone, or never held them).
@@ -223,13 +255,20 @@ func (s *segmentScan) resync(data []byte, from int64, maxLen int) (int64, uint64
 	p := align8(from)
 	n := int64(len(data))
 	for p+recordOverhead <= n {
-		if binary.LittleEndian.Uint64(data[p:]) == 0 {
+		id := binary.LittleEndian.Uint64(data[p:])
+		if id == 0 {
 			p = s.skipZeros(data, p)
+			continue
+		}
+		if id <= s.lastID || !s.plausible(id, p) {
+			// Checked before the checksum, which may cover megabytes:
+			// most offsets of a payload (random bytes above all) fail here.
+			p += 8
 			continue
 		}
 		rh, _, size, err := decodeRecord(data[p:], maxLen, 0)
 		switch {
-		case err != nil || rh.id <= s.lastID:
+		case err != nil || rh.id <= s.lastID || !s.plausible(rh.id, p):
 			p += 8
 		case rh.kind == kindData:
 			return p, rh.id, true
@@ -270,12 +309,17 @@ func (s *segmentScan) count(data []byte, from int64, maxLen int) bool {
 	p := align8(from)
 	n := int64(len(data))
 	for p+recordOverhead <= n {
-		if binary.LittleEndian.Uint64(data[p:]) == 0 {
+		id := binary.LittleEndian.Uint64(data[p:])
+		if id == 0 {
 			p = s.skipZeros(data, p)
 			continue
 		}
+		if id <= s.lastID || id <= s.afterMax || !s.plausible(id, p) {
+			p += 8 // before the checksum, as in resync
+			continue
+		}
 		rh, _, size, err := decodeRecord(data[p:], maxLen, 0)
-		if err != nil || rh.id <= s.lastID || rh.id <= s.afterMax {
+		if err != nil || rh.id <= s.lastID || rh.id <= s.afterMax || !s.plausible(rh.id, p) {
 			p += 8
 			continue
 		}

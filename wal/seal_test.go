@@ -418,3 +418,29 @@ func TestEncryptedRecordDamage(t *testing.T) {
 		require.Equal(t, []uint64{1, 2, 3, 4, 6, 7, 8, 9, 10}, ids)
 	})
 }
+
+// TestLargestSealedRecordReplays: MaxRecord bounds a payload before it is
+// sealed, and a seal adds sealOverhead bytes; a record of MaxRecord bytes
+// above the 64 MiB floor of the read limit was written (Append returned
+// nil) and then refused at the next Open as over the limit: lost, counted
+// in Corrupt.
+func TestLargestSealedRecordReplays(t *testing.T) {
+	dir := fastTempDir(t)
+	opts := Options{SegmentSize: 66 << 20, MaxRecord: 64<<20 + 64, NoSync: true,
+		Compression: NoCompression, EncryptionKey: testKey(3), noSpare: true}
+	l := openT(t, dir, opts)
+	p := make([]byte, opts.MaxRecord)
+	for i := range p {
+		p[i] = byte(i)
+	}
+	id, err := l.Append(p)
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	opts.EncryptionKey, opts.DecryptionKeys = testKey(4), [][]byte{testKey(3)} // rotated: read under an old key
+	l = openT(t, dir, opts)
+	defer l.Close()
+	require.Zero(t, l.Stats().Corrupt)
+	got := replayAll(t, l)
+	require.Len(t, got, 1)
+	require.True(t, bytes.Equal(p, got[id]))
+}
