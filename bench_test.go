@@ -3,6 +3,7 @@ package vinequeue
 import (
 	"context"
 	"runtime"
+	"sync/atomic"
 	"testing"
 )
 
@@ -120,4 +121,49 @@ func BenchmarkChannelParallel(b *testing.B) {
 		}
 	})
 	stop()
+}
+
+// BenchmarkEnqueueKey: one goroutine over 10k keys, the consumer running.
+func BenchmarkEnqueueKey(b *testing.B) {
+	q := newBenchQueue(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := q.EnqueueKey(uint64(i%10000), uint64(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if err := q.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if st := q.Stats(); st.Delivered != st.Enqueued {
+		b.Fatalf("delivered %d of %d", st.Delivered, st.Enqueued)
+	}
+}
+
+// BenchmarkEnqueueKeyParallel: 64 goroutines over 10k keys, as
+// BenchmarkEnqueueParallel; ns/op is per item.
+func BenchmarkEnqueueKeyParallel(b *testing.B) {
+	q := newBenchQueue(b)
+	b.SetParallelism(max(64/runtime.GOMAXPROCS(0), 1))
+	var next atomic.Uint64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		key := next.Add(7919)
+		for i := uint64(0); pb.Next(); i++ {
+			if err := q.EnqueueKey((key+i)%10000, i); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	if err := q.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if st := q.Stats(); st.Delivered != st.Enqueued {
+		b.Fatalf("delivered %d of %d", st.Delivered, st.Enqueued)
+	}
 }

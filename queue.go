@@ -85,10 +85,17 @@ func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) { return q.e.EnqueueBatch(v
 //
 // v is charged to the memory governor when admitted (keyed items wait in
 // their shard, outside any ring), and the Policy applies at the hard level
-// as for Enqueue, except that under Spill keyed items are not spilled (their
-// key's order would have to survive the round trip through the WAL): they
-// wait for memory to fall, as under Block, unless spilling fails (an error
-// matching ErrWALFull).
+// as for Enqueue. Outside Sync mode admission is taken in chunks: each of
+// the 64 shards takes credit from the governor for many items at once (at
+// most Hard/2048, and 16 KiB) and its calls spend it, so the governor may
+// count up to 64 such chunks that no item uses yet: the Policy can act that
+// much early, and a call spending credit is not delayed at the soft level.
+// The credit is given back at the hard level, by a shard idle for half a
+// FlushInterval, and at Stop; Stats.BytesHeld leaves it out. With a small
+// Limit a chunk is below one item and every call is admitted on its own.
+// Under Spill keyed items are not spilled (their key's order would have to
+// survive the round trip through the WAL): they wait for memory to fall, as
+// under Block, unless spilling fails (an error matching ErrWALFull).
 func (q *Queue[T]) EnqueueKey(key uint64, v T) error { return q.e.EnqueueKey(key, v) }
 
 // Flush returns once every item accepted before the call has been delivered

@@ -164,10 +164,21 @@ func TestWALReplayAfterStopDeadline(t *testing.T) {
 
 // TestReplayKeepsKeyOrder: EnqueueKey's items left in the WAL are delivered
 // after the next New in each key's order, with many Workers whose Sends take
-// uneven times (replayed batches go out one at a time).
+// uneven times (replayed batches go out one at a time). In Periodic mode a
+// keyed batch's items are written by its sender while checkpoints write the
+// items behind it in its shards: they must reach the WAL in that order.
 func TestReplayKeepsKeyOrder(t *testing.T) {
+	for _, mode := range []WALMode{Sync, Periodic} {
+		t.Run(fmt.Sprint(mode), func(t *testing.T) { testReplayKeepsKeyOrder(t, mode) })
+	}
+}
+
+func testReplayKeepsKeyOrder(t *testing.T, mode WALMode) {
 	dir := t.TempDir()
-	q, err := New(sinkDownConfig(dir, Sync))
+	cfg := sinkDownConfig(dir, mode)
+	cfg.Workers, cfg.BatchSize = 4, 5 // batches in flight while shards fill
+	cfg.WAL.SyncInterval = 2 * time.Millisecond
+	q, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +188,12 @@ func TestReplayKeepsKeyOrder(t *testing.T) {
 			if err := q.EnqueueKey(uint64(k), []byte(fmt.Sprintf("%d/%d", k, i))); err != nil {
 				t.Fatal(err)
 			}
+		}
+		if mode == Periodic && i%10 == 9 {
+			// Let a checkpoint write what the shards hold behind the
+			// batches in flight before more arrives.
+			written := q.Stats().WALBytes
+			waitFor(t, "a wal write", func() bool { return q.Stats().WALBytes > written })
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -209,7 +226,7 @@ func TestReplayKeepsKeyOrder(t *testing.T) {
 			return nil
 		},
 		Workers: 8, BatchSize: 5,
-		WAL: WALConfig{Dir: dir, Mode: Sync, SegmentSize: 1 << 20},
+		WAL: WALConfig{Dir: dir, Mode: mode, SegmentSize: 1 << 20},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -551,5 +568,85 @@ func TestKeyedNotStarved(t *testing.T) {
 	<-done
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// stallCodec is the []byte codec, except that encoding stall (the first
+// time) waits for release: it holds a sender in its write before Send.
+type stallCodec struct {
+	stall   string
+	once    *sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (c stallCodec) Append(dst []byte, v []byte) ([]byte, error) {
+	if string(v) == c.stall {
+		c.once.Do(func() { close(c.entered); <-c.release })
+	}
+	return append(dst, v...), nil
+}
+
+func (stallCodec) Decode(src []byte) ([]byte, error) { return append([]byte(nil), src...), nil }
+
+// TestPeriodicKeyedWriteOrder: in Periodic mode a key's items must reach
+// the WAL in their order, since the replay delivers them in WAL order:
+// while the write of its first item is held, nothing may write the items
+// behind it in its shard first (a checkpoint, were the first written
+// elsewhere than on the collector).
+func TestPeriodicKeyedWriteOrder(t *testing.T) {
+	dir := t.TempDir()
+	codec := stallCodec{stall: "0", once: new(sync.Once), entered: make(chan struct{}), release: make(chan struct{})}
+	const syncEvery = 2 * time.Millisecond
+	cfg := sinkDownConfig(dir, Periodic)
+	cfg.Codec = codec
+	cfg.BatchSize, cfg.FlushInterval = 1, 2*time.Millisecond
+	cfg.WAL.SyncInterval = syncEvery
+	q, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.EnqueueKey(7, []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	<-codec.entered // being written, and held
+	const n = 50
+	for i := 1; i < n; i++ {
+		if err := q.EnqueueKey(7, []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Hold the write over many checkpoints (pacing, not waiting for an
+	// event: the checkpoints must not write items 1.. meanwhile).
+	time.Sleep(25 * syncEvery)
+	close(codec.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := q.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Stop = %v, want DeadlineExceeded", err)
+	}
+	var got []string
+	q2, err := New(Config[[]byte]{
+		Send: func(_ context.Context, b [][]byte) error {
+			for _, v := range b {
+				got = append(got, string(v))
+			}
+			return nil
+		},
+		WAL: WALConfig{Dir: dir, Mode: Periodic, SegmentSize: 1 << 20},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n {
+		t.Fatalf("replayed %d items, want %d", len(got), n)
+	}
+	for i, v := range got {
+		if v != strconv.Itoa(i) {
+			t.Fatalf("replay out of order at %d: %v", i, got)
+		}
 	}
 }

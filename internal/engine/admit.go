@@ -40,11 +40,29 @@ import (
 // At Hard it still drains the rings handed off before (none is handed off
 // there, so that backlog cannot grow) but leaves the Ps' current rings full;
 // it reads the level between rings, so it may drain one of those past Hard.
-// One item per call: calls charging concurrently below Hard may together
-// take the level past it, though none does alone. Under Block, an item so
+// One item per call (a keyed chunk, see below): calls charging
+// concurrently below Hard may together take the level past it, though none
+// does alone. Under Block, an item so
 // large that it alone takes the queue from Normal to Hard is admitted once
 // the level is Normal, since waiting cannot make room for it: that item is
 // then the overshoot.
+//
+// EnqueueKey (unless the tier writes keyed items first: sync) admits in
+// chunks rather than per item: a keyed shard holds credit, memory admitted
+// and not yet used by an item, and a call takes what its item weighs from
+// it, passing admit only when the shard runs short, for max(chunk, what is
+// missing). The chunk is at most Hard/2048 (keyedChunkMax at most), and a
+// shard's credit is below it after every call, so the credit of all 64
+// shards is below Hard/32. Credit is charged to the governor like items, so
+// the bound above holds with a chunk in place of an item per concurrent
+// call; the slack is the other way: Reject and Block act while up to 64
+// chunks of what the governor holds are credit, not items, and a call
+// spending credit meets no Policy and no soft-level delay (as Enqueue's
+// fast path does not), though it is refused with the WAL full or after
+// Stop. Credit is given back at the hard level (with the rings), by a
+// shard that accepted nothing over a tick, and at Stop; Stats.BytesHeld
+// leaves it out. With a small limit the chunk is below one item, and
+// every call is admitted on its own, as Enqueue's slow path is.
 //
 // Items sitting in rings are charged for their slots only: what SizeOf
 // counts beyond a slot (the bytes behind a []byte or string) is charged when
@@ -83,6 +101,8 @@ func (q *Queue[T]) admit(n int, bytes int64, spillable bool) error {
 			err, wait := q.atHard(n, bytes, spillable)
 			if err != nil || wait {
 				q.shedRings() // memory can fall by the rings nobody uses
+				// and by the keyed credit nobody has used yet
+				q.keyed.shedCredit(q, false)
 			}
 			if err != nil {
 				return err

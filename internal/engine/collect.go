@@ -486,6 +486,8 @@ func (q *Queue[T]) stop(ctx context.Context) error {
 	q.closedCancel()
 	q.growMu.Unlock()
 	q.intake.close() // waits for Sync-mode and keyed calls under way
+	// Keyed calls outside the gate: their shards refuse from now on.
+	q.keyed.shedCredit(q, true)
 	var ms runtime.MemStats
 	for range 2 {
 		q.growMu.Lock()

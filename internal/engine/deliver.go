@@ -255,6 +255,7 @@ func (q *Queue[T]) finish(b *pending[T], recycle bool, outcome error) {
 	// no reason to run (their tick is the backstop for a level change they
 	// missed).
 	if keyed {
+		q.keyed.kick.Store(true) // its shards are free: cut for them
 		q.wakeCollector()
 	}
 	if q.stalledShards.Load() > 0 {

@@ -40,8 +40,10 @@
 //     for the mode. The log (Queue.wal) and spilling (Queue.spill) are
 //     capabilities, nil when the tier lacks them.
 //   - Refused means refused: Stop closes the intake gate and waits for the
-//     calls inside it, so an item is either refused before it is written
-//     anywhere or accepted and delivered (or dropped and counted).
+//     calls inside it, and closes the keyed shards (under their locks) for
+//     the keyed calls that write nowhere else, so an item is either refused
+//     before it is written anywhere or accepted and delivered (or dropped
+//     and counted).
 //   - Retention: a drained ring slot, batch slot or fifo slot holding
 //     pointers is zeroed.
 //

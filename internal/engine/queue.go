@@ -74,10 +74,12 @@ type Queue[T any] struct {
 	ringBytes int64 // bytes of one ring's slots
 	logger    *slog.Logger
 	growMu    sync.Mutex // serialises growth of procs and Stop's sealing
-	// intake is held by every call that writes to the WAL or a keyed shard
-	// before its item is queued (the sync tier, EnqueueKey); Stop closes it
-	// and waits for those calls, so each is either refused before it writes
-	// anything or accepted (refused means refused).
+	// intake is held by every call that writes to the WAL before its item
+	// is queued (the sync tier, its EnqueueKey too); Stop closes it and
+	// waits for those calls, so each is either refused before it writes
+	// anything or accepted (refused means refused). EnqueueKey in the other
+	// tiers writes only to its shard: the shard's closed flag, set by Stop
+	// under the shard's lock, is its gate (shedCredit).
 	intake intakeGate
 
 	keyed keyedShards[T]
@@ -133,7 +135,7 @@ type Queue[T any] struct {
 
 	_ [cacheLine]byte
 	// Counters written off the fast path (slow path, collector, senders).
-	delivered, dropped, rejected, retries, batches, keyedIn, delayed, blocked atomic.Uint64
+	delivered, dropped, rejected, retries, batches, delayed, blocked atomic.Uint64
 	// WAL tier counters.
 	replayed, corrupt, syncAccepted, walRejected, walErrors, leftOnDisk, spilled, deadLettered atomic.Uint64
 	// Parking counters (park.go): items moved to the park, and items
@@ -291,6 +293,8 @@ func (q *Queue[T]) newTier() error {
 			q.spill = newSpiller(q, w)
 		}
 	}
+	// The sync tier writes keyed items before they enter their shard.
+	q.keyed.gated = !rings
 	if !rings {
 		// Every Enqueue takes the slow path, into the group commit (see
 		// walmode.go): no rings, so one collector.
@@ -365,6 +369,9 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		return nil, fmt.Errorf("%w: Memory: %w", ErrInvalidConfig, err)
 	}
 	q.gov = gov
+	// A keyed shard's credit: small beside Hard (all shards together at
+	// most 1/32 of it), and no larger than keyedChunkMax.
+	q.keyed.chunk = min(gov.Stats().Hard/(nKeyedShards*32), keyedChunkMax)
 	if err := q.newTier(); err != nil {
 		gov.Close()
 		return nil, err

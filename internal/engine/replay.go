@@ -46,6 +46,7 @@ func (q *Queue[T]) replayLoop(w *walTier[T]) {
 	defer func() {
 		q.replaying.Store(false)
 		close(q.replayDone)
+		q.keyed.kick.Store(true)
 		q.wakeCollector() // keyed shards may dispatch now
 	}()
 	limit := min(q.cfg.BatchSize, q.cfg.MaxBatchSize)

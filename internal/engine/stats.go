@@ -29,7 +29,13 @@ type Backlog struct {
 
 // Stats returns a snapshot of the counters and gauges.
 func (q *Queue[T]) Stats() Stats {
-	enq := q.drained.Load() + q.keyedIn.Load() + q.syncAccepted.Load() + q.released.Load() + q.acks.accepted.Load()
+	enq := q.drained.Load() + q.syncAccepted.Load() + q.released.Load() + q.acks.accepted.Load()
+	var credit int64 // admitted for keyed items not yet accepted: not held
+	for i := range q.keyed.shards {
+		s := &q.keyed.shards[i]
+		enq += s.in.Load()
+		credit += s.credit.Load()
+	}
 	for _, s := range q.procs.Load().procs {
 		enq += uint64(s.Cur.Load().Len())
 	}
@@ -68,7 +74,7 @@ func (q *Queue[T]) Stats() Stats {
 	if done := s.Delivered + s.Dropped + s.LeftOnDisk + s.Parked; enq+s.Replayed > done {
 		s.Buffered = enq + s.Replayed - done
 	}
-	if b := q.bytesHeld.Load(); b > 0 {
+	if b := q.bytesHeld.Load() - credit; b > 0 {
 		s.BytesHeld = uint64(b)
 	}
 	s.Backlog = Backlog{Items: s.Buffered, Bytes: s.BytesHeld + s.WALBytes, Oldest: oldest, Replaying: q.replaying.Load()}

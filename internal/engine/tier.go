@@ -16,8 +16,8 @@ import "time"
 //	call          caller                                 memory  overflow  periodic               sync
 //	acceptOne     Enqueue past its fast path (producer)  ring    ring      ring                   append, fsync, inbox
 //	acceptBatch   EnqueueBatch (producer)                ring    ring      ring                   append, fsync, inbox
-//	acceptKeyed   EnqueueKey (producer, admitted,        -       -         -                      append, fsync: span
-//	              inside the intake gate)
+//	acceptKeyed   EnqueueKey, sync tier only (producer,  -       -         -                      append, fsync: span
+//	              admitted, inside the intake gate)
 //	acceptAck     EnqueueAck, AckDelivered (producer,    -       -         -                      append, fsync: span
 //	              admitted, inside the intake gate)
 //	persist       a sender before Send; the collector    -       -         write if not on disk   -
@@ -78,7 +78,10 @@ type tier[T any] interface {
 	// promises before it enters its shard, with its key (a keyed record,
 	// so that a replay knows it), and returns where it is on disk (a zero
 	// span: not on disk). On an error the item is refused (the caller
-	// undoes its admission).
+	// undoes its admission). Called only when the keyed intake is gated
+	// (keyedShards.gated, the sync tier): the others write nothing before
+	// the shard (the periodic tier writes the key with the item later,
+	// from the shard: persistShard).
 	acceptKeyed(key uint64, v T) (span, error)
 	// acceptAck makes an admitted EnqueueAck (AckDelivered) item as
 	// durable as the tier promises before it enters the ack inbox, and
@@ -91,7 +94,9 @@ type tier[T any] interface {
 	// succeeds again (Queue.walFull).
 	persist(b *pending[T], rw *recordWriter)
 	// persistShard does persist's work for the items of a keyed shard
-	// not on disk yet, without cutting them. The caller holds s.mu.
+	// not on disk yet, without cutting them. The caller (the collector)
+	// holds s.mu; the tier may release it while it writes, and returns
+	// with it held.
 	persistShard(c *collector[T], s *keyedShard[T])
 	// checkpointEvery is the period of checkpoint; 0: the tier has none.
 	checkpointEvery() time.Duration

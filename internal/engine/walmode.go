@@ -502,8 +502,16 @@ func (t periodicTier[T]) persist(b *pending[T], rw *recordWriter) {
 	q.logger.Warn("vinequeue: wal write failed; batch kept in memory only", "items", len(b.items), "err", err)
 }
 
-// persistShard writes the shard's items not on disk yet as records and
-// records their spans. On failure they stay in memory only (persist).
+// persistShard writes the shard's items not on disk yet as records (keyed
+// records when the shard keeps their keys) and records their spans. On
+// failure they stay in memory only (persist).
+//
+// It writes with the shard unlocked, so that producers of the shard's keys
+// do not wait for the encoding and the write: they only append meanwhile,
+// and only the collector (this goroutine) writes or takes a shard's items,
+// so what was copied (items and keys alike) is still
+// items[persisted:persisted+k] when it locks again, and the shard's items
+// reach the WAL in their order.
 func (t periodicTier[T]) persistShard(c *collector[T], s *keyedShard[T]) {
 	if s.persisted == len(s.items) {
 		return
@@ -513,13 +521,15 @@ func (t periodicTier[T]) persistShard(c *collector[T], s *keyedShard[T]) {
 	if len(s.keys) == len(s.items) {
 		b.keys = append(b.keys[:0], s.keys[s.persisted:]...) // keyed records
 	}
+	s.mu.Unlock()
 	t.persist(b, &c.enc)
+	s.mu.Lock()
 	if len(b.spans) > 0 {
 		s.spans = append(s.spans, b.spans...)
 	} else {
 		s.spans = append(s.spans, span{n: len(b.items)}) // not on disk
 	}
-	s.persisted = len(s.items)
+	s.persisted += len(b.items)
 	clear(b.items)
 	b.items, b.spans, b.keys = b.items[:0], b.spans[:0], b.keys[:0]
 }

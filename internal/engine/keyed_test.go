@@ -1,0 +1,267 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// pollUntil polls cond every millisecond until it holds or the deadline
+// passes.
+func pollUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestKeyedCreditSlack: EnqueueKey takes admission from its shard's credit.
+// What the governor holds beyond the items is below one chunk per shard
+// while items arrive, Stats.BytesHeld counts the items only, and the
+// credit goes back once the shards idle a tick: the governor ends at 0.
+func TestKeyedCreditSlack(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	open := make(chan struct{})
+	cfg := testConfig(func(ctx context.Context, _ []uint64) error {
+		select {
+		case <-open:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	cfg.Memory.Limit = 64 << 20
+	cfg.FlushInterval = 10 * time.Millisecond
+	q, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opened sync.Once
+	openSink := func() { opened.Do(func() { close(open) }) }
+	defer q.Close()
+	defer openSink()                 // before Close, on a failure too
+	rings := q.gov.Stats().BytesHeld // the rings' slots, charged in New
+	chunk := q.keyed.chunk
+	if chunk != keyedChunkMax {
+		t.Fatalf("chunk %d with a 64 MiB limit, want %d", chunk, keyedChunkMax)
+	}
+	const items = 5000
+	for i := range items {
+		if err := q.EnqueueKey(uint64(i), uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+		if i%97 != 0 {
+			continue
+		}
+		held, gov := int64(q.Stats().BytesHeld), q.gov.Stats().BytesHeld-rings
+		if want := int64(i+1) * 8; held != want {
+			t.Fatalf("after %d items BytesHeld %d, want %d (the items only)", i+1, held, want)
+		}
+		if slack := gov - held; slack < 0 || slack >= nKeyedShards*chunk {
+			t.Fatalf("after %d items the governor holds %d, items %d: slack %d not in [0, %d)", i+1, gov, held, slack, nKeyedShards*chunk)
+		}
+	}
+	// Credit taken in chunks: far fewer admissions than calls.
+	var credit int64
+	for i := range q.keyed.shards {
+		c := q.keyed.shards[i].credit.Load()
+		if c < 0 || c >= chunk {
+			t.Errorf("shard %d holds credit %d, not in [0, %d)", i, c, chunk)
+		}
+		credit += c
+	}
+	if credit == 0 {
+		t.Error("no shard holds credit: every call was admitted on its own")
+	}
+	openSink()
+	if err := q.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, "the idle shards' credit back", func() bool { return q.gov.Stats().BytesHeld == rings })
+	if st := q.Stats(); st.Delivered != items || st.BytesHeld != 0 {
+		t.Errorf("delivered %d of %d, BytesHeld %d", st.Delivered, items, st.BytesHeld)
+	}
+}
+
+// TestKeyedSmallLimitAdmitsEachItem: with a limit so small that a chunk is
+// below one item, every call is admitted on its own: no credit is left.
+func TestKeyedSmallLimitAdmitsEachItem(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	cfg := testConfig(func(context.Context, []uint64) error { return nil })
+	cfg.Memory.Limit = 8 << 10
+	cfg.RingSize = 64
+	q, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if q.keyed.chunk >= 8 {
+		t.Fatalf("chunk %d with an 8 KiB limit: want below one 8-byte item", q.keyed.chunk)
+	}
+	for i := range 100 {
+		if err := q.EnqueueKey(uint64(i), uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range q.keyed.shards {
+		if c := q.keyed.shards[i].credit.Load(); c != 0 {
+			t.Fatalf("shard %d holds credit %d", i, c)
+		}
+	}
+}
+
+// TestKeyedRefusedAtStopNeverDelivered: ungated EnqueueKey racing Stop.
+// Every call that returned nil is delivered, none that returned ErrClosed
+// is, and Stop gives back all credit.
+func TestKeyedRefusedAtStopNeverDelivered(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	var mu sync.Mutex
+	seen := map[uint64]int{}
+	cfg := testConfig(func(_ context.Context, b []uint64) error {
+		mu.Lock()
+		for _, v := range b {
+			seen[v]++
+		}
+		mu.Unlock()
+		return nil
+	})
+	cfg.Memory.Limit = 64 << 20
+	cfg.Workers = 4
+	q, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rings := q.gov.Stats().BytesHeld // the rings' slots, charged in New
+	const producers = 8
+	accepted := make([][]uint64, producers)
+	refused := make([]uint64, producers)
+	var enqueued atomic.Int64
+	var wg sync.WaitGroup
+	for p := range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := uint64(0); ; i++ {
+				v := uint64(p)<<32 | i
+				if err := q.EnqueueKey(v%1000, v); err != nil {
+					if !errors.Is(err, ErrClosed) {
+						t.Error(err)
+					}
+					refused[p] = v
+					return
+				}
+				accepted[p] = append(accepted[p], v)
+				enqueued.Add(1)
+			}
+		}()
+	}
+	pollUntil(t, "some keyed items", func() bool { return enqueued.Load() > 20000 })
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for p := range producers {
+		for _, v := range accepted[p] {
+			if seen[v] != 1 {
+				t.Fatalf("accepted %x delivered %d times", v, seen[v])
+			}
+		}
+		if seen[refused[p]] != 0 {
+			t.Errorf("%x was refused with ErrClosed and delivered", refused[p])
+		}
+	}
+	if held := q.gov.Stats().BytesHeld; held != rings {
+		t.Errorf("the governor holds %d after Stop, %d in rings: credit not given back", held, rings)
+	}
+}
+
+// TestKeyedShardKeysFollowItems: with keys kept, a shard's keys stay
+// parallel to its items through every move of its array (the first push,
+// growth, a slide down, a partial take, a drain, an idle release), and a
+// take hands each item's key to the batch beside it. An item's value is
+// its key here, so a key out of step shows as a mismatch.
+func TestKeyedShardKeysFollowItems(t *testing.T) {
+	q := &Queue[uint64]{sizeOf: func(uint64) int { return 8 }}
+	s := &q.keyed.shards[0]
+	next, want := uint64(0), uint64(0) // the next key pushed, and taken
+	check := func(what string) {
+		t.Helper()
+		if len(s.keys) != len(s.items) {
+			t.Fatalf("%s: %d keys for %d items", what, len(s.keys), len(s.items))
+		}
+		if cap(s.kbuf) != cap(s.buf) {
+			t.Fatalf("%s: keys' array %d long, items' %d", what, cap(s.kbuf), cap(s.buf))
+		}
+		if len(s.keys) > 0 && &s.keys[0] != &s.kbuf[:cap(s.kbuf)][s.head] {
+			t.Fatalf("%s: keys are not the keys' array from head %d", what, s.head)
+		}
+		for i, v := range s.items {
+			if s.keys[i] != v {
+				t.Fatalf("%s: item %d is %d, its key %d", what, i, v, s.keys[i])
+			}
+		}
+	}
+	push := func(n int) {
+		for range n {
+			s.push(next, next, true, 8)
+			next++
+		}
+	}
+	take := func(n int) {
+		b := &pending[uint64]{}
+		s.take(q, b, n)
+		if len(b.keys) != n || len(b.items) != n {
+			t.Fatalf("took %d items and %d keys, want %d", len(b.items), len(b.keys), n)
+		}
+		for i, v := range b.items {
+			if v != want || b.keys[i] != want {
+				t.Fatalf("batch slot %d: item %d key %d, want %d", i, v, b.keys[i], want)
+			}
+			want++
+		}
+	}
+	push(1)
+	check("first push")
+	push(15) // the first array (16) full
+	take(10) // head 10, 6 left
+	push(1)  // full at the back, 10 free at the front: a slide
+	if s.head != 0 {
+		t.Fatalf("head %d after a push with room at the front, want a slide to 0", s.head)
+	}
+	check("slide")
+	take(2)
+	push(40) // grows
+	check("grow")
+	take(len(s.items)) // drained
+	check("drain")
+	if s.head != 0 || len(s.kbuf) != 0 || cap(s.kbuf) == 0 {
+		t.Fatalf("drained: head %d, keys' array len %d cap %d", s.head, len(s.kbuf), cap(s.kbuf))
+	}
+	push(3000) // arrays past keyedKeepBytes
+	take(len(s.items))
+	c := &collector[uint64]{q: q}
+	c.releaseIdle() // notes what the shard accepted
+	c.releaseIdle() // idle for a tick: lets both arrays go
+	if s.buf != nil || s.kbuf != nil {
+		t.Fatalf("an idle drained shard kept arrays of %d items and %d keys", cap(s.buf), cap(s.kbuf))
+	}
+	push(5)
+	check("after release")
+	take(5)
+
+	// Without keys kept, none are recorded.
+	var plain keyedShard[uint64]
+	plain.push(1, 1, false, 8)
+	if plain.keys != nil || plain.kbuf != nil {
+		t.Fatalf("keys kept without keep: %v", plain.keys)
+	}
+}
