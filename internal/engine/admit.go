@@ -39,7 +39,9 @@ import (
 // R × RingSize items: the collector charges ring items as it drains them.
 // At Hard it still drains the rings handed off before (none is handed off
 // there, so that backlog cannot grow) but leaves the Ps' current rings full;
-// it reads the level between rings, so it may drain one of those past Hard.
+// it reads the level between rings, so it may drain one of those past Hard
+// (one per collector when there are several central shards; still within
+// R × RingSize).
 // One item per call (a keyed chunk, see below): calls charging
 // concurrently below Hard may together take the level past it, though none
 // does alone. Under Block, an item so
