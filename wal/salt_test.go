@@ -90,7 +90,8 @@ func TestSaltedScanStepsOverForgedRecords(t *testing.T) {
 }
 
 // TestSaltedSegmentsOnDisk: every file the Log writes in the clear (a
-// segment, a dead letter) is version 4 with a salt, each file its own.
+// segment, a dead letter) is version 4 with a salt, each file its own
+// (two equal salts among a few files: a 2^-32 chance per pair).
 func TestSaltedSegmentsOnDisk(t *testing.T) {
 	dir := t.TempDir()
 	opts := Options{SegmentSize: 4096, NoSync: true}
@@ -99,12 +100,19 @@ func TestSaltedSegmentsOnDisk(t *testing.T) {
 		_, err := l.Append(payloadFor(i))
 		require.NoError(t, err)
 	}
+	dead, err := l.DeadLetter(AppendFrame(nil, []byte("dead")), DeadMeta{Reason: "test"})
+	require.NoError(t, err)
 	require.NoError(t, l.Close())
 	segs, err := listSegments(dir)
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, len(segs), 3)
+	deadSegs, err := listSegments(filepath.Join(dir, deadDirName))
+	require.NoError(t, err)
+	require.Len(t, deadSegs, 1)
+	require.Equal(t, dead, deadSegs[0].firstID)
+	deadSegs[0].name = filepath.Join(deadDirName, deadSegs[0].name)
 	salts := map[uint32]bool{}
-	for _, sf := range segs {
+	for _, sf := range append(segs, deadSegs...) {
 		b, err := os.ReadFile(filepath.Join(dir, sf.name))
 		require.NoError(t, err)
 		require.Equal(t, uint16(segmentVersion), binary.LittleEndian.Uint16(b[4:6]))
@@ -115,7 +123,12 @@ func TestSaltedSegmentsOnDisk(t *testing.T) {
 		// The id word is masked: never the id itself.
 		require.NotEqual(t, sf.firstID, binary.LittleEndian.Uint64(b[segmentHeaderSize:]))
 	}
-	require.Len(t, salts, len(segs), "two segments share a salt")
+	require.Len(t, salts, len(segs)+1, "two files share a salt")
+
+	// The dead letter reads back under its salt.
+	_, items, err := ReadDeadLetter(dir, dead)
+	require.NoError(t, err)
+	require.Equal(t, AppendFrame(nil, []byte("dead")), items)
 }
 
 // TestOldSegmentRepairedIntoSaltedFormat: a damaged unsalted segment (the
