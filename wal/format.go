@@ -208,9 +208,8 @@ func (h segmentHeader) framing() recordFraming { return framingOf(h.salt) }
 // recordFraming is the keying of a segment's records (Salted framing
 // above). The zero value is the unsalted framing of versions 1 to 3.
 type recordFraming struct {
-	salt [4]byte
 	mask uint64 // 0: unsalted
-	seed uint32 // CRC32C of salt: the checksum's start
+	seed uint32 // CRC32C of the salt's 4 bytes: the checksum's start
 }
 
 func framingOf(salt uint32) recordFraming {
@@ -218,8 +217,9 @@ func framingOf(salt uint32) recordFraming {
 		return recordFraming{}
 	}
 	var f recordFraming
-	binary.LittleEndian.PutUint32(f.salt[:], salt)
-	f.seed = crc32.Checksum(f.salt[:], castagnoli)
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], salt)
+	f.seed = crc32.Checksum(b[:], castagnoli)
 	// splitmix64's finalizer: every salt bit moves about half the mask's.
 	z := uint64(salt) + 0x9E3779B97F4A7C15
 	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
