@@ -237,18 +237,17 @@ func rewriteAsVersion1(t *testing.T, dir string) {
 		path := filepath.Join(dir, sf.name)
 		b, err := os.ReadFile(path)
 		require.NoError(t, err)
+		was := fileFraming(t, b)
 		binary.LittleEndian.PutUint16(b[4:6], segmentVersionNoCounts)
+		clear(b[24:28]) // the salt: version 1 has none
 		binary.LittleEndian.PutUint32(b[28:32], crc32.Checksum(b[0:28], castagnoli))
 		for pos := int64(segmentHeaderSize); ; {
-			h, _, size, err := decodeRecord(b[pos:], 1<<20, 0)
+			h, _, size, err := decodeRecord(b[pos:], 1<<20, 0, was)
 			if err != nil {
 				break
 			}
 			clear(b[pos+22 : pos+24])
-			end := pos + recordHeaderSize + int64(h.length)
-			var idb [8]byte
-			binary.LittleEndian.PutUint64(idb[:], h.id)
-			binary.LittleEndian.PutUint32(b[end:], crc32.Update(crc32.Checksum(idb[:], castagnoli), castagnoli, b[pos+8:end]))
+			reframe(b[pos:], h.id, h.length, recordFraming{})
 			pos += size
 		}
 		require.NoError(t, os.WriteFile(path, b, 0o600))

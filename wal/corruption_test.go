@@ -69,7 +69,7 @@ func buildCorruptionFixture(t *testing.T) *corruptionFixture {
 	}
 	data := f.files[f.a]
 	for pos := int64(segmentHeaderSize); ; {
-		h, stored, size, err := decodeRecord(data[pos:], 1<<20, 0)
+		h, stored, size, err := decodeRecord(data[pos:], 1<<20, 0, fileFraming(t, data))
 		if err != nil {
 			break
 		}
@@ -310,7 +310,9 @@ func TestLookAheadAcrossHoles(t *testing.T) {
 	path := filepath.Join(dir, segmentName(1))
 	p := []byte("a record written where the log never reached")
 	rec := make([]byte, recordSize(len(p)))
-	encodeRecord(rec, recordHeader{id: 10, time: 1}, p)
+	seg, err := os.ReadFile(path)
+	require.NoError(t, err)
+	encodeRecord(rec, recordHeader{id: 10, time: 1}, p, fileFraming(t, seg)) // as the log would have
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	require.NoError(t, err)
 	_, err = f.WriteAt(rec, 600000)
@@ -324,4 +326,12 @@ func TestLookAheadAcrossHoles(t *testing.T) {
 	require.Equal(t, uint64(6), st.Corrupt) // ids 4..9
 	require.Equal(t, uint64(1), st.Quarantined)
 	require.NoError(t, l.Close())
+}
+
+// fileFraming returns the framing of the records of the segment file b.
+func fileFraming(t testing.TB, b []byte) recordFraming {
+	t.Helper()
+	h, err := parseSegmentHeader(b)
+	require.NoError(t, err)
+	return h.framing()
 }

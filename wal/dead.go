@@ -308,8 +308,9 @@ func (l *Log) DeadLetter(payload []byte, meta DeadMeta) (uint64, error) {
 		return 0, ErrClosed
 	}
 	id := d.next
-	putSegmentHeader(file, l.opts.keys.header(segmentHeader{codec: codec, firstID: id, size: uint64(size)}))
-	encodeSealedRecord(file[segmentHeaderSize:], recordHeader{id: id, time: time.Now().UnixNano(), codec: codec, kind: kindData}, stored, l.opts.keys.sealer())
+	hdr := l.opts.keys.header(segmentHeader{codec: codec, firstID: id, size: uint64(size)})
+	putSegmentHeader(file, hdr)
+	encodeSealedRecord(file[segmentHeaderSize:], recordHeader{id: id, time: time.Now().UnixNano(), codec: codec, kind: kindData}, stored, l.opts.keys.sealer(), hdr.framing())
 	l.zpool.Put(z)
 
 	if err := l.reserveDeadBytes(size); err != nil {

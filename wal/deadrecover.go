@@ -131,7 +131,7 @@ func (l *Log) recoverDead() error {
 			continue
 		case v.damage != nil:
 			// The record is intact; what follows it is not.
-			repaired, err := repairSegment(d.dir, s.sf.name, s.data, s.plan.scan, codecNone, l.log) // keeps its header's key id
+			repaired, _, err := repairSegment(d.dir, s.sf.name, s.data, s.plan.scan, codecNone, l.log) // keeps its header's key id
 			if err != nil {
 				return fmt.Errorf("wal: repair dead letter %s: %w", s.sf.name, err)
 			}

@@ -33,10 +33,18 @@
 // and, with Options.ZeroFill, zero-filled in the background, because
 // the first sync of an fallocated ext4/xfs range also commits its extent
 // conversion) and mapped read-write; it starts with a 32-byte header (magic "VINE",
-// version 2, or 3 with the key id when encrypted, compression, first id,
-// created size, CRC32C). Records follow,
+// version 4 with a random salt, or 3 with the key id when encrypted,
+// compression, first id, created size, CRC32C). Records follow,
 // 8-byte aligned: id, timestamp, stored length, codec, kind, item count,
-// payload, CRC32C over all of it (see format.go for the byte layout). The
+// payload, CRC32C over all of it (see format.go for the byte layout).
+// In a version 4 segment the id is stored masked and the CRC32C is keyed
+// by the salt, which a producer never sees: item bytes laid out as a
+// record, found by the look-ahead after damage, do not verify (but for a
+// 2^-32 guess per forged record), and most fail at their id, before any
+// checksum, so stepping over damage stays linear in the segment's size.
+// Versions 1 and 2 (unsalted, in the clear) are still read, and a
+// forgery in them can still pass after damage until they are drained
+// (Inspect's SegmentReport.Unsalted); a repair writes version 4. The
 // item count is a uint16 that saturates: 1 to 65,534 is exact, 0 (every
 // record of a version 1 segment, which is still read) or 65,535 mean
 // unknown until Replay counts the frames; the group commit closes a group

@@ -2,6 +2,7 @@ package wal
 
 import (
 	"crypto/cipher"
+	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -13,21 +14,24 @@ import (
 // Segment header (segmentHeaderSize bytes):
 //
 //	[0:4]   magic 0x56494E45 ("VINE")
-//	[4:6]   version: 2, records in the clear; 3, records encrypted (see
-//	        Encryption below). Version 1 segments are read too. Only an
-//	        encrypted segment is written as version 3, so a log without a
-//	        key stays readable by releases that predate encryption.
+//	[4:6]   version: 4, records in the clear, framed under the segment's
+//	        salt (see Salted framing below); 3, records encrypted (see
+//	        Encryption below). Versions 1 and 2 (records in the clear,
+//	        unsalted) are read, never written: a log written by this
+//	        release is not readable by releases that predate version 4.
 //	[6]     compression the segment was created with (informational; every
 //	        record names its own codec)
 //	[7]     flags (segmentRepaired: rewritten by recovery)
 //	[8:16]  first record id
 //	[16:24] size the file was created with (preallocated length)
-//	[24:28] version 3: the key id (below); otherwise reserved, zero
+//	[24:28] version 3: the key id (below); version 4: the salt (below,
+//	        never zero); otherwise reserved, zero
 //	[28:32] CRC32C of [0:28]
 //
 // Record (starts 8-byte aligned, total length padded to a multiple of 8):
 //
-//	[0:8]   id (never 0; written last, see writeRecord)
+//	[0:8]   id (never 0; written last, see writeRecord); in a version 4
+//	        segment, the id XOR the salt's mask (below)
 //	[8:16]  timestamp, Unix nanoseconds
 //	[16:20] stored payload length
 //	[20]    codec of the payload (codecNone, codecSnappy, codecLZ4)
@@ -41,7 +45,9 @@ import (
 //	        more items than that makes a record whose count is unknown.
 //	[24:24+n]       payload (n is the stored length: in a version 3
 //	                segment, the sealed payload below)
-//	[24+n:28+n]     CRC32C of [0:24+n]
+//	[24+n:28+n]     CRC32C of [0:24+n], the id in [0:8] as it is, not
+//	                masked; in a version 4 segment, of the 4 salt bytes
+//	                followed by those bytes
 //	[28+n:align8]   zero padding
 //
 // Keyed records. A data record whose items each carry a key (EnqueueKey's
@@ -65,6 +71,37 @@ import (
 // stays readable by releases that predate keyed records, which see a keyed
 // record as one of unknown kind (damage: counted, and its segment copied
 // aside as .corrupt before the repair, so its bytes are not deleted).
+//
+// Salted framing (version 4 segments). Item bytes are user data, and in
+// a segment in the clear an item stored as it is (one that does not
+// compress) can hold bytes laid out as a record. After damage, the scan
+// looks for the next record at every 8-byte offset, inside the damaged
+// record's payload too, and would take such a forgery for a record
+// (items nobody enqueued delivered, the damage hidden). So every segment
+// written in the clear draws a random 32-bit salt (crypto/rand) into its
+// header, and its records are framed under it:
+//
+//   - the stored id word is the id XOR the salt's mask, a 64-bit value
+//     derived from the salt with its top bit set (so the word is never
+//     zero for an id below 2^63, and a zero word still means an unwritten
+//     slot); a reader unmasks it before anything else;
+//   - the CRC32C starts with the salt's 4 bytes.
+//
+// A producer who never sees the segment's bytes does not know the salt: a
+// record forged inside an item verifies only if it guesses the salt (or,
+// the same, the checksum), a chance of 2^-32 for each forged record (an
+// item can hold many, at most one per 8 bytes). The unmasked id is a check
+// of the header that costs no checksum: a forged id word unmasks to an
+// id far from the ids a segment can hold at that offset (see idBound in
+// scan.go), so the look-ahead steps over a forgery after reading 8 bytes,
+// not its claimed payload, and stays linear in the segment's size. (A
+// repaired segment's ids are not bounded by their offsets, since its gap
+// records stand for many ids; there a forgery still fails its checksum,
+// but costs one.) Segments of versions 1 and 2 keep reading as before and
+// stay forgeable until their records are acknowledged and the segments
+// deleted; a repair rewrites a segment's intact records under a new salt.
+// Encrypted segments (version 3) are not salted: a payload is ciphertext
+// the producer does not choose, and the GCM tag binds a record to its id.
 //
 // Encryption (version 3 segments). Every record's payload is sealed with
 // AES-256-GCM after compression (compressed ciphertext would not shrink):
@@ -96,11 +133,16 @@ import (
 // a non-zero id with a bad CRC, an impossible length, an id out of sequence,
 // or a valid record found after a zero id — is damage. Records need no
 // other framing to be found again after damage: a reader tries every
-// 8-byte aligned offset for a header whose length fits and whose CRC32C
-// checks (scan.go, resync).
+// 8-byte aligned offset for a header whose id is plausible there, whose
+// length fits and whose CRC32C checks (scan.go, resync).
 const (
-	segmentMagic   = 0x56494E45
-	segmentVersion = 2
+	segmentMagic = 0x56494E45
+	// segmentVersion: records in the clear, framed under the salt.
+	segmentVersion = 4
+	// segmentVersionUnsalted is the version 4 layout without the salt
+	// (the id stored as it is, the CRC unkeyed). It is read, never
+	// written.
+	segmentVersionUnsalted = 2
 	// segmentVersionSealed is segmentVersion with every record's payload
 	// encrypted and the key id at [24:28].
 	segmentVersionSealed = 3
@@ -155,21 +197,74 @@ type segmentHeader struct {
 	size    uint64
 	sealed  bool   // version 3: records encrypted under keyID
 	keyID   uint32 // version 3 only
+	// salt keys the records' framing (version 4); 0: unsalted (versions
+	// 1 to 3). A header written in the clear must have one (newSalt).
+	salt uint32
+}
+
+// framing returns how the records of a segment with this header are framed.
+func (h segmentHeader) framing() recordFraming { return framingOf(h.salt) }
+
+// recordFraming is the keying of a segment's records (Salted framing
+// above). The zero value is the unsalted framing of versions 1 to 3.
+type recordFraming struct {
+	mask uint64 // 0: unsalted
+	seed uint32 // CRC32C of the salt's 4 bytes: the checksum's start
+}
+
+func framingOf(salt uint32) recordFraming {
+	if salt == 0 {
+		return recordFraming{}
+	}
+	var f recordFraming
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], salt)
+	f.seed = crc32.Checksum(b[:], castagnoli)
+	// splitmix64's finalizer: every salt bit moves about half the mask's.
+	z := uint64(salt) + 0x9E3779B97F4A7C15
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+	f.mask = (z ^ (z >> 31)) | 1<<63
+	return f
+}
+
+// id returns the id a stored id word (not zero) stands for.
+func (f recordFraming) id(word uint64) uint64 { return word ^ f.mask }
+
+// crc returns the record checksum of id and rest (the record from [8:]).
+func (f recordFraming) crc(id uint64, rest []byte) uint32 {
+	var idb [8]byte
+	binary.LittleEndian.PutUint64(idb[:], id)
+	return crc32.Update(crc32.Update(f.seed, castagnoli, idb[:]), castagnoli, rest)
+}
+
+// newSalt draws a segment's salt: random, never zero.
+func newSalt() uint32 {
+	var b [4]byte
+	for {
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (it crashes the program instead)
+		if s := binary.LittleEndian.Uint32(b[:]); s != 0 {
+			return s
+		}
+	}
 }
 
 func putSegmentHeader(b []byte, h segmentHeader) {
 	_ = b[segmentHeaderSize-1]
 	binary.BigEndian.PutUint32(b[0:4], segmentMagic)
-	version, keyID := uint16(segmentVersion), uint32(0)
-	if h.sealed {
-		version, keyID = segmentVersionSealed, h.keyID
+	version, word := uint16(segmentVersion), h.salt
+	switch {
+	case h.sealed:
+		version, word = segmentVersionSealed, h.keyID
+	case h.salt == 0:
+		version = segmentVersionUnsalted // only tests write one: old corpora
 	}
 	binary.LittleEndian.PutUint16(b[4:6], version)
 	b[6] = h.codec
 	b[7] = h.flags
 	binary.LittleEndian.PutUint64(b[8:16], h.firstID)
 	binary.LittleEndian.PutUint64(b[16:24], h.size)
-	binary.LittleEndian.PutUint32(b[24:28], keyID)
+	binary.LittleEndian.PutUint32(b[24:28], word)
 	binary.LittleEndian.PutUint32(b[28:32], crc32.Checksum(b[0:28], castagnoli))
 }
 
@@ -184,7 +279,7 @@ func parseSegmentHeader(b []byte) (segmentHeader, error) {
 		return segmentHeader{}, fmt.Errorf("segment header checksum %#08x, want %#08x", got, want)
 	}
 	v := binary.LittleEndian.Uint16(b[4:6])
-	if v != segmentVersion && v != segmentVersionNoCounts && v != segmentVersionSealed {
+	if v != segmentVersion && v != segmentVersionUnsalted && v != segmentVersionNoCounts && v != segmentVersionSealed {
 		return segmentHeader{}, fmt.Errorf("unsupported segment version %d", v)
 	}
 	h := segmentHeader{
@@ -193,8 +288,13 @@ func parseSegmentHeader(b []byte) (segmentHeader, error) {
 		firstID: binary.LittleEndian.Uint64(b[8:16]),
 		size:    binary.LittleEndian.Uint64(b[16:24]),
 	}
-	if v == segmentVersionSealed {
+	switch v {
+	case segmentVersionSealed:
 		h.sealed, h.keyID = true, binary.LittleEndian.Uint32(b[24:28])
+	case segmentVersion:
+		if h.salt = binary.LittleEndian.Uint32(b[24:28]); h.salt == 0 {
+			return segmentHeader{}, fmt.Errorf("version %d segment without a salt", v)
+		}
 	}
 	if h.firstID == 0 {
 		return segmentHeader{}, fmt.Errorf("segment first id is 0")
@@ -244,15 +344,16 @@ func countFromHeader(v uint16) int {
 // encodeRecord writes a complete record for payload into b, which must be
 // at least recordSize(len(payload)) bytes of zeros. The id is stored last so
 // that a writer killed before it finishes leaves a zero id, i.e. end of log.
-func encodeRecord(b []byte, h recordHeader, payload []byte) {
-	encodeSealedRecord(b, h, payload, nil)
+// fr is the segment's framing (the zero value: unsalted).
+func encodeRecord(b []byte, h recordHeader, payload []byte, fr recordFraming) {
+	encodeSealedRecord(b, h, payload, nil, fr)
 }
 
 // encodeSealedRecord is encodeRecord for a segment whose records aead
 // seals (nil: none): the payload is encrypted straight into b, which must
 // then be at least recordSize(len(payload)+aead.Overhead()) bytes, so
 // sealing costs no copy beyond the one encodeRecord makes.
-func encodeSealedRecord(b []byte, h recordHeader, payload []byte, aead cipher.AEAD) {
+func encodeSealedRecord(b []byte, h recordHeader, payload []byte, aead cipher.AEAD, fr recordFraming) {
 	n := len(payload)
 	if aead != nil {
 		n += aead.Overhead()
@@ -272,12 +373,18 @@ func encodeSealedRecord(b []byte, h recordHeader, payload []byte, aead cipher.AE
 	} else {
 		copy(b[recordHeaderSize:], payload)
 	}
-	var idb [8]byte
-	binary.LittleEndian.PutUint64(idb[:], h.id)
-	crc := crc32.Update(crc32.Checksum(idb[:], castagnoli), castagnoli, b[8:recordHeaderSize+n])
-	binary.LittleEndian.PutUint32(b[recordHeaderSize+n:], crc)
+	binary.LittleEndian.PutUint32(b[recordHeaderSize+n:], fr.crc(h.id, b[8:recordHeaderSize+n]))
 	// Publish: one 8-byte aligned store.
-	binary.LittleEndian.PutUint64(b[0:8], h.id)
+	binary.LittleEndian.PutUint64(b[0:8], h.id^fr.mask)
+}
+
+// reframe rewrites, in place, the id word and checksum of the record at
+// the start of b (intact under from, its id id) for the framing to: the
+// bytes between them are the same under every framing.
+func reframe(b []byte, id uint64, length uint32, to recordFraming) {
+	end := recordHeaderSize + int(length)
+	binary.LittleEndian.PutUint32(b[end:], to.crc(id, b[8:end]))
+	binary.LittleEndian.PutUint64(b[0:8], id^to.mask)
 }
 
 // decodeRecord parses the record at the start of b. maxLen bounds the stored
@@ -288,14 +395,15 @@ func encodeSealedRecord(b []byte, h recordHeader, payload []byte, aead cipher.AE
 // when want (the id the slot should hold; 0 if unknown) makes the checksum
 // match, the record is complete and only its id was lost — a bit flip, or a
 // writer killed between its last two stores — and it is returned as want.
-func decodeRecord(b []byte, maxLen int, want uint64) (recordHeader, []byte, int64, error) {
-	return decodeRecordCRC(b, maxLen, want, true)
+// fr is the segment's framing.
+func decodeRecord(b []byte, maxLen int, want uint64, fr recordFraming) (recordHeader, []byte, int64, error) {
+	return decodeRecordCRC(b, maxLen, want, true, fr)
 }
 
 // decodeRecordCRC is decodeRecord, with the checksum verification optional
 // for records verified before (Replay of the segments Open scanned: they
 // are immutable and locked, and one CRC pass is a third of recovery time).
-func decodeRecordCRC(b []byte, maxLen int, want uint64, verify bool) (recordHeader, []byte, int64, error) {
+func decodeRecordCRC(b []byte, maxLen int, want uint64, verify bool, fr recordFraming) (recordHeader, []byte, int64, error) {
 	if len(b) < recordHeaderSize {
 		if allZero(b) {
 			return recordHeader{}, nil, 0, errEndOfLog
@@ -318,6 +426,8 @@ func decodeRecordCRC(b []byte, maxLen int, want uint64, verify bool) (recordHead
 			return h, nil, 0, errEndOfLog
 		}
 		h.id = want
+	} else {
+		h.id = fr.id(h.id)
 	}
 	if int64(h.length) > int64(maxLen) {
 		if zeroID {
@@ -336,9 +446,7 @@ func decodeRecordCRC(b []byte, maxLen int, want uint64, verify bool) (recordHead
 	if !verify && !zeroID {
 		return finishRecord(b, h, end)
 	}
-	var idb [8]byte
-	binary.LittleEndian.PutUint64(idb[:], h.id)
-	if got := crc32.Update(crc32.Checksum(idb[:], castagnoli), castagnoli, b[8:end]); got != sum {
+	if got := fr.crc(h.id, b[8:end]); got != sum {
 		if zeroID {
 			return h, nil, 0, errEndOfLog
 		}

@@ -123,12 +123,20 @@ func FuzzRecord(f *testing.F) {
 	f.Add(bytes.Repeat([]byte("event "), 40), uint64(7), uint8(1))
 	f.Add(bytes.Repeat([]byte("event "), 40), uint64(7), uint8(5))
 	f.Add([]byte("tiny"), uint64(3), uint8(6))
+	f.Add([]byte("salted"), uint64(5)<<32|3, uint8(16))
+	{
+		// A salted record (c&16: decoded under the salt want>>32).
+		p := AppendFrame(nil, payloadFor(5))
+		rec := make([]byte, recordSize(len(p)))
+		encodeRecord(rec, recordHeader{id: 9, time: 1, items: 1}, p, framingOf(7))
+		f.Add(rec, uint64(7)<<32|9, uint8(16))
+	}
 	for i, p := range [][]byte{payloadFor(1), bytes.Repeat(payloadFor(2), 5)} {
 		// Sealed records, as decodeRecord sees them on disk.
 		z := &compressor{c: Compression(i)}
 		stored, codec := z.compress(p)
 		rec := make([]byte, recordSize(len(stored)+sealOverhead))
-		encodeSealedRecord(rec, recordHeader{id: 9, time: 1, codec: codec}, stored, keys.seal)
+		encodeSealedRecord(rec, recordHeader{id: 9, time: 1, codec: codec}, stored, keys.seal, recordFraming{})
 		f.Add(rec, uint64(9), uint8(4+i))
 	}
 	{
@@ -137,13 +145,17 @@ func FuzzRecord(f *testing.F) {
 		z := &compressor{c: Snappy}
 		stored, codec := z.compress(p)
 		rec := make([]byte, recordSize(len(stored)+sealOverhead))
-		encodeSealedRecord(rec, recordHeader{id: 9, time: 1, codec: codec, keyed: true, items: 2}, stored, keys.seal)
+		encodeSealedRecord(rec, recordHeader{id: 9, time: 1, codec: codec, keyed: true, items: 2}, stored, keys.seal, recordFraming{})
 		f.Add(rec, uint64(9), uint8(12))
 	}
 	f.Fuzz(func(t *testing.T, data []byte, want uint64, c uint8) {
 		rr := recordReader{limit: fuzzLimit}
+		var fr recordFraming
+		if c&16 != 0 {
+			fr = framingOf(uint32(want >> 32))
+		}
 		// Arbitrary bytes: never a panic, never a size past the input.
-		if h, stored, size, err := decodeRecord(data, fuzzLimit, want); err == nil {
+		if h, stored, size, err := decodeRecord(data, fuzzLimit, want, fr); err == nil {
 			if size > int64(len(data)) || int64(len(stored)) > size || h.id == 0 {
 				t.Fatalf("decodeRecord: size %d, stored %d, input %d, id %d", size, len(stored), len(data), h.id)
 			}
@@ -170,10 +182,10 @@ func FuzzRecord(f *testing.F) {
 			aead, n = keys.seal, n+sealOverhead
 		}
 		buf := make([]byte, recordSize(n))
-		id := want | 1
+		id := (want | 1) &^ (1 << 63) // ids stay below 2^63 (format.go)
 		keyed := c&8 != 0
-		encodeSealedRecord(buf, recordHeader{id: id, time: 1, codec: codec, keyed: keyed, items: int(want % 70000)}, stored, aead)
-		h, got, size, err := decodeRecord(buf, fuzzLimit, 0)
+		encodeSealedRecord(buf, recordHeader{id: id, time: 1, codec: codec, keyed: keyed, items: int(want % 70000)}, stored, aead, fr)
+		h, got, size, err := decodeRecord(buf, fuzzLimit, 0, fr)
 		if err != nil || h.id != id || size != int64(len(buf)) || h.keyed != keyed || h.kind != kindData {
 			t.Fatalf("round trip: id %d size %d keyed %v kind %d err %v", h.id, size, h.keyed, h.kind, err)
 		}

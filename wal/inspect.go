@@ -71,8 +71,13 @@ type SegmentReport struct {
 	Compression string // the codec the header names
 	KeyID       string // the key id its records are sealed under; "" if in the clear
 	Repaired    bool   // rewritten by a recovery
-	Empty       bool   // empty or all zeros
-	Damage      *Damage
+	// Unsalted: in the clear, in a format before salted framing (versions
+	// 1 and 2, see format.go): after damage, a record forged inside an
+	// item of this file could be taken for a real one. Such files stay
+	// until their records are acknowledged (or a repair rewrites them).
+	Unsalted bool
+	Empty    bool // empty or all zeros
+	Damage   *Damage
 	// LostRecords counts the unacknowledged records lost from this file
 	// (see Report.Losses).
 	LostRecords uint64
@@ -140,6 +145,7 @@ func Inspect(dir string, keys ...[]byte) (Report, error) {
 				if scan.header.sealed {
 					sr.KeyID = keyIDString(scan.header.keyID)
 				}
+				sr.Unsalted = !scan.header.sealed && scan.header.salt == 0
 			}
 		}
 		r.Segments = append(r.Segments, sr)

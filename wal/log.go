@@ -96,8 +96,9 @@ type segment struct {
 	mem []byte // read-write mapping, nil once retired
 	pos int64
 
-	index []indexEntry // every indexEvery-th record, for ReadRange
-	aead  cipher.AEAD  // opens its records; nil: written in the clear
+	index []indexEntry  // every indexEvery-th record, for ReadRange
+	aead  cipher.AEAD   // opens its records; nil: written in the clear
+	frame recordFraming // its records' framing (format.go)
 
 	// Acknowledgement state, under Log.amu.
 	recs   []recState // record firstID+i is recs[i]
@@ -338,7 +339,7 @@ func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, 
 	id := l.nextID
 	now := time.Now().UnixNano()
 	err := withFaultsAsErrors(func() error {
-		encodeSealedRecord(s.mem[s.pos:s.pos+need], recordHeader{id: id, time: now, codec: codec, kind: kind &^ recordKeyed, keyed: kind&recordKeyed != 0, items: items}, stored, s.aead)
+		encodeSealedRecord(s.mem[s.pos:s.pos+need], recordHeader{id: id, time: now, codec: codec, kind: kind &^ recordKeyed, keyed: kind&recordKeyed != 0, items: items}, stored, s.aead, s.frame)
 		return nil
 	})
 	if err != nil {
@@ -419,8 +420,9 @@ func (l *Log) rollLocked() error {
 	if err != nil {
 		return fail(fmt.Errorf("mmap: %w", err))
 	}
+	hdr := l.opts.keys.header(segmentHeader{codec: l.opts.Compression.codec(), firstID: l.nextID, size: uint64(size)})
 	err = withFaultsAsErrors(func() error {
-		putSegmentHeader(mem, l.opts.keys.header(segmentHeader{codec: l.opts.Compression.codec(), firstID: l.nextID, size: uint64(size)}))
+		putSegmentHeader(mem, hdr)
 		return nil
 	})
 	if err == nil {
@@ -430,7 +432,7 @@ func (l *Log) rollLocked() error {
 		unix.Munmap(mem)
 		return fail(err)
 	}
-	s := &segment{name: name, firstID: l.nextID, lastID: l.nextID - 1, size: size, f: f, mem: mem, pos: segmentHeaderSize, aead: l.opts.keys.sealer()}
+	s := &segment{name: name, firstID: l.nextID, lastID: l.nextID - 1, size: size, f: f, mem: mem, pos: segmentHeaderSize, aead: l.opts.keys.sealer(), frame: hdr.framing()}
 	l.active = s
 	l.segs = append(l.segs, s)
 	l.amu.Lock()

@@ -41,6 +41,7 @@ func (l *Log) ReadRange(from, to uint64, fn func(id uint64, payload []byte) erro
 		end     int64
 		index   []indexEntry
 		aead    cipher.AEAD
+		frame   recordFraming
 	}
 	var views []view
 	l.mu.Lock()
@@ -52,7 +53,7 @@ func (l *Log) ReadRange(from, to uint64, fn func(id uint64, payload []byte) erro
 		if end == 0 {
 			end = s.pos // written by this Log: up to what is written now
 		}
-		views = append(views, view{s.name, s.firstID, end, s.index[:len(s.index):len(s.index)], s.aead})
+		views = append(views, view{s.name, s.firstID, end, s.index[:len(s.index):len(s.index)], s.aead, s.frame})
 	}
 	l.mu.Unlock()
 
@@ -77,7 +78,7 @@ func (l *Log) ReadRange(from, to uint64, fn func(id uint64, payload []byte) erro
 			for pos < v.end {
 				want := prev + 1
 				// Records before the range are only stepped over.
-				h, stored, size, err := decodeRecordCRC(data[pos:v.end], limit, want, want >= from)
+				h, stored, size, err := decodeRecordCRC(data[pos:v.end], limit, want, want >= from, v.frame)
 				if err != nil {
 					return fmt.Errorf("%w: %s offset %d: %v", ErrCorrupt, v.name, pos, err)
 				}

@@ -125,6 +125,7 @@ func (l *Log) recover() error {
 		scan := ss.scan
 		seg := &segment{name: ss.sf.name, firstID: scan.firstID, lastID: v.keepLast, size: int64(len(ss.data)), end: scan.end, sealed: true}
 		if scan.headerOK { // kept records imply an intact header
+			seg.frame = scan.header.framing()
 			if seg.aead, err = l.opts.keys.forHeader(scan.header); err != nil {
 				return fmt.Errorf("%w: %w: %s", ErrInvalidOptions, err, ss.sf.name) // checkKeys ran: only if the file changed under the lock
 			}
@@ -136,10 +137,11 @@ func (l *Log) recover() error {
 			}
 		}
 		if v.damage != nil {
-			size, err := repairSegment(l.dir, ss.sf.name, ss.data, scan, l.opts.Compression.codec(), l.log)
+			size, frame, err := repairSegment(l.dir, ss.sf.name, ss.data, scan, l.opts.Compression.codec(), l.log)
 			if err != nil {
 				return fmt.Errorf("wal: repair %s: %w", ss.sf.name, err)
 			}
+			seg.frame = frame
 			l.stats.quarantined.Add(1)
 			changedDir = true
 			seg.size, seg.end = size, size
@@ -445,25 +447,51 @@ func finishRepairs(dir string) error {
 // order, with a gap record in place of each hole that lost ids (its id
 // the hole's last), so that ids stay contiguous and the next Open finds
 // no damage; the lost ids are acknowledged in the ack log before the
-// repair, and the gap records say so too (see kindGap).
-func repairedRecords(data []byte, scan segmentScan) []byte {
+// repair, and the gap records say so too (see kindGap). Every record is
+// framed under to, the repaired file's framing (format.go): a segment of
+// an older version is repaired into the current one, and a salted one
+// gets a new salt.
+func repairedRecords(data []byte, scan segmentScan, to recordFraming) ([]byte, error) {
 	if scan.records == 0 {
+		return nil, nil
+	}
+	was := scan.header.framing()
+	var out []byte
+	prev := scan.firstID - 1
+	keep := func(lo, hi int64) error {
+		for pos := lo; pos < hi; {
+			// The scan verified these records (and restored an id lost
+			// in a complete record: want).
+			h, _, size, err := decodeRecordCRC(data[pos:hi], len(data), prev+1, false, was)
+			if err != nil {
+				return fmt.Errorf("offset %d: %v", pos, err)
+			}
+			at := len(out)
+			out = append(out, data[pos:pos+size]...)
+			reframe(out[at:], h.id, h.length, to)
+			prev = h.id
+			pos += size
+		}
 		return nil
 	}
-	var out []byte
 	from := int64(segmentHeaderSize)
 	for _, h := range scan.holes {
-		out = append(out, data[from:h.cut]...)
+		if err := keep(from, h.cut); err != nil {
+			return nil, err
+		}
 		if h.lo <= h.hi {
 			gap := make([]byte, recordSize(0))
-			encodeRecord(gap, recordHeader{id: h.hi, time: time.Now().UnixNano(), kind: kindGap}, nil)
+			encodeRecord(gap, recordHeader{id: h.hi, time: time.Now().UnixNano(), kind: kindGap}, nil, to)
 			out = append(out, gap...)
+			prev = h.hi
 		}
 		from = h.resume
 	}
-	out = append(out, data[from:scan.end]...)
+	if err := keep(from, scan.end); err != nil {
+		return nil, err
+	}
 	// The end may have lost the last record's padding.
-	return append(out, make([]byte, align8(int64(len(out)))-int64(len(out)))...)
+	return append(out, make([]byte, align8(int64(len(out)))-int64(len(out)))...), nil
 }
 
 // repairSegment moves a damaged segment aside as <name>.corrupt and puts in
@@ -472,31 +500,38 @@ func repairedRecords(data []byte, scan segmentScan) []byte {
 // log, written before this runs, so nothing is counted twice). The new
 // file is written and synced under a temporary name first and renamed
 // over; finishRepairs completes the job if a crash interrupts it between
-// the two renames. It returns the new file's size.
-func repairSegment(dir, name string, data []byte, scan segmentScan, codec uint8, logger *slog.Logger) (int64, error) {
+// the two renames. It returns the new file's size and its records'
+// framing.
+func repairSegment(dir, name string, data []byte, scan segmentScan, codec uint8, logger *slog.Logger) (int64, recordFraming, error) {
 	path := filepath.Join(dir, name)
 	corrupt := quarantineName(dir, name)
-	records := repairedRecords(data, scan)
-	size := int64(segmentHeaderSize + len(records))
-	buf := make([]byte, size)
 	h := segmentHeader{codec: codec}
 	if scan.headerOK {
 		h = scan.header // the codec, and the key id its records are sealed under
 	}
+	if !h.sealed {
+		h.salt = newSalt()
+	}
+	records, err := repairedRecords(data, scan, h.framing())
+	if err != nil {
+		return 0, recordFraming{}, err
+	}
+	size := int64(segmentHeaderSize + len(records))
+	buf := make([]byte, size)
 	h.flags |= segmentRepaired
 	h.firstID, h.size = scan.firstID, uint64(size)
 	putSegmentHeader(buf, h)
 	copy(buf[segmentHeaderSize:], records)
 	tmp := path + tmpSuffix
 	if err := writeFileSync(tmp, buf); err != nil {
-		return 0, err
+		return 0, recordFraming{}, err
 	}
 	if err := os.Rename(path, corrupt); err != nil {
-		return 0, err
+		return 0, recordFraming{}, err
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return 0, err
+		return 0, recordFraming{}, err
 	}
 	logger.Warn("wal: segment moved aside and its intact records kept", "segment", name, "corrupt_copy", filepath.Base(corrupt), "holes", len(scan.holes))
-	return size, nil
+	return size, h.framing(), nil
 }

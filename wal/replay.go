@@ -176,7 +176,7 @@ func (r *replayer) segment(s *segment, data []byte) error {
 	for pos := int64(segmentHeaderSize); pos < s.end; {
 		// Open verified every checksum of these immutable, locked
 		// files; replay only re-checks the framing.
-		h, stored, size, err := decodeRecordCRC(data[pos:s.end], r.limit, prev+1, false)
+		h, stored, size, err := decodeRecordCRC(data[pos:s.end], r.limit, prev+1, false, s.frame)
 		if err != nil {
 			return fmt.Errorf("%w: %s offset %d: %v", ErrCorrupt, s.name, pos, err)
 		}

@@ -46,6 +46,7 @@ type segmentScan struct {
 	// bounded: the segment's first id is known and it was never
 	// repaired, so no record in it can have an id above idBound's.
 	bounded bool
+	frame   recordFraming // the records' framing (format.go)
 }
 
 // idBound is the highest id a record at offset off of a segment written
@@ -143,6 +144,11 @@ func (s *segmentScan) run(data []byte, nameID uint64, maxLen int, visit recordVi
 	h, err := parseSegmentHeader(data)
 	if err != nil {
 		s.damage = &Damage{Offset: 0, Reason: err.Error()}
+		if len(data) >= segmentHeaderSize && binary.LittleEndian.Uint16(data[4:6]) == segmentVersion {
+			// The salt may have survived the damage: try it, to count
+			// the records that follow as evidence.
+			s.frame = framingOf(binary.LittleEndian.Uint32(data[24:28]))
+		}
 		// Unknown flags: bounded as if never repaired (a repaired file
 		// whose header is then damaged may under-count evidence).
 		s.bounded = s.firstID != 0
@@ -153,7 +159,7 @@ func (s *segmentScan) run(data []byte, nameID uint64, maxLen int, visit recordVi
 		s.count(data, segmentHeaderSize, maxLen)
 		return nil
 	}
-	s.header, s.headerOK = h, true
+	s.header, s.headerOK, s.frame = h, true, h.framing()
 	s.bounded = h.flags&segmentRepaired == 0
 	if nameID != 0 && h.firstID != nameID {
 		s.damage = &Damage{Offset: 8, Reason: fmt.Sprintf("header first id %d, file name says %d", h.firstID, nameID)}
@@ -166,7 +172,7 @@ func (s *segmentScan) run(data []byte, nameID uint64, maxLen int, visit recordVi
 	pos := int64(segmentHeaderSize)
 	s.end = pos
 	for pos < int64(len(data)) {
-		rh, stored, size, err := decodeRecord(data[pos:], maxLen, s.lastID+1)
+		rh, stored, size, err := decodeRecord(data[pos:], maxLen, s.lastID+1, s.frame)
 		var bad string
 		switch {
 		case errors.Is(err, errEndOfLog):
@@ -255,18 +261,20 @@ func (s *segmentScan) resync(data []byte, from int64, maxLen int) (int64, uint64
 	p := align8(from)
 	n := int64(len(data))
 	for p+recordOverhead <= n {
-		id := binary.LittleEndian.Uint64(data[p:])
-		if id == 0 {
+		word := binary.LittleEndian.Uint64(data[p:])
+		if word == 0 {
 			p = s.skipZeros(data, p)
 			continue
 		}
-		if id <= s.lastID || !s.plausible(id, p) {
+		if id := s.frame.id(word); id <= s.lastID || !s.plausible(id, p) {
 			// Checked before the checksum, which may cover megabytes:
-			// most offsets of a payload (random bytes above all) fail here.
+			// most offsets of a payload (random bytes above all) fail
+			// here, and in a salted segment so does every record forged
+			// inside an item, whose id word unmasks to a random id.
 			p += 8
 			continue
 		}
-		rh, _, size, err := decodeRecord(data[p:], maxLen, 0)
+		rh, _, size, err := decodeRecord(data[p:], maxLen, 0, s.frame)
 		switch {
 		case err != nil || rh.id <= s.lastID || !s.plausible(rh.id, p):
 			p += 8
@@ -309,16 +317,16 @@ func (s *segmentScan) count(data []byte, from int64, maxLen int) bool {
 	p := align8(from)
 	n := int64(len(data))
 	for p+recordOverhead <= n {
-		id := binary.LittleEndian.Uint64(data[p:])
-		if id == 0 {
+		word := binary.LittleEndian.Uint64(data[p:])
+		if word == 0 {
 			p = s.skipZeros(data, p)
 			continue
 		}
-		if id <= s.lastID || id <= s.afterMax || !s.plausible(id, p) {
+		if id := s.frame.id(word); id <= s.lastID || id <= s.afterMax || !s.plausible(id, p) {
 			p += 8 // before the checksum, as in resync
 			continue
 		}
-		rh, _, size, err := decodeRecord(data[p:], maxLen, 0)
+		rh, _, size, err := decodeRecord(data[p:], maxLen, 0, s.frame)
 		if err != nil || rh.id <= s.lastID || rh.id <= s.afterMax || !s.plausible(rh.id, p) {
 			p += 8
 			continue

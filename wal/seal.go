@@ -103,7 +103,9 @@ func (k *keyring) overhead() int {
 // writes.
 func (k *keyring) header(h segmentHeader) segmentHeader {
 	if k != nil && k.seal != nil {
-		h.sealed, h.keyID = true, k.sealID
+		h.sealed, h.keyID, h.salt = true, k.sealID, 0
+	} else {
+		h.sealed, h.keyID, h.salt = false, 0, newSalt()
 	}
 	return h
 }

@@ -160,7 +160,7 @@ func inspect(args []string, out io.Writer) error {
 		fmt.Fprintln(out, "ack log: its last write was cut short (a crash); harmless, the next open rewrites it")
 	}
 	var total, used int64
-	keyed := 0
+	keyed, unsalted := 0, 0
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEGMENT\tFIRST\tLAST\tRECORDS\tPENDING\tSIZE\tUSED\tCODEC\tKEY\tSTATUS")
 	for _, s := range r.Segments {
@@ -181,12 +181,18 @@ func inspect(args []string, out io.Writer) error {
 		total += s.FileSize
 		used += s.Used
 		keyed += s.Keyed
+		if s.Unsalted {
+			unsalted++
+		}
 	}
 	tw.Flush()
 	fmt.Fprintf(out, "%d segments, %d bytes on disk, %d bytes of records, last id %d, %d records not acknowledged (would be replayed)\n",
 		len(r.Segments), total, used, r.LastID, r.Pending)
 	if keyed > 0 {
 		fmt.Fprintf(out, "%d of the records are keyed: their items carry their keys (dump shows them)\n", keyed)
+	}
+	if unsalted > 0 {
+		fmt.Fprintf(out, "%d segments in an older, unsalted format: after damage, a record forged inside an item could pass for a real one there until they are drained\n", unsalted)
 	}
 	printLosses(out, r)
 	for _, q := range r.Quarantined {

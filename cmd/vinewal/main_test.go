@@ -88,12 +88,13 @@ func TestInspectVerifyDumpRepair(t *testing.T) {
 	data, err := os.ReadFile(first)
 	require.NoError(t, err)
 	off := 0
-	for i := 32; i < len(data); i += 8 {
-		if data[i] == 3 && data[i+1] == 0 { // record id 3 (little-endian)
-			off = i + 30
-			break
+	_, err = wal.ReadSegment(first, func(rec wal.Record) error {
+		if rec.ID == 3 {
+			off = int(rec.Offset) + 30 // in its payload (ids are stored masked)
 		}
-	}
+		return nil
+	})
+	require.NoError(t, err)
 	require.NotZero(t, off, "record 3 not found")
 	data[off] ^= 0x20
 	require.NoError(t, os.WriteFile(first, data, 0o600))
