@@ -769,7 +769,7 @@ type delivery struct {
 // last Workers (or 2 × Workers) batches in the order the sink saw them: a
 // sender whose thread the OS deschedules between its Send and the
 // acknowledgement is overtaken by any number of the other senders'
-// batches (on a loaded 2-core machine, 5 batches in a few milliseconds).
+// batches (on a loaded 2-core machine, up to 7 within a few milliseconds).
 // A run ended with Stop has none.
 func unfinishedAtKill(r *runRec) map[int]bool {
 	if !r.killed {
