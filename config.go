@@ -143,8 +143,9 @@ func (m Measure) governor() governor.Measure { return governor.Measure(m) }
 //	Periodic  at most SyncInterval of items       ErrWALFull on the next call
 //	Sync      nothing accepted                    ErrWALFull on the call
 //
-// In every mode a crash can duplicate only items of batches whose Send had
-// not returned (they replay at the next New).
+// In every mode a crash can duplicate only items of batches not finished
+// yet: at most one per sender (Workers), in Send or past it and not yet
+// acknowledged in the WAL (they replay at the next New).
 type WALMode int
 
 const (

@@ -30,7 +30,8 @@ import (
 //
 //	A <id> <unixnano>        accepted (the call returned nil)
 //	R <id> <unixnano> <err>  refused (the call returned err)
-//	D <id> <id> ...          a batch Send is about to return nil for
+//	D <g> <id> <id> ...      a batch Send is about to return nil for, called
+//	                         from goroutine g (senderID)
 //	X <id> ...               a batch handed to OnDrop
 //	C <n>                    n items delivered damaged
 //	M <held> <outstanding>   a new memory peak
@@ -218,7 +219,11 @@ func parseChildLog(path string, rec *runRec) error {
 				ids = append(ids, id)
 			}
 			if kind == "D" {
-				rec.deliveries = append(rec.deliveries, ids)
+				if len(ids) == 0 {
+					return fmt.Errorf("%s: a D line without its sender: %q", path, line)
+				}
+				rec.senders = append(rec.senders, ids[0])
+				rec.deliveries = append(rec.deliveries, ids[1:])
 			} else {
 				rec.dropped = append(rec.dropped, ids...)
 			}
@@ -299,11 +304,11 @@ func matrixChild(js string) {
 	c := spec.Cell
 	var out atomic.Int64
 	s := &sink{kind: c.Sink, t0: time.Now(), gate: make(chan struct{}), out: &out,
-		onBatch: func(ids []uint64, corrupt int) {
+		onBatch: func(sender uint64, ids []uint64, corrupt int) {
 			if corrupt > 0 {
 				emit([]byte("C " + strconv.Itoa(corrupt) + "\n"))
 			}
-			emit(idLine('D', ids))
+			emit(idLine('D', append([]uint64{sender}, ids...)))
 		}}
 	onDrop := func(b [][]byte, _ error) {
 		ids := make([]uint64, 0, len(b))

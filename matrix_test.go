@@ -26,8 +26,9 @@
 //     delivered, in that process or after a restart; and the error is one the
 //     policy names (Reject: ErrFull; every policy: ErrClosed once Stop began,
 //     ErrWALFull with a WAL).
-//   - Duplicates: none, except after a SIGKILL for items of the batches whose
-//     Send had not returned (crashDupWindow). A restart after a clean Stop
+//   - Duplicates: none, except after a SIGKILL for items of the batches
+//     their senders had not finished (in Send, or past it and not yet
+//     acknowledged: see unfinishedAtKill). A restart after a clean Stop
 //     replays nothing.
 //   - Order (key): per key, FIFO within a process and across restarts;
 //     replayed items of a key are delivered before that key's new items.
@@ -55,6 +56,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -170,13 +172,6 @@ const (
 	// FlushInterval in a ring before the collector sees it, plus scheduling
 	// on a loaded 2-core machine under -race.
 	periodicLossWindow = cfgSync + cfgFlush/2 + 150*time.Millisecond
-
-	// crashDupWindow: after a SIGKILL, the items of this many of the last
-	// batches a run delivered may be delivered again (their Send may not
-	// have returned when the process died: at most one per worker; twice
-	// that for a Send that wrote its record and was descheduled before
-	// returning).
-	crashDupWindow = 2 * cfgWorkers
 
 	// replayIntakeWait: how long new items may take, all told, while a
 	// backlog waits for a sink that is down (a few hundred small items).
@@ -339,6 +334,7 @@ type runRec struct {
 	killAt     int64
 	items      []itemRec
 	deliveries [][]uint64 // per successful Send, in the order the sink saw them
+	senders    []uint64   // per delivery: the goroutine that called Send (senderID)
 	dropped    []uint64
 	corrupt    int
 	maxHeld    int64 // Stats().BytesHeld
@@ -362,8 +358,22 @@ type sink struct {
 	t0      time.Time
 	gate    chan struct{} // sinkGated: Send waits for it
 	mu      sync.Mutex
-	out     *atomic.Int64                   // outstanding bytes, shared with the producers
-	onBatch func(ids []uint64, corrupt int) // under mu
+	out     *atomic.Int64                                  // outstanding bytes, shared with the producers
+	onBatch func(sender uint64, ids []uint64, corrupt int) // under mu; sender: senderID
+}
+
+// senderID is the calling goroutine's id, read from the first line of its
+// stack trace ("goroutine 42 [running]:"); 0 if that cannot be read. Go
+// gives goroutines no identity on purpose; the matrix needs one only to
+// tell which Send calls came from the same sender (unfinishedAtKill).
+func senderID() uint64 {
+	var buf [64]byte
+	f := strings.Fields(string(buf[:runtime.Stack(buf[:], false)]))
+	if len(f) < 2 {
+		return 0
+	}
+	id, _ := strconv.ParseUint(f[1], 10, 64)
+	return id
 }
 
 func (s *sink) send(ctx context.Context, batch [][]byte) error {
@@ -396,8 +406,9 @@ func (s *sink) send(ctx context.Context, batch [][]byte) error {
 		ids = append(ids, id)
 		bytes += itemBytes(id)
 	}
+	sender := senderID()
 	s.mu.Lock()
-	s.onBatch(ids, corrupt)
+	s.onBatch(sender, ids, corrupt)
 	s.mu.Unlock()
 	s.out.Add(-bytes)
 	return nil
@@ -521,8 +532,9 @@ func runInProcess(c cell, k sinkKind, dir string, run int, o runOpts) (*runRec, 
 	var out atomic.Int64
 	var recMu sync.Mutex
 	s := &sink{kind: k, t0: time.Now(), gate: make(chan struct{}), out: &out,
-		onBatch: func(ids []uint64, corrupt int) {
+		onBatch: func(sender uint64, ids []uint64, corrupt int) {
 			rec.deliveries = append(rec.deliveries, ids)
+			rec.senders = append(rec.senders, sender)
 			rec.corrupt += corrupt
 		}}
 	onDrop := func(b [][]byte, _ error) {
@@ -746,6 +758,34 @@ type delivery struct {
 	committed  bool
 }
 
+// unfinishedAtKill returns the batches (indexes into r.deliveries) that a
+// killed run may deliver again after its restart: per sender goroutine,
+// the last batch it delivered. A sender acknowledges a delivered batch in
+// the WAL (the ack is in the page cache, which a SIGKILL does not lose)
+// before it takes its next batch, so once the same sender has called Send
+// again, the earlier batch never comes back. The last one may: the process
+// can die after its Send returned and before its acknowledgement is
+// written. That is at most one batch per worker, but not always among the
+// last Workers (or 2 × Workers) batches in the order the sink saw them: a
+// sender whose thread the OS deschedules between its Send and the
+// acknowledgement is overtaken by any number of the other senders'
+// batches (on a loaded 2-core machine, up to 7 within a few milliseconds).
+// A run ended with Stop has none.
+func unfinishedAtKill(r *runRec) map[int]bool {
+	if !r.killed {
+		return nil
+	}
+	last := map[uint64]int{}
+	for b, g := range r.senders {
+		last[g] = b
+	}
+	out := make(map[int]bool, len(last))
+	for _, b := range last {
+		out[b] = true
+	}
+	return out
+}
+
 // check compares what the runs of one cell did with what the cell promises.
 // The last run ended with a clean Stop; the earlier ones were killed.
 func check(c cell, runs []*runRec) *violations {
@@ -768,8 +808,12 @@ func check(c cell, runs []*runRec) *violations {
 	// Deliveries in global order: (run, batch, position).
 	dels := map[uint64][]delivery{}
 	for _, r := range runs {
+		unfinished := unfinishedAtKill(r)
+		if len(unfinished) > cfgWorkers {
+			v.add("senders", "run %d: Send was called from %d goroutines, more than Workers (%d): the duplicate check cannot tell senders apart", r.run, len(unfinished), cfgWorkers)
+		}
 		for b, ids := range r.deliveries {
-			committed := !r.killed || b < len(r.deliveries)-crashDupWindow
+			committed := !unfinished[b]
 			for _, id := range ids {
 				dels[id] = append(dels[id], delivery{r.run, b, committed})
 			}
@@ -796,7 +840,7 @@ func check(c cell, runs []*runRec) *violations {
 		}
 		for _, d := range ds[:len(ds)-1] {
 			if d.committed {
-				v.add("duplicate", "id %s delivered %d times (first in run %d, batch %d, whose Send had returned)", fmtID(id), len(ds), d.run, d.batch)
+				v.add("duplicate", "id %s delivered %d times (first in run %d, batch %d, whose sender had gone on to a later batch)", fmtID(id), len(ds), d.run, d.batch)
 				break
 			}
 		}
@@ -901,6 +945,49 @@ func check(c cell, runs []*runRec) *violations {
 		}
 	}
 	return v
+}
+
+// TestCheckDuplicateWindow pins which redeliveries after a kill check
+// accepts: the last batch of each sender, however many batches of the
+// other senders follow it (the sender may have been descheduled between
+// its Send and the acknowledgement), and no batch its sender went on from.
+func TestCheckDuplicateWindow(t *testing.T) {
+	c := cell{Mode: modePeriodic, Policy: vq.Spill, Intake: intakeOne, Sink: sinkOK}
+	const killAt = int64(time.Second)
+	id := func(seq uint32) uint64 { return itemID(0, 0, seq) }
+	runs := func(senders []uint64, redeliver uint64) []*runRec {
+		killed := &runRec{run: 0, killed: true, killAt: killAt}
+		for b, g := range senders {
+			killed.items = append(killed.items, itemRec{id: id(uint32(b)), status: accepted, at: killAt})
+			killed.deliveries = append(killed.deliveries, []uint64{id(uint32(b))})
+			killed.senders = append(killed.senders, g)
+		}
+		last := &runRec{run: 1, deliveries: [][]uint64{{redeliver}}, senders: []uint64{9}}
+		return []*runRec{killed, last}
+	}
+	for _, tc := range []struct {
+		name      string
+		senders   []uint64 // per batch of the killed run
+		redeliver uint64   // delivered again after the restart
+		want      map[string]int
+	}{
+		{"last batch of a sender overtaken by 5 of the other's", []uint64{1, 2, 2, 2, 2, 2}, id(0), map[string]int{}},
+		{"last batch of each sender", []uint64{1, 2, 1, 2}, id(3), map[string]int{}},
+		{"a batch its sender went on from", []uint64{1, 1, 2, 2, 2, 2}, id(0), map[string]int{"duplicate": 1}},
+		{"among the last 2 × Workers, but its sender went on", []uint64{1, 2, 1, 2, 2}, id(1), map[string]int{"duplicate": 1}},
+		{"more senders than Workers", []uint64{1, 2, 3}, id(0), map[string]int{"senders": 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := check(c, runs(tc.senders, tc.redeliver))
+			got := map[string]int{}
+			for _, k := range v.order {
+				got[k] = v.n[k]
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("violations %v, want %v (%v)", got, tc.want, v.ex)
+			}
+		})
+	}
 }
 
 func (it itemRec) run() int { return idRun(it.id) }

@@ -52,9 +52,12 @@ import "time"
 //
 // and in every tier with a WAL a batch is acknowledged only once it is
 // delivered or dropped (after its dead letter is written): a crash
-// duplicates only items of batches whose Send had not returned, and a batch
-// left on disk (Stop out of time, a dead letter that could not be written)
-// is not acknowledged, so the next New replays it.
+// duplicates only items of batches not finished yet, in Send or past it
+// and not yet acknowledged (a sender acknowledges its batch before it
+// takes the next: at most one batch per sender, though not necessarily
+// among the last ones delivered, since the others go on meanwhile); and a
+// batch left on disk (Stop out of time, a dead letter that could not be
+// written) is not acknowledged, so the next New replays it.
 //
 // Two capabilities are not part of the interface because not every tier
 // has them, and the queue asks for them by their presence rather than by
