@@ -429,10 +429,6 @@ func (c *collector[T]) pushReplayed(b *pending[T]) {
 // spilled to the WAL: they are read back once memory is below the soft
 // level, so at the hard level Flush waits for memory to fall (or ctx).
 func (q *Queue[T]) Flush(ctx context.Context) error {
-	var releases uint64 // the dead-letter releases asked for so far (park.go)
-	if p := q.park; p != nil {
-		releases = p.issued()
-	}
 	req := request{kind: reqFlush, ctx: ctx, done: make(chan error, 1), spilled: make(chan error, 1)}
 	select {
 	case q.reqs <- req:
@@ -451,8 +447,12 @@ func (q *Queue[T]) Flush(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	// The dead-letter releases asked for so far (park.go), counted only
+	// now: a batch finished above may have asked for one that delivers
+	// items accepted before the call (a parked key's letter written while
+	// its older ones were released).
 	if p := q.park; p != nil {
-		return p.waitReleased(ctx, releases)
+		return p.waitReleased(ctx, p.issued())
 	}
 	return nil
 }

@@ -48,7 +48,7 @@ import (
 // still parked: replay.go), otherwise handed to OnDrop.
 //
 // Lock order: parking.mu, then the log's locks. divert writes dead letters
-// under mu, so that a key cannot unpark between its check and the write.
+// without mu, holding reservations of their keys instead (divert).
 
 // parkLetter is a live dead letter that holds keys.
 type parkLetter struct {
@@ -79,6 +79,7 @@ type parking[T any] struct {
 	letters map[uint64]*parkLetter // live dead letters holding keys, by id
 	keys    map[uint64]int         // parked keys: how many live dead letters hold each
 	release map[uint64]struct{}    // keys being released
+	writing map[uint64]parkWriter  // keys a divert reserved (divert)
 	// asked counts release requests; done is the last one the releaser
 	// has finished (nothing left to deliver); idle is closed and replaced
 	// whenever done moves (Flush waits on it).
@@ -102,6 +103,7 @@ func newParking[T any](q *Queue[T]) (*parking[T], error) {
 		letters: make(map[uint64]*parkLetter),
 		keys:    make(map[uint64]int),
 		release: make(map[uint64]struct{}),
+		writing: make(map[uint64]parkWriter),
 		idle:    make(chan struct{}),
 	}
 	ds, err := q.wal.log.DeadLetters()
@@ -184,13 +186,25 @@ func (p *parking[T]) askLocked() {
 // written as parked dead letters (one per key), acknowledged in the main
 // log, and removed from b. It reports whether b is left empty. Sender
 // goroutine.
+//
+// mu guards the maps only: the dead letters are written (several fsyncs)
+// without it, so a parked key does not hold up the senders of every other
+// key. Two things the lock held through the write gave are kept by
+// reservations taken under mu with the check:
+//   - a key cannot unpark meanwhile: divert holds its keys (p.keys counts
+//     the reservation as a dead letter) until their letters are recorded;
+//     if every older letter of a key went meanwhile (released), the new
+//     ones are released too, as the pass that delivered the older ones
+//     would have done;
+//   - a key's dead letters keep its order: a divert waits, before writing,
+//     for the earlier divert that reserved the same key (p.writing), so
+//     ids follow the order in which the keys were checked.
 func (p *parking[T]) divert(b *pending[T]) (empty bool) {
 	if p.nkeys.Load() == 0 {
 		return false
 	}
 	q := p.q
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	// The keys of b that are parked, in the order they first appear.
 	var parkedKeys []uint64
 	for _, k := range b.keys {
@@ -199,7 +213,21 @@ func (p *parking[T]) divert(b *pending[T]) (empty bool) {
 		}
 	}
 	if len(parkedKeys) == 0 {
+		p.mu.Unlock()
 		return false
+	}
+	done := make(chan struct{}) // closed when this divert's letters are recorded
+	var before []chan struct{}  // earlier diverts writing any of these keys
+	for _, k := range parkedKeys {
+		if w, ok := p.writing[k]; ok && !slices.Contains(before, w.done) {
+			before = append(before, w.done)
+		}
+		p.writing[k] = parkWriter{done: done, n: p.writing[k].n + 1}
+		p.keys[k]++ // the reservation: k stays parked until released below
+	}
+	p.mu.Unlock()
+	for _, c := range before {
+		<-c // each closes without waiting on a later divert: no cycle
 	}
 	pos := itemPositions(b.spans, len(b.items))
 	var acks pending[T] // the main-log positions of what was parked
@@ -208,6 +236,7 @@ func (p *parking[T]) divert(b *pending[T]) (empty bool) {
 	for i, k := range b.keys {
 		keep[i] = !slices.Contains(parkedKeys, k)
 	}
+	var written []uint64 // ids of the letters written
 	for _, k := range parkedKeys {
 		var items []T
 		var at []int
@@ -229,7 +258,10 @@ func (p *parking[T]) divert(b *pending[T]) (empty bool) {
 		}
 		meta := wal.DeadMeta{Reason: "parked: an earlier item of its key is a dead letter", Records: recordIDs(where), Parked: true}
 		n, err := q.wal.writeDeadLetter(items, keys, meta, func(id uint64, keys []uint64, n int) {
+			p.mu.Lock()
 			p.addLetterLocked(id, keys, true, n)
+			p.mu.Unlock()
+			written = append(written, id)
 		})
 		for _, i := range at[:n] {
 			if pos != nil && pos[i].id != 0 {
@@ -242,6 +274,7 @@ func (p *parking[T]) divert(b *pending[T]) (empty bool) {
 		}
 		removedBytes += q.bytesOf(items)
 	}
+	p.unreserve(parkedKeys, written, done)
 	q.tier.acknowledge(&acks)
 	// b keeps the other keys' items, in order, with their positions.
 	j := 0
@@ -264,6 +297,50 @@ func (p *parking[T]) divert(b *pending[T]) (empty bool) {
 	b.bytes -= removedBytes
 	q.hold(-removedBytes)
 	return j == 0
+}
+
+// parkWriter is the last divert that reserved a key: later ones wait for
+// done before writing; n counts the reservations of the key still held.
+type parkWriter struct {
+	done chan struct{}
+	n    int
+}
+
+// unreserve drops divert's reservations of keys, its letters (ids) being
+// recorded. A key whose only holders now are those letters lost its older
+// ones meanwhile (released and delivered): the new letters are released
+// too, so they do not stay parked with no release to come.
+func (p *parking[T]) unreserve(keys, ids []uint64, done chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ask := false
+	for _, k := range keys {
+		mine := 0
+		for _, id := range ids {
+			if l, ok := p.letters[id]; ok && slices.Contains(l.keys, k) {
+				mine++
+			}
+		}
+		w := p.writing[k]
+		// Holders of k besides this divert's letters and the reservations.
+		if others := p.keys[k] - mine - w.n; others == 0 && mine > 0 {
+			p.release[k] = struct{}{}
+			ask = true
+		}
+		if w.n--; w.n == 0 {
+			delete(p.writing, k)
+		} else {
+			p.writing[k] = w
+		}
+		if p.keys[k]--; p.keys[k] <= 0 {
+			delete(p.keys, k)
+		}
+	}
+	p.nkeys.Store(int64(len(p.keys)))
+	close(done)
+	if ask {
+		p.askLocked()
+	}
 }
 
 // notParked handles items of a parked key that could not be written to the
