@@ -103,13 +103,13 @@ func (c *collector[T]) shardRequest(kind requestKind) {
 	}
 }
 
-// errRingsHeld is a secondary's answer to a checkpoint when it left rings
-// full at the hard level: items accepted before the checkpoint were not cut.
-var errRingsHeld = errors.New("vinequeue: rings held at the hard level")
+// errRingsUncertain is a secondary's answer to a checkpoint when it cannot vouch
+// for having cut every item accepted before it (checkpointDrain).
+var errRingsUncertain = errors.New("vinequeue: rings not all drained at the checkpoint")
 
 // shardCheckpoint asks every secondary collector to take part in the
 // checkpoint started at start (unix nanoseconds) and waits for them all;
-// errRingsHeld if one of them did not cut everything.
+// errRingsUncertain if one of them did not cut everything.
 func (c *collector[T]) shardCheckpoint(start int64) error {
 	secondaries := c.q.centrals[1:]
 	done := make(chan error, len(secondaries))
@@ -160,11 +160,11 @@ func (q *Queue[T]) collectShard(sh *central[T]) {
 				c.drain(true)
 				c.flushing = false
 			case reqCheckpoint:
-				c.drain(true)
+				complete := c.checkpointDrain()
 				c.writeReady()
 				c.since = req.at
-				if c.stalled {
-					req.done <- errRingsHeld
+				if !complete {
+					req.done <- errRingsUncertain
 					continue
 				}
 			case reqStop:

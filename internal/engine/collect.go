@@ -37,6 +37,9 @@ type collector[T any] struct {
 	// in (New's time before the first): it had cut every item accepted
 	// before it, so the batches it cuts now hold none (durable.go).
 	since int64
+	// handoffSeen: a drain of the current rings met a hand-off under way
+	// (ProcSlot.handing), whose ring may hold items it did not find.
+	handoffSeen bool
 }
 
 // collect is the primary collector: centrals[0]'s rings, and the work that
@@ -195,6 +198,9 @@ func (c *collector[T]) drainRings(cutPartial bool) {
 		// again from the backlog later is harmless: this goroutine is its
 		// only consumer.
 		c.drainRing(s.Cur.Load())
+		if s.handing.Load() != nil {
+			c.handoffSeen = true
+		}
 	}
 	if cutPartial {
 		if c.cur != nil && len(c.cur.items) > 0 {

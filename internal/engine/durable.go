@@ -85,6 +85,21 @@ func unwrittenSince[T any](b *pending[T], since int64) int64 {
 	return 0
 }
 
+// checkpointDrain is a collector's share of a checkpoint's cutting: every
+// ring of its shard, handed off or current, drained and the partial batch
+// cut. It reports whether it can vouch for having found every item
+// accepted before the checkpoint started: not if it left rings full at the
+// hard level, nor if it met a hand-off under way. A ring being handed off
+// is stored in the P's slot before it leaves Cur and cleared only after it
+// is on the shard's stack, so when the drain saw none, each ring that had
+// already left Cur is on the stack, and the second drain's take finds it.
+func (c *collector[T]) checkpointDrain() bool {
+	c.handoffSeen = false
+	c.drain(true)
+	c.drain(true)
+	return !c.stalled && !c.handoffSeen
+}
+
 // bound is the instant a checkpoint started at start can claim:
 // start, or the oldest since of a batch still unwritten.
 func (d *durableMark) bound(start int64) int64 {

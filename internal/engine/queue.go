@@ -219,7 +219,11 @@ type ProcSlot[T any] struct {
 	// (the same for the slot's life). Set before Cur is first stored, and
 	// never written after, so whoever loaded a non-nil Cur reads it safely.
 	central *central[T]
-	_       [cacheLine - 24]byte
+	// handing is the ring HandOff is moving from Cur to the shard's stack,
+	// nil outside it: a checkpoint that sees it cannot tell whether it
+	// found that ring's items (durable.go).
+	handing atomic.Pointer[ring.SPSC[T]]
+	_       [cacheLine - 32]byte
 }
 
 // pending is a unit of delivery: the items of one Send call.

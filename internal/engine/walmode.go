@@ -553,12 +553,11 @@ func (t periodicTier[T]) checkpoint(c *collector[T]) {
 	}
 	failures := q.walErrors.Load()
 	q.walFull.Store(nil)
-	c.drain(true)
+	complete := c.checkpointDrain()
 	c.writeReady()
-	complete := !c.stalled // at Hard, rings were left full: items not cut
 	c.since = start
-	// The other central shards do the same; one that stalls answers
-	// errRingsHeld.
+	// The other central shards do the same; one that cannot vouch for its
+	// rings answers errRingsUncertain.
 	if err := c.shardCheckpoint(start); err != nil {
 		complete = false
 	}
