@@ -160,7 +160,9 @@ const (
 	// Periodic writes every batch the collector cuts (and what the rings
 	// and keyed shards hold) at least every SyncInterval, and fsyncs then:
 	// a crash loses at most the items accepted in the last SyncInterval
-	// (plus the time one checkpoint takes). Enqueue stays on the fast path.
+	// (plus the time one checkpoint takes, which a slow disk stretches).
+	// Stats.DurableThrough says what is on disk now. Enqueue stays on the
+	// fast path.
 	Periodic
 	// Sync makes each Enqueue, EnqueueBatch and EnqueueKey return only once
 	// its items are fsynced; concurrent calls share one record and one

@@ -35,6 +35,8 @@ import (
 //	X <id> ...               a batch handed to OnDrop
 //	C <n>                    n items delivered damaged
 //	M <held> <outstanding>   a new memory peak
+//	S <unixnano>             Stats.DurableThrough, when it moved (polled
+//	                         every few ms)
 //	N <note>                 a violation the child saw
 //
 // The parent SIGKILLs the child at a random moment, maybe several times in a
@@ -88,6 +90,9 @@ func TestMatrixCrash(t *testing.T) {
 				runs = append(runs, last)
 			}
 			t.Log(summary(runs))
+			if c.Mode == modePeriodic {
+				t.Log(durabilityLag(runs))
+			}
 			check(c, runs).report(t)
 			if ok {
 				goleak.VerifyNone(t, leaks)
@@ -113,12 +118,30 @@ func mustReplay(c cell, runs []*runRec) int {
 			if it.status != accepted || delivered[it.id] {
 				continue
 			}
-			if c.Mode == modeSync || c.Mode == modePeriodic && time.Duration(r.killAt-it.at) > periodicLossWindow {
+			if c.Mode == modeSync || c.Mode == modePeriodic && durableAtKill(r, it) {
 				n++
 			}
 		}
 	}
 	return n
+}
+
+// durabilityLag is how stale DurableThrough was at each kill (kill time
+// minus the last DurableThrough logged): a figure, not a promise (it is how
+// long checkpoints took here).
+func durabilityLag(runs []*runRec) string {
+	var b strings.Builder
+	b.WriteString("DurableThrough at the kill:")
+	for _, r := range runs {
+		switch {
+		case !r.killed:
+		case r.durableThrough == 0:
+			fmt.Fprintf(&b, " run %d none;", r.run)
+		default:
+			fmt.Fprintf(&b, " run %d %v before;", r.run, time.Duration(r.killAt-r.durableThrough).Round(time.Millisecond))
+		}
+	}
+	return b.String()
 }
 
 // runChild starts a child for spec, SIGKILLs it a random while after it first
@@ -235,6 +258,9 @@ func parseChildLog(path string, rec *runRec) error {
 			h, _ := strconv.ParseInt(f[0], 10, 64)
 			o, _ := strconv.ParseInt(f[1], 10, 64)
 			rec.maxHeld, rec.maxOut = max(rec.maxHeld, h), max(rec.maxOut, o)
+		case "S":
+			d, _ := strconv.ParseInt(rest, 10, 64)
+			rec.durableThrough = max(rec.durableThrough, d)
 		case "N":
 			rec.notef("%s", rest)
 		}
@@ -331,6 +357,19 @@ func matrixChild(js string) {
 			emit(fmt.Appendf(nil, "M %d %d\n", h, o))
 		}
 	})
+	go func() { // DurableThrough, each time it moves (periodic: what check uses)
+		if c.Mode != modePeriodic {
+			return
+		}
+		tick := time.NewTicker(2 * time.Millisecond)
+		var last time.Time
+		for range tick.C {
+			if d := q.Stats().DurableThrough; !d.Equal(last) {
+				last = d
+				emit(fmt.Appendf(nil, "S %d\n", d.UnixNano()))
+			}
+		}
+	}()
 	var done atomic.Int64
 	for p := range producers {
 		go produce(q, c.Intake, spec.Run, p, spec.MaxPerPrc, &out, &done, func(acc, ref []uint64, err error) {

@@ -46,6 +46,21 @@ type Stats struct {
 	ParkedItems uint64
 	ParkedKeys  uint64
 	Backlog     Backlog
+
+	// DurableThrough is an instant before which every accepted item is on
+	// disk, fsynced: a crash from now on loses none of them.
+	// time.Since(DurableThrough) is the durability lag, how much a crash
+	// now could lose.
+	//
+	// With WALModeSync it is the time of the Stats call: an item is on
+	// disk when its call returns. With WALModePeriodic it is the start of
+	// the last checkpoint that wrote and synced everything accepted before
+	// it (zero before the first): it advances every SyncInterval while the
+	// disk keeps up, and falls behind by however long a checkpoint's write
+	// and fsync take. It does not advance while a write fails or while the
+	// memory governor holds rings full at the hard level. Without a WAL,
+	// and with WALModeOverflow, it is zero: nothing is promised.
+	DurableThrough time.Time
 }
 
 // Backlog is what waits for delivery, in memory and in the WAL.
@@ -77,6 +92,7 @@ func statsOf(s engine.Stats) Stats {
 		Parked: s.Parked, ParkedItems: s.ParkedItems, ParkedKeys: s.ParkedKeys,
 		Buffered: s.Buffered, BytesHeld: s.BytesHeld, Level: levelOf(s.Level),
 		BatchSize: s.BatchSize, WALBytes: s.WALBytes, Backlog: Backlog(s.Backlog),
+		DurableThrough: s.DurableThrough,
 	}
 }
 

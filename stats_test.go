@@ -115,3 +115,62 @@ func TestHealth(t *testing.T) {
 		t.Fatalf("after Close: %+v", h)
 	}
 }
+
+// TestDurableThroughByMode: what DurableThrough promises in each mode.
+// Without a WAL and in Overflow nothing: zero. In Sync everything accepted
+// before the Stats call. In Periodic it follows the checkpoints: an item
+// accepted now is covered once a checkpoint that started after it has
+// finished (the engine tests pin that it is the checkpoint's start).
+func TestDurableThroughByMode(t *testing.T) {
+	ok := func(context.Context, [][]byte) error { return nil }
+	for _, tc := range []struct {
+		name string
+		wal  WALConfig
+	}{
+		{"memory", WALConfig{}},
+		{"overflow", WALConfig{Mode: Overflow}},
+		{"sync", WALConfig{Mode: Sync}},
+		{"periodic", WALConfig{Mode: Periodic, SyncInterval: 5 * time.Millisecond}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config[[]byte]{Send: ok, WAL: tc.wal}
+			if tc.wal.Mode != 0 {
+				cfg.WAL.Dir, cfg.WAL.SegmentSize = t.TempDir(), 1<<20
+			}
+			if tc.wal.Mode == Overflow {
+				cfg.Memory.Policy = Spill
+			}
+			q, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := q.Stop(context.Background()); err != nil {
+					t.Error(err)
+				}
+			}()
+			if err := q.Enqueue([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			accepted := time.Now()
+			switch tc.wal.Mode {
+			case 0, Overflow:
+				if d := q.Stats().DurableThrough; !d.IsZero() {
+					t.Fatalf("DurableThrough %v, want zero: nothing is promised", d)
+				}
+			case Sync:
+				if d := q.Stats().DurableThrough; d.Before(accepted) {
+					t.Fatalf("DurableThrough %v before the item accepted at %v, though it was fsynced at return", d, accepted)
+				}
+			case Periodic:
+				deadline := time.Now().Add(10 * time.Second)
+				for !q.Stats().DurableThrough.After(accepted) {
+					if time.Now().After(deadline) {
+						t.Fatalf("DurableThrough %v never passed the item accepted at %v", q.Stats().DurableThrough, accepted)
+					}
+					time.Sleep(time.Millisecond) // polling a condition, with a deadline
+				}
+			}
+		})
+	}
+}

@@ -89,6 +89,15 @@ func NewCollector(stats func() vinequeue.Stats, opts Opts) *Collector {
 		}
 		return float64(s.Backlog.Oldest.UnixNano()) / 1e9
 	})
+	// A timestamp rather than an age: the durability lag is
+	// time() - vinequeue_durable_through_timestamp_seconds at query time,
+	// not as of the last scrape.
+	gauge("durable_through_timestamp_seconds", "Every item accepted before this time is on disk, fsynced (Unix seconds; 0: nothing promised).", func(s *vinequeue.Stats) float64 {
+		if s.DurableThrough.IsZero() {
+			return 0
+		}
+		return float64(s.DurableThrough.UnixNano()) / 1e9
+	})
 	gauge("replaying", "1 while records found in the WAL at start-up are being delivered.", func(s *vinequeue.Stats) float64 {
 		if s.Backlog.Replaying {
 			return 1

@@ -50,6 +50,7 @@ func statsText(st vinequeue.Stats) string {
 	metric("backlog_items", "gauge", "Items waiting for delivery, in memory and not yet replayed from the WAL.", st.Backlog.Items)
 	metric("backlog_bytes", "gauge", "Bytes waiting for delivery, in memory plus the WAL.", st.Backlog.Bytes)
 	metric("backlog_oldest_timestamp_seconds", "gauge", "When the oldest unacknowledged WAL record was written (Unix seconds; 0: none).", uint64(max(st.Backlog.Oldest.Unix(), 0)))
+	metric("durable_through_timestamp_seconds", "gauge", "Every item accepted before this time is on disk, fsynced (Unix seconds; 0: nothing promised).", uint64(max(st.DurableThrough.Unix(), 0)))
 	replaying := uint64(0)
 	if st.Backlog.Replaying {
 		replaying = 1
@@ -82,6 +83,7 @@ func TestCollectorMapsEveryField(t *testing.T) {
 		LeftOnDisk: 17, DeadLettered: 18,
 		Backlog: vinequeue.Backlog{Items: 19, Bytes: 20, Oldest: time.Unix(21, 0), Replaying: true},
 		Parked:  22, ParkedItems: 23, ParkedKeys: 24,
+		DurableThrough: time.Unix(25, 0),
 	}
 	c := NewCollector(func() vinequeue.Stats { return st }, Opts{})
 	if err := testutil.CollectAndCompare(c, strings.NewReader(statsText(st))); err != nil {

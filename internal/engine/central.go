@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -85,8 +86,8 @@ func (q *Queue[T]) wakeCollectors() {
 	}
 }
 
-// shardRequest asks every secondary collector to do kind (reqFlush,
-// reqCheckpoint) and waits for them all. The primary calls it; a secondary
+// shardRequest asks every secondary collector to do kind (reqFlush; the
+// checkpoint has shardCheckpoint) and waits for them all. The primary calls it; a secondary
 // answers at once, so the primary is held only for their drains.
 func (c *collector[T]) shardRequest(kind requestKind) {
 	secondaries := c.q.centrals[1:]
@@ -102,11 +103,33 @@ func (c *collector[T]) shardRequest(kind requestKind) {
 	}
 }
 
+// errRingsUncertain is a secondary's answer to a checkpoint when it cannot vouch
+// for having cut every item accepted before it (checkpointDrain).
+var errRingsUncertain = errors.New("vinequeue: rings not all drained at the checkpoint")
+
+// shardCheckpoint asks every secondary collector to take part in the
+// checkpoint started at start (unix nanoseconds) and waits for them all;
+// errRingsUncertain if one of them did not cut everything.
+func (c *collector[T]) shardCheckpoint(start int64) error {
+	secondaries := c.q.centrals[1:]
+	done := make(chan error, len(secondaries))
+	for _, sh := range secondaries {
+		sh.reqs <- request{kind: reqCheckpoint, at: start, done: done}
+	}
+	var first error
+	for range secondaries {
+		if err := <-done; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
 // collectShard is a secondary collector: it drains sh's rings into batches
 // and hands them to the senders, as the primary does its own, and answers
 // the primary's requests.
 func (q *Queue[T]) collectShard(sh *central[T]) {
-	c := &collector[T]{q: q, shard: sh}
+	c := &collector[T]{q: q, shard: sh, since: q.durable.origin}
 	// As the primary's: a partial batch waits at most one tick.
 	tick := time.NewTicker(q.cfg.FlushInterval / 2)
 	defer tick.Stop()
@@ -137,8 +160,13 @@ func (q *Queue[T]) collectShard(sh *central[T]) {
 				c.drain(true)
 				c.flushing = false
 			case reqCheckpoint:
-				c.drain(true)
+				complete := c.checkpointDrain()
 				c.writeReady()
+				c.since = req.at
+				if !complete {
+					req.done <- errRingsUncertain
+					continue
+				}
 			case reqStop:
 				req.done <- c.stopShard(req.ctx)
 				return

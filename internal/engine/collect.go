@@ -33,12 +33,19 @@ type collector[T any] struct {
 	spare    *pending[T]  // scratch (keyed checkpoints)
 	ack      ackCut[T]    // EnqueueAck's batch being filled (ack.go; the primary's only)
 	enc      recordWriter // the collector's record buffers (spills, checkpoints)
+	// since is the start of the last checkpoint this collector took part
+	// in (New's time before the first): it had cut every item accepted
+	// before it, so the batches it cuts now hold none (durable.go).
+	since int64
+	// handoffSeen: a drain of the current rings met a hand-off under way
+	// (ProcSlot.handing), whose ring may hold items it did not find.
+	handoffSeen bool
 }
 
 // collect is the primary collector: centrals[0]'s rings, and the work that
 // has one owner (see central.go).
 func (q *Queue[T]) collect() {
-	c := &collector[T]{q: q, shard: q.centrals[0]}
+	c := &collector[T]{q: q, shard: q.centrals[0], since: q.durable.origin}
 	// A tick every half FlushInterval bounds an item's wait: it is in a
 	// ring at most one period before a tick drains it, and every tick cuts
 	// the partial batch. An idle queue wakes only for these ticks.
@@ -191,6 +198,9 @@ func (c *collector[T]) drainRings(cutPartial bool) {
 		// again from the backlog later is harmless: this goroutine is its
 		// only consumer.
 		c.drainRing(s.Cur.Load())
+		if s.handing.Load() != nil {
+			c.handoffSeen = true
+		}
 	}
 	if cutPartial {
 		if c.cur != nil && len(c.cur.items) > 0 {
@@ -316,6 +326,11 @@ func (c *collector[T]) push(b *pending[T]) {
 	// EnqueueAck's: their callers wait on them (ack.go).
 	if s := q.spill; s != nil && len(b.shards) == 0 && !b.replay && b.letter == 0 && len(b.acks) == 0 && !q.closing.Load() && q.gov.Level() == governor.LevelHard && s.spill(c, b) {
 		return
+	}
+	if _, ok := q.tier.(periodicTier[T]); ok {
+		if since := unwrittenSince(b, c.since); since != 0 {
+			q.registerUnwritten(b, since)
+		}
 	}
 	c.ready.push(b)
 }

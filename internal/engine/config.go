@@ -38,6 +38,11 @@ type Config[T any] struct {
 	// collector goroutine (central.go); 0: DefaultCollectors of
 	// GOMAXPROCS at New. The sync tier, which has no rings, has one.
 	Collectors int
+
+	// CheckpointStarted, a test hook the root package never sets, is
+	// called on the collector when a periodic checkpoint starts, with the
+	// start it takes, before it cuts anything; it may block the checkpoint.
+	CheckpointStarted func(start time.Time)
 }
 
 // MemoryConfig is the root package's MemoryConfig, filled in.

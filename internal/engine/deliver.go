@@ -232,6 +232,7 @@ func (q *Queue[T]) drop(b *pending[T], reason error, recycle bool) {
 // finish marks b done and, with recycle, recycles it. outcome is how it
 // ended for EnqueueAck's callers waiting on its items (nil: delivered).
 func (q *Queue[T]) finish(b *pending[T], recycle bool, outcome error) {
+	q.written(b) // delivered or given up on: no longer at risk
 	settleAcks(b, outcome)
 	q.hold(-b.bytes)
 	seq, sd, n, replay, keyed, letter := b.seq, b.spill, len(b.items), b.replay, len(b.shards) > 0, b.letter
@@ -298,7 +299,7 @@ func (q *Queue[T]) putBatch(b *pending[T]) {
 	clear(b.acks) // finish told them
 	b.acks = b.acks[:0]
 	b.bytes, b.seq, b.shards, b.spans, b.spill, b.replay = 0, 0, b.shards[:0], b.spans[:0], nil, false
-	b.keys, b.letter = b.keys[:0], 0
+	b.keys, b.letter, b.since = b.keys[:0], 0, 0
 	select {
 	case q.free <- b:
 	default:

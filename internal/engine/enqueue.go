@@ -64,8 +64,10 @@ func (q *Queue[T]) HandOff(s *ProcSlot[T]) HandOffResult {
 	// another core: ask for those lines now, all at once, so that the
 	// pushes do not wait for them one by one (see ring.SPSC.Prefetch).
 	r.Prefetch(q.watermark())
+	s.handing.Store(full) // between the two stores the ring is in neither place
 	s.Cur.Store(r)
 	s.central.full.Push(full)
+	s.handing.Store(nil)
 	return handedOff | HandOffResult(s.central.index)<<8
 }
 

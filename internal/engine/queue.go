@@ -87,9 +87,11 @@ type Queue[T any] struct {
 	// log (nil for the memory tier) and spill its spilling (nil unless
 	// the tier has a log and the Policy is Spill): capabilities asked for
 	// by their presence.
-	tier  tier[T]
-	wal   *walTier[T]
-	spill *spiller[T]
+	tier tier[T]
+	wal  *walTier[T]
+	// durable is the periodic tier's DurableThrough (durable.go).
+	durable durableMark
+	spill   *spiller[T]
 	// inbox carries items made durable by their call to the collector.
 	inbox durableInbox[T]
 	// acks carries EnqueueAck's AckDelivered items to the collector (ack.go).
@@ -217,7 +219,11 @@ type ProcSlot[T any] struct {
 	// (the same for the slot's life). Set before Cur is first stored, and
 	// never written after, so whoever loaded a non-nil Cur reads it safely.
 	central *central[T]
-	_       [cacheLine - 24]byte
+	// handing is the ring HandOff is moving from Cur to the shard's stack,
+	// nil outside it: a checkpoint that sees it cannot tell whether it
+	// found that ring's items (durable.go).
+	handing atomic.Pointer[ring.SPSC[T]]
+	_       [cacheLine - 32]byte
 }
 
 // pending is a unit of delivery: the items of one Send call.
@@ -232,6 +238,7 @@ type pending[T any] struct {
 	keys   []uint64         // with parking (park.go): the key of each item of a keyed batch
 	letter uint64           // with parking: the dead letter it delivers again (released)
 	acks   []*ackGroup      // EnqueueAck: the groups whose items it holds, told when it is finished (ack.go)
+	since  int64            // periodic tier: registered as not written yet, its items accepted at since or later (durable.go)
 	send   func(context.Context) error
 }
 
@@ -245,6 +252,7 @@ const (
 
 type request struct {
 	kind requestKind
+	at   int64 // reqCheckpoint: the checkpoint's start, unix nanoseconds
 	ctx  context.Context
 	done chan error
 	// spilled (Flush only) is released once every batch spilled before
@@ -329,6 +337,7 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		done:        make(chan struct{}),
 		sendersDone: make(chan struct{}),
 		stopDone:    make(chan struct{}),
+		durable:     durableMark{origin: nowNanos()},
 		stallCh:     make(chan struct{}),
 		replayCh:    make(chan *pending[T]),
 		replayAck:   make(chan struct{}, 1),

@@ -18,6 +18,7 @@ type Stats struct {
 	Level               governor.Level
 	BatchSize, WALBytes uint64
 	Backlog             Backlog
+	DurableThrough      time.Time
 }
 
 // Backlog is the root package's Backlog.
@@ -77,6 +78,7 @@ func (q *Queue[T]) Stats() Stats {
 	if b := q.bytesHeld.Load() - credit; b > 0 {
 		s.BytesHeld = uint64(b)
 	}
+	s.DurableThrough = q.durableThrough()
 	s.Backlog = Backlog{Items: s.Buffered, Bytes: s.BytesHeld + s.WALBytes, Oldest: oldest, Replaying: q.replaying.Load()}
 	if s.Backlog.Replaying && q.backlogAtOpen > s.Replayed {
 		s.Backlog.Items += q.backlogAtOpen - s.Replayed

@@ -490,6 +490,7 @@ func (t periodicTier[T]) persist(b *pending[T], rw *recordWriter) {
 	q := t.q
 	err := t.writeBatch(b, rw)
 	if err == nil {
+		q.written(b)
 		if q.walFull.Load() != nil {
 			q.walFull.Store(nil)
 		}
@@ -539,22 +540,48 @@ func (t periodicTier[T]) checkpointEvery() time.Duration { return t.every }
 // checkpoint: what the rings hold is cut into batches, the batches no
 // sender has written yet are written here, what the keyed shards hold is
 // written where it is, and then every record so far is made durable. A full
-// WAL is tried again here (persist).
+// WAL is tried again here (persist). Then Stats.DurableThrough moves to the
+// checkpoint's start, or to the oldest batch a sender has not written yet
+// (durable.go); the start is taken before anything is cut, so that every
+// item accepted before it is in what the checkpoint finds.
 func (t periodicTier[T]) checkpoint(c *collector[T]) {
 	q := t.q
+	now := time.Now()
+	start := now.UnixNano()
+	if f := q.cfg.CheckpointStarted; f != nil {
+		f(now)
+	}
+	failures := q.walErrors.Load()
 	q.walFull.Store(nil)
-	c.drain(true)
+	complete := c.checkpointDrain()
 	c.writeReady()
-	c.shardRequest(reqCheckpoint) // the other central shards do the same
+	c.since = start
+	// The other central shards do the same; one that cannot vouch for its
+	// rings answers errRingsUncertain.
+	if err := c.shardCheckpoint(start); err != nil {
+		complete = false
+	}
 	for i := range q.keyed.shards {
 		s := &q.keyed.shards[i]
 		s.mu.Lock()
 		t.persistShard(c, s)
+		for _, sp := range s.spans {
+			if sp.id == 0 { // items whose write failed, held here
+				complete = false
+			}
+		}
 		s.mu.Unlock()
 	}
-	if err := t.log.Sync(); err != nil && !errors.Is(err, wal.ErrClosed) {
+	// Taken before the fsync: a batch written after this is not covered,
+	// one written before it is.
+	through := q.durable.bound(start)
+	err := t.log.Sync()
+	if err != nil && !errors.Is(err, wal.ErrClosed) {
 		q.walErrors.Add(1)
 		q.logger.Warn("vinequeue: wal sync failed", "err", walErr(err))
+	}
+	if err == nil && complete && q.walErrors.Load() == failures {
+		q.durable.advance(through)
 	}
 }
 

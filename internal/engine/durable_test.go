@@ -1,0 +1,102 @@
+package engine
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// TestDurableThroughIsCheckpointStart: DurableThrough is the start of the
+// last checkpoint, taken before it cuts anything. An item accepted after a
+// checkpoint started is not claimed by it, though that checkpoint writes it
+// (it drains the rings later); the next checkpoint claims it, and by then
+// it is in the WAL.
+func TestDurableThroughIsCheckpointStart(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	starts := make(chan time.Time, 16)
+	release := make(chan struct{})
+	sent := make(chan struct{})
+	cfg := testConfig(func(context.Context, [][]byte) error { <-sent; return nil })
+	cfg.Collectors = 1
+	cfg.FlushInterval = time.Hour // no batch is cut but by a checkpoint
+	cfg.WAL = WALConfig{Dir: t.TempDir(), Mode: Periodic, SegmentSize: 1 << 20, SyncInterval: 5 * time.Millisecond}
+	cfg.Codec = bytesCodec{}
+	cfg.CheckpointStarted = func(start time.Time) {
+		select { // one at a time while release is open; after, none waits
+		case starts <- start:
+		default:
+		}
+		<-release
+	}
+	q, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		close(release)
+		close(sent)
+		if err := q.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if d := q.Stats().DurableThrough; !d.IsZero() {
+		t.Fatalf("DurableThrough %v before any checkpoint, want zero", d)
+	}
+	first := <-starts // the checkpoint waits here, its start taken
+	if err := q.EnqueueSlow([]byte("after the start")); err != nil {
+		t.Fatal(err)
+	}
+	accepted := time.Now()
+	release <- struct{}{}
+	second := <-starts // the first checkpoint has finished
+	if d := q.Stats().DurableThrough; !d.Equal(first) {
+		t.Fatalf("DurableThrough %v after the first checkpoint, want its start %v", d, first)
+	}
+	if d := q.Stats().DurableThrough; !d.Before(accepted) {
+		t.Fatalf("DurableThrough %v claims the item accepted at %v, after the checkpoint's start", d, accepted)
+	}
+	release <- struct{}{}
+	<-starts // the second has finished
+	d := q.Stats().DurableThrough
+	if !d.Equal(second) || !d.After(accepted) {
+		t.Fatalf("DurableThrough %v after the second checkpoint, want its start %v, after the item (%v)", d, second, accepted)
+	}
+	if n := q.wal.log.Stats().ItemsPending; n != 1 {
+		t.Fatalf("%d items pending in the WAL, want the one claimed", n)
+	}
+}
+
+// TestDurableThroughHeldByUnwrittenBatch: a batch handed on and not yet
+// written holds the mark at the start of the checkpoint before it was cut,
+// and no longer once written.
+func TestDurableThroughHeldByUnwrittenBatch(t *testing.T) {
+	var q Queue[int]
+	var b pending[int]
+	if got := q.durable.bound(100); got != 100 {
+		t.Fatalf("bound %d with nothing unwritten, want the start 100", got)
+	}
+	q.registerUnwritten(&b, unwrittenSince(&b, 40))
+	if got := q.durable.bound(100); got != 40 {
+		t.Fatalf("bound %d with a batch cut after the checkpoint at 40 unwritten, want 40", got)
+	}
+	q.written(&b)
+	q.written(&b) // once only
+	if got := q.durable.bound(100); got != 100 {
+		t.Fatalf("bound %d after the write, want 100", got)
+	}
+	b.spans = []span{{id: 3, n: 1}, {id: 0, n: 2}} // a write failed
+	if s := unwrittenSince(&b, 40); s != sinceUnknown {
+		t.Fatalf("since %d for a batch with items not on disk, want sinceUnknown", s)
+	}
+	b.spans = b.spans[:1]
+	if s := unwrittenSince(&b, 40); s != 0 {
+		t.Fatalf("since %d for a batch on disk, want 0 (not registered)", s)
+	}
+	q.durable.advance(90)
+	q.durable.advance(40) // never back
+	if got := q.durable.through.Load(); got != 90 {
+		t.Fatalf("mark %d, want 90", got)
+	}
+}
