@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -65,12 +64,21 @@ func TestDurableThroughSnapshotMixed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("stress")
 	}
-	for _, maxBytes := range []int64{0, 2 << 20} {
-		t.Run(fmt.Sprint("MaxBytes=", maxBytes), func(t *testing.T) { durableSnapshotMixed(t, maxBytes) })
+	for _, c := range []struct {
+		name          string
+		maxBytes, mem int64
+		policy        Policy
+	}{
+		{"plain", 0, 0, PolicyDefault},
+		{"wal-full", 2 << 20, 0, PolicyDefault},
+		{"hard-spill", 0, 256 << 10, Spill}, // rings held full, batches spilled
+		{"hard-reject", 0, 256 << 10, Reject},
+	} {
+		t.Run(c.name, func(t *testing.T) { durableSnapshotMixed(t, c.maxBytes, MemoryConfig{Limit: c.mem, Policy: c.policy}) })
 	}
 }
 
-func durableSnapshotMixed(t *testing.T, maxBytes int64) {
+func durableSnapshotMixed(t *testing.T, maxBytes int64, mem MemoryConfig) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	dir := t.TempDir()
 	var dmu sync.Mutex
@@ -98,6 +106,7 @@ func durableSnapshotMixed(t *testing.T, maxBytes int64) {
 		Workers:       2,
 		Collectors:    3,
 		RingSize:      64,
+		Memory:        mem,
 		WAL:           WALConfig{Dir: dir, Mode: Periodic, SyncInterval: 3 * time.Millisecond, SegmentSize: 64 << 10, MaxBytes: maxBytes},
 	})
 	if err != nil {
@@ -194,7 +203,7 @@ func durableSnapshotMixed(t *testing.T, maxBytes int64) {
 	if err := q.Stop(ctx); err != nil {
 		t.Log("stop:", err)
 	}
-	if d.IsZero() && maxBytes == 0 {
+	if d.IsZero() && maxBytes == 0 && mem.Limit == 0 {
 		t.Fatal("DurableThrough never moved") // with a full WAL it may not
 	}
 	// Replay the snapshot.
@@ -232,5 +241,5 @@ func durableSnapshotMixed(t *testing.T, maxBytes int64) {
 			}
 		}
 	}
-	t.Logf("accepted %d, covered by D and undelivered %d, lost %d, rejected %d", len(accepted), covered, lost, q.Stats().Rejected)
+	t.Logf("accepted %d, covered by D and undelivered %d, lost %d, rejected %d, spilled %d", len(accepted), covered, lost, q.Stats().Rejected, q.Stats().Spilled)
 }
