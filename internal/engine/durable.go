@@ -122,6 +122,11 @@ func (d *durableMark) bound(start int64) int64 {
 // advance moves the mark to at if that is later (a checkpoint bound can be
 // older than the mark: a batch registered long ago is still unwritten).
 func (d *durableMark) advance(at int64) {
+	if at <= sinceUnknown {
+		// Held by a batch of unknown acceptance: nothing to claim (and
+		// the mark, still zero, would otherwise read as 1970).
+		return
+	}
 	for {
 		old := d.through.Load()
 		if at <= old || d.through.CompareAndSwap(old, at) {

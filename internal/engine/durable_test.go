@@ -133,3 +133,21 @@ func TestDurableThroughMonotonic(t *testing.T) {
 		t.Fatalf("DurableThrough %v has no monotonic clock reading", d)
 	}
 }
+
+// TestDurableMarkUnknownClaimsNothing: a checkpoint held back by a batch of
+// unknown acceptance (sinceUnknown) leaves a mark that never moved at zero,
+// rather than at an instant of 1970.
+func TestDurableMarkUnknownClaimsNothing(t *testing.T) {
+	d := newDurableMark()
+	d.unwritten = map[int64]int{sinceUnknown: 1}
+	d.advance(d.bound(d.nanos(time.Now())))
+	if ns := d.through.Load(); ns != 0 {
+		t.Fatalf("mark %v (%d ns) while a batch of unknown acceptance is unwritten, want zero", d.at(ns), ns)
+	}
+	d.unwritten = nil
+	now := d.nanos(time.Now())
+	d.advance(d.bound(now))
+	if ns := d.through.Load(); ns != now {
+		t.Fatalf("mark %d, want %d once nothing holds it", ns, now)
+	}
+}
