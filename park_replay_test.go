@@ -26,6 +26,9 @@ import (
 // value is the WAL directory.
 const keyedStuckEnv = "VINEQUEUE_PARK_KEYED_CHILD"
 
+// keyedStuckEncEnv, set, has that child encrypt its WAL.
+const keyedStuckEncEnv = "VINEQUEUE_PARK_KEYED_CHILD_ENCRYPTED"
+
 // stuckKey's first item hangs the only sender until its ctx ends, so
 // that the items enqueued after it stay in the main log.
 const stuckKey = 9
@@ -182,17 +185,31 @@ func TestParkKeysKeyedReplayStopOutOfTime(t *testing.T) {
 // 1's later items in the main log (Sync: durable when EnqueueKey returned)
 // and is SIGKILLed; the next New parks them.
 func TestParkKeysKeyedReplaySIGKILL(t *testing.T) {
+	var encKey []byte
+	if os.Getenv(keyedStuckEncEnv) != "" {
+		encKey = bytes.Repeat([]byte{0x42}, 32)
+	}
 	if dir := os.Getenv(keyedStuckEnv); dir != "" {
-		parkStuck(t, dir, Sync, nil)
+		parkStuck(t, dir, Sync, encKey)
 		if err := os.WriteFile(filepath.Join(dir, "ready"), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		select {} // until SIGKILL
 	}
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	t.Run("clear", func(t *testing.T) { parkKeyedSIGKILL(t, nil) })
+	t.Run("encrypted", func(t *testing.T) { parkKeyedSIGKILL(t, bytes.Repeat([]byte{0x42}, 32)) })
+}
+
+// parkKeyedSIGKILL runs TestParkKeysKeyedReplaySIGKILL's child (with
+// encKey when not nil), kills it and checks the restart.
+func parkKeyedSIGKILL(t *testing.T, encKey []byte) {
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestParkKeysKeyedReplaySIGKILL$")
 	cmd.Env = append(os.Environ(), keyedStuckEnv+"="+dir)
+	if encKey != nil {
+		cmd.Env = append(cmd.Env, keyedStuckEncEnv+"=1")
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -228,7 +245,11 @@ func TestParkKeysKeyedReplaySIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The child's dead letter: the failed one of key 1.
-	ds, err := wal.ListDeadLetters(dir)
+	var keys [][]byte
+	if encKey != nil {
+		keys = append(keys, encKey)
+	}
+	ds, err := wal.ListDeadLetters(dir, keys...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +262,10 @@ func TestParkKeysKeyedReplaySIGKILL(t *testing.T) {
 	if d.ID == 0 || d.Items != 1 {
 		t.Fatalf("dead letters after the kill: %+v; want key 1's failed one", ds)
 	}
-	checkParkedAfterRestart(t, dir, Sync, nil, d)
+	checkParkedAfterRestart(t, dir, Sync, encKey, d)
+	if encKey != nil {
+		noPlaintextKeyed(t, dir)
+	}
 }
 
 // noPlaintextKeyed: no file under dir holds a keyed item in the clear.

@@ -60,6 +60,10 @@ type Stats struct {
 	// and fsync take. It does not advance while a write fails or while the
 	// memory governor holds rings full at the hard level. Without a WAL,
 	// and with WALModeOverflow, it is zero: nothing is promised.
+	//
+	// It carries a monotonic clock reading (measured from New on that
+	// clock), so comparing it with time.Now() or time.Since is not fooled
+	// by a wall-clock step; its wall-clock value is New's plus that.
 	DurableThrough time.Time
 }
 

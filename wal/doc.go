@@ -90,7 +90,8 @@
 //     msync(MS_SYNC) for the whole mapping, and it stays valid after the
 //     segment is unmapped. New and removed files are followed by an fsync of
 //     the directory. A failed fdatasync breaks the Log for good (the kernel
-//     may already have dropped the pages): every later append returns it.
+//     may already have dropped the pages): every later append returns it,
+//     and so does every later Sync, which could not vouch for those pages.
 //   - A record is acknowledged when all its items are done (AckRange) or
 //     whole (Ack). Only unacknowledged records are replayed, each with the
 //     items already done named, so the caller skips them; a segment whose

@@ -31,13 +31,16 @@ type Log struct {
 	closed   bool
 	isClosed atomic.Bool // closed, readable without mu
 	broken   error       // a failed write or sync; every later append fails with it
-	segs     []*segment  // live segments in id order; the active one last
-	active   *segment    // mapped read-write; nil until the first append after Open or a roll
-	unsynced []*segment  // retired segments with possibly undurable data; their fds are still open
-	spare    *os.File    // the next segment, ready (see prepLoop); counted in bytes
-	prepKick chan struct{}
-	nextID   uint64
-	bytes    int64 // sum of live segment file sizes (for MaxBytes)
+	// syncFailed is a failed fdatasync: from then on no sync round
+	// succeeds (syncRound), as one could not vouch for what it missed.
+	syncFailed error
+	segs       []*segment // live segments in id order; the active one last
+	active     *segment   // mapped read-write; nil until the first append after Open or a roll
+	unsynced   []*segment // retired segments with possibly undurable data; their fds are still open
+	spare      *os.File   // the next segment, ready (see prepLoop); counted in bytes
+	prepKick   chan struct{}
+	nextID     uint64
+	bytes      int64 // sum of live segment file sizes (for MaxBytes)
 
 	// The one group commit; synced is its progress: every id <= synced is
 	// durable. Only the committer (and Close, after it exited) syncs.
@@ -524,6 +527,15 @@ func (l *Log) prepareSpare(size int64) (*os.File, error) {
 // syncRound runs one fdatasync round for the committer and advances
 // synced.
 func (l *Log) syncRound() error {
+	l.mu.Lock()
+	failed := l.syncFailed
+	l.mu.Unlock()
+	if failed != nil {
+		// The pages a failed fdatasync did not write may be gone and
+		// marked clean: a later fdatasync succeeds without them, so no
+		// sync round can vouch for the records written before it.
+		return failed
+	}
 	target, err := l.syncNow()
 	if err != nil {
 		return err
@@ -570,6 +582,9 @@ func (l *Log) syncNow() (uint64, error) {
 		l.mu.Lock()
 		if l.broken == nil {
 			l.broken = firstErr
+		}
+		if l.syncFailed == nil {
+			l.syncFailed = firstErr
 		}
 		l.mu.Unlock()
 		l.log.Error("wal sync failed; the log refuses further appends", "err", firstErr)

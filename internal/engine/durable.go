@@ -26,9 +26,17 @@ import (
 // a keyed shard holds items whose write failed, a collector left rings full
 // at the hard level) does not advance the mark: the mark only ever moves to
 // an instant every item before which is known to be durable.
+//
+// Instants are kept as nanoseconds on a clock that reads like Unix time but
+// advances with the monotonic clock from New's time (epoch): a wall-clock
+// step (NTP, an operator) would otherwise let a checkpoint start stamped
+// ahead of the clock claim items accepted after the clock went back, and
+// the mark is handed out with epoch's monotonic reading, so a caller's
+// time.Now() compares with it on that clock too.
 type durableMark struct {
-	through atomic.Int64 // unix nanoseconds; 0: nothing claimed yet
-	origin  int64        // New's time: no item is older (the collectors' first since)
+	through atomic.Int64 // nanos; 0: nothing claimed yet
+	epoch   time.Time    // New's time, with its monotonic reading
+	origin  int64        // epoch's nanos: no item is older (the collectors' first since)
 	mu      sync.Mutex
 	// unwritten counts the batches handed on and not written yet, by since.
 	// Few keys: one per checkpoint whose batches are still being written.
@@ -114,6 +122,11 @@ func (d *durableMark) bound(start int64) int64 {
 // advance moves the mark to at if that is later (a checkpoint bound can be
 // older than the mark: a batch registered long ago is still unwritten).
 func (d *durableMark) advance(at int64) {
+	if at <= sinceUnknown {
+		// Held by a batch of unknown acceptance: nothing to claim (and
+		// the mark, still zero, would otherwise read as 1970).
+		return
+	}
 	for {
 		old := d.through.Load()
 		if at <= old || d.through.CompareAndSwap(old, at) {
@@ -122,7 +135,17 @@ func (d *durableMark) advance(at int64) {
 	}
 }
 
-func nowNanos() int64 { return time.Now().UnixNano() }
+// newDurableMark starts the mark's clock now.
+func newDurableMark() durableMark {
+	now := time.Now()
+	return durableMark{epoch: now, origin: now.UnixNano()}
+}
+
+// nanos is t on the mark's clock (t with a monotonic reading: time.Now()).
+func (d *durableMark) nanos(t time.Time) int64 { return d.origin + int64(t.Sub(d.epoch)) }
+
+// at is the instant ns on the mark's clock, with a monotonic reading.
+func (d *durableMark) at(ns int64) time.Time { return d.epoch.Add(time.Duration(ns - d.origin)) }
 
 // durableThrough is Stats.DurableThrough for q's tier.
 func (q *Queue[T]) durableThrough() time.Time {
@@ -131,7 +154,7 @@ func (q *Queue[T]) durableThrough() time.Time {
 		return time.Now() // an accepted item is on disk when its call returns
 	case periodicTier[T]:
 		if ns := q.durable.through.Load(); ns != 0 {
-			return time.Unix(0, ns)
+			return q.durable.at(ns)
 		}
 	}
 	return time.Time{}

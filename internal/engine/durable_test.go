@@ -100,3 +100,54 @@ func TestDurableThroughHeldByUnwrittenBatch(t *testing.T) {
 		t.Fatalf("mark %d, want 90", got)
 	}
 }
+
+// TestDurableThroughMonotonic: the mark carries a monotonic clock reading,
+// so that comparing it with a caller's time.Now() is immune to wall-clock
+// steps. With wall-clock instants only, a clock stepped forward during a
+// checkpoint and back again would leave the mark ahead of the items
+// accepted after the step back, claiming them before they are written.
+func TestDurableThroughMonotonic(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	cfg := testConfig(func(context.Context, [][]byte) error { return nil })
+	cfg.WAL = WALConfig{Dir: t.TempDir(), Mode: Periodic, SegmentSize: 1 << 20, SyncInterval: time.Millisecond}
+	cfg.Codec = bytesCodec{}
+	q, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := q.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	d := q.Stats().DurableThrough
+	for d.IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatal("DurableThrough never moved")
+		}
+		time.Sleep(time.Millisecond) // polling a condition, with a deadline
+		d = q.Stats().DurableThrough
+	}
+	if d == d.Round(0) { // Round(0) strips the monotonic reading
+		t.Fatalf("DurableThrough %v has no monotonic clock reading", d)
+	}
+}
+
+// TestDurableMarkUnknownClaimsNothing: a checkpoint held back by a batch of
+// unknown acceptance (sinceUnknown) leaves a mark that never moved at zero,
+// rather than at an instant of 1970.
+func TestDurableMarkUnknownClaimsNothing(t *testing.T) {
+	d := newDurableMark()
+	d.unwritten = map[int64]int{sinceUnknown: 1}
+	d.advance(d.bound(d.nanos(time.Now())))
+	if ns := d.through.Load(); ns != 0 {
+		t.Fatalf("mark %v (%d ns) while a batch of unknown acceptance is unwritten, want zero", d.at(ns), ns)
+	}
+	d.unwritten = nil
+	now := d.nanos(time.Now())
+	d.advance(d.bound(now))
+	if ns := d.through.Load(); ns != now {
+		t.Fatalf("mark %d, want %d once nothing holds it", ns, now)
+	}
+}

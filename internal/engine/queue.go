@@ -337,7 +337,7 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		done:        make(chan struct{}),
 		sendersDone: make(chan struct{}),
 		stopDone:    make(chan struct{}),
-		durable:     durableMark{origin: nowNanos()},
+		durable:     newDurableMark(),
 		stallCh:     make(chan struct{}),
 		replayCh:    make(chan *pending[T]),
 		replayAck:   make(chan struct{}, 1),

@@ -547,7 +547,7 @@ func (t periodicTier[T]) checkpointEvery() time.Duration { return t.every }
 func (t periodicTier[T]) checkpoint(c *collector[T]) {
 	q := t.q
 	now := time.Now()
-	start := now.UnixNano()
+	start := q.durable.nanos(now)
 	if f := q.cfg.CheckpointStarted; f != nil {
 		f(now)
 	}
