@@ -134,7 +134,10 @@ func (f *corruptionFixture) lostFrom(k int) []int {
 
 // check asserts that exactly A's records but those at the indexes lostA,
 // and all of B, came back, and that the ones lost were counted as corrupt.
-func (f *corruptionFixture) check(t *testing.T, what string, got map[uint64][]byte, st Stats, lostA []int, withB bool) {
+// quarantined says whether recovery must have copied A aside: not when what
+// is left of a torn record reads as an unwritten slot (see the truncation
+// test).
+func (f *corruptionFixture) check(t *testing.T, what string, got map[uint64][]byte, st Stats, lostA []int, withB, quarantined bool) {
 	t.Helper()
 	want := map[uint64][]byte{}
 	for i, r := range f.recs {
@@ -158,7 +161,7 @@ func (f *corruptionFixture) check(t *testing.T, what string, got map[uint64][]by
 		lost += uint64(len(f.bIDs))
 	}
 	require.Equal(t, lost, st.Corrupt, what)
-	if len(lostA) > 0 && !strings.HasPrefix(what, "truncate at 0 ") {
+	if quarantined && len(lostA) > 0 && !strings.HasPrefix(what, "truncate at 0 ") {
 		require.Equal(t, uint64(1), st.Quarantined, what)
 	}
 }
@@ -221,7 +224,7 @@ func TestCorruptionBitFlipAtEveryOffset(t *testing.T) {
 			}
 			dir := filepath.Join(root, fmt.Sprint(withB, off))
 			got, st := f.recoverWith(t, what, dir, a, withB)
-			f.check(t, what, got, st, lostA, withB)
+			f.check(t, what, got, st, lostA, withB, true)
 			require.NoError(t, os.RemoveAll(dir))
 		}
 	}
@@ -243,7 +246,19 @@ func TestCorruptionTruncationAtEveryOffset(t *testing.T) {
 			}
 			dir := filepath.Join(root, fmt.Sprint(withB, off))
 			got, st := f.recoverWith(t, what, dir, f.files[f.a][:off], withB)
-			f.check(t, what, got, st, f.lostFrom(keptA), withB)
+			// A torn record whose written bytes are all zero (a cut inside
+			// its id word, which is masked by the segment's random salt and
+			// so has zero bytes by chance) reads as an unwritten slot: the
+			// segment ends there. Its loss is still counted (B's ids, or
+			// the ack log's written mark, say the records existed), but
+			// nothing marks the segment damaged, so it is not copied aside.
+			quarantined := true
+			if keptA < len(f.recs) {
+				if r := f.recs[keptA]; off > r.start && !slices.ContainsFunc(f.files[f.a][r.start:off], func(b byte) bool { return b != 0 }) {
+					quarantined = false
+				}
+			}
+			f.check(t, what, got, st, f.lostFrom(keptA), withB, quarantined)
 			require.NoError(t, os.RemoveAll(dir))
 		}
 	}
@@ -256,7 +271,7 @@ func TestCorruptSegmentIsQuarantined(t *testing.T) {
 	a := bytes.Clone(f.files[f.a])
 	a[f.recs[3].start+30] ^= 0x40
 	got, st := f.recoverWith(t, "flip in record 3", dir, a, true)
-	f.check(t, "flip in record 3", got, st, []int{3}, true)
+	f.check(t, "flip in record 3", got, st, []int{3}, true, true)
 	ents, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	var corrupt []string
