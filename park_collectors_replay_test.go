@@ -1,7 +1,6 @@
 package vinequeue
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -26,19 +25,7 @@ func TestParkKeysStopOutOfTimeCollectors(t *testing.T) {
 			cfg := parkConfig(dir, mode, s)
 			cfg.Collectors = 3
 			cfg.Workers = 1
-			cfg.Send = func(ctx context.Context, b [][]byte) error {
-				for _, v := range b {
-					if bytes.Equal(v, parkItem(stuckKey, 0)) {
-						select {
-						case inSend <- struct{}{}:
-						default:
-						}
-						<-ctx.Done()
-						return ctx.Err()
-					}
-				}
-				return s.send(ctx, b)
-			}
+			cfg.Send = hangingSend(s, inSend, holds(parkItem(stuckKey, 0)))
 			q, err := New(cfg)
 			if err != nil {
 				t.Fatal(err)

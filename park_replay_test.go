@@ -45,19 +45,7 @@ func parkStuck(t *testing.T, dir string, mode WALMode, encKey []byte) (q *Queue[
 	cfg := parkConfig(dir, mode, s)
 	cfg.WAL.EncryptionKey = encKey
 	cfg.Workers = 1
-	cfg.Send = func(ctx context.Context, b [][]byte) error {
-		for _, v := range b {
-			if bytes.Equal(v, parkItem(stuckKey, 0)) {
-				select {
-				case inSend <- struct{}{}:
-				default:
-				}
-				<-ctx.Done()
-				return ctx.Err()
-			}
-		}
-		return s.send(ctx, b)
-	}
+	cfg.Send = hangingSend(s, inSend, holds(parkItem(stuckKey, 0)))
 	q, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

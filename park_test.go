@@ -1,6 +1,7 @@
 package vinequeue
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -497,17 +498,7 @@ func TestParkKeysStopDuringRelease(t *testing.T) {
 	var hang atomic.Bool
 	inSend := make(chan struct{}, 1)
 	cfg := parkConfig(dir, Sync, s)
-	cfg.Send = func(ctx context.Context, b [][]byte) error {
-		if hang.Load() {
-			select {
-			case inSend <- struct{}{}:
-			default:
-			}
-			<-ctx.Done()
-			return ctx.Err()
-		}
-		return s.send(ctx, b)
-	}
+	cfg.Send = hangingSend(s, inSend, func([][]byte) bool { return hang.Load() })
 	q, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -553,5 +544,29 @@ func TestParkKeysStopDuringRelease(t *testing.T) {
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// hangingSend is s.send, except that a batch for which hang reports true
+// signals inSend (once, without blocking) and waits for its ctx to end: a
+// Send stuck on a batch until Stop gives up on it.
+func hangingSend(s *parkSink, inSend chan<- struct{}, hang func([][]byte) bool) SendFunc[[]byte] {
+	return func(ctx context.Context, b [][]byte) error {
+		if hang(b) {
+			select {
+			case inSend <- struct{}{}:
+			default:
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return s.send(ctx, b)
+	}
+}
+
+// holds reports whether b holds v.
+func holds(v []byte) func([][]byte) bool {
+	return func(b [][]byte) bool {
+		return slices.ContainsFunc(b, func(x []byte) bool { return bytes.Equal(x, v) })
 	}
 }
