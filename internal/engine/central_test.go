@@ -56,44 +56,14 @@ func TestFlushDrainsSecondaryShards(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	secondaryHolds := func() bool {
-		for _, s := range q.procs.Load().procs {
-			if s.central.index != 0 && s.Cur.Load().Len() > 0 {
-				return true
-			}
-		}
-		return false
-	}
-	var accepted atomic.Int64
-	deadline := time.Now().Add(10 * time.Second)
-	for !secondaryHolds() {
-		if time.Now().After(deadline) {
-			t.Skip("no item landed on a P of a secondary shard (the scheduler kept the producers elsewhere)")
-		}
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for range 20 {
-					if err := q.EnqueueSlow(1); err != nil {
-						t.Error(err)
-						return
-					}
-					accepted.Add(1)
-					runtime.Gosched()
-				}
-			}()
-		}
-		wg.Wait()
-	}
+	accepted := fillSecondary(t, q, 1, "no item landed on a P of a secondary shard (the scheduler kept the producers elsewhere)")
 	if got := delivered.Load(); got != 0 {
 		t.Fatalf("%d items delivered before Flush: the test cannot tell what Flush does", got)
 	}
 	if err := q.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := delivered.Load(), accepted.Load(); got != want {
+	if got, want := delivered.Load(), accepted; got != want {
 		t.Fatalf("Flush returned with %d of %d items delivered", got, want)
 	}
 }
@@ -121,6 +91,23 @@ func TestCheckpointCoversEveryShard(t *testing.T) {
 			t.Error(err)
 		}
 	}()
+	accepted := fillSecondary(t, q, []byte("x"), "no item seen on a P of a secondary shard before a checkpoint took it")
+	want := uint64(accepted)
+	deadline := time.Now().Add(10 * time.Second)
+	for q.wal.log.Stats().ItemsPending != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d items in the WAL after checkpoints: a shard's rings were not written", q.wal.log.Stats().ItemsPending, want)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, with a deadline
+	}
+}
+
+// fillSecondary enqueues v from 8 goroutines, 20 each, until a P of a
+// secondary central shard holds an item in its current ring, and returns
+// how many were accepted; it skips the test (with why) when the scheduler
+// keeps the producers off those Ps for 10 s.
+func fillSecondary[T any](t *testing.T, q *Queue[T], v T, why string) int64 {
+	t.Helper()
 	secondaryHolds := func() bool {
 		for _, s := range q.procs.Load().procs {
 			if s.central.index != 0 && s.Cur.Load().Len() > 0 {
@@ -133,7 +120,7 @@ func TestCheckpointCoversEveryShard(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for !secondaryHolds() {
 		if time.Now().After(deadline) {
-			t.Skip("no item seen on a P of a secondary shard before a checkpoint took it")
+			t.Skip(why)
 		}
 		var wg sync.WaitGroup
 		for range 8 {
@@ -141,7 +128,7 @@ func TestCheckpointCoversEveryShard(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for range 20 {
-					if err := q.EnqueueSlow([]byte("x")); err != nil {
+					if err := q.EnqueueSlow(v); err != nil {
 						t.Error(err)
 						return
 					}
@@ -152,12 +139,5 @@ func TestCheckpointCoversEveryShard(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	want := uint64(accepted.Load())
-	deadline = time.Now().Add(10 * time.Second)
-	for q.wal.log.Stats().ItemsPending != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d items in the WAL after checkpoints: a shard's rings were not written", q.wal.log.Stats().ItemsPending, want)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, with a deadline
-	}
+	return accepted.Load()
 }
