@@ -275,31 +275,13 @@ func (c *collector[T]) takeAckInbox() bool {
 	q := c.q
 	a := &c.ack
 	items, spans, g := q.acks.inbox.take(a.items[:0], a.spans[:0])
-	size := int(q.batchSize.Load())
-	rest, restSpans := items, spans
-	for len(rest) > 0 {
-		if a.acked == nil {
-			a.acked = q.getBatch()
-		}
-		b := a.acked
+	c.fill(&a.acked, items, spans, func(b *pending[T]) {
 		if k := len(b.acks); k == 0 || b.acks[k-1] != g {
 			g.refs.Add(1)
 			b.acks = append(b.acks, g)
 		}
-		// max: adaptive sizing may have shrunk size below what b holds
-		// (b is then cut with what it has).
-		n := min(max(size-len(b.items), 0), len(rest))
-		b.items = append(b.items, rest[:n]...)
-		if len(restSpans) > 0 {
-			b.spans = takeSpans(b.spans, &restSpans, n)
-		}
-		b.bytes += q.bytesOf(rest[:n])
-		rest = rest[n:]
-		if len(b.items) >= size {
-			c.cutAcked()
-		}
-	}
-	if b := a.acked; b != nil && len(b.items) >= size {
+	}, c.cutAcked)
+	if b := a.acked; b != nil && len(b.items) >= int(q.batchSize.Load()) {
 		c.cutAcked() // size shrank (adaptive sizing)
 	}
 	if g != nil {

@@ -269,28 +269,42 @@ func (c *collector[T]) writeReady() {
 // that has returned has its items in the inbox).
 // Their bytes were charged at admission: they are carried, not charged.
 func (c *collector[T]) takeInbox() {
-	q := c.q
-	items, spans := q.inbox.take(c.inItems[:0], c.inSpans[:0])
-	size := int(q.batchSize.Load())
-	rest, restSpans := items, spans
-	for len(rest) > 0 {
-		if c.durable == nil {
-			c.durable = q.getBatch()
-		}
-		b := c.durable
-		// max: adaptive sizing may have shrunk size below what b holds
-		// (a negative n would panic here; b is cut with what it has).
-		n := min(max(size-len(b.items), 0), len(rest))
-		b.items = append(b.items, rest[:n]...)
-		b.spans = takeSpans(b.spans, &restSpans, n)
-		b.bytes += q.bytesOf(rest[:n])
-		rest = rest[n:]
-		if len(b.items) >= size {
-			c.cutDurable()
-		}
-	}
+	items, spans := c.q.inbox.take(c.inItems[:0], c.inSpans[:0])
+	c.fill(&c.durable, items, spans, nil, c.cutDurable)
 	clear(items) // retention rule
 	c.inItems, c.inSpans = items[:0], spans[:0]
+}
+
+// fill is the one way an inbox's items become batches (the durable inbox,
+// the ack inbox): it moves items, named by spans when they are on disk,
+// into the batch *cur (getting one when there is none), and hands it on
+// with cut each time it holds BatchSize items. with, unless nil, is told of
+// each batch that receives items (the ack inbox lists its group there).
+// Their bytes were charged at admission: carried, not charged.
+func (c *collector[T]) fill(cur **pending[T], items []T, spans []span, with func(*pending[T]), cut func()) {
+	q := c.q
+	size := int(q.batchSize.Load())
+	for len(items) > 0 {
+		if *cur == nil {
+			*cur = q.getBatch()
+		}
+		b := *cur
+		if with != nil {
+			with(b)
+		}
+		// max: adaptive sizing may have shrunk size below what b holds
+		// (a negative n would panic here; b is cut with what it has).
+		n := min(max(size-len(b.items), 0), len(items))
+		b.items = append(b.items, items[:n]...)
+		if len(spans) > 0 {
+			b.spans = takeSpans(b.spans, &spans, n)
+		}
+		b.bytes += q.bytesOf(items[:n])
+		items = items[n:]
+		if len(b.items) >= size {
+			cut()
+		}
+	}
 }
 
 // cutDurable hands on the batch of durable items being filled (it is on
