@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"runtime/pprof"
@@ -74,8 +75,8 @@ const (
 
 // TestRealJobKfakeChild is the broker process: it serves kfake on
 // 127.0.0.1, prints its address, answers "count" on stdin with the number
-// of produce requests and of the records in them so far, and exits when
-// stdin closes. It only counts: every request goes on to kfake.
+// of produce requests and of the records in them so far and its own CPU
+// time (getrusage), and exits when stdin closes. It only counts: every request goes on to kfake.
 func TestRealJobKfakeChild(t *testing.T) {
 	if os.Getenv("VINEBENCH_KFAKE_CHILD") == "" {
 		t.Skip("only run as the real-job benchmark's broker process")
@@ -106,7 +107,7 @@ func TestRealJobKfakeChild(t *testing.T) {
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		if sc.Text() == "count" {
-			fmt.Printf("COUNT %d %d %d\n", produces.Load(), records.Load(), unknown.Load())
+			fmt.Printf("COUNT %d %d %d %d\n", produces.Load(), records.Load(), unknown.Load(), int64(cpuTime()))
 		}
 	}
 }
@@ -176,8 +177,9 @@ func (b *broker) line(t *testing.T, prefix string) string {
 
 // brokerCounts is what the broker process counted so far.
 type brokerCounts struct {
-	requests, records int64 // produce requests, and the records in them
-	uncounted         int64 // partition payloads that were not v2 record batches
+	requests, records int64         // produce requests, and the records in them
+	uncounted         int64         // partition payloads that were not v2 record batches
+	cpu               time.Duration // the broker process's CPU time (user and system)
 }
 
 func (b *broker) counts(t *testing.T) brokerCounts {
@@ -185,7 +187,7 @@ func (b *broker) counts(t *testing.T) brokerCounts {
 		t.Fatal(err)
 	}
 	var c brokerCounts
-	if _, err := fmt.Sscanf(b.line(t, "COUNT "), "COUNT %d %d %d", &c.requests, &c.records, &c.uncounted); err != nil {
+	if _, err := fmt.Sscanf(b.line(t, "COUNT "), "COUNT %d %d %d %d", &c.requests, &c.records, &c.uncounted, &c.cpu); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -246,7 +248,9 @@ const realJobProfileHz = 2000
 // goroutine, allocation and GC assists included) and the rest (the
 // client's or the queue's goroutines, GC workers, the runtime). Goroutines
 // a call starts have their own stacks, so their work is not the caller's.
-func startCallerProfile(t *testing.T) (stop func() (share float64, samples int)) {
+//
+// If save is not empty, stop also writes the profile to that file.
+func startCallerProfile(t *testing.T, save string) (stop func() (share float64, samples int)) {
 	var buf bytes.Buffer
 	// StartCPUProfile sets 100 Hz unless a rate is set first; it then
 	// prints "cannot set cpu profile rate" to stderr and keeps this one.
@@ -256,6 +260,11 @@ func startCallerProfile(t *testing.T) (stop func() (share float64, samples int))
 	}
 	return func() (float64, int) {
 		pprof.StopCPUProfile()
+		if save != "" {
+			if err := os.WriteFile(save, buf.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 		prof, err := profile.Parse(&buf)
 		if err != nil {
 			t.Fatal(err)
@@ -329,7 +338,11 @@ func runRealJob(t *testing.T, c realJobContender, load realJobLoad, producers, e
 		}()
 	}
 	ready.Wait()
-	stopProfile := startCallerProfile(t)
+	save := ""
+	if dir := os.Getenv("VINEBENCH_REALJOB_PROFILE"); dir != "" {
+		save = filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", c.name, producers))
+	}
+	stopProfile := startCallerProfile(t, save)
 	cpu0, t0 := cpuTime(), time.Now()
 	close(startGun)
 	done.Wait()
@@ -345,6 +358,7 @@ func runRealJob(t *testing.T, c realJobContender, load realJobLoad, producers, e
 	counts.requests -= counts0.requests
 	counts.records -= counts0.records
 	counts.uncounted -= counts0.uncounted
+	counts.cpu -= counts0.cpu
 	if counts.uncounted > 0 {
 		t.Errorf("%s: %d partition payloads were not v2 record batches: records per request undercounted", c.name, counts.uncounted)
 	}
@@ -492,8 +506,8 @@ func TestRealJob(t *testing.T) {
 	}
 	load := newRealJobLoad()
 	var table strings.Builder
-	fmt.Fprintf(&table, "\n%-22s %5s %8s %9s %8s %9s %8s %8s %9s %9s   %s\n",
-		"contender", "prod", "events", "events/s", "cpu/ev", "caller/ev", "req/1kev", "rec/req", "p50 call", "p99 call", "vs franz-go: events/s, cpu/ev, caller/ev")
+	fmt.Fprintf(&table, "\n%-22s %5s %8s %9s %8s %9s %8s %8s %8s %9s %9s   %s\n",
+		"contender", "prod", "events", "events/s", "cpu/ev", "caller/ev", "brk/ev", "req/1kev", "rec/req", "p50 call", "p99 call", "vs franz-go: events/s, cpu/ev, caller/ev")
 	for _, producers := range producerCounts {
 		var base realJobResult
 		for i, c := range contenders {
@@ -503,9 +517,9 @@ func TestRealJob(t *testing.T) {
 			}
 			rate := float64(r.events) / r.elapsed.Seconds()
 			perEvent := func(d time.Duration, n int) float64 { return float64(d) / float64(n) }
-			fmt.Fprintf(&table, "%-22s %5d %8d %9.0f %8s %9s %8.3f %8.0f %9s %9s   %.2fx %.2fx %.2fx  (%d samples)\n",
+			fmt.Fprintf(&table, "%-22s %5d %8d %9.0f %8s %9s %8s %8.3f %8.0f %9s %9s   %.2fx %.2fx %.2fx  (%d samples)\n",
 				c.name, producers, r.events, rate,
-				fmtDur(r.cpu/time.Duration(r.events)), fmtDur(r.callerCPU/time.Duration(r.events)),
+				fmtDur(r.cpu/time.Duration(r.events)), fmtDur(r.callerCPU/time.Duration(r.events)), fmtDur(r.broker.cpu/time.Duration(r.events)),
 				1000*float64(r.broker.requests)/float64(r.events), float64(r.broker.records)/float64(max(r.broker.requests, 1)),
 				fmtDur(r.p50), fmtDur(r.p99),
 				rate/(float64(base.events)/base.elapsed.Seconds()),

@@ -26,7 +26,9 @@ var ErrFatal = errors.New("kafka: fatal produce error")
 func IsFatal(err error) bool { return errors.Is(err, ErrFatal) }
 
 // Record is one Kafka record. Key picks the partition (murmur2, as Kafka's
-// Java client does); a nil Key spreads records over partitions.
+// Java client does); a nil Key spreads records over partitions. Its Kafka
+// timestamp is the time the send handed its batch to the client, to the
+// millisecond (the same for every record of a batch).
 type Record struct {
 	Key     []byte
 	Value   []byte
@@ -232,6 +234,11 @@ func produce[T any](p *Producer, ctx context.Context, batch []T, encode func(T) 
 	for start := 0; start < len(batch); start += p.chunk {
 		part := batch[start:min(start+p.chunk, len(batch))]
 		c := p.getCall(len(part))
+		// One clock read per chunk rather than one per record (the
+		// client stamps a record without a timestamp with time.Now, a
+		// tenth of a send's CPU on some machines), truncated to the
+		// millisecond as the client does.
+		now := time.Now().Truncate(time.Millisecond)
 		for i, v := range part {
 			r, err := encode(v)
 			if err != nil {
@@ -241,6 +248,7 @@ func produce[T any](p *Producer, ctx context.Context, batch []T, encode func(T) 
 			kr := &c.recs[i]
 			kr.Topic = p.topic
 			kr.Key, kr.Value, kr.Headers = r.Key, r.Value, r.Headers
+			kr.Timestamp = now
 		}
 		res, finished := p.produceChunk(ctx, c)
 		if finished {
@@ -270,10 +278,15 @@ type call struct {
 	release func(int)                // returns room to the Producer's slots
 	done    chan struct{}            // receives one token when the last promise ran
 
-	left atomic.Int64 // promises still to come
+	// The promises run on the client's goroutines, one per record, and
+	// nearly all of them succeed: a success costs two atomic adds, and
+	// only a failure takes mu. The send reads them once left is 0 (done
+	// orders that read after every promise), or at its context's end.
+	left  atomic.Int64 // promises still to come
+	acked atomic.Int64
 
-	mu  sync.Mutex // promises run on the client's goroutine, the send reads at its context's end
-	res chunkResult
+	mu  sync.Mutex
+	res chunkResult // failed, first and fatal; acked is filled in by result
 }
 
 type chunkResult struct {
@@ -282,10 +295,10 @@ type chunkResult struct {
 }
 
 func (c *call) onPromise(_ *kgo.Record, err error) {
-	c.mu.Lock()
 	if err == nil {
-		c.res.acked++
+		c.acked.Add(1)
 	} else {
+		c.mu.Lock()
 		c.res.failed++
 		if c.res.first == nil {
 			c.res.first = err
@@ -293,14 +306,25 @@ func (c *call) onPromise(_ *kgo.Record, err error) {
 		if c.res.fatal == nil && isFatal(err) {
 			c.res.fatal = err
 		}
+		c.mu.Unlock()
 	}
-	c.mu.Unlock()
 	if c.left.Add(-1) == 0 {
 		// The client is done with the records: their room is free even
 		// if the send stopped waiting long ago.
 		c.release(len(c.recs))
 		c.done <- struct{}{} // buffered, one token per use: never blocks
 	}
+}
+
+// result is what the promises reported so far. Promises still running may
+// be counted or not, but a record is never counted twice: acked + failed
+// stays at most the number of records.
+func (c *call) result() chunkResult {
+	c.mu.Lock()
+	res := c.res
+	c.mu.Unlock()
+	res.acked = int(c.acked.Load())
+	return res
 }
 
 // produceChunk hands c's records to the client and waits for their
@@ -327,17 +351,15 @@ func (p *Producer) produceChunk(ctx context.Context, c *call) (res chunkResult, 
 	}
 	select {
 	case <-c.done:
-		return c.res, true
+		return c.result(), true
 	case <-ctx.Done():
 	}
 	select {
 	case <-c.done: // all promises ran meanwhile: keep their answer
-		return c.res, true
+		return c.result(), true
 	default:
 	}
-	c.mu.Lock()
-	res = c.res
-	c.mu.Unlock()
+	res = c.result()
 	inFlight := n - res.acked - res.failed
 	res.failed = n - res.acked
 	if res.first == nil {
@@ -428,6 +450,7 @@ func (p *Producer) getCall(n int) *call {
 func (p *Producer) putCall(c *call) {
 	clear(c.recs)
 	c.res = chunkResult{}
+	c.acked.Store(0)
 	p.calls.Put(c)
 }
 

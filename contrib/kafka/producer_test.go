@@ -209,6 +209,31 @@ func TestRoundTripPerKeyOrder(t *testing.T) {
 	}
 }
 
+// TestRecordTimestampIsSendTime: the send stamps its records itself (one
+// clock read per batch); a consumer sees the time of the send, to the
+// millisecond, and never the zero time.
+func TestRecordTimestampIsSendTime(t *testing.T) {
+	c := newCluster(t)
+	p := newProducer(t, c, Config{})
+	before := time.Now().Truncate(time.Millisecond)
+	if failures := sendLikeQueue(t, p.SendRecords, workload(8, 10), 40); len(failures) > 0 {
+		t.Fatalf("sends failed on a healthy cluster: %v", failures)
+	}
+	after := time.Now()
+	recs := consumeAll(t, c)
+	if len(recs) != 80 {
+		t.Fatalf("consumed %d records, want 80", len(recs))
+	}
+	for _, r := range recs {
+		if r.Timestamp.Before(before) || r.Timestamp.After(after) {
+			t.Fatalf("record %q has timestamp %v, outside the sends' [%v, %v]", r.Value, r.Timestamp, before, after)
+		}
+		if r.Timestamp.Nanosecond()%int(time.Millisecond) != 0 {
+			t.Fatalf("record %q has timestamp %v, not whole milliseconds", r.Value, r.Timestamp)
+		}
+	}
+}
+
 // TestBrokerErrorRetriedInsideClient fails whole produce requests with a
 // retriable error, through a kfake control: franz-go retries them itself and
 // the sends succeed with nothing lost, duplicated or reordered.
