@@ -76,3 +76,49 @@ func TestSendWaitsForItsOwnRecordsOnly(t *testing.T) {
 		t.Fatalf("stuck send after the fault was removed: %v", err)
 	}
 }
+
+// TestCallCountsConcurrentPromises runs one call's promises from several
+// goroutines, as the client does for a send whose records span partitions,
+// a third of them failing, while the send reads the counts as at its
+// context's end: a reading never has acked + failed above the records, and
+// the last one has every record, once.
+func TestCallCountsConcurrentPromises(t *testing.T) {
+	const n, goroutines = 3000, 6
+	released := 0
+	c := &call{recs: make([]kgo.Record, n), done: make(chan struct{}, 1), release: func(k int) { released += k }}
+	c.promise = c.onPromise
+	c.left.Store(n)
+	boom := kerr.NotLeaderForPartition
+	start := make(chan struct{})
+	for g := range goroutines {
+		go func() {
+			<-start
+			for i := g; i < n; i += goroutines {
+				var err error
+				if i%3 == 0 {
+					err = boom
+				}
+				c.promise(&c.recs[i], err)
+			}
+		}()
+	}
+	close(start)
+	for finished := false; !finished; {
+		select {
+		case <-c.done:
+			finished = true
+		default:
+		}
+		res := c.result()
+		if res.acked < 0 || res.failed < 0 || res.acked+res.failed > n {
+			t.Fatalf("reading %+v: counts outside [0, %d]", res, n)
+		}
+	}
+	res := c.result()
+	if res.acked != 2*n/3 || res.failed != n/3 || res.first != boom || res.fatal != nil {
+		t.Fatalf("result %+v, want %d acked, %d failed, first %v, no fatal", res, 2*n/3, n/3, boom)
+	}
+	if released != n {
+		t.Fatalf("released %d records of room, want %d", released, n)
+	}
+}

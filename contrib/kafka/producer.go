@@ -279,14 +279,16 @@ type call struct {
 	done    chan struct{}            // receives one token when the last promise ran
 
 	// The promises run on the client's goroutines, one per record, and
-	// nearly all of them succeed: a success costs two atomic adds, and
-	// only a failure takes mu. The send reads them once left is 0 (done
-	// orders that read after every promise), or at its context's end.
-	left  atomic.Int64 // promises still to come
-	acked atomic.Int64
+	// nearly all of them succeed: a success costs one atomic add, and
+	// only a failure takes mu, under which it also counts itself out of
+	// left, so that a reader holding mu sees failed and left agree (the
+	// records acknowledged are the rest). The send reads them once left is
+	// 0 (done orders that read after every promise), or at its context's
+	// end.
+	left atomic.Int64 // promises still to come
 
 	mu  sync.Mutex
-	res chunkResult // failed, first and fatal; acked is filled in by result
+	res chunkResult // failed, first and fatal; acked is worked out by result
 }
 
 type chunkResult struct {
@@ -295,8 +297,9 @@ type chunkResult struct {
 }
 
 func (c *call) onPromise(_ *kgo.Record, err error) {
+	var left int64
 	if err == nil {
-		c.acked.Add(1)
+		left = c.left.Add(-1)
 	} else {
 		c.mu.Lock()
 		c.res.failed++
@@ -306,9 +309,10 @@ func (c *call) onPromise(_ *kgo.Record, err error) {
 		if c.res.fatal == nil && isFatal(err) {
 			c.res.fatal = err
 		}
+		left = c.left.Add(-1)
 		c.mu.Unlock()
 	}
-	if c.left.Add(-1) == 0 {
+	if left == 0 {
 		// The client is done with the records: their room is free even
 		// if the send stopped waiting long ago.
 		c.release(len(c.recs))
@@ -316,14 +320,14 @@ func (c *call) onPromise(_ *kgo.Record, err error) {
 	}
 }
 
-// result is what the promises reported so far. Promises still running may
-// be counted or not, but a record is never counted twice: acked + failed
-// stays at most the number of records.
+// result is what the promises reported so far. Successes still running
+// may be counted or not, but acked + failed never exceeds the records.
 func (c *call) result() chunkResult {
 	c.mu.Lock()
 	res := c.res
+	left := c.left.Load()
 	c.mu.Unlock()
-	res.acked = int(c.acked.Load())
+	res.acked = len(c.recs) - res.failed - int(left)
 	return res
 }
 
@@ -450,7 +454,6 @@ func (p *Producer) getCall(n int) *call {
 func (p *Producer) putCall(c *call) {
 	clear(c.recs)
 	c.res = chunkResult{}
-	c.acked.Store(0)
 	p.calls.Put(c)
 }
 
