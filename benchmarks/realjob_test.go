@@ -56,14 +56,17 @@ import (
 // over the run: the queue's and the client's goroutines, GC and runtime
 // included); caller CPU per event (that CPU times the share of CPU
 // profile samples taken inside realJobProducer, i.e. on the producer
-// goroutines); produce requests per 1000 events and records per produce
-// request, both counted by the broker; p50 and p99 of the producer call
-// (Produce, Enqueue, EnqueueKey, ...), sampled one call in 8.
+// goroutines); the broker process's CPU per event (its own getrusage: it
+// shares the cores, so this says whether it limits a run); produce
+// requests per 1000 events and records per produce request, both counted
+// by the broker; p50 and p99 of the producer call (Produce, Enqueue,
+// EnqueueKey, ...), sampled one call in 8.
 //
 // Run: VINEBENCH_REALJOB=1 go test -run '^TestRealJob$' -v -timeout 30m
 // (VINEBENCH_REALJOB_EVENTS, default 1000000; VINEBENCH_REALJOB_PRODUCERS,
 // default "32,256"; VINEBENCH_REALJOB_ONLY, a regexp on the contender
-// names; franz-go always runs, as every ratio's base).
+// names; franz-go always runs, as every ratio's base;
+// VINEBENCH_REALJOB_PROFILE, a directory for each cell's CPU profile).
 
 const (
 	realJobTopic      = "events"
