@@ -28,7 +28,8 @@ func IsFatal(err error) bool { return errors.Is(err, ErrFatal) }
 // Record is one Kafka record. Key picks the partition (murmur2, as Kafka's
 // Java client does); a nil Key spreads records over partitions. Its Kafka
 // timestamp is the time the send handed its batch to the client, to the
-// millisecond (the same for every record of a batch).
+// millisecond: one clock reading for the whole batch (for each chunk of
+// MaxBufferedRecords, in a batch larger than that).
 type Record struct {
 	Key     []byte
 	Value   []byte
