@@ -148,11 +148,11 @@ func attackChild(js string) {
 }
 
 type attackHistory struct {
-	acked      map[uint64]bool           // AckDurable returned nil
-	keyed      map[[2]uint64]int64       // (key, seq) → accepted at ns
-	durable    int64                     // last DurableThrough logged, per run (reset by caller)
-	delivered  map[string]bool           // every item delivered, any run
-	firstOrder map[uint64][]uint64       // per key, seqs in order of first delivery
+	acked      map[uint64]bool     // AckDurable returned nil
+	keyed      map[[2]uint64]int64 // (key, seq) → accepted at ns
+	durable    int64               // last DurableThrough logged, per run (reset by caller)
+	delivered  map[string]bool     // every item delivered, any run
+	firstOrder map[uint64][]uint64 // per key, seqs in order of first delivery
 	violations []string
 }
 

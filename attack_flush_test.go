@@ -48,8 +48,8 @@ func TestAttackFlushAfterGOMAXPROCSShrinks(t *testing.T) {
 	for _, collectors := range []int{1, 3} {
 		var delivered atomic.Int64
 		q, err := New(Config[uint64]{
-			Send:       func(_ context.Context, b []uint64) error { delivered.Add(int64(len(b))); return nil },
-			BatchSize:  1000, RingSize: 1024, Collectors: collectors,
+			Send:      func(_ context.Context, b []uint64) error { delivered.Add(int64(len(b))); return nil },
+			BatchSize: 1000, RingSize: 1024, Collectors: collectors,
 			FlushInterval: time.Hour,
 		})
 		if err != nil {
