@@ -3,6 +3,9 @@ package vinequeue
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -125,5 +128,76 @@ func TestAttackParkOfflineRequeueOfAParkedLetter(t *testing.T) {
 	flushT(t, q)
 	if got := s2.delivered(1); len(got) != 0 {
 		t.Fatalf("key 1 delivered %v while its item 0 is still dead-lettered (letter %d)", got, d.ID)
+	}
+}
+
+// TestAttackParkDamagedFailedLetter: key 1 is parked behind its failed
+// dead letter (item 0), items 1..9 parked behind it. While the queue is
+// stopped the failed letter's file is damaged (a flipped byte near its
+// end). The letter still exists (DeadLetters lists it, Damaged) and nobody
+// requeued or purged it, so key 1 must stay parked at the next New: its
+// later items must not be released as if the operator had released it.
+//
+// On main the next New's recovery moves the damaged letter aside
+// (dlq/<id>.wal.corrupt, Stats.Corrupt 0, DeadLetters empty), and key 1's
+// parked letters, now its oldest, read as released by an operator: items
+// 1..9 are delivered, and item 0 is gone.
+func TestAttackParkDamagedFailedLetter(t *testing.T) {
+	t.Skip("finding: a damaged failed dead letter of a parked key is quarantined at New (not listed Damaged, not counted in Corrupt), and the key's parked items are released as if the operator had requeued or purged it")
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	dir := t.TempDir()
+	s := newParkSink()
+	q, err := New(parkConfig(dir, Sync, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := parkPoisoned(t, q, s)
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "dlq", fmt.Sprintf("%020d.wal", d.ID))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-9] ^= 0xff
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.poisoned.Delete("1/0")
+	s2 := newParkSink()
+	q, err = New(parkConfig(dir, Sync, s2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	waitFor(t, "the replay", func() bool { st := q.Stats(); return !st.Backlog.Replaying })
+	flushT(t, q)
+	ds, err := q.DeadLetters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := false
+	for _, x := range ds {
+		if x.ID == d.ID && x.Damaged {
+			damaged = true
+		}
+	}
+	if !damaged {
+		st := q.Stats()
+		ents, _ := os.ReadDir(filepath.Join(dir, "dlq"))
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		all, _ := os.ReadDir(dir)
+		for _, e := range all {
+			names = append(names, "/"+e.Name())
+		}
+		t.Logf("key 1 delivered %v; Stats %+v; files %v", s2.delivered(1), st, names)
+		t.Fatalf("the failed letter %d is not listed damaged: %+v", d.ID, ds)
+	}
+	if got := s2.delivered(1); len(got) != 0 {
+		t.Fatalf("key 1 released (%v) while its failed letter %d still exists, damaged, neither requeued nor purged", got, d.ID)
 	}
 }
