@@ -150,10 +150,8 @@ func attackChild(js string) {
 type attackHistory struct {
 	acked      map[uint64]bool     // AckDurable returned nil
 	keyed      map[[2]uint64]int64 // (key, seq) → accepted at ns
-	durable    int64               // last DurableThrough logged, per run (reset by caller)
 	delivered  map[string]bool     // every item delivered, any run
 	firstOrder map[uint64][]uint64 // per key, seqs in order of first delivery
-	violations []string
 }
 
 func (h *attackHistory) deliver(item string) {
@@ -263,8 +261,7 @@ func TestAttackCrashAckKeyed(t *testing.T) {
 				}
 				// The last queue: the sink takes everything; wait for the replay.
 				var mu sync.Mutex
-				final := vq.Config[[]byte]{}
-				final = attackConfig(attackSpec{Dir: dir, Mode: mode, Key: enc}, func(_ context.Context, b [][]byte) error {
+				final := attackConfig(attackSpec{Dir: dir, Mode: mode, Key: enc}, func(_ context.Context, b [][]byte) error {
 					mu.Lock()
 					defer mu.Unlock()
 					for _, it := range b {
