@@ -118,7 +118,7 @@ func stopRacesEverything(t *testing.T, mode WALMode, stopAfter time.Duration) {
 		})
 	}
 	wg.Go(func() {
-		for running() {
+		for i := 0; running() && i < 5000; i++ { // bounded: the replay stays short
 			v, id := item(false)
 			if q.Enqueue(v) == nil {
 				accept(id)
