@@ -108,7 +108,7 @@ func (q *Queue[T]) failed(b *pending[T], reason error) {
 	kept, err := q.tier.deadLetter(b, reason)
 	if err != nil {
 		q.logger.Error("vinequeue: a failed batch could not be dead-lettered", "items", len(b.items), "err", err)
-		if b.durable() {
+		if b.onDisk() {
 			// Not acknowledged: the next New replays it.
 			q.leftOnDisk.Add(uint64(len(b.items)))
 			q.finish(b, true, outcomeLeftFailed(reason))
@@ -191,14 +191,34 @@ func (q *Queue[T]) sinkFailing() {
 	q.failingSince.CompareAndSwap(0, time.Now().UnixNano())
 }
 
-// durable reports whether b's items are in the WAL.
+// durable reports whether b has been through the WAL: its spans name where
+// its items are, or (id 0) that a write failed. Not all of them need be on
+// disk: see onDisk.
 func (b *pending[T]) durable() bool { return len(b.spans) > 0 }
 
+// onDisk reports whether every item of b is in the WAL, so that leaving b
+// unacknowledged keeps it for the next New. A span of id 0 names items
+// whose write failed (a full WAL, an item too large): they are in memory
+// only, and the next New could not replay them.
+func (b *pending[T]) onDisk() bool {
+	if len(b.spans) == 0 {
+		return false
+	}
+	for _, s := range b.spans {
+		if s.id == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // giveUp ends a batch that Stop ran out of time for: a batch in the WAL stays
-// there for the next New to replay; any other goes to OnDrop. recycle is
-// false for a batch a stuck Send may still be reading.
+// there for the next New to replay; any other goes to OnDrop, also one only
+// partly in the WAL (a write that failed part way): OnDrop has all of it and
+// the part on disk is acknowledged, so nothing is both dropped and replayed.
+// recycle is false for a batch a stuck Send may still be reading.
 func (q *Queue[T]) giveUp(b *pending[T], reason error, recycle bool) {
-	if b.durable() || b.letter != 0 { // a released batch stays in its dead letter
+	if b.onDisk() || b.letter != 0 { // a released batch stays in its dead letter
 		q.leftOnDisk.Add(uint64(len(b.items)))
 		q.finish(b, recycle, outcomeLeftAtStop(reason))
 		return
