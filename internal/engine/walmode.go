@@ -366,7 +366,6 @@ type recordWriter struct {
 	rec   []byte
 	count int
 	keys  []uint64 // a keyed record's: the keys of the items in rec
-	item  []byte   // where a frame waits while the record before it is written
 }
 
 func (rw *recordWriter) reset() { rw.rec, rw.keys, rw.count = rw.rec[:0], rw.keys[:0], 0 }
