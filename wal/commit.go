@@ -183,21 +183,63 @@ func (l *Log) waitDurable(id uint64) error {
 	if l.synced.Load() >= id {
 		return nil
 	}
+	w := l.startWait(id)
+	<-w.done
+	return w.err
+}
+
+// startWait registers a wait for every id <= id to be durable with the
+// committer and wakes it; the wait's done is closed when it has ended (at
+// once if the log is closed).
+func (l *Log) startWait(id uint64) *syncWait {
+	w := &syncWait{target: id, done: make(chan struct{})}
 	c := &l.commit
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		if l.synced.Load() >= id {
-			return nil
+		if l.synced.Load() < id {
+			w.err = ErrClosed
 		}
-		return ErrClosed
+		close(w.done)
+		return w
 	}
-	w := &syncWait{target: id, done: make(chan struct{})}
 	c.waiters = append(c.waiters, w)
 	c.mu.Unlock()
 	c.wake()
-	<-w.done
-	return w.err
+	return w
+}
+
+// PendingSync is a sync under way, started by StartSync.
+type PendingSync struct{ w *syncWait }
+
+// Done is closed once the sync has ended.
+func (p *PendingSync) Done() <-chan struct{} { return p.w.done }
+
+// Err tells how the sync ended, once Done is closed: nil when every record
+// written before StartSync is durable.
+func (p *PendingSync) Err() error {
+	<-p.w.done
+	return p.w.err
+}
+
+// StartSync is Sync without the wait: it asks the group commit to make
+// every record written so far durable and returns at once, so that the
+// caller goes on (writing, say) during the fdatasync. It shares the
+// fdatasync with every other wait in the same round, as Sync does.
+func (l *Log) StartSync() *PendingSync {
+	l.mu.Lock()
+	last := l.nextID - 1
+	closed := l.closed
+	l.mu.Unlock()
+	if closed || l.synced.Load() >= last {
+		w := &syncWait{target: last, done: make(chan struct{})}
+		if closed {
+			w.err = ErrClosed // as Sync
+		}
+		close(w.done)
+		return &PendingSync{w}
+	}
+	return &PendingSync{l.startWait(last)}
 }
 
 // run is the committer goroutine.

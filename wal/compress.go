@@ -3,6 +3,7 @@ package wal
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 
 	"github.com/golang/snappy"
 	"github.com/pierrec/lz4/v4"
@@ -62,6 +63,48 @@ type compressor struct {
 	c   Compression
 	buf []byte
 	lz  lz4.Compressor
+}
+
+// compressors keeps the compressors of the goroutines that write records
+// (a Queue's senders and collector), buffers and all, across garbage
+// collections: a sync.Pool drops them at every other GC, and a writer of
+// records of hundreds of KiB then allocated (and zeroed, and faulted in)
+// a buffer as large for each of its next records. It keeps at most
+// keptCompressors, and none whose buffer is over keptCompressBuf, so that
+// an idle Log holds little.
+type compressors struct {
+	c    Compression
+	mu   sync.Mutex
+	free []*compressor
+}
+
+const (
+	keptCompressors = 16
+	keptCompressBuf = 1 << 20
+)
+
+func (p *compressors) get() *compressor {
+	p.mu.Lock()
+	if n := len(p.free); n > 0 {
+		z := p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+		p.mu.Unlock()
+		return z
+	}
+	p.mu.Unlock()
+	return &compressor{c: p.c}
+}
+
+func (p *compressors) put(z *compressor) {
+	if cap(z.buf) > keptCompressBuf {
+		return
+	}
+	p.mu.Lock()
+	if len(p.free) < keptCompressors {
+		p.free = append(p.free, z)
+	}
+	p.mu.Unlock()
 }
 
 // compress returns the bytes to store for payload and their codec. The

@@ -295,7 +295,7 @@ func (l *Log) DeadLetter(payload []byte, meta DeadMeta) (uint64, error) {
 	meta.Reason = cutReason(meta.Reason)
 	raw := appendDeadMeta(make([]byte, 0, 64+len(meta.Reason)+len(payload)), meta)
 	raw = append(raw, payload...)
-	z := l.zpool.Get().(*compressor)
+	z := l.zpool.get()
 	stored, codec := z.compress(raw)
 	size := segmentHeaderSize + recordSize(len(stored)+l.opts.keys.overhead())
 	file := make([]byte, size)
@@ -304,14 +304,14 @@ func (l *Log) DeadLetter(payload []byte, meta DeadMeta) (uint64, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		l.zpool.Put(z)
+		l.zpool.put(z)
 		return 0, ErrClosed
 	}
 	id := d.next
 	hdr := l.opts.keys.header(segmentHeader{codec: codec, firstID: id, size: uint64(size)})
 	putSegmentHeader(file, hdr)
 	encodeSealedRecord(file[segmentHeaderSize:], recordHeader{id: id, time: time.Now().UnixNano(), codec: codec, kind: kindData}, stored, l.opts.keys.sealer(), hdr.framing())
-	l.zpool.Put(z)
+	l.zpool.put(z)
 
 	if err := l.reserveDeadBytes(size); err != nil {
 		return 0, err

@@ -249,7 +249,9 @@
 // append would push it past Options.GroupBytes, so an append that cannot
 // fit MaxRecord alone gets ErrTooLarge alone — and runs one fdatasync per
 // round for those records and for every Append/Sync waiting on records
-// already written. Write compresses on the caller's goroutine and copies
+// already written (StartSync joins the same rounds without waiting: its
+// PendingSync ends with one). Write compresses on the caller's goroutine
+// (compressors and their buffers are kept across GCs, up to a bound) and copies
 // into the mapping under one mutex (with a key, it seals straight into the
 // mapping instead of copying: the seal authenticates the record's id,
 // which is issued there). Ack and AckRange are cheap (a mutex, a

@@ -22,7 +22,7 @@ type Log struct {
 	opts  Options
 	log   *slog.Logger
 	lock  *os.File // holds the flock until Close
-	zpool sync.Pool
+	zpool compressors
 
 	// mu guards the segment list and the writes into the active mapping.
 	// Lock order: mu before amu (writeRecord notes each record's item count
@@ -190,7 +190,7 @@ func open(dir string, opts Options) (*Log, error) {
 		prepKick: make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
-	l.zpool.New = func() any { return &compressor{c: opts.Compression} }
+	l.zpool.c = opts.Compression
 	// Every key a file needs is at hand before recovery reads a record or
 	// changes anything: a key problem is a configuration error, never
 	// garbage replayed or damage counted.
@@ -292,10 +292,10 @@ func (l *Log) WriteKeyed(payload []byte) (uint64, error) {
 // writePayload compresses payload on the calling goroutine and writes it
 // as a record of kind (with recordKeyed or not) holding items items.
 func (l *Log) writePayload(payload []byte, items int, kind uint8) (uint64, error) {
-	z := l.zpool.Get().(*compressor)
+	z := l.zpool.get()
 	stored, codec := z.compress(payload)
 	id, err := l.writeRecord(stored, codec, kind, items)
-	l.zpool.Put(z)
+	l.zpool.put(z)
 	if err == nil {
 		l.stats.items.Add(uint64(items))
 	}

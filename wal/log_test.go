@@ -723,3 +723,50 @@ func TestReadRange(t *testing.T) {
 	require.NoError(t, l.Close())
 	require.ErrorIs(t, l.ReadRange(1, 2, func(uint64, []byte) error { return nil }), ErrClosed)
 }
+
+// StartSync returns before the fdatasync and ends with one that covers
+// every record written before it; writes may go on meanwhile. A failed
+// fdatasync ends it with the error, and a closed Log with ErrClosed.
+func TestStartSync(t *testing.T) {
+	dir := t.TempDir()
+	opts := smallOpts()
+	opts.NoSync = true
+	var fail atomic.Bool
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	opts.syncFile = func(f *os.File) error {
+		select {
+		case entered <- struct{}{}:
+			<-release // the first fdatasync waits
+		default:
+		}
+		if fail.Load() {
+			return unix.EIO
+		}
+		return fdatasync(f)
+	}
+	l := openT(t, dir, opts)
+	last, err := l.Write([]byte("before"))
+	require.NoError(t, err)
+	p := l.StartSync()
+	<-entered // the round is in its fdatasync, and StartSync has returned
+	_, err = l.Write([]byte("meanwhile"))
+	require.NoError(t, err)
+	select {
+	case <-p.Done():
+		t.Fatal("StartSync's sync ended before its fdatasync returned")
+	default:
+	}
+	close(release)
+	<-p.Done()
+	require.NoError(t, p.Err())
+	require.GreaterOrEqual(t, l.synced.Load(), last)
+
+	fail.Store(true)
+	_, err = l.Write([]byte("lost"))
+	require.NoError(t, err)
+	require.ErrorIs(t, l.StartSync().Err(), unix.EIO)
+	fail.Store(false)
+	require.NoError(t, l.Close())
+	require.ErrorIs(t, l.StartSync().Err(), ErrClosed)
+}

@@ -30,9 +30,11 @@ type collector[T any] struct {
 	ready    fifo[*pending[T]] // cut, waiting for a sender, oldest first
 	inItems  []T               // the durable inbox's spare slices, swapped on take
 	inSpans  []span
-	spare    *pending[T]  // scratch (keyed checkpoints)
 	ack      ackCut[T]    // EnqueueAck's batch being filled (ack.go; the primary's only)
 	enc      recordWriter // the collector's record buffers (spills, checkpoints)
+	// syncing is the periodic tier's checkpoint sync under way (nil:
+	// none), ended by endSync.
+	syncing *checkpointSync
 	// since is the start of the last checkpoint this collector took part
 	// in (New's time before the first): it had cut every item accepted
 	// before it, so the batches it cuts now hold none (durable.go).
@@ -93,6 +95,8 @@ func (q *Queue[T]) collect() {
 			c.pushReplayed(b) // a dead letter delivered again (park.go)
 		case <-checkpoint:
 			q.tier.checkpoint(c)
+		case <-c.syncEnded():
+			c.endSync()
 		case req := <-q.reqs:
 			switch req.kind {
 			case reqFlush:
@@ -320,15 +324,6 @@ func (c *collector[T]) cutDurable() {
 func (c *collector[T]) number(b *pending[T]) {
 	b.seq = c.q.seq.Add(1) - 1
 	c.q.track.cut(b.seq)
-}
-
-// scratch returns the collector's scratch batch (for writes that are not
-// deliveries: a keyed shard's checkpoint), emptied.
-func (c *collector[T]) scratch() *pending[T] {
-	if c.spare == nil {
-		c.spare = &pending[T]{}
-	}
-	return c.spare
 }
 
 func (c *collector[T]) push(b *pending[T]) {

@@ -47,7 +47,8 @@ import "time"
 //	memory    never                                           what memory held
 //	overflow  what the spiller wrote (fsynced per spill)      what memory held, not spilled
 //	periodic  within checkpointEvery (SyncInterval)           at most SyncInterval of items (plus
-//	                                                          the time one checkpoint takes)
+//	                                                          the time one checkpoint takes, its
+//	                                                          fsync included)
 //	sync      before the call returns                         nothing
 //
 // and in every tier with a WAL a batch is acknowledged only once it is

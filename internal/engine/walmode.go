@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -355,12 +356,127 @@ func (t syncTier[T]) appendOne(v T, keys []uint64) (span, error) {
 	return span{id: id, off: index, n: 1}, nil
 }
 
-// recordWriter holds one goroutine's buffers for writeBatch: the collector
-// has one, and so does each sender (the periodic tier writes on the
-// senders).
+// recordWriter holds one goroutine's buffers for the records it builds
+// (writeBatch, persistShard): the collector has one, and so does each
+// sender (the periodic tier writes on the senders).
 type recordWriter struct {
-	rec, item []byte
-	keys      []uint64 // a keyed batch's: the keys of the items in rec
+	// rec is the record being built: count items framed in place
+	// (appendFramed), so that an item's bytes are copied once on their
+	// way to the log, by the codec.
+	rec   []byte
+	count int
+	keys  []uint64 // a keyed record's: the keys of the items in rec
+}
+
+func (rw *recordWriter) reset() { rw.rec, rw.keys, rw.count = rw.rec[:0], rw.keys[:0], 0 }
+
+// recordLimit is the most payload bytes a record of items may hold: a
+// keyed record's trailer takes its share (format.go).
+func (w *walTier[T]) recordLimit(keyed bool) int {
+	if keyed {
+		return w.log.MaxRecord() - 4
+	}
+	return w.log.MaxRecord()
+}
+
+// recordTarget is the size past which a record of several items is not
+// grown: the buffers that frame and compress a record are then reused
+// from one record to the next (the log keeps compression buffers of up to
+// 1 MiB), where records of up to MaxRecord (16 MiB by default) made each
+// checkpoint of a large backlog allocate, zero and fault in buffers as
+// large. An item larger than this still gets a record of its own.
+const recordTarget = 768 << 10
+
+// appendFramed appends v to rec framed as wal.AppendFrame frames an item
+// (uvarint length, then the bytes), encoding it in place: two bytes are
+// kept for the length, which is what items of 128 bytes to 16 KiB need,
+// and the encoding is moved only when its length needs another size. It
+// returns the item's encoded length. On an error rec is returned as it
+// was.
+func (w *walTier[T]) appendFramed(rec []byte, v T) ([]byte, int, error) {
+	mark := len(rec)
+	out, err := w.appendItem(append(rec, 0, 0), v)
+	if err != nil {
+		return rec[:mark], 0, fmt.Errorf("vinequeue: wal codec: %w", err)
+	}
+	n := len(out) - mark - 2
+	switch k := uvarintLen(n); {
+	case k == 1:
+		copy(out[mark+1:], out[mark+2:])
+		out = out[:len(out)-1]
+	case k > 2:
+		for range k - 2 {
+			out = append(out, 0)
+		}
+		copy(out[mark+k:], out[mark+2:mark+2+n])
+	}
+	binary.PutUvarint(out[mark:], uint64(n))
+	return out, n, nil
+}
+
+// uvarintLen is the size of n as a uvarint.
+func uvarintLen(n int) int {
+	k := 1
+	for u := uint64(n); u >= 0x80; u >>= 7 {
+		k++
+	}
+	return k
+}
+
+// frame adds v (with key when keyed) to rw's record if it fits: a record
+// holds up to recordTarget bytes, or one item of up to limit. full: it
+// does not fit, and the record holds items: the caller writes the record
+// and calls again. An error: v cannot be written at all (the codec refused
+// it, or it does not fit an empty record); rw is unchanged.
+func (w *walTier[T]) frame(rw *recordWriter, v T, key uint64, keyed bool, limit int) (full bool, err error) {
+	mark := len(rw.rec)
+	out, n, err := w.appendFramed(rw.rec, v)
+	if err != nil {
+		rw.rec = out
+		return false, err
+	}
+	perItem := 0 // what a key adds to an item (format.go)
+	if keyed {
+		perItem = 8
+	}
+	size := len(out) + (rw.count+1)*perItem
+	if rw.count > 0 && size > min(recordTarget, limit) {
+		rw.rec = out[:mark]
+		return true, nil
+	}
+	if size > limit {
+		rw.rec = out[:mark]
+		return false, fmt.Errorf("%w: item of %d bytes, records hold %d", ErrTooLarge, n, limit)
+	}
+	rw.rec = out
+	if keyed {
+		rw.keys = append(rw.keys, key)
+	}
+	rw.count++
+	return false, nil
+}
+
+// writeRecord writes rw's record, not synced (keyed: as a keyed record,
+// with its keys), and empties rw. It returns the record's id and how many
+// items it holds.
+func (w *walTier[T]) writeRecord(rw *recordWriter, keyed bool) (id uint64, n int, err error) {
+	n = rw.count
+	if keyed {
+		rw.rec = wal.AppendKeys(rw.rec, rw.keys)
+		id, err = w.log.WriteKeyed(rw.rec)
+	} else {
+		id, err = w.log.Write(rw.rec)
+	}
+	rw.reset()
+	return id, n, walErr(err)
+}
+
+// unwritable counts and logs an item that cannot be written (its codec
+// failed, or it is too large for a record): it is delivered from memory
+// only.
+func (w *walTier[T]) unwritable(err error) {
+	w.q.walErrors.Add(1)
+	w.q.logger.Warn("vinequeue: an item cannot be written to the wal; it is delivered from memory only", "err", err)
 }
 
 // writeBatch writes b's items (not yet on disk) as records of at most
@@ -371,71 +487,45 @@ type recordWriter struct {
 // On a write error the items not written get a span of id 0 too: what was
 // written stays named (and is acknowledged with the batch).
 func (w *walTier[T]) writeBatch(b *pending[T], rw *recordWriter) error {
-	q := w.q
-	limit := w.log.MaxRecord()
 	keyed := len(b.keys) > 0 && len(b.keys) == len(b.items)
-	perItem := 0 // what a key adds to an item, and to a record (format.go)
-	if keyed {
-		perItem = 8
-		limit -= 4
-	}
-	count := 0 // items in rw.rec
-	rw.rec, rw.keys = rw.rec[:0], rw.keys[:0]
+	limit := w.recordLimit(keyed)
+	rw.reset()
 	b.spans = b.spans[:0]
-	flush := func() error {
-		if count == 0 {
+	// flush writes the record; on failure the items from item i on, and
+	// those the record held, get a span of id 0.
+	flush := func(i int) error {
+		if rw.count == 0 {
 			return nil
 		}
-		var id uint64
-		var err error
-		if keyed {
-			rw.rec = wal.AppendKeys(rw.rec, rw.keys)
-			id, err = w.log.WriteKeyed(rw.rec)
-		} else {
-			id, err = w.log.Write(rw.rec)
-		}
+		id, n, err := w.writeRecord(rw, keyed)
 		if err != nil {
-			return walErr(err)
+			b.spans = append(b.spans, span{n: len(b.items) - i + n})
+			return err
 		}
-		b.spans = appendSpan(b.spans, id, 0, count)
-		count = 0
-		rw.rec, rw.keys = rw.rec[:0], rw.keys[:0]
+		b.spans = appendSpan(b.spans, id, 0, n)
 		return nil
 	}
 	for i, v := range b.items {
-		var err error
-		if rw.item, err = w.appendItem(rw.item[:0], v); err != nil {
-			err = fmt.Errorf("vinequeue: wal codec: %w", err)
-		} else if wal.FrameSize(len(rw.item))+perItem > limit {
-			err = fmt.Errorf("%w: item of %d bytes, records hold %d", ErrTooLarge, len(rw.item), limit)
+		var key uint64
+		if keyed {
+			key = b.keys[i]
 		}
-		if err == nil && len(rw.rec)+(count+1)*perItem+wal.FrameSize(len(rw.item)) > limit {
-			if ferr := flush(); ferr != nil {
-				b.spans = append(b.spans, span{n: len(b.items) - i + count})
+		full, err := w.frame(rw, v, key, keyed, limit)
+		if full {
+			if ferr := flush(i); ferr != nil {
 				return ferr
 			}
+			_, err = w.frame(rw, v, key, keyed, limit)
 		}
 		if err != nil {
-			if ferr := flush(); ferr != nil {
-				b.spans = append(b.spans, span{n: len(b.items) - i + count})
+			if ferr := flush(i); ferr != nil {
 				return ferr
 			}
-			q.walErrors.Add(1)
-			q.logger.Warn("vinequeue: an item cannot be written to the wal; it is delivered from memory only", "err", err)
+			w.unwritable(err)
 			b.spans = append(b.spans, span{n: 1}) // id 0: not on disk
-			continue
 		}
-		rw.rec = wal.AppendFrame(rw.rec, rw.item)
-		if keyed {
-			rw.keys = append(rw.keys, b.keys[i])
-		}
-		count++
 	}
-	if err := flush(); err != nil {
-		b.spans = append(b.spans, span{n: count})
-		return err
-	}
-	return nil
+	return flush(len(b.items))
 }
 
 // appendItem is Codec.Append with a panic in it turned into an error: a
@@ -488,52 +578,122 @@ func (t periodicTier[T]) persist(b *pending[T], rw *recordWriter) {
 		return
 	}
 	q := t.q
-	err := t.writeBatch(b, rw)
-	if err == nil {
-		q.written(b)
-		if q.walFull.Load() != nil {
-			q.walFull.Store(nil)
-		}
+	if err := t.writeBatch(b, rw); err != nil {
+		t.writeFailed(err, len(b.items))
 		return
 	}
+	q.written(b)
+	t.wrote()
+}
+
+// wrote notes a write that succeeded: a full WAL takes intake again.
+func (t periodicTier[T]) wrote() {
+	if q := t.q; q.walFull.Load() != nil {
+		q.walFull.Store(nil)
+	}
+}
+
+// writeFailed counts and logs a failed write of items items, kept in
+// memory only; a full WAL refuses intake until a write succeeds again.
+func (t periodicTier[T]) writeFailed(err error, items int) {
+	q := t.q
 	q.walErrors.Add(1)
 	if errors.Is(err, ErrWALFull) {
 		q.walFull.Store(&err)
 	}
-	q.logger.Warn("vinequeue: wal write failed; batch kept in memory only", "items", len(b.items), "err", err)
+	q.logger.Warn("vinequeue: wal write failed; batch kept in memory only", "items", items, "err", err)
 }
 
 // persistShard writes the shard's items not on disk yet as records (keyed
 // records when the shard keeps their keys) and records their spans. On
 // failure they stay in memory only (persist).
 //
-// It writes with the shard unlocked, so that producers of the shard's keys
-// do not wait for the encoding and the write: they only append meanwhile,
-// and only the collector (this goroutine) writes or takes a shard's items,
-// so what was copied (items and keys alike) is still
-// items[persisted:persisted+k] when it locks again, and the shard's items
-// reach the WAL in their order.
+// It copies the items out persistChunk at a time, onto its own stack,
+// and encodes and writes them with the shard unlocked, so that producers
+// of the shard's keys wait for a chunk's copy at most, never for the
+// codec or the log. That is safe because they only append meanwhile, and
+// only the collector (this goroutine) writes or takes a shard's items:
+// items[i] is the same item after the lock is taken again (an append may
+// move the array, not the items' order), and the shard's items reach the
+// WAL in their order. A chunk on the stack, rather than a copy of every
+// item into a batch, needs neither write barriers nor clearing afterwards
+// (the retention rule is about the heap), and stays in cache.
 func (t periodicTier[T]) persistShard(c *collector[T], s *keyedShard[T]) {
-	if s.persisted == len(s.items) {
+	end := len(s.items)
+	if s.persisted == end {
 		return
 	}
-	b := c.scratch()
-	b.items = append(b.items[:0], s.items[s.persisted:]...)
-	if len(s.keys) == len(s.items) {
-		b.keys = append(b.keys[:0], s.keys[s.persisted:]...) // keyed records
+	rw := &c.enc
+	keyed := len(s.keys) == len(s.items)
+	limit := t.recordLimit(keyed)
+	rw.reset()
+	var (
+		items [persistChunk]T
+		keys  [persistChunk]uint64
+		spans []span // named since the lock was let go, in order
+		named int    // the items spans names
+		werr  error
+	)
+	// flush writes the record (unlocked) and names its items.
+	flush := func() bool {
+		if rw.count == 0 {
+			return true
+		}
+		id, n, err := t.writeRecord(rw, keyed)
+		if err != nil {
+			werr = err
+			return false
+		}
+		spans = appendSpan(spans, id, 0, n)
+		named += n
+		return true
 	}
-	s.mu.Unlock()
-	t.persist(b, &c.enc)
-	s.mu.Lock()
-	if len(b.spans) > 0 {
-		s.spans = append(s.spans, b.spans...)
-	} else {
-		s.spans = append(s.spans, span{n: len(b.items)}) // not on disk
+	for i := s.persisted; i < end && werr == nil; {
+		k := copy(items[:], s.items[i:end])
+		if keyed {
+			copy(keys[:], s.keys[i:i+k])
+		}
+		i += k
+		s.mu.Unlock()
+		spans, named = spans[:0], 0
+		for j := 0; j < k && werr == nil; j++ {
+			full, err := t.frame(rw, items[j], keys[j], keyed, limit)
+			if full {
+				if !flush() {
+					break
+				}
+				_, err = t.frame(rw, items[j], keys[j], keyed, limit)
+			}
+			if err != nil {
+				if !flush() {
+					break
+				}
+				t.unwritable(err)
+				spans = append(spans, span{n: 1}) // id 0: not on disk
+				named++
+			}
+		}
+		if i == end && werr == nil {
+			flush()
+		}
+		s.mu.Lock()
+		s.spans = append(s.spans, spans...)
+		s.persisted += named
 	}
-	s.persisted += len(b.items)
-	clear(b.items)
-	b.items, b.spans, b.keys = b.items[:0], b.spans[:0], b.keys[:0]
+	if werr == nil {
+		t.wrote()
+		return
+	}
+	// What is not written stays in memory only, under a span of id 0.
+	rw.reset()
+	s.spans = append(s.spans, span{n: end - s.persisted})
+	t.writeFailed(werr, end-s.persisted)
+	s.persisted = end
 }
+
+// persistChunk is how many items persistShard copies out of a shard at a
+// time: the most a producer of the shard's keys waits for.
+const persistChunk = 64
 
 func (t periodicTier[T]) checkpointEvery() time.Duration { return t.every }
 
@@ -544,8 +704,16 @@ func (t periodicTier[T]) checkpointEvery() time.Duration { return t.every }
 // checkpoint's start, or to the oldest batch a sender has not written yet
 // (durable.go); the start is taken before anything is cut, so that every
 // item accepted before it is in what the checkpoint finds.
+//
+// The fdatasync runs while the collector goes on cutting and dispatching
+// (it took tens to hundreds of milliseconds with a second's writes here,
+// and delivery stopped meanwhile): the mark moves when it ends
+// (syncEnded). One is under way at a time: the next checkpoint waits for
+// the last one's first, so that checkpoints end in order, each before the
+// next starts.
 func (t periodicTier[T]) checkpoint(c *collector[T]) {
 	q := t.q
+	c.endSync()
 	now := time.Now()
 	start := q.durable.nanos(now)
 	if f := q.cfg.CheckpointStarted; f != nil {
@@ -572,16 +740,51 @@ func (t periodicTier[T]) checkpoint(c *collector[T]) {
 		}
 		s.mu.Unlock()
 	}
-	// Taken before the fsync: a batch written after this is not covered,
-	// one written before it is.
-	through := q.durable.bound(start)
-	err := t.log.Sync()
+	// Taken before the fsync starts: a batch written after this is not
+	// covered, one written before it is.
+	c.syncing = &checkpointSync{
+		sync:     t.log.StartSync(),
+		through:  q.durable.bound(start),
+		complete: complete,
+		failures: failures,
+	}
+}
+
+// checkpointSync is a checkpoint's fdatasync under way, and what the
+// checkpoint may claim once it has ended.
+type checkpointSync struct {
+	sync     *wal.PendingSync
+	through  int64  // the durable mark's bound, taken before the sync started
+	complete bool   // the checkpoint wrote everything it found
+	failures uint64 // walErrors when the checkpoint started
+}
+
+// syncEnded is closed when the collector's checkpoint sync has ended (nil:
+// none under way), for the collector's select.
+func (c *collector[T]) syncEnded() <-chan struct{} {
+	if c.syncing == nil {
+		return nil
+	}
+	return c.syncing.sync.Done()
+}
+
+// endSync waits for the checkpoint sync under way, if any, and moves the
+// durable mark if the checkpoint wrote everything it found, no write has
+// failed since it started, and the sync succeeded.
+func (c *collector[T]) endSync() {
+	cs := c.syncing
+	if cs == nil {
+		return
+	}
+	c.syncing = nil
+	q := c.q
+	err := cs.sync.Err()
 	if err != nil && !errors.Is(err, wal.ErrClosed) {
 		q.walErrors.Add(1)
 		q.logger.Warn("vinequeue: wal sync failed", "err", walErr(err))
 	}
-	if err == nil && complete && q.walErrors.Load() == failures {
-		q.durable.advance(through)
+	if err == nil && cs.complete && q.walErrors.Load() == cs.failures {
+		q.durable.advance(cs.through)
 	}
 }
 
