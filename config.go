@@ -360,11 +360,21 @@ type Config[T any] struct {
 	// Retry exhausted or a Permanent error (with a WAL the batch is also
 	// kept in the dead-letter log first), and, without a WAL, what Stop's
 	// deadline leaves undelivered (a copy, if a Send still holds the
-	// batch). It is called on a sender goroutine (or Stop's), one batch at
-	// a time per sender, must not keep the slice, and should be quick: it
-	// delays that sender's next batch. A panic in it is recovered and
-	// logged. Items refused at the call (an error from Enqueue) never reach
-	// it: the caller has them.
+	// batch). It is called on a sender goroutine, one batch at a time per
+	// sender, must not keep the slice, and should be quick: it delays that
+	// sender's next batch. A panic in it is recovered and logged. Items
+	// refused at the call (an error from Enqueue) never reach it: the
+	// caller has them.
+	//
+	// When Stop runs out of time, the batches still waiting are merged and
+	// handed over in calls of up to 4096 items, from a goroutine of Stop's.
+	// What a user can rely on: every given-up item is counted in
+	// Stats.Dropped (so Buffered is 0) before Stop returns, whatever OnDrop
+	// does; and Stop returns only after every OnDrop call has returned, as
+	// long as each call returns within 50 ms of the previous one. A call
+	// that takes longer makes Stop stop waiting (it is past its deadline
+	// already): that call and the ones after it then run after Stop has
+	// returned.
 	OnDrop func(batch []T, reason error)
 	// ParkKeys holds back a key behind its dead letter: when a batch of
 	// EnqueueKey items is dead-lettered, the later items of its keys are
