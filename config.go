@@ -226,7 +226,14 @@ type WALConfig struct {
 	// MaxBytes bounds the WAL's files (0: only the disk). When a write
 	// would cross it, Sync-mode calls get ErrWALFull, Periodic mode reports
 	// it on the next call, and Overflow mode stops spilling (producers get
-	// ErrWALFull at the hard level). At least SegmentSize when set.
+	// ErrWALFull at the hard level). At least SegmentSize when set. The
+	// segments being written count in full, so the WAL holds at most
+	// MaxBytes/SegmentSize of them: with exactly SegmentSize, the first
+	// write after New always succeeds (it takes the segment prepared in the
+	// background, waiting for it if need be), and a write that needs a
+	// second segment gets ErrWALFull until the first is all delivered and
+	// removed. Two segments or more let the next one be prepared while
+	// the current one fills.
 	MaxBytes int64
 	// SyncInterval is Periodic mode's checkpoint period (default 1s): the
 	// bound on what a crash loses. Shorter costs more fsyncs.
