@@ -387,7 +387,9 @@ type Config[T any] struct {
 	// EnqueueKey items is dead-lettered, the later items of its keys are
 	// parked (kept in the WAL's dead-letter log, not sent) until that dead
 	// letter is requeued or purged (RequeueDeadLetters, PurgeDeadLetters,
-	// or `vinewal dlq` on a stopped queue's directory), while every other
+	// or `vinewal dlq` on a stopped queue's directory, which refuses what it
+	// cannot release in key order: a keyed dead letter while the main log
+	// holds undelivered items, a parked one alone), while every other
 	// key flows; then the parked items are delivered in their key's order,
 	// after the requeued dead letter's items (requeue) or at once (purge).
 	// Per-key order then survives a poison item. Use it when a key's order
