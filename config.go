@@ -404,7 +404,10 @@ type Config[T any] struct {
 	// cannot be written (left in the main log, or handed to OnDrop).
 	// Parking survives a restart: New parks again every key with a dead
 	// letter, and delivers the parked items of a key whose dead letter was
-	// requeued or purged while it was stopped, after the replay. Stats counts
+	// requeued or purged while it was stopped, after the replay. A dead
+	// letter found damaged stays listed (DeadLetter.Damaged, counted in
+	// Stats.Corrupt) and holds every key parked after it, as it may be
+	// their failed one, until it is purged. Stats counts
 	// Parked, ParkedItems and ParkedKeys. Items of Enqueue and EnqueueBatch
 	// have no key and never park. Keyed items that a crash or a Stop out of
 	// time left in the main log replay with their key (the WAL keeps it):

@@ -85,7 +85,28 @@ func (l *Log) recoverDead() error {
 		l.log.Error("wal: dead-letter ack log damaged; purged dead letters may reappear, and ids missing from disk cannot be told purged or lost", "problem", av.problem)
 	}
 	p := planRecovery(av, deadPlanSegments(scans))
-	d.corrupt.Add(p.lost)
+	// A damaged dead-letter file stays where it is, live: DeadLetters lists
+	// it with its Damage until it is purged. Moved aside, it would vanish
+	// from the list the operator acts on, and a queue parking keys would
+	// take the letters behind it for released. Its id is therefore not
+	// tombstoned, and not reused; it counts in DeadCorrupt at every Open
+	// that finds it (an emptied or missing file is lost, counted once).
+	damaged := make(map[int]bool)
+	for i, s := range scans {
+		v, id := p.verdicts[i], s.sf.firstID
+		if v.keep || s.plan.zero || v.damage == nil || av.state.acked.contains(id) {
+			continue
+		}
+		damaged[i] = true
+		if p.acked.contains(id) {
+			p.acked = p.acked.without(id)
+			if av.exact {
+				p.lost-- // the plan counted it lost; it is counted below
+			}
+		}
+		p.hi = max(p.hi, id)
+	}
+	d.corrupt.Add(p.lost + uint64(len(damaged)))
 	for _, loss := range p.losses {
 		l.log.Error("wal: dead letters lost", "from", loss.From, "to", loss.To, "count", loss.Records(), "file", loss.Segment, "reason", loss.Reason)
 	}
@@ -123,6 +144,8 @@ func (l *Log) recoverDead() error {
 			}
 			changed = true
 			continue
+		case damaged[i]:
+			l.log.Error("wal: dead letter damaged; it stays listed, with its damage, until purged", "id", s.sf.firstID, "damage", v.damage)
 		case !v.keep:
 			if err := quarantine(d.dir, s.sf.name, l.log); err != nil {
 				return fmt.Errorf("wal: %w", err)
@@ -389,8 +412,13 @@ func (l *Log) refuseKeyedLetters(ids []uint64) error {
 	}
 	moved := func(id uint64) bool { return len(ids) == 0 || asked[id] }
 	held := make(map[uint64]bool) // keys of earlier keyed letters that stay
+	heldAll := false              // an earlier damaged letter: its keys are unknown
 	var behindLog, behindLetter []uint64
 	for _, d := range all {
+		if d.Damage != nil {
+			heldAll = true // it cannot be moved, and may hold any key
+			continue
+		}
 		if len(d.Keys) == 0 && !d.Parked {
 			continue
 		}
@@ -403,7 +431,7 @@ func (l *Log) refuseKeyedLetters(ids []uint64) error {
 		switch {
 		case backlog:
 			behindLog = append(behindLog, d.ID)
-		case slices.ContainsFunc(d.Keys, func(k uint64) bool { return held[k] }):
+		case heldAll || slices.ContainsFunc(d.Keys, func(k uint64) bool { return held[k] }):
 			behindLetter = append(behindLetter, d.ID)
 		}
 	}
@@ -412,7 +440,7 @@ func (l *Log) refuseKeyedLetters(ids []uint64) error {
 		why = append(why, fmt.Sprintf("dead letters %v hold keyed items, and the main log still holds items not delivered (%d counted), which may include later items of their keys", behindLog, st.ItemsPending))
 	}
 	if len(behindLetter) > 0 {
-		why = append(why, fmt.Sprintf("dead letters %v hold keyed items behind an earlier dead letter of their keys that stays (requeue them together, or that one alone: the next start releases the ones parked behind it)", behindLetter))
+		why = append(why, fmt.Sprintf("dead letters %v hold keyed items behind an earlier dead letter of their keys that stays, or a damaged one (requeue them together, or that one alone: the next start releases the ones parked behind it; purge a damaged one once you have dealt with it)", behindLetter))
 	}
 	if len(why) == 0 {
 		return nil

@@ -157,7 +157,7 @@ type Stats struct {
 	OldestPending time.Time
 	DeadLetters   int    // dead letters on disk
 	DeadBytes     int64  // their file sizes
-	DeadCorrupt   uint64 // dead letters lost to damage, counted exactly by Open
+	DeadCorrupt   uint64 // dead letters lost to damage (once) or found damaged (at each Open, until purged), counted exactly by Open
 }
 
 // Open locks dir (creating it 0700 if needed), recovers it and returns a
