@@ -21,14 +21,16 @@ import (
 // out of time (the one sender hangs on another key). `vinewal dlq requeue`
 // (wal.RequeueDeadLetters) on the stopped directory releases the key. The
 // next New must deliver key 1's items in order, 0 first: the requeued dead
-// letter's items before the items parked behind it.
+// letter's items before the items parked behind it. An offline tool cannot
+// place the letter's items before the key's items already in the main log,
+// so it must refuse (ErrKeyedDeadLetter, nothing moved); the queue's own
+// RequeueDeadLetters after the next New then delivers 0..4 in order.
 //
 // On main it delivers 1 2 3 4 0: the offline requeue appends the dead
 // letter's items to the main log as new unkeyed records, after the key's
 // leftovers; with no dead letter left the key is not parked at New, so the
 // replay hands out the leftovers (older ids) first.
 func TestAttackParkOfflineRequeueBeforeLeftovers(t *testing.T) {
-	t.Skip("finding: an offline requeue (vinewal dlq requeue / wal.RequeueDeadLetters) of a keyed dead letter with no parked letters behind it, while its key's later items wait in the main log (Stop out of time or SIGKILL), delivers those items before the requeued one: key 1 gets 1 2 3 4 0")
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	for _, mode := range []WALMode{Sync, Periodic} {
 		t.Run(mode.String(), func(t *testing.T) {
@@ -63,10 +65,14 @@ func TestAttackParkOfflineRequeueBeforeLeftovers(t *testing.T) {
 			if err := q.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("Stop = %v; want its deadline", err)
 			}
-			// The operator fixes the sink and requeues offline.
+			// The operator fixes the sink and requeues offline. An offline
+			// tool cannot put the letter's items before the key's later
+			// items already in the main log (they replay first, by id), so
+			// it must refuse and move nothing; the queue's own requeue keeps
+			// the order.
 			s.poisoned.Delete("1/0")
-			if n, err := wal.RequeueDeadLetters(dir, wal.Options{}, d.ID); n != 1 || err != nil {
-				t.Fatalf("offline requeue: %d, %v", n, err)
+			if n, err := wal.RequeueDeadLetters(dir, wal.Options{}, d.ID); n != 0 || !errors.Is(err, wal.ErrKeyedDeadLetter) {
+				t.Fatalf("offline requeue: %d, %v; want it refused with ErrKeyedDeadLetter", n, err)
 			}
 			s2 := newParkSink()
 			q, err = New(parkConfig(dir, mode, s2))
@@ -75,6 +81,13 @@ func TestAttackParkOfflineRequeueBeforeLeftovers(t *testing.T) {
 			}
 			defer q.Close()
 			waitFor(t, "the replay", func() bool { st := q.Stats(); return !st.Backlog.Replaying && st.Buffered == 0 })
+			flushT(t, q)
+			if got := s2.delivered(1); len(got) != 0 {
+				t.Fatalf("key 1 delivered %v while its item 0 is still dead-lettered", got)
+			}
+			if n, err := q.RequeueDeadLetters(d.ID); n != 1 || err != nil {
+				t.Fatalf("online requeue: %d, %v", n, err)
+			}
 			flushT(t, q)
 			if got := s2.delivered(1); !slices.Equal(got, seqs(0, 5)) {
 				t.Fatalf("key 1 after an offline requeue: %v; want 0..4 in order", got)
@@ -93,7 +106,6 @@ func TestAttackParkOfflineRequeueBeforeLeftovers(t *testing.T) {
 // On main key 1 gets 1..9 at once: the parked letter's items go to the
 // main log as unkeyed records, and the replay delivers them.
 func TestAttackParkOfflineRequeueOfAParkedLetter(t *testing.T) {
-	t.Skip("finding: an offline requeue of a parked dead letter (vinewal dlq requeue DIR <parked id>) puts its items in the main log unkeyed; the next New delivers them while the key's failed item is still dead-lettered")
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	dir := t.TempDir()
 	s := newParkSink()
@@ -115,8 +127,10 @@ func TestAttackParkOfflineRequeueOfAParkedLetter(t *testing.T) {
 			parkedIDs = append(parkedIDs, x.ID)
 		}
 	}
-	if n, err := wal.RequeueDeadLetters(dir, wal.Options{}, parkedIDs...); err != nil || n != len(parkedIDs) {
-		t.Fatalf("offline requeue of the parked letters: %d, %v", n, err)
+	// Moved offline, the parked items would be delivered ahead of item 0:
+	// the tool must refuse and move nothing.
+	if n, err := wal.RequeueDeadLetters(dir, wal.Options{}, parkedIDs...); !errors.Is(err, wal.ErrKeyedDeadLetter) || n != 0 {
+		t.Fatalf("offline requeue of the parked letters: %d, %v; want it refused with ErrKeyedDeadLetter", n, err)
 	}
 	s2 := newParkSink()
 	q, err = New(parkConfig(dir, Sync, s2))
@@ -143,7 +157,6 @@ func TestAttackParkOfflineRequeueOfAParkedLetter(t *testing.T) {
 // parked letters, now its oldest, read as released by an operator: items
 // 1..9 are delivered, and item 0 is gone.
 func TestAttackParkDamagedFailedLetter(t *testing.T) {
-	t.Skip("finding: a damaged failed dead letter of a parked key is quarantined at New (not listed Damaged, not counted in Corrupt), and the key's parked items are released as if the operator had requeued or purged it")
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	dir := t.TempDir()
 	s := newParkSink()

@@ -20,7 +20,6 @@ import (
 // then still shows thousands Buffered, and OnDrop is called after Stop
 // returned, from a goroutine Stop did not wait for.
 func TestAttackStopOutOfTimeCountsEverything(t *testing.T) {
-	t.Skip("finding: after a Stop out of time with many batches waiting, Stop returns while OnDrop is still being handed them (giveUpAll waits finishGrace, 50 ms): Stats.Buffered is not 0 after Stop, and OnDrop runs after Stop returned")
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	const n = 20000
 	var dropped atomic.Int64

@@ -226,7 +226,14 @@ type WALConfig struct {
 	// MaxBytes bounds the WAL's files (0: only the disk). When a write
 	// would cross it, Sync-mode calls get ErrWALFull, Periodic mode reports
 	// it on the next call, and Overflow mode stops spilling (producers get
-	// ErrWALFull at the hard level). At least SegmentSize when set.
+	// ErrWALFull at the hard level). At least SegmentSize when set. The
+	// segments being written count in full, so the WAL holds at most
+	// MaxBytes/SegmentSize of them: with exactly SegmentSize, the first
+	// write after New always succeeds (it takes the segment prepared in the
+	// background, waiting for it if need be), and a write that needs a
+	// second segment gets ErrWALFull until the first is all delivered and
+	// removed. Two segments or more let the next one be prepared while
+	// the current one fills.
 	MaxBytes int64
 	// SyncInterval is Periodic mode's checkpoint period (default 1s): the
 	// bound on what a crash loses. Shorter costs more fsyncs.
@@ -360,17 +367,29 @@ type Config[T any] struct {
 	// Retry exhausted or a Permanent error (with a WAL the batch is also
 	// kept in the dead-letter log first), and, without a WAL, what Stop's
 	// deadline leaves undelivered (a copy, if a Send still holds the
-	// batch). It is called on a sender goroutine (or Stop's), one batch at
-	// a time per sender, must not keep the slice, and should be quick: it
-	// delays that sender's next batch. A panic in it is recovered and
-	// logged. Items refused at the call (an error from Enqueue) never reach
-	// it: the caller has them.
+	// batch). It is called on a sender goroutine, one batch at a time per
+	// sender, must not keep the slice, and should be quick: it delays that
+	// sender's next batch. A panic in it is recovered and logged. Items
+	// refused at the call (an error from Enqueue) never reach it: the
+	// caller has them.
+	//
+	// When Stop runs out of time, the batches still waiting are merged and
+	// handed over in calls of up to 4096 items, from a goroutine of Stop's.
+	// What a user can rely on: every given-up item is counted in
+	// Stats.Dropped (so Buffered is 0) before Stop returns, whatever OnDrop
+	// does; and Stop returns only after every OnDrop call has returned, as
+	// long as each call returns within 50 ms of the previous one. A call
+	// that takes longer makes Stop stop waiting (it is past its deadline
+	// already): that call and the ones after it then run after Stop has
+	// returned.
 	OnDrop func(batch []T, reason error)
 	// ParkKeys holds back a key behind its dead letter: when a batch of
 	// EnqueueKey items is dead-lettered, the later items of its keys are
 	// parked (kept in the WAL's dead-letter log, not sent) until that dead
 	// letter is requeued or purged (RequeueDeadLetters, PurgeDeadLetters,
-	// or `vinewal dlq` on a stopped queue's directory), while every other
+	// or `vinewal dlq` on a stopped queue's directory, which refuses what it
+	// cannot release in key order: a keyed dead letter while the main log
+	// holds undelivered items, a parked one alone), while every other
 	// key flows; then the parked items are delivered in their key's order,
 	// after the requeued dead letter's items (requeue) or at once (purge).
 	// Per-key order then survives a poison item. Use it when a key's order
@@ -385,7 +404,10 @@ type Config[T any] struct {
 	// cannot be written (left in the main log, or handed to OnDrop).
 	// Parking survives a restart: New parks again every key with a dead
 	// letter, and delivers the parked items of a key whose dead letter was
-	// requeued or purged while it was stopped, after the replay. Stats counts
+	// requeued or purged while it was stopped, after the replay. A dead
+	// letter found damaged stays listed (DeadLetter.Damaged, counted in
+	// Stats.Corrupt) and holds every key parked after it, as it may be
+	// their failed one, until it is purged. Stats counts
 	// Parked, ParkedItems and ParkedKeys. Items of Enqueue and EnqueueBatch
 	// have no key and never park. Keyed items that a crash or a Stop out of
 	// time left in the main log replay with their key (the WAL keeps it):

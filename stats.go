@@ -28,7 +28,7 @@ type Stats struct {
 	Replayed     uint64 // items read back from the WAL and handed to delivery (found at New)
 	LeftOnDisk   uint64 // items not delivered that stay in the WAL for the next New (Stop out of time)
 	Retries      uint64 // Send calls that were retries
-	Corrupt      uint64 // WAL records lost to damage, counted exactly
+	Corrupt      uint64 // WAL records lost to damage, counted exactly: the main log's, and dead letters found damaged at New
 	Delayed      uint64 // slow-path delays applied at the soft level
 	Blocked      uint64 // calls that waited at the hard level (Policy Block)
 	Batches      uint64 // Send calls that returned nil

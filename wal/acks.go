@@ -61,6 +61,24 @@ func (s *spanSet) addAll(o []span) {
 }
 
 // contains reports whether id is in the set.
+// without returns s less id.
+func (s *spanSet) without(id uint64) spanSet {
+	var out spanSet
+	for _, sp := range s.spans {
+		if id < sp.lo || id > sp.hi {
+			out.add(sp.lo, sp.hi)
+			continue
+		}
+		if id > sp.lo {
+			out.add(sp.lo, id-1)
+		}
+		if id < sp.hi {
+			out.add(id+1, sp.hi)
+		}
+	}
+	return out
+}
+
 func (s *spanSet) contains(id uint64) bool {
 	i := sort.Search(len(s.spans), func(i int) bool { return s.spans[i].hi >= id })
 	return i < len(s.spans) && s.spans[i].lo <= id

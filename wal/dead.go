@@ -576,6 +576,9 @@ func (l *Log) RequeueDeadLetters(ids []uint64, fn func(d DeadLetter, payload []b
 			continue
 		}
 		if err != nil {
+			if len(ids) == 0 && dl.Damage != nil {
+				continue // all of them: a damaged one stays, listed, until purged
+			}
 			fnErr = err
 			break
 		}

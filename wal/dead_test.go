@@ -395,7 +395,10 @@ func TestDeadLetterSharesMaxBytes(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// Damage to dead-letter files is quarantined and counted exactly, once.
+// Damage to dead-letter files is counted exactly: a lost one (emptied,
+// deleted) once; a damaged file stays in place, listed with its Damage, and
+// counts at every Open until it is purged (an operator must see it: a
+// queue parking keys holds the keys parked after it).
 func TestDeadLetterDamageQuarantinedAndCounted(t *testing.T) {
 	dir := t.TempDir()
 	ddir := filepath.Join(dir, deadDirName)
@@ -433,19 +436,21 @@ func TestDeadLetterDamageQuarantinedAndCounted(t *testing.T) {
 
 	l = openT(t, dir, smallOpts())
 	st := l.Stats()
-	assert.Equal(t, uint64(4), st.DeadCorrupt, "2, 3, 4 and 7 are lost")
-	assert.Equal(t, uint64(2), st.Quarantined, "2 moved aside, 5 cut to its record")
+	assert.Equal(t, uint64(4), st.DeadCorrupt, "2 damaged, 3, 4 and 7 lost")
+	assert.Equal(t, uint64(1), st.Quarantined, "5 cut to its record")
 	assert.Zero(t, st.Corrupt, "the main log lost nothing")
 	dls, err = l.DeadLetters()
 	require.NoError(t, err)
-	assert.Equal(t, []uint64{1, 5}, deadIDs(dls))
+	assert.Equal(t, []uint64{1, 2, 5}, deadIDs(dls))
 	for _, d := range dls {
-		assert.Nil(t, d.Damage)
+		assert.Equal(t, d.ID == 2, d.Damage != nil, "dead letter %d", d.ID)
 	}
+	_, _, err = l.ReadDeadLetter(2)
+	require.ErrorIs(t, err, ErrCorrupt)
 	_, p, err := l.ReadDeadLetter(5)
 	require.NoError(t, err)
 	assert.Len(t, splitItems(t, p), 3)
-	assert.FileExists(t, file(2)+corruptSuffix)
+	assert.FileExists(t, file(2), "damaged: stays until purged")
 	assert.FileExists(t, file(5)+corruptSuffix)
 	assert.NoFileExists(t, file(3))
 	id, err := l.DeadLetter(nil, DeadMeta{})
@@ -456,9 +461,16 @@ func TestDeadLetterDamageQuarantinedAndCounted(t *testing.T) {
 	l = openT(t, dir, smallOpts())
 	defer l.Close()
 	st = l.Stats()
-	assert.Zero(t, st.DeadCorrupt, "counted once")
+	assert.Equal(t, uint64(1), st.DeadCorrupt, "the lost ones counted once; 2, still there, again")
 	assert.Zero(t, st.Quarantined)
-	assert.Equal(t, 3, st.DeadLetters)
+	assert.Equal(t, 4, st.DeadLetters)
+	n, err := l.RequeueDeadLetters(nil, func(DeadLetter, []byte) error { return nil })
+	require.NoError(t, err, "all of them: the damaged one is left")
+	assert.Equal(t, 3, n)
+	n, err = l.PurgeDeadLetters(2)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	assert.NoFileExists(t, file(2))
 }
 
 // Whatever stands where the dead-letter log should be is moved aside.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -84,7 +85,28 @@ func (l *Log) recoverDead() error {
 		l.log.Error("wal: dead-letter ack log damaged; purged dead letters may reappear, and ids missing from disk cannot be told purged or lost", "problem", av.problem)
 	}
 	p := planRecovery(av, deadPlanSegments(scans))
-	d.corrupt.Add(p.lost)
+	// A damaged dead-letter file stays where it is, live: DeadLetters lists
+	// it with its Damage until it is purged. Moved aside, it would vanish
+	// from the list the operator acts on, and a queue parking keys would
+	// take the letters behind it for released. Its id is therefore not
+	// tombstoned, and not reused; it counts in DeadCorrupt at every Open
+	// that finds it (an emptied or missing file is lost, counted once).
+	damaged := make(map[int]bool)
+	for i, s := range scans {
+		v, id := p.verdicts[i], s.sf.firstID
+		if v.keep || s.plan.zero || v.damage == nil || av.state.acked.contains(id) {
+			continue
+		}
+		damaged[i] = true
+		if p.acked.contains(id) {
+			p.acked = p.acked.without(id)
+			if av.exact {
+				p.lost-- // the plan counted it lost; it is counted below
+			}
+		}
+		p.hi = max(p.hi, id)
+	}
+	d.corrupt.Add(p.lost + uint64(len(damaged)))
 	for _, loss := range p.losses {
 		l.log.Error("wal: dead letters lost", "from", loss.From, "to", loss.To, "count", loss.Records(), "file", loss.Segment, "reason", loss.Reason)
 	}
@@ -122,6 +144,8 @@ func (l *Log) recoverDead() error {
 			}
 			changed = true
 			continue
+		case damaged[i]:
+			l.log.Error("wal: dead letter damaged; it stays listed, with its damage, until purged", "id", s.sf.firstID, "damage", v.damage)
 		case !v.keep:
 			if err := quarantine(d.dir, s.sf.name, l.log); err != nil {
 				return fmt.Errorf("wal: %w", err)
@@ -290,9 +314,20 @@ func PurgeDeadLetters(dir string, opts Options, ids ...uint64) (int, error) {
 // new records — the next Open's Replay hands them out — and only then is
 // the dead letter purged, so a crash in between duplicates rather than
 // loses. It returns how many dead letters it moved.
+//
+// It refuses, with ErrKeyedDeadLetter naming them and moving nothing,
+// dead letters of keyed items (written by a queue that parks keys) whose
+// move would break their key's order: any while the main log holds items
+// not yet delivered (the key's later items among them would replay
+// first), and one moved without an earlier dead letter of the same key
+// (a parked letter without its key's failed one). A queue's own
+// RequeueDeadLetters keeps each key's order in every case.
 func RequeueDeadLetters(dir string, opts Options, ids ...uint64) (int, error) {
 	var n int
 	err := withOfflineLog(dir, opts, func(l *Log) error {
+		if err := l.refuseKeyedLetters(ids); err != nil {
+			return err
+		}
 		var err error
 		n, err = l.RequeueDeadLetters(ids, func(_ DeadLetter, payload []byte) error {
 			return l.appendFramed(payload)
@@ -353,4 +388,62 @@ func (l *Log) appendFramed(payload []byte) error {
 		return err
 	}
 	return l.Sync()
+}
+
+// refuseKeyedLetters returns ErrKeyedDeadLetter naming the dead letters
+// among ids (all of them if ids is empty) that an offline requeue would put
+// out of their key's order, or nil if there are none. A keyed letter may
+// move only if the main log holds no item not yet delivered (the key's
+// later items may be among them, and would replay first, by id), and only
+// with every earlier keyed letter that shares a key with it (moved in id
+// order, they keep the keys' order; a parked letter moved without its key's
+// failed one would be delivered while that one is still dead-lettered). A
+// damaged letter is left to the requeue itself, which reports it.
+func (l *Log) refuseKeyedLetters(ids []uint64) error {
+	all, err := l.DeadLetters() // in id order
+	if err != nil {
+		return err
+	}
+	st := l.Stats()
+	backlog := st.ItemsPending > 0 || st.Uncounted > 0
+	asked := make(map[uint64]bool, len(ids))
+	for _, id := range ids {
+		asked[id] = true
+	}
+	moved := func(id uint64) bool { return len(ids) == 0 || asked[id] }
+	held := make(map[uint64]bool) // keys of earlier keyed letters that stay
+	heldAll := false              // an earlier damaged letter: its keys are unknown
+	var behindLog, behindLetter []uint64
+	for _, d := range all {
+		if d.Damage != nil {
+			heldAll = true // it cannot be moved, and may hold any key
+			continue
+		}
+		if len(d.Keys) == 0 && !d.Parked {
+			continue
+		}
+		if !moved(d.ID) {
+			for _, k := range d.Keys {
+				held[k] = true
+			}
+			continue
+		}
+		switch {
+		case backlog:
+			behindLog = append(behindLog, d.ID)
+		case heldAll || slices.ContainsFunc(d.Keys, func(k uint64) bool { return held[k] }):
+			behindLetter = append(behindLetter, d.ID)
+		}
+	}
+	var why []string
+	if len(behindLog) > 0 {
+		why = append(why, fmt.Sprintf("dead letters %v hold keyed items, and the main log still holds items not delivered (%d counted), which may include later items of their keys", behindLog, st.ItemsPending))
+	}
+	if len(behindLetter) > 0 {
+		why = append(why, fmt.Sprintf("dead letters %v hold keyed items behind an earlier dead letter of their keys that stays, or a damaged one (requeue them together, or that one alone: the next start releases the ones parked behind it; purge a damaged one once you have dealt with it)", behindLetter))
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s; nothing was moved: start the queue and call its RequeueDeadLetters, which keeps each key's order", ErrKeyedDeadLetter, strings.Join(why, "; "))
 }

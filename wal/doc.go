@@ -189,12 +189,16 @@
 // DeadLetter returns, with the same consequence.
 //
 // Open recovers dlq/ with the main log's plan: every id up to the highest
-// issued is in an intact file, purged, or lost — counted exactly in
-// Stats.DeadCorrupt (a file damaged, emptied or deleted, the last one
-// included), and tombstoned at once so it is counted once. A damaged file
-// is moved aside as <name>.corrupt (a file whose record is intact but
-// followed by anything but zeros is cut to its record, the original moved
-// aside);
+// issued is in an intact file, purged, damaged or lost. A lost one (a file
+// emptied or deleted, the last one included) is counted in
+// Stats.DeadCorrupt and tombstoned at once, so it is counted once. A
+// damaged file stays where it is, live: DeadLetters (and ListDeadLetters)
+// list it with its Damage, a requeue of all dead letters passes it, one
+// naming it fails with ErrCorrupt, and it counts in DeadCorrupt at every
+// Open until it is purged — moved aside, it would vanish from the list an
+// operator acts on, and a queue parking keys would release the keys it may
+// hold. (A file whose record is intact but followed by anything but zeros
+// is cut to its record, the original moved aside as <name>.corrupt.)
 // a dlq path that is not a directory is moved aside as dlq.corrupt. Dead
 // letters share Options.MaxBytes with the segments: one budget for the
 // directory. Stats.DeadLetters and DeadBytes count what is on disk.

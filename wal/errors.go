@@ -26,6 +26,13 @@ var (
 	// ErrInvalidOptions is returned by Open for options that cannot work
 	// together; the message names the field.
 	ErrInvalidOptions = errors.New("wal: invalid options")
+	// ErrKeyedDeadLetter is returned by the offline RequeueDeadLetters
+	// for dead letters of keyed items (written by a queue that parks keys)
+	// that it cannot move without breaking their key's order: while the
+	// main log still holds items not delivered, or without an earlier dead
+	// letter of the same key. A running queue's RequeueDeadLetters
+	// releases them in key order instead.
+	ErrKeyedDeadLetter = errors.New("wal: keyed dead letter: requeue it with the queue, not offline")
 )
 
 // ErrKey is a key problem: an encryption key that is not KeySize bytes, or

@@ -42,6 +42,13 @@ type Log struct {
 	nextID     uint64
 	bytes      int64 // sum of live segment file sizes (for MaxBytes)
 
+	// preparing is true while prepLoop makes the spare, its size already
+	// counted in bytes; prepared (on mu) is broadcast when it ends, and on
+	// Close. A roll that only the reservation keeps under MaxBytes waits
+	// for the spare rather than fail (writeRecord).
+	preparing bool
+	prepared  sync.Cond
+
 	// The one group commit; synced is its progress: every id <= synced is
 	// durable. Only the committer (and Close, after it exited) syncs.
 	commit committer
@@ -150,7 +157,7 @@ type Stats struct {
 	OldestPending time.Time
 	DeadLetters   int    // dead letters on disk
 	DeadBytes     int64  // their file sizes
-	DeadCorrupt   uint64 // dead letters lost to damage, counted exactly by Open
+	DeadCorrupt   uint64 // dead letters lost to damage (once) or found damaged (at each Open, until purged), counted exactly by Open
 }
 
 // Open locks dir (creating it 0700 if needed), recovers it and returns a
@@ -190,6 +197,7 @@ func open(dir string, opts Options) (*Log, error) {
 		prepKick: make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
+	l.prepared.L = &l.mu
 	l.zpool.c = opts.Compression
 	// Every key a file needs is at hand before recovery reads a record or
 	// changes anything: a key problem is a configuration error, never
@@ -334,8 +342,19 @@ func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, 
 		return 0, fmt.Errorf("%w: record of %d bytes does not fit a segment", ErrTooLarge, need)
 	}
 	if l.active == nil || l.active.pos+need > l.active.size {
-		if err := l.rollLocked(); err != nil {
-			return 0, err
+		if l.awaitSpareLocked() {
+			if l.closed {
+				return 0, ErrClosed
+			}
+			if l.broken != nil {
+				return 0, l.broken
+			}
+		}
+		// Another write may have rolled while mu was released.
+		if l.active == nil || l.active.pos+need > l.active.size {
+			if err := l.rollLocked(); err != nil {
+				return 0, err
+			}
 		}
 	}
 	s := l.active
@@ -367,6 +386,21 @@ func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, 
 	l.issued.Store(id)
 	l.stats.appended.Add(1)
 	return id, nil
+}
+
+// awaitSpareLocked waits (mu held, released meanwhile) while the preparer
+// makes the spare and a roll without it would cross MaxBytes: only the
+// spare's own reservation stands in the way, so the roll must take the
+// spare, not fail with ErrFull. (An empty log whose MaxBytes is one or two
+// segments hit this on its first write.) It reports whether it waited.
+func (l *Log) awaitSpareLocked() bool {
+	waited := false
+	for l.preparing && l.spare == nil && !l.closed && l.opts.MaxBytes > 0 &&
+		l.bytes+l.dead.bytes.Load()+l.opts.SegmentSize > l.opts.MaxBytes {
+		l.prepared.Wait()
+		waited = true
+	}
+	return waited
 }
 
 // rollLocked retires the active segment and creates the next one. On
@@ -478,9 +512,12 @@ func (l *Log) prepLoop() {
 			continue
 		}
 		l.bytes += size // reserved while being prepared
+		l.preparing = true
 		l.mu.Unlock()
 		f, err := l.prepareSpare(size)
 		l.mu.Lock()
+		l.preparing = false
+		l.prepared.Broadcast()
 		if err != nil || l.closed {
 			l.bytes -= size
 			if f != nil {
@@ -1076,6 +1113,7 @@ func (l *Log) Close() error {
 	}
 	l.closed = true
 	l.isClosed.Store(true)
+	l.prepared.Broadcast() // a write waiting for the spare returns ErrClosed
 	l.mu.Unlock()
 	close(l.stop)
 	l.done.Wait()

@@ -27,7 +27,11 @@ type Options struct {
 	// MaxBytes bounds the bytes of all segment files and dead-letter
 	// files together; a segment or dead letter that would cross it is not
 	// created and the append or DeadLetter fails with ErrFull. 0: no bound
-	// but the disk. When set it must be at least SegmentSize.
+	// but the disk. When set it must be at least SegmentSize. A segment
+	// being prepared in the background counts from the start; a roll that
+	// only its reservation keeps from fitting waits for it instead of
+	// failing, so an empty log's first append succeeds whenever MaxBytes
+	// holds one segment.
 	MaxBytes int64
 	// MaxRecord bounds one record's payload before compression (default
 	// 16 MiB, and never more than what fits in one segment). Larger

@@ -266,6 +266,10 @@ func dlqMove(cmd string, args []string, out, errOut io.Writer) (int, error) {
 	case errors.Is(err, wal.ErrNotFound):
 		fmt.Fprintln(errOut, "vinewal:", err)
 		code = 1
+	case errors.Is(err, wal.ErrKeyedDeadLetter):
+		// Refused whole, nothing moved: the message says what to do.
+		fmt.Fprintln(errOut, "vinewal:", err)
+		return 1, nil
 	case errors.Is(err, wal.ErrLocked):
 		return 2, fmt.Errorf("%w (stop the process using it first)", err)
 	case err != nil:

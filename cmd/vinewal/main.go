@@ -37,8 +37,11 @@
 // dump show them, and mark the dead letters parked behind an earlier one
 // of their key. Requeueing or purging a key's failed dead letter here
 // releases the key: the next start delivers, after the replay, the items
-// parked behind it, in order. Requeue a key's parked dead letters only
-// with its failed one (or all: ids are the keys' order), never alone.
+// parked behind it, in order. dlq requeue refuses (exit 1, nothing moved)
+// keyed dead letters it cannot move in their key's order: any while the
+// main log still holds items not delivered (a Stop out of time, a crash),
+// and parked ones without their key's failed one. Start the queue and call
+// its RequeueDeadLetters for those.
 package main
 
 import (

@@ -123,7 +123,9 @@ func (q *Queue[T]) failed(b *pending[T], reason error) {
 
 // abandonInFlight gives up the batches still in Send when Stop runs out of
 // time (after sendCancel): a Send that ignores its ctx keeps its goroutine,
-// not Stop. The batches are not recycled: Send may still read them.
+// not Stop. The batches are not recycled: Send may still read them. Then it
+// waits for the senders finishing a batch and for the OnDrop calls due
+// (waitOnDrops), each only while it makes progress.
 func (q *Queue[T]) abandonInFlight(reason error) {
 	var given []*pending[T]
 	for i := range q.senders {
@@ -133,9 +135,9 @@ func (q *Queue[T]) abandonInFlight(reason error) {
 	}
 	q.giveUpAll(given, reason, false)
 	// Senders whose Send returned before the swap are finishing their
-	// batch (counting it, OnDrop): wait a moment for them, so that Stats and
-	// OnDrop are complete when Stop returns, but not for an OnDrop that
-	// blocks: Stop is out of time already.
+	// batch (counting it first, then OnDrop): wait a moment for them, so
+	// that Stats and OnDrop are complete when Stop returns, but not for an
+	// OnDrop that blocks: Stop is out of time already.
 	finished := make(chan struct{})
 	go func() {
 		q.finishing.Lock()
@@ -143,42 +145,102 @@ func (q *Queue[T]) abandonInFlight(reason error) {
 		close(finished)
 	}()
 	t := time.NewTimer(finishGrace)
-	defer t.Stop()
 	select {
 	case <-finished:
+		t.Stop()
+		q.waitOnDrops()
 	case <-t.C:
 		q.logger.Warn("vinequeue: stop: a sender is still finishing a batch (OnDrop?) past the deadline; not waiting for it")
 	}
 }
 
-// giveUpAll gives up batches for a Stop out of time (giveUp) on a goroutine
-// of its own, and waits for it at most finishGrace: their OnDrop calls are
-// user code, and Stop is past its deadline already. What OnDrop has not
-// been handed by then it is handed after Stop returns.
+// giveUpAll gives up batches for a Stop out of time. Each is accounted for
+// at once, before Stop returns whatever OnDrop does: left in the WAL
+// (LeftOnDisk), or counted Dropped, acknowledged, its EnqueueAck callers
+// told, and recycled. The dropped items are then handed to OnDrop merged,
+// in calls of up to dropChunk items rather than one per batch, by a
+// goroutine of their own: Stop waits for those calls (waitOnDrops) as long
+// as each returns within finishGrace.
 func (q *Queue[T]) giveUpAll(given []*pending[T], reason error, recycle bool) {
-	if len(given) == 0 {
+	var items []T
+	dropped := 0
+	for _, b := range given {
+		if b.onDisk() || b.letter != 0 { // a released batch stays in its dead letter
+			q.leftOnDisk.Add(uint64(len(b.items)))
+			q.finish(b, recycle, outcomeLeftAtStop(reason))
+			continue
+		}
+		if q.cfg.OnDrop != nil {
+			items = append(items, b.items...) // b is recycled (or still in a Send): a copy
+		}
+		dropped += len(b.items)
+		q.tier.acknowledge(b) // given up on: the WAL must not replay it either
+		q.dropped.Add(uint64(len(b.items)))
+		q.finish(b, recycle, outcomeDropped(reason))
+	}
+	if dropped > 0 {
+		q.logger.Warn("vinequeue: stop: dropped what the deadline left undelivered", "items", dropped, "batches", len(given), "reason", reason)
+	}
+	if len(items) == 0 {
 		return
 	}
-	done := make(chan struct{})
+	calls := (len(items) + dropChunk - 1) / dropChunk
+	q.onDrops.due(calls)
 	go func() {
-		defer close(done)
-		for _, b := range given {
-			q.giveUp(b, reason, recycle)
+		for len(items) > 0 {
+			n := min(len(items), dropChunk)
+			q.callOnDrop(items[:n:n], reason)
+			q.onDrops.done()
+			items = items[n:]
 		}
 	}()
-	t := time.NewTimer(finishGrace)
-	defer t.Stop()
+}
+
+// dropChunk bounds the items of one OnDrop call made by giveUpAll, so that
+// a Stop out of time with many small batches waiting makes a few calls,
+// each of a size OnDrop can be expected to handle promptly.
+const dropChunk = 4096
+
+// finishGrace is how long Stop, out of time, waits for one step of what is
+// left once delivery is given up: a sender past Send finishing its batch,
+// or one OnDrop call. Counting takes microseconds, so only an OnDrop that
+// blocks (or crawls) uses it up.
+const finishGrace = 50 * time.Millisecond
+
+// dropCalls counts the OnDrop calls under way or due (a sender's drop, or
+// giveUpAll's merged calls), so that Stop can wait for them.
+type dropCalls struct {
+	n        atomic.Int64
+	progress chan struct{} // cap 1: a call returned
+}
+
+func (d *dropCalls) due(n int) { d.n.Add(int64(n)) }
+
+func (d *dropCalls) done() {
+	d.n.Add(-1)
 	select {
-	case <-done:
-	case <-t.C:
-		q.logger.Warn("vinequeue: stop: OnDrop still running past the deadline; not waiting for it")
+	case d.progress <- struct{}{}:
+	default:
 	}
 }
 
-// finishGrace is how long Stop, out of time, waits for senders that are
-// past Send and finishing their batch: counting takes microseconds, so
-// only a blocked OnDrop uses it up.
-const finishGrace = 50 * time.Millisecond
+// waitOnDrops waits until no OnDrop call is under way or due, as long as
+// each call returns within finishGrace of the previous one (or of the
+// wait's start); past that, Stop stops waiting and the calls left are made
+// after it returns. The items are counted (Stats.Dropped) before either.
+func (q *Queue[T]) waitOnDrops() {
+	t := time.NewTimer(finishGrace)
+	defer t.Stop()
+	for q.onDrops.n.Load() > 0 {
+		select {
+		case <-q.onDrops.progress:
+			t.Reset(finishGrace)
+		case <-t.C:
+			q.logger.Warn("vinequeue: stop: an OnDrop call is still running past the deadline; not waiting for it")
+			return
+		}
+	}
+}
 
 func (q *Queue[T]) countRetry(int, error) {
 	q.retries.Add(1)
@@ -227,26 +289,34 @@ func (q *Queue[T]) giveUp(b *pending[T], reason error, recycle bool) {
 }
 
 // drop hands a batch to OnDrop and counts it. With recycle false the batch
-// may still be in a Send: OnDrop gets a copy of the items.
+// may still be in a Send: OnDrop gets a copy of the items. The batch is
+// counted Dropped (and acknowledged) before OnDrop is called, so that an
+// OnDrop that blocks past Stop's deadline cannot leave it Buffered; it is
+// finished after, so that Flush covers the call.
 func (q *Queue[T]) drop(b *pending[T], reason error, recycle bool) {
+	q.tier.acknowledge(b) // given up on: the WAL must not replay it either
+	q.dropped.Add(uint64(len(b.items)))
+	q.logger.Warn("vinequeue: dropped a batch", "items", len(b.items), "reason", reason)
 	if q.cfg.OnDrop != nil {
 		items := b.items
 		if !recycle {
 			items = append([]T(nil), items...)
 		}
-		func() {
-			defer func() {
-				if p := recover(); p != nil {
-					q.logger.Error("vinequeue: OnDrop panicked", "panic", p)
-				}
-			}()
-			q.cfg.OnDrop(items, reason)
-		}()
+		q.onDrops.due(1)
+		q.callOnDrop(items, reason)
+		q.onDrops.done()
 	}
-	q.tier.acknowledge(b) // given up on: the WAL must not replay it either
-	q.dropped.Add(uint64(len(b.items)))
-	q.logger.Warn("vinequeue: dropped a batch", "items", len(b.items), "reason", reason)
 	q.finish(b, recycle, outcomeDropped(reason))
+}
+
+// callOnDrop calls OnDrop, recovering (and logging) a panic in it.
+func (q *Queue[T]) callOnDrop(items []T, reason error) {
+	defer func() {
+		if p := recover(); p != nil {
+			q.logger.Error("vinequeue: OnDrop panicked", "panic", p)
+		}
+	}()
+	q.cfg.OnDrop(items, reason)
 }
 
 // finish marks b done and, with recycle, recycles it. outcome is how it

@@ -57,6 +57,7 @@ type parkLetter struct {
 	parked  bool // on disk: parked behind its keys, not failed itself
 	named   bool // requeued by id: delivered although it failed
 	blocked bool // released, and failed again: blocks its keys until requeued
+	damaged bool // does not read: holds the keys parked after it until purged
 }
 
 func (l *parkLetter) holdsAny(keys map[uint64]struct{}) bool {
@@ -113,6 +114,27 @@ func newParking[T any](q *Queue[T]) (*parking[T], error) {
 	for _, d := range ds {
 		if d.Damage == nil && len(d.Keys) > 0 {
 			p.addLetterLocked(d.ID, d.Keys, d.Parked, d.Items)
+		}
+	}
+	// A damaged dead letter cannot tell its keys: it may be the failed
+	// letter of any key parked after it. It holds those keys as a failed
+	// letter not requeued does, so they are not released as if an operator
+	// had acted; purging it releases them (requeuing it cannot: it does not
+	// read).
+	for _, d := range ds {
+		if d.Damage == nil {
+			continue
+		}
+		var keys []uint64
+		for id, l := range p.letters {
+			if id > d.ID && l.parked {
+				keys = append(keys, l.keys...)
+			}
+		}
+		if len(keys) > 0 {
+			p.addLetterLocked(d.ID, keys, false, 0)
+			p.letters[d.ID].damaged = true
+			q.logger.Error("vinequeue: a damaged dead letter may be the failed one of keys parked after it: they stay parked until it is purged", "id", d.ID, "keys", len(p.letters[d.ID].keys), "damage", d.Damage)
 		}
 	}
 	if len(p.keys) > 0 {
@@ -556,8 +578,8 @@ func (p *parking[T]) requeue(ids []uint64) (n int, rest []uint64, err error) {
 	defer p.mu.Unlock()
 	for _, id := range ids {
 		l, ok := p.letters[id]
-		if !ok {
-			rest = append(rest, id)
+		if !ok || l.damaged {
+			rest = append(rest, id) // a damaged one: the log's requeue reports it
 			continue
 		}
 		l.named, l.blocked = true, false

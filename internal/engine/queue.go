@@ -117,6 +117,7 @@ type Queue[T any] struct {
 	senders     []senderSlot[T]
 	sendersDone chan struct{}
 	finishing   sync.RWMutex // held shared by a sender finishing a batch (deliver)
+	onDrops     dropCalls    // OnDrop calls under way or due, for Stop to wait on
 
 	track tracker
 	// seq is the next batch sequence number, shared by the collectors so
@@ -336,6 +337,7 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		free:        make(chan *pending[T], 4*cfg.Workers+64),
 		done:        make(chan struct{}),
 		sendersDone: make(chan struct{}),
+		onDrops:     dropCalls{progress: make(chan struct{}, 1)},
 		stopDone:    make(chan struct{}),
 		durable:     newDurableMark(),
 		stallCh:     make(chan struct{}),

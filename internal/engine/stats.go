@@ -66,7 +66,9 @@ func (q *Queue[T]) Stats() Stats {
 		ws := q.wal.log.Stats()
 		oldest = ws.OldestPending
 		s.WALBytes = uint64(max(ws.Bytes, 0))
-		s.Corrupt = ws.Corrupt + q.corrupt.Load()
+		// A dead letter lost to damage is a record lost too: the one a
+		// parked key waits behind is one (its parked items are not lost).
+		s.Corrupt = ws.Corrupt + ws.DeadCorrupt + q.corrupt.Load()
 		s.Rejected += q.walRejected.Load()
 	}
 	// Replayed items were accepted by an earlier process: they leave as
