@@ -321,6 +321,12 @@ func (s *keyedShard[T]) tryPush(key uint64, v T, size int64) (uint64, bool) {
 	if r == nil {
 		return 0, false
 	}
+	return s.tryPushRing(r, key, v, size)
+}
+
+// tryPushRing is tryPush into r, which the caller loaded as the shard's
+// ring at some point (it may have been replaced since).
+func (s *keyedShard[T]) tryPushRing(r *keyedRing[T], key uint64, v T, size int64) (uint64, bool) {
 	for {
 		t := s.tail.Load()
 		if t&ringSealed != 0 || t-r.base.Load() > r.mask {
