@@ -263,9 +263,18 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 			q.unadmit(size) // closed: the credit it took goes back
 			return err
 		}
+	} else if s.midRun(n) {
+		q.prepareSpare(s)
 	}
 	q.wakeForKeyed(s, n)
 	return nil
+}
+
+// midRun reports whether the n'th index (n counting from 1) is the middle
+// of the run of the shard's current ring.
+func (s *keyedShard[T]) midRun(n uint64) bool {
+	r := s.ring.Load()
+	return n-1-r.base.Load() == (r.mask+1)/2
 }
 
 // takeCredit takes size from the shard's credit if it holds that much.
@@ -346,10 +355,26 @@ func (s *keyedShard[T]) tryPushRing(r *keyedRing[T], key uint64, v T, size int64
 // under the shard's lock it installs an empty ring for the next run if the
 // current one is still full (moving that one to the full list), then
 // pushes again. It never waits for the collector, and allocates (a ring,
-// when the shard has no spare) without the lock.
+// when the shard has no spare) without the lock. It does not park on the
+// lock either: a call that finds it taken yields and tries its push again,
+// since the holder is most likely installing the ring it needs; parked
+// callers queued behind a preempted holder, and each handed the lock on
+// in turn, as when every call took the lock.
 func (q *Queue[T]) pushSlow(s *keyedShard[T], key uint64, v T, size int64) (uint64, error) {
 	for {
-		s.mu.Lock()
+		if !s.mu.TryLock() {
+			runtime.Gosched()
+			if s.closed.Load() {
+				return 0, ErrClosed
+			}
+			pin.Pin()
+			n, ok := s.tryPush(key, v, size)
+			pin.Unpin()
+			if ok {
+				return n, nil
+			}
+			continue
+		}
 		if s.closed.Load() {
 			s.mu.Unlock()
 			return 0, ErrClosed
@@ -359,10 +384,7 @@ func (q *Queue[T]) pushSlow(s *keyedShard[T], key uint64, v T, size int64) (uint
 			n := len(s.spares)
 			if n == 0 {
 				s.mu.Unlock()
-				r := newKeyedRing[T]()
-				s.mu.Lock()
-				s.spares = append(s.spares, r)
-				s.mu.Unlock()
+				q.addSpare(s)
 				continue
 			}
 			r := s.spares[n-1]
@@ -387,6 +409,27 @@ func (q *Queue[T]) pushSlow(s *keyedShard[T], key uint64, v T, size int64) (uint
 			return n, nil
 		}
 		runtime.Gosched() // the new run filled meanwhile, or a reservation is under way
+	}
+}
+
+// addSpare gives the shard an empty ring, allocated without its lock.
+func (q *Queue[T]) addSpare(s *keyedShard[T]) {
+	r := newKeyedRing[T]()
+	s.mu.Lock()
+	s.spares = append(s.spares, r)
+	s.mu.Unlock()
+}
+
+// prepareSpare makes sure the shard has a spare ring before its current
+// one fills: the call that reserves the middle index of a run sees to it,
+// so that the call that fills the run, which others of the shard's calls
+// may be waiting on, finds a spare rather than allocating.
+func (q *Queue[T]) prepareSpare(s *keyedShard[T]) {
+	s.mu.Lock()
+	n := len(s.spares)
+	s.mu.Unlock()
+	if n == 0 {
+		q.addSpare(s)
 	}
 }
 
