@@ -717,7 +717,7 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 	}
 	size := int(q.batchSize.Load())
 	if how == cutAll {
-		_, viaQueue := q.tier.(periodicTier[T])
+		viaQueue := q.writesShards()
 		for i := range ks.shards {
 			s := &ks.shards[i]
 			if viaQueue {
@@ -771,7 +771,7 @@ func (ks *keyedShards[T]) free(size int) int {
 func (c *collector[T]) gather(size int) bool {
 	q := c.q
 	ks := &q.keyed
-	_, viaQueue := q.tier.(periodicTier[T])
+	viaQueue := q.writesShards()
 	var b *pending[T]
 	for k := range nKeyedShards {
 		i := (ks.next + k) % nKeyedShards
@@ -795,7 +795,7 @@ func (c *collector[T]) gather(size int) bool {
 			q.tier.persistShard(c, s)
 			s.take(q, b, n)
 		}
-		if n < want && len(s.items) == 0 {
+		if n < want && len(s.items) == 0 && !viaQueue {
 			n += s.takeRings(b, want-n, q.keepKeys, false)
 		}
 		s.mu.Unlock()
@@ -821,9 +821,19 @@ func (c *collector[T]) gather(size int) bool {
 	return true
 }
 
+// writesShards reports whether the tier writes what keyed shards hold
+// (periodic: persistShard, at the checkpoint and as items are cut): then
+// every item goes through a shard's queue, where persistShard finds it,
+// and none goes from a ring straight into a batch, unwritten.
+func (q *Queue[T]) writesShards() bool {
+	_, ok := q.tier.(periodicTier[T])
+	return ok
+}
+
 // cutOne moves up to size items into a new batch at the end of the shard's
-// cut queue (Flush and Stop): its queue's, then its rings', waiting for
-// the reservations under way (see absorbLocked).
+// cut queue (Flush and Stop): its queue's, then (unless the tier writes
+// shards: cutKeyed absorbed them) its rings', waiting for the
+// reservations under way (see absorbLocked).
 func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
 	q := c.q
 	b := q.getBatch()
@@ -833,7 +843,7 @@ func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
 		q.tier.persistShard(c, s)
 		s.take(q, b, n)
 	}
-	if n < size && len(s.items) == 0 {
+	if n < size && len(s.items) == 0 && !q.writesShards() {
 		n += s.takeRings(b, size-n, q.keepKeys, true)
 	}
 	s.mu.Unlock()
