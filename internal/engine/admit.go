@@ -66,6 +66,12 @@ import (
 // leaves it out. With a small limit the chunk is below one item, and
 // every call is admitted on its own, as Enqueue's slow path is.
 //
+// A keyed item waits in its shard's ring slot (keyed.go), which holds the
+// item, its key and its size: what SizeOf counts and 24 bytes more, not
+// charged. A shard's empty rings (the current one's unused slots, the
+// spares a busy shard keeps) are not charged either: at most 32 KiB per
+// ring; an idle shard keeps only its current ring.
+//
 // Items sitting in rings are charged for their slots only: what SizeOf
 // counts beyond a slot (the bytes behind a []byte or string) is charged when
 // they are drained, so until then the process holds up to R × RingSize

@@ -34,17 +34,20 @@
 //
 //   - Pinned rule: between pinning (the root's assembly, or pin.Pin here)
 //     and unpinning nothing blocks: HandOff, which the root calls pinned,
-//     touches the P's slot, the ring and lock-free structures only; getting
+//     touches the P's slot, the ring and lock-free structures only (as
+//     does EnqueueKey's pinned push into a keyed ring); getting
 //     a ring, charging the governor, waking the collector and logging
 //     happen after unpinning (AfterWatermark, refill).
 //   - One tier per queue, chosen in New (newTier); no code outside it asks
 //     for the mode. The log (Queue.wal) and spilling (Queue.spill) are
 //     capabilities, nil when the tier lacks them.
 //   - Refused means refused: Stop closes the intake gate and waits for the
-//     calls inside it, and closes the keyed shards (under their locks) for
-//     the keyed calls that write nowhere else, so an item is either refused
-//     before it is written anywhere or accepted and delivered (or dropped
-//     and counted).
+//     calls inside it, and closes the keyed shards for the keyed calls that
+//     write nowhere else (it seals their tails: a call that reserved a ring
+//     index before is pinned until it has published it, and Stop's wait
+//     for pinned calls covers it), so an item is either refused before it
+//     is written anywhere or accepted and delivered (or dropped and
+//     counted).
 //   - Retention: a drained ring slot, batch slot or fifo slot holding
 //     pointers is zeroed.
 //

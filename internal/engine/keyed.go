@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/vineroute/vinequeue/pin"
 )
 
 // nKeyedShards is the number of keyed shards: enough that keys spread over
@@ -25,17 +28,48 @@ const nKeyedShards = 64
 // Flush and Stop cut every item: a shard's remaining items become a queue
 // of batches of its own (cutq), dispatched one at a time.
 //
+// # Intake without a lock
+//
+// A call appends to its shard's current ring (keyedRing), an array that
+// many producers fill without a lock: a call reserves the next index with
+// one compare-and-swap on the shard's tail (that order is the key's order:
+// a call that returned before another began reserved an earlier index),
+// writes the slot and publishes it. The reservation and the publication
+// are pinned (pin.Pin), so the scheduler cannot stop a call between the
+// two. A ring serves one run of indexes (its base and the len(slots) after
+// it). The call that finds it full takes the shard's lock, moves it to the
+// shard's list of full rings and installs an empty one for the next run
+// (from the shard's spares); so the lock is taken once per ring's worth of
+// a shard's items, for a few stores, rather than by every call (with the
+// lock taken by every call, its holder was often preempted, with 256
+// goroutines on 2 Ps, and most calls spent their time parked behind it).
+// Calls never wait for the collector.
+//
+// The collector moves what the rings have published (absorb), oldest
+// first, into the shard's queue (items, keys), which only it touches,
+// under the lock: the full rings in order, then the current one, stopping
+// at the first slot not yet published, or, for Flush, Stop and the
+// checkpoint, waiting for it (a pinned call finishes without the
+// scheduler). A slot's seq is its index+1 once published. A ring is never
+// freed slot by slot, and replaced only when full, so a call reserves
+// index t in the ring it holds only if t is in that ring's run: a ring
+// replaced (or reused for a later run) meanwhile has moved the tail past
+// t, and the compare-and-swap fails.
+//
 // The sync tier makes each item durable before it enters its shard, with
-// its span; the periodic tier's checkpoint writes what shards hold
-// (persistShard) without cutting it, and a cut writes what was not written
-// yet. Either way a keyed batch's spans come from its shards.
+// its span: that intake (gated) appends to the queue under the lock, spans
+// and all, and never makes a ring. The periodic tier's checkpoint writes
+// what shards hold (persistShard) without cutting it, and a cut writes
+// what was not written yet. Either way a keyed batch's spans come from its
+// shards.
 type keyedShards[T any] struct {
 	shards [nKeyedShards]keyedShard[T]
 	// gated: the tier writes a keyed item before it enters its shard (the
 	// sync tier's log), so EnqueueKey holds the intake gate from before
 	// that write until the item is queued, and admits each item on its
-	// own, before the write. Otherwise the shard's lock and closed flag
-	// are the gate and admission is taken in chunks (credit). Set in New.
+	// own, before the write. Otherwise the shard's sealed tail and closed
+	// flag are the gate and admission is taken in chunks (credit). Set in
+	// New.
 	gated bool
 	// chunk is the most credit a shard takes from the governor at once
 	// (see credit); 0 admits every item on its own. Set in New.
@@ -44,24 +78,55 @@ type keyedShards[T any] struct {
 	// not look at the shards.
 	used atomic.Bool
 	// kick asks the collector's next full cut (cutFull) to look at the
-	// shards: set when a shard gathers a stride of items, a keyed batch
-	// is finished (its shards are free) or the replay ends. Between kicks
-	// the collector does not read the shards' lines, which the producers
-	// are writing.
+	// shards: set when a shard gathers a stride of items or fills a ring,
+	// a keyed batch is finished (its shards are free) or the replay ends.
+	// Between kicks the collector does not read the shards' lines, which
+	// the producers are writing.
 	kick atomic.Bool
 	next int // collector-owned: the shard the next gathering starts at (fairness)
 }
 
+// ringSealed, in a shard's tail, says that it takes no reservation: Stop
+// closed the shard.
+const ringSealed = 1 << 63
+
 type keyedShard[T any] struct {
-	// What EnqueueKey writes comes first, so that a call touches as few
-	// cache lines as may be.
+	// What the lock-free EnqueueKey reads and writes, on one cache line.
+
+	// tail is the number of ring indexes reserved so far (the next one
+	// to reserve), with ringSealed once Stop closed the shard.
+	tail atomic.Uint64
+	// credit is admitted memory not yet used by an item: an ungated
+	// EnqueueKey takes what its item weighs from here (compare-and-swap,
+	// never below 0), and only when it runs short passes admission, for a
+	// chunk at once. Charged to the governor and bytesHeld like the
+	// items; at most chunk after every call (admit.go, the memory bound).
+	credit atomic.Int64
+	ring   atomic.Pointer[keyedRing[T]] // the current ring (stored under mu)
+	// inflight is set by the collector when the shard's items go into a
+	// batch for a sender, and cleared when that batch is finished.
+	inflight atomic.Bool
+	closed   atomic.Bool // Stop closed the shard (ungated intake refuses); set under mu
+	// gatedIn counts the items the gated intake accepted (with the ring's
+	// reservations, what the shard accepted: Stats, releaseIdle).
+	gatedIn atomic.Uint64
+	_       [cacheLine - 8*6]byte
+
 	mu sync.Mutex
-	// items (guarded by mu) are accepted, not yet cut: buf[head:head+n],
-	// buf being the backing array from its start (length 0). take moves
-	// head on rather than copying what is left, and push slides the items
-	// down when the array is full at the back with as much room at the
-	// front, so a shard reuses one array however its items are taken, and
-	// each item is copied a bounded number of times on average.
+	// full are the rings filled and replaced, oldest first, and spares
+	// the empty ones kept for reuse (guarded by mu).
+	full   []*keyedRing[T]
+	spares []*keyedRing[T]
+	// taken is the next ring index to absorb (guarded by mu; atomic so
+	// that the collector sees without the lock whether there is any).
+	taken atomic.Uint64
+	// items (guarded by mu) are accepted and absorbed, not yet cut:
+	// buf[head:head+n], buf being the backing array from its start
+	// (length 0). take moves head on rather than copying what is left,
+	// and push slides the items down when the array is full at the back
+	// with as much room at the front, so a shard reuses one array however
+	// its items are taken, and each item is copied a bounded number of
+	// times on average.
 	items []T
 	buf   []T
 	head  int
@@ -73,32 +138,61 @@ type keyedShard[T any] struct {
 	keys  []uint64
 	kbuf  []uint64
 	bytes int64 // guarded by mu: what items weigh (charged at admission)
-	// credit is admitted memory not yet used by an item (guarded by mu;
-	// an atomic only so that Stats can subtract it from BytesHeld): an
-	// ungated EnqueueKey takes what its item weighs from here, and only
-	// when it runs short passes admission, for a chunk at once. Charged
-	// to the governor and bytesHeld like the items; below chunk after
-	// every call (admit.go, the memory bound).
-	credit atomic.Int64
 	// queued is len(items), stored under mu, so that the collector counts
-	// a shard's items without its lock; in counts the items it accepted
-	// (Stats), also stored under mu.
+	// a shard's items without its lock.
 	queued atomic.Int64
-	in     atomic.Uint64
-	closed bool // guarded by mu: Stop has closed the shard (ungated intake)
 
 	spans     []span // guarded by mu: where items[:persisted] are in the WAL
 	persisted int    // guarded by mu: items[:persisted] are on disk (sync tier: all)
 
 	// Owned by the collector.
 	cutq fifo[*pending[T]]
-	// seenIn is in at the collector's last tick: a shard that accepted
-	// nothing since gives its credit back (releaseIdle).
+	// seenIn is what the shard had accepted at the collector's last tick:
+	// a shard that accepted nothing since gives its credit back
+	// (releaseIdle).
 	seenIn uint64
-	// inflight is set by the collector when the shard's items go into a
-	// batch for a sender, and cleared when that batch is finished.
-	inflight atomic.Bool
-	_        [cacheLine]byte
+	_      [cacheLine]byte
+}
+
+// keyedRing is one run of a shard's indexes: base and the len(slots) after
+// it. Index i has slot i&mask, whose seq is i+1 once its item is
+// published there (older values come from earlier runs, all below base).
+type keyedRing[T any] struct {
+	base  atomic.Uint64 // stored under the shard's lock as the ring is installed
+	mask  uint64
+	slots []keyedSlot[T]
+}
+
+type keyedSlot[T any] struct {
+	seq  atomic.Uint64
+	key  uint64
+	size int64
+	v    T
+}
+
+// keyedRingBytes bounds a ring (at most 256 slots): a call that fills one
+// takes the shard's lock and, without a spare, allocates the next, so the
+// larger the ring, the rarer that slower call (1 in 256 of a shard's calls
+// for 48-byte items; it sets the calls' p99 when it is more often than 1
+// in 100). An idle queue keeps one ring per shard its EnqueueKey used:
+// for 48-byte items 18 KiB each, 1.2 MiB for the 64 shards.
+const keyedRingBytes = 32 << 10
+
+func newKeyedRing[T any]() *keyedRing[T] {
+	n := 256
+	for n > 16 && uintptr(n)*unsafe.Sizeof(keyedSlot[T]{}) > keyedRingBytes {
+		n /= 2
+	}
+	return &keyedRing[T]{mask: uint64(n - 1), slots: make([]keyedSlot[T], n)}
+}
+
+// end is the index after the ring's run.
+func (r *keyedRing[T]) end() uint64 { return r.base.Load() + r.mask + 1 }
+
+// accepted is how many items the shard has accepted: its rings'
+// reservations and its gated pushes.
+func (s *keyedShard[T]) accepted() uint64 {
+	return s.tail.Load()&^ringSealed + s.gatedIn.Load()
 }
 
 // ShardOf is the keyed shard that holds key's items: the order of a key's
@@ -110,15 +204,15 @@ func ShardOf(key uint64) int {
 
 // EnqueueKey accepts v like Enqueue, and delivers the items of one key in the
 // order they were accepted: FIFO per key, with any number of Workers, across
-// retries, spills and crashes. It is slower than Enqueue (a lock per call on
-// the key's shard). Use KeyOf for a string key.
+// retries, spills and crashes. Use KeyOf for a string key.
 //
-// Per call it writes only its shard's cache lines: admission comes from the
-// shard's credit, taken from the governor in chunks (admit.go), Stop's
-// gate is the shard's lock and closed flag, and the collector is woken
-// once per stride of a shard's items, not per call. Only the sync tier,
-// which writes the item to the WAL first, passes the intake gate and
-// admits each item.
+// Per call it takes no lock and writes only its shard's lines: admission
+// comes from the shard's credit, taken from the governor in chunks
+// (admit.go); the item goes into the shard's ring (pinned, see above; a
+// call that finds the ring full replaces it under the shard's lock), and
+// the collector is woken once per stride of a shard's items, not per call.
+// Only the sync tier, which writes the item to the WAL first, passes the
+// intake gate, admits each item and takes the shard's lock.
 //
 // v is charged to the memory governor when admitted (keyed items wait in
 // their shard, outside any ring; from the shard's credit), and the Policy
@@ -148,47 +242,195 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error {
 		ks.used.Store(true)
 	}
 	size := int64(q.sizeOf(v))
+	s := &ks.shards[ShardOf(key)]
 	if size == 0 {
 		// An item that weighs nothing needs no credit, but still meets
 		// the Policy at the hard level.
 		if err := q.admit(1, 0, false); err != nil {
 			return err
 		}
-	}
-	s := &ks.shards[ShardOf(key)]
-	s.mu.Lock()
-	for !s.closed && s.credit.Load() < size {
-		// Short of credit: admission, for a chunk at once, unlocked (it
-		// may wait). Other calls on the shard may spend what it brings
-		// meanwhile; then this one goes again.
-		get := max(ks.chunk, size-s.credit.Load())
-		s.mu.Unlock()
-		if err := q.admit(1, get, false); err != nil {
+	} else if !s.takeCredit(size) {
+		if err := q.refillCredit(s, size); err != nil {
 			return err
 		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			q.unadmit(get)
-			return ErrClosed
+	}
+	pin.Pin()
+	n, ok := s.tryPush(key, v, size)
+	pin.Unpin()
+	if !ok {
+		var err error
+		if n, err = q.pushSlow(s, key, v, size); err != nil {
+			q.unadmit(size) // closed: the credit it took goes back
+			return err
 		}
-		s.credit.Add(get)
-	}
-	if s.closed {
-		// Stop closed the shard after this call's closing check: the
-		// collector's last cut may be over, so the item is refused.
-		s.mu.Unlock()
-		return ErrClosed
-	}
-	left := s.credit.Load() - size
-	s.credit.Store(min(left, ks.chunk))
-	n := s.push(v, key, q.keepKeys, size)
-	s.mu.Unlock()
-	if left > ks.chunk {
-		q.unadmit(left - ks.chunk) // concurrent top-ups brought more than a chunk
+	} else if s.midRun(n) {
+		q.prepareSpare(s)
 	}
 	q.wakeForKeyed(s, n)
 	return nil
+}
+
+// midRun reports whether the n'th index (n counting from 1) is the middle
+// of the run of the shard's current ring.
+func (s *keyedShard[T]) midRun(n uint64) bool {
+	r := s.ring.Load()
+	return n-1-r.base.Load() == (r.mask+1)/2
+}
+
+// takeCredit takes size from the shard's credit if it holds that much.
+func (s *keyedShard[T]) takeCredit(size int64) bool {
+	for {
+		c := s.credit.Load()
+		if c < size {
+			return false
+		}
+		if s.credit.CompareAndSwap(c, c-size) {
+			return true
+		}
+	}
+}
+
+// refillCredit passes admission for a chunk (or the item, if larger), keeps
+// size of it for the caller's item and leaves the rest in the shard's
+// credit, which it trims back to one chunk if concurrent refills brought
+// more.
+func (q *Queue[T]) refillCredit(s *keyedShard[T], size int64) error {
+	chunk := q.keyed.chunk
+	get := max(chunk, size)
+	if err := q.admit(1, get, false); err != nil {
+		return err
+	}
+	if get == size {
+		return nil
+	}
+	s.credit.Add(get - size)
+	for {
+		c := s.credit.Load()
+		if c <= chunk {
+			break
+		}
+		if s.credit.CompareAndSwap(c, chunk) {
+			q.unadmit(c - chunk)
+			break
+		}
+	}
+	if s.closed.Load() {
+		// Stop shed the shard's credit before this came: give it back.
+		q.unadmit(s.credit.Swap(0))
+	}
+	return nil
+}
+
+// tryPush appends v to the shard's ring and returns how many indexes the
+// shard has reserved now; false if the ring is full (or one that has been
+// replaced), the shard sealed, or no ring made yet. Pinned: nothing here
+// waits.
+func (s *keyedShard[T]) tryPush(key uint64, v T, size int64) (uint64, bool) {
+	r := s.ring.Load()
+	if r == nil {
+		return 0, false
+	}
+	return s.tryPushRing(r, key, v, size)
+}
+
+// tryPushRing is tryPush into r, which the caller loaded as the shard's
+// ring at some point (it may have been replaced since).
+func (s *keyedShard[T]) tryPushRing(r *keyedRing[T], key uint64, v T, size int64) (uint64, bool) {
+	for {
+		t := s.tail.Load()
+		if t&ringSealed != 0 || t-r.base.Load() > r.mask {
+			return 0, false // sealed, or t not in r's run: r is full or replaced
+		}
+		if s.tail.CompareAndSwap(t, t+1) {
+			sl := &r.slots[t&r.mask]
+			sl.key, sl.size, sl.v = key, size, v
+			publishSlot(&sl.seq, t+1)
+			return t + 1, true
+		}
+		// Another call reserved t first: try the next index.
+	}
+}
+
+// pushSlow is the path of a call whose ring was full, replaced or not made:
+// under the shard's lock it installs an empty ring for the next run if the
+// current one is still full (moving that one to the full list), then
+// pushes again. It never waits for the collector, and allocates (a ring,
+// when the shard has no spare) without the lock. It does not park on the
+// lock either: a call that finds it taken yields and tries its push again,
+// since the holder is most likely installing the ring it needs; parked
+// callers queued behind a preempted holder, and each handed the lock on
+// in turn, as when every call took the lock.
+func (q *Queue[T]) pushSlow(s *keyedShard[T], key uint64, v T, size int64) (uint64, error) {
+	for {
+		if !s.mu.TryLock() {
+			runtime.Gosched()
+			if s.closed.Load() {
+				return 0, ErrClosed
+			}
+			pin.Pin()
+			n, ok := s.tryPush(key, v, size)
+			pin.Unpin()
+			if ok {
+				return n, nil
+			}
+			continue
+		}
+		if s.closed.Load() {
+			s.mu.Unlock()
+			return 0, ErrClosed
+		}
+		cur, t := s.ring.Load(), s.tail.Load()&^ringSealed
+		if cur == nil || t == cur.end() {
+			n := len(s.spares)
+			if n == 0 {
+				s.mu.Unlock()
+				q.addSpare(s)
+				continue
+			}
+			r := s.spares[n-1]
+			s.spares[n-1] = nil
+			s.spares = s.spares[:n-1]
+			if cur != nil {
+				s.full = append(s.full, cur)
+			}
+			// A call still holding r from its last run (or cur) sees
+			// t in its run only from here: r is then the ring for t.
+			r.base.Store(t)
+			s.ring.Store(r)
+		}
+		s.mu.Unlock()
+		if cur != nil && t == cur.end() {
+			q.kickKeyed() // a full ring to absorb
+		}
+		pin.Pin()
+		n, ok := s.tryPush(key, v, size)
+		pin.Unpin()
+		if ok {
+			return n, nil
+		}
+		runtime.Gosched() // the new run filled meanwhile, or a reservation is under way
+	}
+}
+
+// addSpare gives the shard an empty ring, allocated without its lock.
+func (q *Queue[T]) addSpare(s *keyedShard[T]) {
+	r := newKeyedRing[T]()
+	s.mu.Lock()
+	s.spares = append(s.spares, r)
+	s.mu.Unlock()
+}
+
+// prepareSpare makes sure the shard has a spare ring before its current
+// one fills: the call that reserves the middle index of a run sees to it,
+// so that the call that fills the run, which others of the shard's calls
+// may be waiting on, finds a spare rather than allocating.
+func (q *Queue[T]) prepareSpare(s *keyedShard[T]) {
+	s.mu.Lock()
+	n := len(s.spares)
+	s.mu.Unlock()
+	if n == 0 {
+		q.addSpare(s)
+	}
 }
 
 // enqueueKeyGated is EnqueueKey when the tier writes the item first (the
@@ -224,15 +466,18 @@ func (q *Queue[T]) enqueueKeyGated(key uint64, v T) error {
 		s.spans = appendSpan(s.spans, sp.id, sp.off, sp.n)
 		s.persisted++
 	}
-	n := s.push(v, key, q.keepKeys, size)
+	s.push(v, key, q.keepKeys, size)
+	n := int64(len(s.items))
+	s.queued.Store(n)
+	s.gatedIn.Add(1)
 	s.mu.Unlock()
-	q.wakeForKeyed(s, n)
+	q.wakeForKeyed(s, uint64(n))
 	return nil
 }
 
-// push appends v, admitted for size bytes, and with keep its key, and
-// returns how many items the shard holds now. Caller holds s.mu.
-func (s *keyedShard[T]) push(v T, key uint64, keep bool, size int64) int64 {
+// push appends v, admitted for size bytes, and with keep its key, to the
+// shard's queue. Caller holds s.mu, and stores queued when done.
+func (s *keyedShard[T]) push(v T, key uint64, keep bool, size int64) {
 	if len(s.items) == cap(s.items) && len(s.items) > 0 && s.head >= len(s.items) {
 		// Full at the back with at least as much room at the front as
 		// there are items: slide down rather than grow (with less room,
@@ -266,23 +511,133 @@ func (s *keyedShard[T]) push(v T, key uint64, keep bool, size int64) int64 {
 		s.keys = append(s.keys, key)
 	}
 	s.bytes += size
-	n := int64(len(s.items))
-	s.queued.Store(n)
-	s.in.Store(s.in.Load() + 1)
-	return n
+}
+
+// absorb moves what the shard's rings have published, oldest first, into
+// its queue (absorbLocked). Collector only; it skips a shard with nothing
+// to absorb without taking its lock.
+func (c *collector[T]) absorb(s *keyedShard[T], all bool) {
+	if s.taken.Load() == s.tail.Load()&^ringSealed {
+		return
+	}
+	s.mu.Lock()
+	s.absorbLocked(c.q.keepKeys, all)
+	s.mu.Unlock()
+}
+
+// absorbLocked moves what the shard's rings have published, oldest first,
+// into its queue: the full rings (each goes to the spares once absorbed),
+// then the current one. With all it also waits for the reservations under
+// way up to the tail it reads first (each is a pinned call between its
+// compare-and-swap and its publication: it finishes without the
+// scheduler), so that every item accepted before the call is absorbed:
+// Flush, Stop and the checkpoint. Otherwise it stops at the first slot not
+// yet published. Caller holds s.mu (released while it waits).
+func (s *keyedShard[T]) absorbLocked(keep, all bool) {
+	end := s.tail.Load() &^ ringSealed
+	i := s.taken.Load()
+	for {
+		sl := s.slot(i, end)
+		if sl == nil {
+			break
+		}
+		if sl.seq.Load() != i+1 {
+			if !all {
+				break
+			}
+			s.mu.Unlock()
+			runtime.Gosched()
+			s.mu.Lock()
+			continue
+		}
+		s.push(sl.v, sl.key, keep, sl.size)
+		var zero T
+		sl.v = zero // retention rule
+		i++
+	}
+	s.taken.Store(i)
+	s.queued.Store(int64(len(s.items)))
+}
+
+// takeRings moves up to n items the rings have published, oldest first,
+// straight into b (the shard's queue being empty), and returns how many;
+// with all it waits for the reservations under way, as absorbLocked does.
+// Caller holds s.mu (released while it waits).
+func (s *keyedShard[T]) takeRings(b *pending[T], n int, keep, all bool) int {
+	end := s.tail.Load() &^ ringSealed
+	i := s.taken.Load()
+	got := 0
+	for got < n {
+		sl := s.slot(i, end)
+		if sl == nil {
+			break
+		}
+		if sl.seq.Load() != i+1 {
+			if !all {
+				break
+			}
+			s.mu.Unlock()
+			runtime.Gosched()
+			s.mu.Lock()
+			continue
+		}
+		b.items = append(b.items, sl.v)
+		if keep {
+			b.keys = append(b.keys, sl.key)
+		}
+		b.bytes += sl.size // charged when admitted
+		var zero T
+		sl.v = zero // retention rule
+		i++
+		got++
+	}
+	s.taken.Store(i)
+	return got
+}
+
+// slot is index i's slot, or nil if i is end; the full rings that end at
+// or before i go to the spares on the way. Caller holds s.mu.
+func (s *keyedShard[T]) slot(i, end uint64) *keyedSlot[T] {
+	for len(s.full) > 0 && i == s.full[0].end() {
+		s.dropFull()
+	}
+	if i == end {
+		return nil
+	}
+	r := s.ring.Load()
+	if len(s.full) > 0 {
+		r = s.full[0]
+	}
+	return &r.slots[i&r.mask]
+}
+
+// dropFull moves the oldest full ring, absorbed, to the spares: a busy
+// shard reuses its rings (releaseIdle lets an idle shard's spares go).
+// Caller holds s.mu.
+func (s *keyedShard[T]) dropFull() {
+	r := s.full[0]
+	s.full[0] = nil
+	s.full = s.full[1:]
+	s.spares = append(s.spares, r)
+}
+
+// kickKeyed has the collector look at the shards.
+func (q *Queue[T]) kickKeyed() {
+	if !q.keyed.kick.Load() {
+		q.keyed.kick.Store(true)
+	}
+	q.wakeCollector()
 }
 
 // wakeForKeyed wakes the collector when a shard with no batch in flight
 // has gathered another stride of items (BatchSize spread over the shards):
 // often enough that it cuts a full batch soon after the shards hold one,
-// without a wake per call. The interval tick cuts what is partial.
-func (q *Queue[T]) wakeForKeyed(s *keyedShard[T], n int64) {
-	stride := max(q.batchSize.Load()/nKeyedShards, 1)
+// without a wake per call. n counts the shard's ring reservations (or, the
+// gated intake, its queue). The interval tick cuts what is partial.
+func (q *Queue[T]) wakeForKeyed(s *keyedShard[T], n uint64) {
+	stride := uint64(max(q.batchSize.Load()/nKeyedShards, 1))
 	if n%stride == 0 && !s.inflight.Load() {
-		if !q.keyed.kick.Load() {
-			q.keyed.kick.Store(true)
-		}
-		q.wakeCollector()
+		q.kickKeyed()
 	}
 }
 
@@ -362,8 +717,13 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 	}
 	size := int(q.batchSize.Load())
 	if how == cutAll {
+		viaQueue := q.writesShards()
 		for i := range ks.shards {
-			for ks.shards[i].cutOne(c, size) {
+			s := &ks.shards[i]
+			if viaQueue {
+				c.absorb(s, true)
+			}
+			for s.cutOne(c, size) {
 			}
 		}
 	}
@@ -380,10 +740,9 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 	}
 	for {
 		free := ks.free(size)
-		if free == 0 || (free < size && how == cutFull) {
+		if free == 0 || (free < size && how == cutFull) || !c.gather(size) {
 			return
 		}
-		c.gather(size)
 	}
 }
 
@@ -396,7 +755,7 @@ func (ks *keyedShards[T]) free(size int) int {
 		if n >= size || s.inflight.Load() || s.cutq.len() > 0 {
 			continue
 		}
-		n += int(s.queued.Load())
+		n += int(s.queued.Load() + int64(s.tail.Load()&^ringSealed-s.taken.Load()))
 	}
 	return n
 }
@@ -404,9 +763,15 @@ func (ks *keyedShards[T]) free(size int) int {
 // gather cuts one batch from the leading items of the shards that have no
 // batch in flight and none queued, up to size items, and readies it; it
 // reports whether there was anything to cut.
+//
+// A shard's leading items are its queue's, then its rings'. Unless the
+// tier writes what shards hold (periodic: the items go through the queue,
+// where persistShard finds them), the rings' items go straight into the
+// batch: each item is copied once on the collector, not twice.
 func (c *collector[T]) gather(size int) bool {
 	q := c.q
 	ks := &q.keyed
+	viaQueue := q.writesShards()
 	var b *pending[T]
 	for k := range nKeyedShards {
 		i := (ks.next + k) % nKeyedShards
@@ -414,18 +779,29 @@ func (c *collector[T]) gather(size int) bool {
 		if s.inflight.Load() || s.cutq.len() > 0 {
 			continue
 		}
-		s.mu.Lock()
-		if len(s.items) == 0 {
-			s.mu.Unlock()
+		if s.queued.Load() == 0 && s.taken.Load() == s.tail.Load()&^ringSealed {
 			continue
 		}
 		if b == nil {
 			b = q.getBatch()
 		}
-		n := min(len(s.items), size-len(b.items))
-		q.tier.persistShard(c, s)
-		s.take(q, b, n)
+		want := size - len(b.items)
+		s.mu.Lock()
+		if viaQueue {
+			s.absorbLocked(q.keepKeys, false)
+		}
+		n := min(len(s.items), want)
+		if n > 0 {
+			q.tier.persistShard(c, s)
+			s.take(q, b, n)
+		}
+		if n < want && len(s.items) == 0 && !viaQueue {
+			n += s.takeRings(b, want-n, q.keepKeys, false)
+		}
 		s.mu.Unlock()
+		if n == 0 {
+			continue // only reservations under way
+		}
 		s.inflight.Store(true)
 		b.shards = append(b.shards, s)
 		if len(b.items) == size {
@@ -436,25 +812,45 @@ func (c *collector[T]) gather(size int) bool {
 	if b == nil {
 		return false
 	}
+	if len(b.items) == 0 {
+		q.putBatch(b)
+		return false
+	}
 	c.number(b)
 	c.ready.push(b)
 	return true
 }
 
+// writesShards reports whether the tier writes what keyed shards hold
+// (periodic: persistShard, at the checkpoint and as items are cut): then
+// every item goes through a shard's queue, where persistShard finds it,
+// and none goes from a ring straight into a batch, unwritten.
+func (q *Queue[T]) writesShards() bool {
+	_, ok := q.tier.(periodicTier[T])
+	return ok
+}
+
 // cutOne moves up to size items into a new batch at the end of the shard's
-// cut queue (Flush and Stop).
+// cut queue (Flush and Stop): its queue's, then (unless the tier writes
+// shards: cutKeyed absorbed them) its rings', waiting for the
+// reservations under way (see absorbLocked).
 func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
 	q := c.q
+	b := q.getBatch()
 	s.mu.Lock()
 	n := min(len(s.items), size)
+	if n > 0 {
+		q.tier.persistShard(c, s)
+		s.take(q, b, n)
+	}
+	if n < size && len(s.items) == 0 && !q.writesShards() {
+		n += s.takeRings(b, size-n, q.keepKeys, true)
+	}
+	s.mu.Unlock()
 	if n == 0 {
-		s.mu.Unlock()
+		q.putBatch(b)
 		return false
 	}
-	b := q.getBatch()
-	q.tier.persistShard(c, s)
-	s.take(q, b, n)
-	s.mu.Unlock()
 	b.shards = append(b.shards, s)
 	c.number(b)
 	s.cutq.push(b)
@@ -465,7 +861,8 @@ func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
 // a shard, or in a cut queue). Collector only.
 func (ks *keyedShards[T]) hasWork() bool {
 	for i := range ks.shards {
-		if s := &ks.shards[i]; s.queued.Load() > 0 || s.cutq.len() > 0 {
+		s := &ks.shards[i]
+		if s.queued.Load() > 0 || s.cutq.len() > 0 || s.taken.Load() != s.tail.Load()&^ringSealed {
 			return true
 		}
 	}
@@ -491,17 +888,19 @@ func (c *collector[T]) releaseIdle() {
 	var freed int64
 	for i := range ks.shards {
 		s := &ks.shards[i]
-		in := s.in.Load()
+		in := s.accepted()
 		idle := in == s.seenIn
 		s.seenIn = in
 		if !idle {
 			continue
 		}
-		s.mu.Lock()
 		freed += s.credit.Swap(0)
+		s.mu.Lock()
 		if len(s.items) == 0 && cap(s.buf)*int(unsafe.Sizeof(*new(T)))+cap(s.kbuf)*8 > keyedKeepBytes {
 			s.items, s.buf, s.keys, s.kbuf, s.head = nil, nil, nil, nil, 0
 		}
+		clear(s.spares)
+		s.spares = s.spares[:0]
 		s.mu.Unlock()
 	}
 	c.q.unadmit(freed)
@@ -509,20 +908,21 @@ func (c *collector[T]) releaseIdle() {
 
 // shedCredit gives the governor back every shard's unused credit: at the
 // hard level (memory can fall by what nobody uses) and at Stop, where
-// close also closes the shards (ungated EnqueueKey refuses from then on).
+// close also closes the shards: it seals their rings for good, and
+// EnqueueKey refuses from then on. A call that reserved a ring index
+// before the seal is pinned until it has published it, so Stop's wait for
+// pinned calls (runtime.ReadMemStats) covers it.
 func (ks *keyedShards[T]) shedCredit(q *Queue[T], close bool) {
 	var freed int64
 	for i := range ks.shards {
 		s := &ks.shards[i]
-		if !close && s.credit.Load() == 0 {
-			continue
-		}
-		s.mu.Lock()
 		if close {
-			s.closed = true
+			s.mu.Lock()
+			s.closed.Store(true)
+			s.tail.Or(ringSealed)
+			s.mu.Unlock()
 		}
 		freed += s.credit.Swap(0)
-		s.mu.Unlock()
 	}
 	q.unadmit(freed)
 }

@@ -265,3 +265,78 @@ func TestKeyedShardKeysFollowItems(t *testing.T) {
 		t.Fatalf("keys kept without keep: %v", plain.keys)
 	}
 }
+
+// TestKeyedRingRuns: a ring serves one run of a shard's indexes. A call
+// still holding a ring that was replaced (full) cannot reserve in it; the
+// ring, once taken from, is reused for a later run, and then a call
+// holding the ring it replaced cannot reserve there either. Items come out
+// in index order across the rings, and taking leaves no slot holding one.
+func TestKeyedRingRuns(t *testing.T) {
+	q := &Queue[uint64]{sizeOf: func(uint64) int { return 8 }}
+	s := &q.keyed.shards[0]
+	next := uint64(0) // the next item pushed (its own value)
+	push := func() {
+		t.Helper()
+		if _, ok := s.tryPush(next, next, 8); !ok {
+			if _, err := q.pushSlow(s, next, next, 8); err != nil {
+				t.Fatal(err)
+			}
+		}
+		next++
+	}
+	push() // makes the first ring
+	r0 := s.ring.Load()
+	run := int(r0.mask + 1)
+	for range run - 1 {
+		push()
+	}
+	if _, ok := s.tryPush(99, 99, 8); ok {
+		t.Fatal("a full ring took another item")
+	}
+	push() // replaces r0
+	r1 := s.ring.Load()
+	if r1 == r0 {
+		t.Fatal("the full ring was not replaced")
+	}
+	if _, ok := s.tryPushRing(r0, 99, 99, 8); ok {
+		t.Fatal("a call holding the replaced ring reserved in it")
+	}
+	want := uint64(0)
+	take := func() {
+		t.Helper()
+		b := &pending[uint64]{}
+		s.mu.Lock()
+		n := s.takeRings(b, 1<<20, false, false)
+		s.mu.Unlock()
+		for _, v := range b.items {
+			if v != want {
+				t.Fatalf("took %d, want %d", v, want)
+			}
+			want++
+		}
+		if n != len(b.items) || want != next {
+			t.Fatalf("took %d items (reported %d), up to %d of %d", len(b.items), n, want, next)
+		}
+	}
+	take() // r0 goes to the spares
+	for i := range r0.slots {
+		if v := r0.slots[i].v; v != 0 {
+			t.Fatalf("a taken slot still holds %d", v)
+		}
+	}
+	for range run - 1 {
+		push()
+	}
+	push() // r1 full: r0 comes back for the third run
+	if s.ring.Load() != r0 {
+		t.Fatal("the spare ring was not reused")
+	}
+	if _, ok := s.tryPushRing(r1, 99, 99, 8); ok {
+		t.Fatal("a call holding the replaced ring reserved in it")
+	}
+	if _, ok := s.tryPushRing(r0, next, next, 8); !ok {
+		t.Fatal("the reused ring refused an item of its run")
+	}
+	next++
+	take()
+}

@@ -78,8 +78,8 @@ type Queue[T any] struct {
 	// is queued (the sync tier, its EnqueueKey too); Stop closes it and
 	// waits for those calls, so each is either refused before it writes
 	// anything or accepted (refused means refused). EnqueueKey in the other
-	// tiers writes only to its shard: the shard's closed flag, set by Stop
-	// under the shard's lock, is its gate (shedCredit).
+	// tiers writes only to its shard: the shard's sealed ring and closed
+	// flag, set by Stop, are its gate (shedCredit).
 	intake intakeGate
 
 	keyed keyedShards[T]

@@ -34,7 +34,7 @@ func (q *Queue[T]) Stats() Stats {
 	var credit int64 // admitted for keyed items not yet accepted: not held
 	for i := range q.keyed.shards {
 		s := &q.keyed.shards[i]
-		enq += s.in.Load()
+		enq += s.accepted()
 		credit += s.credit.Load()
 	}
 	for _, s := range q.procs.Load().procs {
