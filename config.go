@@ -309,8 +309,12 @@ type Config[T any] struct {
 	Adaptive bool
 	// FlushInterval bounds how long an accepted item waits before it is
 	// in a batch handed to Send (default 5s): batches go out when they hold
-	// BatchSize items, and a partial batch is cut every FlushInterval/2,
-	// for every intake path alike (Enqueue, EnqueueKey, Sync mode). It is
+	// BatchSize items, and a partial batch is cut on a tick every
+	// FlushInterval/2, for every intake path (Enqueue, EnqueueKey, Sync
+	// mode); EnqueueKey's items go into a partial batch only once they
+	// have waited a tick, so that a steady keyed flow fills its batches
+	// for up to a whole FlushInterval (a keyed item also waits for its
+	// shard's batch in flight, if any, to finish). It is
 	// the latency at low load, as Kafka's linger is: set it to tens of
 	// milliseconds where an event must reach the sink quickly when traffic
 	// is light. An idle queue wakes only for that tick.

@@ -694,20 +694,30 @@ const (
 
 // cutKeyed makes keyed batches, as Enqueue's rings do: full batches as soon
 // as the shards that have no batch in flight hold BatchSize items between
-// them, a partial one only on the interval tick (so FlushInterval bounds a
-// keyed item's wait, as it does Enqueue's), and everything for Flush and
-// Stop (cutAll: the shards' remaining items go to their cut queues). Each
-// shard with no batch in flight first dispatches its next queued batch.
-// While a replay is pending nothing is dispatched (per key, replayed items
-// go first); with cutAll items are cut and wait.
+// them, a partial one only on an interval tick, and everything for Flush
+// and Stop (cutAll: the shards' remaining items go to their cut queues).
+// Each shard with no batch in flight first dispatches its next queued
+// batch. While a replay is pending nothing is dispatched (per key, replayed
+// items go first); with cutAll items are cut and wait.
+//
+// A tick cuts a partial batch only if items that could be cut were
+// already left waiting at the tick before: so an item free to go waits at
+// most two ticks (FlushInterval) for a partial cut, and a batch gets up to
+// a whole FlushInterval to fill, not whatever half of one happened to
+// bring. Cutting on every tick made the batches of a steady keyed flow
+// below BatchSize/FlushInterval items a second (Sync mode, whose calls
+// each wait for an fdatasync, is such a flow) about 0.6–0.8 × BatchSize.
 func (c *collector[T]) cutKeyed(how keyedCut) {
 	q := c.q
 	ks := &q.keyed
 	if !ks.used.Load() {
 		return
 	}
+	partial := how == cutAll
 	if how == cutPartial {
 		c.releaseIdle()
+		partial = c.keyedWaited
+		defer func() { c.keyedWaited = ks.free(1) > 0 }()
 	}
 	if how == cutFull && !ks.kick.CompareAndSwap(true, false) {
 		return // nothing new since the last look
@@ -740,7 +750,7 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 	}
 	for {
 		free := ks.free(size)
-		if free == 0 || (free < size && how == cutFull) || !c.gather(size) {
+		if free == 0 || (free < size && !partial) || !c.gather(size) {
 			return
 		}
 	}

@@ -340,3 +340,55 @@ func TestKeyedRingRuns(t *testing.T) {
 	next++
 	take()
 }
+
+// TestKeyedPartialCutWaitsATick: an interval tick cuts a partial keyed
+// batch only from items that were already free to go at the tick before,
+// so a steady flow slower than BatchSize per FlushInterval gets a whole
+// interval to fill a batch; full batches are cut at once, and a third tick
+// never finds an item that waited two.
+func TestKeyedPartialCutWaitsATick(t *testing.T) {
+	q := bareQueue(100)
+	q.tier = memoryTier[int]{}
+	q.keyed.used.Store(true)
+	c := &collector[int]{q: q}
+	add := func(n int) {
+		s := &q.keyed.shards[0]
+		s.mu.Lock()
+		for i := range n {
+			s.push(i, 0, false, 0)
+		}
+		s.queued.Store(int64(len(s.items)))
+		s.mu.Unlock()
+		q.keyed.kick.Store(true) // as a shard's producers do once per stride
+	}
+	cut := func(how keyedCut) (batches, items int) {
+		c.cutKeyed(how)
+		for c.ready.len() > 0 {
+			b := c.ready.pop()
+			batches++
+			items += len(b.items)
+			q.keyed.shards[0].inflight.Store(false) // as if sent
+		}
+		return batches, items
+	}
+
+	add(10)
+	if b, _ := cut(cutPartial); b != 0 {
+		t.Fatalf("first tick after the items came cut %d batches; want them left to fill", b)
+	}
+	add(20)
+	if b, n := cut(cutPartial); b != 1 || n != 30 {
+		t.Fatalf("second tick: %d batches of %d items; want the 30 that waited a tick", b, n)
+	}
+	add(5) // came after that tick
+	if b, _ := cut(cutPartial); b != 0 {
+		t.Fatalf("tick after a partial cut cut %d batches of items that had not waited", b)
+	}
+	add(95) // 100: a full batch goes at once, whatever the tick
+	if b, n := cut(cutFull); b != 1 || n != 100 {
+		t.Fatalf("full cut: %d batches of %d items; want one of 100", b, n)
+	}
+	if b, _ := cut(cutPartial); b != 0 {
+		t.Fatalf("tick with nothing waiting cut %d batches", b)
+	}
+}
