@@ -537,18 +537,9 @@ func (s *keyedShard[T]) absorbLocked(keep, all bool) {
 	end := s.tail.Load() &^ ringSealed
 	i := s.taken.Load()
 	for {
-		sl := s.slot(i, end)
+		sl := s.published(i, end, all)
 		if sl == nil {
 			break
-		}
-		if sl.seq.Load() != i+1 {
-			if !all {
-				break
-			}
-			s.mu.Unlock()
-			runtime.Gosched()
-			s.mu.Lock()
-			continue
 		}
 		s.push(sl.v, sl.key, keep, sl.size)
 		var zero T
@@ -568,18 +559,9 @@ func (s *keyedShard[T]) takeRings(b *pending[T], n int, keep, all bool) int {
 	i := s.taken.Load()
 	got := 0
 	for got < n {
-		sl := s.slot(i, end)
+		sl := s.published(i, end, all)
 		if sl == nil {
 			break
-		}
-		if sl.seq.Load() != i+1 {
-			if !all {
-				break
-			}
-			s.mu.Unlock()
-			runtime.Gosched()
-			s.mu.Lock()
-			continue
 		}
 		b.items = append(b.items, sl.v)
 		if keep {
@@ -593,6 +575,26 @@ func (s *keyedShard[T]) takeRings(b *pending[T], n int, keep, all bool) int {
 	}
 	s.taken.Store(i)
 	return got
+}
+
+// published is index i's slot once its item is published there, or nil if
+// i is end or, without all, the item is not published yet; with all it
+// waits for the reservation under way (a pinned call between its
+// compare-and-swap and its publication, which finishes without the
+// scheduler). Caller holds s.mu (released while it waits).
+func (s *keyedShard[T]) published(i, end uint64, all bool) *keyedSlot[T] {
+	for {
+		sl := s.slot(i, end)
+		if sl == nil || sl.seq.Load() == i+1 {
+			return sl
+		}
+		if !all {
+			return nil
+		}
+		s.mu.Unlock()
+		runtime.Gosched()
+		s.mu.Lock()
+	}
 }
 
 // slot is index i's slot, or nil if i is end; the full rings that end at
