@@ -3,7 +3,6 @@ package vinequeue
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -109,31 +108,14 @@ func TestAttackParkOfflineRequeueOfAParkedLetter(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	dir := t.TempDir()
 	s := newParkSink()
-	q, err := New(parkConfig(dir, Sync, s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := parkPoisoned(t, q, s)
-	ds, err := q.DeadLetters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
-	var parkedIDs []uint64
-	for _, x := range ds {
-		if x.Parked {
-			parkedIDs = append(parkedIDs, x.ID)
-		}
-	}
+	d, parkedIDs := parkedAndStopped(t, dir, s)
 	// Moved offline, the parked items would be delivered ahead of item 0:
 	// the tool must refuse and move nothing.
 	if n, err := wal.RequeueDeadLetters(dir, wal.Options{}, parkedIDs...); !errors.Is(err, wal.ErrKeyedDeadLetter) || n != 0 {
 		t.Fatalf("offline requeue of the parked letters: %d, %v; want it refused with ErrKeyedDeadLetter", n, err)
 	}
 	s2 := newParkSink()
-	q, err = New(parkConfig(dir, Sync, s2))
+	q, err := New(parkConfig(dir, Sync, s2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,26 +142,11 @@ func TestAttackParkDamagedFailedLetter(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	dir := t.TempDir()
 	s := newParkSink()
-	q, err := New(parkConfig(dir, Sync, s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := parkPoisoned(t, q, s)
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "dlq", fmt.Sprintf("%020d.wal", d.ID))
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)-9] ^= 0xff
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	d, _ := parkedAndStopped(t, dir, s)
+	damageDeadLetter(t, dir, d.ID)
 	s.poisoned.Delete("1/0")
 	s2 := newParkSink()
-	q, err = New(parkConfig(dir, Sync, s2))
+	q, err := New(parkConfig(dir, Sync, s2))
 	if err != nil {
 		t.Fatal(err)
 	}

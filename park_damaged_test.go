@@ -23,39 +23,14 @@ func TestParkDamagedLetterHoldsUntilPurged(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	dir := t.TempDir()
 	s := newParkSink()
-	q, err := New(parkConfig(dir, Sync, s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := parkPoisoned(t, q, s)
-	ds, err := q.DeadLetters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "dlq", fmt.Sprintf("%020d.wal", d.ID))
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)-9] ^= 0xff
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var parkedIDs []uint64
-	for _, x := range ds {
-		if x.Parked {
-			parkedIDs = append(parkedIDs, x.ID)
-		}
-	}
+	d, parkedIDs := parkedAndStopped(t, dir, s)
+	damageDeadLetter(t, dir, d.ID)
 	if n, err := wal.RequeueDeadLetters(dir, wal.Options{}, parkedIDs...); n != 0 || !errors.Is(err, wal.ErrKeyedDeadLetter) {
 		t.Fatalf("offline requeue of the letters behind a damaged one: %d, %v; want ErrKeyedDeadLetter", n, err)
 	}
 	s.poisoned.Delete("1/0")
 	s2 := newParkSink()
-	q, err = New(parkConfig(dir, Sync, s2))
+	q, err := New(parkConfig(dir, Sync, s2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,5 +55,45 @@ func TestParkDamagedLetterHoldsUntilPurged(t *testing.T) {
 	}
 	if st := q.Stats(); st.ParkedKeys != 0 || st.ParkedItems != 0 {
 		t.Fatalf("ParkedKeys %d, ParkedItems %d after the purge", st.ParkedKeys, st.ParkedItems)
+	}
+}
+
+// parkedAndStopped leaves dir stopped with key 1 parked (parkPoisoned, Sync
+// mode): its failed dead letter, and the ids of the letters parked behind
+// it.
+func parkedAndStopped(t *testing.T, dir string, s *parkSink) (failed DeadLetter, parkedIDs []uint64) {
+	t.Helper()
+	q, err := New(parkConfig(dir, Sync, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed = parkPoisoned(t, q, s)
+	ds, err := q.DeadLetters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range ds {
+		if x.Parked {
+			parkedIDs = append(parkedIDs, x.ID)
+		}
+	}
+	return failed, parkedIDs
+}
+
+// damageDeadLetter flips a byte near the end of dead letter id's file, as
+// a bad sector would, while the queue is stopped.
+func damageDeadLetter(t *testing.T, dir string, id uint64) {
+	t.Helper()
+	path := filepath.Join(dir, "dlq", fmt.Sprintf("%020d.wal", id))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-9] ^= 0xff
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
