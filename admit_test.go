@@ -23,6 +23,25 @@ type heldWatch[T any] struct {
 	done chan struct{}
 }
 
+// rejectTally counts calls under Policy Reject: accepted, or refused with
+// ErrFull; any other error fails the test.
+type rejectTally struct{ accepted, refused atomic.Int64 }
+
+// note counts err's call (nil: accepted) and reports whether the caller
+// should go on.
+func (r *rejectTally) note(t *testing.T, err error) bool {
+	switch {
+	case err == nil:
+		r.accepted.Add(1)
+	case errors.Is(err, ErrFull):
+		r.refused.Add(1)
+	default:
+		t.Error(err)
+		return false
+	}
+	return true
+}
+
 func watchHeld[T any](q *Queue[T]) *heldWatch[T] {
 	w := &heldWatch[T]{q: q, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
@@ -96,20 +115,14 @@ func TestEnqueueKeyRejectBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := watchHeld(q)
-	var accepted, refused atomic.Int64
+	var tally rejectTally
 	var wg sync.WaitGroup
 	for p := range producers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range perProducer {
-				switch err := q.EnqueueKey(uint64(p*perProducer+i), make([]byte, itemSize)); {
-				case err == nil:
-					accepted.Add(1)
-				case errors.Is(err, ErrFull):
-					refused.Add(1)
-				default:
-					t.Error(err)
+				if !tally.note(t, q.EnqueueKey(uint64(p*perProducer+i), make([]byte, itemSize))) {
 					return
 				}
 				w.observe()
@@ -118,7 +131,7 @@ func TestEnqueueKeyRejectBounded(t *testing.T) {
 	}
 	wg.Wait()
 	maxHeld := w.finish()
-	held := accepted.Load() * itemSize // the sink is stalled: all still held
+	held := tally.accepted.Load() * itemSize // the sink is stalled: all still held
 	close(g.open)
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
@@ -126,18 +139,18 @@ func TestEnqueueKeyRejectBounded(t *testing.T) {
 	st := q.Stats()
 	hard := int64(limit) * 95 / 100
 	bound := hard + producers*(itemSize+24)
-	t.Logf("accepted %d (%d KiB), refused %d, max BytesHeld %d KiB, hard %d KiB", accepted.Load(), held>>10, refused.Load(), maxHeld>>10, hard>>10)
+	t.Logf("accepted %d (%d KiB), refused %d, max BytesHeld %d KiB, hard %d KiB", tally.accepted.Load(), held>>10, tally.refused.Load(), maxHeld>>10, hard>>10)
 	if maxHeld > bound {
 		t.Errorf("BytesHeld reached %d, past Hard %d + one item per producer", maxHeld, hard)
 	}
 	if held > bound {
 		t.Errorf("accepted %d bytes against a stalled sink, past Hard %d + one item per producer", held, hard)
 	}
-	if refused.Load() == 0 || st.Rejected != uint64(refused.Load()) {
-		t.Errorf("refused %d, Stats.Rejected %d", refused.Load(), st.Rejected)
+	if tally.refused.Load() == 0 || st.Rejected != uint64(tally.refused.Load()) {
+		t.Errorf("refused %d, Stats.Rejected %d", tally.refused.Load(), st.Rejected)
 	}
-	if g.delivered.Load() != accepted.Load() || st.Delivered != uint64(accepted.Load()) {
-		t.Errorf("delivered %d (Stats %d), accepted %d: refused means refused", g.delivered.Load(), st.Delivered, accepted.Load())
+	if g.delivered.Load() != tally.accepted.Load() || st.Delivered != uint64(tally.accepted.Load()) {
+		t.Errorf("delivered %d (Stats %d), accepted %d: refused means refused", g.delivered.Load(), st.Delivered, tally.accepted.Load())
 	}
 	if st.BytesHeld != 0 {
 		t.Errorf("BytesHeld %d after Close: a charge was not undone", st.BytesHeld)

@@ -57,7 +57,7 @@ func TestParkKeysAtHardBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := watchHeld(q)
-	var accepted, refused atomic.Int64
+	var tally rejectTally
 	var wg sync.WaitGroup
 	for p := range producers {
 		wg.Go(func() {
@@ -69,13 +69,7 @@ func TestParkKeysAtHardBounded(t *testing.T) {
 					v[0] = 'P'
 				}
 				copy(v[1:], strconv.Itoa(i))
-				switch err := q.EnqueueKey(k, v); {
-				case err == nil:
-					accepted.Add(1)
-				case errors.Is(err, ErrFull):
-					refused.Add(1)
-				default:
-					t.Error(err)
+				if !tally.note(t, q.EnqueueKey(k, v)) {
 					return
 				}
 				w.observe()
@@ -91,7 +85,7 @@ func TestParkKeysAtHardBounded(t *testing.T) {
 	hard := int64(limit) * 95 / 100
 	bound := hard + producers*(itemSize+24)
 	t.Logf("accepted %d, refused %d, max BytesHeld %d KiB, hard %d KiB; parked %d, dead-lettered %d, delivered %d",
-		accepted.Load(), refused.Load(), maxHeld>>10, hard>>10, st.Parked, st.DeadLettered, st.Delivered)
+		tally.accepted.Load(), tally.refused.Load(), maxHeld>>10, hard>>10, st.Parked, st.DeadLettered, st.Delivered)
 	if maxHeld > bound {
 		t.Errorf("BytesHeld reached %d, past Hard %d + one item per producer", maxHeld, hard)
 	}
