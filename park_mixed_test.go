@@ -134,11 +134,5 @@ func TestParkKeysMixedLoadCollectorsRestart(t *testing.T) {
 		t.Fatalf("after requeue: ParkedKeys %d, ParkedItems %d, Buffered %d", st.ParkedKeys, st.ParkedItems, st.Buffered)
 	}
 	checkIdentity(t, st)
-	if ds, err := q.DeadLetters(); err != nil || len(ds) != 0 {
-		t.Fatalf("dead letters left: %d, %v", len(ds), err)
-	}
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
-	checkIdentity(t, q.Stats())
+	closeWithNoDeadLetters(t, q)
 }

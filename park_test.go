@@ -122,6 +122,19 @@ func failedLetter(t *testing.T, q *Queue[[]byte]) (DeadLetter, int) {
 	return failed[0], parked
 }
 
+// closeWithNoDeadLetters checks that q holds no dead letter, closes it and
+// checks the Stats identity after Close.
+func closeWithNoDeadLetters(t *testing.T, q *Queue[[]byte]) {
+	t.Helper()
+	if ds, err := q.DeadLetters(); err != nil || len(ds) != 0 {
+		t.Fatalf("dead letters left: %+v, %v", ds, err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkIdentity(t, q.Stats())
+}
+
 // parkPoisoned runs the common start: key 1's first item is poison; keys
 // 1..5 get items 0..9. Key 1's dead letter parks items 1..9; the other
 // keys are delivered whole, in order.
@@ -186,13 +199,7 @@ func TestParkKeysRequeue(t *testing.T) {
 				t.Fatalf("after requeue: ParkedKeys %d, ParkedItems %d", st.ParkedKeys, st.ParkedItems)
 			}
 			checkIdentity(t, st)
-			if ds, err := q.DeadLetters(); err != nil || len(ds) != 0 {
-				t.Fatalf("dead letters left: %+v, %v", ds, err)
-			}
-			if err := q.Close(); err != nil {
-				t.Fatal(err)
-			}
-			checkIdentity(t, q.Stats())
+			closeWithNoDeadLetters(t, q)
 		})
 	}
 }
@@ -269,13 +276,10 @@ func TestParkKeysSurviveRestart(t *testing.T) {
 			if got := s.delivered(1); !slices.Equal(got, seqs(0, 12)) {
 				t.Fatalf("key 1 after requeue: %v; want 0..11 in order", got)
 			}
-			if ds, err := q.DeadLetters(); err != nil || len(ds) != 0 || d.ID == 0 {
-				t.Fatalf("dead letters left: %+v, %v", ds, err)
+			if d.ID == 0 {
+				t.Fatal("the failed dead letter has id 0")
 			}
-			if err := q.Close(); err != nil {
-				t.Fatal(err)
-			}
-			checkIdentity(t, q.Stats())
+			closeWithNoDeadLetters(t, q)
 		})
 	}
 }
