@@ -121,6 +121,33 @@ func appendDeadMeta(dst []byte, m DeadMeta) []byte {
 	return dst
 }
 
+// uvarintList decodes a count then that many uvarints from b[off:], the
+// metadata's lists of record ids and of keys, and returns them (nil when
+// the count is 0) with the offset after them. Each value takes at least one
+// byte, so a count beyond max or beyond the bytes left is damage, refused
+// before the slice is made; what names the damaged part (countName or
+// itemName; "" if none).
+func uvarintList(b []byte, off int, max uint64, countName, itemName string) (list []uint64, next int, what string) {
+	n, k := binary.Uvarint(b[off:])
+	if k <= 0 || n > max || n > uint64(len(b)-off-k) {
+		return nil, off, countName
+	}
+	off += k
+	if n == 0 {
+		return nil, off, ""
+	}
+	list = make([]uint64, n)
+	for i := range list {
+		v, k := binary.Uvarint(b[off:])
+		if k <= 0 {
+			return nil, off, itemName
+		}
+		list[i] = v
+		off += k
+	}
+	return list, off, ""
+}
+
 // parseDeadMeta decodes the metadata at the start of a dead letter's raw
 // payload and returns it with the items that follow (aliasing b). Every
 // length is checked against the bytes present before anything is
@@ -159,23 +186,9 @@ func parseDeadMeta(b []byte) (DeadMeta, []byte, error) {
 	off += k
 	m.Reason = string(b[off : off+int(n)])
 	off += int(n)
-	n, k = binary.Uvarint(b[off:])
-	// Each id takes at least one byte: a count beyond the bytes left is
-	// damage, and is refused before the slice is made.
-	if k <= 0 || n > maxDeadRecords || n > uint64(len(b)-off-k) {
-		return bad("record count")
-	}
-	off += k
-	if n > 0 {
-		m.Records = make([]uint64, n)
-		for i := range m.Records {
-			id, k := binary.Uvarint(b[off:])
-			if k <= 0 {
-				return bad("record id")
-			}
-			m.Records[i] = id
-			off += k
-		}
+	var what string
+	if m.Records, off, what = uvarintList(b, off, maxDeadRecords, "record count", "record id"); what != "" {
+		return bad(what)
 	}
 	if version == deadMetaKeyed {
 		flags, k := binary.Uvarint(b[off:])
@@ -184,21 +197,8 @@ func parseDeadMeta(b []byte) (DeadMeta, []byte, error) {
 		}
 		off += k
 		m.Parked = flags&deadFlagParked != 0
-		n, k = binary.Uvarint(b[off:])
-		if k <= 0 || n > maxDeadKeys || n > uint64(len(b)-off-k) {
-			return bad("key count")
-		}
-		off += k
-		if n > 0 {
-			m.Keys = make([]uint64, n)
-			for i := range m.Keys {
-				key, k := binary.Uvarint(b[off:])
-				if k <= 0 {
-					return bad("key")
-				}
-				m.Keys[i] = key
-				off += k
-			}
+		if m.Keys, off, what = uvarintList(b, off, maxDeadKeys, "key count", "key"); what != "" {
+			return bad(what)
 		}
 	}
 	return m, b[off:], nil
