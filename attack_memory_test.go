@@ -3,7 +3,6 @@ package vinequeue
 import (
 	"context"
 	"errors"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -66,13 +65,7 @@ func TestAttackHardBoundKeyedAckPark(t *testing.T) {
 							return
 						default:
 						}
-						k := uint64(p*keysPer + i%keysPer)
-						v := make([]byte, itemSize)
-						v[0] = 'k'
-						if k%4 == 0 && i < keysPer {
-							v[0] = 'P'
-						}
-						copy(v[1:], strconv.Itoa(i))
+						k, v := hardKeyedItem(p, i, keysPer, itemSize, 'k')
 						if !tally.note(t, q.EnqueueKey(k, v)) {
 							return
 						}

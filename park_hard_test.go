@@ -62,13 +62,7 @@ func TestParkKeysAtHardBounded(t *testing.T) {
 	for p := range producers {
 		wg.Go(func() {
 			for i := range perProducer {
-				k := uint64(p*keysPer + i%keysPer)
-				v := make([]byte, itemSize)
-				v[0] = 'x'
-				if k%4 == 0 && i < keysPer {
-					v[0] = 'P'
-				}
-				copy(v[1:], strconv.Itoa(i))
+				k, v := hardKeyedItem(p, i, keysPer, itemSize, 'x')
 				if !tally.note(t, q.EnqueueKey(k, v)) {
 					return
 				}
@@ -104,4 +98,18 @@ func TestParkKeysAtHardBounded(t *testing.T) {
 		t.Errorf("BytesHeld %d after Close: a charge was not undone (or undone twice)", st.BytesHeld)
 	}
 	checkIdentity(t, st)
+}
+
+// hardKeyedItem is producer p's i'th item over its keysPer keys: itemSize
+// bytes, tagged tag, except that the first item of every fourth key is
+// poison ('P', which the tests' sinks fail for good, so the key parks).
+func hardKeyedItem(p, i, keysPer, itemSize int, tag byte) (uint64, []byte) {
+	k := uint64(p*keysPer + i%keysPer)
+	v := make([]byte, itemSize)
+	v[0] = tag
+	if k%4 == 0 && i < keysPer {
+		v[0] = 'P'
+	}
+	copy(v[1:], strconv.Itoa(i))
+	return k, v
 }
