@@ -22,10 +22,54 @@ type senderSlot[T any] struct {
 }
 
 // sendLoop is one sender: it takes batches from the collector until Stop.
+//
+// From before it takes a batch until the batch is in its slot (or, Stop
+// being out of time, accounted for) it holds q.finishing shared, as it does
+// while finishing a batch: a batch taken from the collector is in no one
+// else's hands, so Stop, out of time, waits for it to reach the slot where
+// it can take it (abandonInFlight). Waiting for the next batch with the
+// lock held delays no one: Stop takes it only once the collectors have
+// closed q.work, which ends the wait.
 func (q *Queue[T]) sendLoop(slot *senderSlot[T]) {
-	for b := range q.work {
-		q.deliver(slot, b)
+	for {
+		q.finishing.RLock()
+		b, ok := <-q.work
+		if !ok {
+			q.finishing.RUnlock()
+			return
+		}
+		send := q.take(slot, b)
+		q.finishing.RUnlock()
+		if send {
+			q.deliver(slot, b)
+		}
 	}
+}
+
+// take readies b for Send, q.finishing held shared: the items of parked
+// keys leave it, the tier persists it, and it goes into slot. It reports
+// false when nothing is left to send: every item was parked, or Stop ran
+// out of time meanwhile (b is then given up here, as Stop would have).
+func (q *Queue[T]) take(slot *senderSlot[T], b *pending[T]) bool {
+	if p := q.park; p != nil && len(b.keys) > 0 && b.letter == 0 {
+		// Items of parked keys leave b first (park.go).
+		if p.divert(b) {
+			// Every item was parked: nothing to send. (A keyed batch:
+			// no EnqueueAck caller waits on it.)
+			q.finish(b, true, nil)
+			return false
+		}
+	}
+	q.tier.persist(b, &slot.writer) // on disk before Send, if the tier promises it
+	if err := q.sendCtx.Err(); err != nil {
+		// Stop is out of time and may have looked at the slots already:
+		// this batch is not sent, and is given up as Stop gives up the
+		// others.
+		q.giveUp(b, fmt.Errorf("%w: stop deadline: %w", ErrClosed, err), true)
+		return false
+	}
+	slot.b.Store(b)
+	return true
 }
 
 // deliver sends one batch with retries (batch.Attempt: backoff with jitter,
@@ -33,26 +77,9 @@ func (q *Queue[T]) sendLoop(slot *senderSlot[T]) {
 // Then the batch is done: delivered; or, failed for good, dead-lettered
 // (with a WAL) or dropped to OnDrop; or, when Stop ran out of time, left in
 // the WAL for the next New (or dropped without one). Nothing retries beyond
-// Config.Retry unless it says RetryForever. If Stop abandoned the batch
-// meanwhile, deliver leaves it alone.
+// Config.Retry unless it says RetryForever. b is in slot (take). If Stop
+// abandoned the batch meanwhile, deliver leaves it alone.
 func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
-	if p := q.park; p != nil && len(b.keys) > 0 && b.letter == 0 {
-		// Items of parked keys leave b first (park.go). Held as finishing
-		// is: Stop out of time waits for it as for a sender past Send.
-		q.finishing.RLock()
-		empty := p.divert(b)
-		if empty {
-			// Every item was parked: nothing to send. (A keyed batch:
-			// no EnqueueAck caller waits on it.)
-			q.finish(b, true, nil)
-		}
-		q.finishing.RUnlock()
-		if empty {
-			return
-		}
-	}
-	q.tier.persist(b, &slot.writer) // on disk before Send, if the tier promises it
-	slot.b.Store(b)
 	var start time.Time
 	if q.sizer != nil { // only adaptive sizing needs the clock
 		start = time.Now()
@@ -135,9 +162,11 @@ func (q *Queue[T]) abandonInFlight(reason error) {
 	}
 	q.giveUpAll(given, reason, false)
 	// Senders whose Send returned before the swap are finishing their
-	// batch (counting it first, then OnDrop): wait a moment for them, so
-	// that Stats and OnDrop are complete when Stop returns, but not for an
-	// OnDrop that blocks: Stop is out of time already.
+	// batch (counting it first, then OnDrop), and senders that took a
+	// batch but had not put it in their slot yet (take: persisting it)
+	// give it up themselves: wait a moment for both, so that Stats and
+	// OnDrop are complete when Stop returns, but not for an OnDrop or a
+	// write that blocks: Stop is out of time already.
 	finished := make(chan struct{})
 	go func() {
 		q.finishing.Lock()
@@ -150,7 +179,7 @@ func (q *Queue[T]) abandonInFlight(reason error) {
 		t.Stop()
 		q.waitOnDrops()
 	case <-t.C:
-		q.logger.Warn("vinequeue: stop: a sender is still finishing a batch (OnDrop?) past the deadline; not waiting for it")
+		q.logger.Warn("vinequeue: stop: a sender is still taking or finishing a batch (a write, OnDrop?) past the deadline; not waiting for it")
 	}
 }
 
@@ -202,7 +231,7 @@ func (q *Queue[T]) giveUpAll(given []*pending[T], reason error, recycle bool) {
 const dropChunk = 4096
 
 // finishGrace is how long Stop, out of time, waits for one step of what is
-// left once delivery is given up: a sender past Send finishing its batch,
+// left once delivery is given up: the senders taking or finishing a batch,
 // or one OnDrop call. Counting takes microseconds, so only an OnDrop that
 // blocks (or crawls) uses it up.
 const finishGrace = 50 * time.Millisecond

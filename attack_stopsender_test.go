@@ -1,0 +1,115 @@
+package vinequeue
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// blockingCodec is the built-in []byte encoding, except that the first
+// item equal to mark blocks its Append until release is closed (entered is
+// closed when it does): a Codec slow on one item, as one doing I/O would be.
+type blockingCodec struct {
+	mark    []byte
+	once    atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (c *blockingCodec) Append(dst []byte, v []byte) ([]byte, error) {
+	if bytes.Equal(v, c.mark) && c.once.CompareAndSwap(false, true) {
+		close(c.entered)
+		<-c.release
+	}
+	return append(dst, v...), nil
+}
+
+func (c *blockingCodec) Decode(src []byte) ([]byte, error) { return bytes.Clone(src), nil }
+
+// TestAttackStopWhileASenderWritesItsBatch: Periodic mode writes a batch
+// to the WAL on its sender before Send. A sender that has taken a batch
+// from the collector but is still writing it (a slow Codec, a slow disk,
+// or merely descheduled) when Stop runs out of time holds that batch
+// where Stop does not see it: not in the sender's slot (stored only once
+// the write is done), no longer in the collector's hands.
+//
+// Stop promises that when it returns every given-up item is counted
+// (Buffered 0) and that a Send which ignores its ctx does not hold it. On
+// the code before this test, Stop returned at once with the batch
+// Buffered; the sender then finished its write into a closed WAL and
+// called Send with a cancelled ctx after Stop had returned.
+//
+// Here the write is released as soon as Stop cancels the senders' ctx
+// (the other sender's Send sees it), so a Stop that waits for senders
+// finishing what they hold sees it counted; 4096 items keep the write
+// itself longer than Stop's own way from there to its return.
+func TestAttackStopWhileASenderWritesItsBatch(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	const n = 4096
+	codec := &blockingCodec{mark: []byte("mark"), entered: make(chan struct{}), release: make(chan struct{})}
+	inSend := make(chan struct{}, 1)
+	var releaseOnce sync.Once
+	var sent atomic.Int64
+	q, err := New(Config[[]byte]{
+		Send: func(ctx context.Context, b [][]byte) error {
+			if ctx.Err() != nil {
+				// Called after Stop gave up: the promise is broken
+				// whatever this returns.
+				sent.Add(int64(len(b)))
+			}
+			select {
+			case inSend <- struct{}{}:
+			default:
+			}
+			<-ctx.Done()
+			releaseOnce.Do(func() { close(codec.release) })
+			return ctx.Err()
+		},
+		Codec:         codec,
+		BatchSize:     100000,
+		RingSize:      8192,
+		Workers:       2,
+		FlushInterval: 4 * time.Millisecond,
+		WAL:           WALConfig{Dir: t.TempDir(), Mode: Periodic, SyncInterval: time.Hour},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseOnce.Do(func() { close(codec.release) })
+	// One batch occupies the first sender in Send.
+	if err := q.Enqueue([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	<-inSend
+	// The next one blocks the second sender in its write.
+	batch := make([][]byte, n)
+	batch[0] = codec.mark
+	for i := 1; i < n; i++ {
+		batch[i] = []byte("an item of the batch being written")
+	}
+	if k, err := q.EnqueueBatch(batch); err != nil {
+		t.Fatalf("EnqueueBatch: %d, %v", k, err)
+	}
+	<-codec.entered
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // out of time at once
+	if err := q.Stop(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Stop = %v; want its ctx's error", err)
+	}
+	st := q.Stats()
+	if st.Buffered != 0 || st.Enqueued != st.Delivered+st.Dropped+st.LeftOnDisk {
+		t.Errorf("right after Stop: Enqueued %d, Delivered %d, Dropped %d, LeftOnDisk %d, Buffered %d",
+			st.Enqueued, st.Delivered, st.Dropped, st.LeftOnDisk, st.Buffered)
+	}
+	releaseOnce.Do(func() { close(codec.release) })
+	goleak.VerifyNone(t, ignore) // every sender has returned
+	if s := sent.Load(); s != 0 {
+		t.Errorf("Send called with %d items after Stop gave up on them", s)
+	}
+}
