@@ -90,10 +90,16 @@ type Config struct {
 	// to buffer its batch); negative means no limit other than the send's
 	// context.
 	//
-	// It does not bound a send: a record whose request is in flight is not
-	// given up by the client until the broker answers or the connection
-	// fails, whatever DeliveryTimeout says (see Cancellation in the package
-	// doc). The send's context bounds the send. Lower DeliveryTimeout to
+	// It does not bound a send: once a record's produce request has been
+	// written, the client gives it up only after a broker answers for its
+	// partition, whatever DeliveryTimeout says. A connection that fails
+	// meanwhile (a broker gone) does not end the wait: the request may
+	// have been written to the log, so the idempotent producer resends the
+	// record until some broker answers, or the Producer is closed (see
+	// Cancellation in the package doc; kgo.AllowIdempotentProduceCancellation
+	// in ClientOpts lets the client give such records up, at the price of
+	// duplicates it can no longer remove). The send's context bounds the
+	// send. Lower DeliveryTimeout to
 	// hand a failing partition to the queue's retries sooner; raise it (or
 	// make it negative) to let the client ride out a long leader election
 	// without the queue seeing errors.
