@@ -369,9 +369,10 @@ type Config[T any] struct {
 	Retry RetryPolicy
 	// OnDrop receives every batch the queue gives up on, with the reason:
 	// Retry exhausted or a Permanent error (with a WAL the batch is also
-	// kept in the dead-letter log first), and, without a WAL, what Stop's
-	// deadline leaves undelivered (a copy, if a Send still holds the
-	// batch). It is called on a sender goroutine, one batch at a time per
+	// kept in the dead-letter log first), and what Stop's deadline leaves
+	// undelivered that is not in the WAL: everything without one, Overflow
+	// mode's unspilled items (a copy, if a Send still holds the batch).
+	// What is in the WAL stays there instead (Stats.LeftOnDisk). It is called on a sender goroutine, one batch at a time per
 	// sender, must not keep the slice, and should be quick: it delays that
 	// sender's next batch. A panic in it is recovered and logged. Items
 	// refused at the call (an error from Enqueue) never reach it: the

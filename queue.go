@@ -105,10 +105,17 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error { return q.e.EnqueueKey(key
 func (q *Queue[T]) Flush(ctx context.Context) error { return q.e.Flush(ctx) }
 
 // Stop stops accepting items (Enqueue returns ErrClosed from the moment Stop
-// is called) and delivers everything accepted. When ctx ends first, what is
-// undelivered goes to OnDrop, is counted in Stats.Dropped, and Stop returns
-// ctx's error. Stop waits for the queue's goroutines to exit. Calling it again
-// returns the first call's result.
+// is called) and delivers everything accepted. When ctx ends first, Stop
+// gives up what is undelivered and returns an error matching ctx's
+// (errors.Is): what is in the WAL stays there for the next New
+// (Stats.LeftOnDisk; Periodic and Sync modes), and what is only in memory
+// (no WAL, or Overflow mode's unspilled items) goes to OnDrop, counted in
+// Stats.Dropped. Either way every item is counted before Stop returns
+// (Stats.Buffered 0). Stop waits for the queue's goroutines to exit, except
+// a sender whose Send ignores its cancelled ctx (its batch is given up all
+// the same and its late result ignored), and for OnDrop calls only while
+// each returns within 50 ms (see Config.OnDrop). Calling it again returns
+// the first call's result.
 func (q *Queue[T]) Stop(ctx context.Context) error { return q.e.Stop(ctx) }
 
 // Close is Stop(context.Background()).

@@ -22,11 +22,11 @@ type Stats struct {
 	Enqueued     uint64 // items accepted (the call returned nil)
 	Delivered    uint64 // items in batches whose Send returned nil
 	Rejected     uint64 // items refused (ErrFull, ErrWALFull, ErrTooLarge, a codec error)
-	Dropped      uint64 // items given up on and handed to OnDrop (retries exhausted, Permanent, Stop out of time without a WAL)
+	Dropped      uint64 // items given up on and handed to OnDrop (retries exhausted, Permanent, Stop out of time for items not in the WAL)
 	DeadLettered uint64 // of Dropped, those kept in the WAL's dead-letter log (see DeadLetters)
 	Spilled      uint64 // items written to the WAL by the governor (Policy Spill)
 	Replayed     uint64 // items read back from the WAL and handed to delivery (found at New)
-	LeftOnDisk   uint64 // items not delivered that stay in the WAL for the next New (Stop out of time)
+	LeftOnDisk   uint64 // items not delivered that stay in the WAL for the next New (Stop out of time; a failed batch whose dead letter could not be written)
 	Retries      uint64 // Send calls that were retries
 	Corrupt      uint64 // WAL records lost to damage, counted exactly: the main log's, and dead letters found damaged at New
 	Delayed      uint64 // slow-path delays applied at the soft level
