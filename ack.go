@@ -46,9 +46,12 @@ func (l *AckLevel) UnmarshalText(b []byte) (err error) {
 
 // ErrDropped is matched (errors.Is) by EnqueueAck's error when its item was
 // accepted and then given up on: Send failed for good (Config.Retry's
-// attempts, or a Permanent error), or Stop ran out of time without a WAL.
-// The item went to OnDrop (and, with a WAL, to the dead-letter log); the
-// error also wraps the cause (Send's error, or ErrClosed for Stop).
+// attempts, or a Permanent error) for the batch that held it, or Stop ran
+// out of time with it not in the WAL (no WAL, or Overflow mode). The item
+// went to OnDrop (and, for a failed Send with a WAL, to the dead-letter
+// log); the error also wraps the cause (Send's error, or ErrClosed for
+// Stop). Callers whose items went out together are woken together, but
+// each is told how its own item's batch ended.
 var ErrDropped = engine.ErrDropped
 
 // EnqueueAck accepts v like Enqueue, then waits until v has reached level:

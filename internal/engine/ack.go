@@ -26,8 +26,13 @@ import (
 // are never cut per caller or per group. Each batch lists the groups
 // whose items it holds (pending.acks), and holds a reference to each; a
 // group is done when its last batch is finished, and its channel is then
-// closed once, with the first bad outcome among its batches: one wake per
-// group, and per batch one reference dropped per group, never per item.
+// closed once: one wake per group, and per batch one reference dropped
+// per group, never per item. A group's items can go out in several
+// batches (a take that fills one batch and starts the next), so the group
+// keeps each batch's share of its items (ackShare) with that batch's
+// outcome, and a caller returns the outcome of the batch that held its own
+// item: a caller whose item was delivered is never told ErrDropped
+// because another batch of its group failed.
 //
 // Ack batches are not spilled: the groups would have to follow their
 // items through the WAL and back. So under Policy Spill, at the hard
@@ -48,29 +53,69 @@ type ackGroup struct {
 	// finished, plus one while the collector is still cutting them
 	// (taken by the caller that creates the group).
 	refs atomic.Int64
-	err  atomic.Pointer[error] // the first bad outcome; read after done
-	done chan struct{}         // closed when refs falls to 0
+	done chan struct{} // closed when refs falls to 0
+	// shares are the batches holding the group's items, in the order of
+	// the items (the order the callers added them): written by the
+	// collector while it cuts the group, before it drops its reference;
+	// read by the batches' settling and, after done, by the callers.
+	shares []ackShare
+	first  [2]ackShare // shares' backing for the usual one or two batches
+}
+
+// ackShare is one batch's share of a group's items: those below end (and
+// at or above the previous share's end), and how the batch ended.
+type ackShare struct {
+	batch any // the *pending holding them, to find its share when it settles
+	end   int
+	err   atomic.Pointer[error] // nil: delivered
 }
 
 func newAckGroup() *ackGroup {
 	g := &ackGroup{done: make(chan struct{})}
+	g.shares = g.first[:0]
 	g.refs.Store(1)
 	return g
 }
 
-// release drops one reference, recording outcome if it is the first bad one.
-func (g *ackGroup) release(outcome error) {
-	if outcome != nil {
-		g.err.CompareAndSwap(nil, &outcome)
-	}
+// release drops one reference.
+func (g *ackGroup) release() {
 	if g.refs.Add(-1) == 0 {
 		close(g.done)
 	}
 }
 
-// wait returns the group's outcome once it is done, or, when ctx ends
-// first, ctx's error wrapped: the item stays accepted.
-func (g *ackGroup) wait(ctx context.Context) error {
+// settle records how batch ended for the group's items it holds (nil:
+// delivered) and drops its reference.
+func (g *ackGroup) settle(batch any, outcome error) {
+	if outcome != nil {
+		for i := range g.shares {
+			if s := &g.shares[i]; s.batch == batch {
+				s.err.Store(&outcome)
+				break
+			}
+		}
+	}
+	g.release()
+}
+
+// outcome is how the batch holding the group's item idx ended; read after
+// done.
+func (g *ackGroup) outcome(idx int) error {
+	for i := range g.shares {
+		if s := &g.shares[i]; idx < s.end {
+			if p := s.err.Load(); p != nil {
+				return *p
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// wait returns the outcome of the batch holding the group's item idx once
+// the group is done, or, when ctx ends first, ctx's error wrapped: the item
+// stays accepted.
+func (g *ackGroup) wait(ctx context.Context, idx int) error {
 	ctxDone := ctx.Done()
 	select {
 	case <-g.done:
@@ -85,10 +130,7 @@ func (g *ackGroup) wait(ctx context.Context) error {
 			return fmt.Errorf("vinequeue: EnqueueAck: stopped waiting (the item stays accepted and is delivered as usual): %w", ctx.Err())
 		}
 	}
-	if p := g.err.Load(); p != nil {
-		return *p
-	}
-	return nil
+	return g.outcome(idx)
 }
 
 // ackInbox holds AckDelivered items not yet taken by the collector, with
@@ -104,20 +146,21 @@ type ackInbox[T any] struct {
 }
 
 // add appends v (at sp, when sp.n > 0) and returns the group its caller
-// waits on.
-func (in *ackInbox[T]) add(v T, sp span) *ackGroup {
+// waits on, and v's index among the group's items.
+func (in *ackInbox[T]) add(v T, sp span) (*ackGroup, int) {
 	in.mu.Lock()
 	if in.group == nil {
 		in.group = newAckGroup()
 	}
 	g := in.group
+	idx := len(in.items) // the inbox holds the group's items alone
 	in.full.Store(true)
 	in.items = append(in.items, v)
 	if sp.n > 0 {
 		in.spans = appendSpan(in.spans, sp.id, sp.off, sp.n)
 	}
 	in.mu.Unlock()
-	return g
+	return g, idx
 }
 
 // take swaps the inbox's contents for the given empty slices, and hands
@@ -179,11 +222,11 @@ func (q *Queue[T]) EnqueueAck(ctx context.Context, v T, level AckLevel) error {
 	default:
 		return fmt.Errorf("%w: EnqueueAck: level %d is neither AckDurable nor AckDelivered", ErrInvalidConfig, level)
 	}
-	g, err := q.acceptAcked(v)
+	g, idx, err := q.acceptAcked(v)
 	if err != nil {
 		return err
 	}
-	return g.wait(ctx)
+	return g.wait(ctx, idx)
 }
 
 // enqueueDurable is AckDurable with a log: v is appended with the log's
@@ -201,36 +244,37 @@ func (q *Queue[T]) enqueueDurable(v T) error {
 
 // acceptAcked admits v, makes it as durable as the tier promises
 // (acceptAck) and adds it to the ack inbox, within the intake gate (so
-// Stop's last take of the inbox sees it); it returns the group to wait on.
-func (q *Queue[T]) acceptAcked(v T) (*ackGroup, error) {
+// Stop's last take of the inbox sees it); it returns the group to wait on
+// and v's index in it.
+func (q *Queue[T]) acceptAcked(v T) (*ackGroup, int, error) {
 	if !q.intake.enter() {
-		return nil, ErrClosed
+		return nil, 0, ErrClosed
 	}
 	defer q.intake.leave()
 	if q.itemLimit != 0 {
 		if err := q.CheckItem(v); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	// Charged now: the item waits in the inbox, outside any ring. Not
 	// spillable: ack batches are not spilled.
 	size := int64(q.sizeOf(v))
 	if err := q.admit(1, size, false); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	sp, err := q.tier.acceptAck(v)
 	if err != nil {
 		q.unadmit(size)
-		return nil, err
+		return nil, 0, err
 	}
-	g := q.acks.inbox.add(v, sp)
+	g, idx := q.acks.inbox.add(v, sp)
 	q.acks.accepted.Add(1)
 	// One wake per batch's worth (see acks.uncut): a partial batch waits
 	// for the tick, as ring items do.
 	if q.acks.uncut.Add(1)%q.batchSize.Load() == 0 {
 		q.wakeCollector()
 	}
-	return g, nil
+	return g, idx, nil
 }
 
 // acceptAck for the ring tiers: nothing to do at the call (the periodic
@@ -275,17 +319,30 @@ func (c *collector[T]) takeAckInbox() bool {
 	q := c.q
 	a := &c.ack
 	items, spans, g := q.acks.inbox.take(a.items[:0], a.spans[:0])
+	// Each batch receiving the group's items gets a share, its end
+	// holding for now what the batch held before. None of these batches
+	// is with a sender yet (the collector hands them over later), so once
+	// all are placed, what each holds beyond that is its share.
 	c.fill(&a.acked, items, spans, func(b *pending[T]) {
 		if k := len(b.acks); k == 0 || b.acks[k-1] != g {
 			g.refs.Add(1)
 			b.acks = append(b.acks, g)
+			g.shares = append(g.shares, ackShare{batch: b, end: len(b.items)})
 		}
 	}, c.cutAcked)
+	if g != nil {
+		placed := 0
+		for i := range g.shares {
+			s := &g.shares[i]
+			placed += len(s.batch.(*pending[T]).items) - s.end
+			s.end = placed
+		}
+	}
 	if b := a.acked; b != nil && len(b.items) >= int(q.batchSize.Load()) {
 		c.cutAcked() // size shrank (adaptive sizing)
 	}
 	if g != nil {
-		g.release(nil)
+		g.release()
 	}
 	clear(items) // retention rule
 	a.items, a.spans = items[:0], spans[:0]
@@ -296,7 +353,7 @@ func (c *collector[T]) takeAckInbox() bool {
 // delivered); finish calls it before b is recycled.
 func settleAcks[T any](b *pending[T], outcome error) {
 	for i, g := range b.acks {
-		g.release(outcome)
+		g.settle(b, outcome)
 		b.acks[i] = nil
 	}
 	b.acks = b.acks[:0]

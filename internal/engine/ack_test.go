@@ -47,14 +47,18 @@ func TestInboxesAfterSizeShrank(t *testing.T) {
 }
 
 // TestAckGroupOutcome: a group is done when the last batch holding its
-// items finishes, with the first bad outcome among them; the collector's
-// own reference keeps it open while it is still cutting.
+// items finishes, and each caller gets the outcome of the batch holding its
+// own item; the collector's own reference keeps it open while it is still
+// cutting.
 func TestAckGroupOutcome(t *testing.T) {
 	q := bareQueue(2)
 	c := &collector[int]{q: q}
 	var g *ackGroup
+	var idx []int
 	for i := range 5 {
-		g = q.acks.inbox.add(i, span{})
+		var k int
+		g, k = q.acks.inbox.add(i, span{})
+		idx = append(idx, k)
 		q.acks.uncut.Add(1)
 	}
 	c.takeAcks(true) // batches of 2, 2 and 1
@@ -65,7 +69,7 @@ func TestAckGroupOutcome(t *testing.T) {
 		t.Fatalf("uncut %d after cutting everything", q.acks.uncut.Load())
 	}
 	bs := c.ready.items()
-	boom := errors.New("boom")
+	boom, later := errors.New("boom"), errors.New("later")
 	settleAcks(bs[0], nil)
 	settleAcks(bs[1], outcomeDropped(boom))
 	select {
@@ -73,9 +77,12 @@ func TestAckGroupOutcome(t *testing.T) {
 		t.Fatal("done with a batch still out")
 	default:
 	}
-	settleAcks(bs[2], outcomeDropped(errors.New("later")))
+	settleAcks(bs[2], outcomeDropped(later))
 	<-g.done
-	if err := *g.err.Load(); !errors.Is(err, ErrDropped) || !errors.Is(err, boom) {
-		t.Fatalf("outcome %v; want the first bad one", err)
+	for i, want := range []error{nil, nil, boom, boom, later} {
+		err := g.outcome(idx[i])
+		if want == nil && err != nil || want != nil && (!errors.Is(err, ErrDropped) || !errors.Is(err, want)) {
+			t.Errorf("item %d (index %d): outcome %v; want its own batch's (%v)", i, idx[i], err, want)
+		}
 	}
 }
