@@ -308,10 +308,10 @@ type Config[T any] struct {
 	// Use it when the sink's cost per batch is unknown or varies.
 	Adaptive bool
 	// FlushInterval bounds how long an accepted item waits before it is
-	// in a batch handed to Send (default 5s): batches go out when they hold
-	// BatchSize items, and a partial batch is cut on a tick every
-	// FlushInterval/2, for every intake path (Enqueue, EnqueueKey, Sync
-	// mode); EnqueueKey's items go into a partial batch only once they
+	// in a batch handed to Send (default 5s, at least 2ms): batches go
+	// out when they hold BatchSize items, and a partial batch is cut on a
+	// tick every FlushInterval/2, for every intake path (Enqueue,
+	// EnqueueKey, Sync mode); EnqueueKey's items go into a partial batch only once they
 	// have waited a tick, so that a steady keyed flow fills its batches
 	// for up to a whole FlushInterval (a keyed item also waits for its
 	// shard's batch in flight, if any, to finish). It is
@@ -326,7 +326,8 @@ type Config[T any] struct {
 	Workers int
 	// Collectors is the number of central shards, each drained by its own
 	// collector goroutine that cuts the batches Enqueue and EnqueueBatch
-	// fill (default: one per four Ps, GOMAXPROCS at New, at least one).
+	// fill (default: one per four Ps, GOMAXPROCS at New, at least one; at
+	// most 1024).
 	// A P always hands its rings to the same shard (P id modulo
 	// Collectors), so delivery grows with the cores instead of stopping at
 	// what one collector drains: about a billion 8-byte items a second, or
@@ -340,8 +341,8 @@ type Config[T any] struct {
 	// through the first shard only (per-key order needs one owner; the Sync
 	// mode has no rings, so one shard).
 	Collectors int
-	// RingSize is the number of slots in each P's ring (a power of two,
-	// default 1024). A ring is handed off when it holds BatchSize items
+	// RingSize is the number of slots in each P's ring (a power of two
+	// from 2 to 2^24, default 1024). A ring is handed off when it holds BatchSize items
 	// (or is full); each P has at most three, and their slots are charged
 	// to the memory governor whole.
 	RingSize int
