@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/vineroute/vinequeue/internal/prefetch"
 	"github.com/vineroute/vinequeue/pin"
 )
 
@@ -346,6 +347,14 @@ func (s *keyedShard[T]) tryPushRing(r *keyedRing[T], key uint64, v T, size int64
 			sl := &r.slots[t&r.mask]
 			sl.key, sl.size, sl.v = key, size, v
 			publishSlot(&sl.seq, t+1)
+			if t-r.base.Load() < r.mask {
+				// The shard's next call stores to the next slot,
+				// whose lines the collector read or the allocator
+				// zeroed, often on the other core or out of every
+				// cache: ask for them now, so that the transfer is
+				// under way before that call comes.
+				prefetch.ForWrite(unsafe.Pointer(&r.slots[(t+1)&r.mask]), unsafe.Sizeof(*sl))
+			}
 			return t + 1, true
 		}
 		// Another call reserved t first: try the next index.
