@@ -719,7 +719,7 @@ const (
 // (cutStop: the same, one batch per shard at a time).
 // Each shard with no batch in flight first dispatches its next queued
 // batch. While a replay is pending nothing is dispatched (per key, replayed
-// items go first); with cutAll items are cut and wait.
+// items go first); cutAll and cutStop cut items that then wait.
 //
 // A tick cuts a partial batch only if items that could be cut were
 // already left waiting at the tick before: so an item free to go waits at
