@@ -37,7 +37,7 @@
 // 64/sizeof(T) pushes, from about 50 ns between near cores to over 200 ns
 // between far ones on a VM). Prefetch lets a producer that has just been
 // given a ring ask for a batch's lines at once (PREFETCHW on amd64, PRFM
-// PSTL1KEEP on arm64; prefetch_GOARCH.s), so the transfers overlap.
+// PSTL1KEEP on arm64; internal/prefetch), so the transfers overlap.
 //
 // # Assembly producers
 //

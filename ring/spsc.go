@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/vineroute/vinequeue/internal/prefetch"
 )
 
 // cacheLine is the padding unit; see the package documentation.
@@ -207,9 +209,9 @@ func (r *SPSC[T]) Prefetch(n int) {
 	}
 	i := t & r.mask
 	first := min(k, r.mask+1-i)
-	prefetchW(unsafe.Pointer(&r.buf[i]), uintptr(first)*size)
+	prefetch.ForWrite(unsafe.Pointer(&r.buf[i]), uintptr(first)*size)
 	if rest := k - first; rest > 0 {
-		prefetchW(unsafe.Pointer(&r.buf[0]), uintptr(rest)*size)
+		prefetch.ForWrite(unsafe.Pointer(&r.buf[0]), uintptr(rest)*size)
 	}
 }
 

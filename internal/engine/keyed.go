@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/vineroute/vinequeue/internal/prefetch"
 	"github.com/vineroute/vinequeue/pin"
 )
 
@@ -26,7 +27,8 @@ const nKeyedShards = 64
 // batch is cut only on the interval tick, or for Flush and Stop.
 //
 // Flush and Stop cut every item: a shard's remaining items become a queue
-// of batches of its own (cutq), dispatched one at a time.
+// of batches of its own (cutq), dispatched one at a time (Stop cuts the
+// next as the last leaves).
 //
 // # Intake without a lock
 //
@@ -345,6 +347,14 @@ func (s *keyedShard[T]) tryPushRing(r *keyedRing[T], key uint64, v T, size int64
 			sl := &r.slots[t&r.mask]
 			sl.key, sl.size, sl.v = key, size, v
 			publishSlot(&sl.seq, t+1)
+			if t-r.base.Load() < r.mask {
+				// The shard's next call stores to the next slot,
+				// whose lines the collector read or the allocator
+				// zeroed, often on the other core or out of every
+				// cache: ask for them now, so that the transfer is
+				// under way before that call comes.
+				prefetch.ForWrite(unsafe.Pointer(&r.slots[(t+1)&r.mask]), unsafe.Sizeof(*sl))
+			}
 			return t + 1, true
 		}
 		// Another call reserved t first: try the next index.
@@ -691,16 +701,25 @@ type keyedCut int
 const (
 	cutFull    keyedCut = iota // only full batches (any time the collector runs)
 	cutPartial                 // also a partial one: the interval tick
-	cutAll                     // every item, into the shards' queues: Flush, Stop
+	cutAll                     // every item, into the shards' queues: Flush
+	// cutStop is Stop's cutAll, one batch at a time: a shard with no
+	// batch waiting in its cut queue gets its next one, so the first
+	// batches reach the senders at once rather than after the whole
+	// backlog is cut (a million items took the collector some 60 ms, with
+	// every sender idle), and Stop's loop cuts on as they leave. Every
+	// shard is sealed by then, so what it holds is all there will be; at
+	// the deadline a cutAll gives up the rest (collector.stop).
+	cutStop
 )
 
 // cutKeyed makes keyed batches, as Enqueue's rings do: full batches as soon
 // as the shards that have no batch in flight hold BatchSize items between
 // them, a partial one only on an interval tick, and everything for Flush
-// and Stop (cutAll: the shards' remaining items go to their cut queues).
+// (cutAll: the shards' remaining items go to their cut queues) and Stop
+// (cutStop: the same, one batch per shard at a time).
 // Each shard with no batch in flight first dispatches its next queued
 // batch. While a replay is pending nothing is dispatched (per key, replayed
-// items go first); with cutAll items are cut and wait.
+// items go first); cutAll and cutStop cut items that then wait.
 //
 // A tick cuts a partial batch only if items that could be cut were
 // already left waiting at the tick before: so an item free to go waits at
@@ -715,7 +734,7 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 	if !ks.used.Load() {
 		return
 	}
-	partial := how == cutAll
+	partial := how == cutAll || how == cutStop
 	if how == cutPartial {
 		c.releaseIdle()
 		partial = c.keyedWaited
@@ -728,14 +747,17 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 		return
 	}
 	size := int(q.batchSize.Load())
-	if how == cutAll {
+	if how == cutAll || how == cutStop {
 		viaQueue := q.writesShards()
 		for i := range ks.shards {
 			s := &ks.shards[i]
+			if how == cutStop && s.cutq.len() > 0 {
+				continue
+			}
 			if viaQueue {
 				c.absorb(s, true)
 			}
-			for s.cutOne(c, size) {
+			for s.cutOne(c, size) && how == cutAll {
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -390,5 +391,68 @@ func TestKeyedPartialCutWaitsATick(t *testing.T) {
 	}
 	if b, _ := cut(cutPartial); b != 0 {
 		t.Fatalf("tick with nothing waiting cut %d batches", b)
+	}
+}
+
+// TestKeyedStopCutsAsBatchesLeave: Stop's cut (cutStop) gives each shard
+// one batch at a time, so that the senders start on the first batches
+// while the rest of a large backlog is still in the shards, and each
+// shard's items still leave in order, every one of them. Cutting the whole
+// backlog first (cutAll) kept every sender idle until the last item was
+// cut.
+func TestKeyedStopCutsAsBatchesLeave(t *testing.T) {
+	const size, per = 100, 350
+	q := bareQueue(size)
+	q.tier = memoryTier[int]{}
+	q.keyed.used.Store(true)
+	c := &collector[int]{q: q}
+	shards := []*keyedShard[int]{&q.keyed.shards[0], &q.keyed.shards[1]}
+	for _, s := range shards {
+		s.mu.Lock()
+		for i := range per {
+			s.push(i, 0, false, 0)
+		}
+		s.queued.Store(int64(len(s.items)))
+		s.mu.Unlock()
+	}
+	c.cutKeyed(cutStop)
+	if c.ready.len() != len(shards) {
+		t.Fatalf("first cut readied %d batches; want one per shard", c.ready.len())
+	}
+	for _, s := range shards {
+		if n := len(s.items); n != per-size {
+			t.Fatalf("first cut left %d items in a shard; want %d: one batch cut", n, per-size)
+		}
+	}
+	next := make([]int, len(shards))
+	for rounds := 0; ; rounds++ {
+		if rounds > 100 {
+			t.Fatal("Stop's cut does not end")
+		}
+		for _, s := range shards {
+			if s.cutq.len() > 1 {
+				t.Fatalf("a shard has %d batches cut and waiting; want at most one", s.cutq.len())
+			}
+		}
+		if c.ready.len() == 0 && !q.keyed.hasWork() {
+			break
+		}
+		for c.ready.len() > 0 {
+			b := c.ready.pop()
+			i := slices.Index(shards, b.shards[0])
+			for _, v := range b.items {
+				if v != next[i] {
+					t.Fatalf("shard %d: item %d after %d", i, v, next[i]-1)
+				}
+				next[i]++
+			}
+			shards[i].inflight.Store(false) // as if sent
+		}
+		c.cutKeyed(cutStop)
+	}
+	for i, n := range next {
+		if n != per {
+			t.Fatalf("shard %d: %d items left in batches; want %d", i, n, per)
+		}
 	}
 }

@@ -2,7 +2,7 @@
 
 #include "textflag.h"
 
-// func prefetchW(p unsafe.Pointer, n uintptr)
+// func ForWrite(p unsafe.Pointer, n uintptr)
 //
 // PREFETCHW (0F 0D /1; the Go assembler has no mnemonic for it) on each
 // 64-byte line of [p, p+n). It asks for the line in a writable state without
@@ -10,7 +10,7 @@
 // would wait for, runs in the background. A prefetch never faults and never
 // changes memory. CPUs without the instruction (before Broadwell on Intel)
 // execute it as a NOP.
-TEXT ·prefetchW(SB), NOSPLIT, $0-16
+TEXT ·ForWrite(SB), NOSPLIT, $0-16
 	MOVQ p+0(FP), AX
 	MOVQ n+8(FP), CX
 	ADDQ AX, CX // CX = end
