@@ -254,7 +254,11 @@
 // fit MaxRecord alone gets ErrTooLarge alone — and runs one fdatasync per
 // round for those records and for every Append/Sync waiting on records
 // already written (StartSync joins the same rounds without waiting: its
-// PendingSync ends with one). Write compresses on the caller's goroutine
+// PendingSync ends with one). After a round that woke several appenders,
+// the committer yields for up to that round's length, while they keep
+// coming back (a gap of 20µs ends it), so that callers appending in a
+// loop share the next round instead of splitting into two that alternate
+// (a Sync or StartSync waiting ends it at once). Write compresses on the caller's goroutine
 // (compressors and their buffers are kept across GCs, up to a bound) and copies
 // into the mapping under one mutex (with a key, it seals straight into the
 // mapping instead of copying: the seal authenticates the record's id,
