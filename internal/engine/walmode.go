@@ -793,15 +793,16 @@ func (c *collector[T]) endSync() {
 }
 
 // acknowledge acknowledges b's items in the WAL: delivered, or given up on.
-// It acknowledges b's spans sorted and merged (ackOrder): in Sync mode a
-// record's items reach a batch through many calls, keyed shards or the
-// durable inbox, out of item order, so that a batch of a thousand items
-// names a few records by a thousand one-item spans, and each would cost a
-// locked AckRange and an entry in the ack log.
+// It acknowledges b's spans sorted and merged (ackOrder) when they are not
+// in order already (ackOrdered): in Sync mode a record's items reach a
+// batch through many calls, keyed shards or the durable inbox, out of item
+// order, so that a batch of a thousand items names a few records by a
+// thousand one-item spans, and each would cost a locked AckRange and an
+// entry in the ack log.
 func (w *walTier[T]) acknowledge(b *pending[T]) {
 	q := w.q
 	spans := b.spans
-	if len(spans) > 1 {
+	if !ackOrdered(spans) {
 		buf := ackScratch.Get().(*ackBuffers)
 		spans = ackOrder(append(buf.spans[:0], spans...), buf)
 		defer func() {
@@ -901,6 +902,20 @@ func ackOrder(spans []span, buf *ackBuffers) []span {
 		}
 	}
 	return out
+}
+
+// ackOrdered reports whether spans are in record and item order, each
+// past the end of the one before (as a batch cut from one record, or from
+// the rings and written whole, is): ackOrder would return them as they
+// are, give or take a merge.
+func ackOrdered(spans []span) bool {
+	for i := 1; i < len(spans); i++ {
+		p, s := spans[i-1], spans[i]
+		if s.id < p.id || s.id == p.id && s.off < p.off+p.n {
+			return false
+		}
+	}
+	return true
 }
 
 // ackSort is ackOrder by sorting.

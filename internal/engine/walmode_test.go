@@ -61,3 +61,24 @@ func TestAckOrderAgreesWithSort(t *testing.T) {
 		}
 	}
 }
+
+// TestAckOrdered: spans in record and item order are left as they are;
+// a span before the end of the one it follows is not in order.
+func TestAckOrdered(t *testing.T) {
+	for _, c := range []struct {
+		spans []span
+		want  bool
+	}{
+		{nil, true},
+		{[]span{{id: 3, off: 5, n: 2}}, true},
+		{[]span{{n: 1}, {id: 3, n: 2}, {id: 3, off: 2, n: 1}, {id: 4, n: 9}}, true},
+		{[]span{{id: 3, off: 2, n: 1}, {id: 3, n: 2}}, false},
+		{[]span{{id: 3, n: 2}, {id: 3, off: 1, n: 1}}, false},
+		{[]span{{id: 4, n: 1}, {id: 3, off: 9, n: 1}}, false},
+		{[]span{{id: 4, n: 1}, {n: 1}}, false},
+	} {
+		if got := ackOrdered(c.spans); got != c.want {
+			t.Errorf("ackOrdered(%v) = %v, want %v", c.spans, got, c.want)
+		}
+	}
+}
