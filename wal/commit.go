@@ -2,7 +2,10 @@ package wal
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // committer is the Log's one group commit. Every durability wait goes
@@ -31,6 +34,11 @@ type committer struct {
 	kick    chan struct{}
 	stop    chan struct{}
 	exited  chan struct{}
+
+	// calls counts the appends in the groups not yet taken (sealed, cur
+	// and curKey), and syncWaits the waits not yet taken; written under
+	// mu, read by gather without it.
+	calls, syncWaits atomic.Int64
 }
 
 // itemGroup is one future record. Its appenders wait on done and then read
@@ -170,6 +178,7 @@ func (c *committer) add(items [][]byte, keys []uint64) (uint64, int, error) {
 		cur.keys = append(cur.keys, keys...)
 	}
 	cur.n += len(items)
+	c.calls.Add(1)
 	c.mu.Unlock()
 	if index == 0 {
 		c.wake()
@@ -204,6 +213,7 @@ func (l *Log) startWait(id uint64) *syncWait {
 		return w
 	}
 	c.waiters = append(c.waiters, w)
+	c.syncWaits.Add(1)
 	c.mu.Unlock()
 	c.wake()
 	return w
@@ -262,8 +272,17 @@ func (c *committer) run() {
 // commitAll commits rounds until nothing is waiting.
 func (c *committer) commitAll(z *compressor, batch []*itemGroup, waiters []*syncWait) ([]*itemGroup, []*syncWait) {
 	l := c.l
+	// What the next round gathers (gather): the appends the last round
+	// woke and those that came during it, and how long the last round's
+	// write and fdatasync took.
+	var expect, woke int64
+	var lastSync time.Duration
 	for {
+		if woke > 1 {
+			c.gather(expect, lastSync)
+		}
 		c.mu.Lock()
+		woke = c.calls.Swap(0)
 		batch = append(batch[:0], c.sealed...)
 		clear(c.sealed)
 		c.sealed = c.sealed[:0]
@@ -276,12 +295,14 @@ func (c *committer) commitAll(z *compressor, batch []*itemGroup, waiters []*sync
 			c.curKey = c.newGroupLocked()
 		}
 		waiters = append(waiters[:0], c.waiters...)
+		c.syncWaits.Store(0)
 		clear(c.waiters)
 		c.waiters = c.waiters[:0]
 		c.mu.Unlock()
 		if len(batch) == 0 && len(waiters) == 0 {
 			return batch, waiters
 		}
+		t1 := time.Now()
 		written := false
 		for _, g := range batch {
 			kind := uint8(kindData)
@@ -317,6 +338,7 @@ func (c *committer) commitAll(z *compressor, batch []*itemGroup, waiters []*sync
 				}
 			}
 		}
+		lastSync = time.Since(t1)
 		c.mu.Lock()
 		for _, g := range batch {
 			if cap(g.buf) <= 2*l.opts.GroupBytes && len(c.free) < 4 {
@@ -329,6 +351,10 @@ func (c *committer) commitAll(z *compressor, batch []*itemGroup, waiters []*sync
 			g.keys = nil
 		}
 		c.mu.Unlock()
+		// Those appended since the round took its groups, and those it
+		// wakes: counted before the wake, which the first woken may
+		// outrun.
+		expect = woke + c.calls.Load()
 		// Wake the callers outside the lock: waking a thousand goroutines
 		// takes a while, and they will want the lock right away.
 		for _, g := range batch {
@@ -341,6 +367,46 @@ func (c *committer) commitAll(z *compressor, batch []*itemGroup, waiters []*sync
 		clear(waiters)
 	}
 }
+
+// gather waits, before a round takes its groups, for the callers the
+// last round woke to append again, so that they share this round's
+// fdatasync rather than wait through it for the next one: a caller that
+// appends in a loop comes back right after its wake, but a thousand
+// woken goroutines take a while to run on a few cores, and a round cut
+// at once holds the first few of them while the rest queue behind its
+// fdatasync. It yields the processor to them meanwhile, and stops waiting
+// when expect appends are in, when none has come for gatherIdle (the
+// others are not coming back soon), after limit (the last round's write
+// and fdatasync: waiting longer delays the early ones by more than a round
+// would), when a Sync or StartSync waits, or when the log closes.
+func (c *committer) gather(expect int64, limit time.Duration) {
+	idle := c.l.opts.gatherIdle
+	limit = max(limit, idle)
+	start := time.Now()
+	last, seen := start, c.calls.Load()
+	for n := seen; n < expect && c.syncWaits.Load() == 0; n = c.calls.Load() {
+		select {
+		case <-c.stop:
+			return
+		default:
+		}
+		now := time.Now()
+		if n != seen {
+			last, seen = now, n
+		} else if now.Sub(last) > idle {
+			return
+		}
+		if now.Sub(start) > limit {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
+// gatherIdle is how long gather waits for the next caller to come back:
+// a woken caller runs again within microseconds unless it does something
+// else first.
+const gatherIdle = 20 * time.Microsecond
 
 // close refuses new groups and waits, lets the committer finish what it
 // holds, and waits for it to exit.

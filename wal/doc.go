@@ -32,7 +32,10 @@
 // A segment is preallocated (fallocate, or ftruncate where unsupported;
 // and, with Options.ZeroFill, zero-filled in the background, because
 // the first sync of an fallocated ext4/xfs range also commits its extent
-// conversion) and mapped read-write; it starts with a 32-byte header (magic "VINE",
+// conversion) and written with pwrite (not through a shared mapping: an
+// fdatasync write-protects the mapped pages it writes back, and the next
+// store into a page it left faulted; it made every sync round slower); it
+// starts with a 32-byte header (magic "VINE",
 // version 4 with a random salt, or 3 with the key id when encrypted,
 // compression, first id, created size, CRC32C). Records follow,
 // 8-byte aligned: id, timestamp, stored length, codec, kind, item count,
@@ -85,10 +88,10 @@
 //     damage. (If the id alone is lost but the checksum proves the record
 //     complete with the id it must have, the record is kept.)
 //   - Durable means fdatasync'd: Append and AppendItems return after an
-//     fdatasync covering their record (unless Options.NoSync). Because the
-//     mapping's dirty pages are the file's page cache, fdatasync on the fd is
-//     msync(MS_SYNC) for the whole mapping, and it stays valid after the
-//     segment is unmapped. New and removed files are followed by an fsync of
+//     fdatasync covering their record (unless Options.NoSync). A record is
+//     laid out in a buffer and written with two pwrites, its id word last,
+//     so that a process killed in between leaves a zero id (the end of the
+//     log), as a record is published. New and removed files are followed by an fsync of
 //     the directory. A failed fdatasync breaks the Log for good (the kernel
 //     may already have dropped the pages): every later append returns it,
 //     and so does every later Sync, which could not vouch for those pages.
@@ -254,11 +257,15 @@
 // fit MaxRecord alone gets ErrTooLarge alone — and runs one fdatasync per
 // round for those records and for every Append/Sync waiting on records
 // already written (StartSync joins the same rounds without waiting: its
-// PendingSync ends with one). Write compresses on the caller's goroutine
-// (compressors and their buffers are kept across GCs, up to a bound) and copies
-// into the mapping under one mutex (with a key, it seals straight into the
-// mapping instead of copying: the seal authenticates the record's id,
-// which is issued there). Ack and AckRange are cheap (a mutex, a
+// PendingSync ends with one). After a round that woke several appenders,
+// the committer yields for up to that round's length, while they keep
+// coming back (a gap of 20µs ends it), so that callers appending in a
+// loop share the next round instead of splitting into two that alternate
+// (a Sync or StartSync waiting ends it at once). Write compresses on the caller's goroutine
+// (compressors and their buffers are kept across GCs, up to a bound) and
+// lays the record out and writes it under one mutex (with a key, it seals
+// into the record's buffer: the seal authenticates the record's id, which
+// is issued there). Ack and AckRange are cheap (a mutex, a
 // per-segment array of item counts, a range set, and the done items of the
 // records partly acknowledged); WriteAcks writes the fresh ones to the ack
 // log at once on the caller's goroutine (the queue calls it once per

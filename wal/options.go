@@ -93,6 +93,8 @@ type Options struct {
 	noSpare bool
 	// syncFile replaces fdatasync of segments in tests (to simulate EIO).
 	syncFile func(f *os.File) error
+	// gatherIdle replaces the group commit's gatherIdle in tests.
+	gatherIdle time.Duration
 	// keys is EncryptionKey and DecryptionKeys, prepared by withDefaults.
 	keys *keyring
 	// fault, in tests, returns an error to inject at the named step of
@@ -157,6 +159,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.syncFile == nil {
 		o.syncFile = fdatasync
+	}
+	if o.gatherIdle <= 0 {
+		o.gatherIdle = gatherIdle
 	}
 	return o, nil
 }

@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	mathbits "math/bits"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -790,9 +793,24 @@ func (c *collector[T]) endSync() {
 }
 
 // acknowledge acknowledges b's items in the WAL: delivered, or given up on.
+// It acknowledges b's spans sorted and merged (ackOrder) when they are not
+// in order already (ackOrdered): in Sync mode a record's items reach a
+// batch through many calls, keyed shards or the durable inbox, out of item
+// order, so that a batch of a thousand items names a few records by a
+// thousand one-item spans, and each would cost a locked AckRange and an
+// entry in the ack log.
 func (w *walTier[T]) acknowledge(b *pending[T]) {
 	q := w.q
-	for _, s := range b.spans {
+	spans := b.spans
+	if !ackOrdered(spans) {
+		buf := ackScratch.Get().(*ackBuffers)
+		spans = ackOrder(append(buf.spans[:0], spans...), buf)
+		defer func() {
+			buf.spans = spans[:0] // spans hold no pointers: nothing to clear
+			ackScratch.Put(buf)
+		}()
+	}
+	for _, s := range spans {
 		if s.id == 0 {
 			continue
 		}
@@ -800,11 +818,117 @@ func (w *walTier[T]) acknowledge(b *pending[T]) {
 			q.logger.Warn("vinequeue: wal ack failed", "record", s.id, "err", err)
 		}
 	}
-	if len(b.spans) > 0 {
+	if len(spans) > 0 {
 		// In the ack log's page cache before the batch is finished: a
 		// SIGKILL from now on does not bring these items back.
 		if err := w.log.WriteAcks(); err != nil && !errors.Is(err, wal.ErrClosed) {
 			q.logger.Warn("vinequeue: writing wal acks failed", "err", err)
 		}
 	}
+}
+
+// ackScratch holds the buffers acknowledge orders a batch's spans in (a
+// copy: the batch's spans stay in item order, which the park and Stop
+// paths read).
+var ackScratch = sync.Pool{New: func() any { return new(ackBuffers) }}
+
+// ackBuffers are acknowledge's scratch: the spans it orders, and the bit
+// set ackOrder marks items in.
+type ackBuffers struct {
+	spans []span
+	bits  []uint64
+	base  []int // record min+i's first word in bits
+}
+
+// The bit set's bounds: a batch's spans beyond them (many records, or
+// items far into a huge record) are sorted instead.
+const (
+	ackBitRecords = 1024
+	ackBitWords   = 1 << 14
+)
+
+// ackOrder puts spans in record and item order and merges those that
+// continue each other, in place, and returns them: the same items, in as
+// few spans as they make. A batch names few records, close together, so
+// it marks the items in a bit set per record and reads the runs back,
+// in time linear in the items; else it sorts.
+func ackOrder(spans []span, buf *ackBuffers) []span {
+	lo, hi := ^uint64(0), uint64(0)
+	for _, sp := range spans {
+		if sp.id != 0 {
+			lo, hi = min(lo, sp.id), max(hi, sp.id)
+		}
+	}
+	if lo > hi || hi-lo >= ackBitRecords {
+		return ackSort(spans)
+	}
+	records := int(hi - lo + 1)
+	base := append(buf.base[:0], make([]int, records+1)...)
+	for _, sp := range spans { // base[i+1]: record lo+i's words
+		if sp.id != 0 {
+			i := int(sp.id-lo) + 1
+			base[i] = max(base[i], (sp.off+sp.n+63)/64)
+		}
+	}
+	for i := 1; i <= records; i++ {
+		base[i] += base[i-1]
+	}
+	words := base[records]
+	buf.base = base
+	if words > ackBitWords {
+		return ackSort(spans)
+	}
+	bits := append(buf.bits[:0], make([]uint64, words)...)
+	buf.bits = bits
+	out := spans[:0] // the spans of id 0 first, as they were: out stays behind
+	for _, sp := range spans {
+		if sp.id == 0 {
+			out = append(out, sp)
+			continue
+		}
+		w := bits[base[sp.id-lo]:]
+		for i := sp.off; i < sp.off+sp.n; i++ {
+			w[i/64] |= 1 << (i % 64)
+		}
+	}
+	for r := range records {
+		w := bits[base[r]:base[r+1]]
+		for k, word := range w {
+			for word != 0 {
+				i := k*64 + mathbits.TrailingZeros64(word)
+				out = appendSpan(out, lo+uint64(r), i, 1)
+				word &= word - 1
+			}
+		}
+	}
+	return out
+}
+
+// ackOrdered reports whether spans are in record and item order, each
+// past the end of the one before (as a batch cut from one record, or from
+// the rings and written whole, is): ackOrder would return them as they
+// are, give or take a merge.
+func ackOrdered(spans []span) bool {
+	for i := 1; i < len(spans); i++ {
+		p, s := spans[i-1], spans[i]
+		if s.id < p.id || s.id == p.id && s.off < p.off+p.n {
+			return false
+		}
+	}
+	return true
+}
+
+// ackSort is ackOrder by sorting.
+func ackSort(spans []span) []span {
+	slices.SortFunc(spans, func(a, b span) int {
+		if c := cmp.Compare(a.id, b.id); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.off, b.off)
+	})
+	out := spans[:0]
+	for _, sp := range spans { // out never passes sp: appendSpan writes behind
+		out = appendSpan(out, sp.id, sp.off, sp.n)
+	}
+	return out
 }
