@@ -93,12 +93,15 @@ func (q *Queue[T]) wakeCollectors() {
 
 // drainWaiting drains, where they are, the current rings of the shard's Ps
 // that hold a batch, when a producer asked for it (wantsDrain: it found its
-// ring full and no spare, and waits). Such a ring would have been handed
-// off had a spare been there; with its producer waiting, reading it in
-// place bounces no cache line. Draining it in the same wake-up as the rings
-// handed off before it means that one park frees all of a P's rings, not
-// one: the waiter gets a recycled ring as its spare and finds room in its
-// current one, so its P runs on several rings before it can run out again.
+// ring full and no spare, and waits in waitSpare). Such a ring would have
+// been handed off had a spare been there; with its producer waiting,
+// reading it in place bounces no cache line. Draining it in the same
+// wake-up as the rings handed off before it means that one park frees all
+// of a P's rings, not one: the waiter gets a recycled ring as its spare and
+// finds room in its current ring, so its P runs on several rings before it
+// can run out again. A ring drained in place recycles no ring that would
+// wake a waiter, so each one pokes one (pokeWaiters).
+//
 // It runs after the handed-off rings were drained, so a P's older rings go
 // first. Not at the hard level (holdRings): there full rings stay, as in
 // drainRings, and the producers meet the Policy.
@@ -111,6 +114,7 @@ func (c *collector[T]) drainWaiting() {
 		return
 	}
 	mark := q.watermark()
+	var drained int32
 	for _, s := range q.procs.Load().procs {
 		if s.central != c.shard {
 			continue
@@ -119,11 +123,13 @@ func (c *collector[T]) drainWaiting() {
 		// draining it again from the backlog later finds what is left.
 		if r := s.Cur.Load(); r.Len() >= mark {
 			c.drainRing(r)
+			drained++
 		}
 		if s.handing.Load() != nil {
 			c.handoffSeen = true
 		}
 	}
+	q.pokeWaiters(drained)
 }
 
 // shardRequest asks every secondary collector to do kind (reqFlush; the

@@ -204,6 +204,10 @@ func (c *collector[T]) drain(partial bool) {
 	c.backlog = c.backlog[:0]
 	if partial {
 		c.drainRings(true)
+		// A producer that waits for a ring while its ring has room
+		// (the one it waited behind went on and did not fill it) is
+		// woken here at the latest: each tick, Flush and Stop.
+		q.pokeAll()
 	} else {
 		c.drainWaiting()
 	}
