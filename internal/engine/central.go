@@ -100,12 +100,16 @@ func (q *Queue[T]) wakeCollectors() {
 // of a P's rings, not one: the waiter gets a recycled ring as its spare and
 // finds room in its current ring, so its P runs on several rings before it
 // can run out again. A ring drained in place recycles no ring that would
-// wake a waiter, so each one pokes one (pokeWaiters).
+// wake a waiter: recycled, the number of rings this drain recycled (each
+// woke a waiter, if one was parked), is subtracted, and a waiter is poked
+// (pokeWaiters) for each ring drained in place beyond it. Poking more would
+// wake waiters that find the ring full again and park once more, which at
+// a thousand producers is the cost this avoids.
 //
 // It runs after the handed-off rings were drained, so a P's older rings go
 // first. Not at the hard level (holdRings): there full rings stay, as in
 // drainRings, and the producers meet the Policy.
-func (c *collector[T]) drainWaiting() {
+func (c *collector[T]) drainWaiting(recycled int) {
 	q := c.q
 	if !c.shard.wantsDrain.Load() || !c.shard.wantsDrain.Swap(false) {
 		return
@@ -129,7 +133,7 @@ func (c *collector[T]) drainWaiting() {
 			c.handoffSeen = true
 		}
 	}
-	q.pokeWaiters(drained)
+	q.pokeWaiters(drained - int32(min(recycled, int(drained))))
 }
 
 // shardRequest asks every secondary collector to do kind (reqFlush; the

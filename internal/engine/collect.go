@@ -196,6 +196,7 @@ func (c *collector[T]) drain(partial bool) {
 	// off while holdRings (producers keep their full ring and meet the
 	// Policy), so the backlog cannot grow there, and a ring left full would
 	// hold its slots' memory up for good (the level could never fall).
+	recycled := len(c.backlog)
 	for i, r := range c.backlog {
 		c.drainRing(r)
 		c.backlog[i] = nil
@@ -209,7 +210,7 @@ func (c *collector[T]) drain(partial bool) {
 		// woken here at the latest: each tick, Flush and Stop.
 		q.pokeAll()
 	} else {
-		c.drainWaiting()
+		c.drainWaiting(recycled)
 	}
 }
 
