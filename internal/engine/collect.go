@@ -19,20 +19,19 @@ import (
 // the only goroutine that touches its cur, ready and backlog (and, the
 // primary, the shards' cut queues), so they need no lock.
 type collector[T any] struct {
-	q         *Queue[T]
-	shard     *central[T]       // the central shard it drains
-	stalled   bool              // it counts in Queue.stalledShards
-	backlog   []*ring.SPSC[T]   // handed-off rings not yet drained, oldest first
-	active    bool              // the last drain found work: linger before parking
-	lingerOff int               // wake-ups left without lingering (linger)
-	flushing  bool              // a Flush is draining: ignore the hard-level stall
-	cur       *pending[T]       // the batch being filled from the rings
-	durable   *pending[T]       // the batch being filled from the durable inbox (on disk already)
-	ready     fifo[*pending[T]] // cut, waiting for a sender, oldest first
-	inItems   []T               // the durable inbox's spare slices, swapped on take
-	inSpans   []span
-	ack       ackCut[T]    // EnqueueAck's batch being filled (ack.go; the primary's only)
-	enc       recordWriter // the collector's record buffers (spills, checkpoints)
+	q        *Queue[T]
+	shard    *central[T]       // the central shard it drains
+	stalled  bool              // it counts in Queue.stalledShards
+	backlog  []*ring.SPSC[T]   // handed-off rings not yet drained, oldest first
+	active   bool              // the last drain found work: linger before parking
+	flushing bool              // a Flush is draining: ignore the hard-level stall
+	cur      *pending[T]       // the batch being filled from the rings
+	durable  *pending[T]       // the batch being filled from the durable inbox (on disk already)
+	ready    fifo[*pending[T]] // cut, waiting for a sender, oldest first
+	inItems  []T               // the durable inbox's spare slices, swapped on take
+	inSpans  []span
+	ack      ackCut[T]    // EnqueueAck's batch being filled (ack.go; the primary's only)
+	enc      recordWriter // the collector's record buffers (spills, checkpoints)
 	// syncing is the periodic tier's checkpoint sync under way (nil:
 	// none), ended by endSync.
 	syncing *checkpointSync
@@ -143,39 +142,15 @@ func (c *collector[T]) linger() bool {
 		return false
 	}
 	c.active = false
-	if c.lingerOff > 0 {
-		c.lingerOff--
-		return false
-	}
 	for range lingerRounds {
 		if !c.shard.full.Empty() || c.shard.wantsDrain.Load() {
 			c.active = true
 			return true
 		}
-		t := time.Now()
 		runtime.Gosched()
-		if time.Since(t) > lingerBusy {
-			// Other goroutines ran meanwhile: every P is busy, and a
-			// yield puts the collector at the back of the global run
-			// queue, behind them, while producers find their rings
-			// full. Parked, it is woken into the next producer's P
-			// and runs as soon as that producer waits. Try again
-			// after lingerSkip wake-ups.
-			c.lingerOff = lingerSkip
-			return false
-		}
 	}
 	return false
 }
-
-// lingerSkip is how many wake-ups the collector parks at once after a
-// yield found every P busy (lingerBusy).
-const lingerSkip = 64
-
-// lingerBusy is how long a yield takes, at most, when the collector has a
-// P to itself (a yield with nothing else to run returns in well under a
-// microsecond); longer means the Ps are busy with other goroutines.
-const lingerBusy = 20 * time.Microsecond
 
 // drain moves the handed-off rings into batches and, with partial, also what
 // the P's current rings hold, cutting the partial batch at the end.
