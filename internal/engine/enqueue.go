@@ -213,7 +213,20 @@ func (q *Queue[T]) waitSpare(s *ProcSlot[T]) error {
 	if r != nil {
 		q.placeRing(r)
 	}
+	if err == nil {
+		q.prefetchCur()
+	}
 	return err
+}
+
+// prefetchCur asks for the next batch of slots of the current P's ring, as
+// a hand-off does for the spare it installs (HandOff): a waiter may go on
+// in a ring the collector drained where it was (drainWaiting), whose slots
+// the collector's core read last. Prefetching is a hint: nothing blocks.
+func (q *Queue[T]) prefetchCur() {
+	s := q.pinSlot()
+	s.Cur.Load().PrefetchDrained(q.watermark())
+	pin.Unpin()
 }
 
 // awaitRing is waitSpare's wait: a ring to place, or nil to retry.
