@@ -50,7 +50,8 @@ type Queue[T any] struct {
 	// central). Set once in New; centrals[0] is the primary's.
 	centrals []*central[T]
 	// spare holds drained rings; producers take them unpinned (refill)
-	// and keep one per P, in procSlot.spare, for their next hand-off.
+	// and keep one per P, in procSlot.spare, for their next hand-off. A
+	// nil in it is a poke for a producer waiting for a ring (pokeWaiters).
 	spare chan *ring.SPSC[T]
 	// ringCount is how many rings exist; see RingsPerP.
 	ringCount atomic.Int64
