@@ -38,6 +38,9 @@
 // between far ones on a VM). Prefetch lets a producer that has just been
 // given a ring ask for a batch's lines at once (PREFETCHW on amd64, PRFM
 // PSTL1KEEP on arm64; internal/prefetch), so the transfers overlap.
+// PrefetchDrained does the same for a producer that comes back to a ring its
+// consumer drained meanwhile: it re-reads head first, since the producer's
+// cached copy still says the ring is full.
 //
 // # Assembly producers
 //

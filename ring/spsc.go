@@ -189,7 +189,15 @@ func (r *SPSC[T]) pushSlow(v T) Status {
 // batch's lines when the ring is installed lets those transfers overlap
 // each other and the pushes. It asks for at most maxPrefetch bytes. Without
 // assembly (purego, or a GOARCH other than amd64 and arm64) it does nothing.
-func (r *SPSC[T]) Prefetch(n int) {
+func (r *SPSC[T]) Prefetch(n int) { r.prefetch(n, false) }
+
+// PrefetchDrained is Prefetch for a ring whose consumer drained it while
+// its producer was away (a producer that waited for room): it first reads
+// the consumer's head, which Prefetch does not (its cached copy would say
+// the ring is still full, and nothing would be fetched). Producer only.
+func (r *SPSC[T]) PrefetchDrained(n int) { r.prefetch(n, true) }
+
+func (r *SPSC[T]) prefetch(n int, fresh bool) {
 	var zero T
 	size := unsafe.Sizeof(zero)
 	if n <= 0 || size == 0 {
@@ -198,6 +206,9 @@ func (r *SPSC[T]) Prefetch(n int) {
 	// A producer-side read: under -race it orders with the pushes as they
 	// do with each other (producerSync; a no-op otherwise).
 	r.psync.lock()
+	if fresh {
+		r.headCache = r.head.Load() // still <= head: the consumer only moves it on
+	}
 	t := r.tail.Load()
 	free := r.headCache + (r.mask + 1) - t // the slots below headCache+size are the producer's
 	r.psync.unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/vineroute/vinequeue/ring"
@@ -41,10 +42,14 @@ type central[T any] struct {
 	// full holds the rings handed off by this shard's Ps (the "batch
 	// transfer": one CAS per ring); its collector takes them all at once.
 	// Padded: the head is the contended word.
-	full  shard.Stack[ring.SPSC[T], *ring.SPSC[T]]
-	index int
-	wake  chan struct{} // cap 1: a ring was handed off, a batch finished at Hard
-	reqs  chan request  // secondaries only: from the primary
+	full shard.Stack[ring.SPSC[T], *ring.SPSC[T]]
+	// wantsDrain: a producer of one of the shard's Ps found its ring full
+	// with no spare to replace it, and waits (waitSpare); the collector
+	// drains the shard's full current rings where they are (drainWaiting).
+	wantsDrain atomic.Bool
+	index      int
+	wake       chan struct{} // cap 1: a ring was handed off, a batch finished at Hard
+	reqs       chan request  // secondaries only: from the primary
 }
 
 // PsPerCollector is how many Ps share one central shard by default: one
@@ -84,6 +89,51 @@ func (q *Queue[T]) wakeCollectors() {
 	for _, sh := range q.centrals {
 		sh.wakeUp()
 	}
+}
+
+// drainWaiting drains, where they are, the current rings of the shard's Ps
+// that hold a batch, when a producer asked for it (wantsDrain: it found its
+// ring full and no spare, and waits in waitSpare). Such a ring would have
+// been handed off had a spare been there; with its producer waiting,
+// reading it in place bounces no cache line. Draining it in the same
+// wake-up as the rings handed off before it means that one park frees all
+// of a P's rings, not one: the waiter gets a recycled ring as its spare and
+// finds room in its current ring, so its P runs on several rings before it
+// can run out again. A ring drained in place recycles no ring that would
+// wake a waiter: recycled, the number of rings this drain recycled (each
+// woke a waiter, if one was parked), is subtracted, and a waiter is poked
+// (pokeWaiters) for each ring drained in place beyond it. Poking more would
+// wake waiters that find the ring full again and park once more, which at
+// a thousand producers is the cost this avoids.
+//
+// It runs after the handed-off rings were drained, so a P's older rings go
+// first. Not at the hard level (holdRings): there full rings stay, as in
+// drainRings, and the producers meet the Policy.
+func (c *collector[T]) drainWaiting(recycled int) {
+	q := c.q
+	if !c.shard.wantsDrain.Load() || !c.shard.wantsDrain.Swap(false) {
+		return
+	}
+	if q.holdRings() && !c.flushing {
+		return
+	}
+	mark := q.watermark()
+	var drained int32
+	for _, s := range q.procs.Load().procs {
+		if s.central != c.shard {
+			continue
+		}
+		// As in drainRings: the ring may be handed off meanwhile, and
+		// draining it again from the backlog later finds what is left.
+		if r := s.Cur.Load(); r.Len() >= mark {
+			c.drainRing(r)
+			drained++
+		}
+		if s.handing.Load() != nil {
+			c.handoffSeen = true
+		}
+	}
+	q.pokeWaiters(drained - int32(min(recycled, int(drained))))
 }
 
 // shardRequest asks every secondary collector to do kind (reqFlush; the

@@ -143,7 +143,7 @@ func (c *collector[T]) linger() bool {
 	}
 	c.active = false
 	for range lingerRounds {
-		if !c.shard.full.Empty() {
+		if !c.shard.full.Empty() || c.shard.wantsDrain.Load() {
 			c.active = true
 			return true
 		}
@@ -171,6 +171,7 @@ func (c *collector[T]) drain(partial bool) {
 	// off while holdRings (producers keep their full ring and meet the
 	// Policy), so the backlog cannot grow there, and a ring left full would
 	// hold its slots' memory up for good (the level could never fall).
+	recycled := len(c.backlog)
 	for i, r := range c.backlog {
 		c.drainRing(r)
 		c.backlog[i] = nil
@@ -179,6 +180,12 @@ func (c *collector[T]) drain(partial bool) {
 	c.backlog = c.backlog[:0]
 	if partial {
 		c.drainRings(true)
+		// A producer that waits for a ring while its ring has room
+		// (the one it waited behind went on and did not fill it) is
+		// woken here at the latest: each tick, Flush and Stop.
+		q.pokeAll()
+	} else {
+		c.drainWaiting(recycled)
 	}
 }
 
@@ -219,12 +226,7 @@ func (c *collector[T]) drainRings(cutPartial bool) {
 
 // signalStall wakes producers waiting for a spare ring: a collector has
 // stopped draining at the hard level, so none will come until memory falls.
-func (q *Queue[T]) signalStall() {
-	q.stallMu.Lock()
-	close(q.stallCh)
-	q.stallCh = make(chan struct{})
-	q.stallMu.Unlock()
-}
+func (q *Queue[T]) signalStall() { q.pokeAll() }
 
 // drainRing moves what r holds now into batches. It takes a snapshot of the
 // length rather than chasing a producer that keeps pushing, which would
@@ -514,6 +516,7 @@ func (q *Queue[T]) stop(ctx context.Context) error {
 	q.closing.Store(true)
 	q.closedCancel()
 	q.growMu.Unlock()
+	q.pokeAll()      // producers waiting for a spare ring: ErrClosed on their retry
 	q.intake.close() // waits for Sync-mode and keyed calls under way
 	// Keyed calls outside the gate: their shards refuse from now on.
 	q.keyed.shedCredit(q, true)

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/vineroute/vinequeue/governor"
 	"github.com/vineroute/vinequeue/pin"
@@ -168,7 +169,7 @@ func (q *Queue[T]) enqueueRing(v T) error {
 		// Full: hand the ring off and retry with the spare.
 		h := q.HandOff(s)
 		pin.Unpin()
-		if err := q.afterFull(h); err != nil {
+		if err := q.afterFull(s, h); err != nil {
 			return err
 		}
 	}
@@ -176,46 +177,93 @@ func (q *Queue[T]) enqueueRing(v T) error {
 
 // afterFull follows up, unpinned, a hand-off tried because the P's ring was
 // full; the caller then retries (keptFull: its admission meets the Policy).
-func (q *Queue[T]) afterFull(h HandOffResult) error {
+// s is the slot of that P.
+func (q *Queue[T]) afterFull(s *ProcSlot[T], h HandOffResult) error {
 	switch h.kind() {
 	case sealedRing:
 		return ErrClosed
 	case handedOff:
 		q.handedOff(h)
 	case noSpare:
-		return q.waitSpare()
+		return q.waitSpare(s)
 	}
 	return nil
 }
 
-// waitSpare waits, unpinned, for a ring: one the collector recycles, or
-// room to make one (a ring was freed), and gives it to whatever P the caller
-// is on then, handing that P's full ring off (placeRing). Installing it,
+// waitSpare waits, unpinned, for the full ring of slot s to move on. It
+// first tries to get a spare at once (refill: one from the pool, or room to
+// make one). Failing that it asks the shard's collector to drain s's ring
+// where it is (wantsDrain, drainWaiting) and parks for a recycled ring,
+// which it gives to whatever P it is on then (placeRing: installing it,
 // rather than putting it back for a retry, keeps many waiters from passing
-// one spare around without any of them using it.
-func (q *Queue[T]) waitSpare() error {
+// one spare around without any of them using it). The caller retries: the
+// ring has room again, or a spare, or the retry meets the Policy (the hard
+// level) or ErrClosed (Stop).
+//
+// The park is one channel receive, not a select: at a thousand producers
+// parks are frequent, each on a goroutine whose stack is cold and often
+// still at its starting size, and a select both costs more and needs
+// enough stack to make that first park grow it (a copy per goroutine).
+// So the stall, a freed ring and Stop wake waiters by the same channel,
+// with nil (pokeWaiters).
+func (q *Queue[T]) waitSpare(s *ProcSlot[T]) error {
 	q.spareWaiters.Add(1)
-	defer q.spareWaiters.Add(-1)
-	q.stallMu.Lock()
-	stall := q.stallCh
-	q.stallMu.Unlock()
-	if q.holdRings() {
-		return nil // the retry meets the Policy
-	}
-	if q.refill() {
-		return nil
-	}
-	q.wakeCollectors()
-	select {
-	case r := <-q.spare:
+	r, err := q.awaitRing(s)
+	q.spareWaiters.Add(-1)
+	if r != nil {
 		q.placeRing(r)
-		return nil
-	case <-stall:
-		return nil
-	case <-q.closedCtx.Done():
-		return ErrClosed
+	}
+	if err == nil {
+		q.prefetchCur()
+	}
+	return err
+}
+
+// prefetchCur asks for the next batch of slots of the current P's ring, as
+// a hand-off does for the spare it installs (HandOff): a waiter may go on
+// in a ring the collector drained where it was (drainWaiting), whose slots
+// the collector's core read last. Prefetching is a hint: nothing blocks.
+func (q *Queue[T]) prefetchCur() {
+	s := q.pinSlot()
+	s.Cur.Load().PrefetchDrained(q.watermark())
+	pin.Unpin()
+}
+
+// awaitRing is waitSpare's wait: a ring to place, or nil to retry.
+func (q *Queue[T]) awaitRing(s *ProcSlot[T]) (*ring.SPSC[T], error) {
+	switch {
+	case q.closing.Load():
+		return nil, ErrClosed
+	case q.holdRings():
+		return nil, nil // the retry meets the Policy
+	case q.refill():
+		return nil, nil
+	}
+	s.central.wantsDrain.Store(true)
+	q.wakeCollectors()
+	return <-q.spare, nil
+}
+
+// pokeWaiters wakes up to n producers parked in waitSpare with a nil, so
+// that they retry. Each waiter is counted (spareWaiters) before it checks
+// what it waits for, and whoever changes that (Stop, the stall, a freed
+// ring) does so before it reads the count (sequentially consistent
+// atomics): a waiter either sees the change or is poked. A nil that a
+// non-waiter takes from the pool is passed on (newRing, shedRings), so a
+// poke is not lost; one left over wakes a later waiter for a harmless retry.
+func (q *Queue[T]) pokeWaiters(n int32) {
+	n = min(n, q.spareWaiters.Load())
+	for ; n > 0; n-- {
+		select {
+		case q.spare <- nil:
+		default:
+			return // the pool is full: nobody waits on it
+		}
 	}
 }
+
+// pokeAll wakes every producer parked in waitSpare.
+func (q *Queue[T]) pokeAll() { q.pokeWaiters(math.MaxInt32) }
 
 // shedRings lets go of the rings nobody is using, the Ps' spares and the
 // pool's, so that memory can fall: a producer about to be refused or to wait
@@ -226,9 +274,15 @@ func (q *Queue[T]) shedRings() {
 			q.freeRing(r)
 		}
 	}
+	var pokes int32
+	defer func() { q.pokeWaiters(pokes) }() // pass the pokes on
 	for {
 		select {
 		case r := <-q.spare:
+			if r == nil {
+				pokes++
+				continue
+			}
 			q.freeRing(r)
 		default:
 			return
@@ -286,7 +340,7 @@ func (q *Queue[T]) enqueueRingBatch(vs []T) (int, error) {
 			}
 			return n, nil
 		}
-		if err := q.afterFull(h); err != nil {
+		if err := q.afterFull(s, h); err != nil {
 			return n, err
 		}
 	}

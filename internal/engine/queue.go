@@ -50,18 +50,13 @@ type Queue[T any] struct {
 	// central). Set once in New; centrals[0] is the primary's.
 	centrals []*central[T]
 	// spare holds drained rings; producers take them unpinned (refill)
-	// and keep one per P, in procSlot.spare, for their next hand-off.
+	// and keep one per P, in procSlot.spare, for their next hand-off. A
+	// nil in it is a poke for a producer waiting for a ring (pokeWaiters).
 	spare chan *ring.SPSC[T]
 	// ringCount is how many rings exist; see RingsPerP.
 	ringCount atomic.Int64
-	// spareWaiters counts producers in waitSpare; see freeRing.
+	// spareWaiters counts producers in waitSpare; see pokeWaiters.
 	spareWaiters atomic.Int32
-	// stallCh is closed (and replaced) each time the collector stops
-	// draining at the hard level, so producers waiting for a spare ring go
-	// and meet the Policy instead, and when a ring is freed (freeRing), so
-	// that they make one.
-	stallMu sync.Mutex
-	stallCh chan struct{}
 	// stalledShards counts the collectors leaving rings full at the hard
 	// level: only then must a finishing sender wake them (memory fell).
 	// Waking them after every batch would cost a futex call per batch when
@@ -340,7 +335,6 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		onDrops:     dropCalls{progress: make(chan struct{}, 1)},
 		stopDone:    make(chan struct{}),
 		durable:     newDurableMark(),
-		stallCh:     make(chan struct{}),
 		replayCh:    make(chan *pending[T]),
 		replayAck:   make(chan struct{}, 1),
 		replayDone:  make(chan struct{}),
@@ -483,7 +477,10 @@ const RingsPerP = 3
 func (q *Queue[T]) newRing() *ring.SPSC[T] {
 	select {
 	case r := <-q.spare:
-		return r
+		if r != nil {
+			return r
+		}
+		q.pokeWaiters(1) // a poke for a waiter (pokeWaiters): pass it on
 	default:
 	}
 	if q.ringCount.Load() >= int64(RingsPerP*len(q.procs.Load().procs)) {
@@ -527,17 +524,9 @@ func (q *Queue[T]) recycleRing(r *ring.SPSC[T]) {
 }
 
 // freeRing lets r go and uncharges it. A producer waiting for a spare
-// (waitSpare) may make one now: it is woken. The waiter count is raised
-// before the waiter checks the ring count, and lowered by freeRing before it
-// reads the waiters, so one of the two sees the other (sequentially
-// consistent atomics): no waiter sleeps through a free.
+// (waitSpare) may make one now: one is poked.
 func (q *Queue[T]) freeRing(*ring.SPSC[T]) {
 	q.ringCount.Add(-1)
 	q.gov.Add(-q.ringBytes)
-	if q.spareWaiters.Load() > 0 {
-		q.stallMu.Lock()
-		close(q.stallCh)
-		q.stallCh = make(chan struct{})
-		q.stallMu.Unlock()
-	}
+	q.pokeWaiters(1)
 }
