@@ -72,7 +72,7 @@
 // not exposed) franz-go gives up on a retriable error only after
 // DeliveryTimeout, at least 1s after the record was buffered, which is far
 // longer than buffering a batch takes. When the context ends, the records
-// that fail are those not yet sent, which come after those already sent;
+// that fail are among those not yet sent, which come after those already sent;
 // records refused with a non-retriable error are fatal and never delivered.
 // Records of other sends may share a partition and a produce request with a
 // send's records; a failure that fails the partition's buffer fails them
@@ -83,14 +83,20 @@
 // Every wait of a send is bounded by its context: the queue cancels it when
 // Stop's context ends, so Stop returns on time even with the brokers gone,
 // and what was not acknowledged goes to OnDrop (or stays in the WAL, for the
-// next New to replay). When the context ends, records not yet written to a
-// connection fail at once, and the send returns with a retryable error that
-// wraps the context's. Records whose produce request may already have been
-// written are not given up on by the client: the idempotent producer must
-// learn their fate to keep its sequence numbers, so it retries them until
-// the broker answers (or Close). The send does not wait for them; they stay
-// in the client, holding their share of MaxBufferedRecords, and may still be
-// acknowledged (at least once: the queue may deliver them again).
+// next New to replay). When the context ends, the send returns at once with
+// a retryable error that wraps the context's, whatever became of its
+// records. The client fails records not yet written to a connection when it
+// next looks at their partition (before it writes that partition's next
+// request, or when an answer or a failure comes back), and only if the first
+// record of their produce batch is one whose context ended: a record packed
+// behind another send's, or waiting behind a request in flight to a broker
+// that is gone, stays buffered and may still be produced. Records whose
+// produce request may already have been written are not given up on by the
+// client: the idempotent producer must learn their fate to keep its sequence
+// numbers, so it retries them until the broker answers (or Close). The send
+// does not wait for them; they stay in the client, holding their share of
+// MaxBufferedRecords, and may still be acknowledged (at least once: the
+// queue may deliver them again).
 //
 // Such records point at the bytes of the batch's keys, values and headers
 // (never at the batch slice, which the queue reuses): the client may read

@@ -381,9 +381,10 @@ func (p *Producer) produceChunk(ctx context.Context, c *call) (res chunkResult, 
 	c.left.Store(int64(n))
 	p.sends.enter()
 	for i := range c.recs {
-		// The records fail at once if ctx ends before they are written
-		// to a connection; once written, the client waits for the
-		// broker's answer whatever ctx says (see the package doc).
+		// ctx lets the client fail the records not yet written to a
+		// connection when it next looks at their partition; once
+		// written, the client waits for the broker's answer whatever
+		// ctx says (see Cancellation in the package doc).
 		p.client.Produce(ctx, &c.recs[i], c.promise)
 	}
 	kick, cover := p.sends.park()
