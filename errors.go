@@ -21,7 +21,8 @@ var (
 	ErrTooLarge = engine.ErrTooLarge
 	// ErrInvalidConfig is returned by New; the message names the field.
 	ErrInvalidConfig = engine.ErrInvalidConfig
-	// ErrLocked is returned by New when another process holds the WAL directory.
+	// ErrLocked is returned by New when another Queue, in this process or
+	// another, holds the WAL directory.
 	ErrLocked = engine.ErrLocked
 )
 
