@@ -53,6 +53,9 @@ func TestAttackStopDuringReplayWithAStuckSend(t *testing.T) {
 	if err := q.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Stop = %v; want its deadline", err)
 	}
+	if err := q.Close(); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close after Stop = %v; want Stop's result again", err)
+	}
 	st := q.Stats()
 	if st.Buffered != 0 || st.Dropped != 0 || st.Enqueued != fresh || st.Enqueued+st.Replayed != st.Delivered+st.LeftOnDisk {
 		t.Fatalf("right after Stop: Enqueued %d, Replayed %d, Delivered %d, Dropped %d, LeftOnDisk %d, Buffered %d",
