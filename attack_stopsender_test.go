@@ -113,3 +113,42 @@ func TestAttackStopWhileASenderWritesItsBatch(t *testing.T) {
 		t.Errorf("Send called with %d items after Stop gave up on them", s)
 	}
 }
+
+// TestAttackStopWithAPanickingSend: a Send that panics on every call, with
+// RetryForever, and an OnDrop that panics too. Stop runs out of time and
+// returns its deadline's error; every item was given up exactly once,
+// counted before Stop returned; the panics were recovered.
+func TestAttackStopWithAPanickingSend(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	const n = 300
+	var onDrop atomic.Int64
+	q, err := New(Config[[]byte]{
+		Send:      func(context.Context, [][]byte) error { panic("sink exploded") },
+		Retry:     RetryPolicy{MaxAttempts: RetryForever, InitialBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond},
+		BatchSize: 7, Workers: 3, FlushInterval: 2 * time.Millisecond,
+		OnDrop: func(b [][]byte, reason error) {
+			onDrop.Add(int64(len(b)))
+			panic("OnDrop exploded too")
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := q.Enqueue([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := q.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Stop = %v; want its deadline", err)
+	}
+	st := q.Stats()
+	if st.Enqueued != n || st.Dropped != n || st.Buffered != 0 || onDrop.Load() != n {
+		t.Fatalf("Enqueued %d, Dropped %d, Buffered %d, OnDrop had %d; want %d dropped, each once", st.Enqueued, st.Dropped, st.Buffered, onDrop.Load(), n)
+	}
+	if st.Retries == 0 {
+		t.Fatal("no retry counted: did Send run?")
+	}
+}
