@@ -99,9 +99,12 @@ func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) { return q.e.EnqueueBatch(v
 func (q *Queue[T]) EnqueueKey(key uint64, v T) error { return q.e.EnqueueKey(key, v) }
 
 // Flush returns once every item accepted before the call has been delivered
-// or given up on (OnDrop), or ctx is done. That includes items the governor
-// spilled to the WAL: they are read back once memory is below the soft
-// level, so at the hard level Flush waits for memory to fall (or ctx).
+// or given up on (OnDrop; or kept in the WAL when its dead letter could not
+// be written; or parked behind its key's dead letter, Config.ParkKeys), or
+// ctx is done. That includes items the governor spilled to the WAL: they are
+// read back once memory is below the soft level, so at the hard level Flush
+// waits for memory to fall (or ctx). It returns ctx's error if ctx ends
+// first, ErrClosed once Stop has returned.
 func (q *Queue[T]) Flush(ctx context.Context) error { return q.e.Flush(ctx) }
 
 // Stop stops accepting items (Enqueue returns ErrClosed from the moment Stop
