@@ -49,7 +49,7 @@ func (q *Queue[T]) sendLoop(slot *senderSlot[T]) {
 // take readies b for Send, q.finishing held shared: the items of parked
 // keys leave it, the tier persists it, and it goes into slot. It reports
 // false when nothing is left to send: every item was parked, or Stop ran
-// out of time meanwhile (b is then given up here, as Stop would have).
+// out of time meanwhile (b is then given up, here or by Stop's swap).
 func (q *Queue[T]) take(slot *senderSlot[T], b *pending[T]) bool {
 	if p := q.park; p != nil && len(b.keys) > 0 && b.letter == 0 {
 		// Items of parked keys leave b first (park.go).
@@ -61,14 +61,18 @@ func (q *Queue[T]) take(slot *senderSlot[T], b *pending[T]) bool {
 		}
 	}
 	q.tier.persist(b, &slot.writer) // on disk before Send, if the tier promises it
+	slot.b.Store(b)
+	// Stored first, then checked: Stop cancels sendCtx before it swaps the
+	// slots out, so either its swap finds b, or b was stored after the
+	// swap and the cancellation is seen here.
 	if err := q.sendCtx.Err(); err != nil {
-		// Stop is out of time and may have looked at the slots already:
-		// this batch is not sent, and is given up as Stop gives up the
-		// others.
-		q.giveUp(b, fmt.Errorf("%w: stop deadline: %w", ErrClosed, err), true)
+		// Stop is out of time: b is not sent. Whoever takes it from the
+		// slot gives it up, as Stop gives up the others.
+		if slot.b.CompareAndSwap(b, nil) {
+			q.giveUp(b, fmt.Errorf("%w: stop deadline: %w", ErrClosed, err), true)
+		}
 		return false
 	}
-	slot.b.Store(b)
 	return true
 }
 
