@@ -152,3 +152,69 @@ func TestAttackStopWithAPanickingSend(t *testing.T) {
 		t.Fatal("no retry counted: did Send run?")
 	}
 }
+
+// TestAttackStopPastASenderStuckInItsWrite: as above, but the sender's
+// write stays blocked past Stop's 50 ms grace, so Stop returns without it
+// (the README says so). When the write is released, after Stop has
+// returned and closed the WAL, the sender must not crash on the closed
+// log nor call Send: it gives the batch up, and the counters then add up.
+func TestAttackStopPastASenderStuckInItsWrite(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	const n = 64
+	codec := &blockingCodec{mark: []byte("mark"), entered: make(chan struct{}), release: make(chan struct{})}
+	inSend := make(chan struct{}, 1)
+	var late, onDrop atomic.Int64
+	q, err := New(Config[[]byte]{
+		Send: func(ctx context.Context, b [][]byte) error {
+			if ctx.Err() != nil {
+				late.Add(int64(len(b)))
+			}
+			select {
+			case inSend <- struct{}{}:
+			default:
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		},
+		OnDrop:        func(b [][]byte, _ error) { onDrop.Add(int64(len(b))) },
+		Codec:         codec,
+		BatchSize:     100000,
+		Workers:       2,
+		FlushInterval: 4 * time.Millisecond,
+		WAL:           WALConfig{Dir: t.TempDir(), Mode: Periodic, SyncInterval: time.Hour},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Enqueue([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	<-inSend
+	batch := make([][]byte, n)
+	batch[0] = codec.mark
+	for i := 1; i < n; i++ {
+		batch[i] = []byte("item")
+	}
+	if k, err := q.EnqueueBatch(batch); err != nil {
+		t.Fatalf("EnqueueBatch: %d, %v", k, err)
+	}
+	<-codec.entered
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := q.Stop(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Stop = %v; want its ctx's error", err)
+	}
+	close(codec.release) // the write goes on, into a closed WAL
+	goleak.VerifyNone(t, ignore)
+	st := q.Stats()
+	if st.Buffered != 0 || st.Enqueued != n+1 || st.Enqueued != st.Delivered+st.Dropped+st.LeftOnDisk {
+		t.Errorf("once the sender is done: Enqueued %d, Delivered %d, Dropped %d, LeftOnDisk %d, Buffered %d",
+			st.Enqueued, st.Delivered, st.Dropped, st.LeftOnDisk, st.Buffered)
+	}
+	if uint64(onDrop.Load()) != st.Dropped {
+		t.Errorf("OnDrop had %d items, Stats.Dropped %d", onDrop.Load(), st.Dropped)
+	}
+	if l := late.Load(); l != 0 {
+		t.Errorf("Send called with %d items after Stop gave up", l)
+	}
+}
