@@ -22,7 +22,7 @@ type Stats struct {
 	Enqueued     uint64 // items accepted (the call returned nil)
 	Delivered    uint64 // items in batches whose Send returned nil
 	Rejected     uint64 // items refused (ErrFull, ErrWALFull, ErrTooLarge, a codec error)
-	Dropped      uint64 // items given up on and handed to OnDrop (retries exhausted, Permanent, Stop out of time for items not in the WAL)
+	Dropped      uint64 // items given up on and handed to OnDrop (retries exhausted, Permanent, Stop out of time for items not in the WAL); also replayed records the Codec cannot decode, which go to the dead-letter log only
 	DeadLettered uint64 // of Dropped, those kept in the WAL's dead-letter log (see DeadLetters)
 	Spilled      uint64 // items written to the WAL by the governor (Policy Spill)
 	Replayed     uint64 // items read back from the WAL and handed to delivery (found at New)
