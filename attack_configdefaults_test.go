@@ -11,7 +11,6 @@ import (
 // naming BatchSize, a field the user never set: the default is not kept
 // within the bounds the user gave.
 func TestAttackBatchSizeDefaultWithinItsBounds(t *testing.T) {
-	t.Skip("bug (config.go fill): BatchSize's default 1000 is not clamped to a MaxBatchSize or MinBatchSize the user set; run without this Skip to see it")
 	send := func(context.Context, [][]byte) error { return nil }
 	for _, cfg := range []Config[[]byte]{
 		{Send: send, MaxBatchSize: 500},

@@ -10,17 +10,13 @@ import (
 )
 
 // TestAttackDeadLetterBesideTheSpareSegment: WAL.MaxBytes of two segments
-// is documented as letting "the next one be prepared while the current one
-// fills". A batch that fails for good is then to be kept in the dead-letter
-// log ("Nothing retries forever unless asked: a batch that fails for good
-// goes, with a WAL, to the dead-letter log"). The log holds one small
-// record: there is room on disk for its dead letter, but the prepared spare
-// segment is counted as used, so the dead letter is refused with
-// ErrWALFull; the batch is not lost (it stays unacknowledged, LeftOnDisk,
-// for the next New), but DeadLetters does not list it, and the next New
-// delivers a poison batch again instead of parking it aside.
+// lets the next segment be prepared while the current one fills. A batch
+// that fails for good must still reach the dead-letter log: the log holds
+// one small record and there is room on disk for its dead letter, but the
+// prepared spare segment counted as used, so the dead letter was refused
+// with ErrWALFull and the poison batch came back at every New. The spare
+// is now given up for the dead letter.
 func TestAttackDeadLetterBesideTheSpareSegment(t *testing.T) {
-	t.Skip("bug (wal/dead.go reserveDeadBytes): the prepared spare segment's reservation refuses a dead letter with ErrFull though the WAL has room; run without this Skip to see it")
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	const seg = 64 << 10
 	poison := errors.New("poison")

@@ -291,7 +291,8 @@ type Config[T any] struct {
 	// not is given up on, not waited for; see Stop).
 	Send SendFunc[T]
 	// BatchSize is how many items a batch holds when the queue is under
-	// load (default 1000; with Adaptive, where the search starts). Every
+	// load (default 1000, kept within MinBatchSize and MaxBatchSize when
+	// only those are set; with Adaptive, where the search starts). Every
 	// intake path fills batches to it: Enqueue's rings, EnqueueKey's
 	// shards (a batch gathers several shards' items) and Sync mode's
 	// commit groups alike. Larger batches amortise Send's cost; smaller
@@ -502,17 +503,24 @@ func (c *Config[T]) fill() error {
 	if c.BatchSize < 0 {
 		return invalid("BatchSize", "%d < 0", c.BatchSize)
 	}
-	if c.BatchSize == 0 {
-		c.BatchSize = 1000
-	}
 	if c.MinBatchSize < 0 {
 		return invalid("MinBatchSize", "%d < 0", c.MinBatchSize)
 	}
-	if c.MinBatchSize == 0 {
-		c.MinBatchSize = 1
-	}
 	if c.MaxBatchSize < 0 {
 		return invalid("MaxBatchSize", "%d < 0", c.MaxBatchSize)
+	}
+	if c.BatchSize == 0 {
+		// The default keeps within the bounds the caller did set, so that
+		// setting only MaxBatchSize 500 (or only MinBatchSize 2000) is
+		// not refused for a BatchSize the caller never chose.
+		c.BatchSize = 1000
+		if c.MaxBatchSize > 0 {
+			c.BatchSize = min(c.BatchSize, c.MaxBatchSize)
+		}
+		c.BatchSize = max(c.BatchSize, c.MinBatchSize)
+	}
+	if c.MinBatchSize == 0 {
+		c.MinBatchSize = 1
 	}
 	if c.MaxBatchSize == 0 {
 		c.MaxBatchSize = max(c.BatchSize, 10000)

@@ -345,11 +345,27 @@ func (l *Log) reserveDeadBytes(n int64) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if used := l.bytes + l.dead.bytes.Load(); used+n > l.opts.MaxBytes {
-		return fmt.Errorf("%w: MaxBytes %d reached (%d bytes of segments and dead letters)", ErrFull, l.opts.MaxBytes, used)
+	for {
+		used := l.bytes + l.dead.bytes.Load()
+		if used+n <= l.opts.MaxBytes {
+			l.dead.bytes.Add(n)
+			return nil
+		}
+		// The spare segment is only there to make the next roll cheap: a
+		// dead letter, which keeps a failed batch out of the way of the
+		// next New, comes first. Wait for a spare being prepared (its
+		// size is reserved meanwhile), then give its room up.
+		if l.preparing && !l.closed {
+			l.prepared.Wait()
+			continue
+		}
+		if l.spare == nil || used-l.opts.SegmentSize+n > l.opts.MaxBytes {
+			return fmt.Errorf("%w: MaxBytes %d reached (%d bytes of segments and dead letters)", ErrFull, l.opts.MaxBytes, used)
+		}
+		if err := l.dropSpareLocked(); err != nil {
+			l.log.Debug("wal: removing the spare segment for a dead letter", "err", err)
+		}
 	}
-	l.dead.bytes.Add(n)
-	return nil
 }
 
 // writeFile puts a dead-letter file in place (installFile). placed says

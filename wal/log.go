@@ -558,6 +558,17 @@ func (l *Log) prepLoop() {
 
 var errStopped = errors.New("wal: closing")
 
+// dropSpareLocked closes and removes the spare segment and gives its size
+// back. A file that cannot be removed is still given back: the next
+// prepareSpare truncates the same name and counts it again. Caller holds
+// mu; l.spare is not nil.
+func (l *Log) dropSpareLocked() error {
+	l.spare.Close()
+	l.spare = nil
+	l.bytes -= l.opts.SegmentSize
+	return os.Remove(filepath.Join(l.dir, spareFileName))
+}
+
 func (l *Log) prepareSpare(size int64) (*os.File, error) {
 	path := filepath.Join(l.dir, spareFileName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -1159,10 +1170,7 @@ func (l *Log) Close() error {
 		l.active = nil
 	}
 	if l.spare != nil {
-		l.spare.Close()
-		l.spare = nil
-		l.bytes -= l.opts.SegmentSize
-		if err := os.Remove(filepath.Join(l.dir, spareFileName)); err != nil {
+		if err := l.dropSpareLocked(); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -460,6 +460,11 @@ func (c *collector[T]) pushReplayed(b *pending[T]) {
 // spilled to the WAL: they are read back once memory is below the soft
 // level, so at the hard level Flush waits for memory to fall (or ctx).
 func (q *Queue[T]) Flush(ctx context.Context) error {
+	// A ctx already ended gets its error, not whatever a select among
+	// ready cases would pick at random.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	req := request{kind: reqFlush, ctx: ctx, done: make(chan error, 1), spilled: make(chan error, 1)}
 	select {
 	case q.reqs <- req:
