@@ -90,8 +90,12 @@ type MemoryConfig struct {
 	// Block (wait until below Soft, or Stop), or Spill (write to the WAL;
 	// ErrWALFull when it cannot take more). The default is Spill with a WAL
 	// and Reject without one. What the queue holds stays within Hard plus
-	// a bound stated in internal/engine/admit.go: the rings' slots and one
-	// item per call admitted concurrently.
+	// a bound stated in internal/engine/admit.go: the rings' items, one
+	// item per call admitted concurrently, and one batch each from the
+	// replay, the read-back of spilled items and the release of parked
+	// keys. Under Spill, once a spill fails (the WAL is full) intake gets
+	// ErrWALFull until memory falls below Hard, even if the WAL has room
+	// again sooner: what the failed spills left in memory must go first.
 	Policy Policy
 	// Measure is what is weighed against Limit. The default, MeasureAuto,
 	// protects the process: with Limit 0 the levels follow the whole Go

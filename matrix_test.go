@@ -68,6 +68,7 @@ import (
 	"go.uber.org/goleak"
 
 	vq "github.com/vineroute/vinequeue"
+	"github.com/vineroute/vinequeue/internal/engine"
 )
 
 // ---- the axes ----
@@ -162,12 +163,10 @@ const (
 	failRate    = 0.3
 	sinkWindow  = 150 * time.Millisecond // how long the sink fails (failing) or is down (downup)
 
-	// memSlackRingsPerP and memSlackBatches make up the documented slack over
-	// Hard: items in the rings are accounted only when drained, and each
-	// sender holds a batch. Generous on purpose; the lead tightens it to the
-	// documented figure.
-	memSlackRingsPerP = 4
-	memSlackBatches   = cfgWorkers
+	// memSlackBatches is the batches of the documented slack over Hard
+	// (see memSlack): one each from the replay, the spill read-back and
+	// the release of parked keys.
+	memSlackBatches = 3
 
 	// replayIntakeWait: how long new items may take, all told, while a
 	// backlog waits for a sink that is down (a few hundred small items).
@@ -190,10 +189,15 @@ func hardBytes() int64 {
 	return int64(float64(cfgLimit) * hard)
 }
 
-// memSlack is the documented slack over Hard (see memSlackRingsPerP).
+// memSlack is the slack over Hard that internal/engine/admit.go documents
+// (the memory bound), for Stats.BytesHeld: the rings' items (RingsPerP
+// rings per P, drained past Hard), one batch each from the replay, the
+// spill read-back and the release of parked keys, and one call's items per
+// producer (Sync mode charges a call's items as it admits them). Items at
+// their largest.
 func memSlack() int64 {
 	p := int64(max(runtime.GOMAXPROCS(0), runtime.NumCPU()))
-	return (memSlackRingsPerP*p*cfgRing + memSlackBatches*cfgBatch) * itemMaxBytes
+	return (engine.RingsPerP*p*cfgRing + memSlackBatches*cfgBatch + producers*batchCall) * itemMaxBytes
 }
 
 func memBound() int64 { return hardBytes() + memSlack() }

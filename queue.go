@@ -103,8 +103,11 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error { return q.e.EnqueueKey(key
 // be written; or parked behind its key's dead letter, Config.ParkKeys), or
 // ctx is done. That includes items the governor spilled to the WAL: they are
 // read back once memory is below the soft level, so at the hard level Flush
-// waits for memory to fall (or ctx). It returns ctx's error if ctx ends
-// first, ErrClosed once Stop has returned.
+// waits for memory to fall (or ctx). It includes the backlog New found in the
+// WAL (items an earlier process accepted): Flush waits for its replay to end,
+// so a Flush right after New can take as long as delivering that backlog
+// (bounded by ctx). It returns ctx's error if ctx ends first, ErrClosed once
+// Stop has returned.
 func (q *Queue[T]) Flush(ctx context.Context) error { return q.e.Flush(ctx) }
 
 // Stop stops accepting items (Enqueue returns ErrClosed from the moment Stop

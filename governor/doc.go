@@ -147,9 +147,10 @@
 // The queue calls Add while its goroutine is pinned to its P, where
 // blocking is fatal ("schedule: holding locks"). So:
 //
-//   - May be called while pinned: Add, Sub, Level, Delay, Stats, Limit.
-//     Atomic loads, adds and compare-and-swaps only: no mutex, no channel,
-//     no slog, no callback, no syscall, no allocation. Level is one load;
+//   - May be called while pinned: Add, Sub, Level, Stretch, Delay, Stats,
+//     Limit. Atomic loads, adds and compare-and-swaps only: no mutex, no
+//     channel, no slog, no callback, no syscall, no allocation. Level and
+//     Stretch (the level word itself: level and change counter) are one load;
 //     Add is an atomic add and three loads, plus, when a threshold is
 //     crossed, a compare-and-swap loop on the level word (level and a change
 //     counter) that re-reads the usage after each store until the two
@@ -191,7 +192,9 @@
 //     returned: Normal: proceed. Soft: sleep Delay() then proceed (items
 //     are accepted). Hard: Reject → ErrFull; Spill → write to the WAL
 //     instead of memory; Block → WaitBelowSoft(ctx) where ctx ends at Stop,
-//     then retry.
+//     then retry. A spill that fails counts for the rest of the level's
+//     Stretch: the batch it left in memory is past Hard until the level
+//     falls.
 //   - Background goroutine: Refresh() on its tick, optional (the watcher
 //     samples anyway); it samples now and wakes the watcher.
 //   - Stop: Close(), so producers blocked in WaitBelowSoft return ErrClosed

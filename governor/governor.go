@@ -307,6 +307,19 @@ func (g *Governor) Sub(n int64) Level { return g.Add(-n) }
 // Level is the current level: one atomic load.
 func (g *Governor) Level() Level { return Level(g.state.Load() & levelMask) }
 
+// Stretch names the current level's stretch: the level together with how
+// many level changes came before it, so two calls return the same Stretch
+// only if the level did not change between them. One atomic load. A caller
+// uses it to keep something it learnt at a level (say, that the disk it
+// overflows to is full) exactly while that level lasts.
+func (g *Governor) Stretch() Stretch { return Stretch(g.state.Load()) }
+
+// Stretch is one unbroken stretch of a level; see Governor.Stretch.
+type Stretch uint64
+
+// Level is the level the stretch is at.
+func (s Stretch) Level() Level { return Level(s & levelMask) }
+
 const levelMask = 3
 
 // reconcile stores the level matching the current usage, lock-free, and

@@ -14,8 +14,9 @@ import (
 // short delay, then go on; Hard, the Policy. Reject refuses (ErrFull,
 // counted in Stats.Rejected); Block waits until the level is back to Normal
 // or Stop (ErrClosed); Spill goes on, the collector writing to the WAL what
-// memory cannot hold, unless spilling is failing, and then the call is
-// refused with an error matching ErrWALFull: never growth.
+// memory cannot hold, unless a spill has failed since the level reached
+// Hard, and then the call is refused with an error matching ErrWALFull
+// until the level leaves Hard: never growth.
 //
 // Enqueue's fast path (a push into the P's ring that neither fills it nor
 // reaches its watermark) passes no admission and charges nothing per item.
@@ -35,13 +36,23 @@ import (
 // holds stays below
 //
 //	Hard + R × RingSize items + one item per concurrent admitted call
+//	     + one batch each from the replay, the spill read-back and the
+//	       release of parked keys
 //
 // R × RingSize items: the collector charges ring items as it drains them.
 // At Hard it still drains the rings handed off before (none is handed off
 // there, so that backlog cannot grow) but leaves the Ps' current rings full;
 // it reads the level between rings, so it may drain one of those past Hard
 // (one per collector when there are several central shards; still within
-// R × RingSize).
+// R × RingSize). Under Spill the rings go on flowing at Hard because each
+// batch cut from them leaves memory as it is cut; a spill that fails keeps
+// its batch, and stops the rings (holdRings) for the rest of the level's
+// stretch, however the spills after it fare (spill.go), so what failed
+// spills keep is within the rings handed off before: R × RingSize again.
+// One batch each: the replayer and the releaser of parked keys hand the
+// collector one batch at a time, charged as it takes it, at any level; the
+// unspiller hands over one at a time too, charged as it does, and only at
+// Normal.
 // One item per call (a keyed chunk, see below): calls charging
 // concurrently below Hard may together take the level past it, though none
 // does alone. Under Block, an item so
@@ -128,9 +139,6 @@ func (q *Queue[T]) admit(n int, bytes int64, spillable bool) error {
 		}
 		if lvl == governor.LevelSoft {
 			q.pressureDelay()
-		}
-		if s := q.spill; s != nil && lvl != governor.LevelHard {
-			s.clearFailure() // memory fell below Hard
 		}
 		return nil
 	}

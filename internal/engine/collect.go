@@ -458,12 +458,23 @@ func (c *collector[T]) pushReplayed(b *pending[T]) {
 // Flush returns once every item accepted before the call has been delivered
 // or given up on (OnDrop), or ctx is done. That includes items the governor
 // spilled to the WAL: they are read back once memory is below the soft
-// level, so at the hard level Flush waits for memory to fall (or ctx).
+// level, so at the hard level Flush waits for memory to fall (or ctx). It
+// includes the backlog New found in the WAL too (accepted by the process
+// before): Flush first waits for the replayer to have handed all of it to
+// the collector (replayCh is unbuffered, so by then the collector has
+// numbered every replayed batch), and the request below covers it.
 func (q *Queue[T]) Flush(ctx context.Context) error {
 	// A ctx already ended gets its error, not whatever a select among
 	// ready cases would pick at random.
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	select {
+	case <-q.replayDone:
+	case <-q.stopDone:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 	req := request{kind: reqFlush, ctx: ctx, done: make(chan error, 1), spilled: make(chan error, 1)}
 	select {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/vineroute/vinequeue/governor"
 )
 
 // Spill: at the hard memory level with Policy Spill, the collector writes
@@ -16,6 +18,25 @@ import (
 // to normal the unspiller reads them back, in order, and hands them to the
 // senders; they are acknowledged in the WAL once delivered like any record.
 // Spilled items still in the WAL at Stop stay there for the next New.
+//
+// Memory. The rings flow at Hard only because what is cut from them leaves
+// memory at once. A spill that fails (the WAL is full) keeps its batch in
+// memory, past Hard, so from then on the queue behaves as under Reject or
+// Block: no ring is handed off (holdRings) and producers get ErrWALFull,
+// until the level leaves Hard. A later spill that succeeds does not lift
+// that: the batches that failed are still in memory, and letting the rings
+// flow again would add the rings' worth past Hard once more each time the
+// WAL fills, without limit. So the failure is kept for the rest of the
+// level's stretch (governor.Stretch), and what failed spills leave in
+// memory is within the rings handed off before the first of them (the
+// R × RingSize of the bound in admit.go).
+//
+// Read-back passes the same rule as intake: the unspiller hands over one
+// batch at a time, each only while the level is normal, charged as it is
+// handed over (the hand-off channel is unbuffered, so no charged batch
+// waits in it); when the level has left normal it puts the rest back and
+// waits. So read-back adds at most one batch to what memory holds, and
+// never at Hard.
 
 // spillRef locates spilled items: items [off, off+n) of record id.
 type spillRef struct {
@@ -56,25 +77,32 @@ type spiller[T any] struct {
 	q    *Queue[T]
 	w    *walTier[T]
 	list spillList
-	// err is the error the last spill failed with; nil once one succeeds
-	// (or memory fell below Hard: admit clears it).
-	err  atomic.Pointer[error]
-	out  chan *pending[T] // unspiller → collector
-	done chan struct{}    // closed when the unspiller exits
+	// failed is the last failed spill; it counts while the level is in
+	// the stretch it failed in (failure).
+	failed atomic.Pointer[spillFailure]
+	out    chan *pending[T] // unspiller → collector, unbuffered
+	done   chan struct{}    // closed when the unspiller exits
+}
+
+// spillFailure is a spill that failed, and the stretch of the memory level
+// it failed in: the failure holds for the rest of that stretch.
+type spillFailure struct {
+	err     error
+	stretch governor.Stretch
 }
 
 func newSpiller[T any](q *Queue[T], w *walTier[T]) *spiller[T] {
-	s := &spiller[T]{q: q, w: w, out: make(chan *pending[T], 2), done: make(chan struct{})}
+	s := &spiller[T]{q: q, w: w, out: make(chan *pending[T]), done: make(chan struct{})}
 	s.list.kick = make(chan struct{}, 1)
 	return s
 }
 
 // spill writes b to the WAL if it is not there yet, records where it is, and
 // lets it go from memory. It returns false, keeping b, if the write fails
-// (the WAL is full): the caller keeps b in memory, and producers meet
-// ErrWALFull at the hard level until a spill succeeds again. What the
-// governor spills is durable: what spill writes it fsyncs (a batch on disk
-// already came through a durable path).
+// (the WAL is full): the caller keeps b in memory, and the rings stop and
+// producers meet ErrWALFull until the level leaves Hard (see Memory above).
+// What the governor spills is durable: what spill writes it fsyncs (a batch
+// on disk already came through a durable path).
 func (s *spiller[T]) spill(c *collector[T], b *pending[T]) bool {
 	q := s.q
 	var err error
@@ -98,11 +126,10 @@ func (s *spiller[T]) spill(c *collector[T], b *pending[T]) bool {
 	if err != nil {
 		// What was written stays named in b.spans (acknowledged with
 		// the batch); the rest is under id 0, in memory only.
-		s.err.Store(&err)
+		s.failed.Store(&spillFailure{err: err, stretch: q.gov.Stretch()})
 		q.logger.Warn("vinequeue: spill to the wal failed; batch kept in memory", "items", len(b.items), "err", err)
 		return false
 	}
-	s.err.Store(nil)
 	q.spilled.Add(uint64(len(b.items)))
 	s.list.add(b.spans, b.spill)
 	// Out of memory now: not delivered yet, so not acknowledged.
@@ -191,12 +218,17 @@ func (s *spillList) abandonAll() int {
 func (s *spiller[T]) unspillLoop() {
 	q := s.q
 	defer close(s.done)
-	send := func(b *pending[T]) bool {
+	send := func(b *pending[T]) error {
+		if q.gov.Level() != governor.LevelNormal {
+			return errUnspillPaused
+		}
+		q.hold(b.bytes)
 		select {
 		case s.out <- b:
-			return true
+			return nil
 		case <-q.closedCtx.Done():
-			return false
+			q.hold(-b.bytes)
+			return errUnspillStopped
 		}
 	}
 	for {
@@ -216,6 +248,9 @@ func (s *spiller[T]) unspillLoop() {
 			if err := s.unspill(refs, send); err != nil {
 				if errors.Is(err, errUnspillStopped) {
 					return
+				}
+				if errors.Is(err, errUnspillPaused) {
+					continue // wait for the normal level again
 				}
 				q.logger.Error("vinequeue: reading spilled items back failed; they stay in the wal for the next start", "err", err)
 			}
@@ -246,9 +281,19 @@ func (s *spiller[T]) stop(c *collector[T], ctx context.Context) {
 			more = false
 		}
 	}
-	send := func(b *pending[T]) bool {
+	// Read back whatever the level: dispatching as it goes keeps what this
+	// holds to a batch or two.
+	var stopped error
+	send := func(b *pending[T]) error {
+		if stopped != nil {
+			return stopped
+		}
+		q.hold(b.bytes)
 		c.push(b)
-		return c.dispatch(ctx) == nil
+		if c.dispatch(ctx) != nil {
+			stopped = errUnspillStopped // b is the collector's: Stop gives it up
+		}
+		return nil
 	}
 	for refs := s.list.take(64); len(refs) > 0; refs = s.list.take(64) {
 		if err := s.unspill(refs, send); err != nil {
@@ -261,7 +306,13 @@ func (s *spiller[T]) stop(c *collector[T], ctx context.Context) {
 	q.leftOnDisk.Add(uint64(s.list.abandonAll()))
 }
 
-var errUnspillStopped = errors.New("unspill stopped")
+// errUnspillStopped ends a read-back that Stop ended; errUnspillPaused
+// one that found the level above normal. Either way the refs not handed
+// over are put back at the head of the list.
+var (
+	errUnspillStopped = errors.New("unspill stopped")
+	errUnspillPaused  = errors.New("unspill paused: memory above the normal level")
+)
 
 // pushFront puts refs back at the head of the list (an interrupted unspill).
 func (s *spillList) pushFront(refs []spillRef) {
@@ -276,10 +327,11 @@ func (s *spillList) pushFront(refs []spillRef) {
 	s.mu.Unlock()
 }
 
-// unspill reads refs from the WAL and passes their batches to
-// send. When send refuses one (Stop), what was not passed is put back at the
-// head of the spill list and errUnspillStopped returned.
-func (s *spiller[T]) unspill(refs []spillRef, send func(*pending[T]) bool) error {
+// unspill reads refs from the WAL and passes their batches to send, which
+// charges each batch it takes. When send refuses one (Stop, or the level
+// rose), what was not passed is put back at the head of the spill list and
+// send's error returned.
+func (s *spiller[T]) unspill(refs []spillRef, send func(*pending[T]) error) error {
 	q := s.q
 	// Spills are added in the order batches reach the collector, which
 	// is not record order: Sync mode's committers hand records over
@@ -307,10 +359,9 @@ func (s *spiller[T]) unspill(refs []spillRef, send func(*pending[T]) bool) error
 			for _, b := range q.splitBatches(items[r.off:r.off+r.n], r.span) {
 				b.spill = r.done
 				n := len(b.items) // b is the collector's once sent
-				if !send(b) {
-					q.hold(-b.bytes)
+				if err := send(b); err != nil {
 					q.putBatch(b)
-					return errUnspillStopped
+					return err
 				}
 				r.off += n
 				r.n -= n
@@ -319,7 +370,7 @@ func (s *spiller[T]) unspill(refs []spillRef, send func(*pending[T]) bool) error
 		}
 		return nil
 	})
-	if errors.Is(err, errUnspillStopped) {
+	if errors.Is(err, errUnspillStopped) || errors.Is(err, errUnspillPaused) {
 		s.list.pushFront(refs[next:])
 		return err
 	}
@@ -335,35 +386,32 @@ func (s *spiller[T]) unspill(refs []spillRef, send func(*pending[T]) bool) error
 	return nil
 }
 
-// failure is the error producers get at Hard under Policy Spill while
-// spilling fails, nil while it works. It matches ErrWALFull whatever the
-// cause (a full disk, MaxBytes, an I/O error): either way the WAL cannot take
-// what memory cannot hold. Lock-free.
+// failure is the error producers get at Hard under Policy Spill once a
+// spill has failed in the level's current stretch, nil otherwise. It
+// matches ErrWALFull whatever the cause (a full disk, MaxBytes, an I/O
+// error): either way the WAL cannot take what memory cannot hold.
+// Lock-free.
 func (s *spiller[T]) failure() error {
-	p := s.err.Load()
-	if p == nil {
+	p := s.failed.Load()
+	if p == nil || p.stretch != s.q.gov.Stretch() {
 		return nil
 	}
-	if errors.Is(*p, ErrWALFull) {
-		return *p
+	if errors.Is(p.err, ErrWALFull) {
+		return p.err
 	}
-	return fmt.Errorf("%w: spilling failed: %w", ErrWALFull, *p)
+	return fmt.Errorf("%w: spilling failed: %w", ErrWALFull, p.err)
 }
 
-// failing reports whether the last spill failed. Lock-free: it runs pinned
-// (holdRings).
-func (s *spiller[T]) failing() bool { return s.err.Load() != nil }
-
-// clearFailure forgets a spill failure once memory is below Hard: it is
-// stale, the next spill will tell.
-func (s *spiller[T]) clearFailure() {
-	if s.err.Load() != nil {
-		s.err.Store(nil)
-	}
+// failing reports whether a spill has failed in the level's current
+// stretch. Lock-free: it runs pinned (holdRings).
+func (s *spiller[T]) failing() bool {
+	p := s.failed.Load()
+	return p != nil && p.stretch == s.q.gov.Stretch()
 }
 
 // splitBatches copies items, the items sp names, into batches of at most
-// MaxBatchSize, each naming its share of sp, and holds their bytes.
+// MaxBatchSize, each naming its share of sp, with their bytes (not held:
+// whoever takes a batch holds them).
 func (q *Queue[T]) splitBatches(items []T, sp span) []*pending[T] {
 	var out []*pending[T]
 	for off := 0; off < len(items); {
@@ -372,7 +420,6 @@ func (q *Queue[T]) splitBatches(items []T, sp span) []*pending[T] {
 		b.items = append(b.items, items[off:off+n]...)
 		b.spans = append(b.spans, span{sp.id, sp.off + off, n})
 		b.bytes = q.bytesOf(b.items)
-		q.hold(b.bytes)
 		out = append(out, b)
 		off += n
 	}
