@@ -425,6 +425,7 @@ func (c *collector[T]) stop(req request) {
 		c.writeReady() // a tier that persists before Send: left in the WAL, not lost
 		given := append([]*pending[T](nil), c.ready.items()...)
 		c.ready.reset()
+		c.settleKeyed() // the same for keyed batches, in each key's order
 		given = append(given, q.keyed.takeAll()...)
 		// The replayer ends on sendCancel; a batch it was handing over
 		// meanwhile is given up too.

@@ -36,6 +36,11 @@ func (q *Queue[T]) sendLoop(slot *senderSlot[T]) {
 // Config.Retry unless it says RetryForever. If Stop abandoned the batch
 // meanwhile, deliver leaves it alone.
 func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
+	// A keyed batch cut unwritten (periodic) is claimed before anything
+	// else touches it, so that the collector, needing it on disk before
+	// what its shards hold after it, either writes it first or waits for
+	// this write (settleFlight).
+	claimed := b.claimWrite()
 	if p := q.park; p != nil && len(b.keys) > 0 && b.letter == 0 {
 		// Items of parked keys leave b first (park.go). Held as finishing
 		// is: Stop out of time waits for it as for a sender past Send.
@@ -52,6 +57,9 @@ func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
 		}
 	}
 	q.tier.persist(b, &slot.writer) // on disk before Send, if the tier promises it
+	if claimed {
+		b.wrote.Store(b.ticket)
+	}
 	slot.b.Store(b)
 	var start time.Time
 	if q.sizer != nil { // only adaptive sizing needs the clock
@@ -389,7 +397,9 @@ func (q *Queue[T]) putBatch(b *pending[T]) {
 	clear(b.acks) // finish told them
 	b.acks = b.acks[:0]
 	b.bytes, b.seq, b.shards, b.spans, b.spill, b.replay = 0, 0, b.shards[:0], b.spans[:0], nil, false
-	b.keys, b.letter, b.since = b.keys[:0], 0, 0
+	b.keys, b.letter, b.since, b.ticket = b.keys[:0], 0, 0, 0
+	b.claim.Store(0)
+	b.wrote.Store(0)
 	select {
 	case q.free <- b:
 	default:

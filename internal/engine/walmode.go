@@ -731,6 +731,7 @@ func (t periodicTier[T]) checkpoint(c *collector[T]) {
 	}
 	for i := range q.keyed.shards {
 		s := &q.keyed.shards[i]
+		c.settleFlight(s) // what it handed on first: a key's order on disk
 		c.absorb(s, true) // what its ring holds, into the shard
 		s.mu.Lock()
 		t.persistShard(c, s)
