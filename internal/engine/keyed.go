@@ -58,10 +58,14 @@ const nKeyedShards = 64
 //
 // The sync tier makes each item durable before it enters its shard, with
 // its span: that intake (gated) appends to the queue under the lock, spans
-// and all, and never makes a ring. The periodic tier's checkpoint writes
-// what shards hold (persistShard) without cutting it, and a cut writes
-// what was not written yet. Either way a keyed batch's spans come from its
-// shards.
+// and all, and never makes a ring. The periodic tier's checkpoint moves
+// what the rings hold into the shards' queues and writes it there
+// (persistShard) without cutting it; a keyed batch cut from the rings
+// instead is written by its sender before Send (writeKeyed). A key's items
+// must reach the WAL in its order, since a replay goes in record order:
+// a checkpoint first settles what the shard handed on (settleFlight), and
+// a shard's next batch is cut only once the last one is finished, so
+// written.
 type keyedShards[T any] struct {
 	shards [nKeyedShards]keyedShard[T]
 	// gated: the tier writes a keyed item before it enters its shard (the
@@ -650,8 +654,9 @@ func (q *Queue[T]) wakeForKeyed(s *keyedShard[T], n uint64) {
 	}
 }
 
-// take moves up to n leading items (and their spans) into b. Caller holds
-// s.mu and has had the tier persist them (persistShard).
+// take moves up to n leading items of the shard's queue (and their spans)
+// into b. Caller holds s.mu and has had the tier persist them
+// (persistShard).
 func (s *keyedShard[T]) take(q *Queue[T], b *pending[T], n int) {
 	b.items = append(b.items, s.items[:n]...)
 	if len(s.keys) > 0 {
