@@ -375,7 +375,7 @@ func (c *collector[T]) stop(req request) {
 		s.stop(c, req.ctx)
 	}
 	c.drain(true)
-	c.cutKeyed(cutAll)
+	c.cutKeyed(cutStop)
 	// Hand out everything: ready batches, the replay (which runs on while
 	// ctx allows) and the keyed shards (which dispatch once it is over).
 	replayDone := q.replayDone
@@ -397,7 +397,7 @@ func (c *collector[T]) stop(req request) {
 		case <-req.ctx.Done():
 			err = req.ctx.Err()
 		}
-		c.cutKeyed(cutAll)
+		c.cutKeyed(cutStop)
 	}
 	// Every secondary has handed its batches to a sender, or given them up
 	// at the deadline.
@@ -422,7 +422,8 @@ func (c *collector[T]) stop(req request) {
 		// and Stop gives up what they hold (Queue.stop).
 		q.sendCancel()
 		reason := fmt.Errorf("%w: stop deadline: %w", ErrClosed, err)
-		c.writeReady() // a tier that persists before Send: left in the WAL, not lost
+		c.cutKeyed(cutAll) // what cutStop left uncut, to be given up too
+		c.writeReady()     // a tier that persists before Send: left in the WAL, not lost
 		given := append([]*pending[T](nil), c.ready.items()...)
 		c.ready.reset()
 		c.settleKeyed() // the same for keyed batches, in each key's order

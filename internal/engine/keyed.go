@@ -703,7 +703,13 @@ type keyedCut int
 const (
 	cutFull    keyedCut = iota // only full batches (any time the collector runs)
 	cutPartial                 // also a partial one: the interval tick
-	cutAll                     // every item, into the shards' queues: Flush, Stop
+	cutAll                     // every item, into the shards' cut queues: Flush, Stop out of time
+	// cutStop is cutAll a batch at a time: each shard keeps one batch
+	// cut and waiting, and the next is cut as that one is dispatched
+	// (Stop, which calls again on every event until nothing is left).
+	// Cutting a backlog all at once (a million items: a tenth of a second
+	// of copying) left the senders idle until the last shard was cut.
+	cutStop
 )
 
 // cutKeyed makes keyed batches, as Enqueue's rings do: full batches as soon
@@ -727,7 +733,7 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 	if !ks.used.Load() {
 		return
 	}
-	partial := how == cutAll
+	partial := how == cutAll || how == cutStop
 	if how == cutPartial {
 		c.releaseIdle()
 		partial = c.keyedWaited
@@ -740,10 +746,10 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 		return
 	}
 	size := int(q.batchSize.Load())
-	if how == cutAll {
+	if how == cutAll || how == cutStop {
 		for i := range ks.shards {
 			s := &ks.shards[i]
-			for s.cutOne(c, size) {
+			for (how == cutAll || s.cutq.len() == 0) && s.cutOne(c, size) {
 			}
 		}
 	}
