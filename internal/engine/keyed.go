@@ -200,6 +200,12 @@ func newKeyedRing[T any]() *keyedRing[T] {
 // end is the index after the ring's run.
 func (r *keyedRing[T]) end() uint64 { return r.base.Load() + r.mask + 1 }
 
+// backlog is how many items the shard holds, published or being
+// published, not yet cut. Collector only.
+func (s *keyedShard[T]) backlog() int {
+	return int(s.queued.Load()) + int(s.tail.Load()&^ringSealed-s.taken.Load())
+}
+
 // accepted is how many items the shard has accepted: its rings'
 // reservations and its gated pushes.
 func (s *keyedShard[T]) accepted() uint64 {

@@ -744,8 +744,17 @@ func (t periodicTier[T]) checkpoint(c *collector[T]) {
 	if err := c.shardCheckpoint(start); err != nil {
 		complete = false
 	}
+	size := int(q.batchSize.Load())
 	for i := range q.keyed.shards {
 		s := &q.keyed.shards[i]
+		// A backlog of full batches is cut into the shard's cut queue, as
+		// Stop cuts it (those batches are written just below, and sent as
+		// they are), rather than moved into the shard's queue and written
+		// there: each item is copied once rather than twice. What is left,
+		// less than a batch, is written where it is.
+		for s.backlog() >= size && s.cutOne(c, size) {
+			q.keyed.kick.Store(true) // dispatched on the collector's next cut
+		}
 		c.settleFlight(s) // what it handed on first: a key's order on disk
 		c.absorb(s, true) // what its ring holds, into the shard
 		s.mu.Lock()
