@@ -108,3 +108,46 @@ func TestKeyedBatchWrittenOnce(t *testing.T) {
 		t.Fatalf("%d records; want the collector to write nothing", got)
 	}
 }
+
+// TestKeyedStopCutsABatchAtATime: Stop cuts a shard's backlog one batch
+// ahead of its sender (cutStop), so that the first batches go out at once
+// rather than after the whole backlog is cut; cutAll (Flush, Stop out of
+// time) still cuts everything.
+func TestKeyedStopCutsABatchAtATime(t *testing.T) {
+	q := bareQueue(10)
+	q.tier = memoryTier[int]{}
+	q.keyed.used.Store(true)
+	c := &collector[int]{q: q}
+	s := &q.keyed.shards[0]
+	s.mu.Lock()
+	for i := range 45 {
+		s.push(i, 0, false, 0)
+	}
+	s.queued.Store(int64(len(s.items)))
+	s.mu.Unlock()
+
+	c.cutKeyed(cutStop)
+	if c.ready.len() != 1 || s.cutq.len() != 0 || s.backlog() != 35 {
+		t.Fatalf("first cutStop: %d ready, %d cut and waiting, %d uncut; want 1, 0, 35", c.ready.len(), s.cutq.len(), s.backlog())
+	}
+	c.cutKeyed(cutStop) // the first is in flight: one more waits behind it
+	if c.ready.len() != 1 || s.cutq.len() != 1 || s.backlog() != 25 {
+		t.Fatalf("second cutStop: %d ready, %d cut and waiting, %d uncut; want 1, 1, 25", c.ready.len(), s.cutq.len(), s.backlog())
+	}
+	c.cutKeyed(cutAll)
+	if s.cutq.len() != 4 || s.backlog() != 0 {
+		t.Fatalf("cutAll: %d cut and waiting, %d uncut; want 4, 0", s.cutq.len(), s.backlog())
+	}
+	got := 0
+	for _, b := range append(c.ready.items(), s.cutq.items()...) {
+		for _, v := range b.items {
+			if v != got {
+				t.Fatalf("item %d cut where %d was due", v, got)
+			}
+			got++
+		}
+	}
+	if got != 45 {
+		t.Fatalf("%d items cut; want 45", got)
+	}
+}
