@@ -424,11 +424,11 @@ func (c *collector[T]) stop(req request) {
 		// and Stop gives up what they hold (Queue.stop).
 		q.sendCancel()
 		reason := fmt.Errorf("%w: stop deadline: %w", ErrClosed, err)
-		// What cutStop had not cut yet is given up with the rest.
-		c.cutKeyed(cutAll)
-		c.writeReady() // a tier that persists before Send: left in the WAL, not lost
+		c.cutKeyed(cutAll) // what cutStop left uncut, to be given up too
+		c.writeReady()     // a tier that persists before Send: left in the WAL, not lost
 		given := append([]*pending[T](nil), c.ready.items()...)
 		c.ready.reset()
+		c.settleKeyed() // the same for keyed batches, in each key's order
 		given = append(given, q.keyed.takeAll()...)
 		// The replayer ends on sendCancel; a batch it was handing over
 		// meanwhile is given up too.

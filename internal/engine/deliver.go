@@ -51,6 +51,11 @@ func (q *Queue[T]) sendLoop(slot *senderSlot[T]) {
 // false when nothing is left to send: every item was parked, or Stop ran
 // out of time meanwhile (b is then given up, here or by Stop's swap).
 func (q *Queue[T]) take(slot *senderSlot[T], b *pending[T]) bool {
+	// A keyed batch cut unwritten (periodic) is claimed before anything
+	// else touches it, so that the collector, needing it on disk before
+	// what its shards hold after it, either writes it first or waits for
+	// this write (settleFlight).
+	claimed := b.claimWrite()
 	if p := q.park; p != nil && len(b.keys) > 0 && b.letter == 0 {
 		// Items of parked keys leave b first (park.go).
 		if p.divert(b) {
@@ -61,6 +66,9 @@ func (q *Queue[T]) take(slot *senderSlot[T], b *pending[T]) bool {
 		}
 	}
 	q.tier.persist(b, &slot.writer) // on disk before Send, if the tier promises it
+	if claimed {
+		b.wrote.Store(b.ticket)
+	}
 	slot.b.Store(b)
 	// Stored first, then checked: Stop cancels sendCtx before it swaps the
 	// slots out, so either its swap finds b, or b was stored after the
@@ -422,7 +430,9 @@ func (q *Queue[T]) putBatch(b *pending[T]) {
 	clear(b.acks) // finish told them
 	b.acks = b.acks[:0]
 	b.bytes, b.seq, b.shards, b.spans, b.spill, b.replay = 0, 0, b.shards[:0], b.spans[:0], nil, false
-	b.keys, b.letter, b.since = b.keys[:0], 0, 0
+	b.keys, b.letter, b.since, b.ticket = b.keys[:0], 0, 0, 0
+	b.claim.Store(0)
+	b.wrote.Store(0)
 	select {
 	case q.free <- b:
 	default:

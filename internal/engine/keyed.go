@@ -60,10 +60,14 @@ const nKeyedShards = 64
 //
 // The sync tier makes each item durable before it enters its shard, with
 // its span: that intake (gated) appends to the queue under the lock, spans
-// and all, and never makes a ring. The periodic tier's checkpoint writes
-// what shards hold (persistShard) without cutting it, and a cut writes
-// what was not written yet. Either way a keyed batch's spans come from its
-// shards.
+// and all, and never makes a ring. The periodic tier's checkpoint moves
+// what the rings hold into the shards' queues and writes it there
+// (persistShard) without cutting it; a keyed batch cut from the rings
+// instead is written by its sender before Send (writeKeyed). A key's items
+// must reach the WAL in its order, since a replay goes in record order:
+// a checkpoint first settles what the shard handed on (settleFlight), and
+// a shard's next batch is cut only once the last one is finished, so
+// written.
 type keyedShards[T any] struct {
 	shards [nKeyedShards]keyedShard[T]
 	// gated: the tier writes a keyed item before it enters its shard (the
@@ -149,6 +153,13 @@ type keyedShard[T any] struct {
 
 	// Owned by the collector.
 	cutq fifo[*pending[T]]
+	// flight is the batch last dispatched with the shard's items (in
+	// flight while inflight is set; once that is clear it may be
+	// recycled, so only its atomics are read), and flightTicket its
+	// ticket: nonzero if it was cut unwritten (the periodic tier; see
+	// settleFlight).
+	flight       *pending[T]
+	flightTicket uint64
 	// seenIn is what the shard had accepted at the collector's last tick:
 	// a shard that accepted nothing since gives its credit back
 	// (releaseIdle).
@@ -190,6 +201,12 @@ func newKeyedRing[T any]() *keyedRing[T] {
 
 // end is the index after the ring's run.
 func (r *keyedRing[T]) end() uint64 { return r.base.Load() + r.mask + 1 }
+
+// backlog is how many items the shard holds, published or being
+// published, not yet cut. Collector only.
+func (s *keyedShard[T]) backlog() int {
+	return int(s.queued.Load()) + int(s.tail.Load()&^ringSealed-s.taken.Load())
+}
 
 // accepted is how many items the shard has accepted: its rings'
 // reservations and its gated pushes.
@@ -653,8 +670,9 @@ func (q *Queue[T]) wakeForKeyed(s *keyedShard[T], n uint64) {
 	}
 }
 
-// take moves up to n leading items (and their spans) into b. Caller holds
-// s.mu and has had the tier persist them (persistShard).
+// take moves up to n leading items of the shard's queue (and their spans)
+// into b. Caller holds s.mu and has had the tier persist them
+// (persistShard).
 func (s *keyedShard[T]) take(q *Queue[T], b *pending[T], n int) {
 	b.items = append(b.items, s.items[:n]...)
 	if len(s.keys) > 0 {
@@ -701,14 +719,12 @@ type keyedCut int
 const (
 	cutFull    keyedCut = iota // only full batches (any time the collector runs)
 	cutPartial                 // also a partial one: the interval tick
-	cutAll                     // every item, into the shards' queues: Flush
-	// cutStop is Stop's cutAll, one batch at a time: a shard with no
-	// batch waiting in its cut queue gets its next one, so the first
-	// batches reach the senders at once rather than after the whole
-	// backlog is cut (a million items took the collector some 60 ms, with
-	// every sender idle), and Stop's loop cuts on as they leave. Every
-	// shard is sealed by then, so what it holds is all there will be; at
-	// the deadline a cutAll gives up the rest (collector.stop).
+	cutAll                     // every item, into the shards' cut queues: Flush, Stop out of time
+	// cutStop is cutAll a batch at a time: each shard keeps one batch
+	// cut and waiting, and the next is cut as that one is dispatched
+	// (Stop, which calls again on every event until nothing is left).
+	// Cutting a backlog all at once (a million items: a tenth of a second
+	// of copying) left the senders idle until the last shard was cut.
 	cutStop
 )
 
@@ -748,16 +764,9 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 	}
 	size := int(q.batchSize.Load())
 	if how == cutAll || how == cutStop {
-		viaQueue := q.writesShards()
 		for i := range ks.shards {
 			s := &ks.shards[i]
-			if how == cutStop && s.cutq.len() > 0 {
-				continue
-			}
-			if viaQueue {
-				c.absorb(s, true)
-			}
-			for s.cutOne(c, size) && how == cutAll {
+			for (how == cutAll || s.cutq.len() == 0) && s.cutOne(c, size) {
 			}
 		}
 	}
@@ -768,7 +777,7 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 		s := &ks.shards[i]
 		if s.cutq.len() > 0 && !s.inflight.Load() {
 			b := s.cutq.pop()
-			s.inflight.Store(true)
+			s.fly(b)
 			c.ready.push(b)
 		}
 	}
@@ -798,45 +807,50 @@ func (ks *keyedShards[T]) free(size int) int {
 // batch in flight and none queued, up to size items, and readies it; it
 // reports whether there was anything to cut.
 //
-// A shard's leading items are its queue's, then its rings'. Unless the
-// tier writes what shards hold (periodic: the items go through the queue,
-// where persistShard finds them), the rings' items go straight into the
-// batch: each item is copied once on the collector, not twice.
+// A shard's leading items are its queue's, then its rings'; the rings'
+// go straight into the batch, each item copied once on the collector.
+// A batch takes items from queues or from rings, not both: a queue's
+// items are on disk already when the tier writes (the periodic
+// checkpoint wrote them where they were), the rings' are not, and a batch
+// is either written before Send or not (writeKeyed).
 func (c *collector[T]) gather(size int) bool {
 	q := c.q
 	ks := &q.keyed
-	viaQueue := q.writesShards()
 	var b *pending[T]
+	fromQueues := false // what b's items come from, once it has some
 	for k := range nKeyedShards {
 		i := (ks.next + k) % nKeyedShards
 		s := &ks.shards[i]
 		if s.inflight.Load() || s.cutq.len() > 0 {
 			continue
 		}
-		if s.queued.Load() == 0 && s.taken.Load() == s.tail.Load()&^ringSealed {
+		queued := s.queued.Load() > 0 // only the collector takes from the queue
+		if !queued && s.taken.Load() == s.tail.Load()&^ringSealed {
 			continue
 		}
 		if b == nil {
 			b = q.getBatch()
 		}
+		if len(b.items) == 0 {
+			fromQueues = queued
+		} else if queued != fromQueues {
+			continue // for the next batch
+		}
 		want := size - len(b.items)
 		s.mu.Lock()
-		if viaQueue {
-			s.absorbLocked(q.keepKeys, false)
-		}
-		n := min(len(s.items), want)
-		if n > 0 {
-			q.tier.persistShard(c, s)
+		var n int
+		if queued {
+			n = min(len(s.items), want)
+			q.tier.persistShard(c, s) // nothing to write (see writeKeyed)
 			s.take(q, b, n)
-		}
-		if n < want && len(s.items) == 0 && !viaQueue {
-			n += s.takeRings(b, want-n, q.keepKeys, false)
+		} else {
+			n = s.takeRings(b, want, q.keepKeys, false)
 		}
 		s.mu.Unlock()
 		if n == 0 {
 			continue // only reservations under way
 		}
-		s.inflight.Store(true)
+		s.inflight.Store(true) // flight is set once b is complete
 		b.shards = append(b.shards, s)
 		if len(b.items) == size {
 			ks.next = (i + 1) % nKeyedShards
@@ -851,34 +865,113 @@ func (c *collector[T]) gather(size int) bool {
 		return false
 	}
 	c.number(b)
+	c.writeKeyed(b)
+	for _, s := range b.shards {
+		s.fly(b)
+	}
 	c.ready.push(b)
 	return true
 }
 
-// writesShards reports whether the tier writes what keyed shards hold
-// (periodic: persistShard, at the checkpoint and as items are cut): then
-// every item goes through a shard's queue, where persistShard finds it,
-// and none goes from a ring straight into a batch, unwritten.
-func (q *Queue[T]) writesShards() bool {
-	_, ok := q.tier.(periodicTier[T])
-	return ok
+// fly marks the shard in flight with b, b being ready for a sender.
+// Collector only.
+func (s *keyedShard[T]) fly(b *pending[T]) {
+	s.flight, s.flightTicket = b, b.ticket
+	s.inflight.Store(true)
+}
+
+// writeKeyed has a keyed batch just cut written by its sender, before
+// Send, if the tier writes batches (periodic) and its items are not on
+// disk yet (they came from the rings): it gets a ticket, which whoever
+// claims it first writes it with (its sender, or the collector:
+// settleFlight), and is registered as unwritten for the durable mark
+// (durable.go) until then. The collector used to write those items
+// itself, which made encoding, compressing and writing every keyed item
+// its work, on one goroutine; the senders are Workers goroutines.
+func (c *collector[T]) writeKeyed(b *pending[T]) {
+	q := c.q
+	if _, ok := q.tier.(periodicTier[T]); !ok || len(b.spans) > 0 {
+		return
+	}
+	b.ticket = b.seq + 1
+	b.claim.Store(b.ticket)
+	q.registerUnwritten(b, c.since)
+}
+
+// settleFlight makes sure that the items the shard has handed on are on
+// disk, or their write is over, before the collector writes what the
+// shard holds after them (the periodic checkpoint, or a Stop out of
+// time): a replay goes in record order, so a key's items must reach the
+// WAL in the key's order. That is the batch in flight, if it was cut
+// unwritten (claimed and written here, or waited for if its sender
+// claimed it first: a sender writes before it sends, so the wait is for
+// a write under way), then the batches cut for Flush or Stop and waiting
+// in the shard's cut queue, in order. Collector only.
+func (c *collector[T]) settleFlight(s *keyedShard[T]) {
+	if t := s.flightTicket; t != 0 && s.inflight.Load() {
+		// While inflight is set, flight is not finished, so not recycled
+		// (only the collector sets inflight again).
+		b := s.flight
+		if b.claim.CompareAndSwap(t, 0) {
+			c.q.tier.persist(b, &c.enc)
+			b.wrote.Store(t)
+		} else {
+			for s.inflight.Load() && b.wrote.Load() != t {
+				runtime.Gosched()
+			}
+		}
+	}
+	for _, b := range s.cutq.items() {
+		if t := b.ticket; t != 0 && b.claim.CompareAndSwap(t, 0) {
+			c.q.tier.persist(b, &c.enc)
+			b.wrote.Store(t)
+		}
+	}
+}
+
+// settleKeyed settles every shard (settleFlight): Stop out of time, so
+// that what was cut and not sent stays in the WAL rather than being lost.
+func (c *collector[T]) settleKeyed() {
+	if _, ok := c.q.tier.(periodicTier[T]); !ok {
+		return
+	}
+	for i := range c.q.keyed.shards {
+		c.settleFlight(&c.q.keyed.shards[i])
+	}
+}
+
+// claimWrite is a sender's side of a keyed batch cut unwritten: it
+// reports whether the sender is to write it (persist, then wroteClaimed);
+// if the collector claimed it first, it waits for the collector's write
+// to be over.
+func (b *pending[T]) claimWrite() bool {
+	t := b.ticket
+	if t == 0 {
+		return false
+	}
+	if b.claim.CompareAndSwap(t, 0) {
+		return true
+	}
+	for b.wrote.Load() != t {
+		runtime.Gosched()
+	}
+	return false
 }
 
 // cutOne moves up to size items into a new batch at the end of the shard's
-// cut queue (Flush and Stop): its queue's, then (unless the tier writes
-// shards: cutKeyed absorbed them) its rings', waiting for the
-// reservations under way (see absorbLocked).
+// cut queue (Flush and Stop): its queue's or, the queue being empty, its
+// rings', waiting for the reservations under way (see absorbLocked); not
+// both (see gather).
 func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
 	q := c.q
 	b := q.getBatch()
 	s.mu.Lock()
 	n := min(len(s.items), size)
 	if n > 0 {
-		q.tier.persistShard(c, s)
+		q.tier.persistShard(c, s) // nothing to write (see writeKeyed)
 		s.take(q, b, n)
-	}
-	if n < size && len(s.items) == 0 && !q.writesShards() {
-		n += s.takeRings(b, size-n, q.keepKeys, true)
+	} else {
+		n = s.takeRings(b, size, q.keepKeys, true)
 	}
 	s.mu.Unlock()
 	if n == 0 {
@@ -887,6 +980,7 @@ func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
 	}
 	b.shards = append(b.shards, s)
 	c.number(b)
+	c.writeKeyed(b)
 	s.cutq.push(b)
 	return true
 }

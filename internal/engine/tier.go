@@ -22,7 +22,7 @@ import "time"
 //	              admitted, inside the intake gate)
 //	persist       a sender before Send; the collector    -       -         write if not on disk   -
 //	              at a checkpoint and at Stop out of
-//	              time (batches no sender took)
+//	              time (batches no sender has written)
 //	persistShard  the collector cutting or checkpointing -       -         write what is not      -
 //	              a keyed shard (shard lock held)                          on disk
 //	checkpoint    the collector, every checkpointEvery   never   never     cut, write, fsync      never

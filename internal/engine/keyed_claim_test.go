@@ -1,0 +1,153 @@
+package engine
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/vineroute/vinequeue/wal"
+)
+
+type intCodec struct{}
+
+func (intCodec) Append(dst []byte, v int) ([]byte, error) {
+	return binary.AppendUvarint(dst, uint64(v)), nil
+}
+
+func (intCodec) Decode(src []byte) (int, error) {
+	v, _ := binary.Uvarint(src)
+	return int(v), nil
+}
+
+// periodicBare is a bare queue with the periodic tier over a log in a
+// temporary directory, and its collector.
+func periodicBare(t *testing.T) (*Queue[int], *collector[int], *wal.Log) {
+	t.Helper()
+	log, err := wal.Open(t.TempDir(), wal.Options{SegmentSize: 1 << 20, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = log.Close() })
+	q := bareQueue(10)
+	w := &walTier[int]{ringIntake: ringIntake[int]{q}, log: log, codec: intCodec{}}
+	q.tier = periodicTier[int]{walTier: w, every: time.Second}
+	return q, &collector[int]{q: q, since: 1}, log
+}
+
+// cutUnwritten makes a keyed batch of items of shard s as gather does for
+// items from the rings: a ticket, registered unwritten, s in flight.
+func cutUnwritten(c *collector[int], s *keyedShard[int], seq uint64, items ...int) *pending[int] {
+	b := &pending[int]{items: items, keys: make([]uint64, len(items)), seq: seq, shards: []*keyedShard[int]{s}}
+	c.writeKeyed(b)
+	s.fly(b)
+	return b
+}
+
+// TestKeyedBatchWrittenOnce: a keyed batch cut unwritten (periodic) is
+// written once, by whoever claims it first. When the collector settles the
+// shard first (a checkpoint) it writes the batch and the sender then only
+// sends; when the sender claimed it first, the collector waits for the
+// sender's write to be over (or the batch to be finished) and writes
+// nothing. Either way the batch is on disk before settleFlight returns,
+// which is what keeps a key's order in the WAL (a checkpoint writes what
+// the shard holds after it only then).
+func TestKeyedBatchWrittenOnce(t *testing.T) {
+	q, c, log := periodicBare(t)
+	s := &q.keyed.shards[0]
+
+	// The collector first.
+	b := cutUnwritten(c, s, 1, 1, 2, 3)
+	if b.ticket == 0 || len(q.durable.unwritten) != 1 {
+		t.Fatalf("ticket %d, %d registered unwritten; want a ticket and one", b.ticket, len(q.durable.unwritten))
+	}
+	c.settleFlight(s)
+	if !b.onDisk() || log.Stats().Appended != 1 {
+		t.Fatalf("after settleFlight: spans %v, %d records; want the batch written", b.spans, log.Stats().Appended)
+	}
+	if b.claimWrite() {
+		t.Fatal("the sender claimed a batch the collector wrote")
+	}
+	if len(q.durable.unwritten) != 0 {
+		t.Fatalf("%d batches still registered unwritten", len(q.durable.unwritten))
+	}
+	s.inflight.Store(false) // finished
+
+	// The sender first: settleFlight waits for its write.
+	b = cutUnwritten(c, s, 2, 4, 5)
+	if !b.claimWrite() {
+		t.Fatal("the sender could not claim an unclaimed batch")
+	}
+	settled := make(chan uint64)
+	go func() {
+		c.settleFlight(s)
+		settled <- log.Stats().Appended // what is on disk once it returns
+	}()
+	q.tier.persist(b, &recordWriter{}) // as deliver does, then
+	b.wrote.Store(b.ticket)
+	if atSettle := <-settled; atSettle != 2 {
+		t.Fatalf("settleFlight returned with %d records written; want it to wait for the sender's", atSettle)
+	}
+	if got := log.Stats().Appended; got != 2 || !b.onDisk() {
+		t.Fatalf("%d records, spans %v; want the sender's write alone", got, b.spans)
+	}
+	s.inflight.Store(false)
+
+	// The sender claimed it and finished it without writing (every item
+	// parked): settleFlight returns once the shard is free.
+	b = cutUnwritten(c, s, 3, 6)
+	if !b.claimWrite() {
+		t.Fatal("the sender could not claim an unclaimed batch")
+	}
+	go func() {
+		c.settleFlight(s)
+		settled <- 0
+	}()
+	s.inflight.Store(false) // finish
+	<-settled
+	if got := log.Stats().Appended; got != 2 {
+		t.Fatalf("%d records; want the collector to write nothing", got)
+	}
+}
+
+// TestKeyedStopCutsABatchAtATime: Stop cuts a shard's backlog one batch
+// ahead of its sender (cutStop), so that the first batches go out at once
+// rather than after the whole backlog is cut; cutAll (Flush, Stop out of
+// time) still cuts everything.
+func TestKeyedStopCutsABatchAtATime(t *testing.T) {
+	q := bareQueue(10)
+	q.tier = memoryTier[int]{}
+	q.keyed.used.Store(true)
+	c := &collector[int]{q: q}
+	s := &q.keyed.shards[0]
+	s.mu.Lock()
+	for i := range 45 {
+		s.push(i, 0, false, 0)
+	}
+	s.queued.Store(int64(len(s.items)))
+	s.mu.Unlock()
+
+	c.cutKeyed(cutStop)
+	if c.ready.len() != 1 || s.cutq.len() != 0 || s.backlog() != 35 {
+		t.Fatalf("first cutStop: %d ready, %d cut and waiting, %d uncut; want 1, 0, 35", c.ready.len(), s.cutq.len(), s.backlog())
+	}
+	c.cutKeyed(cutStop) // the first is in flight: one more waits behind it
+	if c.ready.len() != 1 || s.cutq.len() != 1 || s.backlog() != 25 {
+		t.Fatalf("second cutStop: %d ready, %d cut and waiting, %d uncut; want 1, 1, 25", c.ready.len(), s.cutq.len(), s.backlog())
+	}
+	c.cutKeyed(cutAll)
+	if s.cutq.len() != 4 || s.backlog() != 0 {
+		t.Fatalf("cutAll: %d cut and waiting, %d uncut; want 4, 0", s.cutq.len(), s.backlog())
+	}
+	got := 0
+	for _, b := range append(c.ready.items(), s.cutq.items()...) {
+		for _, v := range b.items {
+			if v != got {
+				t.Fatalf("item %d cut where %d was due", v, got)
+			}
+			got++
+		}
+	}
+	if got != 45 {
+		t.Fatalf("%d items cut; want 45", got)
+	}
+}
