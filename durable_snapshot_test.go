@@ -168,6 +168,12 @@ func durableSnapshotMixed(t *testing.T, maxBytes int64, mem MemoryConfig) {
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
+				// The gate opens for good only here: a Store(false) by
+				// the test could be undone by a last turn of this loop
+				// (the select picks at random once stop is closed), and
+				// with the gate shut the producers held at the hard
+				// level would never return.
+				gate.Store(false)
 				return
 			case <-time.After(2 * time.Millisecond):
 			}
@@ -196,7 +202,6 @@ func durableSnapshotMixed(t *testing.T, maxBytes int64, mem MemoryConfig) {
 	}
 	dmu.Unlock()
 	close(stop)
-	gate.Store(false)
 	wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
