@@ -32,6 +32,33 @@ func (c *blockingCodec) Append(dst []byte, v []byte) ([]byte, error) {
 
 func (c *blockingCodec) Decode(src []byte) ([]byte, error) { return bytes.Clone(src), nil }
 
+// stopWhileASenderWrites occupies one sender in Send with a first item
+// (inSend says when), hands the other a batch of n items whose first
+// blocks in codec's Append, and, once that write has begun, calls Stop
+// with a ctx already ended: Stop out of time while a sender is still
+// writing its batch.
+func stopWhileASenderWrites(t *testing.T, q *Queue[[]byte], codec *blockingCodec, inSend <-chan struct{}, n int, item string) {
+	t.Helper()
+	if err := q.Enqueue([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	<-inSend
+	batch := make([][]byte, n)
+	batch[0] = codec.mark
+	for i := 1; i < n; i++ {
+		batch[i] = []byte(item)
+	}
+	if k, err := q.EnqueueBatch(batch); err != nil {
+		t.Fatalf("EnqueueBatch: %d, %v", k, err)
+	}
+	<-codec.entered
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // out of time at once
+	if err := q.Stop(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Stop = %v; want its ctx's error", err)
+	}
+}
+
 // TestAttackStopWhileASenderWritesItsBatch: Periodic mode writes a batch
 // to the WAL on its sender before Send. A sender that has taken a batch
 // from the collector but is still writing it (a slow Codec, a slow disk,
@@ -82,26 +109,7 @@ func TestAttackStopWhileASenderWritesItsBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer releaseOnce.Do(func() { close(codec.release) })
-	// One batch occupies the first sender in Send.
-	if err := q.Enqueue([]byte("first")); err != nil {
-		t.Fatal(err)
-	}
-	<-inSend
-	// The next one blocks the second sender in its write.
-	batch := make([][]byte, n)
-	batch[0] = codec.mark
-	for i := 1; i < n; i++ {
-		batch[i] = []byte("an item of the batch being written")
-	}
-	if k, err := q.EnqueueBatch(batch); err != nil {
-		t.Fatalf("EnqueueBatch: %d, %v", k, err)
-	}
-	<-codec.entered
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel() // out of time at once
-	if err := q.Stop(ctx); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Stop = %v; want its ctx's error", err)
-	}
+	stopWhileASenderWrites(t, q, codec, inSend, n, "an item of the batch being written")
 	st := q.Stats()
 	if st.Buffered != 0 || st.Enqueued != st.Delivered+st.Dropped+st.LeftOnDisk {
 		t.Errorf("right after Stop: Enqueued %d, Delivered %d, Dropped %d, LeftOnDisk %d, Buffered %d",
@@ -186,24 +194,7 @@ func TestAttackStopPastASenderStuckInItsWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := q.Enqueue([]byte("first")); err != nil {
-		t.Fatal(err)
-	}
-	<-inSend
-	batch := make([][]byte, n)
-	batch[0] = codec.mark
-	for i := 1; i < n; i++ {
-		batch[i] = []byte("item")
-	}
-	if k, err := q.EnqueueBatch(batch); err != nil {
-		t.Fatalf("EnqueueBatch: %d, %v", k, err)
-	}
-	<-codec.entered
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := q.Stop(ctx); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Stop = %v; want its ctx's error", err)
-	}
+	stopWhileASenderWrites(t, q, codec, inSend, n, "item")
 	close(codec.release) // the write goes on, into a closed WAL
 	goleak.VerifyNone(t, ignore)
 	st := q.Stats()
