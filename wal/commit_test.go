@@ -16,11 +16,14 @@ import (
 // than split into a round of the first few woken and a round of the rest.
 // The first round's fdatasync waits until every caller has appended once;
 // from then on each round holds every caller's next item, so K items per
-// caller take at most K+1 records. Without the gather a round is cut as
+// caller take about K+1 records. Without the gather a round is cut as
 // soon as the first woken caller appends again. The idle bound is a
 // second here, so that only the count ends a gather until the callers of
 // the first round finish, one round ahead of the others: the last round
-// then waits out that second.
+// then waits out that second. The bound allows a few split rounds, which
+// a caller descheduled past the gather's limit on a loaded machine can
+// cause (52 seen under load); without the gather K items per caller take
+// about 2K records (100–109 measured), so the test still fails then.
 func TestGroupCommitGathersWokenCallers(t *testing.T) {
 	const G, K = 8, 50
 	opts := smallOpts()
@@ -55,6 +58,6 @@ func TestGroupCommitGathersWokenCallers(t *testing.T) {
 	wg.Wait()
 	st := l.Stats()
 	require.Equal(t, uint64(G*K), st.Items)
-	require.LessOrEqual(t, st.Appended, uint64(K+1), "records for %d rounds of %d callers", K, G)
+	require.LessOrEqual(t, st.Appended, uint64(K+K/2), "records for %d rounds of %d callers", K, G)
 	require.NoError(t, l.Close())
 }
