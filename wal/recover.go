@@ -357,20 +357,27 @@ func scanFile(dir string, sf segmentFile, readLimit int) scannedSegment {
 	return ss
 }
 
-// nextDataFunc returns a SEEK_DATA probe of f (nil f: no probe).
-func nextDataFunc(f *os.File, size int64) func(int64) int64 {
+// nextDataFunc returns a probe of f for the first extent at or after off
+// that may hold data, [start, end): lseek SEEK_DATA, then SEEK_HOLE from
+// there (nil f: no probe). Where the file system cannot tell, everything
+// is data: [off, size).
+func nextDataFunc(f *os.File, size int64) func(int64) (int64, int64) {
 	if f == nil {
 		return nil
 	}
-	return func(off int64) int64 {
-		q, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+	return func(off int64) (int64, int64) {
+		start, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {
-			return size // nothing but holes up to the end
+			return size, size // nothing but holes up to the end
 		}
-		if err != nil || q < off {
-			return off
+		if err != nil || start < off || start >= size {
+			return off, size
 		}
-		return q
+		end, err := unix.Seek(int(f.Fd()), start, unix.SEEK_HOLE)
+		if err != nil || end <= start || end > size {
+			return start, size
+		}
+		return start, end
 	}
 }
 

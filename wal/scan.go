@@ -41,7 +41,12 @@ type segmentScan struct {
 	afterRecs int
 	afterMax  uint64
 
-	nextData func(int64) int64
+	// nextData(off) returns the first extent at or after off that may
+	// hold data, [start, end) (start is the file's size if none); nil: no
+	// probe. dataEnd is the end of the extent it last reported: zeros
+	// before it are read, not asked about again.
+	nextData func(off int64) (start, end int64)
+	dataEnd  int64
 	noResume bool // stop at the first damage (dead-letter files)
 	// bounded: the segment's first id is known and it was never
 	// repaired, so no record in it can have an id above idBound's.
@@ -123,10 +128,12 @@ func scanSegment(data []byte, nameID uint64, maxLen int, visit recordVisitor) (s
 }
 
 // scanSegmentSkipping is scanSegment with a hint for the look-ahead after
-// damage or the end of the log: nextData(off) returns the first offset >=
-// off that may hold data (lseek SEEK_DATA), so the unwritten tail of a
-// preallocated segment is skipped without faulting it into the page cache.
-func scanSegmentSkipping(data []byte, nameID uint64, maxLen int, visit recordVisitor, nextData func(int64) int64) (segmentScan, error) {
+// damage or the end of the log: nextData(off) returns the first extent at
+// or after off that may hold data (lseek SEEK_DATA, then SEEK_HOLE), so the
+// unwritten tail of a preallocated segment is skipped without faulting it
+// into the page cache. The result is the same as scanSegment's as long as
+// what nextData calls a hole reads as zeros.
+func scanSegmentSkipping(data []byte, nameID uint64, maxLen int, visit recordVisitor, nextData func(int64) (int64, int64)) (segmentScan, error) {
 	s := segmentScan{nextData: nextData}
 	return s, s.run(data, nameID, maxLen, visit)
 }
@@ -290,20 +297,40 @@ func (s *segmentScan) resync(data []byte, from int64, maxLen int) (int64, uint64
 }
 
 // skipZeros returns the first offset from p (8-byte aligned) whose word is
-// not zero: 64 bytes at a time where possible, and whole holes at once
-// when the file system can say where the next data is.
+// not zero (or the last offset with fewer than 8 bytes after it): 64 bytes
+// at a time where possible, and whole holes at once when the file system
+// can say where the next data is. The probe is made at every page boundary
+// the zero run reaches, whatever the run's phase: a run starts 8 bytes
+// past a record's start, so a walk in 64-byte steps from there meets a
+// page boundary only one time in eight, and reading a preallocated tail
+// that was never written faults it all into the page cache (the zero pages
+// the file system makes up for it), tens of MiB for one segment.
 func (s *segmentScan) skipZeros(data []byte, p int64) int64 {
+	const page = 4096
 	n := int64(len(data))
-	for p+64 <= n && allZero(data[p:p+64]) {
-		p += 64
-		if s.nextData != nil && p%4096 == 0 {
-			if q := s.nextData(p); q > p {
-				p = min(align8(q), n)
+	for p+8 <= n {
+		lim := min(p&^(page-1)+page, n) // the next page boundary, or the end
+		for p+8 <= lim && p%64 != 0 && binary.LittleEndian.Uint64(data[p:]) == 0 {
+			p += 8
+		}
+		for p+64 <= lim && allZero(data[p:p+64]) {
+			p += 64
+		}
+		for p+8 <= lim && binary.LittleEndian.Uint64(data[p:]) == 0 {
+			p += 8
+		}
+		if p != lim || p == n {
+			return p
+		}
+		// Zeros up to a page boundary: ask where the next data is, unless
+		// the last answer said this page is data.
+		if s.nextData != nil && p >= s.dataEnd {
+			start, end := s.nextData(p)
+			s.dataEnd = end
+			if start > p {
+				p = min(align8(start), n&^7) // offsets stay 8-byte aligned
 			}
 		}
-	}
-	for p+8 <= n && binary.LittleEndian.Uint64(data[p:]) == 0 {
-		p += 8
 	}
 	return p
 }
