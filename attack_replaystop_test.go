@@ -26,14 +26,7 @@ func TestAttackStopDuringReplayWithAStuckSend(t *testing.T) {
 	stuck := make(chan struct{})
 	entered := make(chan struct{}, 1)
 	cfg := Config[[]byte]{
-		Send: func(context.Context, [][]byte) error {
-			select {
-			case entered <- struct{}{}:
-			default:
-			}
-			<-stuck // ignores ctx
-			return nil
-		},
+		Send:      sendIgnoringCtx(entered, stuck),
 		BatchSize: 50, Workers: 2, FlushInterval: 5 * time.Millisecond,
 		WAL: WALConfig{Dir: dir, Mode: Sync},
 	}

@@ -147,14 +147,7 @@ func TestStopDeadlineWhateverSendDoes(t *testing.T) {
 			var mu sync.Mutex
 			var droppedItems []string
 			cfg := Config[[]byte]{
-				Send: func(context.Context, [][]byte) error {
-					select {
-					case entered <- struct{}{}:
-					default:
-					}
-					<-stuck // ignores ctx
-					return nil
-				},
+				Send:      sendIgnoringCtx(entered, stuck),
 				BatchSize: 10, FlushInterval: 5 * time.Millisecond,
 				OnDrop: func(b [][]byte, reason error) {
 					dropped.Add(int64(len(b)))
@@ -348,4 +341,18 @@ func TestStopDeadlineWhateverCallbacksDo(t *testing.T) {
 			t.Fatalf("Stop = %v, want nil: everything accepted was delivered", err)
 		}
 	})
+}
+
+// sendIgnoringCtx is a Send that signals entered (once per call, if there
+// is room) and then blocks until stuck is closed, whatever its ctx says: a
+// sink that does not honour cancellation.
+func sendIgnoringCtx(entered chan<- struct{}, stuck <-chan struct{}) SendFunc[[]byte] {
+	return func(context.Context, [][]byte) error {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-stuck
+		return nil
+	}
 }
