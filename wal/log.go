@@ -437,7 +437,6 @@ func (l *Log) awaitSpareLocked() bool {
 func (l *Log) rollLocked() error {
 	if s := l.active; s != nil {
 		l.unsynced = append(l.unsynced, s) // the fd syncs it
-
 		l.active = nil
 		l.amu.Lock()
 		s.sealed = true
