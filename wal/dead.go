@@ -270,25 +270,144 @@ func fullErr(err error) error {
 // after DeadLetter returns: a crash in between replays them and keeps the
 // dead letter too (a duplicate, never a loss).
 func (l *Log) DeadLetter(payload []byte, meta DeadMeta) (uint64, error) {
-	if l.isClosed.Load() {
-		return 0, ErrClosed
+	ids, err := l.DeadLetterGroup([]DeadPart{{Payload: payload, Meta: meta}})
+	if err != nil {
+		return 0, err
 	}
-	if len(payload) > l.opts.MaxRecord {
-		return 0, fmt.Errorf("%w: dead letter of %d bytes, the limit is %d", ErrTooLarge, len(payload), l.opts.MaxRecord)
+	return ids[0], nil
+}
+
+// DeadPart is one dead letter of a group (DeadLetterGroup).
+type DeadPart struct {
+	Payload []byte // items framed with AppendFrame
+	Meta    DeadMeta
+}
+
+// DeadLetterGroup stores parts as consecutive dead letters, all of them or
+// none: a batch too large for one record is kept as several dead letters,
+// and a full disk part way through must not leave some of its items
+// dead-lettered while the caller keeps them all for the main log's replay
+// (or hands them all to OnDrop). It returns their ids, in order. Each part
+// is checked as DeadLetter checks its payload and meta, before anything is
+// written; the errors, and the one exception to "none", are DeadLetter's.
+//
+// The files are written one at a time under .tmp names and fdatasync'd
+// (only one file's bytes are held at once), each counted against MaxBytes
+// as it is written; only once every one is on disk are they renamed into
+// place, the directory fsync'd once, and the written mark appended once.
+// A failure before the renames deletes the .tmp files and returns with
+// nothing stored and no id used. A crash during the renames (a window of
+// renames, not of writes) may keep some of the group; the caller holds
+// all of its items still, so that is a duplicate, never a loss — as with
+// a crash between DeadLetter and the caller's acknowledgement.
+func (l *Log) DeadLetterGroup(parts []DeadPart) ([]uint64, error) {
+	if l.isClosed.Load() {
+		return nil, ErrClosed
+	}
+	if len(parts) == 0 {
+		return nil, nil
+	}
+	for i := range parts {
+		if err := checkDeadPart(parts[i].Payload, parts[i].Meta, l.opts.MaxRecord); err != nil {
+			return nil, err
+		}
+	}
+	d := &l.dead
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, ErrClosed
+	}
+	if err := d.ensureDir(l.dir); err != nil {
+		return nil, fullErr(err)
+	}
+	first := d.next
+	sizes := make([]int64, 0, len(parts))
+	var reserved int64
+	// abort deletes the .tmp files written and gives their bytes back.
+	abort := func(err error) ([]uint64, error) {
+		for i := range sizes {
+			os.Remove(d.tmpPath(first + uint64(i)))
+		}
+		d.bytes.Add(-reserved)
+		return nil, fullErr(err)
+	}
+	for i := range parts {
+		id := first + uint64(i)
+		file := l.deadFile(id, parts[i].Payload, parts[i].Meta)
+		size := int64(len(file))
+		if err := l.reserveDeadBytes(size); err != nil {
+			return abort(err)
+		}
+		reserved += size
+		sizes = append(sizes, size)
+		if err := writeFileSync(d.tmpPath(id), file); err != nil {
+			return abort(fmt.Errorf("wal: dead letter %d: %w", id, err))
+		}
+	}
+	if err := l.opts.inject("dlq-group-written"); err != nil {
+		return abort(err)
+	}
+	placed := 0
+	var err error
+	for i := range parts {
+		id := first + uint64(i)
+		if err = os.Rename(d.tmpPath(id), filepath.Join(d.dir, deadFileName(id))); err != nil {
+			err = fmt.Errorf("wal: dead letter %d: %w", id, err)
+			break
+		}
+		placed++
+	}
+	if placed < len(parts) {
+		for i := placed; i < len(parts); i++ {
+			os.Remove(d.tmpPath(first + uint64(i)))
+			d.bytes.Add(-sizes[i])
+		}
+		d.takeBack(first, sizes[:placed])
+		return nil, fullErr(err)
+	}
+	// Every file is in place: the ids are used whatever happens next.
+	d.record(first, sizes)
+	if err := syncDir(d.dir); err != nil {
+		return nil, fullErr(fmt.Errorf("wal: dead letters %d-%d: %w", first, first+uint64(len(parts))-1, err))
+	}
+	if err := d.appendAck(appendAckEntry(nil, ackKindWritten, 0, d.next-1)); err != nil {
+		// The dead letters are durable; only the written mark is not,
+		// which matters to loss accounting alone (the next write rewrites
+		// it).
+		l.log.Error("wal: writing the dead-letter ack log failed", "err", err)
+	}
+	ids := make([]uint64, len(parts))
+	for i := range ids {
+		ids[i] = first + uint64(i)
+	}
+	return ids, nil
+}
+
+// checkDeadPart refuses a dead letter DeadLetter would not store.
+func checkDeadPart(payload []byte, meta DeadMeta, maxRecord int) error {
+	if len(payload) > maxRecord {
+		return fmt.Errorf("%w: dead letter of %d bytes, the limit is %d", ErrTooLarge, len(payload), maxRecord)
 	}
 	if len(meta.Records) > maxDeadRecords {
-		return 0, fmt.Errorf("%w: dead letter with %d record ids, the limit is %d", ErrTooLarge, len(meta.Records), maxDeadRecords)
+		return fmt.Errorf("%w: dead letter with %d record ids, the limit is %d", ErrTooLarge, len(meta.Records), maxDeadRecords)
 	}
 	if len(meta.Keys) > maxDeadKeys {
-		return 0, fmt.Errorf("%w: dead letter with %d keys, the limit is %d", ErrTooLarge, len(meta.Keys), maxDeadKeys)
+		return fmt.Errorf("%w: dead letter with %d keys, the limit is %d", ErrTooLarge, len(meta.Keys), maxDeadKeys)
 	}
 	items := 0
 	if err := ForEachItem(payload, func([]byte) error { items++; return nil }); err != nil {
-		return 0, fmt.Errorf("wal: DeadLetter: the payload is not a sequence of AppendFrame frames (%v)", err)
+		return fmt.Errorf("wal: DeadLetter: the payload is not a sequence of AppendFrame frames (%v)", err)
 	}
 	if len(meta.Keys) > 0 && len(meta.Keys) != items {
-		return 0, fmt.Errorf("wal: DeadLetter: %d keys for %d items (one per item, or none)", len(meta.Keys), items)
+		return fmt.Errorf("wal: DeadLetter: %d keys for %d items (one per item, or none)", len(meta.Keys), items)
 	}
+	return nil
+}
+
+// deadFile encodes dead letter id: a segment header and one record holding
+// meta and payload, compressed like a record.
+func (l *Log) deadFile(id uint64, payload []byte, meta DeadMeta) []byte {
 	if meta.Time.IsZero() {
 		meta.Time = time.Now()
 	}
@@ -296,44 +415,76 @@ func (l *Log) DeadLetter(payload []byte, meta DeadMeta) (uint64, error) {
 	raw := appendDeadMeta(make([]byte, 0, 64+len(meta.Reason)+len(payload)), meta)
 	raw = append(raw, payload...)
 	z := l.zpool.get()
+	defer l.zpool.put(z)
 	stored, codec := z.compress(raw)
 	size := segmentHeaderSize + recordSize(len(stored)+l.opts.keys.overhead())
 	file := make([]byte, size)
-
-	d := &l.dead
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		l.zpool.put(z)
-		return 0, ErrClosed
-	}
-	id := d.next
 	hdr := l.opts.keys.header(segmentHeader{codec: codec, firstID: id, size: uint64(size)})
 	putSegmentHeader(file, hdr)
 	encodeSealedRecord(file[segmentHeaderSize:], recordHeader{id: id, time: time.Now().UnixNano(), codec: codec, kind: kindData}, stored, l.opts.keys.sealer(), hdr.framing())
-	l.zpool.put(z)
+	return file
+}
 
-	if err := l.reserveDeadBytes(size); err != nil {
-		return 0, err
+// record counts the dead letters first, first+1, ... of sizes (already
+// reserved) as live. Caller holds mu.
+func (d *deadLog) record(first uint64, sizes []int64) {
+	for i, size := range sizes {
+		d.live[first+uint64(i)] = size
 	}
-	stored2, err := d.writeFile(l.dir, id, file)
-	if !stored2 {
-		d.bytes.Add(-size)
-		return 0, fullErr(err)
+	d.next = first + uint64(len(sizes))
+	d.count.Add(int64(len(sizes)))
+}
+
+// takeBack deletes the dead letters first, first+1, ... of sizes, renamed
+// into place by a group that failed before all of its files were. Each one
+// deleted gives its bytes back; one that will not go is a dead letter (the
+// group's caller keeps its items: a duplicate, never a loss), and the ids
+// before it that did go are tombstoned, so that the next Open does not
+// count them lost. Caller holds mu.
+func (d *deadLog) takeBack(first uint64, sizes []int64) {
+	last := -1 // the last file still in place
+	for i := range sizes {
+		if err := os.Remove(filepath.Join(d.dir, deadFileName(first+uint64(i)))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			last = i
+		}
 	}
-	// The file is in place: the id is used whatever happens next.
-	d.next++
-	d.live[id] = size
-	d.count.Add(1)
-	if err != nil {
-		return 0, fullErr(err)
+	syncErr := syncDir(d.dir)
+	if last < 0 && syncErr == nil {
+		for _, size := range sizes {
+			d.bytes.Add(-size)
+		}
+		return // nothing stored, no id used
 	}
-	if err := d.appendAck(appendAckEntry(nil, ackKindWritten, 0, id)); err != nil {
-		// The dead letter is durable; only the written mark is not, which
-		// matters to loss accounting alone (the next write rewrites it).
-		l.log.Error("wal: writing the dead-letter ack log failed", "err", err)
+	if syncErr != nil {
+		last = len(sizes) - 1 // the deletions may not last: count every id used
 	}
-	return id, nil
+	var entries []byte
+	old := d.purged
+	d.purged = spanSet{spans: old.clone()}
+	for i := 0; i <= last; i++ {
+		id := first + uint64(i)
+		if _, err := os.Lstat(filepath.Join(d.dir, deadFileName(id))); err == nil {
+			d.live[id] = sizes[i]
+			d.count.Add(1)
+			continue
+		}
+		d.bytes.Add(-sizes[i])
+		d.purged.add(id, id)
+		entries = appendAckEntry(entries, ackKindAcked, id, id)
+	}
+	for i := last + 1; i < len(sizes); i++ {
+		d.bytes.Add(-sizes[i])
+	}
+	d.next = first + uint64(last) + 1
+	if err := d.appendAck(appendAckEntry(entries, ackKindWritten, 0, d.next-1)); err != nil {
+		// The next write rewrites the ack log whole, from the state
+		// (tombstones included).
+		d.ack.torn = true
+	}
+}
+
+func (d *deadLog) tmpPath(id uint64) string {
+	return filepath.Join(d.dir, deadFileName(id)+tmpSuffix)
 }
 
 // reserveDeadBytes counts n more dead-letter bytes, refusing them with
@@ -366,20 +517,6 @@ func (l *Log) reserveDeadBytes(n int64) error {
 			l.log.Debug("wal: removing the spare segment for a dead letter", "err", err)
 		}
 	}
-}
-
-// writeFile puts a dead-letter file in place (installFile). placed says
-// whether the file reached its name (after which an error is only the
-// directory sync's). Caller holds mu.
-func (d *deadLog) writeFile(walDir string, id uint64, file []byte) (placed bool, err error) {
-	if err := d.ensureDir(walDir); err != nil {
-		return false, err
-	}
-	placed, err = installFile(filepath.Join(d.dir, deadFileName(id)), file)
-	if err != nil {
-		err = fmt.Errorf("wal: dead letter %d: %w", id, err)
-	}
-	return placed, err
 }
 
 // ensureDir creates dlq/ and its ack log on first use. Caller holds mu.

@@ -179,7 +179,12 @@
 // dlq/ACK and fdatasync'd; DeadLetter returns after all of it. A crash
 // before the rename leaves a .tmp, which Open deletes (the caller never
 // got an id, so it still holds its records); after the rename the dead
-// letter is whole. Purging: the tombstones are appended to dlq/ACK and
+// letter is whole. DeadLetterGroup writes several dead letters (a batch
+// too large for one record) all or none: every file is written and
+// fdatasync'd under its .tmp name first, a failure deletes them all, and
+// only then are they renamed, the directory fsync'd once and one written
+// mark appended; a crash during the renames may keep part of the group,
+// a duplicate of items the caller still holds. Purging: the tombstones are appended to dlq/ACK and
 // fdatasync'd, then one more entry (a written mark) after them, and only
 // then are the files unlinked: a crash in between leaves files that are
 // tombstoned, which listings skip and Open deletes. The torn-write story

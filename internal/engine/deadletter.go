@@ -24,7 +24,8 @@ import (
 // released instead: delivered from the dead-letter log in its keys' order.
 
 // deadLetter writes b's items to the dead-letter log (records of at most
-// MaxRecord bytes); kept is true when they are all there. With parking, a
+// MaxRecord bytes, written as one group: all or none); kept is true when
+// they are there, and then err is nil. With parking, a
 // keyed batch's dead letters name each item's key, and those keys park from
 // the moment each is written (park.go); without parking they name no keys
 // (a dead letter that names keys parks them in a queue that parks). Sender
@@ -59,44 +60,53 @@ const maxLetterKeys = 1 << 16
 // writeDeadLetter writes items as dead letters with meta, each of at most
 // MaxRecord bytes (and, with keys, one per item, at most maxLetterKeys
 // items); onLetter, if set, is told each one written, with its items' keys.
-// It returns how many items, from the first, are in dead letters.
+// It returns how many items are in dead letters: all of them, or none
+// with the error. The dead letters of one call are written as one group
+// (wal.Log.DeadLetterGroup), never in part: a full disk part way through
+// would otherwise leave some items dead-lettered that the caller, told of
+// the failure, keeps for the main log's replay or hands to OnDrop, and
+// they would then be delivered (or given up on) twice.
 func (w *walTier[T]) writeDeadLetter(items []T, keys []uint64, meta wal.DeadMeta, onLetter func(id uint64, keys []uint64, n int)) (int, error) {
 	limit := w.log.MaxRecord()
+	var parts []wal.DeadPart
+	var counts []int // items in each part
 	var payload, item []byte
-	written, count := 0, 0 // items in dead letters; items in payload
-	flush := func() error {
+	written, count := 0, 0 // items in finished parts; items in payload
+	cut := func() {
 		if count == 0 {
-			return nil
+			return
 		}
+		m := meta
 		if len(keys) > 0 {
-			meta.Keys = keys[written : written+count]
+			m.Keys = keys[written : written+count]
 		}
-		id, err := w.log.DeadLetter(payload, meta)
-		if err != nil {
-			return walErr(err)
-		}
-		if onLetter != nil {
-			onLetter(id, meta.Keys, count)
-		}
+		parts = append(parts, wal.DeadPart{Payload: payload, Meta: m})
+		counts = append(counts, count)
 		written += count
-		payload, count = payload[:0], 0
-		return nil
+		payload, count = nil, 0 // the part keeps its payload
 	}
 	for _, v := range items {
 		var err error
 		if item, err = w.appendItem(item[:0], v); err != nil {
-			return written, fmt.Errorf("vinequeue: wal codec: %w", err)
+			return 0, fmt.Errorf("vinequeue: wal codec: %w", err)
 		}
 		if count > 0 && (len(payload)+wal.FrameSize(len(item)) > limit || count == maxLetterKeys) {
-			if err := flush(); err != nil {
-				return written, err
-			}
+			cut()
 		}
 		payload = wal.AppendFrame(payload, item)
 		count++
 	}
-	err := flush()
-	return written, err
+	cut()
+	ids, err := w.log.DeadLetterGroup(parts)
+	if err != nil {
+		return 0, walErr(err)
+	}
+	if onLetter != nil {
+		for i, id := range ids {
+			onLetter(id, parts[i].Meta.Keys, counts[i])
+		}
+	}
+	return written, nil
 }
 
 // DeadLetters lists the dead letters in the WAL directory, oldest first.
