@@ -28,7 +28,9 @@
 //
 //   - Memory mode, Send returning nil: every accepted item (Enqueue returned
 //     nil) is delivered exactly once, also when Enqueue races Stop.
-//   - From the moment Stop is called, Enqueue returns ErrClosed; it never panics.
+//   - Once Stop has sealed intake (its first step, which Health().Closed
+//     reports), every Enqueue returns ErrClosed; a call that overlaps that
+//     step may still be accepted, and is then delivered. Enqueue never panics.
 //   - Order: none across goroutines for Enqueue; FIFO per key for EnqueueKey,
 //     with any number of Workers and across retries.
 //   - Send errors are retried with exponential backoff and jitter

@@ -9,7 +9,9 @@ import (
 // context. (They are the engine's values, so errors.Is matches whichever
 // layer wrapped them.)
 var (
-	// ErrClosed is returned by Enqueue and friends once Stop has begun.
+	// ErrClosed is returned by Enqueue and friends once Stop has begun
+	// (always once Health().Closed is true; a call that overlaps Stop's
+	// start may still be accepted).
 	ErrClosed = engine.ErrClosed
 	// ErrFull is returned when the memory governor is at its hard level and the
 	// policy is Reject. It is retryable: the caller may try again later.

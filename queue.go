@@ -51,7 +51,7 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 
 // Enqueue accepts v for delivery. nil means accepted: v will be delivered (or,
 // if delivery fails for good, handed to OnDrop and counted). ErrClosed once
-// Stop has begun; at the hard memory level, ErrFull under Policy Reject, and
+// Stop has begun (always once Health().Closed is true: see Stop); at the hard memory level, ErrFull under Policy Reject, and
 // under Spill an error matching ErrWALFull while the WAL cannot take more.
 //
 // The common case touches only the calling P's ring: no lock, no shared
@@ -110,10 +110,12 @@ func (q *Queue[T]) EnqueueKey(key uint64, v T) error { return q.e.EnqueueKey(key
 // Stop has returned.
 func (q *Queue[T]) Flush(ctx context.Context) error { return q.e.Flush(ctx) }
 
-// Stop stops accepting items (Enqueue returns ErrClosed from the moment Stop
-// is called) and delivers everything accepted. When ctx ends first, Stop
-// gives up what is undelivered and returns an error matching ctx's
-// (errors.Is): what is in the WAL stays there for the next New
+// Stop stops accepting items and delivers everything accepted. Its first
+// step seals intake: from then on, which Health().Closed reports, Enqueue
+// and every other intake call return ErrClosed; a call that overlaps that
+// step may still be accepted, and is then delivered like any other. When
+// ctx ends first, Stop gives up what is undelivered and returns an error
+// matching ctx's (errors.Is): what is in the WAL stays there for the next New
 // (Stats.LeftOnDisk; Periodic and Sync modes), and what is only in memory
 // (no WAL, or Overflow mode's unspilled items) goes to OnDrop, counted in
 // Stats.Dropped. Either way every item is counted before Stop returns

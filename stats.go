@@ -107,7 +107,11 @@ type Health struct {
 	// been failing for longer than a retry cycle would cover. A load balancer should send
 	// traffic elsewhere while it is false.
 	Ready bool
-	// Closed is true once Stop has begun.
+	// Closed is true once Stop has sealed intake: every call that starts
+	// after Health returned it (Enqueue and friends, the fast path
+	// included) returns ErrClosed. Stop does that first; until then Ready
+	// is already false, and a call that overlaps Stop's start may still be
+	// accepted (and is then delivered like any other).
 	Closed bool
 	// Level is the memory governor's level.
 	Level Level

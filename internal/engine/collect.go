@@ -504,8 +504,10 @@ func (q *Queue[T]) Flush(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops accepting items (Enqueue returns ErrClosed from the moment Stop
-// is called) and delivers everything accepted. When ctx ends first, what is
+// Stop stops accepting items and delivers everything accepted. Its first
+// step seals intake: from then on (Health.Closed) every call returns
+// ErrClosed; a call that overlaps that step may still be accepted, and is
+// then delivered like any other. When ctx ends first, what is
 // undelivered goes to OnDrop, is counted in Stats.Dropped, and Stop returns
 // ctx's error. Stop waits for the queue's goroutines to exit. Calling it again
 // returns the first call's result.
@@ -545,6 +547,7 @@ func (q *Queue[T]) stop(ctx context.Context) error {
 		q.growMu.Unlock()
 		runtime.ReadMemStats(&ms)
 	}
+	q.sealed.Store(true)
 
 	done := make(chan error, 1)
 	req := request{kind: reqStop, ctx: ctx, done: done}

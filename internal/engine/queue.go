@@ -126,7 +126,12 @@ type Queue[T any] struct {
 	closedCtx    context.Context
 	closedCancel context.CancelFunc
 
-	closing  atomic.Bool
+	closing atomic.Bool // Stop has begun: the slow paths refuse, Health is not Ready
+	// sealed is set once Stop has sealed every ring and closed every
+	// other way in: an intake call that starts after it is seen is
+	// refused, the fast path included (Health.Closed). Between closing and
+	// sealed, a push that reaches a ring before its seal is accepted.
+	sealed   atomic.Bool
 	stopOnce sync.Once
 	stopDone chan struct{}
 	stopErr  error

@@ -101,7 +101,7 @@ type Health struct {
 func (q *Queue[T]) Health() Health {
 	st := q.Stats()
 	h := Health{
-		Closed:  q.closing.Load(),
+		Closed:  q.sealed.Load(),
 		Level:   st.Level,
 		Backlog: st.Backlog,
 	}
@@ -116,7 +116,7 @@ func (q *Queue[T]) Health() Health {
 		walFull = true
 	}
 	h.WALFull = walFull
-	h.Ready = !h.Closed && h.Level != governor.LevelHard && !failingTooLong && !walFull
+	h.Ready = !q.closing.Load() && h.Level != governor.LevelHard && !failingTooLong && !walFull
 	return h
 }
 
