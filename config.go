@@ -96,6 +96,8 @@ type MemoryConfig struct {
 	// keys. Under Spill, once a spill fails (the WAL is full) intake gets
 	// ErrWALFull until memory falls below Hard, even if the WAL has room
 	// again sooner: what the failed spills left in memory must go first.
+	// An item too large for a WAL record that only its encoding shows to
+	// be so (see Codec) does not fail a spill: it alone is given up.
 	Policy Policy
 	// Measure is what is weighed against Limit. The default, MeasureAuto,
 	// protects the process: with Limit 0 the levels follow the whole Go
@@ -360,7 +362,12 @@ type Config[T any] struct {
 	// Codec encodes items for the WAL; needed with a WAL unless T is
 	// []byte or string (built in). Its errors refuse the item concerned
 	// (Sync mode, at the call) or keep it in memory only (Periodic, at the
-	// write; counted and logged).
+	// write; counted and logged). An item the WAL cannot take when a spill
+	// writes it (Policy Spill, at the hard level) — its Codec fails, or its
+	// encoding is over the record limit though SizeOf let it in — is given
+	// up instead: OnDrop, with that error or one matching ErrTooLarge, and
+	// Stats.Dropped. Memory cannot keep it there, and the rest of its batch
+	// spills.
 	Codec Codec[T]
 	// SizeOf is what an item weighs for the memory governor. The default
 	// is its in-memory size plus the bytes behind its strings and []byte

@@ -20,6 +20,9 @@ var (
 	// WALConfig.MaxBytes reached); it wraps the cause. The memory tier keeps working.
 	ErrWALFull = engine.ErrWALFull
 	// ErrTooLarge is returned for an item larger than the WAL record limit.
+	// An item accepted on its SizeOf whose encoding turns out too large
+	// when a spill writes it is handed to OnDrop with an error matching it
+	// (see Config.Codec).
 	ErrTooLarge = engine.ErrTooLarge
 	// ErrInvalidConfig is returned by New; the message names the field.
 	ErrInvalidConfig = engine.ErrInvalidConfig

@@ -364,7 +364,8 @@ const MaxFrameOverhead = 10
 // item too large for any WAL record: it could never be on disk. The check uses SizeOf (the
 // encoding happens later, off the call); for []byte and string items it is
 // exact. An item whose encoding still does not fit when it is written is
-// delivered from memory only, counted and logged.
+// delivered from memory only, counted and logged; one a spill meets is
+// given up (spill.go).
 func (q *Queue[T]) CheckItem(v T) error {
 	if n := q.sizeOf(v); n > q.itemLimit {
 		q.walRejected.Add(1)

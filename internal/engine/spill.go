@@ -29,7 +29,11 @@ import (
 // WAL fills, without limit. So the failure is kept for the rest of the
 // level's stretch (governor.Stretch), and what failed spills leave in
 // memory is within the rings handed off before the first of them (the
-// R × RingSize of the bound in admit.go).
+// R × RingSize of the bound in admit.go). An item the WAL cannot take at
+// all (too large for a record, or its Codec fails) does not fail the
+// spill; it is given up alone, to OnDrop (giveUpUnwritable), and the rest
+// of its batch spills: kept, it would hold memory past Hard while the
+// rings flow.
 //
 // Read-back passes the same rule as intake: the unspiller hands over one
 // batch at a time, each only while the level is normal, charged as it is
@@ -111,13 +115,11 @@ func (s *spiller[T]) spill(c *collector[T], b *pending[T]) bool {
 		err = s.w.writeBatch(b, &c.enc)
 	}
 	if err == nil {
-		for _, sp := range b.spans {
-			if sp.id == 0 {
-				// An item that cannot be written (too large for a
-				// record): the batch stays in memory, and spilling
-				// has not failed.
-				return false
-			}
+		if write && s.giveUpUnwritable(c, b) {
+			// Every item of b was one the WAL cannot hold.
+			q.track.complete(b.seq)
+			q.putBatch(b)
+			return true
 		}
 		if write && !s.w.syncsAppends {
 			err = walErr(s.w.log.Sync())
@@ -137,6 +139,73 @@ func (s *spiller[T]) spill(c *collector[T], b *pending[T]) bool {
 	q.track.complete(b.seq)
 	q.putBatch(b)
 	return true
+}
+
+// giveUpUnwritable takes out of b, which writeBatch has just written
+// without error, the items it could not write (too large for any record,
+// or refused by the Codec: under a span of id 0) and gives them up: they
+// go to OnDrop with the reason (ErrTooLarge, or the Codec's error),
+// counted in Stats.Dropped, and leave memory. Kept in memory, they would
+// hold their batch there past Hard while the rings go on flowing (the
+// spill did not fail: the WAL took everything it could hold), so that
+// every such batch would add to memory past the bound; counted as a failed
+// spill, they would have every producer refused for one bad item. It
+// reports whether b is left empty. Collector goroutine.
+func (s *spiller[T]) giveUpUnwritable(c *collector[T], b *pending[T]) (empty bool) {
+	q := s.q
+	bad := 0
+	for _, sp := range b.spans {
+		if sp.id == 0 {
+			bad += sp.n
+		}
+	}
+	if bad == 0 {
+		return false
+	}
+	var out []T
+	var reason error
+	j, i := 0, 0 // items kept; item at
+	spans := b.spans[:0]
+	for _, sp := range b.spans {
+		if sp.id != 0 {
+			copy(b.items[j:], b.items[i:i+sp.n])
+			spans = append(spans, sp)
+			j += sp.n
+			i += sp.n
+			continue
+		}
+		for _, v := range b.items[i : i+sp.n] {
+			out = append(out, v)
+			if reason == nil {
+				reason = s.unwritableReason(&c.enc, v)
+			}
+		}
+		i += sp.n
+	}
+	clear(b.items[j:]) // retention rule
+	b.items, b.spans = b.items[:j], spans
+	gone := q.bytesOf(out)
+	b.bytes -= gone
+	q.hold(-gone)
+	q.dropped.Add(uint64(len(out)))
+	q.logger.Warn("vinequeue: spill: items the wal cannot hold given up", "items", len(out), "reason", reason)
+	if q.cfg.OnDrop != nil {
+		q.onDrops.due(1)
+		q.callOnDrop(out, reason)
+		q.onDrops.done()
+	}
+	return j == 0
+}
+
+// unwritableReason is why v cannot be written: its Codec's error, or its
+// encoding's size past the record limit (ErrTooLarge).
+func (s *spiller[T]) unwritableReason(rw *recordWriter, v T) error {
+	enc, err := s.w.appendItem(rw.rec[:0], v)
+	if err != nil {
+		return fmt.Errorf("vinequeue: spill: wal codec: %w", err)
+	}
+	rw.rec = enc[:0]
+	return fmt.Errorf("%w: spill: item of %d bytes encoded, wal records hold %d", ErrTooLarge, len(enc), s.w.log.MaxRecord())
 }
 
 // add appends the refs of one spilled batch (its spans), numbering it as a
