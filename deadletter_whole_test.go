@@ -27,8 +27,17 @@ func TestDeadLetterWholeOrNotAtAll(t *testing.T) {
 	// batch is in the main log (four segments) but in Overflow mode, where
 	// it stays in memory.
 	maxBytes := map[WALMode]int64{Sync: 13 * seg / 2, Periodic: 13 * seg / 2, Overflow: 3 * seg}
-	for _, mode := range []WALMode{Sync, Periodic, Overflow} {
-		t.Run(mode.String(), func(t *testing.T) {
+	cases := []struct {
+		mode  WALMode
+		keyed bool // EnqueueKey with ParkKeys: the dead letters name keys, which park
+	}{{Sync, false}, {Periodic, false}, {Overflow, false}, {Sync, true}, {Periodic, true}}
+	for _, c := range cases {
+		mode := c.mode
+		name := mode.String()
+		if c.keyed {
+			name += "-keyed-parking"
+		}
+		t.Run(name, func(t *testing.T) {
 			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 			const (
 				items = 48
@@ -59,6 +68,7 @@ func TestDeadLetterWholeOrNotAtAll(t *testing.T) {
 				OnDrop: func(b [][]byte, _ error) { count(dropped, b) },
 				WAL: WALConfig{Dir: dir, Mode: mode, SegmentSize: seg, Compression: NoCompression,
 					MaxBytes: maxBytes[mode]},
+				ParkKeys: c.keyed,
 			}
 			q, err := New(cfg)
 			if err != nil {
@@ -70,7 +80,13 @@ func TestDeadLetterWholeOrNotAtAll(t *testing.T) {
 				rand.Read(batch[i])
 				binary.LittleEndian.PutUint64(batch[i], uint64(i))
 			}
-			if n, err := q.EnqueueBatch(batch); err != nil || n != items {
+			if c.keyed {
+				for _, v := range batch {
+					if err := q.EnqueueKey(7, v); err != nil {
+						t.Fatal(err)
+					}
+				}
+			} else if n, err := q.EnqueueBatch(batch); err != nil || n != items {
 				t.Fatalf("EnqueueBatch = %d, %v", n, err)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
