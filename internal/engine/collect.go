@@ -269,7 +269,7 @@ func (c *collector[T]) cut() {
 // nobody else writes them meanwhile.
 func (c *collector[T]) writeReady() {
 	for _, b := range c.ready.items() {
-		c.q.tier.persist(b, &c.enc)
+		c.q.persistOwned(b, &c.enc)
 	}
 }
 

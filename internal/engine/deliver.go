@@ -47,27 +47,25 @@ func (q *Queue[T]) sendLoop(slot *senderSlot[T]) {
 }
 
 // take readies b for Send, q.finishing held shared: the items of parked
-// keys leave it, the tier persists it, and it goes into slot. It reports
-// false when nothing is left to send: every item was parked, or Stop ran
-// out of time meanwhile (b is then given up, here or by Stop's swap).
+// keys leave it, and it goes into slot. It reports false when nothing is
+// left to send: every item was parked, or Stop ran out of time meanwhile
+// (b is then given up, here or by Stop's swap). Nothing is written here:
+// a batch not on disk yet is written only if a checkpoint or a Stop out of
+// time finds it undelivered (durable.go), or if its Send fails for good.
 func (q *Queue[T]) take(slot *senderSlot[T], b *pending[T]) bool {
-	// A keyed batch cut unwritten (periodic) is claimed before anything
-	// else touches it, so that the collector, needing it on disk before
-	// what its shards hold after it, either writes it first or waits for
-	// this write (settleFlight).
-	claimed := b.claimWrite()
 	if p := q.park; p != nil && len(b.keys) > 0 && b.letter == 0 {
-		// Items of parked keys leave b first (park.go).
+		// Items of parked keys leave b first (park.go), held against a
+		// checkpoint's write meanwhile: its items are changing.
+		held := b.hold()
 		if p.divert(b) {
 			// Every item was parked: nothing to send. (A keyed batch:
 			// no EnqueueAck caller waits on it.)
 			q.finish(b, true, nil)
 			return false
 		}
-	}
-	q.tier.persist(b, &slot.writer) // on disk before Send, if the tier promises it
-	if claimed {
-		b.wrote.Store(b.ticket)
+		if held {
+			b.release()
+		}
 	}
 	slot.b.Store(b)
 	// Stored first, then checked: Stop cancels sendCtx before it swaps the
@@ -110,6 +108,9 @@ func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
 	}
 	switch {
 	case err == nil:
+		// Delivered: taken unwritten, unless a checkpoint wrote it first
+		// (then acknowledged as any batch on disk).
+		q.settleSent(b, true, &slot.writer)
 		q.delivered.Add(uint64(len(b.items)))
 		q.batches.Add(1)
 		if q.failingSince.Load() != 0 {
@@ -126,6 +127,10 @@ func (q *Queue[T]) deliver(slot *senderSlot[T], b *pending[T]) {
 		q.giveUp(b, fmt.Errorf("%w: stop deadline: %w", ErrClosed, err), true)
 	default:
 		q.sinkFailing()
+		// Failed for good: on disk first, as the dead-letter path has
+		// always found it (a dead letter names its records, and one that
+		// cannot be written leaves the batch in the WAL for the next New).
+		q.settleSent(b, false, &slot.writer)
 		q.failed(b, fmt.Errorf("vinequeue: send failed: %w", err))
 	}
 }
@@ -205,7 +210,9 @@ func (q *Queue[T]) abandonInFlight(reason error) {
 func (q *Queue[T]) giveUpAll(given []*pending[T], reason error, recycle bool) {
 	var items []T
 	dropped := 0
+	var rw recordWriter
 	for _, b := range given {
+		q.persistOwned(b, &rw)           // not delivered: on disk if the tier writes such batches
 		if b.onDisk() || b.letter != 0 { // a released batch stays in its dead letter
 			q.leftOnDisk.Add(uint64(len(b.items)))
 			q.finish(b, recycle, outcomeLeftAtStop(reason))
@@ -321,6 +328,8 @@ func (b *pending[T]) onDisk() bool {
 // the part on disk is acknowledged, so nothing is both dropped and replayed.
 // recycle is false for a batch a stuck Send may still be reading.
 func (q *Queue[T]) giveUp(b *pending[T], reason error, recycle bool) {
+	var rw recordWriter              // Stop out of time only
+	q.persistOwned(b, &rw)           // not delivered: on disk if the tier writes such batches
 	if b.onDisk() || b.letter != 0 { // a released batch stays in its dead letter
 		q.leftOnDisk.Add(uint64(len(b.items)))
 		q.finish(b, recycle, outcomeLeftAtStop(reason))
@@ -363,7 +372,8 @@ func (q *Queue[T]) callOnDrop(items []T, reason error) {
 // finish marks b done and, with recycle, recycles it. outcome is how it
 // ended for EnqueueAck's callers waiting on its items (nil: delivered).
 func (q *Queue[T]) finish(b *pending[T], recycle bool, outcome error) {
-	q.written(b) // delivered or given up on: no longer at risk
+	b.retire()   // no write of it under way or to come
+	q.written(b) // delivered or given up on: no longer at risk // delivered or given up on: no longer at risk
 	settleAcks(b, outcome)
 	q.hold(-b.bytes)
 	seq, sd, n, replay, keyed, letter := b.seq, b.spill, len(b.items), b.replay, len(b.shards) > 0, b.letter

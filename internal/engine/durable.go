@@ -1,31 +1,37 @@
 package engine
 
 import (
+	"cmp"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // durableMark is the periodic tier's Stats.DurableThrough: an instant
-// before which every accepted item is on disk and fsynced.
+// before which every accepted item is delivered, or on disk and fsynced.
 //
 // A checkpoint that starts at S covers the items accepted before S that it
 // finds in the rings, the ack inbox and the keyed shards (each collector
 // cuts and writes them during its part of the checkpoint, which starts after
-// S). What it cannot see are batches cut earlier and handed to a sender that
-// has not written them yet: their write may end after the checkpoint's
-// fsync. So every batch handed on unwritten is registered here, by the
-// start of the last checkpoint its collector took part in before cutting
-// it (since: its items were accepted no earlier, as that checkpoint cut
-// every earlier item), until it is written (or, if its write failed,
-// finished). Just before its fsync the checkpoint takes the oldest since
-// still registered, and once the fsync succeeds advances the mark to the
-// smaller of that and S.
+// S), and the batches cut earlier and not delivered yet, which it finds
+// here: every batch handed on unwritten is registered, by the start of the
+// last checkpoint its collector took part in before cutting it (since: its
+// items were accepted no earlier, as that checkpoint cut every earlier
+// item), until it is written, delivered or finished. The checkpoint writes
+// every registered batch nobody has claimed (writeUnwritten, in cut order);
+// one claimed by another writer (a sender whose batch failed for good,
+// Stop) stays registered until that write is over. Just before its fsync
+// the checkpoint takes the oldest since still registered, and once the
+// fsync succeeds advances the mark to the smaller of that and S. A batch
+// delivered unwritten leaves the registry as its Send returns: its items
+// are not at risk, and it holds the mark no longer.
 //
 // A checkpoint that could not write everything it found (a write failed,
 // a keyed shard holds items whose write failed, a collector left rings full
 // at the hard level) does not advance the mark: the mark only ever moves to
-// an instant every item before which is known to be durable.
+// an instant every item before which is known to be delivered or durable.
 //
 // Instants are kept as nanoseconds on a clock that reads like Unix time but
 // advances with the monotonic clock from New's time (epoch): a wall-clock
@@ -33,7 +39,7 @@ import (
 // ahead of the clock claim items accepted after the clock went back, and
 // the mark is handed out with epoch's monotonic reading, so a caller's
 // time.Now() compares with it on that clock too.
-type durableMark struct {
+type durableMark[T any] struct {
 	through atomic.Int64 // nanos; 0: nothing claimed yet
 	epoch   time.Time    // New's time, with its monotonic reading
 	origin  int64        // epoch's nanos: no item is older (the collectors' first since)
@@ -41,7 +47,15 @@ type durableMark struct {
 	// unwritten counts the batches handed on and not written yet, by since.
 	// Few keys: one per checkpoint whose batches are still being written.
 	unwritten map[int64]int
+	// tickets are the registered batches with a write ticket (unwritten,
+	// nobody has claimed them yet when registered), for a checkpoint to
+	// claim and write. The ticket and seq are copied here: once a batch
+	// leaves the registry it may be recycled, and its fields rewritten.
+	tickets map[*pending[T]]ticketOf
 }
+
+// ticketOf is what the registry keeps of a batch with a ticket.
+type ticketOf struct{ ticket, seq uint64 }
 
 // sinceUnknown registers a batch whose items' acceptance is not bounded
 // (items whose write failed in a keyed shard): while it is registered the
@@ -49,20 +63,33 @@ type durableMark struct {
 const sinceUnknown = 1
 
 // registerUnwritten notes b as handed on unwritten, its items accepted at
-// since or later (see durableMark).
+// since or later (see durableMark). A batch none of whose items is on disk
+// gets a write ticket (see writeTicket), and a checkpoint or a Stop out of
+// time writes it unless its Send succeeds first. A dead letter delivered
+// again (parking's release) is on disk already, in its dead letter: it is
+// neither registered nor written to the main log.
 func (q *Queue[T]) registerUnwritten(b *pending[T], since int64) {
+	if b.letter != 0 {
+		return
+	}
 	d := &q.durable
 	d.mu.Lock()
 	if d.unwritten == nil {
 		d.unwritten = make(map[int64]int)
+		d.tickets = make(map[*pending[T]]ticketOf)
 	}
 	d.unwritten[since]++
-	d.mu.Unlock()
 	b.since = since
+	if len(b.spans) == 0 {
+		b.ticket = b.seq + 1
+		b.claim.Store(b.ticket)
+		d.tickets[b] = ticketOf{b.ticket, b.seq}
+	}
+	d.mu.Unlock()
 }
 
-// written takes b off the unwritten batches (its write succeeded, or it is
-// finished); nothing if it was not registered.
+// written takes b off the unwritten batches (its write succeeded, it was
+// delivered, or it is finished); nothing if it was not registered.
 func (q *Queue[T]) written(b *pending[T]) {
 	if b.since == 0 {
 		return
@@ -72,15 +99,16 @@ func (q *Queue[T]) written(b *pending[T]) {
 	if d.unwritten[b.since]--; d.unwritten[b.since] <= 0 {
 		delete(d.unwritten, b.since)
 	}
-	d.mu.Unlock()
+	delete(d.tickets, b)
 	b.since = 0
+	d.mu.Unlock()
 }
 
 // unwrittenSince is what b is registered with when its collector hands it
 // on, its collector's since being since: since if no item of it is on disk
-// yet (the tier writes it before Send), sinceUnknown if some of its items'
-// write failed (they will not be written: the batch is at risk until it is
-// finished), 0 if it is on disk already.
+// yet (written by a checkpoint unless delivered first), sinceUnknown if some
+// of its items' write failed (they will not be written: the batch is at
+// risk until it is finished), 0 if it is on disk already.
 func unwrittenSince[T any](b *pending[T], since int64) int64 {
 	if len(b.spans) == 0 {
 		return since
@@ -91,6 +119,186 @@ func unwrittenSince[T any](b *pending[T], since int64) int64 {
 		}
 	}
 	return 0
+}
+
+// # The write ticket
+//
+// A batch cut unwritten in the periodic tier is written only if it is still
+// undelivered when a checkpoint (or a Stop out of time) looks for it; one
+// whose Send succeeds first is never written, and needs no acknowledgement
+// (it has no spans). Whoever claims its ticket first decides:
+//
+//   - a writer (a checkpoint, Stop out of time, or its sender for a batch
+//     failed for good, as the dead-letter path expects it on disk as
+//     before) swaps claim from the ticket to 0, writes it, and stores the
+//     ticket in wrote;
+//   - its sender, once Send returned nil, swaps claim from the ticket to
+//     ticket|claimTaken: delivered, nothing to write. Had a writer claimed
+//     it first, the sender waits for wrote and acknowledges the batch's
+//     spans as any batch's;
+//   - its sender, while parking moves items of parked keys out of it
+//     (take), holds it (ticket|claimHeld): a writer waits, since the items
+//     are changing; the sender then puts the ticket back, or, every item
+//     parked, takes it.
+//
+// A writer reads b.items while Send may be reading them too: Send must not
+// modify its batch (Config.Send). The ticket is seq+1, unique, so a claim
+// made with a ticket read before the batch was recycled fails.
+const (
+	claimTaken = 1 << 63
+	claimHeld  = 1 << 62
+)
+
+// claimToWrite claims b, whose ticket is t, for a writer: true if the
+// caller is to write it (then wroteClaimed); false if someone else claimed
+// it first (a write under way or over, delivered, finished or recycled).
+// It waits while b's sender holds it.
+func (b *pending[T]) claimToWrite(t uint64) bool {
+	for {
+		switch c := b.claim.Load(); c {
+		case t:
+			if b.claim.CompareAndSwap(t, 0) {
+				return true
+			}
+		case t | claimHeld:
+			runtime.Gosched() // parking's divert: a few item moves, or a dead letter's write
+		default:
+			return false
+		}
+	}
+}
+
+// waitWrite waits for the write of b (ticket t) a writer claimed, if any:
+// only by whoever keeps b from being recycled meanwhile.
+func (b *pending[T]) waitWrite(t uint64) {
+	if b.claim.Load() != 0 {
+		return
+	}
+	for b.wrote.Load() != t {
+		runtime.Gosched()
+	}
+}
+
+// settleSent is b's sender's side once Send is over (or b is given up),
+// the batch being its own again (out of its slot): sent, it takes b
+// unwritten; otherwise it writes it (rw) unless a writer claimed it
+// first; either way, if a writer claimed it first, it waits for that write
+// to be over, after which b's spans name where it is. Nothing for a batch
+// without a ticket.
+func (q *Queue[T]) settleSent(b *pending[T], sent bool, rw *recordWriter) {
+	t := b.ticket
+	if t == 0 {
+		return
+	}
+	for {
+		c := b.claim.Load()
+		if c != t {
+			b.waitWrite(t) // 0: a writer's; taken: nothing under way
+			return
+		}
+		if sent {
+			if b.claim.CompareAndSwap(t, t|claimTaken) {
+				q.written(b) // delivered: no longer at risk
+				return
+			}
+		} else if b.claim.CompareAndSwap(t, 0) {
+			q.tier.persist(b, rw)
+			b.wrote.Store(t)
+			return
+		}
+	}
+}
+
+// hold keeps writers off b while its sender changes its items (parking):
+// true if the caller holds it (then release, or retire); false if b has no
+// ticket, or a writer claimed it first (whose write is then over).
+func (b *pending[T]) hold() bool {
+	t := b.ticket
+	if t == 0 {
+		return false
+	}
+	if b.claim.CompareAndSwap(t, t|claimHeld) {
+		return true
+	}
+	b.waitWrite(t)
+	return false
+}
+
+// release lets writers claim b again (see hold).
+func (b *pending[T]) release() { b.claim.Store(b.ticket) }
+
+// retire ends b's ticket as b is finished: nobody may claim it from now
+// on, and a write claimed earlier is over. Every path that finishes a
+// batch has settled it already; this is what makes recycling it safe
+// whatever the path.
+func (b *pending[T]) retire() {
+	t := b.ticket
+	if t == 0 {
+		return
+	}
+	for {
+		c := b.claim.Load()
+		switch {
+		case c == 0:
+			b.waitWrite(t)
+			return
+		case c&claimTaken != 0:
+			return
+		case b.claim.CompareAndSwap(c, t|claimTaken): // t, or held by the caller
+			return
+		}
+	}
+}
+
+// writeUnwritten is a checkpoint's pass over the registry: every batch
+// registered with a ticket and not claimed yet is written, in cut order
+// (so that a key's batches reach the WAL in its order), whether it waits
+// for a sender, is in Send or retrying, or is being taken. A batch another
+// writer claimed is left to that write (it stays registered until it is
+// over, and holds the mark meanwhile); one delivered meanwhile is not
+// written. Collector (the primary, at a checkpoint).
+func (c *collector[T]) writeUnwritten() {
+	q := c.q
+	d := &q.durable
+	d.mu.Lock()
+	refs := make([]ticketRef[T], 0, len(d.tickets)) // once per checkpoint
+	for b, tk := range d.tickets {
+		refs = append(refs, ticketRef[T]{b, tk})
+	}
+	d.mu.Unlock()
+	slices.SortFunc(refs, func(x, y ticketRef[T]) int { return cmp.Compare(x.seq, y.seq) })
+	for _, r := range refs {
+		if r.b.claimToWrite(r.ticket) {
+			q.tier.persist(r.b, &c.enc)
+			r.b.wrote.Store(r.ticket)
+		}
+	}
+}
+
+// persistOwned has the tier write b (persist), b being the caller's to
+// give up or to hand on (a batch waiting for a sender, cut and waiting in
+// a keyed shard, or given up at Stop), so that it cannot be recycled
+// meanwhile: its ticket, if any, is claimed first, and if a writer claimed
+// it first, that write is waited for.
+func (q *Queue[T]) persistOwned(b *pending[T], rw *recordWriter) {
+	t := b.ticket
+	if t == 0 {
+		q.tier.persist(b, rw)
+		return
+	}
+	if b.claimToWrite(t) {
+		q.tier.persist(b, rw)
+		b.wrote.Store(t)
+		return
+	}
+	b.waitWrite(t)
+}
+
+// ticketRef is a registered batch with its ticket, as writeUnwritten found
+// it.
+type ticketRef[T any] struct {
+	b *pending[T]
+	ticketOf
 }
 
 // checkpointDrain is a collector's share of a checkpoint's cutting: every
@@ -110,7 +318,7 @@ func (c *collector[T]) checkpointDrain() bool {
 
 // bound is the instant a checkpoint started at start can claim:
 // start, or the oldest since of a batch still unwritten.
-func (d *durableMark) bound(start int64) int64 {
+func (d *durableMark[T]) bound(start int64) int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for since := range d.unwritten {
@@ -121,7 +329,7 @@ func (d *durableMark) bound(start int64) int64 {
 
 // advance moves the mark to at if that is later (a checkpoint bound can be
 // older than the mark: a batch registered long ago is still unwritten).
-func (d *durableMark) advance(at int64) {
+func (d *durableMark[T]) advance(at int64) {
 	if at <= sinceUnknown {
 		// Held by a batch of unknown acceptance: nothing to claim (and
 		// the mark, still zero, would otherwise read as 1970).
@@ -136,16 +344,16 @@ func (d *durableMark) advance(at int64) {
 }
 
 // newDurableMark starts the mark's clock now.
-func newDurableMark() durableMark {
+func newDurableMark[T any]() durableMark[T] {
 	now := time.Now()
-	return durableMark{epoch: now, origin: now.UnixNano()}
+	return durableMark[T]{epoch: now, origin: now.UnixNano()}
 }
 
 // nanos is t on the mark's clock (t with a monotonic reading: time.Now()).
-func (d *durableMark) nanos(t time.Time) int64 { return d.origin + int64(t.Sub(d.epoch)) }
+func (d *durableMark[T]) nanos(t time.Time) int64 { return d.origin + int64(t.Sub(d.epoch)) }
 
 // at is the instant ns on the mark's clock, with a monotonic reading.
-func (d *durableMark) at(ns int64) time.Time { return d.epoch.Add(time.Duration(ns - d.origin)) }
+func (d *durableMark[T]) at(ns int64) time.Time { return d.epoch.Add(time.Duration(ns - d.origin)) }
 
 // durableThrough is Stats.DurableThrough for q's tier.
 func (q *Queue[T]) durableThrough() time.Time {

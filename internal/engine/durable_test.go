@@ -138,7 +138,7 @@ func TestDurableThroughMonotonic(t *testing.T) {
 // unknown acceptance (sinceUnknown) leaves a mark that never moved at zero,
 // rather than at an instant of 1970.
 func TestDurableMarkUnknownClaimsNothing(t *testing.T) {
-	d := newDurableMark()
+	d := newDurableMark[int]()
 	d.unwritten = map[int64]int{sinceUnknown: 1}
 	d.advance(d.bound(d.nanos(time.Now())))
 	if ns := d.through.Load(); ns != 0 {

@@ -841,7 +841,7 @@ func (c *collector[T]) gather(size int) bool {
 		var n int
 		if queued {
 			n = min(len(s.items), want)
-			q.tier.persistShard(c, s) // nothing to write (see writeKeyed)
+			q.tier.persistShard(c, s) // nothing to write (see registerKeyed)
 			s.take(q, b, n)
 		} else {
 			n = s.takeRings(b, want, q.keepKeys, false)
@@ -865,7 +865,7 @@ func (c *collector[T]) gather(size int) bool {
 		return false
 	}
 	c.number(b)
-	c.writeKeyed(b)
+	c.registerKeyed(b)
 	for _, s := range b.shards {
 		s.fly(b)
 	}
@@ -880,52 +880,50 @@ func (s *keyedShard[T]) fly(b *pending[T]) {
 	s.inflight.Store(true)
 }
 
-// writeKeyed has a keyed batch just cut written by its sender, before
-// Send, if the tier writes batches (periodic) and its items are not on
-// disk yet (they came from the rings): it gets a ticket, which whoever
-// claims it first writes it with (its sender, or the collector:
-// settleFlight), and is registered as unwritten for the durable mark
-// (durable.go) until then. The collector used to write those items
-// itself, which made encoding, compressing and writing every keyed item
-// its work, on one goroutine; the senders are Workers goroutines.
-func (c *collector[T]) writeKeyed(b *pending[T]) {
+// registerKeyed registers a keyed batch just cut as unwritten (durable.go)
+// if the tier writes what a checkpoint finds undelivered (periodic) and
+// its items are not on disk yet (they came from the rings): it gets a
+// write ticket, and is written only if a checkpoint or a Stop out of time
+// finds it undelivered (by the collector: writeUnwritten, settleFlight),
+// or if its Send fails for good (by its sender). The collector used to
+// write those items itself, which made encoding, compressing and writing
+// every keyed item its work, on one goroutine; then each sender wrote its
+// batch before Send, which a batch delivered before the next checkpoint
+// does not need (a delivered item is not lost by a crash).
+func (c *collector[T]) registerKeyed(b *pending[T]) {
 	q := c.q
 	if _, ok := q.tier.(periodicTier[T]); !ok || len(b.spans) > 0 {
 		return
 	}
-	b.ticket = b.seq + 1
-	b.claim.Store(b.ticket)
 	q.registerUnwritten(b, c.since)
 }
 
-// settleFlight makes sure that the items the shard has handed on are on
-// disk, or their write is over, before the collector writes what the
-// shard holds after them (the periodic checkpoint, or a Stop out of
-// time): a replay goes in record order, so a key's items must reach the
-// WAL in the key's order. That is the batch in flight, if it was cut
-// unwritten (claimed and written here, or waited for if its sender
-// claimed it first: a sender writes before it sends, so the wait is for
-// a write under way), then the batches cut for Flush or Stop and waiting
-// in the shard's cut queue, in order. Collector only.
+// settleFlight makes sure that the items the shard has handed on are
+// delivered or on disk, or their write is over, before the collector
+// writes what the shard holds after them (the periodic checkpoint, or a
+// Stop out of time): a replay goes in record order, so a key's items must
+// reach the WAL in the key's order. That is the batch in flight, if it was
+// cut unwritten (claimed and written here unless its sender took it,
+// delivered, first; if another writer claimed it first, its write is
+// waited for), then the batches cut for Flush or Stop and waiting in the
+// shard's cut queue, in order. A checkpoint's writeUnwritten has written
+// them already, in cut order; a Stop out of time has not. Collector only.
 func (c *collector[T]) settleFlight(s *keyedShard[T]) {
 	if t := s.flightTicket; t != 0 && s.inflight.Load() {
 		// While inflight is set, flight is not finished, so not recycled
 		// (only the collector sets inflight again).
 		b := s.flight
-		if b.claim.CompareAndSwap(t, 0) {
+		if b.claimToWrite(t) {
 			c.q.tier.persist(b, &c.enc)
 			b.wrote.Store(t)
-		} else {
+		} else if b.claim.Load() == 0 {
 			for s.inflight.Load() && b.wrote.Load() != t {
 				runtime.Gosched()
 			}
 		}
 	}
 	for _, b := range s.cutq.items() {
-		if t := b.ticket; t != 0 && b.claim.CompareAndSwap(t, 0) {
-			c.q.tier.persist(b, &c.enc)
-			b.wrote.Store(t)
-		}
+		c.q.persistOwned(b, &c.enc)
 	}
 }
 
@@ -940,24 +938,6 @@ func (c *collector[T]) settleKeyed() {
 	}
 }
 
-// claimWrite is a sender's side of a keyed batch cut unwritten: it
-// reports whether the sender is to write it (persist, then wroteClaimed);
-// if the collector claimed it first, it waits for the collector's write
-// to be over.
-func (b *pending[T]) claimWrite() bool {
-	t := b.ticket
-	if t == 0 {
-		return false
-	}
-	if b.claim.CompareAndSwap(t, 0) {
-		return true
-	}
-	for b.wrote.Load() != t {
-		runtime.Gosched()
-	}
-	return false
-}
-
 // cutOne moves up to size items into a new batch at the end of the shard's
 // cut queue (Flush and Stop): its queue's or, the queue being empty, its
 // rings', waiting for the reservations under way (see absorbLocked); not
@@ -968,7 +948,7 @@ func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
 	s.mu.Lock()
 	n := min(len(s.items), size)
 	if n > 0 {
-		q.tier.persistShard(c, s) // nothing to write (see writeKeyed)
+		q.tier.persistShard(c, s) // nothing to write (see registerKeyed)
 		s.take(q, b, n)
 	} else {
 		n = s.takeRings(b, size, q.keepKeys, true)
@@ -980,7 +960,7 @@ func (s *keyedShard[T]) cutOne(c *collector[T], size int) bool {
 	}
 	b.shards = append(b.shards, s)
 	c.number(b)
-	c.writeKeyed(b)
+	c.registerKeyed(b)
 	s.cutq.push(b)
 	return true
 }

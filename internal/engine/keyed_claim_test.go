@@ -38,74 +38,132 @@ func periodicBare(t *testing.T) (*Queue[int], *collector[int], *wal.Log) {
 // items from the rings: a ticket, registered unwritten, s in flight.
 func cutUnwritten(c *collector[int], s *keyedShard[int], seq uint64, items ...int) *pending[int] {
 	b := &pending[int]{items: items, keys: make([]uint64, len(items)), seq: seq, shards: []*keyedShard[int]{s}}
-	c.writeKeyed(b)
+	c.registerKeyed(b)
 	s.fly(b)
 	return b
 }
 
 // TestKeyedBatchWrittenOnce: a keyed batch cut unwritten (periodic) is
-// written once, by whoever claims it first. When the collector settles the
-// shard first (a checkpoint) it writes the batch and the sender then only
-// sends; when the sender claimed it first, the collector waits for the
-// sender's write to be over (or the batch to be finished) and writes
-// nothing. Either way the batch is on disk before settleFlight returns,
-// which is what keeps a key's order in the WAL (a checkpoint writes what
-// the shard holds after it only then).
+// written at most once, and only if the collector claims it before its
+// sender reports it delivered. When the collector settles the shard first
+// (a checkpoint) it writes the batch and the sender, its Send over, finds
+// the spans to acknowledge; when the sender took it first (delivered), the
+// collector writes nothing; when a writer other than the collector claimed
+// it (a sender whose batch failed for good), settleFlight waits for that
+// write to be over. So the batch is delivered or on disk before
+// settleFlight returns, which is what keeps a key's order in the WAL (a
+// checkpoint writes what the shard holds after it only then).
 func TestKeyedBatchWrittenOnce(t *testing.T) {
 	q, c, log := periodicBare(t)
 	s := &q.keyed.shards[0]
 
 	// The collector first.
 	b := cutUnwritten(c, s, 1, 1, 2, 3)
-	if b.ticket == 0 || len(q.durable.unwritten) != 1 {
+	if b.ticket == 0 || len(q.durable.unwritten) != 1 || len(q.durable.tickets) != 1 {
 		t.Fatalf("ticket %d, %d registered unwritten; want a ticket and one", b.ticket, len(q.durable.unwritten))
 	}
 	c.settleFlight(s)
 	if !b.onDisk() || log.Stats().Appended != 1 {
 		t.Fatalf("after settleFlight: spans %v, %d records; want the batch written", b.spans, log.Stats().Appended)
 	}
-	if b.claimWrite() {
-		t.Fatal("the sender claimed a batch the collector wrote")
+	q.settleSent(b, true, &recordWriter{}) // its Send returned nil
+	if !b.onDisk() || b.claim.Load() != 0 {
+		t.Fatalf("the sender took a batch the collector wrote: claim %x", b.claim.Load())
 	}
-	if len(q.durable.unwritten) != 0 {
+	if len(q.durable.unwritten) != 0 || len(q.durable.tickets) != 0 {
 		t.Fatalf("%d batches still registered unwritten", len(q.durable.unwritten))
 	}
 	s.inflight.Store(false) // finished
 
-	// The sender first: settleFlight waits for its write.
+	// The sender first, delivered: nothing to write, not registered.
 	b = cutUnwritten(c, s, 2, 4, 5)
-	if !b.claimWrite() {
-		t.Fatal("the sender could not claim an unclaimed batch")
+	q.settleSent(b, true, &recordWriter{})
+	if len(q.durable.unwritten) != 0 || len(q.durable.tickets) != 0 {
+		t.Fatalf("%d batches still registered unwritten after delivery", len(q.durable.unwritten))
+	}
+	c.settleFlight(s)
+	if got := log.Stats().Appended; got != 1 || len(b.spans) != 0 {
+		t.Fatalf("%d records, spans %v; want the delivered batch not written", got, b.spans)
+	}
+	s.inflight.Store(false)
+
+	// Another writer first (its Send failed for good): settleFlight
+	// waits for that write.
+	b = cutUnwritten(c, s, 3, 6, 7)
+	if !b.claimToWrite(b.ticket) {
+		t.Fatal("a writer could not claim an unclaimed batch")
 	}
 	settled := make(chan uint64)
 	go func() {
 		c.settleFlight(s)
 		settled <- log.Stats().Appended // what is on disk once it returns
 	}()
-	q.tier.persist(b, &recordWriter{}) // as deliver does, then
+	q.tier.persist(b, &recordWriter{})
 	b.wrote.Store(b.ticket)
 	if atSettle := <-settled; atSettle != 2 {
-		t.Fatalf("settleFlight returned with %d records written; want it to wait for the sender's", atSettle)
+		t.Fatalf("settleFlight returned with %d records written; want it to wait for the other write", atSettle)
 	}
 	if got := log.Stats().Appended; got != 2 || !b.onDisk() {
-		t.Fatalf("%d records, spans %v; want the sender's write alone", got, b.spans)
+		t.Fatalf("%d records, spans %v; want that write alone", got, b.spans)
 	}
 	s.inflight.Store(false)
 
-	// The sender claimed it and finished it without writing (every item
-	// parked): settleFlight returns once the shard is free.
-	b = cutUnwritten(c, s, 3, 6)
-	if !b.claimWrite() {
-		t.Fatal("the sender could not claim an unclaimed batch")
+	// Held by its sender (parking's divert), then every item parked and
+	// the batch finished: settleFlight waits for the hold and writes
+	// nothing.
+	b = cutUnwritten(c, s, 4, 8)
+	if !b.hold() {
+		t.Fatal("the sender could not hold an unclaimed batch")
 	}
 	go func() {
 		c.settleFlight(s)
 		settled <- 0
 	}()
-	s.inflight.Store(false) // finish
+	b.retire() // finished while held
+	s.inflight.Store(false)
 	<-settled
 	if got := log.Stats().Appended; got != 2 {
 		t.Fatalf("%d records; want the collector to write nothing", got)
+	}
+}
+
+// TestCheckpointWritesUnwrittenInCutOrder: a checkpoint's pass over the
+// registry writes every batch handed on and not delivered, keyed or not,
+// in cut order (so a key's batches replay in its order), skips a batch
+// taken as delivered, and leaves one another writer claimed registered
+// until that write is over.
+func TestCheckpointWritesUnwrittenInCutOrder(t *testing.T) {
+	q, c, log := periodicBare(t)
+	c.since = 50 // the last checkpoint's start
+	var bs []*pending[int]
+	for seq := range uint64(5) {
+		b := &pending[int]{items: []int{int(seq)}, seq: seq}
+		q.registerUnwritten(b, c.since)
+		bs = append(bs, b)
+	}
+	q.settleSent(bs[1], true, &recordWriter{}) // delivered before the checkpoint
+	if !bs[3].claimToWrite(bs[3].ticket) {     // another writer's, not over yet
+		t.Fatal("could not claim")
+	}
+	c.writeUnwritten()
+	if got := log.Stats().Appended; got != 3 {
+		t.Fatalf("%d records; want the 3 batches neither delivered nor claimed", got)
+	}
+	var last uint64
+	for _, i := range []int{0, 2, 4} {
+		if !bs[i].onDisk() || bs[i].spans[0].id <= last {
+			t.Fatalf("batch %d: spans %v after record %d; want it written, in cut order", i, bs[i].spans, last)
+		}
+		last = bs[i].spans[0].id
+	}
+	if len(bs[1].spans) != 0 {
+		t.Fatalf("the delivered batch was written: %v", bs[1].spans)
+	}
+	if n := len(q.durable.tickets); n != 1 {
+		t.Fatalf("%d batches registered; want the one another writer holds", n)
+	}
+	if got := q.durable.bound(1 << 40); got != c.since {
+		t.Fatalf("bound %d; want %d while that write is under way", got, c.since)
 	}
 }
 

@@ -85,7 +85,7 @@ type Queue[T any] struct {
 	tier tier[T]
 	wal  *walTier[T]
 	// durable is the periodic tier's DurableThrough (durable.go).
-	durable durableMark
+	durable durableMark[T]
 	spill   *spiller[T]
 	// inbox carries items made durable by their call to the collector.
 	inbox durableInbox[T]
@@ -348,7 +348,7 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		sendersDone: make(chan struct{}),
 		onDrops:     dropCalls{progress: make(chan struct{}, 1)},
 		stopDone:    make(chan struct{}),
-		durable:     newDurableMark(),
+		durable:     newDurableMark[T](),
 		replayCh:    make(chan *pending[T]),
 		replayAck:   make(chan struct{}, 1),
 		replayDone:  make(chan struct{}),

@@ -575,19 +575,21 @@ func (w *walTier[T]) decode(dst []T, payload []byte) ([]T, error) {
 }
 
 // persist writes b if it is not on disk yet: a batch cut from the rings,
-// keyed or not (keyed batches taken from shards' queues come with the
-// spans the checkpoint wrote them under, replayed and durable ones with
-// their records', and one whose write failed names its items with id 0).
-// A keyed batch is written by whoever claimed it (claimWrite,
-// settleFlight). On failure the batch is still delivered from memory,
-// just not protected; the failure is counted and logged.
+// keyed or not, that a checkpoint or a Stop out of time found undelivered,
+// or whose Send failed for good (keyed batches taken from shards' queues
+// come with the spans the checkpoint wrote them under, replayed and
+// durable ones with their records', and one whose write failed names its
+// items with id 0; a dead letter delivered again is in its dead letter).
+// The caller has claimed b's write ticket, if it has one (durable.go). On
+// failure the batch is still delivered from memory, just not protected;
+// the failure is counted and logged.
 //
 // A full WAL (MaxBytes or the disk) is the producers' business too: until a
 // write succeeds again, intake past the fast path is refused with that
 // error and rings are no longer handed off (holdRings), so producers meet
 // it within a ring's worth of items. The checkpoint tick tries again.
 func (t periodicTier[T]) persist(b *pending[T], rw *recordWriter) {
-	if len(b.spans) > 0 {
+	if len(b.spans) > 0 || b.letter != 0 {
 		return
 	}
 	q := t.q
@@ -747,6 +749,10 @@ func (t periodicTier[T]) checkpoint(c *collector[T]) {
 	if err := c.shardCheckpoint(start); err != nil {
 		complete = false
 	}
+	// Then the batches handed on and not delivered yet, in cut order:
+	// before what the keyed shards hold, so that a key's in-flight batch
+	// reaches the WAL before the items after it.
+	c.writeUnwritten()
 	size := int(q.batchSize.Load())
 	for i := range q.keyed.shards {
 		s := &q.keyed.shards[i]
