@@ -16,8 +16,11 @@ import (
 // maxCollectors bounds Config.Collectors: far more than any machine's Ps.
 const maxCollectors = 1024
 
-// SendFunc delivers one batch. It must not keep batch (or any item's backing
-// memory that the queue owns) after it returns: the queue reuses the slice.
+// SendFunc delivers one batch. It must not modify batch nor its items (the
+// queue may be writing them to the WAL meanwhile: Periodic mode writes a
+// batch still in Send at a checkpoint), and must not keep batch (or any
+// item's backing memory that the queue owns) after it returns: the queue
+// reuses the slice. It may read them until it returns.
 // A non-nil error makes the queue retry the batch according to Config.Retry.
 // A panic in SendFunc is recovered and treated as an error.
 type SendFunc[T any] func(ctx context.Context, batch []T) error
@@ -163,11 +166,16 @@ const (
 	// are lost. Use it as a disk-backed extension of memory when crashes
 	// may lose data but bursts must not be refused.
 	Overflow
-	// Periodic writes every batch the collector cuts (and what the rings
-	// and keyed shards hold) at least every SyncInterval, and fsyncs then:
-	// a crash loses at most the items accepted in the last SyncInterval
-	// (plus the time one checkpoint takes, which a slow disk stretches).
-	// Stats.DurableThrough says what is on disk now. Enqueue stays on the
+	// Periodic checkpoints every SyncInterval: it writes every accepted
+	// item not delivered yet (what the rings and keyed shards hold, and
+	// the batches waiting for a sender, in Send or retrying), and fsyncs:
+	// every accepted item is on disk within SyncInterval unless delivered
+	// first, and a crash loses at most the items accepted in the last
+	// SyncInterval (plus the time one checkpoint takes, which a slow disk
+	// stretches). A batch delivered before a checkpoint finds it is never
+	// written, so a sink that keeps up costs the WAL little. A batch
+	// written while in Send is acknowledged once Send returns nil.
+	// Stats.DurableThrough says what is safe now. Enqueue stays on the
 	// fast path.
 	Periodic
 	// Sync makes each Enqueue, EnqueueBatch and EnqueueKey return only once
@@ -289,8 +297,10 @@ const RetryForever = batch.Forever
 // Config configures a Queue. Only Send is required.
 type Config[T any] struct {
 	// Send delivers one batch (required). It is called by Workers
-	// goroutines at once, never with an empty batch, and must not keep the
-	// slice after it returns. nil means delivered: the batch is counted,
+	// goroutines at once, never with an empty batch; it must not modify
+	// the batch or its items (it may read them until it returns: the queue
+	// may write them to the WAL meanwhile), and must not keep the slice
+	// after it returns. nil means delivered: the batch is counted,
 	// acknowledged in the WAL and never sent again. An error is retried per
 	// Retry; Permanent(err) stops the retries at once. Send should honour
 	// its ctx: Stop cancels it when its own ctx expires (a Send that does

@@ -51,7 +51,7 @@ func Example_readmeKeyed() {
 	func() {
 		q, err := vinequeue.New(vinequeue.Config[click]{
 			Send: func(ctx context.Context, batch []click) error {
-				return store(ctx, batch) // must not keep batch: the queue reuses it
+				return store(ctx, batch) // must not modify or keep batch: the queue reuses it
 			},
 			Workers: 4,
 		})

@@ -47,15 +47,16 @@ type Stats struct {
 	ParkedKeys  uint64
 	Backlog     Backlog
 
-	// DurableThrough is an instant before which every accepted item is on
-	// disk, fsynced: a crash from now on loses none of them.
+	// DurableThrough is an instant before which every accepted item is
+	// delivered, or on disk and fsynced: a crash from now on loses none of
+	// them.
 	// time.Since(DurableThrough) is the durability lag, how much a crash
 	// now could lose.
 	//
 	// With WALModeSync it is the time of the Stats call: an item is on
 	// disk when its call returns. With WALModePeriodic it is the start of
 	// the last checkpoint that wrote and synced everything accepted before
-	// it (zero before the first): it advances every SyncInterval while the
+	// it and not delivered (zero before the first): it advances every SyncInterval while the
 	// disk keeps up, and falls behind by however long a checkpoint's write
 	// and fsync take. It does not advance while a write fails or while the
 	// memory governor holds rings full at the hard level. Without a WAL,

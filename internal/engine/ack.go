@@ -278,7 +278,8 @@ func (q *Queue[T]) acceptAcked(v T) (*ackGroup, int, error) {
 }
 
 // acceptAck for the ring tiers: nothing to do at the call (the periodic
-// tier writes the ack batch before Send, as it does every batch).
+// tier writes the ack batch if a checkpoint finds it undelivered, as it
+// does every batch).
 func (ringIntake[T]) acceptAck(T) (span, error) { return span{}, nil }
 
 // acceptAck for the sync tier: v is appended and fsynced (the log syncs

@@ -245,7 +245,7 @@ func (c *collector[T]) stopShard(ctx context.Context) error {
 	c.drain(true)
 	err := c.dispatch(ctx)
 	if err != nil {
-		c.writeReady() // a tier that persists before Send: left in the WAL, not lost
+		c.writeReady() // a tier that writes undelivered batches: left in the WAL, not lost
 		given := append([]*pending[T](nil), c.ready.items()...)
 		c.ready.reset()
 		c.q.giveUpAll(given, fmt.Errorf("%w: stop deadline: %w", ErrClosed, err), true)

@@ -254,9 +254,8 @@ func (c *collector[T]) drainRing(r *ring.SPSC[T]) {
 }
 
 // cut hands on the batch being filled from the rings. A tier that writes
-// it before Send (periodic) does so on the sender that takes it (so records
-// are compressed and written on Workers goroutines, not this one), or at
-// the checkpoint if it is still here then (writeReady).
+// undelivered batches (periodic) writes it only if a checkpoint finds it
+// undelivered, here (writeReady) or past here (writeUnwritten).
 func (c *collector[T]) cut() {
 	b := c.cur
 	c.cur = nil
@@ -425,7 +424,7 @@ func (c *collector[T]) stop(req request) {
 		q.sendCancel()
 		reason := fmt.Errorf("%w: stop deadline: %w", ErrClosed, err)
 		c.cutKeyed(cutAll) // what cutStop left uncut, to be given up too
-		c.writeReady()     // a tier that persists before Send: left in the WAL, not lost
+		c.writeReady()     // a tier that writes undelivered batches: left in the WAL, not lost
 		given := append([]*pending[T](nil), c.ready.items()...)
 		c.ready.reset()
 		c.settleKeyed() // the same for keyed batches, in each key's order

@@ -17,7 +17,7 @@ import (
 // result is ignored.
 type senderSlot[T any] struct {
 	b      atomic.Pointer[pending[T]]
-	writer recordWriter // the tier's record buffers for persist (sender-owned)
+	writer recordWriter // the tier's record buffers for persist (sender-owned): a batch failed for good
 	_      [cacheLine]byte
 }
 
@@ -180,7 +180,7 @@ func (q *Queue[T]) abandonInFlight(reason error) {
 	q.giveUpAll(given, reason, false)
 	// Senders whose Send returned before the swap are finishing their
 	// batch (counting it first, then OnDrop), and senders that took a
-	// batch but had not put it in their slot yet (take: persisting it)
+	// batch but had not put it in their slot yet (take: parking its keys)
 	// give it up themselves: wait a moment for both, so that Stats and
 	// OnDrop are complete when Stop returns, but not for an OnDrop or a
 	// write that blocks: Stop is out of time already.
@@ -200,7 +200,9 @@ func (q *Queue[T]) abandonInFlight(reason error) {
 	}
 }
 
-// giveUpAll gives up batches for a Stop out of time. Each is accounted for
+// giveUpAll gives up batches for a Stop out of time. A batch the periodic
+// tier has not written yet (it waited for a sender, or was in Send) is
+// written first, as a checkpoint would have. Each is accounted for
 // at once, before Stop returns whatever OnDrop does: left in the WAL
 // (LeftOnDisk), or counted Dropped, acknowledged, its EnqueueAck callers
 // told, and recycled. The dropped items are then handed to OnDrop merged,
@@ -322,7 +324,8 @@ func (b *pending[T]) onDisk() bool {
 	return true
 }
 
-// giveUp ends a batch that Stop ran out of time for: a batch in the WAL stays
+// giveUp ends a batch that Stop ran out of time for: a batch in the WAL
+// (written now if the periodic tier has not written it yet) stays
 // there for the next New to replay; any other goes to OnDrop, also one only
 // partly in the WAL (a write that failed part way): OnDrop has all of it and
 // the part on disk is acknowledged, so nothing is both dropped and replayed.

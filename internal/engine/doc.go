@@ -20,7 +20,7 @@
 //	spill.go     spilling at the hard level (a capability of tiers with a WAL)
 //	replay.go    replay of what New found unacknowledged, beside intake
 //	stats.go     Stats and Health
-//	durable.go   Stats.DurableThrough: what the periodic tier's last checkpoint made durable
+//	durable.go   Stats.DurableThrough; the write ticket (a batch is written only if found undelivered)
 //
 // The tiers live here rather than in a package of their own because they
 // do not separate cleanly: each tier works on the engine's own units (a

@@ -63,11 +63,13 @@ const nKeyedShards = 64
 // and all, and never makes a ring. The periodic tier's checkpoint moves
 // what the rings hold into the shards' queues and writes it there
 // (persistShard) without cutting it; a keyed batch cut from the rings
-// instead is written by its sender before Send (writeKeyed). A key's items
-// must reach the WAL in its order, since a replay goes in record order:
-// a checkpoint first settles what the shard handed on (settleFlight), and
-// a shard's next batch is cut only once the last one is finished, so
-// written.
+// instead goes to Send unwritten, and is written only if a checkpoint or
+// a Stop out of time finds it undelivered (registerKeyed; the write ticket
+// in durable.go). A key's items must reach the WAL in its order, since a
+// replay goes in record order: a checkpoint writes the batches handed on
+// in cut order and settles each shard's (settleFlight) before it writes
+// what the shard holds after them, and a shard's next batch is cut only
+// once the last one is finished (delivered, or written).
 type keyedShards[T any] struct {
 	shards [nKeyedShards]keyedShard[T]
 	// gated: the tier writes a keyed item before it enters its shard (the
@@ -156,8 +158,8 @@ type keyedShard[T any] struct {
 	// flight is the batch last dispatched with the shard's items (in
 	// flight while inflight is set; once that is clear it may be
 	// recycled, so only its atomics are read), and flightTicket its
-	// ticket: nonzero if it was cut unwritten (the periodic tier; see
-	// settleFlight).
+	// write ticket: nonzero if it was cut unwritten (the periodic tier;
+	// see settleFlight).
 	flight       *pending[T]
 	flightTicket uint64
 	// seenIn is what the shard had accepted at the collector's last tick:
@@ -812,7 +814,7 @@ func (ks *keyedShards[T]) free(size int) int {
 // A batch takes items from queues or from rings, not both: a queue's
 // items are on disk already when the tier writes (the periodic
 // checkpoint wrote them where they were), the rings' are not, and a batch
-// is either written before Send or not (writeKeyed).
+// is either on disk as a whole or gets a write ticket (registerKeyed).
 func (c *collector[T]) gather(size int) bool {
 	q := c.q
 	ks := &q.keyed

@@ -241,12 +241,12 @@ type pending[T any] struct {
 	acks   []*ackGroup      // EnqueueAck: the groups whose items it holds, told when it is finished (ack.go)
 	since  int64            // periodic tier: registered as not written yet, its items accepted at since or later (durable.go)
 	send   func(context.Context) error
-	// The periodic tier's keyed batch cut from the rings, to be written by
-	// whoever claims it first: its sender, or the collector when a
-	// checkpoint or a Stop out of time needs it on disk before what its
-	// shards hold after it (keyed.go, claimWrite). ticket is nonzero
-	// while that is so (unique: seq+1); claim holds it until claimed, and
-	// wrote holds it once the write is over (succeeded or failed).
+	// The periodic tier's write ticket, for a batch cut unwritten: it is
+	// written only if a checkpoint or a Stop out of time claims it before
+	// its sender reports it delivered (durable.go, claimToWrite). ticket
+	// is nonzero while that is so (unique: seq+1); claim holds it until
+	// claimed, and wrote holds it once a write is over (succeeded or
+	// failed).
 	ticket uint64
 	claim  atomic.Uint64
 	wrote  atomic.Uint64

@@ -20,9 +20,12 @@ import "time"
 //	              admitted, inside the intake gate)
 //	acceptAck     EnqueueAck, AckDelivered (producer,    -       -         -                      append, fsync: span
 //	              admitted, inside the intake gate)
-//	persist       a sender before Send; the collector    -       -         write if not on disk   -
-//	              at a checkpoint and at Stop out of
-//	              time (batches no sender has written)
+//	persist       the collector at a checkpoint, for     -       -         write if not on disk   -
+//	              every batch not delivered yet (in a                      (the caller claimed
+//	              sender's slot, in Send or retrying,                      its write ticket)
+//	              cut and waiting); whoever gives a
+//	              batch up at Stop out of time; a
+//	              sender whose Send failed for good
 //	persistShard  the collector cutting or checkpointing -       -         write what is not      -
 //	              a keyed shard (shard lock held)                          on disk
 //	checkpoint    the collector, every checkpointEvery   never   never     cut, write, fsync      never
@@ -32,9 +35,14 @@ import "time"
 //
 // ("ring": the item goes into the caller's P ring, see enqueue.go; "inbox":
 // once durable the items go to the collector through the durable inbox; "-":
-// nothing to do.) EnqueueAck's AckDelivered items then wait in the ack
-// inbox and go out in the collector's ack batch, which persist writes
-// before Send like any batch (ack.go); its AckDurable items take the
+// nothing to do.) A batch cut from memory is not written before Send: one
+// whose Send succeeds before a checkpoint finds it is never written (a
+// delivered item is not lost by a crash), and needs no acknowledgement;
+// one still undelivered when a checkpoint or a Stop out of time comes is
+// written then, and acknowledged when its Send succeeds (the write ticket,
+// durable.go). EnqueueAck's AckDelivered items then wait in the ack
+// inbox and go out in the collector's ack batch, written like any batch
+// (ack.go); its AckDurable items take the
 // durable inbox's path (appendDurable: append, fsync, inbox) in every tier
 // with a log, and wait as AckDelivered does in the memory tier. Every call
 // runs unpinned: a tier may lock, write, fsync and log. Only the intake
@@ -46,8 +54,8 @@ import "time"
 //	tier      on disk                                         a SIGKILL loses
 //	memory    never                                           what memory held
 //	overflow  what the spiller wrote (fsynced per spill)      what memory held, not spilled
-//	periodic  within checkpointEvery (SyncInterval)           at most SyncInterval of items (plus
-//	                                                          the time one checkpoint takes, its
+//	periodic  within checkpointEvery (SyncInterval), unless   at most SyncInterval of items (plus
+//	          delivered first                                 the time one checkpoint takes, its
 //	                                                          fsync included)
 //	sync      before the call returns                         nothing
 //
@@ -92,9 +100,10 @@ type tier[T any] interface {
 	// returns where it is on disk (a zero span: not on disk); see ack.go.
 	// On an error the item is refused (the caller undoes its admission).
 	acceptAck(v T) (span, error)
-	// persist puts b on disk if the tier promises that before Send and b
-	// is not there yet (b.spans empty). A failure keeps b in memory only:
-	// counted, logged, and a full WAL refuses intake until a write
+	// persist puts b on disk if the tier writes undelivered batches and
+	// b is not there yet (b.spans empty); the caller has claimed b's write
+	// ticket, if it has one (durable.go). A failure keeps b in memory
+	// only: counted, logged, and a full WAL refuses intake until a write
 	// succeeds again (Queue.walFull).
 	persist(b *pending[T], rw *recordWriter)
 	// persistShard does persist's work for the items of a keyed shard

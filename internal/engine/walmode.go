@@ -34,19 +34,20 @@ import (
 //     items go to the durable inbox with their span, and the collector moves
 //     them into batches of BatchSize: commit groups are a unit of writing,
 //     never of delivery.
-//   - periodic: Enqueue takes the ring fast path; every batch cut from the
-//     rings, keyed or not, is written (split into records of at most
-//     MaxRecord bytes) by the sender that takes it, before Send, so that
-//     encoding and compressing run on Workers goroutines, not on the
-//     collector; every SyncInterval the collector cuts what the rings hold,
-//     writes the batches no sender has written yet and what the keyed
-//     shards hold, and syncs the log. A crash loses at most the items
-//     accepted in the last SyncInterval (plus one checkpoint's time).
-//     Snappy, the default, pays here: with compressible records (the real
-//     job's) a sender's write costs less with it than without, since the
-//     copy into the segment and its page faults shrink with the record
-//     (BenchmarkRecords' periodic cells: CPU per event +55–76 % with
-//     NoCompression).
+//   - periodic: Enqueue takes the ring fast path, and a batch cut from the
+//     rings, keyed or not, goes to Send unwritten. Every SyncInterval the
+//     collector cuts what the rings hold, writes (split into records of
+//     at most MaxRecord bytes) every batch not delivered yet, wherever it
+//     is (waiting for a sender, in Send, retrying: the write ticket,
+//     durable.go) and what the keyed shards hold, and syncs the log. A
+//     batch delivered before a checkpoint finds it is never written: at
+//     steady load a checkpoint writes the few batches in flight, not a
+//     second's worth. So every accepted item is on disk within
+//     SyncInterval unless delivered first, and a crash loses at most the
+//     items accepted in the last SyncInterval (plus one checkpoint's
+//     time). Writing every batch before Send (on its sender, and before
+//     that on the collector) cost the senders' CPU and the delivery
+//     chain's latency for batches whose Send then succeeded.
 //   - overflow: only what the governor spills is written (spill.go).
 //
 // EnqueueKey's items are written as keyed records (wal.AppendKeyedItemsAt in
@@ -114,8 +115,8 @@ func (*walTier[T]) checkpoint(*collector[T])                   {}
 // overflowTier writes only what the governor spills.
 type overflowTier[T any] struct{ *walTier[T] }
 
-// periodicTier writes every batch before Send, and on each checkpoint what
-// the rings and keyed shards hold, then fsyncs.
+// periodicTier writes, on each checkpoint, every batch not delivered yet
+// and what the rings and keyed shards hold, then fsyncs.
 type periodicTier[T any] struct {
 	*walTier[T]
 	every time.Duration // WAL.SyncInterval
@@ -369,7 +370,8 @@ func (t syncTier[T]) appendOne(v T, keys []uint64) (span, error) {
 
 // recordWriter holds one goroutine's buffers for the records it builds
 // (writeBatch, persistShard): the collector has one, and so does each
-// sender (the periodic tier writes on the senders).
+// sender (for a batch whose Send failed for good, written before its dead
+// letter).
 type recordWriter struct {
 	// rec is the record being built: count items framed in place
 	// (appendFramed), so that an item's bytes are copied once on their
@@ -715,15 +717,17 @@ const persistChunk = 64
 
 func (t periodicTier[T]) checkpointEvery() time.Duration { return t.every }
 
-// checkpoint: what the rings hold is cut into batches, the batches no
-// sender has written yet are written here, each keyed shard's batches
-// handed on and not written yet are written (or their sender's write
-// waited for: settleFlight) and then what the shard holds is written where
-// it is, and then every record so far is made durable. A full
-// WAL is tried again here (persist). Then Stats.DurableThrough moves to the
-// checkpoint's start, or to the oldest batch a sender has not written yet
-// (durable.go); the start is taken before anything is cut, so that every
-// item accepted before it is in what the checkpoint finds.
+// checkpoint: what the rings hold is cut into batches, the batches waiting
+// for a sender are written, then every batch handed on and not delivered
+// yet, in cut order (writeUnwritten: in Send, retrying or being taken);
+// each keyed shard's batches handed on are settled (written, delivered, or
+// another writer's write waited for: settleFlight) and then what the shard
+// holds is written where it is, and then every record so far is made
+// durable. A full WAL is tried again here (persist). Then
+// Stats.DurableThrough moves to the checkpoint's start, or to the oldest
+// batch still unwritten (another writer's write under way, or a write that
+// failed; durable.go); the start is taken before anything is cut, so that
+// every item accepted before it is in what the checkpoint finds.
 //
 // The fdatasync runs while the collector goes on cutting and dispatching
 // (it took tens to hundreds of milliseconds with a second's writes here,
