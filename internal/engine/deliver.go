@@ -376,7 +376,7 @@ func (q *Queue[T]) callOnDrop(items []T, reason error) {
 // ended for EnqueueAck's callers waiting on its items (nil: delivered).
 func (q *Queue[T]) finish(b *pending[T], recycle bool, outcome error) {
 	b.retire()   // no write of it under way or to come
-	q.written(b) // delivered or given up on: no longer at risk // delivered or given up on: no longer at risk
+	q.written(b) // delivered or given up on: no longer at risk
 	settleAcks(b, outcome)
 	q.hold(-b.bytes)
 	seq, sd, n, replay, keyed, letter := b.seq, b.spill, len(b.items), b.replay, len(b.shards) > 0, b.letter
