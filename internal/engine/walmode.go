@@ -785,11 +785,15 @@ func (t periodicTier[T]) checkpoint(c *collector[T]) {
 		}
 		s.mu.Unlock()
 	}
-	// Taken before the fsync starts: a batch written after this is not
-	// covered, one written before it is.
+	// The bound is taken before the fsync starts: a batch whose write
+	// ends after it still holds it, and one whose write ended before it
+	// is among the records StartSync covers (those written so far). (The
+	// other way round, a write ending between the two was claimed and not
+	// covered.)
+	through := q.durable.bound(start)
 	c.syncing = &checkpointSync{
 		sync:     t.log.StartSync(),
-		through:  q.durable.bound(start),
+		through:  through,
 		complete: complete,
 		failures: failures,
 	}
