@@ -209,3 +209,36 @@ func TestKeyedStopCutsABatchAtATime(t *testing.T) {
 		t.Fatalf("%d items cut; want 45", got)
 	}
 }
+
+// TestCheckpointWaitsForHeldBatch: while a sender holds its batch (parking
+// moves items of parked keys out of it), a checkpoint's pass waits rather
+// than write items that are changing; once released, it writes what is
+// left.
+func TestCheckpointWaitsForHeldBatch(t *testing.T) {
+	q, c, log := periodicBare(t)
+	c.since = 50
+	b := &pending[int]{items: []int{1, 2, 3}, seq: 7}
+	q.registerUnwritten(b, c.since)
+	if !b.hold() {
+		t.Fatal("could not hold an unclaimed batch")
+	}
+	done := make(chan struct{})
+	go func() {
+		c.writeUnwritten()
+		close(done)
+	}()
+	b.items = b.items[:2] // as divert: an item leaves while held
+	select {
+	case <-done:
+		t.Fatal("the checkpoint's pass returned while the batch was held")
+	case <-time.After(20 * time.Millisecond): // it waits: a bounded look, not a wait for an event
+	}
+	if got := log.Stats().Appended; got != 0 {
+		t.Fatalf("%d records written while held", got)
+	}
+	b.release()
+	<-done
+	if ls := log.Stats(); ls.Appended != 1 || ls.Items != 2 || !b.onDisk() {
+		t.Fatalf("%d records of %d items, spans %v; want the 2 items left written", ls.Appended, ls.Items, b.spans)
+	}
+}
