@@ -145,7 +145,7 @@ type broker struct {
 	addr string
 }
 
-func startBroker(t *testing.T) *broker {
+func startBroker(t testing.TB) *broker {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run", "^TestRealJobKfakeChild$")
 	cmd.Env = append(os.Environ(), "VINEBENCH_KFAKE_CHILD=1")
@@ -168,7 +168,7 @@ func startBroker(t *testing.T) *broker {
 }
 
 // line returns the child's next line starting with prefix.
-func (b *broker) line(t *testing.T, prefix string) string {
+func (b *broker) line(t testing.TB, prefix string) string {
 	for b.out.Scan() {
 		if s := b.out.Text(); strings.HasPrefix(s, prefix) {
 			return s
@@ -185,7 +185,7 @@ type brokerCounts struct {
 	cpu               time.Duration // the broker process's CPU time (user and system)
 }
 
-func (b *broker) counts(t *testing.T) brokerCounts {
+func (b *broker) counts(t testing.TB) brokerCounts {
 	if _, err := io.WriteString(b.in, "count\n"); err != nil {
 		t.Fatal(err)
 	}

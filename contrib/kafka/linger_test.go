@@ -143,7 +143,7 @@ func TestSendGate(t *testing.T) {
 	if !kick {
 		t.Fatal("a lone send did not kick")
 	}
-	g.leave(a)
+	g.leave(a, true)
 
 	// Two at once: the first to park waits for the second.
 	g.enter()
@@ -158,12 +158,12 @@ func TestSendGate(t *testing.T) {
 	// Both are on their way. One returns and comes back with a new batch
 	// while the other still waits for its answer: no kick, the new
 	// records would only queue behind the request in flight.
-	g.leave(b)
+	g.leave(b, true)
 	g.enter()
 	if kick, _ := g.park(); kick {
 		t.Fatal("kicked while the previous kick's request was unanswered")
 	}
-	g.leave(b)
+	g.leave(b, true)
 	// The previous kick's sends have all returned; the next send to park
 	// with every send parked kicks, and covers the one already parked.
 	g.enter()
@@ -171,8 +171,8 @@ func TestSendGate(t *testing.T) {
 	if !kick {
 		t.Fatal("no kick once the previous kick's sends had returned")
 	}
-	g.leave(c)
-	g.leave(c)
+	g.leave(c, true)
+	g.leave(c, true)
 	if g.active != 0 || g.parked != 0 || g.kicked != 0 {
 		t.Fatalf("gate not empty after every send left: %+v", &g)
 	}

@@ -126,7 +126,9 @@ type Config struct {
 // with a promise that counts it, and waits for its own records' promises
 // only: there is no flush, so sends from several queue Workers are in
 // flight together and the client packs their records into shared produce
-// requests.
+// requests. Sends hand their records over one at a time (a send waits for
+// the one handing over before it, within its context); they wait for their
+// acks together.
 type Producer struct {
 	client  *kgo.Client
 	topic   string
@@ -138,6 +140,7 @@ type Producer struct {
 	// and so needs kick when every send is parked.
 	lingers bool
 	sends   sendGate
+	feeder  chan struct{}   // 1 slot: held by the one send handing records to the client
 	done    context.Context // already cancelled: Flush with it only stops the lingers
 }
 
@@ -200,6 +203,7 @@ func NewProducer(cfg Config) (*Producer, error) {
 		chunk:   cfg.MaxBufferedRecords,
 		buffers: slots{free: cfg.MaxBufferedRecords},
 		lingers: linger > 0,
+		feeder:  make(chan struct{}, 1),
 		done:    done,
 	}, nil
 }
@@ -380,15 +384,13 @@ func (p *Producer) produceChunk(ctx context.Context, c *call) (res chunkResult, 
 	}
 	c.left.Store(int64(n))
 	p.sends.enter()
-	for i := range c.recs {
-		// ctx lets the client fail the records not yet written to a
-		// connection when it next looks at their partition; once
-		// written, the client waits for the broker's answer whatever
-		// ctx says (see Cancellation in the package doc).
-		p.client.Produce(ctx, &c.recs[i], c.promise)
+	if !p.feed(ctx, c) {
+		p.sends.leave(0, false)
+		p.buffers.release(n)
+		return chunkResult{failed: n, first: fmt.Errorf("waiting to hand over %d records: %w", n, ctx.Err())}, true
 	}
 	kick, cover := p.sends.park()
-	defer p.sends.leave(cover)
+	defer p.sends.leave(cover, true)
 	if kick && p.lingers {
 		p.kick()
 	}
@@ -411,6 +413,39 @@ func (p *Producer) produceChunk(ctx context.Context, c *call) (res chunkResult, 
 		res.first = fmt.Errorf("%w; %d records still in flight: %w", res.first, inFlight, ctx.Err())
 	}
 	return res, false
+}
+
+// feed hands c's records to the client, one send at a time: it waits for
+// the feeder slot, within ctx, and reports false, having handed over
+// nothing, if ctx ends first. Sends hand over their records one after the
+// other because concurrent ones gain nothing: the client takes a
+// producer-wide lock and a topic-wide one for each record (the sticky
+// partitioner holds the topic's across the buffering), so their Produce
+// calls run one at a time anyway, and running them from several cores only
+// moves those locks' cache lines between the cores at every record. Worse,
+// a feeder descheduled while it holds one of them (the machine is busy)
+// leaves the others spinning and parking on it: with 8 and 32 concurrent
+// sends on a loaded 2-core machine, CPU per record spread over ±34 % and
+// ±36 % run to run against ±4 % with one feeder (BenchmarkRealJobSend in
+// benchmarks). A send waiting here parks once on a channel instead.
+// The slot is held while the records are handed over only, never while a
+// send waits for its acks, so sends still have their records in flight
+// together.
+func (p *Producer) feed(ctx context.Context, c *call) bool {
+	select {
+	case p.feeder <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
+	for i := range c.recs {
+		// ctx lets the client fail the records not yet written to a
+		// connection when it next looks at their partition; once
+		// written, the client waits for the broker's answer whatever
+		// ctx says (see Cancellation in the package doc).
+		p.client.Produce(ctx, &c.recs[i], c.promise)
+	}
+	<-p.feeder
+	return true
 }
 
 // kick makes the client send what it holds now instead of at the end of
@@ -463,13 +498,19 @@ func (g *sendGate) park() (kick bool, cover uint64) {
 	return false, cover
 }
 
-// leave ends a parked send.
-func (g *sendGate) leave(cover uint64) {
+// leave ends an active send: a parked one with the cover park gave it, or
+// one whose context ended before it handed anything to the client (parked
+// false). Such a send was counted active, so the others parked meanwhile
+// did not kick for it; their records then leave at the end of the linger,
+// which happens only at Stop's deadline.
+func (g *sendGate) leave(cover uint64, parked bool) {
 	g.mu.Lock()
 	g.active--
-	g.parked--
-	if cover <= g.epoch {
-		g.kicked--
+	if parked {
+		g.parked--
+		if cover <= g.epoch {
+			g.kicked--
+		}
 	}
 	g.mu.Unlock()
 }
