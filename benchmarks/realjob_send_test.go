@@ -12,8 +12,8 @@ import (
 	"github.com/vineroute/vinequeue/contrib/kafka"
 )
 
-// BenchmarkRealJobSend is the real job's delivery side alone: Workers
-// goroutines call contrib/kafka's SendRecords with batches of 1000 of the
+// BenchmarkRealJobSend is the real job's delivery side alone: 8, 16 or 32
+// goroutines (the queue's Workers) call contrib/kafka's SendRecords with batches of 1000 of the
 // real job's records (200-byte values, 10k keys), as the queue's senders
 // do, against the kfake child process, until b.N records are acknowledged.
 // No queue in front: it measures the sink's chain (hand-over to the client,
@@ -25,7 +25,7 @@ import (
 //
 // Run: go test -run '^$' -bench RealJobSend -benchtime 1000000x -count 6
 func BenchmarkRealJobSend(b *testing.B) {
-	for _, workers := range []int{8, 32} {
+	for _, workers := range []int{8, 16, 32} {
 		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) { benchSend(b, workers) })
 	}
 }

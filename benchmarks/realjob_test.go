@@ -45,8 +45,9 @@ import (
 //     delivery reports (realjob_peers_test.go says how each is set up).
 //   - vq-mem-enqueue, vq-mem-key: VineQueue in memory mode with
 //     contrib/kafka's SendRecords, through Enqueue and EnqueueKey, 8
-//     Workers; vq-mem-key-w32 with 32 (more batches in flight: fuller
-//     produce requests); vq-mem-key-nolinger with kgo.ProducerLinger(0),
+//     Workers; vq-mem-key-w16 and vq-mem-key-w32 with 16 and 32 (more
+//     batches in flight: fuller produce requests, since each request
+//     carries about half of them); vq-mem-key-nolinger with kgo.ProducerLinger(0),
 //     as contrib/kafka was before it lingered.
 //   - vq-periodic-key, vq-sync-key: the same through EnqueueKey with a WAL
 //     in Periodic and Sync mode (t.TempDir).
@@ -488,6 +489,7 @@ func TestRealJob(t *testing.T) {
 		kafkaGoAsync(),
 		vineQueue("vq-mem-enqueue", vqSetup{workers: 8}),
 		vineQueue("vq-mem-key", vqSetup{keyed: true, workers: 8}),
+		vineQueue("vq-mem-key-w16", vqSetup{keyed: true, workers: 16}),
 		vineQueue("vq-mem-key-w32", vqSetup{keyed: true, workers: 32}),
 		vineQueue("vq-mem-key-nolinger", vqSetup{keyed: true, workers: 8, clientOpts: []kgo.Opt{kgo.ProducerLinger(0)}}),
 		vineQueue("vq-periodic-key", vqSetup{keyed: true, wal: true, mode: vinequeue.Periodic, workers: 8}),
