@@ -69,7 +69,7 @@ type Config struct {
 	// work and the sends' overlap on different cores. A request thus
 	// carries about half of the Workers' batches: more Workers, fuller
 	// requests (with 1000-record batches, 16 Workers give requests of
-	// some 5,000 records, 8 Workers some 3,000). The linger delays
+	// some 6,000 records, 8 Workers some 3,000). The linger delays
 	// records only while fewer than half of the Workers are busy. A kick
 	// is a Flush(ctx) with ctx already ended, which a client logger at
 	// info level shows as "flushing". kgo.ProducerLinger(0) turns both
