@@ -173,15 +173,18 @@ func TestSendGate(t *testing.T) {
 	if c != b+1 {
 		t.Fatalf("second group's cover %d, want %d", c, b+1)
 	}
-	// The first group returns and comes back with new batches: one parked
-	// send of a peak of four waits; the second to park kicks.
+	// The first group returns and comes back with new batches. Its first
+	// send back parks while the other three wait for answers: every send
+	// is parked, as many as ever, yet it waits, since those three will
+	// come back; kicking for it alone would make a request of one send.
 	g.leave(b, true)
-	g.leave(b, true)
-	g.enter()
 	g.enter()
 	if kick, _ := g.park(); kick {
-		t.Fatal("kicked with one send parked since the last kick")
+		t.Fatal("kicked for one send while the others waited for their answers")
 	}
+	// The second one back completes the group and kicks.
+	g.leave(b, true)
+	g.enter()
 	kick, d := g.park()
 	if !kick {
 		t.Fatal("the first group, back, did not kick")

@@ -505,18 +505,23 @@ func (g *sendGate) enter() {
 
 // park marks one active send parked. kick reports whether the caller
 // should kick: the sends parked since the last kick are half of peak (a
-// group), or every send is now parked, as many as ever were active at
-// once, so that nothing more can reach the client before some acks come
-// back. With fewer sends in progress than peak, and fewer than half of
-// peak parked, the linger decides. cover is the number of the kick that
-// sends this send's records (this one or a later one), for leave.
+// group); or every send is now parked, as many as ever were active at
+// once, and none of them waits for a kick's request, so that nothing more
+// can reach the client, and no answer can come, before this kick. Not
+// when some parked sends wait for a kick's answer: those come back with
+// new batches and complete this group; kicking for each send that parks
+// meanwhile would send a request per send. With fewer sends in progress
+// than peak, and fewer than half of peak parked, the linger decides.
+// cover is the number of the kick that sends this send's records (this
+// one or a later one), for leave.
 func (g *sendGate) park() (kick bool, cover uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.parked++
 	g.waiting++
 	cover = g.epoch + 1
-	if 2*g.waiting >= g.peak || g.parked == g.active && g.active == g.peak {
+	covered := g.parked - g.waiting // parked, their records sent on by a kick
+	if 2*g.waiting >= g.peak || g.parked == g.active && g.active == g.peak && covered == 0 {
 		g.epoch = cover
 		g.waiting = 0
 		return true, cover
