@@ -19,7 +19,7 @@
 // in two groups that take turns: once the sends that have handed over
 // their whole batch since the last such kick are half of the most sends
 // the Producer has seen at once (the queue's Workers), or every send is
-// waiting for acks. While one group's request is encoded, answered and its
+// waiting for acks and none for an earlier kick's answer. While one group's request is encoded, answered and its
 // promises run, the other group hands its records to the client, which
 // sends them as soon as the answer comes: the client's work and the
 // sends' overlap instead of taking turns on the cores. A request carries

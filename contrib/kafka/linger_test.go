@@ -88,7 +88,7 @@ func TestLoneSendIsOneRequest(t *testing.T) {
 // 0 this run made about 0.6 requests per batch (some 550 records each, in
 // batches of up to 500); with a kick whenever every send was parked, about
 // 0.15 (some 2300 records each); now that the sends form two groups that
-// take turns, 0.15-0.35 (1000-3300 records each).
+// take turns, 0.1-0.35 (1000-3300 records each, under the race detector).
 func TestQueueRunFillsRequests(t *testing.T) {
 	c := newCluster(t)
 	requests := countProduceRequests(c)
