@@ -45,8 +45,9 @@ import (
 //     delivery reports (realjob_peers_test.go says how each is set up).
 //   - vq-mem-enqueue, vq-mem-key: VineQueue in memory mode with
 //     contrib/kafka's SendRecords, through Enqueue and EnqueueKey, 8
-//     Workers; vq-mem-key-w32 with 32 (more batches in flight: fuller
-//     produce requests); vq-mem-key-nolinger with kgo.ProducerLinger(0),
+//     Workers; vq-mem-key-w16 and vq-mem-key-w32 with 16 and 32 (more
+//     batches in flight: fuller produce requests, since each request
+//     carries about half of them); vq-mem-key-nolinger with kgo.ProducerLinger(0),
 //     as contrib/kafka was before it lingered.
 //   - vq-periodic-key, vq-sync-key: the same through EnqueueKey with a WAL
 //     in Periodic and Sync mode (t.TempDir).
@@ -145,7 +146,7 @@ type broker struct {
 	addr string
 }
 
-func startBroker(t *testing.T) *broker {
+func startBroker(t testing.TB) *broker {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run", "^TestRealJobKfakeChild$")
 	cmd.Env = append(os.Environ(), "VINEBENCH_KFAKE_CHILD=1")
@@ -168,7 +169,7 @@ func startBroker(t *testing.T) *broker {
 }
 
 // line returns the child's next line starting with prefix.
-func (b *broker) line(t *testing.T, prefix string) string {
+func (b *broker) line(t testing.TB, prefix string) string {
 	for b.out.Scan() {
 		if s := b.out.Text(); strings.HasPrefix(s, prefix) {
 			return s
@@ -185,7 +186,7 @@ type brokerCounts struct {
 	cpu               time.Duration // the broker process's CPU time (user and system)
 }
 
-func (b *broker) counts(t *testing.T) brokerCounts {
+func (b *broker) counts(t testing.TB) brokerCounts {
 	if _, err := io.WriteString(b.in, "count\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -488,6 +489,7 @@ func TestRealJob(t *testing.T) {
 		kafkaGoAsync(),
 		vineQueue("vq-mem-enqueue", vqSetup{workers: 8}),
 		vineQueue("vq-mem-key", vqSetup{keyed: true, workers: 8}),
+		vineQueue("vq-mem-key-w16", vqSetup{keyed: true, workers: 16}),
 		vineQueue("vq-mem-key-w32", vqSetup{keyed: true, workers: 32}),
 		vineQueue("vq-mem-key-nolinger", vqSetup{keyed: true, workers: 8, clientOpts: []kgo.Opt{kgo.ProducerLinger(0)}}),
 		vineQueue("vq-periodic-key", vqSetup{keyed: true, wal: true, mode: vinequeue.Periodic, workers: 8}),

@@ -15,13 +15,19 @@
 // The idempotent producer keeps one produce request in flight per broker,
 // so the records per request are what the client holds when the previous
 // answer comes back. The client lingers (DefaultLinger) rather than send a
-// request as soon as a record arrives, and a send that has handed over its
-// whole batch cuts the linger short when every send the Producer has seen
-// at once is waiting for acks (nothing more can arrive, so waiting longer
-// would only add latency) and the request of the previous such kick has
-// been answered. A request thus carries the batches of all the sends in
-// progress; more Workers (and larger batches) mean fuller requests, and
-// the linger delays records only while some Worker is idle.
+// request as soon as a record arrives, and the sends cut the linger short
+// in two groups that take turns: once the sends that have handed over
+// their whole batch since the last such kick are half of the most sends
+// the Producer has seen at once (the queue's Workers), or every send is
+// waiting for acks and none for an earlier kick's answer. While one group's request is encoded, answered and its
+// promises run, the other group hands its records to the client, which
+// sends them as soon as the answer comes: the client's work and the
+// sends' overlap instead of taking turns on the cores. A request carries
+// about half of the Workers' batches, so more Workers (and larger batches)
+// mean fuller requests, and the linger delays records only while fewer
+// than half of the Workers are busy. Sends hand their records to the
+// client one at a time: the client locks its producer and the topic for
+// each record, so concurrent handovers would only contend.
 // The client learns a new topic's partitions with the first send, whose
 // records then wait out the linger.
 //

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -120,5 +121,51 @@ func TestCallCountsConcurrentPromises(t *testing.T) {
 	}
 	if released != n {
 		t.Fatalf("released %d records of room, want %d", released, n)
+	}
+}
+
+// TestFeederWaitEndsWithContext holds the feeder slot, as a send handing
+// over a large batch does, and checks that another send waits for it
+// within its context only: it returns the context's error, retryable,
+// having handed nothing to the client and given its room back; once the
+// slot is free, sends go through again.
+func TestFeederWaitEndsWithContext(t *testing.T) {
+	c := newCluster(t)
+	requests := countProduceRequests(c)
+	p := newProducer(t, c, Config{MaxBufferedRecords: 100})
+	warmUp(t, p)
+	before := requests.Load()
+
+	p.feeder <- struct{}{} // another send is handing over its records
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := p.SendRecords(ctx, workload(10, 2))
+	if !errors.Is(err, context.DeadlineExceeded) || IsFatal(err) {
+		t.Fatalf("send waiting for the feeder past its context: %v, want a retryable context.DeadlineExceeded", err)
+	}
+	if n := p.client.BufferedProduceRecords(); n != 0 {
+		t.Fatalf("%d records in the client from a send that never got the feeder", n)
+	}
+	p.buffers.mu.Lock()
+	free := p.buffers.free
+	p.buffers.mu.Unlock()
+	if free != 100 {
+		t.Fatalf("%d of 100 buffer slots free after the send gave up, want all", free)
+	}
+	p.sends.mu.Lock()
+	active, parked := p.sends.active, p.sends.parked
+	p.sends.mu.Unlock()
+	if active != 0 || parked != 0 {
+		t.Fatalf("send gate counts %d active, %d parked after the send gave up, want none", active, parked)
+	}
+	if n := requests.Load() - before; n != 0 {
+		t.Fatalf("%d produce requests while the feeder was held", n)
+	}
+
+	<-p.feeder
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	if err := p.SendRecords(ctx2, workload(10, 2)); err != nil {
+		t.Fatalf("send once the feeder was free: %v", err)
 	}
 }

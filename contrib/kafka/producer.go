@@ -37,8 +37,9 @@ type Record struct {
 }
 
 // DefaultLinger is how long, by default, the client holds a partition's
-// records for more before it sends a produce request, unless every send
-// in progress has handed over all its records (see Config.ClientOpts).
+// records for more before it sends a produce request, unless the sends
+// end the linger early, as they do once half of the queue's Workers have
+// handed over their batches (see Config.ClientOpts).
 const DefaultLinger = 5 * time.Millisecond
 
 // Config configures a Producer. Only Topic and a seed broker (in
@@ -57,17 +58,33 @@ type Config struct {
 	// more), so how full requests are depends on when the next one
 	// leaves. With no linger it leaves as soon as a send's first record
 	// is buffered, carrying a fraction of one batch. Instead the client
-	// lingers, and a send that has handed over its whole batch ends the
-	// linger at once (a kick) if every send the Producer has had at once
-	// — the queue's Workers, once it has been busy — is now waiting for
-	// acks, so that no more records can come before an answer, and no
-	// send of the previous kick still waits for its answer (a kick then
-	// would only queue behind that request and split the batches over
-	// two). A request then carries the batches of all sends in
-	// progress, and the linger only delays records while some Worker is
-	// idle. A kick is a
-	// Flush(ctx) with ctx already ended, which a client logger at info
-	// level shows as "flushing". kgo.ProducerLinger(0) turns both off.
+	// lingers, and the sends end the linger early (a kick) in two groups
+	// that take turns: a send that has handed over its whole batch kicks
+	// when the sends parked (waiting for acks) since the last kick are
+	// half of the most sends the Producer has had at once — the queue's
+	// Workers, once it has been busy — or when every send is parked and
+	// none of them waits for an earlier kick's answer.
+	// While one group's request is encoded, written and answered and its
+	// promises run, the other group hands over its records, and the
+	// client sends those as soon as the answer comes, so the client's
+	// work and the sends' overlap on different cores. A request thus
+	// carries about half of the Workers' batches: more Workers, fuller
+	// requests: with 1000-record batches, some 3,500 records per
+	// request at 8 Workers, 6,000 at 16 and 12,000 at 32. Where the
+	// brokers' cost per request matters, use 16 Workers or more (they
+	// cost the queue nothing but the memory of their batches, which
+	// MaxBufferedRecords must hold). The linger delays
+	// records only while fewer than half of the Workers are busy. A kick
+	// is a Flush(ctx) with ctx already ended, which a client logger at
+	// info level shows as "flushing". kgo.ProducerLinger(0) turns both
+	// off; a linger longer than the default changes only the idle case.
+	//
+	// The client's request limits keep their defaults:
+	// kgo.ProducerBatchMaxBytes (about 1 MB per partition and request)
+	// and kgo.BrokerMaxWriteBytes (100 MiB per request) are far above what
+	// a request of the Workers' batches holds for records of a few
+	// hundred bytes; raise the first only for larger records, where a
+	// partition's share of a request could exceed it and be split.
 	//
 	// Options applied after ClientOpts, which the guarantees rest on and
 	// which therefore cannot be overridden: kgo.DefaultProduceTopic(Topic),
@@ -126,7 +143,9 @@ type Config struct {
 // with a promise that counts it, and waits for its own records' promises
 // only: there is no flush, so sends from several queue Workers are in
 // flight together and the client packs their records into shared produce
-// requests.
+// requests. Sends hand their records over one at a time (a send waits for
+// the one handing over before it, within its context); they wait for their
+// acks together.
 type Producer struct {
 	client  *kgo.Client
 	topic   string
@@ -135,9 +154,10 @@ type Producer struct {
 	calls   sync.Pool // of *call
 
 	// lingers is whether the client holds records back (linger > 0),
-	// and so needs kick when every send is parked.
+	// and so needs the sends to kick (sendGate.park says when).
 	lingers bool
 	sends   sendGate
+	feeder  chan struct{}   // 1 slot: held by the one send handing records to the client
 	done    context.Context // already cancelled: Flush with it only stops the lingers
 }
 
@@ -200,6 +220,7 @@ func NewProducer(cfg Config) (*Producer, error) {
 		chunk:   cfg.MaxBufferedRecords,
 		buffers: slots{free: cfg.MaxBufferedRecords},
 		lingers: linger > 0,
+		feeder:  make(chan struct{}, 1),
 		done:    done,
 	}, nil
 }
@@ -380,15 +401,13 @@ func (p *Producer) produceChunk(ctx context.Context, c *call) (res chunkResult, 
 	}
 	c.left.Store(int64(n))
 	p.sends.enter()
-	for i := range c.recs {
-		// ctx lets the client fail the records not yet written to a
-		// connection when it next looks at their partition; once
-		// written, the client waits for the broker's answer whatever
-		// ctx says (see Cancellation in the package doc).
-		p.client.Produce(ctx, &c.recs[i], c.promise)
+	if !p.feed(ctx, c) {
+		p.sends.leave(0, false)
+		p.buffers.release(n)
+		return chunkResult{failed: n, first: fmt.Errorf("waiting to hand over %d records: %w", n, ctx.Err())}, true
 	}
 	kick, cover := p.sends.park()
-	defer p.sends.leave(cover)
+	defer p.sends.leave(cover, true)
 	if kick && p.lingers {
 		p.kick()
 	}
@@ -413,27 +432,72 @@ func (p *Producer) produceChunk(ctx context.Context, c *call) (res chunkResult, 
 	return res, false
 }
 
+// feed hands c's records to the client, one send at a time: it waits for
+// the feeder slot, within ctx, and reports false, having handed over
+// nothing, if ctx ends first. Sends hand over their records one after the
+// other because concurrent ones gain nothing: the client takes a
+// producer-wide lock and a topic-wide one for each record (the sticky
+// partitioner holds the topic's across the buffering), so their Produce
+// calls run one at a time anyway, and running them from several cores only
+// moves those locks' cache lines between the cores at every record. Worse,
+// a feeder descheduled while it holds one of them (the machine is busy)
+// leaves the others spinning and parking on it: with 8 and 32 concurrent
+// sends on a loaded 2-core machine, CPU per record spread over ±34 % and
+// ±36 % run to run against ±4 % with one feeder (BenchmarkRealJobSend in
+// benchmarks). A send waiting here parks once on a channel instead.
+// The slot is held while the records are handed over only, never while a
+// send waits for its acks, so sends still have their records in flight
+// together.
+func (p *Producer) feed(ctx context.Context, c *call) bool {
+	select {
+	case p.feeder <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
+	for i := range c.recs {
+		// ctx lets the client fail the records not yet written to a
+		// connection when it next looks at their partition; once
+		// written, the client waits for the broker's answer whatever
+		// ctx says (see Cancellation in the package doc).
+		p.client.Produce(ctx, &c.recs[i], c.promise)
+	}
+	<-p.feeder
+	return true
+}
+
 // kick makes the client send what it holds now instead of at the end of
-// its linger: every send is parked, waiting for acks, so no more records
-// can come before an answer, and waiting longer would only add latency
-// (sendGate.park says when).
-// Flush with a context that has already ended does exactly that: it stops
-// every partition's linger and starts a produce request, then returns the
-// context's error at once instead of waiting for the acks.
+// its linger (sendGate.park says when). Flush with a context that has
+// already ended does exactly that: it stops every partition's linger and
+// starts the client's drain, then returns the context's error at once
+// instead of waiting for the acks. If a produce request is in flight, the
+// drain waits for its answer and then sends at once everything buffered:
+// without the kick, records buffered while a request was in flight would
+// wait out their linger after its answer.
 func (p *Producer) kick() { _ = p.client.Flush(p.done) }
 
 // sendGate counts the sends that are in the client: active ones have
 // taken their room, parked ones have also handed over all their records
 // and only wait for acks. peak is the most sends ever active at once: the
 // queue's Workers, once the queue has been busy.
+//
+// It splits the sends into two groups that take turns: a kick sends on
+// their way the records of the sends parked since the previous kick once
+// they are half of peak, so that while one group's produce request is
+// encoded, written and answered, and its promises run, the other group
+// hands over its records; the client sends those as soon as the answer
+// comes. With one request in flight per broker (the idempotent producer),
+// one group per request would leave the cores idle in turn: the sends'
+// handover, then the client's request encoding and promises, then the
+// handover again. Each request then carries about half the Workers'
+// batches.
 type sendGate struct {
 	mu                   sync.Mutex
 	active, parked, peak int
-	// kicked counts the sends still parked that a kick already sent on
-	// their way; epoch numbers the kicks, so that a send knows whether it
-	// parked before the last one.
-	kicked int
-	epoch  uint64
+	// waiting counts the parked sends that no kick has sent on their way
+	// yet; epoch numbers the kicks, so that a send knows whether a kick
+	// came after it parked.
+	waiting int
+	epoch   uint64
 }
 
 func (g *sendGate) enter() {
@@ -444,32 +508,46 @@ func (g *sendGate) enter() {
 }
 
 // park marks one active send parked. kick reports whether the caller
-// should kick: every send is now parked, as many as ever were active at
-// once, so nothing more can reach the client before some acks come back;
-// and no send of an earlier kick is still waiting, so there is no request
-// in flight for this kick's request to queue behind with part of the
-// records. cover is the number of the kick that sends this send's records
-// (this one or the next), for leave.
+// should kick: the sends parked since the last kick are half of peak (a
+// group); or every send is now parked, as many as ever were active at
+// once, and none of them waits for a kick's request, so that nothing more
+// can reach the client, and no answer can come, before this kick. Not
+// when some parked sends wait for a kick's answer: those come back with
+// new batches and complete this group; kicking for each send that parks
+// meanwhile would send a request per send. With fewer sends in progress
+// than peak, and fewer than half of peak parked, the linger decides.
+// cover is the number of the kick that sends this send's records (this
+// one or a later one), for leave.
 func (g *sendGate) park() (kick bool, cover uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.parked++
+	g.waiting++
 	cover = g.epoch + 1
-	if g.parked == g.active && g.active == g.peak && g.kicked == 0 {
+	covered := g.parked - g.waiting // parked, their records sent on by a kick
+	if 2*g.waiting >= g.peak || g.parked == g.active && g.active == g.peak && covered == 0 {
 		g.epoch = cover
-		g.kicked = g.parked
+		g.waiting = 0
 		return true, cover
 	}
 	return false, cover
 }
 
-// leave ends a parked send.
-func (g *sendGate) leave(cover uint64) {
+// leave ends an active send: a parked one with the cover park gave it, or
+// one whose context ended before it handed anything to the client (parked
+// false). Such a send was counted active, so the others parked meanwhile
+// may not have kicked for it; their records then leave at the end of the
+// linger, which happens only at Stop's deadline.
+func (g *sendGate) leave(cover uint64, parked bool) {
 	g.mu.Lock()
 	g.active--
-	g.parked--
-	if cover <= g.epoch {
-		g.kicked--
+	if parked {
+		g.parked--
+		if cover > g.epoch {
+			// No kick sent its records: the linger did, or its context
+			// ended.
+			g.waiting--
+		}
 	}
 	g.mu.Unlock()
 }
