@@ -44,11 +44,11 @@ import (
 //   - sarama, kafka-go: the other Go clients' asynchronous producers with
 //     delivery reports (realjob_peers_test.go says how each is set up).
 //   - vq-mem-enqueue, vq-mem-key: VineQueue in memory mode with
-//     contrib/kafka's SendRecords, through Enqueue and EnqueueKey, 8
-//     Workers; vq-mem-key-w16 and vq-mem-key-w32 with 16 and 32 (more
-//     batches in flight: fuller produce requests, since each request
-//     carries about half of them); vq-mem-key-nolinger with kgo.ProducerLinger(0),
-//     as contrib/kafka was before it lingered.
+//     contrib/kafka's SendRecords, through Enqueue and EnqueueKey, 32
+//     Workers (kafkaWorkers); vq-mem-key-w8 with 8 (fewer batches in
+//     flight: emptier produce requests, since each request carries about
+//     half of them); vq-mem-key-nolinger with kgo.ProducerLinger(0), as
+//     contrib/kafka was before it lingered.
 //   - vq-periodic-key, vq-sync-key: the same through EnqueueKey with a WAL
 //     in Periodic and Sync mode (t.TempDir).
 //
@@ -460,6 +460,12 @@ func fmtDur(d time.Duration) string {
 	}
 }
 
+// kafkaWorkers is the queue's Workers in the VineQueue rows: what
+// contrib/kafka's doc recommends for a queue that feeds a Producer (its
+// sends mostly wait for acks, and a produce request carries about half of
+// the Workers' batches). vq-mem-key-w8 shows the cost of fewer.
+const kafkaWorkers = 32
+
 func TestRealJob(t *testing.T) {
 	if os.Getenv("VINEBENCH_REALJOB") == "" {
 		t.Skip("set VINEBENCH_REALJOB=1 to run the real-job benchmark")
@@ -487,13 +493,12 @@ func TestRealJob(t *testing.T) {
 		franzAlone(),
 		saramaAsync(),
 		kafkaGoAsync(),
-		vineQueue("vq-mem-enqueue", vqSetup{workers: 8}),
-		vineQueue("vq-mem-key", vqSetup{keyed: true, workers: 8}),
-		vineQueue("vq-mem-key-w16", vqSetup{keyed: true, workers: 16}),
-		vineQueue("vq-mem-key-w32", vqSetup{keyed: true, workers: 32}),
-		vineQueue("vq-mem-key-nolinger", vqSetup{keyed: true, workers: 8, clientOpts: []kgo.Opt{kgo.ProducerLinger(0)}}),
-		vineQueue("vq-periodic-key", vqSetup{keyed: true, wal: true, mode: vinequeue.Periodic, workers: 8}),
-		vineQueue("vq-sync-key", vqSetup{keyed: true, wal: true, mode: vinequeue.Sync, workers: 8}),
+		vineQueue("vq-mem-enqueue", vqSetup{workers: kafkaWorkers}),
+		vineQueue("vq-mem-key", vqSetup{keyed: true, workers: kafkaWorkers}),
+		vineQueue("vq-mem-key-w8", vqSetup{keyed: true, workers: 8}),
+		vineQueue("vq-mem-key-nolinger", vqSetup{keyed: true, workers: kafkaWorkers, clientOpts: []kgo.Opt{kgo.ProducerLinger(0)}}),
+		vineQueue("vq-periodic-key", vqSetup{keyed: true, wal: true, mode: vinequeue.Periodic, workers: kafkaWorkers}),
+		vineQueue("vq-sync-key", vqSetup{keyed: true, wal: true, mode: vinequeue.Sync, workers: kafkaWorkers}),
 	}
 	if only := os.Getenv("VINEBENCH_REALJOB_ONLY"); only != "" {
 		// franz-go stays: it is every ratio's base.

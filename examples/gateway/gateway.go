@@ -113,7 +113,7 @@ func start(cfg config) (g *gateway, err error) {
 		SizeOf:        kafka.RecordSize,
 		Send:          vqprom.InstrumentSend(g.producer.SendRecords, sendMetrics),
 		FlushInterval: 100 * time.Millisecond,
-		Workers:       4,
+		Workers:       32, // contrib/kafka's recommendation: sends mostly wait for acks
 		WAL:           vinequeue.WALConfig{Dir: cfg.WALDir, Mode: mode, SyncInterval: cfg.SyncInterval},
 		Codec:         recordCodec{},
 		OnDrop: func(batch []kafka.Record, reason error) {
