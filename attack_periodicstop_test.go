@@ -1,0 +1,232 @@
+package vinequeue_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	vq "github.com/vineroute/vinequeue"
+)
+
+// periodic attacks on the lazy write: a batch is written only if a
+// checkpoint (or Stop out of time) finds it undelivered, by whoever claims
+// its write ticket first. These tests look for a batch written twice (a
+// checkpoint and Stop, or a checkpoint and its failing sender), for one
+// written by nobody, and for a key's order broken across the restart.
+
+// sendKind sorts a batch by its first item: held in Send until ctx ends,
+// failing every attempt, delivered after a few checkpoints (written while
+// in Send, then acknowledged), or delivered at once.
+func sendKind(first []byte) int {
+	h := fnv.New32a()
+	h.Write(first)
+	switch h.Sum32() % 10 {
+	case 0:
+		return kindHold
+	case 1:
+		return kindFail
+	case 2, 3:
+		return kindSlow
+	}
+	return kindOK
+}
+
+const (
+	kindHold = iota
+	kindFail
+	kindSlow
+	kindOK
+)
+
+// keyedSeq parses k/<key>/<seq>; ok false for an unkeyed item.
+func keyedSeq(it string) (key, seq int, ok bool) {
+	rest, ok := strings.CutPrefix(it, "k/")
+	if !ok {
+		return 0, 0, false
+	}
+	ks, ss, _ := strings.Cut(rest, "/")
+	key, _ = strconv.Atoi(ks)
+	seq, _ = strconv.Atoi(ss)
+	return key, seq, true
+}
+
+// TestAttackPeriodicStopOutOfTimeRacesCheckpoints: checkpoints every
+// millisecond while batches sit in Send (held until ctx ends), retry for
+// ever, or are delivered; keyed and unkeyed items mixed, Workers 4,
+// Collectors 2. Stop runs out of time (at once, or once DurableThrough has
+// passed the last call: every batch then written by a checkpoint, so Stop
+// must not write it again). The next New replays every item not delivered
+// exactly once, as many as the first queue said it left on disk, and each
+// key's items are first delivered in their order across the restart.
+func TestAttackPeriodicStopOutOfTimeRacesCheckpoints(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	rounds := 6
+	if testing.Short() {
+		rounds = 2
+	}
+	for round := range rounds {
+		waitDurable := round%2 == 1
+		t.Run(fmt.Sprintf("round%d/waitDurable=%v", round, waitDurable), func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := func(send vq.SendFunc[[]byte], onDrop func([][]byte, error)) vq.Config[[]byte] {
+				return vq.Config[[]byte]{
+					Send:          send,
+					BatchSize:     8,
+					FlushInterval: 2 * time.Millisecond,
+					Workers:       4,
+					Collectors:    2,
+					Retry:         vq.RetryPolicy{MaxAttempts: vq.RetryForever, InitialBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond},
+					OnDrop:        onDrop,
+					WAL:           vq.WALConfig{Dir: dir, Mode: vq.Periodic, SyncInterval: time.Millisecond},
+				}
+			}
+			var mu sync.Mutex
+			var order []string // first deliveries, in order, both queues
+			seen := map[string]int{}
+			var dropped []string
+			record := func(b [][]byte) {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, it := range b {
+					if seen[string(it)]++; seen[string(it)] == 1 {
+						order = append(order, string(it))
+					}
+				}
+			}
+			onDrop := func(b [][]byte, _ error) {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, it := range b {
+					dropped = append(dropped, string(it))
+				}
+			}
+			q, err := vq.New(cfg(func(ctx context.Context, b [][]byte) error {
+				switch sendKind(b[0]) {
+				case kindHold:
+					<-ctx.Done()
+					return ctx.Err()
+				case kindFail:
+					return errors.New("down")
+				case kindSlow:
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-time.After(5 * time.Millisecond): // a slow sink, not a wait for an event
+					}
+				}
+				record(b)
+				return nil
+			}, onDrop))
+			if err != nil {
+				t.Fatal(err)
+			}
+			const keys, perKey, unkeyed = 8, 60, 400
+			var all []string
+			u := 0
+			for s := range perKey {
+				for k := range keys {
+					it := fmt.Sprintf("k/%d/%d", k, s)
+					if err := q.EnqueueKey(uint64(k), []byte(it)); err != nil {
+						t.Fatal(err)
+					}
+					all = append(all, it)
+				}
+				for range unkeyed / perKey {
+					it := fmt.Sprintf("u/%d", u)
+					u++
+					if err := q.Enqueue([]byte(it)); err != nil {
+						t.Fatal(err)
+					}
+					all = append(all, it)
+				}
+			}
+			last := time.Now()
+			if waitDurable {
+				deadline := time.Now().Add(20 * time.Second)
+				for !q.Stats().DurableThrough.After(last) {
+					if time.Now().After(deadline) {
+						t.Fatalf("DurableThrough never passed the last call: %+v", q.Stats())
+					}
+					time.Sleep(time.Millisecond) // polling the mark
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			err = q.Stop(ctx)
+			cancel()
+			if err == nil {
+				t.Fatal("Stop returned nil with batches held in Send for ever")
+			}
+			st1 := q.Stats()
+			mu.Lock()
+			delivered1 := len(seen)
+			if len(dropped) > 0 {
+				t.Errorf("Periodic Stop out of time handed %d items to OnDrop (first %q); they should stay in the WAL", len(dropped), dropped[0])
+			}
+			mu.Unlock()
+
+			var replayed []string
+			q2, err := vq.New(cfg(func(_ context.Context, b [][]byte) error {
+				mu.Lock()
+				for _, it := range b {
+					replayed = append(replayed, string(it))
+				}
+				mu.Unlock()
+				record(b)
+				return nil
+			}, onDrop))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fctx, fcancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer fcancel()
+			if err := q2.Flush(fctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := q2.Close(); err != nil {
+				t.Fatal(err)
+			}
+			st2 := q2.Stats()
+			mu.Lock()
+			defer mu.Unlock()
+			t.Logf("first queue: delivered %d, left on disk %d; second: replayed %d", st1.Delivered, st1.LeftOnDisk, st2.Replayed)
+			twice := 0
+			for _, it := range all {
+				switch n := seen[it]; {
+				case n == 0:
+					t.Errorf("item %s accepted and never delivered, neither before Stop nor replayed", it)
+				case n > 1:
+					if twice < 5 {
+						t.Errorf("item %s delivered %d times", it, n)
+					}
+					twice++
+				}
+			}
+			if twice > 0 {
+				t.Errorf("%d items delivered more than once (first queue delivered %d distinct, %d replayed)", twice, delivered1, len(replayed))
+			}
+			if st2.Replayed != st1.LeftOnDisk {
+				t.Errorf("the second queue replayed %d items; the first said it left %d on disk", st2.Replayed, st1.LeftOnDisk)
+			}
+			if uint64(len(replayed)) != st2.Replayed {
+				t.Errorf("Send saw %d replayed items; Stats.Replayed %d", len(replayed), st2.Replayed)
+			}
+			lastSeq := map[int]int{}
+			for _, it := range order {
+				if k, s, ok := keyedSeq(it); ok {
+					if l, ok := lastSeq[k]; ok && s < l {
+						t.Errorf("key %d: seq %d first delivered after seq %d", k, s, l)
+					}
+					lastSeq[k] = s
+				}
+			}
+		})
+	}
+}
