@@ -230,3 +230,171 @@ func TestAttackPeriodicStopOutOfTimeRacesCheckpoints(t *testing.T) {
 		})
 	}
 }
+
+// TestAttackPeriodicDeadAfterCheckpoint: a keyed batch and an AckDelivered
+// item sit in Send until a checkpoint has written them (DurableThrough
+// passes their calls), then Send fails for good. Their sender must
+// dead-letter what the checkpoint wrote (not write it again) and
+// acknowledge it in the main log: the next New replays nothing, the dead
+// letters hold each failed item once, and requeuing them delivers each
+// once. With ParkKeys the key's later items park behind the dead letter
+// and come out after it, in the key's order.
+func TestAttackPeriodicDeadAfterCheckpoint(t *testing.T) {
+	for _, park := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ParkKeys=%v", park), func(t *testing.T) {
+			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+			dir := t.TempDir()
+			var mu sync.Mutex
+			seen := map[string]int{}
+			var order []string
+			record := func(b [][]byte) {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, it := range b {
+					if seen[string(it)]++; seen[string(it)] == 1 {
+						order = append(order, string(it))
+					}
+				}
+			}
+			cfg := func(send vq.SendFunc[[]byte]) vq.Config[[]byte] {
+				return vq.Config[[]byte]{
+					Send:          send,
+					BatchSize:     4,
+					FlushInterval: 2 * time.Millisecond,
+					Workers:       3,
+					Retry:         vq.RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond},
+					ParkKeys:      park,
+					WAL:           vq.WALConfig{Dir: dir, Mode: vq.Periodic, SyncInterval: 5 * time.Millisecond},
+				}
+			}
+			poison := func(it []byte) bool {
+				if string(it) == "u/poison" {
+					return true
+				}
+				k, s, ok := keyedSeq(string(it))
+				return ok && k == 1 && s < 4
+			}
+			entered := make(chan struct{}, 16)
+			release := make(chan struct{})
+			q, err := vq.New(cfg(func(_ context.Context, b [][]byte) error {
+				for _, it := range b {
+					if poison(it) {
+						entered <- struct{}{}
+						<-release
+						return vq.Permanent(errors.New("poison"))
+					}
+				}
+				record(b)
+				return nil
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for s := range 4 {
+				if err := q.EnqueueKey(1, fmt.Appendf(nil, "k/1/%d", s)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ackErr := make(chan error, 1)
+			go func() { ackErr <- q.EnqueueAck(context.Background(), []byte("u/poison"), vq.AckDelivered) }()
+			for range 2 {
+				select {
+				case <-entered:
+				case <-time.After(20 * time.Second):
+					t.Fatal("the poisoned batches never reached Send")
+				}
+			}
+			after := time.Now()
+			deadline := time.Now().Add(20 * time.Second)
+			for !q.Stats().DurableThrough.After(after) {
+				if time.Now().After(deadline) {
+					t.Fatalf("DurableThrough never passed the batches in Send: %+v", q.Stats())
+				}
+				time.Sleep(time.Millisecond) // polling the mark
+			}
+			for s := 4; s < 10; s++ {
+				if err := q.EnqueueKey(1, fmt.Appendf(nil, "k/1/%d", s)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for s := range 10 {
+				if err := q.EnqueueKey(2, fmt.Appendf(nil, "k/2/%d", s)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			close(release)
+			if err := <-ackErr; !errors.Is(err, vq.ErrDropped) {
+				t.Errorf("EnqueueAck of a dead-lettered item: %v; want ErrDropped", err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := q.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := q.Close(); err != nil {
+				t.Fatal(err)
+			}
+			st1 := q.Stats()
+			if st1.DeadLettered != 5 {
+				t.Errorf("DeadLettered %d; want 5 (4 keyed, 1 AckDelivered)", st1.DeadLettered)
+			}
+			if want := map[bool]uint64{false: 0, true: 6}[park]; st1.Parked != want {
+				t.Errorf("Parked %d; want %d", st1.Parked, want)
+			}
+
+			q2, err := vq.New(cfg(func(_ context.Context, b [][]byte) error { record(b); return nil }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := q2.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if st := q2.Stats(); st.Replayed != 0 {
+				t.Errorf("the next New replayed %d items from the main log; the failed batches were dead-lettered and acknowledged", st.Replayed)
+			}
+			dls, err := q2.DeadLetters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			items := 0
+			for _, d := range dls {
+				items += d.Items
+			}
+			if want := map[bool]int{false: 5, true: 11}[park]; items != want {
+				t.Errorf("dead letters hold %d items (%+v); want %d", items, dls, want)
+			}
+			if _, err := q2.RequeueDeadLetters(); err != nil {
+				t.Fatal(err)
+			}
+			if err := q2.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := q2.Close(); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for k := 1; k <= 2; k++ {
+				for s := range 10 {
+					if it := fmt.Sprintf("k/%d/%d", k, s); seen[it] != 1 {
+						t.Errorf("item %s delivered %d times; want once", it, seen[it])
+					}
+				}
+			}
+			if seen["u/poison"] != 1 {
+				t.Errorf("u/poison delivered %d times; want once", seen["u/poison"])
+			}
+			if park {
+				last := -1
+				for _, it := range order {
+					if k, s, ok := keyedSeq(it); ok && k == 1 {
+						if s < last {
+							t.Errorf("key 1: seq %d first delivered after seq %d (order %v)", s, last, order)
+						}
+						last = s
+					}
+				}
+			}
+		})
+	}
+}
