@@ -118,3 +118,79 @@ func TestAttackDurableMarkKeyedUnwritable(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAttackDurableMarkUnkeyedUnwritable: the same for an Enqueue item the
+// codec refuses, in a batch held in Send: a checkpoint writes the batch
+// (the item under a span of id 0, in memory only) and that checkpoint
+// does not move the mark; no later one may move it past the item while
+// the batch is in Send.
+func TestAttackDurableMarkUnkeyedUnwritable(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	hold := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	starts := make(chan time.Time, 1024)
+	q := periodicQueue(t, 5*time.Millisecond, func(ctx context.Context, b [][]byte) error {
+		for _, it := range b {
+			if bytes.Equal(it, []byte("bad")) {
+				entered <- struct{}{}
+				<-hold
+			}
+		}
+		return nil
+	}, func(c *Config[[]byte]) {
+		c.Codec = refusingCodec{}
+		c.CheckpointStarted = func(start time.Time) {
+			select {
+			case starts <- start:
+			default:
+			}
+		}
+	})
+	for _, it := range []string{"a", "bad", "c"} {
+		if err := q.EnqueueSlow([]byte(it)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	accepted := time.Now()
+	select {
+	case <-entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the batch never reached Send")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for q.walErrors.Load() == 0 { // a checkpoint wrote the batch, the item refused
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint tried to write the item; stats %+v", q.Stats())
+		}
+		time.Sleep(time.Millisecond) // polling a counter
+	}
+	for n := 0; n < 3; {
+		select {
+		case s := <-starts:
+			if s.After(accepted) {
+				n++
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("no checkpoint")
+		}
+	}
+	if d := q.Stats().DurableThrough; d.After(accepted) {
+		t.Errorf("DurableThrough %v after the acceptance of an item that is in Send, not on disk (accepted before %v, %v earlier)", d, accepted, d.Sub(accepted))
+	}
+	close(hold)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := q.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now()
+	for !q.Stats().DurableThrough.After(after) {
+		if time.Now().After(deadline) {
+			t.Fatalf("DurableThrough never passed the delivered item: %+v", q.Stats())
+		}
+		time.Sleep(time.Millisecond) // polling the mark
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
