@@ -398,3 +398,162 @@ func TestAttackPeriodicDeadAfterCheckpoint(t *testing.T) {
 		})
 	}
 }
+
+// TestAttackPeriodicCleanCloseLeavesNothing: a slow sink (most batches
+// are written by a checkpoint while in Send, then acknowledged), retries,
+// EnqueueKey, Enqueue and EnqueueAck at both levels, ParkKeys with a
+// poisoned key, checkpoints every 2ms. After Close the WAL holds nothing
+// to replay: the next New replays no item, and the only items left are
+// the dead letters (the poisoned batches and what parked behind them).
+// Every accepted item is delivered once or dead-lettered once.
+func TestAttackPeriodicCleanCloseLeavesNothing(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	dir := t.TempDir()
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var attempts sync.Map
+	cfg := func(send vq.SendFunc[[]byte]) vq.Config[[]byte] {
+		return vq.Config[[]byte]{
+			Send:          send,
+			BatchSize:     16,
+			FlushInterval: 2 * time.Millisecond,
+			Workers:       3,
+			Collectors:    2,
+			Retry:         vq.RetryPolicy{MaxAttempts: 4, InitialBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond},
+			ParkKeys:      true,
+			WAL:           vq.WALConfig{Dir: dir, Mode: vq.Periodic, SyncInterval: 2 * time.Millisecond},
+		}
+	}
+	q, err := vq.New(cfg(func(ctx context.Context, b [][]byte) error {
+		for _, it := range b {
+			if string(it) == "k/3/50" {
+				return vq.Permanent(errors.New("poison"))
+			}
+		}
+		n, _ := attempts.LoadOrStore(string(b[0]), new(int))
+		if c := n.(*int); *c < 1 && len(b[0])%3 == 0 {
+			*c++ // first attempt of some batches fails: a retry
+			return errors.New("flaky")
+		}
+		select { // a slow sink: checkpoints write what is in Send
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(3 * time.Millisecond):
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, it := range b {
+			seen[string(it)]++
+		}
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []string
+	var wg sync.WaitGroup
+	var allMu sync.Mutex
+	add := func(it string) {
+		allMu.Lock()
+		all = append(all, it)
+		allMu.Unlock()
+	}
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 150 {
+				var it string
+				var err error
+				switch g {
+				case 0, 1:
+					for k := g * 4; k < g*4+4; k++ {
+						it = fmt.Sprintf("k/%d/%d", k, i)
+						if err = q.EnqueueKey(uint64(k), []byte(it)); err != nil {
+							break
+						}
+						add(it)
+					}
+					it = ""
+				case 2:
+					it = fmt.Sprintf("u/%d", i)
+					err = q.Enqueue([]byte(it))
+				case 3:
+					it = fmt.Sprintf("a/%d", i)
+					level := vq.AckDurable
+					if i%2 == 1 {
+						level = vq.AckDelivered
+					}
+					err = q.EnqueueAck(context.Background(), []byte(it), level)
+				}
+				if err != nil {
+					t.Errorf("intake: %v", err)
+					return
+				}
+				if it != "" {
+					add(it)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := q.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st1 := q.Stats()
+	q2, err := vq.New(cfg(func(_ context.Context, b [][]byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, it := range b {
+			seen[string(it)]++
+		}
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q2.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := q2.Stats(); st.Replayed != 0 {
+		t.Errorf("after a clean Close the next New replayed %d items (first queue: delivered %d, dead-lettered %d, parked %d)", st.Replayed, st1.Delivered, st1.DeadLettered, st1.Parked)
+	}
+	dls, err := q2.DeadLetters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inDead := 0
+	for _, d := range dls {
+		inDead += d.Items
+	}
+	if want := int(st1.DeadLettered + st1.Parked); inDead != want {
+		t.Errorf("dead letters hold %d items; the first queue dead-lettered %d and parked %d", inDead, st1.DeadLettered, st1.Parked)
+	}
+	if _, err := q2.RequeueDeadLetters(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q2.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := q2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	bad := 0
+	for _, it := range all {
+		if seen[it] != 1 {
+			if bad < 5 {
+				t.Errorf("item %s delivered %d times over both queues; want once", it, seen[it])
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d items not delivered exactly once", bad, len(all))
+	}
+	t.Logf("first queue: delivered %d, retries %d, dead-lettered %d, parked %d; dead letters %d items", st1.Delivered, st1.Retries, st1.DeadLettered, st1.Parked, inDead)
+}
