@@ -36,12 +36,14 @@ import (
 //	S <ns>          Stats.DurableThrough moved to ns
 //	D <item> ...    a batch Send is about to return nil for
 //	X <item> ...    a batch handed to OnDrop (dead-lettered)
+//	F <n>           Stats.Rejected moved to n (ErrWALFull, mostly)
 const pcrashChildEnv = "VINEQUEUE_ATTACK_PCRASH_CHILD"
 
 type pcrashSpec struct {
 	Dir, Log string
 	Run      int
 	Park     bool
+	Full     bool // a small MaxBytes and a slower sink: writes fail, ErrWALFull
 }
 
 const (
@@ -52,7 +54,7 @@ const (
 )
 
 func pcrashConfig(spec pcrashSpec, send vq.SendFunc[[]byte]) vq.Config[[]byte] {
-	return vq.Config[[]byte]{
+	cfg := vq.Config[[]byte]{
 		Send:          send,
 		BatchSize:     32,
 		MaxBatchSize:  pcrashMaxB,
@@ -63,6 +65,10 @@ func pcrashConfig(spec pcrashSpec, send vq.SendFunc[[]byte]) vq.Config[[]byte] {
 		ParkKeys:      spec.Park,
 		WAL:           vq.WALConfig{Dir: spec.Dir, Mode: vq.Periodic, SegmentSize: 1 << 20, SyncInterval: pcrashSync},
 	}
+	if spec.Full {
+		cfg.WAL.SegmentSize, cfg.WAL.MaxBytes = 64<<10, 1<<20
+	}
+	return cfg
 }
 
 // pcrashPoison: one keyed item in 100 of keys 0 and 1 fails for good.
@@ -87,7 +93,11 @@ func pcrashChild(js string) {
 				return vq.Permanent(errors.New("poison"))
 			}
 		}
-		switch rand.IntN(10) {
+		kind := rand.IntN(10)
+		if spec.Full && rand.IntN(2) == 0 {
+			kind = 0 // a sink slower than intake: the WAL fills
+		}
+		switch kind {
 		case 0: // a slow sink: written by a checkpoint while in Send, often
 			select {
 			case <-ctx.Done():
@@ -127,10 +137,16 @@ func pcrashChild(js string) {
 	}()
 	go func() {
 		var last time.Time
+		var lastRejected uint64
 		for {
-			if d := q.Stats().DurableThrough; !d.Equal(last) {
+			st := q.Stats()
+			if d := st.DurableThrough; !d.Equal(last) {
 				last = d
 				emit(fmt.Appendf(nil, "S %d\n", d.UnixNano()))
+			}
+			if st.Rejected != lastRejected {
+				lastRejected = st.Rejected
+				emit(fmt.Appendf(nil, "F %d\n", st.Rejected))
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -191,6 +207,7 @@ type pcrashRun struct {
 	accepted map[string]int64 // E items: accepted at
 	acked    []string         // A and V items
 	durable  int64            // the last S
+	rejected int64            // the last F
 }
 
 type pcrashHistory struct {
@@ -255,6 +272,11 @@ func (h *pcrashHistory) readLog(t *testing.T, path string, r *pcrashRun) {
 				d, _ := strconv.ParseInt(fs[1], 10, 64)
 				r.durable = max(r.durable, d)
 			}
+		case "F":
+			if len(fs) == 2 {
+				n, _ := strconv.ParseInt(fs[1], 10, 64)
+				r.rejected = max(r.rejected, n)
+			}
 		case "D":
 			for _, it := range fs[1:] {
 				h.deliver(it)
@@ -282,13 +304,14 @@ func TestAttackPeriodicCrashMixed(t *testing.T) {
 	if testing.Short() {
 		kills = 2
 	}
-	for _, park := range []bool{true, false} {
-		t.Run(fmt.Sprintf("ParkKeys=%v", park), func(t *testing.T) {
+	for _, v := range []struct{ park, full bool }{{true, false}, {false, false}, {true, true}} {
+		park := v.park
+		t.Run(fmt.Sprintf("ParkKeys=%v/WALFull=%v", park, v.full), func(t *testing.T) {
 			dir, logs := t.TempDir(), t.TempDir()
 			h := &pcrashHistory{delivered: map[string]int{}, firstOrder: map[int][]string{}, dead: map[string]bool{}, park: park}
 			var runs []*pcrashRun
 			for run := range kills {
-				spec := pcrashSpec{Dir: dir, Log: filepath.Join(logs, fmt.Sprint(run)), Run: run + 1, Park: park}
+				spec := pcrashSpec{Dir: dir, Log: filepath.Join(logs, fmt.Sprint(run)), Run: run + 1, Park: park, Full: v.full}
 				js, _ := json.Marshal(spec)
 				cmd := exec.Command(os.Args[0], "-test.run=^TestAttackPeriodicCrashMixed$")
 				cmd.Env = append(os.Environ(), pcrashChildEnv+"="+string(js))
@@ -316,11 +339,15 @@ func TestAttackPeriodicCrashMixed(t *testing.T) {
 				}
 				h.readLog(t, spec.Log, r)
 				runs = append(runs, r)
-				t.Logf("run %d: %d accepted, %d acked, %d delivered so far, DurableThrough %v before the kill", run, len(r.accepted), len(r.acked), len(h.delivered), time.Duration(r.killAt-r.durable).Round(time.Millisecond))
+				lag := "never set"
+				if r.durable > 0 {
+					lag = time.Duration(r.killAt-r.durable).Round(time.Millisecond).String() + " before the kill"
+				}
+				t.Logf("run %d: %d accepted, %d refused, %d acked, %d delivered so far, DurableThrough %s", run, len(r.accepted), r.rejected, len(r.acked), len(h.delivered), lag)
 			}
 
 			var mu sync.Mutex
-			q, err := vq.New(pcrashConfig(pcrashSpec{Dir: dir, Park: park}, func(_ context.Context, b [][]byte) error {
+			q, err := vq.New(pcrashConfig(pcrashSpec{Dir: dir, Park: park, Full: v.full}, func(_ context.Context, b [][]byte) error {
 				mu.Lock()
 				defer mu.Unlock()
 				for _, it := range b {
