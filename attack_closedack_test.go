@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,13 +20,14 @@ import (
 // (Periodic, Sync) and without, Collectors 2, Stop in time or out of time
 // with a Send that blocks. A watcher polls Health; once it sees Closed it
 // tells the producers through a channel, and every call a producer starts
-// after hearing it must be refused with ErrClosed. Every EnqueueAck that
-// returned nil at AckDelivered was delivered.
+// after hearing it must be refused with ErrClosed (Enqueue and EnqueueKey
+// too, while GOMAXPROCS moves). Every EnqueueAck that returned nil at
+// AckDelivered was delivered.
 func TestAttackHealthClosedAckCalls(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	rounds := 20
+	rounds := 10
 	if testing.Short() {
-		rounds = 4
+		rounds = 3
 	}
 	for _, mode := range []string{"memory", "periodic", "sync"} {
 		for _, outOfTime := range []bool{false, true} {
@@ -83,6 +85,56 @@ func closedAckRound(t *testing.T, mode string, outOfTime bool, round int) {
 	started := make(chan struct{}, 4)
 	var ackedMu sync.Mutex
 	var acked []string
+	// Plain producers on the fast path and keyed ones, while GOMAXPROCS
+	// moves: a call started after Closed is refused whatever P it runs on.
+	stopProcs := make(chan struct{})
+	procsDone := make(chan struct{})
+	go func() {
+		defer close(procsDone)
+		prev := runtime.GOMAXPROCS(0)
+		defer runtime.GOMAXPROCS(prev)
+		for i := 0; ; i++ {
+			select {
+			case <-stopProcs:
+				return
+			default:
+			}
+			runtime.GOMAXPROCS(1 + i%4)
+			runtime.Gosched()
+		}
+	}()
+	for p := range 2 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				var heard bool
+				select {
+				case <-closed:
+					heard = true
+				default:
+				}
+				it := []byte(fmt.Sprintf("p%d/%d", p, i))
+				var err error
+				if p == 0 {
+					err = q.Enqueue(it)
+				} else {
+					err = q.EnqueueKey(uint64(i%3), it)
+				}
+				if err == nil {
+					if heard {
+						late.Add(1)
+					}
+					continue
+				}
+				if !errors.Is(err, vq.ErrClosed) {
+					t.Errorf("intake: %v", err)
+					return
+				}
+				if heard {
+					return
+				}
+			}
+		})
+	}
 	for p := range 4 {
 		wg.Go(func() {
 			started <- struct{}{}
@@ -149,6 +201,8 @@ func closedAckRound(t *testing.T, mode string, outOfTime bool, round int) {
 	}
 	<-watcherDone
 	wg.Wait()
+	close(stopProcs)
+	<-procsDone
 	close(unblock)
 	if n := late.Load(); n > 0 {
 		t.Errorf("%d EnqueueAck calls accepted after Health said Closed", n)
