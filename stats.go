@@ -58,7 +58,9 @@ type Stats struct {
 	// the last checkpoint that wrote and synced everything accepted before
 	// it and not delivered (zero before the first): it advances every SyncInterval while the
 	// disk keeps up, and falls behind by however long a checkpoint's write
-	// and fsync take. It does not advance while a write fails or while the
+	// and fsync take. It does not advance while a write fails, while an
+	// item the WAL cannot take (its Codec refused it, or it is too large
+	// for a record) is not yet delivered or given up, or while the
 	// memory governor holds rings full at the hard level. Without a WAL,
 	// and with WALModeOverflow, it is zero: nothing is promised.
 	//

@@ -19,7 +19,9 @@ import (
 // here: every batch handed on unwritten is registered, by the start of the
 // last checkpoint its collector took part in before cutting it (since: its
 // items were accepted no earlier, as that checkpoint cut every earlier
-// item), until it is written, delivered or finished. The checkpoint writes
+// item), until it is written, delivered or finished (written with an item
+// the WAL cannot take, it stays registered until finished: that item is in
+// memory only). The checkpoint writes
 // every registered batch nobody has claimed (writeUnwritten, in cut order);
 // one claimed by another writer (a sender whose batch failed for good,
 // Stop) stays registered until that write is over. Just before its fsync

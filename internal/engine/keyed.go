@@ -892,12 +892,20 @@ func (s *keyedShard[T]) fly(b *pending[T]) {
 // every keyed item its work, on one goroutine; then each sender wrote its
 // batch before Send, which a batch delivered before the next checkpoint
 // does not need (a delivered item is not lost by a crash).
+//
+// A batch cut from a shard's queue is on disk already (a checkpoint wrote
+// it there), except items whose write failed (span id 0: the codec refused
+// one, or the WAL was full): such a batch holds the mark until it is
+// finished, as unkeyed ones do (unwrittenSince), or a checkpoint after the
+// failed one would claim items neither delivered nor on disk.
 func (c *collector[T]) registerKeyed(b *pending[T]) {
 	q := c.q
-	if _, ok := q.tier.(periodicTier[T]); !ok || len(b.spans) > 0 {
+	if _, ok := q.tier.(periodicTier[T]); !ok {
 		return
 	}
-	q.registerUnwritten(b, c.since)
+	if since := unwrittenSince(b, c.since); since != 0 {
+		q.registerUnwritten(b, since)
+	}
 }
 
 // settleFlight makes sure that the items the shard has handed on are

@@ -605,7 +605,12 @@ func (t periodicTier[T]) persist(b *pending[T], rw *recordWriter) {
 		t.writeFailed(err, len(b.items))
 		return
 	}
-	q.written(b)
+	// An item the codec refused, or too large for a record, is in memory
+	// only (span id 0): b holds DurableThrough until it is finished, or a
+	// later checkpoint would claim that item.
+	if b.onDisk() {
+		q.written(b)
+	}
 	t.wrote()
 }
 
