@@ -30,7 +30,7 @@ func readmeQuickstart(brokers []string, userID string, payload []byte) {
 		SizeOf:        kafka.RecordSize,     // what a record weighs against the memory limit
 		BatchSize:     1000,                 // a batch goes out at 1000 items…
 		FlushInterval: 2 * time.Second,      // …or 2s after its oldest item
-		Workers:       4,                    // concurrent sends
+		Workers:       32,                   // sends in flight: Kafka's mostly wait for acks
 	})
 	if err != nil {
 		log.Fatal(err) // ErrInvalidConfig names the field
