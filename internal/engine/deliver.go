@@ -49,9 +49,12 @@ func (q *Queue[T]) sendLoop(slot *senderSlot[T]) {
 // take readies b for Send, q.finishing held shared: the items of parked
 // keys leave it, and it goes into slot. It reports false when nothing is
 // left to send: every item was parked, or Stop ran out of time meanwhile
-// (b is then given up, here or by Stop's swap). Nothing is written here:
-// a batch not on disk yet is written only if a checkpoint or a Stop out of
-// time finds it undelivered (durable.go), or if its Send fails for good.
+// (b is then given up, here or by Stop's swap). Until Stop begins nothing
+// is written here: a batch not on disk yet is written only if a checkpoint
+// or Stop finds it undelivered (durable.go), or if its Send fails for
+// good. Once Stop has begun, a batch not on disk is written here, before
+// Send, so that a Stop out of time has none left to write past its
+// deadline.
 func (q *Queue[T]) take(slot *senderSlot[T], b *pending[T]) bool {
 	if p := q.park; p != nil && len(b.keys) > 0 && b.letter == 0 {
 		// Items of parked keys leave b first (park.go), held against a
@@ -66,6 +69,11 @@ func (q *Queue[T]) take(slot *senderSlot[T], b *pending[T]) bool {
 		if held {
 			b.release()
 		}
+	}
+	if b.ticket != 0 && q.closing.Load() {
+		// Stop has begun: written before Send, so that a Stop out of time
+		// has nothing to write past its deadline (collector.stop).
+		q.persistOwned(b, &slot.writer)
 	}
 	slot.b.Store(b)
 	// Stored first, then checked: Stop cancels sendCtx before it swaps the
