@@ -103,6 +103,15 @@ func TestAttackPeriodicDeadLetterWALFull(t *testing.T) {
 			}
 			for range 5 {
 				n, err := q2.RequeueDeadLetters()
+				if errors.Is(err, vq.ErrWALFull) {
+					// The WAL has no room to take the letters' items
+					// back (documented: the letters not requeued stay);
+					// what stays is counted below as kept.
+					if err := q2.Flush(ctx); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -112,6 +121,14 @@ func TestAttackPeriodicDeadLetterWALFull(t *testing.T) {
 				if n == 0 {
 					break
 				}
+			}
+			letters, err := q2.DeadLetters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept := 0 // items still in a dead letter: handed to OnDrop, and kept
+			for _, l := range letters {
+				kept += l.Items
 			}
 			if err := q2.Close(); err != nil {
 				t.Fatal(err)
@@ -131,13 +148,13 @@ func TestAttackPeriodicDeadLetterWALFull(t *testing.T) {
 					lost++
 				}
 			}
-			t.Logf("%d accepted, %d refused with ErrWALFull; first queue: dropped %d, dead-lettered %d, left on disk %d, parked %d; next: replayed %d, delivered %d",
-				len(accepted), full, st1.Dropped, st1.DeadLettered, st1.LeftOnDisk, st1.Parked, q2.Stats().Replayed, q2.Stats().Delivered)
+			t.Logf("%d accepted, %d refused with ErrWALFull; first queue: dropped %d, dead-lettered %d, left on disk %d, parked %d; next: replayed %d, delivered %d, %d still in dead letters",
+				len(accepted), full, st1.Dropped, st1.DeadLettered, st1.LeftOnDisk, st1.Parked, q2.Stats().Replayed, q2.Stats().Delivered, kept)
 			if lost+twice > 0 {
 				t.Errorf("%d items lost silently, %d delivered more than once", lost, twice)
 			}
-			if d := st1.Dropped - st1.DeadLettered; d != uint64(len(accepted))-q2.Stats().Delivered {
-				t.Errorf("first queue dropped %d items without keeping them; the next queue delivered %d of %d accepted", d, q2.Stats().Delivered, len(accepted))
+			if d := st1.Dropped - st1.DeadLettered; d != uint64(len(accepted)-kept)-q2.Stats().Delivered {
+				t.Errorf("first queue dropped %d items without keeping them; the next queue delivered %d of %d accepted, %d still in dead letters", d, q2.Stats().Delivered, len(accepted), kept)
 			}
 		})
 	}
