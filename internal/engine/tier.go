@@ -23,9 +23,11 @@ import "time"
 //	persist       the collector at a checkpoint, for     -       -         write if not on disk   -
 //	              every batch not delivered yet (in a                      (the caller claimed
 //	              sender's slot, in Send or retrying,                      its write ticket)
-//	              cut and waiting); whoever gives a
-//	              batch up at Stop out of time; a
-//	              sender whose Send failed for good
+//	              cut and waiting), and as Stop begins;
+//	              a sender before Send once Stop has
+//	              begun; whoever gives a batch up at
+//	              Stop out of time; a sender whose Send
+//	              failed for good
 //	persistShard  the collector cutting or checkpointing -       -         write what is not      -
 //	              a keyed shard (shard lock held)                          on disk
 //	checkpoint    the collector, every checkpointEvery   never   never     cut, write, fsync      never
