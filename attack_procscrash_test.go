@@ -1,16 +1,13 @@
 package vinequeue_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -99,47 +96,7 @@ func TestAttackPeriodicProcsChangeCrash(t *testing.T) {
 	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestAttackPeriodicProcsChangeCrash$")
-	cmd.Env = append(os.Environ(), procsChildEnv+"="+dir)
-	var stderr capped
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		if errors.Is(err, syscall.ENOEXEC) {
-			t.Skipf("needs to re-execute the test binary, which fails here (emulated run?): %v", err)
-		}
-		t.Fatal(err)
-	}
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if sc.Text() == "READY" {
-				ready <- true
-				return
-			}
-		}
-		ready <- false
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			_ = cmd.Wait()
-			t.Fatalf("child ended before it was ready: %s", stderr.tail())
-		}
-	case <-time.After(60 * time.Second):
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
-		t.Fatalf("child not ready in time: %s", stderr.tail())
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_ = cmd.Wait()
-	if s := stderr.String(); strings.Contains(s, "panic") || strings.Contains(s, "DATA RACE") {
-		t.Fatalf("child: %s", stderr.tail())
-	}
+	killWhenReady(t, "TestAttackPeriodicProcsChangeCrash", "READY", procsChildEnv+"="+dir)
 
 	var mu sync.Mutex
 	seen := map[string]int{}

@@ -1,16 +1,12 @@
 package vinequeue_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -108,47 +104,7 @@ func TestPeriodicCrashHeldSendReplays(t *testing.T) {
 		return
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestPeriodicCrashHeldSendReplays$")
-	cmd.Env = append(os.Environ(), lazyChildEnv+"="+dir)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		if errors.Is(err, syscall.ENOEXEC) {
-			t.Skipf("needs to re-execute the test binary, which fails here (emulated run?): %v", err)
-		}
-		t.Fatal(err)
-	}
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if sc.Text() == lazyReadyMsg {
-				ready <- true
-				return
-			}
-		}
-		ready <- false
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			_ = cmd.Wait()
-			t.Fatalf("child ended before it was ready: %s", stderr.String())
-		}
-	case <-time.After(60 * time.Second):
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
-		t.Fatalf("child not ready in time: %s", stderr.String())
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_ = cmd.Wait()
-	if s := stderr.String(); strings.Contains(s, "panic") || strings.Contains(s, "DATA RACE") {
-		t.Fatalf("child: %s", s)
-	}
+	killWhenReady(t, "TestPeriodicCrashHeldSendReplays", lazyReadyMsg, lazyChildEnv+"="+dir)
 
 	var mu sync.Mutex
 	var got []string
