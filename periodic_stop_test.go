@@ -3,6 +3,7 @@ package vinequeue_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -131,6 +132,93 @@ func TestPeriodicStopWritesInFlightBeforeItsDeadline(t *testing.T) {
 			}
 			if got := replayed.Load(); got != workers*batch {
 				t.Errorf("the next New replayed %d items, want %d", got, workers*batch)
+			}
+		})
+	}
+}
+
+// countCodec encodes []byte as is and counts the items it encodes.
+type countCodec struct{ n *atomic.Int64 }
+
+func (c countCodec) Append(dst []byte, v []byte) ([]byte, error) {
+	c.n.Add(1)
+	return append(dst, v...), nil
+}
+
+func (countCodec) Decode(src []byte) ([]byte, error) { return append([]byte(nil), src...), nil }
+
+// TestPeriodicCloseWritesOnlyWhatItMust: a Stop whose ctx cannot end (Close)
+// never gives a batch up, so the batches in Send, delivered during it, are
+// never written; a Stop with a deadline writes them as it begins, so that
+// it could give them up at its deadline without writing past it, and
+// writes every later batch before its Send. Workers-1 full batches are
+// held in Send; a last, partial batch is cut by Stop itself and handed to
+// the idle Worker only after the point where a Stop writes (or not) what
+// is in Send, so its Send says that point is past. (It fails if every Stop
+// writes what is in Send, deadline or not.)
+func TestPeriodicCloseWritesOnlyWhatItMust(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	// One P, one ring: the batches are cut as the test counts them (with
+	// more, the items of one goroutine that moves between Ps split).
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const workers, batch, partial = 3, 25, 10
+	const total = (workers-1)*batch + partial
+	for _, deadline := range []bool{false, true} {
+		t.Run(fmt.Sprintf("deadline=%v", deadline), func(t *testing.T) {
+			var encoded atomic.Int64
+			held := make(chan struct{}, workers)
+			partialSent := make(chan struct{})
+			release := make(chan struct{})
+			q, err := vq.New(vq.Config[[]byte]{
+				Send: func(ctx context.Context, b [][]byte) error {
+					if len(b) < batch {
+						close(partialSent)
+						return nil
+					}
+					held <- struct{}{}
+					<-release
+					return nil
+				},
+				Codec:     countCodec{&encoded},
+				BatchSize: batch,
+				Workers:   workers,
+				// Only Stop cuts the partial batch.
+				FlushInterval: time.Hour,
+				WAL:           vq.WALConfig{Dir: t.TempDir(), Mode: vq.Periodic, SyncInterval: time.Hour},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range total {
+				if err := q.Enqueue(fmt.Appendf(nil, "%d", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range workers - 1 {
+				<-held // the full batches in Send, unwritten
+			}
+			ctx := context.Background()
+			if deadline {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, time.Minute)
+				defer cancel()
+			}
+			stopped := make(chan error, 1)
+			go func() { stopped <- q.Stop(ctx) }()
+			<-partialSent
+			close(release)
+			if err := <-stopped; err != nil {
+				t.Fatal(err)
+			}
+			if st := q.Stats(); st.Delivered != total {
+				t.Fatalf("delivered %d of %d", st.Delivered, total)
+			}
+			want := int64(0)
+			if deadline {
+				want = total
+			}
+			if n := encoded.Load(); n != want {
+				t.Errorf("Stop (deadline %v) wrote %d items, all of them delivered by its end: want %d", deadline, n, want)
 			}
 		})
 	}

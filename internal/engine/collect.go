@@ -377,13 +377,17 @@ func (c *collector[T]) stop(req request) {
 	}
 	c.drain(true)
 	c.cutKeyed(cutStop)
-	// What is in Send or retrying and not on disk (the periodic tier writes
-	// a batch only if it is found undelivered) is written now, while ctx
-	// still runs, and from here on a sender writes its batch before Send
-	// (take): so that a Stop out of time has nothing of the senders' left
-	// to write past its deadline, where it used to write up to Workers
-	// batches.
-	c.writeUnwritten()
+	// A Stop that can run out of time writes what is in Send or retrying
+	// and not on disk (the periodic tier writes a batch only if it is
+	// found undelivered) now, while ctx still runs, and from here on a
+	// sender writes its batch before Send (take): so that, out of time, it
+	// has nothing of the senders' left to write past its deadline, where
+	// it would write up to Workers batches. A Stop whose ctx cannot end
+	// (Close) never gives a batch up, so it writes nothing it need not.
+	if req.ctx.Done() != nil {
+		q.writeBeforeSend.Store(true)
+		c.writeUnwritten()
+	}
 	// Hand out everything: ready batches, the replay (which runs on while
 	// ctx allows) and the keyed shards (which dispatch once it is over).
 	replayDone := q.replayDone

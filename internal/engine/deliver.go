@@ -52,9 +52,9 @@ func (q *Queue[T]) sendLoop(slot *senderSlot[T]) {
 // (b is then given up, here or by Stop's swap). Until Stop begins nothing
 // is written here: a batch not on disk yet is written only if a checkpoint
 // or Stop finds it undelivered (durable.go), or if its Send fails for
-// good. Once Stop has begun, a batch not on disk is written here, before
-// Send, so that a Stop out of time has none left to write past its
-// deadline.
+// good. Once a Stop that can run out of time has begun (its ctx can end),
+// a batch not on disk is written here, before Send, so that the Stop has
+// none left to write past its deadline.
 func (q *Queue[T]) take(slot *senderSlot[T], b *pending[T]) bool {
 	if p := q.park; p != nil && len(b.keys) > 0 && b.letter == 0 {
 		// Items of parked keys leave b first (park.go), held against a
@@ -70,9 +70,10 @@ func (q *Queue[T]) take(slot *senderSlot[T], b *pending[T]) bool {
 			b.release()
 		}
 	}
-	if b.ticket != 0 && q.closing.Load() {
-		// Stop has begun: written before Send, so that a Stop out of time
-		// has nothing to write past its deadline (collector.stop).
+	if b.ticket != 0 && q.writeBeforeSend.Load() {
+		// A Stop that can run out of time has begun: written before
+		// Send, so that it has nothing to write past its deadline
+		// (collector.stop).
 		q.persistOwned(b, &slot.writer)
 	}
 	slot.b.Store(b)

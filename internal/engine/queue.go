@@ -131,10 +131,14 @@ type Queue[T any] struct {
 	// other way in: an intake call that starts after it is seen is
 	// refused, the fast path included (Health.Closed). Between closing and
 	// sealed, a push that reaches a ring before its seal is accepted.
-	sealed   atomic.Bool
-	stopOnce sync.Once
-	stopDone chan struct{}
-	stopErr  error
+	sealed atomic.Bool
+	// writeBeforeSend is set as a Stop whose ctx can end begins, in the
+	// periodic tier: from then on a sender writes its batch before Send
+	// (take), so that the Stop has none to write past its deadline.
+	writeBeforeSend atomic.Bool
+	stopOnce        sync.Once
+	stopDone        chan struct{}
+	stopErr         error
 
 	_ [cacheLine]byte
 	// Counters written off the fast path (slow path, collector, senders).

@@ -23,9 +23,10 @@ import "time"
 //	persist       the collector at a checkpoint, for     -       -         write if not on disk   -
 //	              every batch not delivered yet (in a                      (the caller claimed
 //	              sender's slot, in Send or retrying,                      its write ticket)
-//	              cut and waiting), and as Stop begins;
-//	              a sender before Send once Stop has
-//	              begun; whoever gives a batch up at
+//	              cut and waiting), and as a Stop whose
+//	              ctx can end begins; a sender before
+//	              Send once such a Stop has begun;
+//	              whoever gives a batch up at
 //	              Stop out of time; a sender whose Send
 //	              failed for good
 //	persistShard  the collector cutting or checkpointing -       -         write what is not      -
