@@ -204,8 +204,7 @@ func (q *Queue[T]) settleSent(b *pending[T], sent bool, rw *recordWriter) {
 				return
 			}
 		} else if b.claim.CompareAndSwap(t, 0) {
-			q.tier.persist(b, rw)
-			b.wrote.Store(t)
+			q.writeClaimed(b, t, rw)
 			return
 		}
 	}
@@ -271,8 +270,7 @@ func (c *collector[T]) writeUnwritten() {
 	slices.SortFunc(refs, func(x, y ticketRef[T]) int { return cmp.Compare(x.seq, y.seq) })
 	for _, r := range refs {
 		if r.b.claimToWrite(r.ticket) {
-			q.tier.persist(r.b, &c.enc)
-			r.b.wrote.Store(r.ticket)
+			q.writeClaimed(r.b, r.ticket, &c.enc)
 		}
 	}
 }
@@ -289,11 +287,17 @@ func (q *Queue[T]) persistOwned(b *pending[T], rw *recordWriter) {
 		return
 	}
 	if b.claimToWrite(t) {
-		q.tier.persist(b, rw)
-		b.wrote.Store(t)
+		q.writeClaimed(b, t, rw)
 		return
 	}
 	b.waitWrite(t)
+}
+
+// writeClaimed writes b, whose ticket t the caller claimed, and marks the
+// write over (wrote), which whoever waits for it (waitWrite) sees.
+func (q *Queue[T]) writeClaimed(b *pending[T], t uint64, rw *recordWriter) {
+	q.tier.persist(b, rw)
+	b.wrote.Store(t)
 }
 
 // ticketRef is a registered batch with its ticket, as writeUnwritten found

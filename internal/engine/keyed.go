@@ -924,8 +924,7 @@ func (c *collector[T]) settleFlight(s *keyedShard[T]) {
 		// (only the collector sets inflight again).
 		b := s.flight
 		if b.claimToWrite(t) {
-			c.q.tier.persist(b, &c.enc)
-			b.wrote.Store(t)
+			c.q.writeClaimed(b, t, &c.enc)
 		} else if b.claim.Load() == 0 {
 			for s.inflight.Load() && b.wrote.Load() != t {
 				runtime.Gosched()
