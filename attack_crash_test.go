@@ -9,18 +9,18 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	vq "github.com/vineroute/vinequeue"
+
+	"github.com/vineroute/vinequeue/internal/crashtest"
 )
 
 // The attack child: AckDurable callers, keyed producers and plain
@@ -238,20 +238,11 @@ func TestAttackCrashAckKeyed(t *testing.T) {
 				for run := range 2 {
 					spec := attackSpec{Dir: dir, Log: filepath.Join(logs, fmt.Sprint(run)), Mode: mode, Run: run + 1, Key: enc}
 					js, _ := json.Marshal(spec)
-					cmd := exec.Command(os.Args[0], "-test.run=^TestAttackCrashAckKeyed$")
-					cmd.Env = append(os.Environ(), attackChildEnv+"="+string(js))
-					var stderr strings.Builder
-					cmd.Stderr = &stderr
-					if err := cmd.Start(); err != nil {
-						if errors.Is(err, syscall.ENOEXEC) {
-							t.Skipf("needs to re-execute the test binary, which fails here (emulated run?): %v", err)
-						}
-						t.Fatal(err)
+					c := crashtest.Start(t, "TestAttackCrashAckKeyed", nil, attackChildEnv+"="+string(js))
+					if err := c.KillAfter(time.Duration(400+rand.IntN(600)) * time.Millisecond); err != nil { // the kill's moment: any
+						t.Fatalf("child run %d: %v", run, err)
 					}
-					time.Sleep(time.Duration(400+rand.IntN(600)) * time.Millisecond) // the kill's moment: any
-					_ = cmd.Process.Signal(syscall.SIGKILL)
-					_ = cmd.Wait()
-					if s := stderr.String(); strings.Contains(s, "panic") || strings.Contains(s, "DATA RACE") || strings.Contains(s, "New:") {
+					if s := c.Crashed("New:"); s != "" {
 						t.Fatalf("child run %d: %s", run, s)
 					}
 					durable := h.readLog(t, spec.Log)

@@ -9,18 +9,18 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	vq "github.com/vineroute/vinequeue"
+
+	"github.com/vineroute/vinequeue/internal/crashtest"
 )
 
 // The Periodic crash child: a sink that is slow, failing for a while, or
@@ -313,29 +313,14 @@ func TestAttackPeriodicCrashMixed(t *testing.T) {
 			for run := range kills {
 				spec := pcrashSpec{Dir: dir, Log: filepath.Join(logs, fmt.Sprint(run)), Run: run + 1, Park: park, Full: v.full}
 				js, _ := json.Marshal(spec)
-				cmd := exec.Command(os.Args[0], "-test.run=^TestAttackPeriodicCrashMixed$")
-				cmd.Env = append(os.Environ(), pcrashChildEnv+"="+string(js))
-				var stderr capped
-				cmd.Stderr = &stderr
-				if err := cmd.Start(); err != nil {
-					if errors.Is(err, syscall.ENOEXEC) {
-						t.Skipf("needs to re-execute the test binary, which fails here (emulated run?): %v", err)
-					}
-					t.Fatal(err)
-				}
-				exited := make(chan error, 1)
-				go func() { exited <- cmd.Wait() }()
+				c := crashtest.Start(t, "TestAttackPeriodicCrashMixed", nil, pcrashChildEnv+"="+string(js))
 				r := &pcrashRun{accepted: map[string]int64{}}
-				select { // the kill's moment: any
-				case err := <-exited:
-					t.Fatalf("child run %d exited by itself: %v: %s", run, err, stderr.tail())
-				case <-time.After(time.Duration(300+rand.IntN(900)) * time.Millisecond):
+				if err := c.KillAfter(time.Duration(300+rand.IntN(900)) * time.Millisecond); err != nil { // the kill's moment: any
+					t.Fatalf("child run %d: %v", run, err)
 				}
-				r.killAt = time.Now().UnixNano()
-				_ = cmd.Process.Signal(syscall.SIGKILL)
-				<-exited
-				if s := stderr.String(); strings.Contains(s, "panic") || strings.Contains(s, "DATA RACE") || strings.Contains(s, "fatal error") || strings.Contains(s, "New:") {
-					t.Fatalf("child run %d: %s", run, stderr.tail())
+				r.killAt = c.KilledAt().UnixNano()
+				if s := c.Crashed("New:"); s != "" {
+					t.Fatalf("child run %d: %s", run, s)
 				}
 				h.readLog(t, spec.Log, r)
 				runs = append(runs, r)

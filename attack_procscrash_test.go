@@ -12,6 +12,8 @@ import (
 	"time"
 
 	vq "github.com/vineroute/vinequeue"
+
+	"github.com/vineroute/vinequeue/internal/crashtest"
 )
 
 const procsChildEnv = "VINEQUEUE_ATTACK_PROCS_CHILD"
@@ -96,7 +98,7 @@ func TestAttackPeriodicProcsChangeCrash(t *testing.T) {
 	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	dir := t.TempDir()
-	killWhenReady(t, "TestAttackPeriodicProcsChangeCrash", "READY", procsChildEnv+"="+dir)
+	crashtest.KillWhenReady(t, "TestAttackPeriodicProcsChangeCrash", "READY", procsChildEnv+"="+dir)
 
 	var mu sync.Mutex
 	seen := map[string]int{}

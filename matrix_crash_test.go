@@ -4,23 +4,21 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	vq "github.com/vineroute/vinequeue"
+
+	"github.com/vineroute/vinequeue/internal/crashtest"
 )
 
 // The SIGKILL cells. The parent re-executes the test binary as a child (the
@@ -152,55 +150,27 @@ func runChild(t *testing.T, spec childSpec, sc scale) *runRec {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestMatrixCrash$")
-	cmd.Env = append(os.Environ(), matrixChildEnv+"="+string(js))
-	var stderr capped
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		if errors.Is(err, syscall.ENOEXEC) {
-			t.Skipf("SIGKILL cells need to re-execute the test binary, which fails here (emulated run?): %v", err)
-		}
-		t.Fatalf("re-exec of the test binary: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-
+	c := crashtest.Start(t, "TestMatrixCrash", nil, matrixChildEnv+"="+string(js))
 	rec := &runRec{run: spec.Run, killed: true}
-	var early error
 	started := eventually(10*time.Second, func() bool {
-		select {
-		case err := <-exited:
-			early = fmt.Errorf("exited: %v", err)
+		if c.Ended() {
 			return true
-		default:
 		}
 		fi, err := os.Stat(spec.Log)
 		return err == nil && fi.Size() > 0
 	})
-	if early == nil {
-		if !started {
-			rec.notef("child never started: no event in 10s")
-		}
-		delay := sc.killMin + rand.N(sc.killMax-sc.killMin)
-		select {
-		case err := <-exited:
-			early = fmt.Errorf("exited: %v", err)
-		case <-time.After(delay):
-			rec.killAt = time.Now().UnixNano()
-			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-				t.Fatalf("SIGKILL: %v", err)
-			}
-			<-exited
-		}
+	if !started {
+		rec.notef("child never started: no event in 10s")
 	}
-	if early != nil {
+	err = c.KillAfter(sc.killMin + rand.N(sc.killMax-sc.killMin))
+	rec.killAt = c.KilledAt().UnixNano()
+	if err != nil {
+		rec.killAt = time.Now().UnixNano()
 		// The child died on its own: a crash of the queue (say, "schedule:
 		// holding locks"). Its log still counts, as if killed then.
-		rec.killAt = time.Now().UnixNano()
-		rec.notef("child died before the kill: %v: %s", early, stderr.tail())
-	}
-	if s := stderr.String(); strings.Contains(s, "DATA RACE") || strings.Contains(s, "fatal error") || strings.Contains(s, "panic:") {
-		rec.notef("child stderr: %s", stderr.tail())
+		rec.notef("%v", err)
+	} else if s := c.Crashed(); s != "" {
+		rec.notef("child stderr: %s", s)
 	}
 	if err := parseChildLog(spec.Log, rec); err != nil {
 		t.Fatal(err)
@@ -272,44 +242,6 @@ func readAll(f *os.File) ([]byte, error) {
 	var b bytes.Buffer
 	_, err := b.ReadFrom(bufio.NewReader(f))
 	return b.Bytes(), err
-}
-
-// capped keeps the first 64 KiB written to it (a child's stderr).
-type capped struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (c *capped) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if room := 64<<10 - c.b.Len(); room > 0 {
-		c.b.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
-}
-
-func (c *capped) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.String()
-}
-
-// tail is the last lines of stderr, on one line, for a report.
-func (c *capped) tail() string {
-	s := strings.TrimSpace(c.String())
-	lines := strings.Split(s, "\n")
-	for i, l := range lines {
-		if strings.HasPrefix(l, "fatal error") || strings.HasPrefix(l, "panic:") || strings.Contains(l, "DATA RACE") {
-			lines = lines[i:]
-			break
-		}
-	}
-	n := 3
-	if len(lines) > 0 && strings.Contains(lines[0], "DATA RACE") {
-		n = 40 // both stacks: a race report is useless without them
-	}
-	return strings.Join(lines[:min(len(lines), n)], " | ")
 }
 
 // matrixChild is the child's side: the cell's queue, producers that run

@@ -4,16 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/vineroute/vinequeue/internal/crashtest"
 	"github.com/vineroute/vinequeue/wal"
 )
 
@@ -28,6 +28,10 @@ const keyedStuckEnv = "VINEQUEUE_PARK_KEYED_CHILD"
 
 // keyedStuckEncEnv, set, has that child encrypt its WAL.
 const keyedStuckEncEnv = "VINEQUEUE_PARK_KEYED_CHILD_ENCRYPTED"
+
+// parkReadyMsg is the line that child prints once its queue has parked key
+// 1 and written key 1's later items.
+const parkReadyMsg = "PARK-CHILD-READY"
 
 // stuckKey's first item hangs the only sender until its ctx ends, so
 // that the items enqueued after it stay in the main log.
@@ -179,9 +183,7 @@ func TestParkKeysKeyedReplaySIGKILL(t *testing.T) {
 	}
 	if dir := os.Getenv(keyedStuckEnv); dir != "" {
 		parkStuck(t, dir, Sync, encKey)
-		if err := os.WriteFile(filepath.Join(dir, "ready"), nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		fmt.Println(parkReadyMsg)
 		select {} // until SIGKILL
 	}
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
@@ -193,45 +195,11 @@ func TestParkKeysKeyedReplaySIGKILL(t *testing.T) {
 // encKey when not nil), kills it and checks the restart.
 func parkKeyedSIGKILL(t *testing.T, encKey []byte) {
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestParkKeysKeyedReplaySIGKILL$")
-	cmd.Env = append(os.Environ(), keyedStuckEnv+"="+dir)
+	env := []string{keyedStuckEnv + "=" + dir}
 	if encKey != nil {
-		cmd.Env = append(cmd.Env, keyedStuckEncEnv+"=1")
+		env = append(env, keyedStuckEncEnv+"=1")
 	}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		if errors.Is(err, syscall.ENOEXEC) {
-			t.Skipf("needs to re-execute the test binary, which fails here (emulated run?): %v", err)
-		}
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	ready := filepath.Join(dir, "ready")
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("child exited before it was ready: %v\n%s", err, out.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-exited
-			t.Fatalf("child not ready in 60s\n%s", out.String())
-		}
-	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-exited
-	if err := os.Remove(ready); err != nil {
-		t.Fatal(err)
-	}
+	crashtest.KillWhenReady(t, "TestParkKeysKeyedReplaySIGKILL", parkReadyMsg, env...)
 	// The child's dead letter: the failed one of key 1.
 	var keys [][]byte
 	if encKey != nil {

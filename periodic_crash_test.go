@@ -11,6 +11,8 @@ import (
 	"time"
 
 	vq "github.com/vineroute/vinequeue"
+
+	"github.com/vineroute/vinequeue/internal/crashtest"
 )
 
 // lazyChildEnv names the WAL directory a TestPeriodicCrashHeldSendReplays
@@ -104,7 +106,7 @@ func TestPeriodicCrashHeldSendReplays(t *testing.T) {
 		return
 	}
 	dir := t.TempDir()
-	killWhenReady(t, "TestPeriodicCrashHeldSendReplays", lazyReadyMsg, lazyChildEnv+"="+dir)
+	crashtest.KillWhenReady(t, "TestPeriodicCrashHeldSendReplays", lazyReadyMsg, lazyChildEnv+"="+dir)
 
 	var mu sync.Mutex
 	var got []string

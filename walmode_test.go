@@ -1,21 +1,20 @@
 package vinequeue
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vineroute/vinequeue/internal/crashtest"
 )
 
 func TestWALSyncDeliversAndAcks(t *testing.T) {
@@ -325,33 +324,18 @@ func TestCrashSIGKILL(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	next := 0
 	run := func(killAfter time.Duration, final bool) {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashSIGKILL$")
-		cmd.Env = append(os.Environ(), "VINEQUEUE_CRASH_CHILD="+dir, "VINEQUEUE_CRASH_START="+strconv.Itoa(next))
+		env := []string{"VINEQUEUE_CRASH_CHILD=" + dir, "VINEQUEUE_CRASH_START=" + strconv.Itoa(next)}
 		if final {
-			cmd.Env = append(cmd.Env, "VINEQUEUE_CRASH_FINAL=1")
+			env = append(env, "VINEQUEUE_CRASH_FINAL=1")
 		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			skipIfNoReexec(t, err)
-			t.Fatal(err)
-		}
-		var timer *time.Timer
-		if !final {
-			timer = time.AfterFunc(killAfter, func() { cmd.Process.Signal(syscall.SIGKILL) })
-		}
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			kind, num, ok := strings.Cut(sc.Text(), " ")
+		c := crashtest.Start(t, "TestCrashSIGKILL", func(line string) {
+			kind, num, ok := strings.Cut(line, " ")
 			if !ok {
-				continue
+				return
 			}
 			id, err := strconv.Atoi(num)
 			if err != nil {
-				continue
+				return
 			}
 			switch kind {
 			case "A":
@@ -360,13 +344,17 @@ func TestCrashSIGKILL(t *testing.T) {
 			case "D":
 				delivered[id] = true
 			}
+		}, env...)
+		if final {
+			if err := c.End(); err != nil {
+				t.Fatalf("final child failed: %v: %s", err, c.StderrTail())
+			}
+		} else {
+			// A child that ends first (it delivered all it had) is as good.
+			_ = c.KillAfter(killAfter)
 		}
-		err = cmd.Wait()
-		if timer != nil {
-			timer.Stop()
-		}
-		if final && err != nil {
-			t.Fatalf("final child failed: %v", err)
+		if s := c.Crashed(); s != "" {
+			t.Fatalf("child: %s", s)
 		}
 		next += 1_000_000 // ids of a killed child's unreported enqueues are never reused
 	}
