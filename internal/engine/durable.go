@@ -275,6 +275,43 @@ func (c *collector[T]) writeUnwritten() {
 	}
 }
 
+// writeKeyed is a checkpoint's pass over the keyed shards, after
+// writeUnwritten: in each shard, a backlog of full batches is cut into the
+// shard's cut queue, what the shard handed on is settled (settleFlight:
+// written, delivered, or another writer's write waited for; a key's
+// records reach the WAL in its order), and what is left, less than a
+// batch, is written where it is (persistShard). So every keyed item
+// accepted so far is then delivered or on disk, or its write is over. A
+// Stop that can run out of time runs it as it begins too (stop). It
+// reports false if a shard holds items whose write failed: the checkpoint
+// cannot claim them. Collector (the primary).
+func (c *collector[T]) writeKeyed() bool {
+	q := c.q
+	complete := true
+	size := int(q.batchSize.Load())
+	for i := range q.keyed.shards {
+		s := &q.keyed.shards[i]
+		// Cut rather than moved into the shard's queue and written
+		// there: each item is copied once rather than twice. The
+		// batches are written just below, and sent as they are (the
+		// collector's next cut dispatches them, one at a time).
+		for s.backlog() >= size && s.cutOne(c, size) {
+			q.keyed.kick.Store(true)
+		}
+		c.settleFlight(s) // what it handed on first: a key's order on disk
+		c.absorb(s, true) // what its ring holds, into the shard
+		s.mu.Lock()
+		q.tier.persistShard(c, s)
+		for _, sp := range s.spans {
+			if sp.id == 0 { // items whose write failed, held here
+				complete = false
+			}
+		}
+		s.mu.Unlock()
+	}
+	return complete
+}
+
 // persistOwned has the tier write b (persist), b being the caller's to
 // give up or to hand on (a batch waiting for a sender, cut and waiting in
 // a keyed shard, or given up at Stop), so that it cannot be recycled
