@@ -384,12 +384,16 @@ func (c *collector[T]) stop(req request) {
 	// then what the keyed shards hold behind a batch in flight, which
 	// cannot be cut before it is finished; and from here on a sender
 	// writes its batch before Send (take). So, out of time, it has nothing
-	// left to write past its deadline. A Stop whose ctx cannot end
-	// (Close) never gives a batch up, so it writes nothing it need not.
-	if _, ok := q.tier.(periodicTier[T]); ok && req.ctx.Done() != nil {
+	// left to write past its deadline. Its fsync starts too, and runs
+	// while ctx does: the log's close, which Stop waits for whether in
+	// time or not, then has next to nothing left to sync. A Stop whose ctx
+	// cannot end (Close) never gives a batch up, so it writes nothing it
+	// need not.
+	if t, ok := q.tier.(periodicTier[T]); ok && req.ctx.Done() != nil {
 		q.writeBeforeSend.Store(true)
 		c.writeUnwritten()
 		c.writeKeyed()
+		t.log.StartSync()
 	}
 	// Hand out everything: ready batches, the replay (which runs on while
 	// ctx allows) and the keyed shards (which dispatch once it is over).
