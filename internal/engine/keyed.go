@@ -928,12 +928,14 @@ func (c *collector[T]) settleFlight(s *keyedShard[T]) {
 		// While inflight is set, flight is not finished, so not recycled
 		// (only the collector sets inflight again).
 		b := s.flight
-		if b.claimToWrite(t) {
+		w := &c.q.durable.waits
+		if b.claimToWrite(t, w) {
 			c.q.writeClaimed(b, t, &c.enc)
 		} else if b.claim.Load() == 0 {
-			for s.inflight.Load() && b.wrote.Load() != t {
-				runtime.Gosched()
-			}
+			// Another writer's (its sender's, failed for good): over
+			// once wrote says so, or b is finished (retire waits for
+			// the write) and may be recycled.
+			w.wait(func() bool { return !s.inflight.Load() || b.wrote.Load() == t })
 		}
 	}
 	for _, b := range s.cutq.items() {
