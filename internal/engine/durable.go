@@ -290,8 +290,8 @@ func (b *pending[T]) hold(w *ticketWaits) bool {
 	return false
 }
 
-// release lets writers claim b again (see hold), and wakes one waiting
-// for that.
+// release lets writers claim b again (see hold), and wakes a writer
+// waiting for that.
 func (b *pending[T]) release(w *ticketWaits) {
 	b.claim.Store(b.ticket)
 	w.signal()

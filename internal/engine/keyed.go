@@ -68,7 +68,8 @@ const nKeyedShards = 64
 // in durable.go). A Stop that can run out of time does the checkpoint's
 // writing of the shards as it begins (writeKeyed), so that the items
 // waiting behind a batch in flight, which it cannot cut before that batch
-// is finished, are not left to write past its deadline. A key's items must reach the WAL in its order, since a
+// is finished, are not left to write past its deadline. A key's items
+// must reach the WAL in its order, since a
 // replay goes in record order: a checkpoint writes the batches handed on
 // in cut order and settles each shard's (settleFlight) before it writes
 // what the shard holds after them, and a shard's next batch is cut only
