@@ -175,6 +175,11 @@ const (
 	// stretches). A batch delivered before a checkpoint finds it is never
 	// written, so a sink that keeps up costs the WAL little. A batch
 	// written while in Send is acknowledged once Send returns nil.
+	// A Stop whose ctx can end writes, as it begins, what a checkpoint
+	// would then (keyed items waiting behind their key's batch in Send
+	// included), so that running out of time leaves every undelivered
+	// item in the WAL with nothing to write past the deadline; Close
+	// writes only what checkpoints do.
 	// Stats.DurableThrough says what is safe now. Enqueue stays on the
 	// fast path.
 	Periodic

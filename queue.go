@@ -119,10 +119,14 @@ func (q *Queue[T]) Flush(ctx context.Context) error { return q.e.Flush(ctx) }
 // (Stats.LeftOnDisk; Periodic and Sync modes), and what is only in memory
 // (no WAL, or Overflow mode's unspilled items) goes to OnDrop, counted in
 // Stats.Dropped. Either way every item is counted before Stop returns
-// (Stats.Buffered 0). In Periodic mode, where a batch in Send is not on disk
-// yet, a Stop whose ctx can end writes those batches as it begins (and
-// later ones before their Send), so that it never writes past its deadline;
-// Close, which cannot run out of time, writes only what a checkpoint does. Stop waits for the queue's goroutines to exit, except
+// (Stats.Buffered 0). In Periodic mode, where an item is on disk only once
+// a checkpoint found it undelivered, a Stop whose ctx can end first writes,
+// as it begins, every accepted item not delivered or on disk yet, as a
+// checkpoint would: the batches in Send or waiting for a sender, and the
+// keyed items waiting behind their key's batch in Send; later batches are
+// written before their Send. So at its deadline nothing is left to write,
+// and it never writes past it. Close, which cannot run out of time, writes
+// only what a checkpoint does. Stop waits for the queue's goroutines to exit, except
 // a sender whose Send ignores its cancelled ctx (its batch is given up all
 // the same and its late result ignored), and for OnDrop calls only while
 // each returns within 50 ms (see Config.OnDrop). Calling it again returns

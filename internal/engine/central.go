@@ -243,6 +243,12 @@ func (c *collector[T]) stopShards(ctx context.Context) chan error {
 // to OnDrop) when it ends.
 func (c *collector[T]) stopShard(ctx context.Context) error {
 	c.drain(true)
+	if _, ok := c.q.tier.(periodicTier[T]); ok && ctx.Done() != nil {
+		// As the primary's stop: a Stop that can run out of time writes
+		// what it cut, unwritten, now, while ctx runs (the primary's
+		// writeUnwritten may have looked before this drain registered it).
+		c.writeReady()
+	}
 	err := c.dispatch(ctx)
 	if err != nil {
 		c.writeReady() // a tier that writes undelivered batches: left in the WAL, not lost

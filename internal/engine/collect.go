@@ -377,16 +377,23 @@ func (c *collector[T]) stop(req request) {
 	}
 	c.drain(true)
 	c.cutKeyed(cutStop)
-	// A Stop that can run out of time writes what is in Send or retrying
-	// and not on disk (the periodic tier writes a batch only if it is
-	// found undelivered) now, while ctx still runs, and from here on a
-	// sender writes its batch before Send (take): so that, out of time, it
-	// has nothing of the senders' left to write past its deadline, where
-	// it would write up to Workers batches. A Stop whose ctx cannot end
-	// (Close) never gives a batch up, so it writes nothing it need not.
-	if req.ctx.Done() != nil {
+	// A Stop that can run out of time writes, now, while ctx still runs,
+	// everything accepted that is not delivered or on disk (the periodic
+	// tier writes a batch only if it is found undelivered), as a
+	// checkpoint does: the batches cut (waiting, in Send or retrying),
+	// then what the keyed shards hold behind a batch in flight, which
+	// cannot be cut before it is finished; and from here on a sender
+	// writes its batch before Send (take). So, out of time, it has nothing
+	// left to write past its deadline. Its fsync starts too, and runs
+	// while ctx does: the log's close, which Stop waits for whether in
+	// time or not, then has next to nothing left to sync. A Stop whose ctx
+	// cannot end (Close) never gives a batch up, so it writes nothing it
+	// need not.
+	if t, ok := q.tier.(periodicTier[T]); ok && req.ctx.Done() != nil {
 		q.writeBeforeSend.Store(true)
 		c.writeUnwritten()
+		c.writeKeyed()
+		t.log.StartSync()
 	}
 	// Hand out everything: ready batches, the replay (which runs on while
 	// ctx allows) and the keyed shards (which dispatch once it is over).
@@ -435,10 +442,15 @@ func (c *collector[T]) stop(req request) {
 		q.sendCancel()
 		reason := fmt.Errorf("%w: stop deadline: %w", ErrClosed, err)
 		c.cutKeyed(cutAll) // what cutStop left uncut, to be given up too
-		c.writeReady()     // a tier that writes undelivered batches: left in the WAL, not lost
+		// A tier that writes undelivered batches wrote them as Stop
+		// began (above), and the batches cut since are on disk already:
+		// these find nothing to write. They stay so that a batch some
+		// path left unwritten is still left in the WAL, in its key's
+		// order, late rather than lost.
+		c.writeReady()
 		given := append([]*pending[T](nil), c.ready.items()...)
 		c.ready.reset()
-		c.settleKeyed() // the same for keyed batches, in each key's order
+		c.settleKeyed()
 		given = append(given, q.keyed.takeAll()...)
 		// The replayer ends on sendCancel; a batch it was handing over
 		// meanwhile is given up too.

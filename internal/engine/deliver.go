@@ -59,7 +59,7 @@ func (q *Queue[T]) take(slot *senderSlot[T], b *pending[T]) bool {
 	if p := q.park; p != nil && len(b.keys) > 0 && b.letter == 0 {
 		// Items of parked keys leave b first (park.go), held against a
 		// checkpoint's write meanwhile: its items are changing.
-		held := b.hold()
+		held := b.hold(&q.durable.waits)
 		if p.divert(b) {
 			// Every item was parked: nothing to send. (A keyed batch:
 			// no EnqueueAck caller waits on it.)
@@ -67,7 +67,7 @@ func (q *Queue[T]) take(slot *senderSlot[T], b *pending[T]) bool {
 			return false
 		}
 		if held {
-			b.release()
+			b.release(&q.durable.waits)
 		}
 	}
 	if b.ticket != 0 && q.writeBeforeSend.Load() {
@@ -384,8 +384,8 @@ func (q *Queue[T]) callOnDrop(items []T, reason error) {
 // finish marks b done and, with recycle, recycles it. outcome is how it
 // ended for EnqueueAck's callers waiting on its items (nil: delivered).
 func (q *Queue[T]) finish(b *pending[T], recycle bool, outcome error) {
-	b.retire()   // no write of it under way or to come
-	q.written(b) // delivered or given up on: no longer at risk
+	b.retire(&q.durable.waits) // no write of it under way or to come
+	q.written(b)               // delivered or given up on: no longer at risk
 	settleAcks(b, outcome)
 	q.hold(-b.bytes)
 	seq, sd, n, replay, keyed, letter := b.seq, b.spill, len(b.items), b.replay, len(b.shards) > 0, b.letter

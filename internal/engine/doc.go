@@ -48,6 +48,14 @@
 //     for pinned calls covers it), so an item is either refused before it
 //     is written anywhere or accepted and delivered (or dropped and
 //     counted).
+//   - Stop keeps its deadline: once out of time it gives up what is left
+//     and writes nothing. In the periodic tier, where an item is written
+//     only if found undelivered, a Stop whose ctx can end runs a
+//     checkpoint's writing as it begins (writeUnwritten, then writeKeyed
+//     for what keyed shards hold behind a batch in flight, in each key's
+//     order), and senders write later batches before Send; a Stop whose
+//     ctx cannot end (Close) gives nothing up, so it writes nothing
+//     for Stop's sake (collector.stop).
 //   - Retention: a drained ring slot, batch slot or fifo slot holding
 //     pointers is zeroed.
 //

@@ -54,6 +54,9 @@ type durableMark[T any] struct {
 	// claim and write. The ticket and seq are copied here: once a batch
 	// leaves the registry it may be recycled, and its fields rewritten.
 	tickets map[*pending[T]]ticketOf
+	// waits is where those who wait on a ticket (waitWrite, claimToWrite,
+	// settleFlight) sleep once a short spin has not seen the end.
+	waits ticketWaits
 }
 
 // ticketOf is what the registry keeps of a batch with a ticket.
@@ -152,10 +155,11 @@ const (
 )
 
 // claimToWrite claims b, whose ticket is t, for a writer: true if the
-// caller is to write it (then wroteClaimed); false if someone else claimed
+// caller is to write it (then writeClaimed); false if someone else claimed
 // it first (a write under way or over, delivered, finished or recycled).
-// It waits while b's sender holds it.
-func (b *pending[T]) claimToWrite(t uint64) bool {
+// It waits (w) while b's sender holds it: parking's divert, a few item
+// moves, or a dead letter's write and fsync.
+func (b *pending[T]) claimToWrite(t uint64, w *ticketWaits) bool {
 	for {
 		switch c := b.claim.Load(); c {
 		case t:
@@ -163,22 +167,83 @@ func (b *pending[T]) claimToWrite(t uint64) bool {
 				return true
 			}
 		case t | claimHeld:
-			runtime.Gosched() // parking's divert: a few item moves, or a dead letter's write
+			w.wait(func() bool { return b.claim.Load() != t|claimHeld })
 		default:
 			return false
 		}
 	}
 }
 
-// waitWrite waits for the write of b (ticket t) a writer claimed, if any:
-// only by whoever keeps b from being recycled meanwhile.
-func (b *pending[T]) waitWrite(t uint64) {
+// waitWrite waits (w) for the write of b (ticket t) a writer claimed, if
+// any: only by whoever keeps b from being recycled meanwhile.
+func (b *pending[T]) waitWrite(t uint64, w *ticketWaits) {
 	if b.claim.Load() != 0 {
 		return
 	}
-	for b.wrote.Load() != t {
+	w.wait(func() bool { return b.wrote.Load() == t })
+}
+
+// ticketWaits lets a goroutine that waits on a write ticket (a write of a
+// batch to be over, a held batch to be let go) sleep rather than spin: the
+// write is an encoding, a compression and a write to the log, milliseconds
+// for a large batch or a slow disk (longer when the log must make room),
+// and a Gosched loop kept a core busy all that time. A wait spins briefly
+// first (most writes are over in microseconds), then sleeps until the next
+// signal, made after every change a waiter may wait for (writeClaimed,
+// release, retire), and looks again. One per queue: waits are rare and
+// short, so a signal wakes every sleeper, and a signal with none costs one
+// atomic load.
+type ticketWaits struct {
+	sleeping atomic.Int32 // goroutines between taking ch and looking again
+	mu       sync.Mutex
+	ch       chan struct{} // closed by the next signal (nil: none made yet)
+}
+
+// ticketSpins is how many times a wait yields before it sleeps: a few
+// microseconds, the length of the writes most waits are for.
+const ticketSpins = 16
+
+// wait returns once done reports true (done reads atomics only).
+func (w *ticketWaits) wait(done func() bool) {
+	for range ticketSpins {
+		if done() {
+			return
+		}
 		runtime.Gosched()
 	}
+	for {
+		w.mu.Lock()
+		if w.ch == nil {
+			w.ch = make(chan struct{})
+		}
+		ch := w.ch
+		w.sleeping.Add(1)
+		w.mu.Unlock()
+		// Counted as sleeping before looking: a change made after this
+		// look is signalled (signal sees the count), and one made before
+		// it is seen here.
+		ok := done()
+		if !ok {
+			<-ch
+		}
+		w.sleeping.Add(-1)
+		if ok {
+			return
+		}
+	}
+}
+
+// signal wakes every waiter, after a change one may wait for.
+func (w *ticketWaits) signal() {
+	if w.sleeping.Load() == 0 {
+		return
+	}
+	w.mu.Lock()
+	if w.ch != nil {
+		close(w.ch)
+		w.ch = nil
+	}
+	w.mu.Unlock()
 }
 
 // settleSent is b's sender's side once Send is over (or b is given up),
@@ -195,7 +260,7 @@ func (q *Queue[T]) settleSent(b *pending[T], sent bool, rw *recordWriter) {
 	for {
 		c := b.claim.Load()
 		if c != t {
-			b.waitWrite(t) // 0: a writer's; taken: nothing under way
+			b.waitWrite(t, &q.durable.waits) // 0: a writer's; taken: nothing under way
 			return
 		}
 		if sent {
@@ -213,7 +278,7 @@ func (q *Queue[T]) settleSent(b *pending[T], sent bool, rw *recordWriter) {
 // hold keeps writers off b while its sender changes its items (parking):
 // true if the caller holds it (then release, or retire); false if b has no
 // ticket, or a writer claimed it first (whose write is then over).
-func (b *pending[T]) hold() bool {
+func (b *pending[T]) hold(w *ticketWaits) bool {
 	t := b.ticket
 	if t == 0 {
 		return false
@@ -221,18 +286,22 @@ func (b *pending[T]) hold() bool {
 	if b.claim.CompareAndSwap(t, t|claimHeld) {
 		return true
 	}
-	b.waitWrite(t)
+	b.waitWrite(t, w)
 	return false
 }
 
-// release lets writers claim b again (see hold).
-func (b *pending[T]) release() { b.claim.Store(b.ticket) }
+// release lets writers claim b again (see hold), and wakes a writer
+// waiting for that.
+func (b *pending[T]) release(w *ticketWaits) {
+	b.claim.Store(b.ticket)
+	w.signal()
+}
 
 // retire ends b's ticket as b is finished: nobody may claim it from now
 // on, and a write claimed earlier is over. Every path that finishes a
 // batch has settled it already; this is what makes recycling it safe
 // whatever the path.
-func (b *pending[T]) retire() {
+func (b *pending[T]) retire(w *ticketWaits) {
 	t := b.ticket
 	if t == 0 {
 		return
@@ -241,11 +310,14 @@ func (b *pending[T]) retire() {
 		c := b.claim.Load()
 		switch {
 		case c == 0:
-			b.waitWrite(t)
+			b.waitWrite(t, w)
 			return
 		case c&claimTaken != 0:
 			return
 		case b.claim.CompareAndSwap(c, t|claimTaken): // t, or held by the caller
+			if c != t {
+				w.signal() // a writer may wait for the hold to end
+			}
 			return
 		}
 	}
@@ -269,10 +341,47 @@ func (c *collector[T]) writeUnwritten() {
 	d.mu.Unlock()
 	slices.SortFunc(refs, func(x, y ticketRef[T]) int { return cmp.Compare(x.seq, y.seq) })
 	for _, r := range refs {
-		if r.b.claimToWrite(r.ticket) {
+		if r.b.claimToWrite(r.ticket, &d.waits) {
 			q.writeClaimed(r.b, r.ticket, &c.enc)
 		}
 	}
+}
+
+// writeKeyed is a checkpoint's pass over the keyed shards, after
+// writeUnwritten: in each shard, a backlog of full batches is cut into the
+// shard's cut queue, what the shard handed on is settled (settleFlight:
+// written, delivered, or another writer's write waited for; a key's
+// records reach the WAL in its order), and what is left, less than a
+// batch, is written where it is (persistShard). So every keyed item
+// accepted so far is then delivered or on disk, or its write is over. A
+// Stop that can run out of time runs it as it begins too (stop). It
+// reports false if a shard holds items whose write failed: the checkpoint
+// cannot claim them. Collector (the primary).
+func (c *collector[T]) writeKeyed() bool {
+	q := c.q
+	complete := true
+	size := int(q.batchSize.Load())
+	for i := range q.keyed.shards {
+		s := &q.keyed.shards[i]
+		// Cut rather than moved into the shard's queue and written
+		// there: each item is copied once rather than twice. The
+		// batches are written just below, and sent as they are (the
+		// collector's next cut dispatches them, one at a time).
+		for s.backlog() >= size && s.cutOne(c, size) {
+			q.keyed.kick.Store(true)
+		}
+		c.settleFlight(s) // what it handed on first: a key's order on disk
+		c.absorb(s, true) // what its ring holds, into the shard
+		s.mu.Lock()
+		q.tier.persistShard(c, s)
+		for _, sp := range s.spans {
+			if sp.id == 0 { // items whose write failed, held here
+				complete = false
+			}
+		}
+		s.mu.Unlock()
+	}
+	return complete
 }
 
 // persistOwned has the tier write b (persist), b being the caller's to
@@ -286,18 +395,20 @@ func (q *Queue[T]) persistOwned(b *pending[T], rw *recordWriter) {
 		q.tier.persist(b, rw)
 		return
 	}
-	if b.claimToWrite(t) {
+	if b.claimToWrite(t, &q.durable.waits) {
 		q.writeClaimed(b, t, rw)
 		return
 	}
-	b.waitWrite(t)
+	b.waitWrite(t, &q.durable.waits)
 }
 
 // writeClaimed writes b, whose ticket t the caller claimed, and marks the
-// write over (wrote), which whoever waits for it (waitWrite) sees.
+// write over (wrote), which whoever waits for it (waitWrite, settleFlight)
+// sees, woken.
 func (q *Queue[T]) writeClaimed(b *pending[T], t uint64, rw *recordWriter) {
 	q.tier.persist(b, rw)
 	b.wrote.Store(t)
+	q.durable.waits.signal()
 }
 
 // ticketRef is a registered batch with its ticket, as writeUnwritten found

@@ -65,7 +65,11 @@ const nKeyedShards = 64
 // (persistShard) without cutting it; a keyed batch cut from the rings
 // instead goes to Send unwritten, and is written only if a checkpoint or
 // a Stop out of time finds it undelivered (registerKeyed; the write ticket
-// in durable.go). A key's items must reach the WAL in its order, since a
+// in durable.go). A Stop that can run out of time does the checkpoint's
+// writing of the shards as it begins (writeKeyed), so that the items
+// waiting behind a batch in flight, which it cannot cut before that batch
+// is finished, are not left to write past its deadline. A key's items
+// must reach the WAL in its order, since a
 // replay goes in record order: a checkpoint writes the batches handed on
 // in cut order and settles each shard's (settleFlight) before it writes
 // what the shard holds after them, and a shard's next batch is cut only
@@ -917,18 +921,22 @@ func (c *collector[T]) registerKeyed(b *pending[T]) {
 // delivered, first; if another writer claimed it first, its write is
 // waited for), then the batches cut for Flush or Stop and waiting in the
 // shard's cut queue, in order. A checkpoint's writeUnwritten has written
-// them already, in cut order; a Stop out of time has not. Collector only.
+// them already, in cut order, as has a Stop that could run out of time, as
+// it began (the batches it cut since come from the shard's queue, on disk
+// already). Collector only.
 func (c *collector[T]) settleFlight(s *keyedShard[T]) {
 	if t := s.flightTicket; t != 0 && s.inflight.Load() {
 		// While inflight is set, flight is not finished, so not recycled
 		// (only the collector sets inflight again).
 		b := s.flight
-		if b.claimToWrite(t) {
+		w := &c.q.durable.waits
+		if b.claimToWrite(t, w) {
 			c.q.writeClaimed(b, t, &c.enc)
 		} else if b.claim.Load() == 0 {
-			for s.inflight.Load() && b.wrote.Load() != t {
-				runtime.Gosched()
-			}
+			// Another writer's (its sender's, failed for good): over
+			// once wrote says so, or b is finished (retire waits for
+			// the write) and may be recycled.
+			w.wait(func() bool { return !s.inflight.Load() || b.wrote.Load() == t })
 		}
 	}
 	for _, b := range s.cutq.items() {
@@ -938,6 +946,7 @@ func (c *collector[T]) settleFlight(s *keyedShard[T]) {
 
 // settleKeyed settles every shard (settleFlight): Stop out of time, so
 // that what was cut and not sent stays in the WAL rather than being lost.
+// It finds nothing to write when Stop's first pass (writeKeyed) ran.
 func (c *collector[T]) settleKeyed() {
 	if _, ok := c.q.tier.(periodicTier[T]); !ok {
 		return

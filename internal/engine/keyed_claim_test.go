@@ -90,7 +90,7 @@ func TestKeyedBatchWrittenOnce(t *testing.T) {
 	// Another writer first (its Send failed for good): settleFlight
 	// waits for that write.
 	b = cutUnwritten(c, s, 3, 6, 7)
-	if !b.claimToWrite(b.ticket) {
+	if !b.claimToWrite(b.ticket, &q.durable.waits) {
 		t.Fatal("a writer could not claim an unclaimed batch")
 	}
 	settled := make(chan uint64)
@@ -98,8 +98,7 @@ func TestKeyedBatchWrittenOnce(t *testing.T) {
 		c.settleFlight(s)
 		settled <- log.Stats().Appended // what is on disk once it returns
 	}()
-	q.tier.persist(b, &recordWriter{})
-	b.wrote.Store(b.ticket)
+	q.writeClaimed(b, b.ticket, &recordWriter{})
 	if atSettle := <-settled; atSettle != 2 {
 		t.Fatalf("settleFlight returned with %d records written; want it to wait for the other write", atSettle)
 	}
@@ -112,14 +111,14 @@ func TestKeyedBatchWrittenOnce(t *testing.T) {
 	// the batch finished: settleFlight waits for the hold and writes
 	// nothing.
 	b = cutUnwritten(c, s, 4, 8)
-	if !b.hold() {
+	if !b.hold(&q.durable.waits) {
 		t.Fatal("the sender could not hold an unclaimed batch")
 	}
 	go func() {
 		c.settleFlight(s)
 		settled <- 0
 	}()
-	b.retire() // finished while held
+	b.retire(&q.durable.waits) // finished while held
 	s.inflight.Store(false)
 	<-settled
 	if got := log.Stats().Appended; got != 2 {
@@ -141,8 +140,8 @@ func TestCheckpointWritesUnwrittenInCutOrder(t *testing.T) {
 		q.registerUnwritten(b, c.since)
 		bs = append(bs, b)
 	}
-	q.settleSent(bs[1], true, &recordWriter{}) // delivered before the checkpoint
-	if !bs[3].claimToWrite(bs[3].ticket) {     // another writer's, not over yet
+	q.settleSent(bs[1], true, &recordWriter{})               // delivered before the checkpoint
+	if !bs[3].claimToWrite(bs[3].ticket, &q.durable.waits) { // another writer's, not over yet
 		t.Fatal("could not claim")
 	}
 	c.writeUnwritten()
@@ -219,7 +218,7 @@ func TestCheckpointWaitsForHeldBatch(t *testing.T) {
 	c.since = 50
 	b := &pending[int]{items: []int{1, 2, 3}, seq: 7}
 	q.registerUnwritten(b, c.since)
-	if !b.hold() {
+	if !b.hold(&q.durable.waits) {
 		t.Fatal("could not hold an unclaimed batch")
 	}
 	done := make(chan struct{})
@@ -236,7 +235,7 @@ func TestCheckpointWaitsForHeldBatch(t *testing.T) {
 	if got := log.Stats().Appended; got != 0 {
 		t.Fatalf("%d records written while held", got)
 	}
-	b.release()
+	b.release(&q.durable.waits)
 	<-done
 	if ls := log.Stats(); ls.Appended != 1 || ls.Items != 2 || !b.onDisk() {
 		t.Fatalf("%d records of %d items, spans %v; want the 2 items left written", ls.Appended, ls.Items, b.spans)

@@ -30,7 +30,8 @@ import "time"
 //	              Stop out of time; a sender whose Send
 //	              failed for good
 //	persistShard  the collector cutting or checkpointing -       -         write what is not      -
-//	              a keyed shard (shard lock held)                          on disk
+//	              a keyed shard, and as a Stop whose                       on disk
+//	              ctx can end begins (shard lock held)
 //	checkpoint    the collector, every checkpointEvery   never   never     cut, write, fsync      never
 //	acknowledge   a sender after Send returned nil, or   -       AckRange  AckRange               AckRange
 //	              whoever drops a batch (OnDrop)

@@ -768,27 +768,8 @@ func (t periodicTier[T]) checkpoint(c *collector[T]) {
 	// before what the keyed shards hold, so that a key's in-flight batch
 	// reaches the WAL before the items after it.
 	c.writeUnwritten()
-	size := int(q.batchSize.Load())
-	for i := range q.keyed.shards {
-		s := &q.keyed.shards[i]
-		// A backlog of full batches is cut into the shard's cut queue, as
-		// Stop cuts it (those batches are written just below, and sent as
-		// they are), rather than moved into the shard's queue and written
-		// there: each item is copied once rather than twice. What is left,
-		// less than a batch, is written where it is.
-		for s.backlog() >= size && s.cutOne(c, size) {
-			q.keyed.kick.Store(true) // dispatched on the collector's next cut
-		}
-		c.settleFlight(s) // what it handed on first: a key's order on disk
-		c.absorb(s, true) // what its ring holds, into the shard
-		s.mu.Lock()
-		t.persistShard(c, s)
-		for _, sp := range s.spans {
-			if sp.id == 0 { // items whose write failed, held here
-				complete = false
-			}
-		}
-		s.mu.Unlock()
+	if !c.writeKeyed() {
+		complete = false
 	}
 	// The bound is taken before the fsync starts: a batch whose write
 	// ends after it still holds it, and one whose write ended before it
