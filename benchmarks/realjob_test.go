@@ -499,6 +499,8 @@ func TestRealJob(t *testing.T) {
 		vineQueue("vq-mem-key-nolinger", vqSetup{keyed: true, workers: kafkaWorkers, clientOpts: []kgo.Opt{kgo.ProducerLinger(0)}}),
 		vineQueue("vq-periodic-key", vqSetup{keyed: true, wal: true, mode: vinequeue.Periodic, workers: kafkaWorkers}),
 		vineQueue("vq-sync-key", vqSetup{keyed: true, wal: true, mode: vinequeue.Sync, workers: kafkaWorkers}),
+		durableFloor("durable-floor", 1),
+		durableFloor("durable-floor-x2", 2),
 	}
 	if only := os.Getenv("VINEBENCH_REALJOB_ONLY"); only != "" {
 		// franz-go stays: it is every ratio's base.
