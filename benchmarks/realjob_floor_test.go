@@ -244,3 +244,66 @@ func (l *floorLog) close() error {
 	l.wg.Wait()
 	return l.f.Close()
 }
+
+// TestDurableFloorWritesEveryRecord: the floor's committer writes every
+// record a caller handed it before the caller returns, in whole groups one
+// after another from the file's start (no wrap at this size), whatever the
+// number of fdatasyncs in flight; an append after close is refused.
+func TestDurableFloorWritesEveryRecord(t *testing.T) {
+	for _, inFlight := range []int{1, 2} {
+		t.Run(fmt.Sprintf("inFlight=%d", inFlight), func(t *testing.T) {
+			const producers, per = 16, 200
+			path := filepath.Join(t.TempDir(), "floor")
+			fl, err := openFloorLog(path, 1<<20, inFlight)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			for g := range producers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range per {
+						if err := fl.append(fmt.Appendf(nil, "k%02d", g), fmt.Appendf(nil, "v%04d", i)); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if err := fl.close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := fl.append([]byte("k"), []byte("v")); !errors.Is(err, errFloorClosed) {
+				t.Fatalf("append after close: %v, want errFloorClosed", err)
+			}
+			if fl.records != producers*per || fl.rounds < 1 || fl.rounds > fl.records {
+				t.Fatalf("%d records in %d rounds, want %d records", fl.records, fl.rounds, producers*per)
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next := make(map[string]int) // per producer, the next value it wrote
+			for n := 0; n < producers*per; n++ {
+				var kv [2][]byte
+				for j := range kv {
+					size, k := binary.Uvarint(b)
+					if k <= 0 || int(size) > len(b)-k {
+						t.Fatalf("record %d: bad length at its field %d", n, j)
+					}
+					kv[j], b = b[k:k+int(size)], b[k+int(size):]
+				}
+				key, want := string(kv[0]), fmt.Sprintf("v%04d", next[string(kv[0])])
+				if string(kv[1]) != want {
+					t.Fatalf("record %d of %s: %q, want %q (each caller's records in its order)", n, key, kv[1], want)
+				}
+				next[key]++
+			}
+			if len(next) != producers {
+				t.Fatalf("records from %d producers, want %d", len(next), producers)
+			}
+		})
+	}
+}

@@ -51,6 +51,15 @@ import (
 //     contrib/kafka was before it lingered.
 //   - vq-periodic-key, vq-sync-key: the same through EnqueueKey with a WAL
 //     in Periodic and Sync mode (t.TempDir).
+//   - durable-floor, durable-floor-x2: no Kafka and no queue, the ceiling
+//     of any call that returns only once its own record is fdatasynced,
+//     as a Sync-mode EnqueueKey does: each producer hands its record to a
+//     minimal group committer (one pwrite and one fdatasync per group, into
+//     a preallocated, zero-filled file in t.TempDir) and waits for the
+//     fdatasync that covers it; x2 lets two groups' fdatasyncs overlap
+//     (realjob_floor_test.go). Beside franz-go it says whether Sync can
+//     reach franz-go on this disk at all; beside vq-sync-key, how much of
+//     Sync's time is the queue's own.
 //
 // Columns (the README explains each): events/s over the whole run (first
 // call to last ack); process CPU per event (getrusage of this process
