@@ -18,8 +18,9 @@ import (
 // only once its own record is durable can reach on this disk, with no
 // Kafka and no queue. It is the yardstick for vq-sync-key, whose
 // EnqueueKey returns only after its item's fdatasync: what separates
-// vq-sync-key from the floor is VineQueue's own cost, and what separates
-// the floor from franz-go is the disk's.
+// vq-sync-key from the floor is VineQueue's own cost and the WAL's file
+// preparation (durable-floor-falloc, below), and what separates the floor
+// from franz-go is the disk's.
 //
 // Each producer hands its record (key and value, length-prefixed) to a
 // minimal group committer and waits until a pwrite and an fdatasync
@@ -34,6 +35,13 @@ import (
 // fallocated segments are not zero-filled by default, so its first sync
 // into each range also commits that conversion).
 //
+// durable-floor-falloc is durable-floor on a file that is only fallocated,
+// as the WAL's segments are, and large enough that the run never writes a
+// byte twice (up to floorFallocMax): each fdatasync then also commits the
+// extents its write converted from unwritten to written. Between it and
+// durable-floor is what the file's preparation costs; between it and
+// vq-sync-key, the rest of the queue's own cost.
+//
 // inFlight is how many groups may be between their pwrite and the end of
 // their fdatasync at once: 1 is the classic group commit (one fdatasync at
 // a time; callers who arrive during it wait for it and then for the next);
@@ -43,9 +51,15 @@ import (
 // the round's length, or a 20 µs lull) for them to add their next records,
 // as the WAL's group commit does: otherwise a round cut at once holds the
 // first caller back and the others wait through its fdatasync.
-func durableFloor(name string, inFlight int) realJobContender {
-	return realJobContender{name: name, start: func(t *testing.T, _ string, _ int) (func([]byte, []byte) error, func() error) {
-		fl, err := openFloorLog(filepath.Join(t.TempDir(), "floor"), floorFileSize, inFlight)
+func durableFloor(name string, inFlight int, zeroFill bool) realJobContender {
+	return realJobContender{name: name, start: func(t *testing.T, _ string, events int) (func([]byte, []byte) error, func() error) {
+		size := int64(floorFileSize)
+		if !zeroFill {
+			// Every record written once: its key, its value and their
+			// length prefixes, with a segment's worth to spare.
+			size = min(int64(events)*int64(realJobValueSize+len("user-00000")+4)+floorFileSize, floorFallocMax)
+		}
+		fl, err := openFloorLog(filepath.Join(t.TempDir(), "floor"), size, inFlight, zeroFill)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,8 +74,13 @@ func durableFloor(name string, inFlight int) realJobContender {
 	}}
 }
 
-// floorFileSize is the floor's file: one WAL segment's size.
-const floorFileSize = 64 << 20
+// floorFileSize is the floor's zero-filled file: one WAL segment's size.
+// floorFallocMax bounds the fallocated one (a run of more events than fit
+// writes it in a circle too, and its later laps cost less).
+const (
+	floorFileSize  = 64 << 20
+	floorFallocMax = 1 << 30
+)
 
 // floorLog is the durable floor's group commit.
 type floorLog struct {
@@ -89,7 +108,7 @@ type floorGroup struct {
 	done chan struct{}
 }
 
-func openFloorLog(path string, size int64, inFlight int) (*floorLog, error) {
+func openFloorLog(path string, size int64, inFlight int, zeroFill bool) (*floorLog, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
@@ -99,7 +118,7 @@ func openFloorLog(path string, size int64, inFlight int) (*floorLog, error) {
 		return nil, fmt.Errorf("fallocate: %w", err)
 	}
 	zeros := make([]byte, 1<<20)
-	for off := int64(0); off < size; off += int64(len(zeros)) {
+	for off := int64(0); zeroFill && off < size; off += int64(len(zeros)) {
 		if _, err := f.WriteAt(zeros, off); err != nil {
 			f.Close()
 			return nil, err
@@ -180,7 +199,7 @@ func (l *floorLog) commit() {
 		l.cur = l.newGroupLocked()
 		off := l.pos
 		if off+int64(len(g.buf)) > l.size {
-			off = 0 // around the circle: every byte of the file was written once already
+			off = 0 // around the circle
 		}
 		l.pos = off + int64(len(g.buf))
 		l.rounds++
@@ -254,7 +273,7 @@ func TestDurableFloorWritesEveryRecord(t *testing.T) {
 		t.Run(fmt.Sprintf("inFlight=%d", inFlight), func(t *testing.T) {
 			const producers, per = 16, 200
 			path := filepath.Join(t.TempDir(), "floor")
-			fl, err := openFloorLog(path, 1<<20, inFlight)
+			fl, err := openFloorLog(path, 1<<20, inFlight, inFlight == 1)
 			if err != nil {
 				t.Fatal(err)
 			}

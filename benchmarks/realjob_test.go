@@ -59,7 +59,9 @@ import (
 //     fdatasync that covers it; x2 lets two groups' fdatasyncs overlap
 //     (realjob_floor_test.go). Beside franz-go it says whether Sync can
 //     reach franz-go on this disk at all; beside vq-sync-key, how much of
-//     Sync's time is the queue's own.
+//     Sync's time is the queue's own. durable-floor-falloc is
+//     durable-floor on a file only fallocated, as the WAL's segments are
+//     (each fdatasync also commits the extents its write converted).
 //
 // Columns (the README explains each): events/s over the whole run (first
 // call to last ack); process CPU per event (getrusage of this process
@@ -508,8 +510,9 @@ func TestRealJob(t *testing.T) {
 		vineQueue("vq-mem-key-nolinger", vqSetup{keyed: true, workers: kafkaWorkers, clientOpts: []kgo.Opt{kgo.ProducerLinger(0)}}),
 		vineQueue("vq-periodic-key", vqSetup{keyed: true, wal: true, mode: vinequeue.Periodic, workers: kafkaWorkers}),
 		vineQueue("vq-sync-key", vqSetup{keyed: true, wal: true, mode: vinequeue.Sync, workers: kafkaWorkers}),
-		durableFloor("durable-floor", 1),
-		durableFloor("durable-floor-x2", 2),
+		durableFloor("durable-floor", 1, true),
+		durableFloor("durable-floor-x2", 2, true),
+		durableFloor("durable-floor-falloc", 1, false),
 	}
 	if only := os.Getenv("VINEBENCH_REALJOB_ONLY"); only != "" {
 		// franz-go stays: it is every ratio's base.
