@@ -18,6 +18,7 @@ require (
 	github.com/twmb/franz-go/pkg/kmsg v1.15.1
 	github.com/vineroute/vinequeue v0.2.0
 	github.com/vineroute/vinequeue/contrib/kafka v0.2.0
+	golang.org/x/sys v0.50.0
 )
 
 require github.com/klauspost/compress v1.20.3 // indirect
@@ -40,5 +41,4 @@ require (
 	github.com/tidwall/tinylru v1.1.0 // indirect
 	golang.org/x/crypto v0.57.0 // indirect
 	golang.org/x/net v0.59.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
 )

@@ -51,6 +51,17 @@ import (
 //     contrib/kafka was before it lingered.
 //   - vq-periodic-key, vq-sync-key: the same through EnqueueKey with a WAL
 //     in Periodic and Sync mode (t.TempDir).
+//   - durable-floor, durable-floor-x2: no Kafka and no queue, the ceiling
+//     of any call that returns only once its own record is fdatasynced,
+//     as a Sync-mode EnqueueKey does: each producer hands its record to a
+//     minimal group committer (one pwrite and one fdatasync per group, into
+//     a preallocated, zero-filled file in t.TempDir) and waits for the
+//     fdatasync that covers it; x2 lets two groups' fdatasyncs overlap
+//     (realjob_floor_test.go). Beside franz-go it says whether Sync can
+//     reach franz-go on this disk at all; beside vq-sync-key, how much of
+//     Sync's time is the queue's own. durable-floor-falloc is
+//     durable-floor on a file only fallocated, as the WAL's segments are
+//     (each fdatasync also commits the extents its write converted).
 //
 // Columns (the README explains each): events/s over the whole run (first
 // call to last ack); process CPU per event (getrusage of this process
@@ -499,6 +510,9 @@ func TestRealJob(t *testing.T) {
 		vineQueue("vq-mem-key-nolinger", vqSetup{keyed: true, workers: kafkaWorkers, clientOpts: []kgo.Opt{kgo.ProducerLinger(0)}}),
 		vineQueue("vq-periodic-key", vqSetup{keyed: true, wal: true, mode: vinequeue.Periodic, workers: kafkaWorkers}),
 		vineQueue("vq-sync-key", vqSetup{keyed: true, wal: true, mode: vinequeue.Sync, workers: kafkaWorkers}),
+		durableFloor("durable-floor", 1, true),
+		durableFloor("durable-floor-x2", 2, true),
+		durableFloor("durable-floor-falloc", 1, false),
 	}
 	if only := os.Getenv("VINEBENCH_REALJOB_ONLY"); only != "" {
 		// franz-go stays: it is every ratio's base.
