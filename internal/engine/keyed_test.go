@@ -363,11 +363,10 @@ func TestKeyedSparesFromCollector(t *testing.T) {
 		n, ok := s.tryPush(next, next, 8)
 		pin.Unpin()
 		if !ok {
-			var err error
-			if n, err = q.pushSlow(s, next, next, 8); err != nil {
+			if _, err := q.pushSlow(s, next, next, 8); err != nil {
 				t.Fatal(err)
 			}
-		} else if due, mid := s.spareDue(n); due {
+		} else if due, mid := s.spareDue(n); due { // as EnqueueKey
 			q.prepareSpare(s, mid)
 		}
 		next++
