@@ -80,7 +80,8 @@ import (
 // A keyed item waits in its shard's ring slot (keyed.go), which holds the
 // item, its key and its size: what SizeOf counts and 24 bytes more, not
 // charged. A shard's empty rings (the current one's unused slots, the
-// spares a busy shard keeps) are not charged either: at most 32 KiB per
+// spares a busy shard keeps: those it absorbed, and up to keyedSparesMax
+// the collector made for it) are not charged either: at most 32 KiB per
 // ring; an idle shard keeps only its current ring.
 //
 // Items sitting in rings are charged for their slots only: what SizeOf

@@ -64,9 +64,9 @@
 // Every exported method is safe for concurrent use. Producers run intake;
 // one collector goroutine per central shard (Config.Collectors) owns that
 // shard's handed-off rings, the batch it is cutting and its ready list; the
-// primary collector also owns the keyed shards' cut queues, the durable
-// inbox, the ack inbox, Flush and Stop, and asks the others to drain for
-// them (central.go); Workers sender goroutines, shared by the shards, each
+// primary collector also owns the keyed shards' cut queues (and makes
+// their spare rings, keyed.go), the durable inbox, the ack inbox, Flush
+// and Stop, and asks the others to drain for them (central.go); Workers sender goroutines, shared by the shards, each
 // own one batch at a time; the replayer, the unspiller and the releaser of
 // parked keys (when there are) hand batches to the primary over channels.
 // Stop waits for all of them, except a Send that

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/vineroute/vinequeue/pin"
 )
 
 // pollUntil polls cond every millisecond until it holds or the deadline
@@ -340,6 +342,83 @@ func TestKeyedRingRuns(t *testing.T) {
 	}
 	next++
 	take()
+}
+
+// TestKeyedSparesFromCollector: the calls of a shard whose ring is half
+// used and has no spare ask the collector for one, and the collector makes
+// it (supplySpares), so the call that fills the ring installs it without
+// making a ring. When the collector has not come by three quarters of the
+// run, a call makes the spare itself, and the collector then keeps more
+// for the shard; a shard that idles a tick lets them go.
+func TestKeyedSparesFromCollector(t *testing.T) {
+	q := &Queue[uint64]{sizeOf: func(uint64) int { return 8 }}
+	c := &collector[uint64]{q: q}
+	const shard = 5
+	s := &q.keyed.shards[shard]
+	bit := uint64(1) << shard
+	next := uint64(0)
+	push := func() {
+		t.Helper()
+		pin.Pin()
+		n, ok := s.tryPush(next, next, 8)
+		pin.Unpin()
+		if !ok {
+			if _, err := q.pushSlow(s, next, next, 8); err != nil {
+				t.Fatal(err)
+			}
+		} else if due, mid := s.spareDue(n); due { // as EnqueueKey
+			q.prepareSpare(s, mid)
+		}
+		next++
+	}
+	push() // the shard's first ring, made by the call: not counted
+	run := int(s.ring.Load().mask + 1)
+	if s.made.Load() != 0 || q.keyed.wantSpare.Load() != 0 {
+		t.Fatalf("the first ring counted as made in place of a spare (made %d, wantSpare %#x)", s.made.Load(), q.keyed.wantSpare.Load())
+	}
+	for range run / 2 {
+		push()
+	}
+	if q.keyed.wantSpare.Load() != bit {
+		t.Fatalf("half the run used, no spare: wantSpare %#x, want %#x", q.keyed.wantSpare.Load(), bit)
+	}
+	c.supplySpares()
+	if q.keyed.wantSpare.Load() != 0 || s.nspares.Load() != 1 {
+		t.Fatalf("after the collector: wantSpare %#x, %d spares, want 0 and 1", q.keyed.wantSpare.Load(), s.nspares.Load())
+	}
+	supplied := s.spares[0]
+	for int(next) < run+1 {
+		push() // fills the first ring, then installs the spare
+	}
+	if s.ring.Load() != supplied || s.made.Load() != 0 || s.nspares.Load() != 0 {
+		t.Fatalf("the call that filled the ring did not install the collector's spare (made %d, %d spares)", s.made.Load(), s.nspares.Load())
+	}
+
+	// Second run: the collector does not come; the call at three
+	// quarters makes the spare, and the collector then keeps two.
+	for int(next) < run+run/4*3+1 {
+		push()
+	}
+	if s.made.Load() != 1 || s.nspares.Load() != 1 {
+		t.Fatalf("at three quarters with no spare: made %d, %d spares, want 1 and 1", s.made.Load(), s.nspares.Load())
+	}
+	c.supplySpares()
+	if s.nspares.Load() != 2 || s.spareTarget != 2 || s.made.Load() != 0 {
+		t.Fatalf("after a call made a ring: %d spares, target %d, made %d; want 2, 2, 0", s.nspares.Load(), s.spareTarget, s.made.Load())
+	}
+	for int(next) < 3*run+1 {
+		push() // two more rings filled: each installs a spare
+	}
+	if s.made.Load() != 0 || s.nspares.Load() != 0 {
+		t.Fatalf("with two spares kept, two runs: calls made %d rings, %d spares left; want 0, 0", s.made.Load(), s.nspares.Load())
+	}
+
+	// Idle a tick (twice: the first sees what was accepted): the spares go.
+	c.releaseIdle()
+	c.releaseIdle()
+	if s.nspares.Load() != 0 || len(s.spares) != 0 || s.spareTarget != 1 {
+		t.Fatalf("idle shard kept %d spares (target %d)", s.nspares.Load(), s.spareTarget)
+	}
 }
 
 // TestKeyedPartialCutWaitsATick: an interval tick cuts a partial keyed
