@@ -23,7 +23,11 @@ func TestChildHalf(t *testing.T) {
 		fmt.Print("tw")
 		fmt.Println("o")
 		fmt.Println("READY")
-		select {} // until SIGKILL
+		// Idle until SIGKILL. Not select {}: with no other goroutine the
+		// runtime would end the child as deadlocked.
+		for {
+			time.Sleep(time.Hour)
+		}
 	case "exit":
 		fmt.Println("bye")
 		os.Exit(3)
