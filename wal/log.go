@@ -355,7 +355,27 @@ func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, 
 		// Another write may have rolled while mu was released.
 		if l.active == nil || l.active.pos+need > l.active.size {
 			if err := l.rollLocked(); err != nil {
-				return 0, err
+				if !errors.Is(err, ErrFull) || !l.reclaimableLocked() {
+					return 0, err
+				}
+				// Full only of records already acknowledged: free their
+				// segments now (mu released meanwhile), then roll again.
+				l.mu.Unlock()
+				cerr := l.Checkpoint()
+				l.mu.Lock()
+				switch {
+				case l.closed:
+					return 0, ErrClosed
+				case l.broken != nil:
+					return 0, l.broken
+				case cerr != nil:
+					return 0, fmt.Errorf("%w (freeing acknowledged segments failed: %w)", err, cerr)
+				}
+				if l.active == nil || l.active.pos+need > l.active.size {
+					if err := l.rollLocked(); err != nil {
+						return 0, err
+					}
+				}
 			}
 		}
 	}
@@ -400,6 +420,28 @@ func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, 
 	l.issued.Store(id)
 	l.stats.appended.Add(1)
 	return id, nil
+}
+
+// reclaimableLocked reports whether segments are on disk only because the
+// background ack writer has not deleted them yet: every record in them is
+// acknowledged (or they wait for the durable flush that deletes them). A
+// write refused for MaxBytes or a full disk frees them at once (Checkpoint)
+// and tries again, rather than report the log full of records already
+// delivered: the writer runs at most every AckInterval, and a burst that
+// fills the log meanwhile would otherwise see ErrFull with nothing pending.
+// Caller holds mu.
+func (l *Log) reclaimableLocked() bool {
+	l.amu.Lock()
+	defer l.amu.Unlock()
+	if len(l.doomed) > 0 {
+		return true
+	}
+	for _, s := range l.asegs {
+		if s.sealed && s.live == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // maxKeptWriteBuffer bounds the record buffer the Log keeps between

@@ -280,6 +280,42 @@ func TestFullByMaxBytesAndENOSPC(t *testing.T) {
 	require.NoError(t, l.Close())
 }
 
+// TestFullOfAcknowledgedFreesItself: a log at MaxBytes whose records are
+// all acknowledged takes the next write, though the background ack writer
+// (AckInterval: an hour here) has not deleted a segment yet.
+func TestFullOfAcknowledgedFreesItself(t *testing.T) {
+	opts := smallOpts()
+	opts.NoSync = true
+	opts.MaxBytes = 3 * opts.SegmentSize
+	opts.AckInterval = time.Hour
+	l := openT(t, t.TempDir(), opts)
+	var ids []uint64
+	var err error
+	for i := 0; i < 100000; i++ {
+		var id uint64
+		if id, err = l.Append(bytes.Repeat([]byte{byte(i)}, 700)); err != nil {
+			break
+		}
+		ids = append(ids, id)
+	}
+	require.ErrorIs(t, err, ErrFull, "the log never filled")
+	for _, id := range ids[:len(ids)-1] {
+		require.NoError(t, l.Ack(id))
+	}
+	// One record still pending in the last segment: only what is
+	// acknowledged may go.
+	n := 0
+	for ; n < 100000; n++ {
+		if _, err = l.Append(bytes.Repeat([]byte{byte(n)}, 700)); err != nil {
+			break
+		}
+	}
+	require.ErrorIs(t, err, ErrFull)
+	require.Greater(t, n, 0, "appends refused while acknowledged segments could be freed")
+	require.LessOrEqual(t, l.Stats().Bytes, opts.MaxBytes)
+	require.NoError(t, l.Close())
+}
+
 func TestAppendItemGroupsConcurrentItems(t *testing.T) {
 	dir := t.TempDir()
 	l := openT(t, dir, smallOpts())
