@@ -576,7 +576,11 @@ type stopContext struct {
 func newStopContext(ctx context.Context) *stopContext {
 	sc := &stopContext{Context: ctx, done: make(chan struct{})}
 	if err := ctx.Err(); err != nil {
-		sc.end(err) // ended before Stop began: so from its first look
+		// Ended before Stop began: so from its first look, and with no
+		// goroutine of AfterFunc's left behind.
+		sc.end(err)
+		sc.unwatch = func() bool { return false }
+		return sc
 	}
 	// No goroutine for a ctx that cannot end (Close).
 	sc.unwatch = context.AfterFunc(ctx, func() { sc.end(ctx.Err()) })
