@@ -16,8 +16,10 @@ import (
 // deferred Close, say) and cannot end, its Sends held; a Stop(ctx) called
 // meanwhile (a signal handler's, with a shutdown deadline) must still
 // return by its deadline, and what is undelivered is then left in the WAL
-// for the next New, not lost. It used to wait for the Close, for as long
-// as the Sends were held (here until the test let them go).
+// for the next New, not lost (keyed items and Collectors 2 included: the
+// Close, cut short, writes them as it gives them up). It used to wait for
+// the Close, for as long as the Sends were held (here until the test let
+// them go).
 func TestAttackStopDuringCloseKeepsItsDeadline(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	const items = 200
@@ -37,14 +39,20 @@ func TestAttackStopDuringCloseKeepsItsDeadline(t *testing.T) {
 				return errors.New("released by the test")
 			}
 		},
-		BatchSize: 10, Workers: 2, FlushInterval: 2 * time.Millisecond,
+		BatchSize: 10, Workers: 2, Collectors: 2, FlushInterval: 2 * time.Millisecond,
 		WAL: vq.WALConfig{Dir: dir, Mode: vq.Periodic, SegmentSize: 1 << 20},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range items {
-		if err := q.Enqueue(fmt.Appendf(nil, "%d", i)); err != nil {
+		var err error
+		if i%2 == 0 { // keyed: held behind their key's batch in Send
+			err = q.EnqueueKey(uint64(i%4), fmt.Appendf(nil, "k/%d/%d", i%4, i))
+		} else {
+			err = q.Enqueue(fmt.Appendf(nil, "u/%d", i))
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
