@@ -330,6 +330,21 @@ func TestAttackPeriodicCrashMixed(t *testing.T) {
 				}
 				t.Logf("run %d: %d accepted, %d refused, %d acked, %d delivered so far, DurableThrough %s", run, len(r.accepted), r.rejected, len(r.acked), len(h.delivered), lag)
 			}
+			// A child killed before its first checkpoint (a slow start on
+			// a busy machine) has nothing DurableThrough claims: if none
+			// had, the checks below would pass whatever the queue does.
+			staked := false
+			for _, r := range runs {
+				for _, at := range r.accepted {
+					if r.durable > 0 && at < r.durable {
+						staked = true
+						break
+					}
+				}
+			}
+			if !staked {
+				t.Fatal("no run had an item accepted before DurableThrough by its kill: the children never got going")
+			}
 
 			var mu sync.Mutex
 			q, err := vq.New(pcrashConfig(pcrashSpec{Dir: dir, Park: park, Full: v.full}, func(_ context.Context, b [][]byte) error {

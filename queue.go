@@ -130,7 +130,11 @@ func (q *Queue[T]) Flush(ctx context.Context) error { return q.e.Flush(ctx) }
 // a sender whose Send ignores its cancelled ctx (its batch is given up all
 // the same and its late result ignored), and for OnDrop calls only while
 // each returns within 50 ms (see Config.OnDrop). Calling it again returns
-// the first call's result.
+// the first call's result; a call made while the first is still under way
+// (a Close included) waits for it only until its own ctx ends, and then
+// has it run out of time, so that it too returns by its deadline (a Close
+// so cut short writes what it leaves in the WAL then, past the deadline,
+// as it had not begun with a deadline to keep).
 func (q *Queue[T]) Stop(ctx context.Context) error { return q.e.Stop(ctx) }
 
 // Close is Stop(context.Background()).

@@ -349,9 +349,11 @@ func TestCrashSIGKILL(t *testing.T) {
 			if err := c.End(); err != nil {
 				t.Fatalf("final child failed: %v: %s", err, c.StderrTail())
 			}
-		} else {
-			// A child that ends first (it delivered all it had) is as good.
-			_ = c.KillAfter(killAfter)
+		} else if err := c.KillAfter(killAfter); err != nil {
+			// A child that is not the last enqueues until it is killed:
+			// ending first, it failed (New, or an Enqueue that returned
+			// an error, then Close), and its run tested nothing.
+			t.Fatalf("child to be killed after %v: %v", killAfter, err)
 		}
 		if s := c.Crashed(); s != "" {
 			t.Fatalf("child: %s", s)

@@ -59,13 +59,17 @@ func durableFloor(name string, inFlight int, zeroFill bool) realJobContender {
 			// length prefixes, with a segment's worth to spare.
 			size = min(int64(events)*int64(realJobValueSize+len("user-00000")+4)+floorFileSize, floorFallocMax)
 		}
-		fl, err := openFloorLog(filepath.Join(t.TempDir(), "floor"), size, inFlight, zeroFill)
+		path := filepath.Join(t.TempDir(), "floor")
+		fl, err := openFloorLog(path, size, inFlight, zeroFill)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = fl.close() })
 		wait := func() error {
-			err := fl.close()
+			// Removed now: t is the whole run's, and its TempDir would
+			// keep each contender's file (up to floorFallocMax) until the
+			// run ends.
+			err := errors.Join(fl.close(), os.Remove(path))
 			rounds, records := fl.rounds, fl.records
 			t.Logf("%s: %d records in %d fdatasync rounds, mean %.0f per round", name, records, rounds, float64(records)/float64(max(rounds, 1)))
 			return err

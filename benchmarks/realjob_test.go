@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -431,8 +432,10 @@ func vineQueue(name string, setup vqSetup) realJobContender {
 			FlushInterval: 10 * time.Millisecond,
 			Codec:         kafka.RecordCodec{},
 		}
+		walDir := ""
 		if setup.wal {
-			cfg.WAL = vinequeue.WALConfig{Dir: t.TempDir(), Mode: setup.mode}
+			walDir = t.TempDir()
+			cfg.WAL = vinequeue.WALConfig{Dir: walDir, Mode: setup.mode}
 		}
 		q, err := vinequeue.New(cfg)
 		if err != nil {
@@ -452,6 +455,11 @@ func vineQueue(name string, setup vqSetup) realJobContender {
 				err = fmt.Errorf("stats %+v: not every record delivered", st)
 			}
 			t.Logf("%s: %d batches, mean %.0f records per Send", name, st.Batches, float64(st.Delivered)/float64(max(st.Batches, 1)))
+			if walDir != "" {
+				// t is the whole run's: its TempDir would keep every
+				// contender's segments on disk until the run ends.
+				err = errors.Join(err, os.RemoveAll(walDir))
+			}
 			return err
 		}
 		return call, wait

@@ -243,7 +243,7 @@ func (c *collector[T]) stopShards(ctx context.Context) chan error {
 // to OnDrop) when it ends.
 func (c *collector[T]) stopShard(ctx context.Context) error {
 	c.drain(true)
-	if _, ok := c.q.tier.(periodicTier[T]); ok && ctx.Done() != nil {
+	if _, ok := c.q.tier.(periodicTier[T]); ok && c.q.stopCanEnd {
 		// As the primary's stop: a Stop that can run out of time writes
 		// what it cut, unwritten, now, while ctx runs (the primary's
 		// writeUnwritten may have looked before this drain registered it).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/vineroute/vinequeue/governor"
@@ -389,7 +390,7 @@ func (c *collector[T]) stop(req request) {
 	// time or not, then has next to nothing left to sync. A Stop whose ctx
 	// cannot end (Close) never gives a batch up, so it writes nothing it
 	// need not.
-	if t, ok := q.tier.(periodicTier[T]); ok && req.ctx.Done() != nil {
+	if t, ok := q.tier.(periodicTier[T]); ok && q.stopCanEnd {
 		q.writeBeforeSend.Store(true)
 		c.writeUnwritten()
 		c.writeKeyed()
@@ -532,15 +533,80 @@ func (q *Queue[T]) Flush(ctx context.Context) error {
 // then delivered like any other. When ctx ends first, what is
 // undelivered goes to OnDrop, is counted in Stats.Dropped, and Stop returns
 // ctx's error. Stop waits for the queue's goroutines to exit. Calling it again
-// returns the first call's result.
+// returns the first call's result. A call made while the first is under way
+// waits for it only until its own ctx ends: then the Stop under way runs
+// out of time (a Close included), so that it too returns by its deadline.
 func (q *Queue[T]) Stop(ctx context.Context) error {
-	q.stopOnce.Do(func() {
-		q.stopErr = q.stop(ctx)
+	q.stopMu.Lock()
+	sc := q.stopCtx
+	first := sc == nil
+	if first {
+		sc = newStopContext(ctx)
+		q.stopCtx = sc
+		q.stopCanEnd = ctx.Done() != nil
+	}
+	q.stopMu.Unlock()
+	if first {
+		q.stopErr = q.stop(sc)
+		sc.release()
 		close(q.stopDone)
-	})
-	<-q.stopDone
+		return q.stopErr
+	}
+	select {
+	case <-q.stopDone:
+	case <-ctx.Done():
+		sc.end(ctx.Err())
+		<-q.stopDone
+	}
 	return q.stopErr
 }
+
+// stopContext is the context a Stop runs under: its caller's, which a
+// later Stop call ends at that call's deadline. Its Err is whichever
+// context's error ended it first.
+type stopContext struct {
+	context.Context // the first caller's: Deadline and Value
+	done            chan struct{}
+	once            sync.Once
+	mu              sync.Mutex
+	err             error
+	unwatch         func() bool
+}
+
+func newStopContext(ctx context.Context) *stopContext {
+	sc := &stopContext{Context: ctx, done: make(chan struct{})}
+	if err := ctx.Err(); err != nil {
+		// Ended before Stop began: so from its first look, and with no
+		// goroutine of AfterFunc's left behind.
+		sc.end(err)
+		sc.unwatch = func() bool { return false }
+		return sc
+	}
+	// No goroutine for a ctx that cannot end (Close).
+	sc.unwatch = context.AfterFunc(ctx, func() { sc.end(ctx.Err()) })
+	return sc
+}
+
+func (sc *stopContext) Done() <-chan struct{} { return sc.done }
+
+func (sc *stopContext) Err() error {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.err
+}
+
+// end ends sc with err, unless it has ended already.
+func (sc *stopContext) end(err error) {
+	sc.once.Do(func() {
+		sc.mu.Lock()
+		sc.err = err
+		sc.mu.Unlock()
+		close(sc.done)
+	})
+}
+
+// release stops watching the caller's ctx once the Stop is over.
+func (sc *stopContext) release() { sc.unwatch() }
 
 // Close is Stop(context.Background()).
 func (q *Queue[T]) Close() error { return q.Stop(context.Background()) }

@@ -392,6 +392,13 @@ func (q *Queue[T]) finish(b *pending[T], recycle bool, outcome error) {
 	for _, s := range b.shards {
 		s.inflight.Store(false)
 	}
+	if keyed {
+		// settleFlight may wait for its shard's batch to be finished (a
+		// write by another writer it missed: a look that read inflight
+		// before this and wrote after the batch was recycled): a change
+		// a waiter waits for, signalled as every such change is.
+		q.durable.waits.signal()
+	}
 	if recycle {
 		q.putBatch(b)
 	}

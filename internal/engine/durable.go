@@ -190,7 +190,8 @@ func (b *pending[T]) waitWrite(t uint64, w *ticketWaits) {
 // and a Gosched loop kept a core busy all that time. A wait spins briefly
 // first (most writes are over in microseconds), then sleeps until the next
 // signal, made after every change a waiter may wait for (writeClaimed,
-// release, retire), and looks again. One per queue: waits are rare and
+// release, retire, and finish clearing a keyed shard's inflight), and
+// looks again. One per queue: waits are rare and
 // short, so a signal wakes every sleeper, and a signal with none costs one
 // atomic load.
 type ticketWaits struct {

@@ -1078,7 +1078,9 @@ func (c *collector[T]) settleFlight(s *keyedShard[T]) {
 		} else if b.claim.Load() == 0 {
 			// Another writer's (its sender's, failed for good): over
 			// once wrote says so, or b is finished (retire waits for
-			// the write) and may be recycled.
+			// the write) and may be recycled. Each change is signalled:
+			// wrote by writeClaimed, inflight by finish (a look may read
+			// inflight before the finish and wrote after the recycle).
 			w.wait(func() bool { return !s.inflight.Load() || b.wrote.Load() == t })
 		}
 	}

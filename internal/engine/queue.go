@@ -136,9 +136,15 @@ type Queue[T any] struct {
 	// periodic tier: from then on a sender writes its batch before Send
 	// (take), so that the Stop has none to write past its deadline.
 	writeBeforeSend atomic.Bool
-	stopOnce        sync.Once
-	stopDone        chan struct{}
-	stopErr         error
+	// stopMu guards stopCtx: the first Stop's context, which a later call
+	// ends at its own deadline (Stop).
+	stopMu  sync.Mutex
+	stopCtx *stopContext
+	// stopCanEnd is whether the first Stop's own ctx can end (a Close's
+	// cannot): set before the collectors are told to stop, read by them.
+	stopCanEnd bool
+	stopDone   chan struct{}
+	stopErr    error
 
 	_ [cacheLine]byte
 	// Counters written off the fast path (slow path, collector, senders).

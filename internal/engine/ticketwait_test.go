@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vineroute/vinequeue/governor"
 )
 
 // TestTicketWaitSleeps: a sender whose batch a checkpoint is writing waits
@@ -84,5 +86,51 @@ func TestTicketWaitMissesNoSignal(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("round %d: the wait never ended: a signal was lost", round)
 		}
+	}
+}
+
+// TestSettleFlightWakesWhenItsBatchIsFinished: settleFlight, waiting for
+// another writer's write of its shard's batch in flight (the batch's
+// sender, its Send failed for good), ends once that write is over or the
+// batch is finished. A look that straddles the finish misses both: woken
+// by the write's signal, it reads inflight (still set), is held up (the
+// scheduler) while the sender finishes the batch (inflight cleared, the
+// batch recycled: wrote reset), and then reads wrote (not the ticket). It
+// sleeps again after the only signal the write made. Here the write's end
+// is stored without its signal while the waiter sleeps, having seen
+// neither: the state that look leaves. Finishing the batch must wake it.
+func TestSettleFlightWakesWhenItsBatchIsFinished(t *testing.T) {
+	q, c, _ := periodicBare(t)
+	gov, err := governor.New(governor.Options{Limit: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gov.Close()
+	q.gov = gov
+	s := &q.keyed.shards[0]
+	b := cutUnwritten(c, s, 0, 1, 2)
+	tk := b.ticket
+	if !b.claimToWrite(tk, &q.durable.waits) { // its sender's
+		t.Fatal("could not claim")
+	}
+	settled := make(chan struct{})
+	go func() {
+		c.settleFlight(s)
+		close(settled)
+	}()
+	for limit := time.Now().Add(5 * time.Second); q.durable.waits.sleeping.Load() == 0; {
+		if time.Now().After(limit) {
+			t.Fatal("settleFlight never went to sleep")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.wrote.Store(tk)      // the write is over; its signal went to the look above
+	q.finish(b, true, nil) // the sender finishes (and recycles) the batch
+	select {
+	case <-settled:
+	case <-time.After(5 * time.Second):
+		q.durable.waits.signal() // let the goroutine end
+		<-settled
+		t.Fatal("settleFlight still asleep after its shard's batch was finished: a lost wake-up")
 	}
 }
