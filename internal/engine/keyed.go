@@ -165,9 +165,18 @@ type keyedShard[T any] struct {
 	// the empty ones kept for reuse (guarded by mu).
 	full   []*keyedRing[T]
 	spares []*keyedRing[T]
-	// nspares is len(spares), stored under mu, so that a call sees
-	// without the lock whether the shard needs one.
+	// nspares is len(spares) and nfull len(full), stored under mu, so
+	// that a call sees without the lock whether the shard needs a spare
+	// and whether it may make one (keyedFullMax).
 	nspares atomic.Int32
+	nfull   atomic.Int32
+	// room is what the calls parked for room wait on (waitRoom): closed,
+	// and set back to nil, when the collector has cut the shard's
+	// backlog (supplySpares), by Stop and by the stall's and the tick's
+	// pokes (wakeRoom). Nil while nobody waits; parked says whether it is
+	// set, for the pokes, without the lock. Guarded by mu.
+	room   chan struct{}
+	parked atomic.Bool
 	// made counts the rings the shard's calls had to make themselves
 	// (no spare when a ring filled), since the collector last looked.
 	made atomic.Uint32
@@ -492,6 +501,14 @@ func (q *Queue[T]) pushSlow(s *keyedShard[T], key uint64, v T, size int64) (uint
 		cur, t := s.ring.Load(), s.tail.Load()&^ringSealed
 		if cur == nil || t == cur.end() {
 			n := len(s.spares)
+			if n == 0 && cur != nil && len(s.full) >= q.keyedFullMax(cur) {
+				// As many full rings as the shard may hold: no new
+				// one; the collector cuts them (waitRoom).
+				room := s.parkRoom()
+				s.mu.Unlock()
+				q.waitRoom(s, room)
+				continue
+			}
 			if n == 0 {
 				s.mu.Unlock()
 				q.addSpare(s)
@@ -503,6 +520,7 @@ func (q *Queue[T]) pushSlow(s *keyedShard[T], key uint64, v T, size int64) (uint
 			s.nspares.Store(int32(n - 1))
 			if cur != nil {
 				s.full = append(s.full, cur)
+				s.nfull.Store(int32(len(s.full)))
 			}
 			// A call still holding r from its last run (or cur) sees
 			// t in its run only from here: r is then the ring for t.
@@ -523,6 +541,83 @@ func (q *Queue[T]) pushSlow(s *keyedShard[T], key uint64, v T, size int64) (uint
 	}
 }
 
+// keyedFullMin is the fewest full rings a shard may hold before a call
+// that needs another ring, finding no spare, waits for the collector
+// (waitRoom) rather than make one.
+const keyedFullMin = 4
+
+// keyedFullMax is how many full rings (of r's run) a shard may hold before
+// a call that needs another, finding no spare, parks until the collector
+// has cut them (waitRoom): keyedFullMin, or more when a batch takes more
+// rings than that, so that rings held at the bound always make up a whole
+// batch and one ring over, which the collector cuts whether or not the
+// shard has a batch in flight. So the shard's full rings fall below the
+// bound again once it has cut its full batches, and a call waits for the
+// collector only, never for a sender.
+func (q *Queue[T]) keyedFullMax(r *keyedRing[T]) int {
+	run := r.mask + 1
+	size := uint64(max(q.batchSize.Load(), 1))
+	return max(keyedFullMin, int((size+run-1)/run)+1)
+}
+
+// parkRoom is the channel a call waits on for room in the shard (waitRoom).
+// Caller holds s.mu.
+func (s *keyedShard[T]) parkRoom() <-chan struct{} {
+	if s.room == nil {
+		s.room = make(chan struct{})
+		s.parked.Store(true)
+	}
+	return s.room
+}
+
+// wakeRoom wakes every call parked for room in the shard: each looks again
+// (it may find room, the shard closed, or park again). Caller holds s.mu.
+func (s *keyedShard[T]) wakeRoom() {
+	if s.room != nil {
+		close(s.room)
+		s.room = nil
+		s.parked.Store(false)
+	}
+}
+
+// waitRoom parks a call that needs a ring in a shard holding as many full
+// rings as it may (keyedFullMax) and no spare, until the collector has cut
+// them and so made spares of them (supplySpares), or Stop closed the
+// shard, or a poke (the memory stall, the tick) has it look again.
+// Unpinned, without the shard's lock: the caller took room from parkRoom
+// under it, so that whatever wakes the shard's calls after that (also
+// under the lock) closes room, and a wake between the two is not lost.
+//
+// This is Enqueue's backpressure for keyed calls: without it, while the
+// producers kept both cores busy, the collector was seldom scheduled, the
+// whole backlog went into rings the calls made (fresh memory, whose page
+// faults were most of what a call cost), and delivery began only once the
+// producers were done. Parked, they give the collector the CPU; the
+// backlog moves into batches the collector makes, and the calls keep
+// reusing a few warm rings.
+func (q *Queue[T]) waitRoom(s *keyedShard[T], room <-chan struct{}) {
+	q.keyed.askSpare(s)
+	q.kickKeyed()
+	if f := q.cfg.KeyedParking; f != nil {
+		f()
+	}
+	<-room
+}
+
+// wakeParked wakes the calls parked for room in every shard (waitRoom):
+// Stop, the memory stall and the tick, with Enqueue's waiters (pokeAll).
+// Unpinned.
+func (ks *keyedShards[T]) wakeParked() {
+	for i := range ks.shards {
+		s := &ks.shards[i]
+		if s.parked.Load() {
+			s.mu.Lock()
+			s.wakeRoom()
+			s.mu.Unlock()
+		}
+	}
+}
+
 // prepareSpare sees to it that the shard has a spare ring before its
 // current one fills, so that the call that fills the run, which others of
 // the shard's calls may be waiting on, finds a spare rather than making
@@ -534,7 +629,9 @@ func (q *Queue[T]) prepareSpare(s *keyedShard[T], mid bool) {
 	if s.nspares.Load() > 0 {
 		return
 	}
-	if mid {
+	if mid || int(s.nfull.Load()) >= q.keyedFullMax(s.ring.Load()) {
+		// At the bound the collector cuts the full rings and so
+		// recycles them; the call makes none (waitRoom).
 		q.keyed.askSpare(s)
 		q.wakeCollector()
 		return
@@ -590,17 +687,42 @@ const keyedSparesMax = 4
 // nothing but its stores. A shard whose calls still had to make rings
 // since the last top-up gets a larger target. Collector only.
 func (c *collector[T]) supplySpares() {
-	ks := &c.q.keyed
+	q := c.q
+	ks := &q.keyed
+	size := int(q.batchSize.Load())
 	for want := ks.wantSpare.Swap(0); want != 0; want &= want - 1 {
 		s := &ks.shards[bits.TrailingZeros64(want)]
 		if s.closed.Load() {
-			continue // Stop: no more calls to serve
+			continue // Stop: no more calls to serve (it woke them)
+		}
+		// Full batches first, into the shard's cut queue, whether or
+		// not it has a batch in flight: the rings they empty become
+		// spares, warm, and the backlog moves into batches.
+		cut := false
+		for size > 0 && s.backlog() >= size && s.cutOne(c, size) {
+			cut = true
+		}
+		if cut {
+			ks.kick.Store(true) // dispatch them
+			s.mu.Lock()
+			// A cut that ended at a full ring's end left it in full.
+			for len(s.full) > 0 && s.taken.Load() == s.full[0].end() {
+				s.dropFull()
+			}
+			s.mu.Unlock()
 		}
 		if s.made.Swap(0) > 0 {
 			s.spareTarget = min(2*max(s.spareTarget, 1), keyedSparesMax)
 		}
-		for range max(s.spareTarget, 1) - int(s.nspares.Load()) {
-			s.putSpare(newKeyedRing[T]())
+		if r := s.ring.Load(); r != nil && int(s.nfull.Load()) < q.keyedFullMax(r) {
+			for range max(s.spareTarget, 1) - int(s.nspares.Load()) {
+				s.putSpare(newKeyedRing[T]())
+			}
+		}
+		if s.parked.Load() {
+			s.mu.Lock()
+			s.wakeRoom()
+			s.mu.Unlock()
 		}
 	}
 }
@@ -794,6 +916,7 @@ func (s *keyedShard[T]) dropFull() {
 	s.full = s.full[1:]
 	s.spares = append(s.spares, r)
 	s.nspares.Store(int32(len(s.spares)))
+	s.nfull.Store(int32(len(s.full)))
 }
 
 // kickKeyed has the collector look at the shards.
@@ -1191,6 +1314,7 @@ func (ks *keyedShards[T]) shedCredit(q *Queue[T], close bool) {
 			s.mu.Lock()
 			s.closed.Store(true)
 			s.tail.Or(ringSealed)
+			s.wakeRoom() // parked calls: ErrClosed
 			s.mu.Unlock()
 		}
 		freed += s.credit.Swap(0)
