@@ -46,7 +46,20 @@ const nKeyedShards = 64
 // a shard's items, for a few stores, rather than by every call (with the
 // lock taken by every call, its holder was often preempted, with 256
 // goroutines on 2 Ps, and most calls spent their time parked behind it).
-// Calls never wait for the collector.
+//
+// A shard holds a bounded number of full rings (keyedFullMax: at least
+// four, and always more than a batch's worth). A call that needs a ring
+// past that bound, with no spare, makes none: it wakes the collector and
+// parks (waitRoom, unpinned, without the lock), as Enqueue's calls park
+// for a spare ring. The collector then cuts the shard's full batches into
+// its cut queue, whether or not the shard has a batch in flight, which
+// empties those rings into its spares, and wakes the shard's parked calls;
+// Stop, the memory stall and the interval tick wake them too. So a call
+// waits for the collector only, never for a sender: behind a slow Send
+// the backlog moves into batches, and memory, not the rings, bounds it
+// (admission, the Policy). Without the bound, while the producers kept
+// both cores busy the collector was seldom scheduled, and the whole
+// backlog of a burst went into rings the calls made (below).
 //
 // # Where the rings come from
 //
@@ -71,10 +84,13 @@ const nKeyedShards = 64
 // collector keeps for it (spareTarget, up to keyedSparesMax), and a shard
 // that idles a tick lets its spares go (releaseIdle), so an idle queue
 // holds one ring per shard, as before. With both cores busy producing, the
-// collector runs seldom and the calls still make most rings (10–50 % came
+// collector ran seldom and the calls still made most rings (10–50 % came
 // from the collector); touched at once they cost the calls less than
 // faulted slot by slot (32 producers: 127 → 102 ns of the calls' CPU per
-// item, p99 of a call 1.7 → 0.3 µs).
+// item, p99 of a call 1.7 → 0.3 µs). The bound (above) ends that: the
+// calls make at most keyedFullMax rings a shard, and then reuse those the
+// collector empties, whose pages are warm; the backlog's fresh memory is
+// the batches', which the collector allocates.
 //
 // The collector moves what the rings have published (absorb), oldest
 // first, into the shard's queue (items, keys), which only it touches,
@@ -316,6 +332,9 @@ func ShardOf(key uint64) int {
 // (admit.go); the item goes into the shard's ring (pinned, see above; a
 // call that finds the ring full replaces it under the shard's lock), and
 // the collector is woken once per stride of a shard's items, not per call.
+// A call may park, unpinned, while the collector catches up with its
+// shard (it holds a bounded number of full rings: see waitRoom), as
+// Enqueue's calls park for a spare ring.
 // Only the sync tier, which writes the item to the WAL first, passes the
 // intake gate, admits each item and takes the shard's lock.
 //
@@ -473,8 +492,9 @@ func (s *keyedShard[T]) tryPushRing(r *keyedRing[T], key uint64, v T, size int64
 // pushSlow is the path of a call whose ring was full, replaced or not made:
 // under the shard's lock it installs an empty ring for the next run if the
 // current one is still full (moving that one to the full list), then
-// pushes again. It never waits for the collector, and allocates (a ring,
-// when the shard has no spare) without the lock. It does not park on the
+// pushes again. With no spare it makes a ring, without the lock, unless
+// the shard holds as many full rings as it may: then it waits for the
+// collector (waitRoom) and looks again. It does not park on the
 // lock either: a call that finds it taken yields and tries its push again,
 // since the holder is most likely installing the ring it needs; parked
 // callers queued behind a preempted holder, and each handed the lock on
@@ -624,7 +644,9 @@ func (ks *keyedShards[T]) wakeParked() {
 // one (spareDue says when). The call that reserved the middle index of a
 // run (mid), finding no spare, asks the collector for one; the one that
 // reserved the index at three quarters, finding none still, makes it
-// itself. Unpinned.
+// itself, unless the shard holds as many full rings as it may
+// (keyedFullMax): then it asks the collector again, which cuts them.
+// Unpinned.
 func (q *Queue[T]) prepareSpare(s *keyedShard[T], mid bool) {
 	if s.nspares.Load() > 0 {
 		return
@@ -678,8 +700,12 @@ func (ks *keyedShards[T]) index(s *keyedShard[T]) int {
 // they are busy (releaseIdle lets an idle shard's spares go).
 const keyedSparesMax = 4
 
-// supplySpares gives the shards that asked (wantSpare) spare rings, made
-// on the collector, up to each one's spareTarget. A ring is memory the
+// supplySpares gives the shards that asked (wantSpare) spare rings: first
+// it cuts each one's full batches into its cut queue (in flight or not),
+// which empties rings into its spares, then it makes more on the
+// collector, up to the shard's spareTarget, while the shard is below its
+// bound of full rings, and last wakes the shard's calls parked for room
+// (waitRoom). A ring is memory the
 // call would otherwise take from the allocator itself, while a backlog
 // builds up: fresh pages, whose first touch (a page fault, about a
 // microsecond each) cost the calls more than the rest of their work
