@@ -699,3 +699,80 @@ func TestKeyedParkWakeNotLost(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyedStuckSendRejects: the bound on a shard's rings makes calls wait
+// for the collector, never for a sender. With the only batch of the key's
+// shard held in Send, the collector cuts what the calls bring into batches
+// behind it, so they reach the hard level and get ErrFull under Reject,
+// rather than park until the Send returns; every item accepted is
+// delivered once, in order.
+func TestKeyedStuckSendRejects(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	const key = 7
+	var (
+		mu        sync.Mutex
+		delivered []uint64
+		held      atomic.Bool
+	)
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	cfg := testConfig(func(_ context.Context, b []uint64) error {
+		mu.Lock()
+		delivered = append(delivered, b...)
+		mu.Unlock()
+		if held.CompareAndSwap(false, true) {
+			close(entered)
+			<-release
+		}
+		return nil
+	})
+	cfg.BatchSize, cfg.MinBatchSize, cfg.MaxBatchSize = 100, 100, 100
+	cfg.FlushInterval = 5 * time.Millisecond
+	cfg.Memory.Limit = 4 << 20
+	cfg.SizeOf = func(uint64) int { return 64 }
+	var parks atomic.Int64
+	cfg.KeyedParking = func() { parks.Add(1) }
+	q, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.EnqueueKey(key, 0); err != nil {
+		t.Fatal(err)
+	}
+	<-entered // the shard's batch is stuck in Send
+	done := make(chan error, 1)
+	accepted := uint64(1)
+	go func() {
+		for ; ; accepted++ {
+			if err := q.EnqueueKey(key, accepted); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrFull) {
+			t.Errorf("EnqueueKey behind a stuck Send returned %v; want ErrFull", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("EnqueueKey behind a stuck Send neither accepted nor refused for 30 s")
+	}
+	close(release)
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if parks.Load() == 0 {
+		t.Error("no call parked: the shard's rings were not bounded")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if uint64(len(delivered)) != accepted {
+		t.Fatalf("delivered %d items; %d accepted", len(delivered), accepted)
+	}
+	for i, v := range delivered {
+		if v != uint64(i) {
+			t.Fatalf("delivered %d at %d: out of order or twice", v, i)
+		}
+	}
+}
