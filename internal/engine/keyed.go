@@ -753,6 +753,20 @@ func (c *collector[T]) supplySpares() {
 	}
 }
 
+// serveKeyed does, between the writes of a long pass (a checkpoint's, or
+// Stop's as it begins), what the collector does for the shards that asked
+// for room or a spare (supplySpares), so that calls parked for room wait
+// for one write, not the whole pass. Safe there: the batches it cuts go to
+// their shard's cut queue, registered unwritten as any cut, and the pass
+// settles a cut queue (settleFlight) before it writes what its shard holds
+// after it; one cut from a shard the pass has written already holds only
+// items accepted after the pass read that shard's tail. Collector only.
+func (c *collector[T]) serveKeyed() {
+	if c.q.keyed.wantSpare.Load() != 0 {
+		c.supplySpares()
+	}
+}
+
 // enqueueKeyGated is EnqueueKey when the tier writes the item first (the
 // sync tier): within the intake gate, Stop waits for the call, so an item
 // written to the WAL is always queued, never refused after the fact.
