@@ -79,7 +79,8 @@ const nKeyedShards = 64
 // that asked (supplySpares) before it looks at the shards. If none came,
 // the call that reserves the index at three quarters of the run makes
 // one, unpinned, as does, last, a call that finds the ring full and no
-// spare (pushSlow).
+// spare (pushSlow), both only below the shard's bound of full rings
+// (keyedFullMax; at the bound the collector cuts, and the calls wait).
 // Rings a shard's calls made themselves raise how many spares the
 // collector keeps for it (spareTarget, up to keyedSparesMax), and a shard
 // that idles a tick lets its spares go (releaseIdle), so an idle queue
@@ -142,7 +143,9 @@ type keyedShards[T any] struct {
 	kick atomic.Bool
 	// wantSpare has bit i set when shard i asks the collector for spare
 	// rings (supplySpares): its current ring is half used and it has no
-	// spare, or a call had to make a ring itself.
+	// spare, a call had to make a ring itself, or the shard holds as many
+	// full rings as it may (keyedFullMax) and a call needs another, or
+	// waits for room (waitRoom).
 	wantSpare atomic.Uint64
 	next      int // collector-owned: the shard the next gathering starts at (fairness)
 }
