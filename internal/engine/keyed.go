@@ -91,7 +91,11 @@ const nKeyedShards = 64
 // item, p99 of a call 1.7 → 0.3 µs). The bound (above) ends that: the
 // calls make at most keyedFullMax rings a shard, and then reuse those the
 // collector empties, whose pages are warm; the backlog's fresh memory is
-// the batches', which the collector allocates.
+// the batches', which the collector allocates. In the real-job benchmark
+// (1M records, 256 producers, 16 alternated runs on a busy machine) some
+// 600 rings were made (calls and collector) rather than about 4,000, one
+// call in about a thousand parked, and the calls' CPU per item fell from
+// 114 to 77 ns (32 producers: 109 to 65), p99 of a call 496 to 340 ns.
 //
 // The collector moves what the rings have published (absorb), oldest
 // first, into the shard's queue (items, keys), which only it touches,
