@@ -80,8 +80,13 @@ func (q *Queue[T]) EnqueueBatch(vs []T) (int, error) { return q.e.EnqueueBatch(v
 
 // EnqueueKey accepts v like Enqueue, and delivers the items of one key in the
 // order they were accepted: FIFO per key, with any number of Workers, across
-// retries, spills and crashes. It is slower than Enqueue (a lock per call on
-// the key's shard). Use KeyOf for a string key.
+// retries, spills and crashes. Use KeyOf for a string key. Outside Sync mode
+// a call takes no lock: it appends to a ring of its key's shard (one of 64).
+// A shard holds at most a few rings' worth of items (a little over a batch)
+// that the collector has not yet cut into batches; a call that finds it that
+// far behind parks briefly while the collector catches up, as Enqueue's calls
+// do for a spare ring. It waits for the collector only, never for Send: the
+// backlog then grows in batches, bounded by Memory.
 //
 // v is charged to the memory governor when admitted (keyed items wait in
 // their shard, outside any ring), and the Policy applies at the hard level

@@ -43,6 +43,12 @@ type Config[T any] struct {
 	// called on the collector when a periodic checkpoint starts, with the
 	// start it takes, before it cuts anything; it may block the checkpoint.
 	CheckpointStarted func(start time.Time)
+
+	// KeyedParking, a test hook the root package never sets, is called
+	// by an EnqueueKey call that has decided to park for room in its
+	// shard (waitRoom), after it asked the collector and just before it
+	// waits.
+	KeyedParking func()
 }
 
 // MemoryConfig is the root package's MemoryConfig, filled in.

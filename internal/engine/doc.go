@@ -38,6 +38,15 @@
 //     does EnqueueKey's pinned push into a keyed ring); getting
 //     a ring, charging the governor, waking the collector and logging
 //     happen after unpinning (AfterWatermark, refill).
+//   - Intake waits for the collector, never for a sender: an Enqueue that
+//     finds no spare ring parks until the collector recycles one
+//     (waitSpare), and an EnqueueKey that needs a ring past its shard's
+//     bound of full rings parks until the collector has cut them into
+//     batches, in flight or not (waitRoom). Each counts as waiting (a
+//     count, or the shard's wake channel taken under its lock) before it
+//     looks at what it waits for, and Stop, the memory stall and the tick
+//     wake both, so a wake is never lost. Only memory (admission, the
+//     Policy) bounds the backlog.
 //   - One tier per queue, chosen in New (newTier); no code outside it asks
 //     for the mode. The log (Queue.wal) and spilling (Queue.spill) are
 //     capabilities, nil when the tier lacks them.

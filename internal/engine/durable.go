@@ -345,6 +345,7 @@ func (c *collector[T]) writeUnwritten() {
 		if r.b.claimToWrite(r.ticket, &d.waits) {
 			q.writeClaimed(r.b, r.ticket, &c.enc)
 		}
+		c.serveKeyed()
 	}
 }
 
@@ -381,6 +382,7 @@ func (c *collector[T]) writeKeyed() bool {
 			}
 		}
 		s.mu.Unlock()
+		c.serveKeyed()
 	}
 	return complete
 }

@@ -262,8 +262,12 @@ func (q *Queue[T]) pokeWaiters(n int32) {
 	}
 }
 
-// pokeAll wakes every producer parked in waitSpare.
-func (q *Queue[T]) pokeAll() { q.pokeWaiters(math.MaxInt32) }
+// pokeAll wakes every producer parked in waitSpare, and every keyed call
+// parked for room (waitRoom): Stop, the stall, the tick.
+func (q *Queue[T]) pokeAll() {
+	q.pokeWaiters(math.MaxInt32)
+	q.keyed.wakeParked()
+}
 
 // shedRings lets go of the rings nobody is using, the Ps' spares and the
 // pool's, so that memory can fall: a producer about to be refused or to wait

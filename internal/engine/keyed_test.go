@@ -535,3 +535,244 @@ func TestKeyedStopCutsAsBatchesLeave(t *testing.T) {
 		}
 	}
 }
+
+// roomShard is a bare queue whose shard 0 has a batch in flight (gather
+// leaves it alone) and a push as EnqueueKey's after admission: the pinned
+// try, then pushSlow.
+func roomShard(t *testing.T) (*Queue[int], *collector[int], *keyedShard[int], func(v int) error) {
+	q := bareQueue(100)
+	q.tier = memoryTier[int]{}
+	q.keyed.used.Store(true)
+	c := &collector[int]{q: q}
+	s := &q.keyed.shards[0]
+	s.inflight.Store(true)
+	push := func(v int) error {
+		pin.Pin()
+		_, ok := s.tryPush(0, v, 8)
+		pin.Unpin()
+		if ok {
+			return nil
+		}
+		_, err := q.pushSlow(s, 0, v, 8)
+		return err
+	}
+	return q, c, s, push
+}
+
+// fillToBound pushes from next on until the shard holds as many full rings
+// as it may and its current ring is full: the next push needs a ring.
+func fillToBound(t *testing.T, q *Queue[int], s *keyedShard[int], push func(int) error, next int) int {
+	t.Helper()
+	for {
+		r := s.ring.Load()
+		if r != nil && len(s.full) >= q.keyedFullMax(r) && s.tail.Load() == r.end() {
+			return next
+		}
+		if err := push(next); err != nil {
+			t.Fatal(err)
+		}
+		next++
+	}
+}
+
+// TestKeyedParksForRoom: a shard's full rings are bounded (keyedFullMax).
+// The call that needs a ring past the bound, with no spare, makes none: it
+// parks until the collector has cut the shard's full batches into its cut
+// queue, in flight as the shard is, and so made spares of the rings;
+// parked again, Stop wakes it with ErrClosed. Every item accepted is cut
+// once, in order, and the shard never held more rings than the bound and
+// the spares the collector keeps.
+func TestKeyedParksForRoom(t *testing.T) {
+	q, c, s, push := roomShard(t)
+	parking := make(chan struct{}, 1)
+	q.cfg.KeyedParking = func() { parking <- struct{}{} }
+	rings := map[*keyedRing[int]]bool{}
+	note := func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, r := range append(append([]*keyedRing[int]{s.ring.Load()}, s.full...), s.spares...) {
+			rings[r] = true
+		}
+	}
+	next := fillToBound(t, q, s, push, 0)
+	note()
+	done := make(chan error, 1)
+	go func(v int) { done <- push(v) }(next)
+	next++
+	<-parking
+	select {
+	case err := <-done:
+		t.Fatalf("a call needing a ring past the bound returned (%v) without the collector", err)
+	default:
+	}
+	c.cutKeyed(cutFull) // woken by the call: cuts the shard, in flight or not
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the collector cut the shard and the parked call was not woken")
+	}
+	if s.cutq.len() == 0 {
+		t.Fatal("the collector cut no batch for the parked call")
+	}
+	if !rings[s.ring.Load()] {
+		t.Fatal("the parked call made a ring rather than reuse one the collector emptied")
+	}
+
+	// At the bound again, parked: Stop wakes it.
+	next = fillToBound(t, q, s, push, next)
+	note()
+	go func(v int) { done <- push(v) }(next)
+	<-parking
+	q.keyed.shedCredit(q, true)
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Fatalf("a call parked at Stop returned %v; want ErrClosed", err)
+	}
+	if max := q.keyedFullMax(s.ring.Load()) + 1 + keyedSparesMax; len(rings) > max {
+		t.Fatalf("the shard held %d rings; at most %d", len(rings), max)
+	}
+	// Every item accepted, in order: the cut queue's, then the rest.
+	want := 0
+	check := func(items []int) {
+		for _, v := range items {
+			if v != want {
+				t.Fatalf("item %d at %d: out of order, lost or twice", v, want)
+			}
+			want++
+		}
+	}
+	for _, b := range s.cutq.items() {
+		check(b.items)
+	}
+	b := &pending[int]{}
+	s.mu.Lock()
+	s.absorbLocked(false, true)
+	s.take(q, b, len(s.items))
+	s.mu.Unlock()
+	check(b.items)
+	if want != next {
+		t.Fatalf("%d items came out; %d accepted", want, next)
+	}
+}
+
+// TestKeyedParkWakeNotLost: whatever wakes the calls parked for room (the
+// collector's cut, a poke, Stop) may come after the call decided to park
+// and before it waits; the call still wakes. The hook runs the waker just
+// there: were the wait's channel taken, or the call counted, only as it
+// waits, the call would sleep for ever (here: fail at the deadline).
+func TestKeyedParkWakeNotLost(t *testing.T) {
+	for _, waker := range []string{"collector", "poke", "stop"} {
+		t.Run(waker, func(t *testing.T) {
+			q, c, s, push := roomShard(t)
+			parks := 0
+			q.cfg.KeyedParking = func() {
+				parks++
+				switch {
+				case waker == "collector" || waker == "poke" && parks > 1:
+					c.cutKeyed(cutFull)
+				case waker == "poke":
+					q.pokeAll() // looks again, finds no room, parks again
+				default:
+					q.keyed.shedCredit(q, true)
+				}
+			}
+			next := fillToBound(t, q, s, push, 0)
+			done := make(chan error, 1)
+			go func() { done <- push(next) }()
+			select {
+			case err := <-done:
+				if waker == "stop" {
+					if !errors.Is(err, ErrClosed) {
+						t.Fatalf("woken by Stop: %v; want ErrClosed", err)
+					}
+				} else if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("a call woken by the %s between deciding to park and parking sleeps on", waker)
+			}
+			if waker == "poke" && parks != 2 {
+				t.Fatalf("the call parked %d times; want 2 (the poke, then the collector)", parks)
+			}
+		})
+	}
+}
+
+// TestKeyedStuckSendRejects: the bound on a shard's rings makes calls wait
+// for the collector, never for a sender. With the only batch of the key's
+// shard held in Send, the collector cuts what the calls bring into batches
+// behind it, so they reach the hard level and get ErrFull under Reject,
+// rather than park until the Send returns; every item accepted is
+// delivered once, in order.
+func TestKeyedStuckSendRejects(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	const key = 7
+	var (
+		mu        sync.Mutex
+		delivered []uint64
+		held      atomic.Bool
+	)
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	cfg := testConfig(func(_ context.Context, b []uint64) error {
+		mu.Lock()
+		delivered = append(delivered, b...)
+		mu.Unlock()
+		if held.CompareAndSwap(false, true) {
+			close(entered)
+			<-release
+		}
+		return nil
+	})
+	cfg.BatchSize, cfg.MinBatchSize, cfg.MaxBatchSize = 100, 100, 100
+	cfg.FlushInterval = 5 * time.Millisecond
+	cfg.Memory.Limit = 4 << 20
+	cfg.SizeOf = func(uint64) int { return 64 }
+	var parks atomic.Int64
+	cfg.KeyedParking = func() { parks.Add(1) }
+	q, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.EnqueueKey(key, 0); err != nil {
+		t.Fatal(err)
+	}
+	<-entered // the shard's batch is stuck in Send
+	done := make(chan error, 1)
+	accepted := uint64(1)
+	go func() {
+		for ; ; accepted++ {
+			if err := q.EnqueueKey(key, accepted); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrFull) {
+			t.Errorf("EnqueueKey behind a stuck Send returned %v; want ErrFull", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("EnqueueKey behind a stuck Send neither accepted nor refused for 30 s")
+	}
+	close(release)
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if parks.Load() == 0 {
+		t.Error("no call parked: the shard's rings were not bounded")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if uint64(len(delivered)) != accepted {
+		t.Fatalf("delivered %d items; %d accepted", len(delivered), accepted)
+	}
+	for i, v := range delivered {
+		if v != uint64(i) {
+			t.Fatalf("delivered %d at %d: out of order or twice", v, i)
+		}
+	}
+}
