@@ -121,14 +121,7 @@ func TestPeriodicCrashHeldSendReplays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := q.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
+	flushThenClose(t, q, 30*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
 	seen := map[string]int{}

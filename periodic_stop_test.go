@@ -197,29 +197,7 @@ func TestPeriodicCloseWritesOnlyWhatItMust(t *testing.T) {
 			for range workers - 1 {
 				<-held // the full batches in Send, unwritten
 			}
-			ctx := context.Background()
-			if deadline {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, time.Minute)
-				defer cancel()
-			}
-			stopped := make(chan error, 1)
-			go func() { stopped <- q.Stop(ctx) }()
-			<-partialSent
-			close(release)
-			if err := <-stopped; err != nil {
-				t.Fatal(err)
-			}
-			if st := q.Stats(); st.Delivered != total {
-				t.Fatalf("delivered %d of %d", st.Delivered, total)
-			}
-			want := int64(0)
-			if deadline {
-				want = total
-			}
-			if n := encoded.Load(); n != want {
-				t.Errorf("Stop (deadline %v) wrote %d items, all of them delivered by its end: want %d", deadline, n, want)
-			}
+			stopWritesOnlyWhatItMust(t, q, deadline, partialSent, release, &encoded, total)
 		})
 	}
 }
@@ -407,30 +385,40 @@ func TestPeriodicCloseWritesOnlyWhatItMustKeyed(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			ctx := context.Background()
-			if deadline {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, time.Minute)
-				defer cancel()
-			}
-			stopped := make(chan error, 1)
-			go func() { stopped <- q.Stop(ctx) }()
-			<-partialSent
-			close(release)
-			if err := <-stopped; err != nil {
-				t.Fatal(err)
-			}
-			if st := q.Stats(); st.Delivered != total {
-				t.Fatalf("delivered %d of %d", st.Delivered, total)
-			}
-			want := int64(0)
-			if deadline {
-				want = total
-			}
-			if n := encoded.Load(); n != want {
-				t.Errorf("Stop (deadline %v) wrote %d items, all of them delivered by its end: want %d", deadline, n, want)
-			}
+			stopWritesOnlyWhatItMust(t, q, deadline, partialSent, release, &encoded, total)
 		})
+	}
+}
+
+// stopWritesOnlyWhatItMust is the end of the two tests above: it stops q
+// (with a deadline or, as Close, without), lets the held Sends go once the
+// partial batch Stop cut has been sent, and checks that all total items
+// were delivered and that the Stop wrote all of them if it had a deadline,
+// none otherwise (encoded counts what the Codec encoded).
+func stopWritesOnlyWhatItMust(t *testing.T, q *vq.Queue[[]byte], deadline bool, partialSent <-chan struct{}, release chan<- struct{}, encoded *atomic.Int64, total int) {
+	t.Helper()
+	ctx := context.Background()
+	if deadline {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- q.Stop(ctx) }()
+	<-partialSent
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if st := q.Stats(); st.Delivered != uint64(total) {
+		t.Fatalf("delivered %d of %d", st.Delivered, total)
+	}
+	want := int64(0)
+	if deadline {
+		want = int64(total)
+	}
+	if n := encoded.Load(); n != want {
+		t.Errorf("Stop (deadline %v) wrote %d items, all of them delivered by its end: want %d", deadline, n, want)
 	}
 }
 
