@@ -77,14 +77,7 @@ func TestAttackPeriodicDeadLetterWALFull(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := q.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := q.Close(); err != nil {
-				t.Fatal(err)
-			}
+			flushThenClose(t, q, 30*time.Second)
 			st1 := q.Stats()
 
 			q2, err := vq.New(cfg(func(_ context.Context, b [][]byte) error {
@@ -98,26 +91,20 @@ func TestAttackPeriodicDeadLetterWALFull(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := q2.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
+			flushWithin(t, q2, 30*time.Second)
 			for range 5 {
 				n, err := q2.RequeueDeadLetters()
 				if errors.Is(err, vq.ErrWALFull) {
 					// The WAL has no room to take the letters' items
 					// back (documented: the letters not requeued stay);
 					// what stays is counted below as kept.
-					if err := q2.Flush(ctx); err != nil {
-						t.Fatal(err)
-					}
+					flushWithin(t, q2, 30*time.Second)
 					continue
 				}
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := q2.Flush(ctx); err != nil {
-					t.Fatal(err)
-				}
+				flushWithin(t, q2, 30*time.Second)
 				if n == 0 {
 					break
 				}

@@ -344,14 +344,7 @@ func TestAttackPeriodicDeadAfterCheckpoint(t *testing.T) {
 			if err := <-ackErr; !errors.Is(err, vq.ErrDropped) {
 				t.Errorf("EnqueueAck of a dead-lettered item: %v; want ErrDropped", err)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			if err := q.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := q.Close(); err != nil {
-				t.Fatal(err)
-			}
+			flushThenClose(t, q, 20*time.Second)
 			st1 := q.Stats()
 			if st1.DeadLettered != 5 {
 				t.Errorf("DeadLettered %d; want 5 (4 keyed, 1 AckDelivered)", st1.DeadLettered)
@@ -364,9 +357,7 @@ func TestAttackPeriodicDeadAfterCheckpoint(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := q2.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
+			flushWithin(t, q2, 20*time.Second)
 			if st := q2.Stats(); st.Replayed != 0 {
 				t.Errorf("the next New replayed %d items from the main log; the failed batches were dead-lettered and acknowledged", st.Replayed)
 			}
@@ -384,12 +375,7 @@ func TestAttackPeriodicDeadAfterCheckpoint(t *testing.T) {
 			if _, err := q2.RequeueDeadLetters(); err != nil {
 				t.Fatal(err)
 			}
-			if err := q2.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := q2.Close(); err != nil {
-				t.Fatal(err)
-			}
+			flushThenClose(t, q2, 20*time.Second)
 			mu.Lock()
 			defer mu.Unlock()
 			for k := 1; k <= 2; k++ {
@@ -513,14 +499,7 @@ func TestAttackPeriodicCleanCloseLeavesNothing(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := q.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
+	flushThenClose(t, q, 30*time.Second)
 	st1 := q.Stats()
 	q2, err := vq.New(cfg(func(_ context.Context, b [][]byte) error {
 		mu.Lock()
@@ -533,9 +512,7 @@ func TestAttackPeriodicCleanCloseLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := q2.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	flushWithin(t, q2, 30*time.Second)
 	if st := q2.Stats(); st.Replayed != 0 {
 		t.Errorf("after a clean Close the next New replayed %d items (first queue: delivered %d, dead-lettered %d, parked %d)", st.Replayed, st1.Delivered, st1.DeadLettered, st1.Parked)
 	}
@@ -553,12 +530,7 @@ func TestAttackPeriodicCleanCloseLeavesNothing(t *testing.T) {
 	if _, err := q2.RequeueDeadLetters(); err != nil {
 		t.Fatal(err)
 	}
-	if err := q2.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := q2.Close(); err != nil {
-		t.Fatal(err)
-	}
+	flushThenClose(t, q2, 30*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
 	bad := 0

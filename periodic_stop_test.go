@@ -137,16 +137,6 @@ func TestPeriodicStopWritesInFlightBeforeItsDeadline(t *testing.T) {
 	}
 }
 
-// countCodec encodes []byte as is and counts the items it encodes.
-type countCodec struct{ n *atomic.Int64 }
-
-func (c countCodec) Append(dst []byte, v []byte) ([]byte, error) {
-	c.n.Add(1)
-	return append(dst, v...), nil
-}
-
-func (countCodec) Decode(src []byte) ([]byte, error) { return append([]byte(nil), src...), nil }
-
 // TestPeriodicCloseWritesOnlyWhatItMust: a Stop whose ctx cannot end (Close)
 // never gives a batch up, so the batches in Send, delivered during it, are
 // never written; a Stop with a deadline writes them as it begins, so that
@@ -179,7 +169,7 @@ func TestPeriodicCloseWritesOnlyWhatItMust(t *testing.T) {
 					<-release
 					return nil
 				},
-				Codec:     countCodec{&encoded},
+				Codec:     countCodec{all: &encoded},
 				BatchSize: batch,
 				Workers:   workers,
 				// Only Stop cuts the partial batch.
@@ -224,7 +214,7 @@ func TestPeriodicStopWritesHeldKeyedBeforeItsDeadline(t *testing.T) {
 			<-ctx.Done()
 			return ctx.Err()
 		},
-		Codec:         countAfterCodec{&past, &after, nil},
+		Codec:         countCodec{past: &past, after: &after},
 		BatchSize:     batch,
 		Workers:       workers,
 		FlushInterval: 5 * time.Millisecond,
@@ -288,7 +278,7 @@ func TestPeriodicStopWritesHeldKeyedBeforeItsDeadline(t *testing.T) {
 			}
 			return nil
 		},
-		Codec:   countAfterCodec{new(atomic.Bool), new(atomic.Int64), nil},
+		Codec:   countCodec{},
 		Workers: workers,
 		WAL:     vq.WALConfig{Dir: dir, Mode: vq.Periodic},
 	})
@@ -303,26 +293,26 @@ func TestPeriodicStopWritesHeldKeyedBeforeItsDeadline(t *testing.T) {
 	}
 }
 
-// countAfterCodec encodes []byte as is and counts the items it encodes
-// after past is set (Stop's deadline has passed), and, unless nil, all of
-// them.
-type countAfterCodec struct {
+// countCodec encodes []byte as is and counts the items it encodes: all of
+// them in all, and in after those encoded once past is set (Stop's
+// deadline has passed); a nil counter counts nothing.
+type countCodec struct {
+	all   *atomic.Int64
 	past  *atomic.Bool
 	after *atomic.Int64
-	all   *atomic.Int64
 }
 
-func (c countAfterCodec) Append(dst []byte, v []byte) ([]byte, error) {
-	if c.past.Load() {
-		c.after.Add(1)
-	}
+func (c countCodec) Append(dst []byte, v []byte) ([]byte, error) {
 	if c.all != nil {
 		c.all.Add(1)
+	}
+	if c.past != nil && c.past.Load() {
+		c.after.Add(1)
 	}
 	return append(dst, v...), nil
 }
 
-func (countAfterCodec) Decode(src []byte) ([]byte, error) { return append([]byte(nil), src...), nil }
+func (countCodec) Decode(src []byte) ([]byte, error) { return append([]byte(nil), src...), nil }
 
 // TestPeriodicCloseWritesOnlyWhatItMustKeyed is
 // TestPeriodicCloseWritesOnlyWhatItMust for keyed items: a key's first
@@ -364,7 +354,7 @@ func TestPeriodicCloseWritesOnlyWhatItMustKeyed(t *testing.T) {
 					}
 					return nil
 				},
-				Codec:     countCodec{&encoded},
+				Codec:     countCodec{all: &encoded},
 				BatchSize: batch,
 				Workers:   workers,
 				// Only full batches, until Stop.
@@ -445,7 +435,7 @@ func TestPeriodicStopWritesEveryCollectorsBatches(t *testing.T) {
 					<-ctx.Done()
 					return ctx.Err()
 				},
-				Codec:         countAfterCodec{&past, &after, &encoded},
+				Codec:         countCodec{all: &encoded, past: &past, after: &after},
 				BatchSize:     100,
 				Workers:       4,
 				Collectors:    2,

@@ -76,47 +76,10 @@ func TestAttackDurableMarkKeyedUnwritable(t *testing.T) {
 		}
 	}
 	accepted := time.Now() // "bad" was accepted before this
-	deadline := time.Now().Add(20 * time.Second)
-	for q.walErrors.Load() == 0 { // a checkpoint took "bad" into its shard and failed to write it
-		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint tried to write the item; stats %+v", q.Stats())
-		}
-		time.Sleep(time.Millisecond) // polling a counter
-	}
+	awaitWALError(t, q)    // a checkpoint took "bad" into its shard and failed to write it
 	close(holdA)
 	wait(enteredBad, "the batch holding the unwritable item in Send")
-	// Three checkpoints start after it is in Send: at least two have
-	// ended (each waits for the one before) and could move the mark.
-	for n := 0; n < 3; {
-		select {
-		case s := <-starts:
-			if s.After(accepted) {
-				n++
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("no checkpoint")
-		}
-	}
-	if d := q.Stats().DurableThrough; d.After(accepted) {
-		t.Errorf("DurableThrough %v after the acceptance of an item that is in Send, not on disk (accepted before %v, %v earlier)", d, accepted, d.Sub(accepted))
-	}
-	close(holdBad)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := q.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// Delivered: the mark may now pass it.
-	after := time.Now()
-	for !q.Stats().DurableThrough.After(after) {
-		if time.Now().After(deadline) {
-			t.Fatalf("DurableThrough never passed the delivered item: %+v", q.Stats())
-		}
-		time.Sleep(time.Millisecond) // polling the mark
-	}
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
+	markHeldUntilDelivered(t, q, starts, accepted, holdBad)
 }
 
 // TestAttackDurableMarkUnkeyedUnwritable: the same for an Enqueue item the
@@ -157,13 +120,30 @@ func TestAttackDurableMarkUnkeyedUnwritable(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the batch never reached Send")
 	}
+	awaitWALError(t, q) // a checkpoint wrote the batch, the item refused
+	markHeldUntilDelivered(t, q, starts, accepted, hold)
+}
+
+// awaitWALError waits until the queue has met a write error (a
+// checkpoint tried to write the unwritable item).
+func awaitWALError(t *testing.T, q *Queue[[]byte]) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for q.walErrors.Load() == 0 { // a checkpoint wrote the batch, the item refused
+	for q.walErrors.Load() == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("no checkpoint tried to write the item; stats %+v", q.Stats())
 		}
 		time.Sleep(time.Millisecond) // polling a counter
 	}
+}
+
+// markHeldUntilDelivered is the end of both tests above. Three checkpoints
+// start after the unwritable item was accepted, while its batch is held in
+// Send: at least two have ended (each waits for the one before) and could
+// have moved the mark, which must not pass the item's acceptance. Then it
+// lets the batch go (closing hold): once delivered, the mark must pass it.
+func markHeldUntilDelivered(t *testing.T, q *Queue[[]byte], starts <-chan time.Time, accepted time.Time, hold chan struct{}) {
+	t.Helper()
 	for n := 0; n < 3; {
 		select {
 		case s := <-starts:
@@ -184,6 +164,7 @@ func TestAttackDurableMarkUnkeyedUnwritable(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := time.Now()
+	deadline := after.Add(20 * time.Second)
 	for !q.Stats().DurableThrough.After(after) {
 		if time.Now().After(deadline) {
 			t.Fatalf("DurableThrough never passed the delivered item: %+v", q.Stats())
