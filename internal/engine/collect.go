@@ -43,9 +43,6 @@ type collector[T any] struct {
 	// handoffSeen: a drain of the current rings met a hand-off under way
 	// (ProcSlot.handing), whose ring may hold items it did not find.
 	handoffSeen bool
-	// keyedWaited: at the last interval tick, keyed items that could go
-	// into a batch were left waiting (cutKeyed).
-	keyedWaited bool
 }
 
 // collect is the primary collector: centrals[0]'s rings, and the work that

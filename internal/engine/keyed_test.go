@@ -473,6 +473,73 @@ func TestKeyedPartialCutWaitsATick(t *testing.T) {
 	}
 }
 
+// TestKeyedPartialCutOnlyForWhatWaited: a tick cuts a partial keyed batch
+// only if an item held at the tick before is still there, not because
+// some item was: while full batches take the items as they come, no
+// partial batch is cut (cutting one whenever anything had been left at the
+// last tick cut one every tick or two in a steady flow: Sync mode's
+// batches were 0.8 × BatchSize). An item held in a shard with a batch in
+// flight still goes at the first tick after that batch is finished.
+func TestKeyedPartialCutOnlyForWhatWaited(t *testing.T) {
+	q := bareQueue(100)
+	q.tier = memoryTier[int]{}
+	q.keyed.used.Store(true)
+	c := &collector[int]{q: q}
+	s := &q.keyed.shards[0]
+	add := func(n int) {
+		s.mu.Lock()
+		for i := range n {
+			s.push(i, 0, false, 0)
+		}
+		s.queued.Store(int64(len(s.items)))
+		s.mu.Unlock()
+		q.keyed.kick.Store(true)
+	}
+	var flying []*pending[int]
+	cut := func(how keyedCut) (batches, items int) {
+		c.cutKeyed(how)
+		for c.ready.len() > 0 {
+			b := c.ready.pop()
+			batches++
+			items += len(b.items)
+			flying = append(flying, b)
+		}
+		return batches, items
+	}
+	finish := func() {
+		s.inflight.Store(false) // as if sent
+		flying = flying[:0]
+	}
+
+	add(60)
+	if b, _ := cut(cutPartial); b != 0 {
+		t.Fatalf("first tick cut %d batches; want the items left to fill one", b)
+	}
+	add(60) // 120: a full batch takes the 60 from before the tick and 40 after
+	if b, n := cut(cutFull); b != 1 || n != 100 {
+		t.Fatalf("full cut: %d batches of %d items; want one of 100", b, n)
+	}
+	finish()
+	if b, _ := cut(cutPartial); b != 0 {
+		t.Fatalf("tick cut %d batches though every item held at the last tick went in a full one", b)
+	}
+
+	// The 20 left now waited a tick, but their shard has a batch in
+	// flight: nothing is cut until it is finished, then at the next tick.
+	add(80) // 100: a full batch
+	if b, n := cut(cutFull); b != 1 || n != 100 {
+		t.Fatalf("full cut: %d batches of %d items; want one of 100", b, n)
+	}
+	add(10)
+	if b, _ := cut(cutPartial); b != 0 {
+		t.Fatalf("tick cut %d batches from a shard with a batch in flight", b)
+	}
+	finish()
+	if b, n := cut(cutPartial); b != 1 || n != 10 {
+		t.Fatalf("tick after the batch was finished: %d batches of %d items; want the 10 that waited", b, n)
+	}
+}
+
 // TestKeyedStopCutsAsBatchesLeave: Stop's cut (cutStop) gives each shard
 // one batch at a time, so that the senders start on the first batches
 // while the rest of a large backlog is still in the shards, and each
