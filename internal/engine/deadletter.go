@@ -97,6 +97,12 @@ func (w *walTier[T]) writeDeadLetter(items []T, keys []uint64, meta wal.DeadMeta
 		count++
 	}
 	cut()
+	if onLetter != nil {
+		// Written and recorded as one step for RequeueDeadLetters and
+		// PurgeDeadLetters (parking.recording).
+		w.q.park.recording.RLock()
+		defer w.q.park.recording.RUnlock()
+	}
 	ids, err := w.log.DeadLetterGroup(parts)
 	if err != nil {
 		return 0, walErr(err)
@@ -177,6 +183,12 @@ func (q *Queue[T]) PurgeDeadLetters(ids ...uint64) (int, error) {
 		return 0, nil
 	}
 	p := q.park
+	if p != nil {
+		// No keyed letter is between its write and its recording
+		// meanwhile (parking.recording): each one purged is forgotten.
+		p.recording.Lock()
+		defer p.recording.Unlock()
+	}
 	if p != nil && len(ids) == 0 {
 		// Name them, so that what is forgotten is what was purged.
 		ds, err := q.wal.log.DeadLetters()

@@ -47,8 +47,9 @@ import (
 // (the next New replays it with its key, and parks it then if its key is
 // still parked: replay.go), otherwise handed to OnDrop.
 //
-// Lock order: parking.mu, then the log's locks. divert writes dead letters
-// without mu, holding reservations of their keys instead (divert).
+// Lock order: parking.recording, then parking.mu, then the log's locks.
+// divert writes dead letters without mu, holding reservations of their keys
+// instead (divert).
 
 // parkLetter is a live dead letter that holds keys.
 type parkLetter struct {
@@ -75,6 +76,21 @@ type parking[T any] struct {
 	out  chan *pending[T] // releaser → collector
 	ack  chan struct{}    // cap 1: the released batch is finished
 	kick chan struct{}    // cap 1: there may be something to release
+
+	// recording keeps the log's keyed dead letters and letters in step
+	// for those who read the one and act on the other. It is held shared
+	// by a writer of keyed dead letters from before the log takes them
+	// until they are recorded in letters, and by the purge of a released
+	// letter delivered until it is forgotten; exclusively by
+	// RequeueDeadLetters and PurgeDeadLetters while they read the log's
+	// dead letters and act on what letters says of them. Otherwise a keyed
+	// letter listed between its write and its recording looked unkeyed,
+	// and was requeued through the main log (its items delivered ahead of
+	// their keys' earlier ones) or purged, and then recorded: a letter no
+	// longer on disk, holding its keys parked for good; and one listed as
+	// its release purged it was requeued as unkeyed too (ErrNoDeadLetter
+	// from a call that named none). Taken before mu.
+	recording sync.RWMutex
 
 	mu      sync.Mutex
 	letters map[uint64]*parkLetter // live dead letters holding keys, by id
@@ -539,6 +555,8 @@ func (p *parking[T]) block(id uint64) {
 // duplicate, never a loss).
 func (p *parking[T]) purge(id uint64) {
 	q := p.q
+	p.recording.RLock() // purged and forgotten as one step (recording)
+	defer p.recording.RUnlock()
 	if _, err := q.wal.log.PurgeDeadLetters(id); err != nil && !errors.Is(err, wal.ErrNotFound) {
 		q.logger.Error("vinequeue: a dead letter delivered again could not be purged; the next New delivers it again", "id", id, "err", walErr(err))
 	}
@@ -560,6 +578,10 @@ func (p *parking[T]) failedAgain(b *pending[T]) { p.block(b.letter) }
 // (unkeyed dead letters, or none at all), for the caller's unkeyed requeue:
 // with ids empty, every unkeyed dead letter.
 func (p *parking[T]) requeue(ids []uint64) (n int, rest []uint64, err error) {
+	// No keyed letter is between its write and its recording meanwhile:
+	// one this does not hold is unkeyed (recording).
+	p.recording.Lock()
+	defer p.recording.Unlock()
 	if len(ids) == 0 {
 		ds, err := p.q.wal.log.DeadLetters()
 		if err != nil {
