@@ -137,6 +137,8 @@ func (q *Queue[T]) RequeueDeadLetters(ids ...uint64) (int, error) {
 	if q.wal == nil {
 		return 0, nil
 	}
+	q.requeueMu.Lock() // one at a time: each dead letter requeued once
+	defer q.requeueMu.Unlock()
 	if p := q.park; p != nil {
 		// Keyed dead letters are released (park.go); the others are
 		// requeued as below.
@@ -148,12 +150,18 @@ func (q *Queue[T]) RequeueDeadLetters(ids ...uint64) (int, error) {
 			return n, err
 		}
 		m, err := q.requeueUnkeyed(rest)
+		if len(ids) == 0 && errors.Is(err, ErrNoDeadLetter) {
+			// Every dead letter, as listed: those gone since were
+			// purged meanwhile, not named by the caller.
+			err = nil
+		}
 		return n + m, err
 	}
 	return q.requeueUnkeyed(ids)
 }
 
 // requeueUnkeyed is RequeueDeadLetters' requeue through the main log.
+// Caller holds requeueMu.
 func (q *Queue[T]) requeueUnkeyed(ids []uint64) (int, error) {
 	if !q.intake.enter() {
 		return 0, ErrClosed

@@ -145,6 +145,11 @@ type Queue[T any] struct {
 	stopCanEnd bool
 	stopDone   chan struct{}
 	stopErr    error
+	// requeueMu makes requeues through the main log one at a time
+	// (requeueUnkeyed): the log reads a dead letter, has it appended and
+	// only then purges it, so two requeues of one dead letter at once
+	// both appended it, its items delivered twice.
+	requeueMu sync.Mutex
 
 	_ [cacheLine]byte
 	// Counters written off the fast path (slow path, collector, senders).
