@@ -113,6 +113,10 @@ func (q *Queue[T]) replayLoop(w *walTier[T]) {
 			meta := wal.DeadMeta{Reason: "replay: " + err.Error(), Records: []uint64{id}}
 			if q.park != nil && len(keys) == n {
 				meta.Keys = keys // its keys park behind it, as a failed batch's do
+				// Written and recorded as one step for RequeueDeadLetters
+				// and PurgeDeadLetters (parking.recording).
+				q.park.recording.RLock()
+				defer q.park.recording.RUnlock()
 			}
 			did, derr := w.log.DeadLetter(payload, meta)
 			if derr != nil {
