@@ -35,6 +35,10 @@ import (
 //	D <item> ...    a batch Send is about to return nil for
 const syncParkChildEnv = "VINEQUEUE_ATTACK_SYNCPARK_CHILD"
 
+// syncParkReady is the line the child prints once a keyed batch has been
+// dead-lettered (a key parked).
+const syncParkReady = "SYNCPARK-READY"
+
 type syncParkSpec struct {
 	Dir, Log string
 	Run      int
@@ -105,6 +109,12 @@ func syncParkChild(js string) {
 			runtime.GOMAXPROCS(1 + i%4)
 			time.Sleep(3 * time.Millisecond)
 		}
+	}()
+	go func() {
+		for q.Stats().DeadLettered == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		fmt.Println(syncParkReady)
 	}()
 	go func() { // an operator requeues the dead letters now and then
 		for {
@@ -204,10 +214,18 @@ func TestAttackCrashSyncParkKeys(t *testing.T) {
 	for run := range 2 {
 		spec := syncParkSpec{Dir: dir, Log: filepath.Join(logs, fmt.Sprint(run)), Run: run + 1}
 		js, _ := json.Marshal(spec)
-		c := crashtest.Start(t, "TestAttackCrashSyncParkKeys", nil, syncParkChildEnv+"="+string(js))
-		if err := c.KillAfter(time.Duration(500+rand.IntN(700)) * time.Millisecond); err != nil {
-			t.Fatalf("child run %d: %v", run, err)
-		}
+		// The kill's moment: any, once a key has parked (so that a slow
+		// start on a busy machine still leaves something at stake).
+		killAt := make(chan struct{})
+		var ready sync.Once
+		c := crashtest.Start(t, "TestAttackCrashSyncParkKeys", func(line string) {
+			if line == syncParkReady {
+				ready.Do(func() {
+					time.AfterFunc(time.Duration(rand.IntN(600))*time.Millisecond, func() { close(killAt) })
+				})
+			}
+		}, syncParkChildEnv+"="+string(js))
+		c.KillWhen(killAt)
 		if s := c.Crashed("New:", "RequeueDeadLetters:"); s != "" {
 			t.Fatalf("child run %d: %s", run, s)
 		}
