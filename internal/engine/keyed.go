@@ -27,9 +27,13 @@ const nKeyedShards = 64
 // one shard's arrivals per round trip). As for Enqueue's rings, a partial
 // batch is cut only on the interval tick, or for Flush and Stop.
 //
-// Flush and Stop cut every item: a shard's remaining items become a queue
-// of batches of its own (cutq), dispatched one at a time (Stop cuts the
-// next as the last leaves).
+// Flush and Stop cut every item. The shards with no batch in flight are
+// gathered as above, partial batch and all (a batch of each shard's own
+// made up to 64 slivers at the end of a run); what a shard holds behind a
+// batch in flight becomes a queue of batches of its own (cutq), dispatched
+// one at a time. Flush cuts all of it at once; Stop cuts only a full batch
+// ahead of each batch in flight, and leaves the rest to be gathered with
+// the free shards' once the shard is free.
 //
 // # Intake without a lock
 //
@@ -1045,22 +1049,27 @@ const (
 	cutFull    keyedCut = iota // only full batches (any time the collector runs)
 	cutPartial                 // also a partial one: the interval tick
 	cutAll                     // every item, into the shards' cut queues: Flush, Stop out of time
-	// cutStop is cutAll a batch at a time: each shard keeps one batch
-	// cut and waiting, and the next is cut as that one is dispatched
-	// (Stop, which calls again on every event until nothing is left).
-	// Cutting a backlog all at once (a million items: a tenth of a second
-	// of copying) left the senders idle until the last shard was cut.
+	// cutStop is cutAll a batch at a time (Stop, which calls again on
+	// every event until nothing is left): a shard with a batch in flight
+	// keeps one full batch cut and waiting behind it, and what is less
+	// than a batch is gathered with the free shards' once its shard is
+	// free. Cutting a backlog all at once (a million items: a tenth of a
+	// second of copying) left the senders idle until the last shard was
+	// cut. Waiting to cut a partial batch until no shard held items behind
+	// a batch in flight (so that the last ones all joined) made a shard's
+	// stuck Send hold up every other key's last items.
 	cutStop
 )
 
 // cutKeyed makes keyed batches, as Enqueue's rings do: full batches as soon
 // as the shards that have no batch in flight hold BatchSize items between
 // them, a partial one only on an interval tick, and everything for Flush
-// (cutAll: the shards' remaining items go to their cut queues) and Stop
-// (cutStop: the same, one batch per shard at a time).
+// (cutAll: the free shards' items gathered, the rest into the shards' cut
+// queues) and Stop (cutStop: the same, a batch per shard at a time, the
+// last items gathered; see the type's comment).
 // Each shard with no batch in flight first dispatches its next queued
 // batch. While a replay is pending nothing is dispatched (per key, replayed
-// items go first); cutAll and cutStop cut items that then wait.
+// items go first); cutAll cuts items that then wait, cutStop nothing.
 //
 // A tick cuts a partial batch only if a shard free to go into one still
 // holds an item it held at the tick before (waitedTick): so an item free
@@ -1093,14 +1102,11 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 		return
 	}
 	size := int(q.batchSize.Load())
-	if how == cutAll || how == cutStop {
-		for i := range ks.shards {
-			s := &ks.shards[i]
-			for (how == cutAll || s.cutq.len() == 0) && s.cutOne(c, size) {
-			}
-		}
-	}
+	all := how == cutAll || how == cutStop // every item, waiting for reservations under way
 	if q.replaying.Load() {
+		if how == cutAll {
+			c.cutRest(size)
+		}
 		return
 	}
 	for i := range ks.shards {
@@ -1113,8 +1119,33 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 	}
 	for {
 		free := ks.free(size)
-		if free == 0 || (free < size && !partial) || !c.gather(size) {
-			return
+		if free == 0 || (free < size && !partial) || !c.gather(size, all) {
+			break
+		}
+	}
+	switch how {
+	case cutAll:
+		c.cutRest(size)
+	case cutStop:
+		// A full batch waits cut behind each batch in flight, so that it
+		// goes as that one leaves; what is less than a batch waits in its
+		// shard, for a gathering with others once the shard is free.
+		for i := range ks.shards {
+			s := &ks.shards[i]
+			if s.cutq.len() == 0 && s.backlog() >= size {
+				s.cutOne(c, size)
+			}
+		}
+	}
+}
+
+// cutRest cuts what the shards still hold, behind a batch in flight or
+// queued, into their cut queues: Flush, whose every item must be in a batch
+// by now, and Stop out of time, which gives them up.
+func (c *collector[T]) cutRest(size int) {
+	for i := range c.q.keyed.shards {
+		s := &c.q.keyed.shards[i]
+		for s.cutOne(c, size) {
 		}
 	}
 }
@@ -1165,7 +1196,7 @@ func (ks *keyedShards[T]) free(size int) int {
 // items are on disk already when the tier writes (the periodic
 // checkpoint wrote them where they were), the rings' are not, and a batch
 // is either on disk as a whole or gets a write ticket (registerKeyed).
-func (c *collector[T]) gather(size int) bool {
+func (c *collector[T]) gather(size int, all bool) bool {
 	q := c.q
 	ks := &q.keyed
 	var b *pending[T]
@@ -1196,7 +1227,7 @@ func (c *collector[T]) gather(size int) bool {
 			q.tier.persistShard(c, s) // nothing to write (see registerKeyed)
 			s.take(q, b, n)
 		} else {
-			n = s.takeRings(b, want, q.keepKeys, false)
+			n = s.takeRings(b, want, q.keepKeys, all)
 		}
 		s.mu.Unlock()
 		if n == 0 {

@@ -545,7 +545,9 @@ func TestKeyedPartialCutOnlyForWhatWaited(t *testing.T) {
 // while the rest of a large backlog is still in the shards, and each
 // shard's items still leave in order, every one of them. Cutting the whole
 // backlog first (cutAll) kept every sender idle until the last item was
-// cut.
+// cut. What the shards hold at the end, less than a batch each, leaves in
+// one batch gathered from both rather than in a batch of each, as both are
+// free then.
 func TestKeyedStopCutsAsBatchesLeave(t *testing.T) {
 	const size, per = 100, 350
 	q := bareQueue(size)
@@ -553,10 +555,10 @@ func TestKeyedStopCutsAsBatchesLeave(t *testing.T) {
 	q.keyed.used.Store(true)
 	c := &collector[int]{q: q}
 	shards := []*keyedShard[int]{&q.keyed.shards[0], &q.keyed.shards[1]}
-	for _, s := range shards {
+	for k, s := range shards {
 		s.mu.Lock()
 		for i := range per {
-			s.push(i, 0, false, 0)
+			s.push(k*per+i, 0, false, 0) // shard k's items: k*per on
 		}
 		s.queued.Store(int64(len(s.items)))
 		s.mu.Unlock()
@@ -566,11 +568,12 @@ func TestKeyedStopCutsAsBatchesLeave(t *testing.T) {
 		t.Fatalf("first cut readied %d batches; want one per shard", c.ready.len())
 	}
 	for _, s := range shards {
-		if n := len(s.items); n != per-size {
-			t.Fatalf("first cut left %d items in a shard; want %d: one batch cut", n, per-size)
+		if n, w := len(s.items), s.cutq.len(); n != per-2*size || w != 1 {
+			t.Fatalf("first cut left %d items and %d batches waiting in a shard; want %d and 1: one batch sent, one waiting", n, w, per-2*size)
 		}
 	}
-	next := make([]int, len(shards))
+	next := []int{0, per}
+	batches := 0
 	for rounds := 0; ; rounds++ {
 		if rounds > 100 {
 			t.Fatal("Stop's cut does not end")
@@ -585,20 +588,87 @@ func TestKeyedStopCutsAsBatchesLeave(t *testing.T) {
 		}
 		for c.ready.len() > 0 {
 			b := c.ready.pop()
-			i := slices.Index(shards, b.shards[0])
+			batches++
 			for _, v := range b.items {
-				if v != next[i] {
-					t.Fatalf("shard %d: item %d after %d", i, v, next[i]-1)
+				k := v / per
+				if v != next[k] {
+					t.Fatalf("shard %d: item %d after %d", k, v, next[k]-1)
 				}
-				next[i]++
+				next[k]++
 			}
-			shards[i].inflight.Store(false) // as if sent
+			for _, s := range b.shards {
+				s.inflight.Store(false) // as if sent
+			}
 		}
 		c.cutKeyed(cutStop)
 	}
-	for i, n := range next {
-		if n != per {
-			t.Fatalf("shard %d: %d items left in batches; want %d", i, n, per)
+	for k, n := range next {
+		if n != (k+1)*per {
+			t.Fatalf("shard %d: %d items left in batches; want %d", k, n-k*per, per)
+		}
+	}
+	if want := 2*(per/size) + 1; batches != want {
+		t.Fatalf("%d batches; want %d: the two shards' last 50 items in one", batches, want)
+	}
+}
+
+// TestKeyedStopGathersWhatIsLeft: at Stop and Flush, the items of the
+// shards with no batch in flight leave together, in batches of up to
+// BatchSize, rather than in a batch of each shard's (64 slivers at the end
+// of a run). Stop leaves what a shard with a batch in flight holds until
+// that batch is finished, then gathers it; Flush cuts it into that
+// shard's queue (every item accepted is in a batch when it returns).
+func TestKeyedStopGathersWhatIsLeft(t *testing.T) {
+	for _, how := range []keyedCut{cutStop, cutAll} {
+		q := bareQueue(100)
+		q.tier = memoryTier[int]{}
+		q.keyed.used.Store(true)
+		c := &collector[int]{q: q}
+		busy := &q.keyed.shards[5]
+		busy.inflight.Store(true) // a batch in flight
+		for i := range q.keyed.shards {
+			s := &q.keyed.shards[i]
+			s.mu.Lock()
+			for j := range 2 {
+				s.push(i*10+j, 0, false, 0)
+			}
+			s.queued.Store(int64(len(s.items)))
+			s.mu.Unlock()
+		}
+		cut := func() (sizes []int) {
+			flying := busy.inflight.Load()
+			c.cutKeyed(how)
+			for c.ready.len() > 0 {
+				b := c.ready.pop()
+				sizes = append(sizes, len(b.items))
+				if slices.Contains(b.shards, busy) && flying {
+					t.Fatalf("how %d: a batch took items of a shard with a batch in flight", how)
+				}
+				for _, s := range b.shards {
+					s.inflight.Store(false) // as if sent
+				}
+			}
+			return sizes
+		}
+		if got, want := cut(), []int{100, 26}; !slices.Equal(got, want) {
+			t.Fatalf("how %d: batches of %v; want %v: the 63 free shards' 126 items gathered", how, got, want)
+		}
+		switch how {
+		case cutStop:
+			if busy.backlog() != 2 || busy.cutq.len() != 0 {
+				t.Fatalf("cutStop: the busy shard holds %d items, %d batches waiting; want 2 and none", busy.backlog(), busy.cutq.len())
+			}
+			busy.inflight.Store(false) // its batch is finished
+			if got, want := cut(), []int{2}; !slices.Equal(got, want) {
+				t.Fatalf("cutStop after the busy shard's batch: batches of %v; want %v", got, want)
+			}
+			if q.keyed.hasWork() {
+				t.Fatal("cutStop left items uncut")
+			}
+		case cutAll:
+			if busy.backlog() != 0 || busy.cutq.len() != 1 || len(busy.cutq.peek().items) != 2 {
+				t.Fatalf("cutAll: the busy shard holds %d items, %d batches waiting; want its 2 in one", busy.backlog(), busy.cutq.len())
+			}
 		}
 	}
 }
