@@ -255,9 +255,10 @@ type keyedShard[T any] struct {
 	seenIn uint64
 	// cut counts the items that have left the shard in batches (take,
 	// takeRings), and waitMark is cut plus the backlog at the collector's
-	// last tick: while cut is below it, an item the shard held at that
-	// tick is still waiting (cutKeyed's partial cut). Items that leave
-	// otherwise (none do today) would only make one tick cut early.
+	// last tick if the shard was free to go into a batch then (cut
+	// otherwise): while cut is below it, an item the shard held, free, at
+	// that tick is still waiting (cutKeyed's partial cut). Items that
+	// leave otherwise (none do today) would only make one tick cut early.
 	cut      uint64
 	waitMark uint64
 	_        [cacheLine]byte
@@ -1072,14 +1073,17 @@ const (
 // items go first); cutAll cuts items that then wait, cutStop nothing.
 //
 // A tick cuts a partial batch only if a shard free to go into one still
-// holds an item it held at the tick before (waitedTick): so an item free
-// to go waits at most two ticks (FlushInterval) for a partial cut, and
-// while full batches keep taking the items as they come no partial one is
-// cut at all. Cutting on every tick made the batches of a steady keyed
-// flow about 0.6–0.8 × BatchSize; cutting whenever some item, however
-// new, was left at the tick before still cut one partial batch every tick
-// or two (Sync mode in the real-job benchmark, 240k items a second with
-// 32 producers: 776–831 items per Send for BatchSize 1000).
+// holds an item it held, free, at the tick before (waitedTick, markTick):
+// so an item free to go waits at most two ticks (FlushInterval) for a
+// partial cut, and while full batches keep taking the items as they come
+// no partial one is cut at all. Cutting on every tick made the batches of
+// a steady keyed flow about 0.6–0.8 × BatchSize; cutting whenever some
+// item, however new, was left at the tick before still cut one partial
+// batch every tick or two (Sync mode in the real-job benchmark, 240k items
+// a second with 32 producers: 776–831 items per Send for BatchSize 1000);
+// counting an item's tick while its shard had a batch in flight cut one
+// as soon as that batch was finished, before the full batch that the
+// shards, all free again, were about to make.
 func (c *collector[T]) cutKeyed(how keyedCut) {
 	q := c.q
 	ks := &q.keyed
@@ -1164,11 +1168,17 @@ func (ks *keyedShards[T]) waitedTick() bool {
 }
 
 // markTick notes, for the next tick's waitedTick, which items each shard
-// holds now. Collector only.
+// free to go into a batch holds now. A shard with a batch in flight (or
+// one cut and waiting) is not free: its items wait for that batch, and
+// their tick starts at the first tick that finds the shard free, as an
+// item's does that came to a free shard. Collector only.
 func (ks *keyedShards[T]) markTick() {
 	for i := range ks.shards {
 		s := &ks.shards[i]
-		s.waitMark = s.cut + uint64(s.backlog())
+		s.waitMark = s.cut
+		if !s.inflight.Load() && s.cutq.len() == 0 {
+			s.waitMark += uint64(s.backlog())
+		}
 	}
 }
 
@@ -1196,15 +1206,23 @@ func (ks *keyedShards[T]) free(size int) int {
 // items are on disk already when the tier writes (the periodic
 // checkpoint wrote them where they were), the rings' are not, and a batch
 // is either on disk as a whole or gets a write ticket (registerKeyed).
+//
+// The shards holding an item that has waited a tick go first: a full
+// batch then takes the oldest items, and leaves, when the shards hold
+// more than it takes, the newest (taken in turn from next, it often left
+// a shard whose items had waited a tick, and the next tick cut them as a
+// batch of their own).
 func (c *collector[T]) gather(size int, all bool) bool {
 	q := c.q
 	ks := &q.keyed
 	var b *pending[T]
 	fromQueues := false // what b's items come from, once it has some
-	for k := range nKeyedShards {
+	// Two passes, each from next: the shards holding an item that has
+	// waited a tick (waitMark), then the others.
+	for k := range 2 * nKeyedShards {
 		i := (ks.next + k) % nKeyedShards
 		s := &ks.shards[i]
-		if s.inflight.Load() || s.cutq.len() > 0 {
+		if s.inflight.Load() || s.cutq.len() > 0 || (k < nKeyedShards) != (s.cut < s.waitMark) {
 			continue
 		}
 		queued := s.queued.Load() > 0 // only the collector takes from the queue

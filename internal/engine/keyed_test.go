@@ -525,7 +525,9 @@ func TestKeyedPartialCutOnlyForWhatWaited(t *testing.T) {
 	}
 
 	// The 20 left now waited a tick, but their shard has a batch in
-	// flight: nothing is cut until it is finished, then at the next tick.
+	// flight: nothing is cut until it is finished; and what waited
+	// behind that batch waits a tick once free, as items that came to a
+	// free shard do, for a full batch to take it.
 	add(80) // 100: a full batch
 	if b, n := cut(cutFull); b != 1 || n != 100 {
 		t.Fatalf("full cut: %d batches of %d items; want one of 100", b, n)
@@ -535,8 +537,46 @@ func TestKeyedPartialCutOnlyForWhatWaited(t *testing.T) {
 		t.Fatalf("tick cut %d batches from a shard with a batch in flight", b)
 	}
 	finish()
+	if b, _ := cut(cutPartial); b != 0 {
+		t.Fatalf("first tick after the batch was finished cut %d batches; want the 10 that waited behind it left to fill one", b)
+	}
 	if b, n := cut(cutPartial); b != 1 || n != 10 {
-		t.Fatalf("tick after the batch was finished: %d batches of %d items; want the 10 that waited", b, n)
+		t.Fatalf("second tick after the batch was finished: %d batches of %d items; want the 10, free for a tick", b, n)
+	}
+}
+
+// TestKeyedGatherOldestFirst: a full batch takes first the shards holding
+// an item that has waited a tick, then the others, so that what it leaves
+// is what came last, and the next tick has nothing to cut. Taken in turn,
+// it left the waited items of a shard later in the turn for the next tick
+// to cut as a batch of their own.
+func TestKeyedGatherOldestFirst(t *testing.T) {
+	q := bareQueue(100)
+	q.tier = memoryTier[int]{}
+	q.keyed.used.Store(true)
+	c := &collector[int]{q: q}
+	old, fresh := &q.keyed.shards[9], &q.keyed.shards[3]
+	add := func(s *keyedShard[int], n int) {
+		s.mu.Lock()
+		for i := range n {
+			s.push(i, 0, false, 0)
+		}
+		s.queued.Store(int64(len(s.items)))
+		s.mu.Unlock()
+		q.keyed.kick.Store(true)
+	}
+	add(old, 30)
+	c.cutKeyed(cutPartial) // the 30 have waited a tick from here
+	if c.ready.len() != 0 {
+		t.Fatal("first tick cut a batch")
+	}
+	add(fresh, 90) // earlier in the turn (next is 0)
+	c.cutKeyed(cutFull)
+	if c.ready.len() != 1 || len(c.ready.peek().items) != 100 {
+		t.Fatalf("full cut: %d batches; want one of 100", c.ready.len())
+	}
+	if old.backlog() != 0 || fresh.backlog() != 20 {
+		t.Fatalf("the full batch left %d waited items and %d new ones; want none and 20", old.backlog(), fresh.backlog())
 	}
 }
 
