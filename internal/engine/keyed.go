@@ -33,7 +33,7 @@ const nKeyedShards = 64
 // batch in flight becomes a queue of batches of its own (cutq), dispatched
 // one at a time. Flush cuts all of it at once; Stop cuts only a full batch
 // ahead of each batch in flight, and leaves the rest to be gathered with
-// the free shards' once the shard is free.
+// the free shards' once the shard is free (see cutStop).
 //
 // # Intake without a lock
 //
@@ -1056,9 +1056,11 @@ const (
 	// than a batch is gathered with the free shards' once its shard is
 	// free. Cutting a backlog all at once (a million items: a tenth of a
 	// second of copying) left the senders idle until the last shard was
-	// cut. Waiting to cut a partial batch until no shard held items behind
-	// a batch in flight (so that the last ones all joined) made a shard's
-	// stuck Send hold up every other key's last items.
+	// cut. A partial batch is cut only once no shard holds items behind
+	// a batch in flight (so that the last items of every shard leave
+	// together, rather than a partial batch of each shard's as its last
+	// full one is finished), or when a sender would otherwise be idle
+	// (so that one shard's stuck Send holds up no other key's items).
 	cutStop
 )
 
@@ -1122,6 +1124,9 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 		}
 	}
 	for {
+		if how == cutStop {
+			partial = !ks.heldBehind() || c.senderIdle()
+		}
 		free := ks.free(size)
 		if free == 0 || (free < size && !partial) || !c.gather(size, all) {
 			break
@@ -1152,6 +1157,32 @@ func (c *collector[T]) cutRest(size int) {
 		for s.cutOne(c, size) {
 		}
 	}
+}
+
+// heldBehind reports whether a shard with a batch in flight, or one cut and
+// waiting, holds items still to go, which the free shards' last items may
+// join once it is free (Stop). Collector only.
+func (ks *keyedShards[T]) heldBehind() bool {
+	for i := range ks.shards {
+		s := &ks.shards[i]
+		if (s.inflight.Load() || s.cutq.len() > 0) && (s.backlog() > 0 || s.cutq.len() > 0) {
+			return true
+		}
+	}
+	return false
+}
+
+// senderIdle reports whether more senders are between batches than there
+// are batches ready for them: a partial batch cut now would not wait.
+// Collector only.
+func (c *collector[T]) senderIdle() bool {
+	idle := 0
+	for i := range c.q.senders {
+		if c.q.senders[i].b.Load() == nil {
+			idle++
+		}
+	}
+	return idle > c.ready.len()
 }
 
 // waitedTick reports whether a shard free to go into a batch (none in

@@ -656,13 +656,27 @@ func TestKeyedStopCutsAsBatchesLeave(t *testing.T) {
 // shards with no batch in flight leave together, in batches of up to
 // BatchSize, rather than in a batch of each shard's (64 slivers at the end
 // of a run). Stop leaves what a shard with a batch in flight holds until
-// that batch is finished, then gathers it; Flush cuts it into that
-// shard's queue (every item accepted is in a batch when it returns).
+// that batch is finished, then gathers it; and the free shards' last
+// items wait for it to join them, unless a sender is idle. Flush cuts what
+// waits behind a batch in flight into that shard's queue (every item
+// accepted is in a batch when it returns).
 func TestKeyedStopGathersWhatIsLeft(t *testing.T) {
-	for _, how := range []keyedCut{cutStop, cutAll} {
+	for _, tc := range []struct {
+		how   keyedCut
+		idle  bool  // a sender waits, with no batch ready for it
+		first []int // the batches cut first
+		last  []int // Stop: those cut once the busy shard's batch is finished
+	}{
+		{cutStop, false, []int{100}, []int{28}},
+		{cutStop, true, []int{100, 26}, []int{2}},
+		{cutAll, false, []int{100, 26}, nil},
+	} {
 		q := bareQueue(100)
 		q.tier = memoryTier[int]{}
 		q.keyed.used.Store(true)
+		if tc.idle {
+			q.senders = make([]senderSlot[int], 2) // one for the full batch, one idle
+		}
 		c := &collector[int]{q: q}
 		busy := &q.keyed.shards[5]
 		busy.inflight.Store(true) // a batch in flight
@@ -677,12 +691,12 @@ func TestKeyedStopGathersWhatIsLeft(t *testing.T) {
 		}
 		cut := func() (sizes []int) {
 			flying := busy.inflight.Load()
-			c.cutKeyed(how)
+			c.cutKeyed(tc.how)
 			for c.ready.len() > 0 {
 				b := c.ready.pop()
 				sizes = append(sizes, len(b.items))
 				if slices.Contains(b.shards, busy) && flying {
-					t.Fatalf("how %d: a batch took items of a shard with a batch in flight", how)
+					t.Fatalf("%+v: a batch took items of a shard with a batch in flight", tc)
 				}
 				for _, s := range b.shards {
 					s.inflight.Store(false) // as if sent
@@ -690,20 +704,20 @@ func TestKeyedStopGathersWhatIsLeft(t *testing.T) {
 			}
 			return sizes
 		}
-		if got, want := cut(), []int{100, 26}; !slices.Equal(got, want) {
-			t.Fatalf("how %d: batches of %v; want %v: the 63 free shards' 126 items gathered", how, got, want)
+		if got := cut(); !slices.Equal(got, tc.first) {
+			t.Fatalf("%+v: batches of %v; want %v", tc, got, tc.first)
 		}
-		switch how {
+		switch tc.how {
 		case cutStop:
 			if busy.backlog() != 2 || busy.cutq.len() != 0 {
-				t.Fatalf("cutStop: the busy shard holds %d items, %d batches waiting; want 2 and none", busy.backlog(), busy.cutq.len())
+				t.Fatalf("%+v: the busy shard holds %d items, %d batches waiting; want 2 and none", tc, busy.backlog(), busy.cutq.len())
 			}
 			busy.inflight.Store(false) // its batch is finished
-			if got, want := cut(), []int{2}; !slices.Equal(got, want) {
-				t.Fatalf("cutStop after the busy shard's batch: batches of %v; want %v", got, want)
+			if got := cut(); !slices.Equal(got, tc.last) {
+				t.Fatalf("%+v: after the busy shard's batch, batches of %v; want %v", tc, got, tc.last)
 			}
 			if q.keyed.hasWork() {
-				t.Fatal("cutStop left items uncut")
+				t.Fatalf("%+v: items left uncut", tc)
 			}
 		case cutAll:
 			if busy.backlog() != 0 || busy.cutq.len() != 1 || len(busy.cutq.peek().items) != 2 {
