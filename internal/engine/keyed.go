@@ -1049,7 +1049,7 @@ type keyedCut int
 const (
 	cutFull    keyedCut = iota // only full batches (any time the collector runs)
 	cutPartial                 // also a partial one: the interval tick
-	cutAll                     // every item, into the shards' cut queues: Flush, Stop out of time
+	cutAll                     // every item, the free shards' gathered, the rest into cut queues: Flush, Stop out of time
 	// cutStop is cutAll a batch at a time (Stop, which calls again on
 	// every event until nothing is left): a shard with a batch in flight
 	// keeps one full batch cut and waiting behind it, and what is less
@@ -1229,7 +1229,9 @@ func (ks *keyedShards[T]) free(size int) int {
 
 // gather cuts one batch from the leading items of the shards that have no
 // batch in flight and none queued, up to size items, and readies it; it
-// reports whether there was anything to cut.
+// reports whether there was anything to cut. With all (Flush, Stop) it
+// waits for the reservations under way in the rings it takes from, as
+// absorbLocked does.
 //
 // A shard's leading items are its queue's, then its rings'; the rings'
 // go straight into the batch, each item copied once on the collector.
