@@ -336,7 +336,8 @@ type Config[T any] struct {
 	// EnqueueKey, Sync mode); EnqueueKey's items go into a partial batch only once they
 	// have waited a tick, so that a steady keyed flow fills its batches
 	// for up to a whole FlushInterval (a keyed item also waits for its
-	// shard's batch in flight, if any, to finish). It is
+	// shard's batch in flight, if any, to finish, and its tick counts
+	// from then). It is
 	// the latency at low load, as Kafka's linger is: set it to tens of
 	// milliseconds where an event must reach the sink quickly when traffic
 	// is light. An idle queue wakes only for that tick.

@@ -27,9 +27,13 @@ const nKeyedShards = 64
 // one shard's arrivals per round trip). As for Enqueue's rings, a partial
 // batch is cut only on the interval tick, or for Flush and Stop.
 //
-// Flush and Stop cut every item: a shard's remaining items become a queue
-// of batches of its own (cutq), dispatched one at a time (Stop cuts the
-// next as the last leaves).
+// Flush and Stop cut every item. The shards with no batch in flight are
+// gathered as above, partial batch and all (a batch of each shard's own
+// made up to 64 slivers at the end of a run); what a shard holds behind a
+// batch in flight becomes a queue of batches of its own (cutq), dispatched
+// one at a time. Flush cuts all of it at once; Stop cuts only a full batch
+// ahead of each batch in flight, and leaves the rest to be gathered with
+// the free shards' once the shard is free (see cutStop).
 //
 // # Intake without a lock
 //
@@ -251,9 +255,10 @@ type keyedShard[T any] struct {
 	seenIn uint64
 	// cut counts the items that have left the shard in batches (take,
 	// takeRings), and waitMark is cut plus the backlog at the collector's
-	// last tick: while cut is below it, an item the shard held at that
-	// tick is still waiting (cutKeyed's partial cut). Items that leave
-	// otherwise (none do today) would only make one tick cut early.
+	// last tick if the shard was free to go into a batch then (cut
+	// otherwise): while cut is below it, an item the shard held, free, at
+	// that tick is still waiting (cutKeyed's partial cut). Items that
+	// leave otherwise (none do today) would only make one tick cut early.
 	cut      uint64
 	waitMark uint64
 	_        [cacheLine]byte
@@ -1044,33 +1049,43 @@ type keyedCut int
 const (
 	cutFull    keyedCut = iota // only full batches (any time the collector runs)
 	cutPartial                 // also a partial one: the interval tick
-	cutAll                     // every item, into the shards' cut queues: Flush, Stop out of time
-	// cutStop is cutAll a batch at a time: each shard keeps one batch
-	// cut and waiting, and the next is cut as that one is dispatched
-	// (Stop, which calls again on every event until nothing is left).
-	// Cutting a backlog all at once (a million items: a tenth of a second
-	// of copying) left the senders idle until the last shard was cut.
+	cutAll                     // every item, the free shards' gathered, the rest into cut queues: Flush, Stop out of time
+	// cutStop is cutAll a batch at a time (Stop, which calls again on
+	// every event until nothing is left): a shard with a batch in flight
+	// keeps one full batch cut and waiting behind it, and what is less
+	// than a batch is gathered with the free shards' once its shard is
+	// free. Cutting a backlog all at once (a million items: a tenth of a
+	// second of copying) left the senders idle until the last shard was
+	// cut. A partial batch is cut only once no shard holds items behind
+	// a batch in flight (so that the last items of every shard leave
+	// together, rather than a partial batch of each shard's as its last
+	// full one is finished), or when a sender would otherwise be idle
+	// (so that one shard's stuck Send holds up no other key's items).
 	cutStop
 )
 
 // cutKeyed makes keyed batches, as Enqueue's rings do: full batches as soon
 // as the shards that have no batch in flight hold BatchSize items between
 // them, a partial one only on an interval tick, and everything for Flush
-// (cutAll: the shards' remaining items go to their cut queues) and Stop
-// (cutStop: the same, one batch per shard at a time).
+// (cutAll: the free shards' items gathered, the rest into the shards' cut
+// queues) and Stop (cutStop: the same, a batch per shard at a time, the
+// last items gathered; see the type's comment).
 // Each shard with no batch in flight first dispatches its next queued
 // batch. While a replay is pending nothing is dispatched (per key, replayed
-// items go first); cutAll and cutStop cut items that then wait.
+// items go first); cutAll cuts items that then wait, cutStop nothing.
 //
 // A tick cuts a partial batch only if a shard free to go into one still
-// holds an item it held at the tick before (waitedTick): so an item free
-// to go waits at most two ticks (FlushInterval) for a partial cut, and
-// while full batches keep taking the items as they come no partial one is
-// cut at all. Cutting on every tick made the batches of a steady keyed
-// flow about 0.6–0.8 × BatchSize; cutting whenever some item, however
-// new, was left at the tick before still cut one partial batch every tick
-// or two (Sync mode in the real-job benchmark, 240k items a second with
-// 32 producers: 776–831 items per Send for BatchSize 1000).
+// holds an item it held, free, at the tick before (waitedTick, markTick):
+// so an item free to go waits at most two ticks (FlushInterval) for a
+// partial cut, and while full batches keep taking the items as they come
+// no partial one is cut at all. Cutting on every tick made the batches of
+// a steady keyed flow about 0.6–0.8 × BatchSize; cutting whenever some
+// item, however new, was left at the tick before still cut one partial
+// batch every tick or two (Sync mode in the real-job benchmark, 240k items
+// a second with 32 producers: 776–831 items per Send for BatchSize 1000);
+// counting an item's tick while its shard had a batch in flight cut one
+// as soon as that batch was finished, before the full batch that the
+// shards, all free again, were about to make.
 func (c *collector[T]) cutKeyed(how keyedCut) {
 	q := c.q
 	ks := &q.keyed
@@ -1093,14 +1108,11 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 		return
 	}
 	size := int(q.batchSize.Load())
-	if how == cutAll || how == cutStop {
-		for i := range ks.shards {
-			s := &ks.shards[i]
-			for (how == cutAll || s.cutq.len() == 0) && s.cutOne(c, size) {
-			}
-		}
-	}
+	all := how == cutAll || how == cutStop // every item, waiting for reservations under way
 	if q.replaying.Load() {
+		if how == cutAll {
+			c.cutRest(size)
+		}
 		return
 	}
 	for i := range ks.shards {
@@ -1112,11 +1124,65 @@ func (c *collector[T]) cutKeyed(how keyedCut) {
 		}
 	}
 	for {
+		if how == cutStop {
+			partial = !ks.heldBehind() || c.senderIdle()
+		}
 		free := ks.free(size)
-		if free == 0 || (free < size && !partial) || !c.gather(size) {
-			return
+		if free == 0 || (free < size && !partial) || !c.gather(size, all) {
+			break
 		}
 	}
+	switch how {
+	case cutAll:
+		c.cutRest(size)
+	case cutStop:
+		// A full batch waits cut behind each batch in flight, so that it
+		// goes as that one leaves; what is less than a batch waits in its
+		// shard, for a gathering with others once the shard is free.
+		for i := range ks.shards {
+			s := &ks.shards[i]
+			if s.cutq.len() == 0 && s.backlog() >= size {
+				s.cutOne(c, size)
+			}
+		}
+	}
+}
+
+// cutRest cuts what the shards still hold, behind a batch in flight or
+// queued, into their cut queues: Flush, whose every item must be in a batch
+// by now, and Stop out of time, which gives them up.
+func (c *collector[T]) cutRest(size int) {
+	for i := range c.q.keyed.shards {
+		s := &c.q.keyed.shards[i]
+		for s.cutOne(c, size) {
+		}
+	}
+}
+
+// heldBehind reports whether a shard with a batch in flight, or one cut and
+// waiting, holds items still to go, which the free shards' last items may
+// join once it is free (Stop). Collector only.
+func (ks *keyedShards[T]) heldBehind() bool {
+	for i := range ks.shards {
+		s := &ks.shards[i]
+		if (s.inflight.Load() || s.cutq.len() > 0) && (s.backlog() > 0 || s.cutq.len() > 0) {
+			return true
+		}
+	}
+	return false
+}
+
+// senderIdle reports whether more senders are between batches than there
+// are batches ready for them: a partial batch cut now would not wait.
+// Collector only.
+func (c *collector[T]) senderIdle() bool {
+	idle := 0
+	for i := range c.q.senders {
+		if c.q.senders[i].b.Load() == nil {
+			idle++
+		}
+	}
+	return idle > c.ready.len()
 }
 
 // waitedTick reports whether a shard free to go into a batch (none in
@@ -1133,11 +1199,17 @@ func (ks *keyedShards[T]) waitedTick() bool {
 }
 
 // markTick notes, for the next tick's waitedTick, which items each shard
-// holds now. Collector only.
+// free to go into a batch holds now. A shard with a batch in flight (or
+// one cut and waiting) is not free: its items wait for that batch, and
+// their tick starts at the first tick that finds the shard free, as an
+// item's does that came to a free shard. Collector only.
 func (ks *keyedShards[T]) markTick() {
 	for i := range ks.shards {
 		s := &ks.shards[i]
-		s.waitMark = s.cut + uint64(s.backlog())
+		s.waitMark = s.cut
+		if !s.inflight.Load() && s.cutq.len() == 0 {
+			s.waitMark += uint64(s.backlog())
+		}
 	}
 }
 
@@ -1157,7 +1229,9 @@ func (ks *keyedShards[T]) free(size int) int {
 
 // gather cuts one batch from the leading items of the shards that have no
 // batch in flight and none queued, up to size items, and readies it; it
-// reports whether there was anything to cut.
+// reports whether there was anything to cut. With all (Flush, Stop) it
+// waits for the reservations under way in the rings it takes from, as
+// absorbLocked does.
 //
 // A shard's leading items are its queue's, then its rings'; the rings'
 // go straight into the batch, each item copied once on the collector.
@@ -1165,15 +1239,23 @@ func (ks *keyedShards[T]) free(size int) int {
 // items are on disk already when the tier writes (the periodic
 // checkpoint wrote them where they were), the rings' are not, and a batch
 // is either on disk as a whole or gets a write ticket (registerKeyed).
-func (c *collector[T]) gather(size int) bool {
+//
+// The shards holding an item that has waited a tick go first: a full
+// batch then takes the oldest items, and leaves, when the shards hold
+// more than it takes, the newest (taken in turn from next, it often left
+// a shard whose items had waited a tick, and the next tick cut them as a
+// batch of their own).
+func (c *collector[T]) gather(size int, all bool) bool {
 	q := c.q
 	ks := &q.keyed
 	var b *pending[T]
 	fromQueues := false // what b's items come from, once it has some
-	for k := range nKeyedShards {
+	// Two passes, each from next: the shards holding an item that has
+	// waited a tick (waitMark), then the others.
+	for k := range 2 * nKeyedShards {
 		i := (ks.next + k) % nKeyedShards
 		s := &ks.shards[i]
-		if s.inflight.Load() || s.cutq.len() > 0 {
+		if s.inflight.Load() || s.cutq.len() > 0 || (k < nKeyedShards) != (s.cut < s.waitMark) {
 			continue
 		}
 		queued := s.queued.Load() > 0 // only the collector takes from the queue
@@ -1196,7 +1278,7 @@ func (c *collector[T]) gather(size int) bool {
 			q.tier.persistShard(c, s) // nothing to write (see registerKeyed)
 			s.take(q, b, n)
 		} else {
-			n = s.takeRings(b, want, q.keepKeys, false)
+			n = s.takeRings(b, want, q.keepKeys, all)
 		}
 		s.mu.Unlock()
 		if n == 0 {

@@ -168,8 +168,9 @@ func TestCheckpointWritesUnwrittenInCutOrder(t *testing.T) {
 
 // TestKeyedStopCutsABatchAtATime: Stop cuts a shard's backlog one batch
 // ahead of its sender (cutStop), so that the first batches go out at once
-// rather than after the whole backlog is cut; cutAll (Flush, Stop out of
-// time) still cuts everything.
+// rather than after the whole backlog is cut, and the next goes as soon as
+// the one before is finished; cutAll (Flush, Stop out of time) still cuts
+// everything.
 func TestKeyedStopCutsABatchAtATime(t *testing.T) {
 	q := bareQueue(10)
 	q.tier = memoryTier[int]{}
@@ -183,11 +184,11 @@ func TestKeyedStopCutsABatchAtATime(t *testing.T) {
 	s.queued.Store(int64(len(s.items)))
 	s.mu.Unlock()
 
-	c.cutKeyed(cutStop)
-	if c.ready.len() != 1 || s.cutq.len() != 0 || s.backlog() != 35 {
-		t.Fatalf("first cutStop: %d ready, %d cut and waiting, %d uncut; want 1, 0, 35", c.ready.len(), s.cutq.len(), s.backlog())
+	c.cutKeyed(cutStop) // one batch goes, one more waits behind it
+	if c.ready.len() != 1 || s.cutq.len() != 1 || s.backlog() != 25 {
+		t.Fatalf("first cutStop: %d ready, %d cut and waiting, %d uncut; want 1, 1, 25", c.ready.len(), s.cutq.len(), s.backlog())
 	}
-	c.cutKeyed(cutStop) // the first is in flight: one more waits behind it
+	c.cutKeyed(cutStop) // the first is in flight: nothing more is cut
 	if c.ready.len() != 1 || s.cutq.len() != 1 || s.backlog() != 25 {
 		t.Fatalf("second cutStop: %d ready, %d cut and waiting, %d uncut; want 1, 1, 25", c.ready.len(), s.cutq.len(), s.backlog())
 	}

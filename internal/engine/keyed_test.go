@@ -525,7 +525,9 @@ func TestKeyedPartialCutOnlyForWhatWaited(t *testing.T) {
 	}
 
 	// The 20 left now waited a tick, but their shard has a batch in
-	// flight: nothing is cut until it is finished, then at the next tick.
+	// flight: nothing is cut until it is finished; and what waited
+	// behind that batch waits a tick once free, as items that came to a
+	// free shard do, for a full batch to take it.
 	add(80) // 100: a full batch
 	if b, n := cut(cutFull); b != 1 || n != 100 {
 		t.Fatalf("full cut: %d batches of %d items; want one of 100", b, n)
@@ -535,8 +537,46 @@ func TestKeyedPartialCutOnlyForWhatWaited(t *testing.T) {
 		t.Fatalf("tick cut %d batches from a shard with a batch in flight", b)
 	}
 	finish()
+	if b, _ := cut(cutPartial); b != 0 {
+		t.Fatalf("first tick after the batch was finished cut %d batches; want the 10 that waited behind it left to fill one", b)
+	}
 	if b, n := cut(cutPartial); b != 1 || n != 10 {
-		t.Fatalf("tick after the batch was finished: %d batches of %d items; want the 10 that waited", b, n)
+		t.Fatalf("second tick after the batch was finished: %d batches of %d items; want the 10, free for a tick", b, n)
+	}
+}
+
+// TestKeyedGatherOldestFirst: a full batch takes first the shards holding
+// an item that has waited a tick, then the others, so that what it leaves
+// is what came last, and the next tick has nothing to cut. Taken in turn,
+// it left the waited items of a shard later in the turn for the next tick
+// to cut as a batch of their own.
+func TestKeyedGatherOldestFirst(t *testing.T) {
+	q := bareQueue(100)
+	q.tier = memoryTier[int]{}
+	q.keyed.used.Store(true)
+	c := &collector[int]{q: q}
+	old, fresh := &q.keyed.shards[9], &q.keyed.shards[3]
+	add := func(s *keyedShard[int], n int) {
+		s.mu.Lock()
+		for i := range n {
+			s.push(i, 0, false, 0)
+		}
+		s.queued.Store(int64(len(s.items)))
+		s.mu.Unlock()
+		q.keyed.kick.Store(true)
+	}
+	add(old, 30)
+	c.cutKeyed(cutPartial) // the 30 have waited a tick from here
+	if c.ready.len() != 0 {
+		t.Fatal("first tick cut a batch")
+	}
+	add(fresh, 90) // earlier in the turn (next is 0)
+	c.cutKeyed(cutFull)
+	if c.ready.len() != 1 || len(c.ready.peek().items) != 100 {
+		t.Fatalf("full cut: %d batches; want one of 100", c.ready.len())
+	}
+	if old.backlog() != 0 || fresh.backlog() != 20 {
+		t.Fatalf("the full batch left %d waited items and %d new ones; want none and 20", old.backlog(), fresh.backlog())
 	}
 }
 
@@ -545,7 +585,9 @@ func TestKeyedPartialCutOnlyForWhatWaited(t *testing.T) {
 // while the rest of a large backlog is still in the shards, and each
 // shard's items still leave in order, every one of them. Cutting the whole
 // backlog first (cutAll) kept every sender idle until the last item was
-// cut.
+// cut. What the shards hold at the end, less than a batch each, leaves in
+// one batch gathered from both rather than in a batch of each, as both are
+// free then.
 func TestKeyedStopCutsAsBatchesLeave(t *testing.T) {
 	const size, per = 100, 350
 	q := bareQueue(size)
@@ -553,10 +595,10 @@ func TestKeyedStopCutsAsBatchesLeave(t *testing.T) {
 	q.keyed.used.Store(true)
 	c := &collector[int]{q: q}
 	shards := []*keyedShard[int]{&q.keyed.shards[0], &q.keyed.shards[1]}
-	for _, s := range shards {
+	for k, s := range shards {
 		s.mu.Lock()
 		for i := range per {
-			s.push(i, 0, false, 0)
+			s.push(k*per+i, 0, false, 0) // shard k's items: k*per on
 		}
 		s.queued.Store(int64(len(s.items)))
 		s.mu.Unlock()
@@ -566,11 +608,12 @@ func TestKeyedStopCutsAsBatchesLeave(t *testing.T) {
 		t.Fatalf("first cut readied %d batches; want one per shard", c.ready.len())
 	}
 	for _, s := range shards {
-		if n := len(s.items); n != per-size {
-			t.Fatalf("first cut left %d items in a shard; want %d: one batch cut", n, per-size)
+		if n, w := len(s.items), s.cutq.len(); n != per-2*size || w != 1 {
+			t.Fatalf("first cut left %d items and %d batches waiting in a shard; want %d and 1: one batch sent, one waiting", n, w, per-2*size)
 		}
 	}
-	next := make([]int, len(shards))
+	next := []int{0, per}
+	batches := 0
 	for rounds := 0; ; rounds++ {
 		if rounds > 100 {
 			t.Fatal("Stop's cut does not end")
@@ -585,20 +628,101 @@ func TestKeyedStopCutsAsBatchesLeave(t *testing.T) {
 		}
 		for c.ready.len() > 0 {
 			b := c.ready.pop()
-			i := slices.Index(shards, b.shards[0])
+			batches++
 			for _, v := range b.items {
-				if v != next[i] {
-					t.Fatalf("shard %d: item %d after %d", i, v, next[i]-1)
+				k := v / per
+				if v != next[k] {
+					t.Fatalf("shard %d: item %d after %d", k, v, next[k]-1)
 				}
-				next[i]++
+				next[k]++
 			}
-			shards[i].inflight.Store(false) // as if sent
+			for _, s := range b.shards {
+				s.inflight.Store(false) // as if sent
+			}
 		}
 		c.cutKeyed(cutStop)
 	}
-	for i, n := range next {
-		if n != per {
-			t.Fatalf("shard %d: %d items left in batches; want %d", i, n, per)
+	for k, n := range next {
+		if n != (k+1)*per {
+			t.Fatalf("shard %d: %d items left in batches; want %d", k, n-k*per, per)
+		}
+	}
+	if want := 2*(per/size) + 1; batches != want {
+		t.Fatalf("%d batches; want %d: the two shards' last 50 items in one", batches, want)
+	}
+}
+
+// TestKeyedStopGathersWhatIsLeft: at Stop and Flush, the items of the
+// shards with no batch in flight leave together, in batches of up to
+// BatchSize, rather than in a batch of each shard's (64 slivers at the end
+// of a run). Stop leaves what a shard with a batch in flight holds until
+// that batch is finished, then gathers it; and the free shards' last
+// items wait for it to join them, unless a sender is idle. Flush cuts what
+// waits behind a batch in flight into that shard's queue (every item
+// accepted is in a batch when it returns).
+func TestKeyedStopGathersWhatIsLeft(t *testing.T) {
+	for _, tc := range []struct {
+		how   keyedCut
+		idle  bool  // a sender waits, with no batch ready for it
+		first []int // the batches cut first
+		last  []int // Stop: those cut once the busy shard's batch is finished
+	}{
+		{cutStop, false, []int{100}, []int{28}},
+		{cutStop, true, []int{100, 26}, []int{2}},
+		{cutAll, false, []int{100, 26}, nil},
+	} {
+		q := bareQueue(100)
+		q.tier = memoryTier[int]{}
+		q.keyed.used.Store(true)
+		if tc.idle {
+			q.senders = make([]senderSlot[int], 2) // one for the full batch, one idle
+		}
+		c := &collector[int]{q: q}
+		busy := &q.keyed.shards[5]
+		busy.inflight.Store(true) // a batch in flight
+		for i := range q.keyed.shards {
+			s := &q.keyed.shards[i]
+			s.mu.Lock()
+			for j := range 2 {
+				s.push(i*10+j, 0, false, 0)
+			}
+			s.queued.Store(int64(len(s.items)))
+			s.mu.Unlock()
+		}
+		cut := func() (sizes []int) {
+			flying := busy.inflight.Load()
+			c.cutKeyed(tc.how)
+			for c.ready.len() > 0 {
+				b := c.ready.pop()
+				sizes = append(sizes, len(b.items))
+				if slices.Contains(b.shards, busy) && flying {
+					t.Fatalf("%+v: a batch took items of a shard with a batch in flight", tc)
+				}
+				for _, s := range b.shards {
+					s.inflight.Store(false) // as if sent
+				}
+			}
+			return sizes
+		}
+		if got := cut(); !slices.Equal(got, tc.first) {
+			t.Fatalf("%+v: batches of %v; want %v", tc, got, tc.first)
+		}
+		switch tc.how {
+		case cutStop:
+			if busy.backlog() != 2 || busy.cutq.len() != 0 {
+				t.Fatalf("%+v: the busy shard holds %d items, %d batches waiting; want 2 and none", tc, busy.backlog(), busy.cutq.len())
+			}
+			busy.inflight.Store(false) // its batch is finished
+			if got := cut(); !slices.Equal(got, tc.last) {
+				t.Fatalf("%+v: after the busy shard's batch, batches of %v; want %v", tc, got, tc.last)
+			}
+			if q.keyed.hasWork() {
+				t.Fatalf("%+v: items left uncut", tc)
+			}
+		case cutAll:
+			if busy.backlog() != 0 || busy.cutq.len() != 1 || len(busy.cutq.peek().items) != 2 {
+				t.Fatalf("cutAll: the busy shard holds %d items, %d batches waiting; want its 2 in one", busy.backlog(), busy.cutq.len())
+			}
 		}
 	}
 }
