@@ -32,7 +32,9 @@
 // A segment is preallocated (fallocate, or ftruncate where unsupported;
 // and, with Options.ZeroFill, zero-filled in the background, because
 // the first sync of an fallocated ext4/xfs range also commits its extent
-// conversion) and written with pwrite (not through a shared mapping: an
+// conversion; a log that syncs its appends writes zeros a step or two
+// ahead of its records instead, so that one group commit in a step's
+// worth pays that conversion, not each) and written with pwrite (not through a shared mapping: an
 // fdatasync write-protects the mapped pages it writes back, and the next
 // store into a page it left faulted; it made every sync round slower); it
 // starts with a 32-byte header (magic "VINE",
