@@ -259,7 +259,9 @@
 // commit (commit.go): a committer goroutine turns the items AppendItems
 // callers add while it is busy into records (keyed items, from
 // AppendKeyedItemsAt, into keyed records of their own: one open group of
-// each, both written in the same round) — a group closes before an
+// each, both written in the same round; with Options.KeyGroup a keyed
+// group's calls are laid out by the group of their first key before it is
+// written, each call's items together) — a group closes before an
 // append would push it past Options.GroupBytes, so an append that cannot
 // fit MaxRecord alone gets ErrTooLarge alone — and runs one fdatasync per
 // round for those records and for every Append/Sync waiting on records
