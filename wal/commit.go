@@ -23,17 +23,15 @@ import (
 type committer struct {
 	l *Log
 
-	mu      sync.Mutex
-	closed  bool
-	cur     *itemGroup   // the open group; items are framed into cur.buf
-	curKey  *itemGroup   // the open group of keyed items (a keyed record)
-	sealed  []*itemGroup // full groups waiting, in order
-	waiters []*syncWait  // durability waits for records already written
-	free    [][]byte     // payload buffers to reuse
-	freeKey [][]uint64   // keyed groups' key buffers to reuse
-	// callsHint is the calls of the last keyed group ordered: the next
-	// one's starting capacity. Committer and add, under mu.
-	callsHint int
+	mu        sync.Mutex
+	closed    bool
+	cur       *itemGroup    // the open group; items are framed into cur.buf
+	curKey    *itemGroup    // the open group of keyed items (a keyed record)
+	sealed    []*itemGroup  // full groups waiting, in order
+	waiters   []*syncWait   // durability waits for records already written
+	free      [][]byte      // payload buffers to reuse
+	freeKey   [][]uint64    // keyed groups' key buffers to reuse
+	freeCalls [][]groupCall // keyed groups' call lists to reuse
 	kick      chan struct{}
 	stop      chan struct{}
 	exited    chan struct{}
@@ -51,19 +49,23 @@ type itemGroup struct {
 	keys []uint64 // a keyed group's: one per item (nil: an unkeyed group)
 	n    int
 	// calls are a keyed group's calls, in arrival order, when the log
-	// orders keyed records (Options.KeyGroup); the committer sets each
-	// one's first to where its items ended up before closing done.
-	calls []groupCall
-	id    uint64
-	err   error
-	done  chan struct{}
+	// orders keyed records (Options.KeyGroup); the committer reuses them
+	// once the group is written. firsts, set by the committer before it
+	// closes done if it moved the calls, is where each one's items start
+	// now: four bytes a call, so that the woken callers, each reading its
+	// own, share the cache lines the committer wrote sixteen at a time.
+	calls  []groupCall
+	firsts []int32
+	id     uint64
+	err    error
+	done   chan struct{}
 }
 
 // groupCall is one call's items in a keyed group: items [first,
 // first+n), framed in buf[start:end].
 type groupCall struct {
-	start, end int
-	first, n   int
+	start, end int   // a group's bytes are bounded by MaxRecord, which may pass 2 GiB
+	first, n   int32 // a group's items are bounded by maxStoredItems
 	group      uint8 // KeyGroup of its first key
 }
 
@@ -190,10 +192,12 @@ func (c *committer) add(items [][]byte, keys []uint64) (uint64, int, error) {
 	call := -1
 	if keyed && l.opts.KeyGroup != nil {
 		if cur.calls == nil {
-			cur.calls = make([]groupCall, 0, c.callsHint)
+			if n := len(c.freeCalls); n > 0 {
+				cur.calls, c.freeCalls = c.freeCalls[n-1], c.freeCalls[:n-1]
+			}
 		}
 		call = len(cur.calls)
-		cur.calls = append(cur.calls, groupCall{start: start, end: len(cur.buf), first: index, n: len(items), group: group})
+		cur.calls = append(cur.calls, groupCall{start: start, end: len(cur.buf), first: int32(index), n: int32(len(items)), group: group})
 	}
 	if keyed {
 		if cur.keys == nil {
@@ -212,8 +216,8 @@ func (c *committer) add(items [][]byte, keys []uint64) (uint64, int, error) {
 		c.wake()
 	}
 	<-cur.done
-	if call >= 0 {
-		index = cur.calls[call].first
+	if call >= 0 && cur.firsts != nil {
+		index = int(cur.firsts[call])
 	}
 	return cur.id, index, cur.err
 }
@@ -384,9 +388,11 @@ func (c *committer) commitAll(z *compressor, o *groupOrder, batch []*itemGroup, 
 				c.freeKey = append(c.freeKey, g.keys[:0])
 			}
 			g.keys = nil
-			if g.calls != nil {
-				c.callsHint = min(len(g.calls), maxStoredItems)
+			// Its callers read firsts after done, never calls.
+			if g.calls != nil && cap(g.calls) <= maxStoredItems && len(c.freeCalls) < 4 {
+				c.freeCalls = append(c.freeCalls, g.calls[:0])
 			}
+			g.calls = nil
 		}
 		c.mu.Unlock()
 		// Those appended since the round took its groups, and those it
@@ -415,8 +421,8 @@ type groupOrder struct {
 
 // order puts the calls of keyed group g in the order of their key group,
 // stably (calls of one group keep their arrival order), each
-// call's items together and in order, and sets each call's first to where
-// its items now start. The queue's keyed shards are key groups: it takes
+// call's items together and in order, and sets g.firsts to where each
+// call's items now start. The queue's keyed shards are key groups: it takes
 // a shard's items into a batch together, and neighbouring shards' often
 // into the same one, so with its record ordered a batch holds a few runs
 // of each record rather than items scattered over it; every run costs an
@@ -450,13 +456,14 @@ func (o *groupOrder) order(g *itemGroup) {
 		counts[k]++
 	}
 	buf, keys := o.buf[:0], o.keys[:0]
+	firsts := make([]int32, len(g.calls)) // read by the callers after done: not reused
 	for _, i := range perm {
 		call := &g.calls[i]
 		buf = append(buf, g.buf[call.start:call.end]...)
-		first := len(keys)
+		firsts[i] = int32(len(keys))
 		keys = append(keys, g.keys[call.first:call.first+call.n]...)
-		call.first = first
 	}
+	g.firsts = firsts
 	o.buf, g.buf = g.buf[:0], buf
 	o.keys, g.keys = g.keys[:0], keys
 }
