@@ -108,7 +108,7 @@ type segment struct {
 	f   *os.File
 	pos int64
 	// zeroed is the end of the range already written, with records or
-	// with zeros (zeroAhead): a write below it lands in blocks the file
+	// with zeros (zeroAheadLocked): a write below it lands in blocks the file
 	// system holds as written. Active segment only; under Log.mu.
 	zeroed int64
 
@@ -433,8 +433,9 @@ func (l *Log) writeRecord(stored []byte, codec, kind uint8, items int) (uint64, 
 // fallocated, and on ext4 and xfs an fallocated range is "unwritten": the
 // first fdatasync after a write into it must also convert the range's
 // extents and commit that to the journal, which cost each group commit
-// here about 40 % more CPU in the calling thread (and the file system's
-// threads a journal commit) than an fdatasync of a range written before.
+// more CPU in the calling thread (a probe of 4 KiB rounds on ext4 here:
+// 66–75 µs a round against 45–51 µs on zeros written before), and the
+// file system's threads a journal commit.
 // Written in steps ahead of the records, the zeros' conversion is paid by
 // one round in each step's worth of records instead of by every round,
 // and the log writes each byte twice over only what it uses, not the
@@ -447,13 +448,12 @@ func (l *Log) zeroAheadLocked(s *segment) {
 	if l.opts.NoSync || s.pos <= s.zeroed {
 		return
 	}
-	from := max(s.zeroed, s.pos)
 	to := min((s.pos+zeroAheadStep-1)&^(zeroAheadStep-1)+zeroAheadStep, s.size)
 	s.zeroed = s.size // on failure: no further zeroing
-	if from >= to {
+	if s.pos >= to {
 		return
 	}
-	if err := pwriteAll(s.f, zeroBlock[:to-from], from); err != nil {
+	if err := pwriteAll(s.f, zeroBlock[:to-s.pos], s.pos); err != nil {
 		return
 	}
 	s.zeroed = to
