@@ -368,14 +368,16 @@ func (t syncTier[T]) appendOne(v T, keys []uint64) (span, error) {
 	q := t.q
 	e := encodings.Get().(*encoding)
 	defer encodings.Put(e)
-	one := [1]T{v}
-	if err := t.encode(e, one[:]); err != nil {
+	// encode for one item, without its list of ends.
+	buf, err := t.appendItem(e.buf[:0], v)
+	if err != nil {
 		q.walRejected.Add(1)
-		return span{}, err
+		return span{}, fmt.Errorf("vinequeue: wal codec: %w", err)
 	}
+	e.buf = buf
+	e.items = append(e.items[:0], buf)
 	var id uint64
 	var index int
-	var err error
 	if keys != nil {
 		id, index, err = t.log.AppendKeyedItemsAt(e.items, keys)
 	} else {
