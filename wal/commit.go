@@ -389,7 +389,7 @@ func (c *committer) commitAll(z *compressor, o *groupOrder, batch []*itemGroup, 
 			}
 			g.keys = nil
 			// Its callers read firsts after done, never calls.
-			if g.calls != nil && cap(g.calls) <= maxStoredItems && len(c.freeCalls) < 4 {
+			if g.calls != nil && cap(g.calls) <= maxKeptCalls && len(c.freeCalls) < 4 {
 				c.freeCalls = append(c.freeCalls, g.calls[:0])
 			}
 			g.calls = nil
@@ -411,6 +411,10 @@ func (c *committer) commitAll(z *compressor, o *groupOrder, batch []*itemGroup, 
 		clear(waiters)
 	}
 }
+
+// maxKeptCalls bounds the call lists the committer keeps for reuse (40
+// bytes a call): a group of more calls than that, rare, gets its own.
+const maxKeptCalls = 4096
 
 // groupOrder is the committer's scratch for ordering keyed groups.
 type groupOrder struct {
