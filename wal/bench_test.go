@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -491,4 +492,46 @@ func BenchmarkResyncAfterDamage(b *testing.B) {
 			}
 		})
 	}
+}
+
+// processCPU is the CPU time the process has used (user and system).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkKeyedSyncCPU: one 100-byte keyed item per call from 256
+// goroutines, durable on return (EnqueueKey's path in Sync mode), with
+// the process's CPU per item: what a round of the group commit costs the
+// machine, the fdatasync's kernel work included.
+func BenchmarkKeyedSyncCPU(b *testing.B) {
+	l, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	var seed atomic.Uint64
+	b.SetParallelism(max(1, 256/runtime.GOMAXPROCS(0)))
+	if _, err := l.AppendItem([]byte("warm-up")); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	cpu0 := processCPU()
+	syncs0 := l.Stats().Syncs
+	b.RunParallel(func(pb *testing.PB) {
+		r := rand.New(rand.NewPCG(seed.Add(1), 1))
+		item := [][]byte{make([]byte, 100)}
+		copy(item[0], jsonEvent(r, 0))
+		key := []uint64{r.Uint64()}
+		for pb.Next() {
+			if _, _, err := l.AppendKeyedItemsAt(item, key); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/item")
+	b.ReportMetric(float64(b.N)/float64(max(l.Stats().Syncs-syncs0, 1)), "items/sync")
 }

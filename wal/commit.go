@@ -23,17 +23,18 @@ import (
 type committer struct {
 	l *Log
 
-	mu      sync.Mutex
-	closed  bool
-	cur     *itemGroup   // the open group; items are framed into cur.buf
-	curKey  *itemGroup   // the open group of keyed items (a keyed record)
-	sealed  []*itemGroup // full groups waiting, in order
-	waiters []*syncWait  // durability waits for records already written
-	free    [][]byte     // payload buffers to reuse
-	freeKey [][]uint64   // keyed groups' key buffers to reuse
-	kick    chan struct{}
-	stop    chan struct{}
-	exited  chan struct{}
+	mu        sync.Mutex
+	closed    bool
+	cur       *itemGroup    // the open group; items are framed into cur.buf
+	curKey    *itemGroup    // the open group of keyed items (a keyed record)
+	sealed    []*itemGroup  // full groups waiting, in order
+	waiters   []*syncWait   // durability waits for records already written
+	free      [][]byte      // payload buffers to reuse
+	freeKey   [][]uint64    // keyed groups' key buffers to reuse
+	freeCalls [][]groupCall // keyed groups' call lists to reuse
+	kick      chan struct{}
+	stop      chan struct{}
+	exited    chan struct{}
 
 	// calls counts the appends in the groups not yet taken (sealed, cur
 	// and curKey), and syncWaits the waits not yet taken; written under
@@ -47,9 +48,25 @@ type itemGroup struct {
 	buf  []byte
 	keys []uint64 // a keyed group's: one per item (nil: an unkeyed group)
 	n    int
-	id   uint64
-	err  error
-	done chan struct{}
+	// calls are a keyed group's calls, in arrival order, when the log
+	// orders keyed records (Options.KeyGroup); the committer reuses them
+	// once the group is written. firsts, set by the committer before it
+	// closes done if it moved the calls, is where each one's items start
+	// now: four bytes a call, so that the woken callers, each reading its
+	// own, share the cache lines the committer wrote sixteen at a time.
+	calls  []groupCall
+	firsts []int32
+	id     uint64
+	err    error
+	done   chan struct{}
+}
+
+// groupCall is one call's items in a keyed group: items [first,
+// first+n), framed in buf[start:end].
+type groupCall struct {
+	start, end int   // a group's bytes are bounded by MaxRecord, which may pass 2 GiB
+	first, n   int32 // a group's items are bounded by maxStoredItems
+	group      uint8 // KeyGroup of its first key
 }
 
 // syncWait is a wait for every id <= target to be durable.
@@ -126,6 +143,10 @@ func keyedSize(n int) int { return 8*n + keyedTrailer }
 func (c *committer) add(items [][]byte, keys []uint64) (uint64, int, error) {
 	l := c.l
 	keyed := keys != nil
+	var group uint8 // the call's key group, taken outside the lock
+	if keyed && len(keys) > 0 && l.opts.KeyGroup != nil {
+		group = l.opts.KeyGroup(keys[0])
+	}
 	size := 0
 	for _, item := range items {
 		size += FrameSize(len(item))
@@ -164,8 +185,19 @@ func (c *committer) add(items [][]byte, keys []uint64) (uint64, int, error) {
 		*open = cur
 	}
 	index := cur.n
+	start := len(cur.buf)
 	for _, item := range items {
 		cur.buf = AppendFrame(cur.buf, item)
+	}
+	call := -1
+	if keyed && l.opts.KeyGroup != nil {
+		if cur.calls == nil {
+			if n := len(c.freeCalls); n > 0 {
+				cur.calls, c.freeCalls = c.freeCalls[n-1], c.freeCalls[:n-1]
+			}
+		}
+		call = len(cur.calls)
+		cur.calls = append(cur.calls, groupCall{start: start, end: len(cur.buf), first: int32(index), n: int32(len(items)), group: group})
 	}
 	if keyed {
 		if cur.keys == nil {
@@ -184,6 +216,9 @@ func (c *committer) add(items [][]byte, keys []uint64) (uint64, int, error) {
 		c.wake()
 	}
 	<-cur.done
+	if call >= 0 && cur.firsts != nil {
+		index = int(cur.firsts[call])
+	}
 	return cur.id, index, cur.err
 }
 
@@ -256,21 +291,22 @@ func (l *Log) StartSync() *PendingSync {
 func (c *committer) run() {
 	defer close(c.exited)
 	z := &compressor{c: c.l.opts.Compression}
+	o := &groupOrder{}
 	var batch []*itemGroup
 	var waiters []*syncWait
 	for {
 		select {
 		case <-c.kick:
 		case <-c.stop:
-			c.commitAll(z, batch[:0], waiters[:0]) // what arrived before close
+			c.commitAll(z, o, batch[:0], waiters[:0]) // what arrived before close
 			return
 		}
-		batch, waiters = c.commitAll(z, batch[:0], waiters[:0])
+		batch, waiters = c.commitAll(z, o, batch[:0], waiters[:0])
 	}
 }
 
 // commitAll commits rounds until nothing is waiting.
-func (c *committer) commitAll(z *compressor, batch []*itemGroup, waiters []*syncWait) ([]*itemGroup, []*syncWait) {
+func (c *committer) commitAll(z *compressor, o *groupOrder, batch []*itemGroup, waiters []*syncWait) ([]*itemGroup, []*syncWait) {
 	l := c.l
 	// What the next round gathers (gather): the appends the last round
 	// woke and those that came during it, and how long the last round's
@@ -307,6 +343,9 @@ func (c *committer) commitAll(z *compressor, batch []*itemGroup, waiters []*sync
 		for _, g := range batch {
 			kind := uint8(kindData)
 			if g.keys != nil {
+				if len(g.calls) > 1 {
+					o.order(g)
+				}
 				// The keys go after the frames (format.go): the
 				// buffer grows, nothing is copied.
 				g.buf = AppendKeys(g.buf, g.keys)
@@ -349,6 +388,11 @@ func (c *committer) commitAll(z *compressor, batch []*itemGroup, waiters []*sync
 				c.freeKey = append(c.freeKey, g.keys[:0])
 			}
 			g.keys = nil
+			// Its callers read firsts after done, never calls.
+			if g.calls != nil && cap(g.calls) <= maxKeptCalls && len(c.freeCalls) < 4 {
+				c.freeCalls = append(c.freeCalls, g.calls[:0])
+			}
+			g.calls = nil
 		}
 		c.mu.Unlock()
 		// Those appended since the round took its groups, and those it
@@ -366,6 +410,66 @@ func (c *committer) commitAll(z *compressor, batch []*itemGroup, waiters []*sync
 		clear(batch)
 		clear(waiters)
 	}
+}
+
+// maxKeptCalls bounds the call lists the committer keeps for reuse (40
+// bytes a call): a group of more calls than that, rare, gets its own.
+const maxKeptCalls = 4096
+
+// groupOrder is the committer's scratch for ordering keyed groups.
+type groupOrder struct {
+	buf  []byte
+	keys []uint64
+	perm []int32 // the calls' indexes, in their new order
+}
+
+// order puts the calls of keyed group g in the order of their key group,
+// stably (calls of one group keep their arrival order), each
+// call's items together and in order, and sets g.firsts to where each
+// call's items now start. The queue's keyed shards are key groups: it takes
+// a shard's items into a batch together, and neighbouring shards' often
+// into the same one, so with its record ordered a batch holds a few runs
+// of each record rather than items scattered over it; every run costs an
+// acknowledgement, an ack-log entry and a range the log keeps until the
+// record is done, where scattered items cost one each.
+func (o *groupOrder) order(g *itemGroup) {
+	var counts [257]int32
+	sorted := true
+	last := uint8(0)
+	for _, call := range g.calls {
+		k := call.group
+		counts[int(k)+1]++
+		if k < last {
+			sorted = false
+		}
+		last = k
+	}
+	if sorted {
+		return
+	}
+	for i := 1; i < len(counts); i++ {
+		counts[i] += counts[i-1]
+	}
+	if cap(o.perm) < len(g.calls) {
+		o.perm = make([]int32, len(g.calls))
+	}
+	perm := o.perm[:len(g.calls)]
+	for i, call := range g.calls {
+		k := call.group
+		perm[counts[k]] = int32(i)
+		counts[k]++
+	}
+	buf, keys := o.buf[:0], o.keys[:0]
+	firsts := make([]int32, len(g.calls)) // read by the callers after done: not reused
+	for _, i := range perm {
+		call := &g.calls[i]
+		buf = append(buf, g.buf[call.start:call.end]...)
+		firsts[i] = int32(len(keys))
+		keys = append(keys, g.keys[call.first:call.first+call.n]...)
+	}
+	g.firsts = firsts
+	o.buf, g.buf = g.buf[:0], buf
+	o.keys, g.keys = g.keys[:0], keys
 }
 
 // gather waits, before a round takes its groups, for the callers the

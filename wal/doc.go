@@ -32,7 +32,9 @@
 // A segment is preallocated (fallocate, or ftruncate where unsupported;
 // and, with Options.ZeroFill, zero-filled in the background, because
 // the first sync of an fallocated ext4/xfs range also commits its extent
-// conversion) and written with pwrite (not through a shared mapping: an
+// conversion; a log that syncs its appends writes zeros a step or two
+// ahead of its records instead, so that one group commit in a step's
+// worth pays that conversion, not each) and written with pwrite (not through a shared mapping: an
 // fdatasync write-protects the mapped pages it writes back, and the next
 // store into a page it left faulted; it made every sync round slower); it
 // starts with a 32-byte header (magic "VINE",
@@ -257,7 +259,9 @@
 // commit (commit.go): a committer goroutine turns the items AppendItems
 // callers add while it is busy into records (keyed items, from
 // AppendKeyedItemsAt, into keyed records of their own: one open group of
-// each, both written in the same round) — a group closes before an
+// each, both written in the same round; with Options.KeyGroup a keyed
+// group's calls are laid out by the group of their first key before it is
+// written, each call's items together) — a group closes before an
 // append would push it past Options.GroupBytes, so an append that cannot
 // fit MaxRecord alone gets ErrTooLarge alone — and runs one fdatasync per
 // round for those records and for every Append/Sync waiting on records

@@ -79,7 +79,10 @@ func appendSpan(spans []span, id uint64, off, n int) []span {
 }
 
 // takeSpans moves the spans naming the first n items of *src to dst,
-// splitting a span that straddles item n.
+// splitting a span that straddles item n. Once every span is taken, *src
+// starts again at the front of its array: a keyed shard in Sync mode
+// appends a span per item or few, and slicing past the taken ones only
+// would have it reallocate each time its array's tail ran out.
 func takeSpans(dst []span, src *[]span, n int) []span {
 	s := *src
 	i := 0
@@ -96,7 +99,11 @@ func takeSpans(dst []span, src *[]span, n int) []span {
 		i++
 	}
 	clear(s[:i])
-	*src = s[i:]
+	if i == len(s) {
+		*src = s[:0]
+	} else {
+		*src = s[i:]
+	}
 	return dst
 }
 
@@ -177,6 +184,10 @@ func (q *Queue[T]) openWAL(syncAppends bool) (*walTier[T], error) {
 		DecryptionKeys: c.DecryptionKeys,
 		Logger:         q.logger,
 		NoSync:         !syncAppends,
+		// The sync tier's keyed records laid out by shard: a batch cut
+		// from a run of shards then names a few runs of each record, not
+		// one span per item, for acknowledge and the log's ack state.
+		KeyGroup: shardGroup,
 	})
 	if err != nil {
 		if errors.Is(err, wal.ErrInvalidOptions) {
@@ -189,6 +200,9 @@ func (q *Queue[T]) openWAL(syncAppends bool) (*walTier[T], error) {
 	q.backlogAtOpen = log.Stats().ItemsPending
 	return &walTier[T]{ringIntake: ringIntake[T]{q}, log: log, codec: codec, syncsAppends: syncAppends}, nil
 }
+
+// shardGroup is a key's keyed shard, as the log's KeyGroup.
+func shardGroup(key uint64) uint8 { return uint8(ShardOf(key)) }
 
 // encoding is one call's items, encoded (Sync mode). Pooled: a call
 // allocates nothing once the pool is warm.
@@ -354,14 +368,16 @@ func (t syncTier[T]) appendOne(v T, keys []uint64) (span, error) {
 	q := t.q
 	e := encodings.Get().(*encoding)
 	defer encodings.Put(e)
-	one := [1]T{v}
-	if err := t.encode(e, one[:]); err != nil {
+	// encode for one item, without its list of ends.
+	buf, err := t.appendItem(e.buf[:0], v)
+	if err != nil {
 		q.walRejected.Add(1)
-		return span{}, err
+		return span{}, fmt.Errorf("vinequeue: wal codec: %w", err)
 	}
+	e.buf = buf
+	e.items = append(e.items[:0], buf)
 	var id uint64
 	var index int
-	var err error
 	if keys != nil {
 		id, index, err = t.log.AppendKeyedItemsAt(e.items, keys)
 	} else {

@@ -82,3 +82,27 @@ func TestAckOrdered(t *testing.T) {
 		}
 	}
 }
+
+// TestTakeSpansSplitsAndReusesTheArray: takeSpans moves the spans of the
+// first n items, splitting the one that straddles item n; once every span
+// is taken the source starts again at the front of what it had, so that
+// appends after it reuse that array instead of growing a new one.
+func TestTakeSpansSplitsAndReusesTheArray(t *testing.T) {
+	src := make([]span, 0, 8)
+	src = append(src, span{1, 0, 3}, span{2, 5, 4}, span{4, 0, 2})
+	got := takeSpans(nil, &src, 5) // record 1's three items, two of record 2's
+	if want := []span{{1, 0, 3}, {2, 5, 2}}; !slices.Equal(got, want) {
+		t.Fatalf("took %v, want %v", got, want)
+	}
+	if want := []span{{2, 7, 2}, {4, 0, 2}}; !slices.Equal(src, want) {
+		t.Fatalf("left %v, want %v", src, want)
+	}
+	front, room := &src[0], cap(src)
+	got = takeSpans(got[:0], &src, 4)
+	if want := []span{{2, 7, 2}, {4, 0, 2}}; !slices.Equal(got, want) {
+		t.Fatalf("took %v, want %v", got, want)
+	}
+	if len(src) != 0 || cap(src) != room || &src[:1][0] != front {
+		t.Fatalf("all taken: len %d cap %d, same front %v; want 0, %d, true", len(src), cap(src), &src[:1][0] == front, room)
+	}
+}
