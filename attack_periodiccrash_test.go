@@ -2,6 +2,7 @@ package vinequeue_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -232,7 +233,7 @@ func (h *pcrashHistory) deliver(it string) {
 }
 
 func (h *pcrashHistory) readLog(t *testing.T, path string, r *pcrashRun) {
-	f, err := os.Open(path)
+	data, err := crashtest.ReadLog(path) // a line cut by the kill is dropped
 	if errors.Is(err, fs.ErrNotExist) {
 		t.Logf("%s: killed before it began", path)
 		return
@@ -240,17 +241,7 @@ func (h *pcrashHistory) readLog(t *testing.T, path string, r *pcrashRun) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	data, err := readAll(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if i := strings.LastIndexByte(string(data), '\n'); i >= 0 {
-		data = data[:i+1] // a line cut by the kill is dropped
-	} else {
-		data = nil
-	}
-	sc := bufio.NewScanner(strings.NewReader(string(data)))
+	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
 		fs := strings.Fields(sc.Text())

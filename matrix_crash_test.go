@@ -1,8 +1,6 @@
 package vinequeue_test
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -179,19 +177,9 @@ func runChild(t *testing.T, spec childSpec, sc scale) *runRec {
 }
 
 func parseChildLog(path string, rec *runRec) error {
-	f, err := os.Open(path)
+	data, err := crashtest.ReadLog(path) // a line cut by the kill is dropped
 	if err != nil {
 		return err
-	}
-	defer f.Close()
-	data, err := readAll(f)
-	if err != nil {
-		return err
-	}
-	if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
-		data = data[:i+1] // a line cut by the kill is dropped
-	} else {
-		data = nil
 	}
 	for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
 		kind, rest, _ := strings.Cut(line, " ")
@@ -238,12 +226,6 @@ func parseChildLog(path string, rec *runRec) error {
 	return nil
 }
 
-func readAll(f *os.File) ([]byte, error) {
-	var b bytes.Buffer
-	_, err := b.ReadFrom(bufio.NewReader(f))
-	return b.Bytes(), err
-}
-
 // matrixChild is the child's side: the cell's queue, producers that run
 // until the kill, a log of what happened. It never returns.
 func matrixChild(js string) {
@@ -257,7 +239,8 @@ func matrixChild(js string) {
 		fmt.Fprintln(os.Stderr, "child log:", err)
 		os.Exit(2)
 	}
-	// One write per event: the kill can cut between events, never inside one.
+	// One write per event: the kill cuts between events, or inside the
+	// last one, which the reader drops (crashtest.ReadLog).
 	emit := func(b []byte) { f.Write(b) }
 	c := spec.Cell
 	var out atomic.Int64

@@ -1,8 +1,11 @@
 package crashtest
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -86,5 +89,29 @@ func TestCrashedSeesAPanic(t *testing.T) {
 	}
 	if s := c.Crashed("no such sign"); s == "" {
 		t.Fatal("Crashed with an extra sign lost the panic")
+	}
+}
+
+// TestReadLogDropsACutLine: a log is read up to its last newline, so a
+// line the kill cut short is not read as a whole one.
+func TestReadLogDropsACutLine(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ log, want string }{
+		{"K 1 2 3\nK 1 3 17", "K 1 2 3\n"},
+		{"K 1 2 3\nK 1 3 4\n", "K 1 2 3\nK 1 3 4\n"},
+		{"K 1 2", ""},
+		{"", ""},
+	} {
+		path := filepath.Join(dir, "log")
+		if err := os.WriteFile(path, []byte(c.log), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadLog(path)
+		if err != nil || string(got) != c.want {
+			t.Errorf("ReadLog of %q = %q, %v; want %q", c.log, got, err, c.want)
+		}
+	}
+	if _, err := ReadLog(filepath.Join(dir, "none")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadLog of a missing file: %v, want fs.ErrNotExist", err)
 	}
 }
