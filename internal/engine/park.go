@@ -103,9 +103,19 @@ type parking[T any] struct {
 	asked, done uint64
 	idle        chan struct{}
 
+	// Failed keyed batches whose dead letter the WAL had no room for
+	// (parkwait.go): waiting, oldest first, for room; stopping, once Stop
+	// began (they wait no longer); behind, the keys of those left in the
+	// main log, whose later items are left there too.
+	waiting  []waitingFailure[T]
+	stopping bool
+	behind   map[uint64]struct{}
+	waitKick chan struct{} // cap 1: a batch began to wait
+
 	// Read without mu: the data path's check and Stats.
-	nkeys atomic.Int64 // len(keys)
-	items atomic.Int64 // items in parked dead letters
+	nkeys   atomic.Int64 // len(keys)
+	items   atomic.Int64 // items in parked dead letters
+	nbehind atomic.Int64 // len(behind)
 }
 
 // newParking reads the dead letters New found and parks their keys; the
@@ -122,6 +132,9 @@ func newParking[T any](q *Queue[T]) (*parking[T], error) {
 		release: make(map[uint64]struct{}),
 		writing: make(map[uint64]parkWriter),
 		idle:    make(chan struct{}),
+		behind:  make(map[uint64]struct{}),
+
+		waitKick: make(chan struct{}, 1),
 	}
 	ds, err := q.wal.log.DeadLetters()
 	if err != nil {
@@ -314,7 +327,13 @@ func (p *parking[T]) divert(b *pending[T]) (empty bool) {
 	}
 	p.unreserve(parkedKeys, written, done)
 	q.tier.acknowledge(&acks)
-	// b keeps the other keys' items, in order, with their positions.
+	return q.keepOnly(b, keep, pos, removedBytes)
+}
+
+// keepOnly keeps in b the items keep marks, in order, with their positions
+// (pos: itemPositions of b's spans), the others having left it with
+// removedBytes; it reports whether b is left empty.
+func (q *Queue[T]) keepOnly(b *pending[T], keep []bool, pos []span, removedBytes int64) (empty bool) {
 	j := 0
 	spans := b.spans[:0:0]
 	for i := range b.items {

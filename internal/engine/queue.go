@@ -425,8 +425,9 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		}
 		q.park = p
 		q.keepKeys = true
-		wg.Add(1)
+		wg.Add(2)
 		go func() { defer wg.Done(); p.releaseLoop() }()
+		go func() { defer wg.Done(); p.waitLoop() }()
 	}
 	if w := q.wal; w != nil {
 		q.replaying.Store(true)
