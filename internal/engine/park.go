@@ -45,7 +45,9 @@ import (
 // cannot be written (the WAL is full), it is handled as a dead letter that
 // cannot be written: left unacknowledged in the main log when it is there
 // (the next New replays it with its key, and parks it then if its key is
-// still parked: replay.go), otherwise handed to OnDrop.
+// still parked: replay.go), otherwise handed to OnDrop. A failed batch
+// whose own dead letter the WAL has no room for waits for room, its keys'
+// later items behind it (parkwait.go).
 //
 // Lock order: parking.recording, then parking.mu, then the log's locks.
 // divert writes dead letters without mu, holding reservations of their keys
