@@ -53,7 +53,7 @@ func parkFullChild(dir, logPath string) {
 	if err != nil {
 		os.Exit(2)
 	}
-	emit := func(kind string, it []byte) { f.Write(append([]byte(kind+" "), append(it, '\n')...)) }
+	emit := func(kind string, it []byte) { f.Write(fmt.Appendf(nil, "%s %s\n", kind, it)) } // a copy: it is the queue's
 	k0In, k0Go, plainGo := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var k0Once sync.Once
 	send := func(ctx context.Context, b [][]byte) error {

@@ -112,7 +112,11 @@ type parking[T any] struct {
 	waiting  []waitingFailure[T]
 	stopping bool
 	behind   map[uint64]struct{}
-	waitKick chan struct{} // cap 1: a batch began to wait
+	// waitLoop's own: the finished batches it saw last, and how many
+	// retries in a row saw no sender busy and none finished (stalled).
+	lastFinished uint64
+	idleRetries  int
+	waitKick     chan struct{} // cap 1: a batch began to wait
 
 	// Read without mu: the data path's check and Stats.
 	nkeys   atomic.Int64 // len(keys)

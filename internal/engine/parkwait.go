@@ -18,7 +18,8 @@ import (
 // So the batch waits, unfinished and off its sender (a sender held until
 // there is room could wait for good: the WAL frees room as batches are
 // delivered), for room for its dead letter (waitLoop tries again every
-// waitRetry, as the log's ack writer frees acknowledged segments). Its
+// waitRetry, as the log's ack writer frees acknowledged segments), as long
+// as other batches are in flight whose delivery can free some. Its
 // keyed shards stay in flight meanwhile, so its keys' later items stay in
 // their shards (counted by the memory governor, and in Sync mode on disk
 // already); a replayed batch holds the replay, whose keyed items precede
@@ -28,8 +29,10 @@ import (
 // Buffered, and Flush waits for them.
 //
 // When it cannot wait: at Stop (which must not wait for room that may
-// never come), or when the write failed for another reason than a full WAL
-// (a broken log, a codec that refuses an item), the batch is left
+// never come), when no other batch is in flight (nothing left to free
+// room: Flush would wait for good), or when the write failed for another
+// reason than a full WAL (a broken log, a codec that refuses an item),
+// the batch is left
 // unacknowledged in the main log for the next New (Stats.LeftOnDisk), and
 // its keys are held behind it for the rest of the queue's life: a sender
 // takes the items of those keys out of every later batch and leaves them
@@ -117,7 +120,11 @@ func (p *parking[T]) waitLoop() {
 // retryWaiting tries the waiting batches' dead letters again and returns
 // how many still wait. With final (Stop), none waits any longer: those that
 // still do not fit are left in the main log, their keys held behind them,
-// and the batches that fail from now on do not wait either (await).
+// and the batches that fail from now on do not wait either (await). Nor do
+// they wait once the queue has stalled (stalled): no batch is left whose
+// delivery would free room; then the acknowledged segments are freed now
+// (the log's ack writer would, later), and those that still do not fit
+// are left.
 func (p *parking[T]) retryWaiting(final bool) int {
 	q := p.q
 	p.mu.Lock()
@@ -127,6 +134,52 @@ func (p *parking[T]) retryWaiting(final bool) int {
 		p.stopping = true
 	}
 	p.mu.Unlock()
+	still := p.tryWaiting(list, final)
+	if !final && len(still) > 0 && p.stalled() {
+		if err := q.wal.log.Checkpoint(); err != nil {
+			q.logger.Warn("vinequeue: freeing acknowledged wal segments for a dead letter failed", "err", walErr(err))
+		}
+		still = p.tryWaiting(still, true)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.waiting = append(still, p.waiting...) // oldest first
+	return len(p.waiting)
+}
+
+// stalled reports whether, for stallRetries retries in a row, no sender
+// held a batch and no batch was finished: nothing is under way whose
+// delivery frees room. (Counting the batches cut and not finished would
+// not do: those cut behind a waiting batch, in its shards, are among them,
+// and cannot go before it.) waitLoop goroutine.
+func (p *parking[T]) stalled() bool {
+	q := p.q
+	busy := false
+	for i := range q.senders {
+		if q.senders[i].b.Load() != nil {
+			busy = true
+			break
+		}
+	}
+	finished := q.track.finished()
+	if busy || finished != p.lastFinished {
+		p.lastFinished, p.idleRetries = finished, 0
+		return false
+	}
+	p.idleRetries++
+	return p.idleRetries >= stallRetries
+}
+
+// stallRetries is how many retries (waitRetry apart) with nothing under way
+// make a stall: more than one, so that a batch cut between two looks (items
+// waiting in a ring for the collector's tick) is seen in a sender's hands.
+const stallRetries = 3
+
+// tryWaiting writes the dead letters of list's batches and returns those
+// that still wait for room; with last, none waits: those that do not fit
+// are left in the main log, their keys held behind them.
+func (p *parking[T]) tryWaiting(list []waitingFailure[T], last bool) []waitingFailure[T] {
+	q := p.q
 	var still []waitingFailure[T]
 	for _, w := range list {
 		b, reason := w.b, w.reason
@@ -138,7 +191,7 @@ func (p *parking[T]) retryWaiting(final bool) int {
 		case err == nil:
 			q.deadLettered.Add(uint64(len(b.items)))
 			q.drop(b, reason, true)
-		case final || !errors.Is(err, ErrWALFull):
+		case last || !errors.Is(err, ErrWALFull):
 			q.logger.Error("vinequeue: a failed keyed batch could not be dead-lettered; it stays in the WAL with its keys' later items", "items", len(b.items), "err", err)
 			p.mu.Lock()
 			p.holdBehindLocked(b.keys)
@@ -150,10 +203,7 @@ func (p *parking[T]) retryWaiting(final bool) int {
 		}
 		q.finishing.RUnlock()
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.waiting = append(still, p.waiting...) // oldest first
-	return len(p.waiting)
+	return still
 }
 
 // holdBehind takes the items of keys held behind a batch left in the main

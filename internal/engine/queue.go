@@ -425,9 +425,8 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 		}
 		q.park = p
 		q.keepKeys = true
-		wg.Add(2)
+		wg.Add(1)
 		go func() { defer wg.Done(); p.releaseLoop() }()
-		go func() { defer wg.Done(); p.waitLoop() }()
 	}
 	if w := q.wal; w != nil {
 		q.replaying.Store(true)
@@ -445,6 +444,11 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 	senders.Add(cfg.Workers)
 	for i := range cfg.Workers {
 		go func() { defer senders.Done(); q.sendLoop(&q.senders[i]) }()
+	}
+	if p := q.park; p != nil {
+		// Started once the senders' slots exist: it looks at them.
+		wg.Add(1)
+		go func() { defer wg.Done(); p.waitLoop() }()
 	}
 	go func() { wg.Wait(); close(q.done) }()
 	go func() { senders.Wait(); close(q.sendersDone) }()
