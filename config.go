@@ -435,7 +435,9 @@ type Config[T any] struct {
 	// parked key never brings the queue to its memory limit, and they share
 	// WAL.MaxBytes with the segments and dead letters; a parked item that
 	// cannot be written (the WAL is full) is handled like a dead letter that
-	// cannot be written (left in the main log, or handed to OnDrop). A
+	// cannot be written (left in the main log, or handed to OnDrop); one
+	// left in the main log holds its key's later items there behind it,
+	// undelivered and unparked, for the rest of that queue's life. A
 	// keyed batch that fails for good while the WAL has no room for its
 	// dead letter waits for room (tried again as acknowledged segments are
 	// freed) while other batches are under way whose delivery can free

@@ -45,7 +45,8 @@ import (
 // cannot be written (the WAL is full), it is handled as a dead letter that
 // cannot be written: left unacknowledged in the main log when it is there
 // (the next New replays it with its key, and parks it then if its key is
-// still parked: replay.go), otherwise handed to OnDrop. A failed batch
+// still parked: replay.go), its key's later items held there behind it
+// (parkwait.go), otherwise handed to OnDrop. A failed batch
 // whose own dead letter the WAL has no room for waits for room, its keys'
 // later items behind it (parkwait.go).
 //
@@ -327,7 +328,7 @@ func (p *parking[T]) divert(b *pending[T]) (empty bool) {
 		}
 		q.parked.Add(uint64(n))
 		if err != nil {
-			p.notParked(items[n:], at[n:], pos, err)
+			p.notParked(k, items[n:], at[n:], pos, err)
 		}
 		removedBytes += q.bytesOf(items)
 	}
@@ -410,17 +411,26 @@ func (p *parking[T]) unreserve(keys, ids []uint64, done chan struct{}) {
 // dead-letter log (at are their indexes in the batch, pos its positions in
 // the main log): as a dead letter that cannot be written, those in the main
 // log stay there unacknowledged (the next New replays them), the others go
-// to OnDrop.
-func (p *parking[T]) notParked(items []T, at []int, pos []span, err error) {
+// to OnDrop. Key k is then held behind those left in the main log
+// (parkwait.go): its later items, parked once room freed, would be released
+// ahead of them, and the next New would park them behind those.
+func (p *parking[T]) notParked(k uint64, items []T, at []int, pos []span, err error) {
 	q := p.q
 	q.logger.Error("vinequeue: items of a parked key could not be parked", "items", len(items), "err", err)
 	var dropped []T
+	left := false
 	for j, i := range at {
 		if pos != nil && pos[i].id != 0 {
 			q.leftOnDisk.Add(1)
+			left = true
 			continue
 		}
 		dropped = append(dropped, items[j])
+	}
+	if left {
+		p.mu.Lock()
+		p.holdBehindLocked([]uint64{k})
+		p.mu.Unlock()
 	}
 	if len(dropped) == 0 {
 		return

@@ -41,6 +41,11 @@ import (
 // their order (record id order) with nothing of theirs delivered ahead.
 // An item whose write fails there cannot be replayed: it goes to OnDrop.
 //
+// The same holds a parked key behind an item of its own that the full WAL
+// would not take as a parked dead letter (divert, notParked): left in the
+// main log, it would otherwise be parked at the next New behind the key's
+// later items, parked meanwhile once room freed.
+//
 // A crash at any point replays the same: the failed batch and its keys'
 // later items are unacknowledged in the main log until a dead letter holds
 // the batch (and then it is the dead letter that parks them).
