@@ -19,7 +19,7 @@ import (
 // there is room could wait for good: the WAL frees room as batches are
 // delivered), for room for its dead letter (waitLoop tries again every
 // waitRetry, as the log's ack writer frees acknowledged segments), as long
-// as other batches are in flight whose delivery can free some. Its
+// as other batches are under way whose delivery can free some. Its
 // keyed shards stay in flight meanwhile, so its keys' later items stay in
 // their shards (counted by the memory governor, and in Sync mode on disk
 // already); a replayed batch holds the replay, whose keyed items precede
@@ -29,11 +29,11 @@ import (
 // Buffered, and Flush waits for them.
 //
 // When it cannot wait: at Stop (which must not wait for room that may
-// never come), when no other batch is in flight (nothing left to free
-// room: Flush would wait for good), or when the write failed for another
-// reason than a full WAL (a broken log, a codec that refuses an item),
-// the batch is left
-// unacknowledged in the main log for the next New (Stats.LeftOnDisk), and
+// never come), when the queue has stalled (no sender busy and no batch
+// finished for a few retries: nothing is left to free room, and Flush
+// would wait for good), or when the write failed for another reason than
+// a full WAL (a broken log, a codec that refuses an item), the batch is
+// left unacknowledged in the main log for the next New (Stats.LeftOnDisk), and
 // its keys are held behind it for the rest of the queue's life: a sender
 // takes the items of those keys out of every later batch and leaves them
 // in the main log too, written first if the tier had not written them
@@ -118,6 +118,7 @@ func (p *parking[T]) waitLoop() {
 		} else if left == 0 && t != nil {
 			t.Stop()
 			t, tick = nil, nil
+			p.idleRetries = 0 // the next to wait counts its own stall
 		}
 	}
 }
