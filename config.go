@@ -435,7 +435,24 @@ type Config[T any] struct {
 	// parked key never brings the queue to its memory limit, and they share
 	// WAL.MaxBytes with the segments and dead letters; a parked item that
 	// cannot be written (the WAL is full) is handled like a dead letter that
-	// cannot be written (left in the main log, or handed to OnDrop).
+	// cannot be written (left in the main log, or handed to OnDrop); one
+	// left in the main log holds its key's later items there behind it,
+	// undelivered and unparked, for the rest of that queue's life. A
+	// keyed batch that fails for good while the WAL has no room for its
+	// dead letter waits for room (tried again as acknowledged segments are
+	// freed) while other batches are under way whose delivery can free
+	// some, off its sender, with its keys' later items behind it (and
+	// those of keys sharing its shards: they stay in their shards, as
+	// behind a Send that has not returned); its items count as Buffered
+	// meanwhile and Flush waits for them. Once written it is a dead letter
+	// like any other and its keys park. If Stop finds it still waiting, if
+	// nothing else is under way (no room will come), or if the write failed
+	// for another reason than a full WAL, it is left in
+	// the main log (Stats.LeftOnDisk), and so are its keys' later items,
+	// undelivered, for the rest of that queue's life, so that the next New
+	// replays them in their order (a later item not on disk yet that the
+	// full WAL cannot take either goes to OnDrop, not ahead of its key's
+	// failed one).
 	// Parking survives a restart: New parks again every key with a dead
 	// letter, and delivers the parked items of a key whose dead letter was
 	// requeued or purged while it was stopped, after the replay. A dead

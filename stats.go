@@ -26,7 +26,7 @@ type Stats struct {
 	DeadLettered uint64 // of Dropped, those kept in the WAL's dead-letter log (see DeadLetters)
 	Spilled      uint64 // items written to the WAL by the governor (Policy Spill)
 	Replayed     uint64 // items read back from the WAL and handed to delivery (found at New)
-	LeftOnDisk   uint64 // items not delivered that stay in the WAL for the next New (Stop out of time; a failed batch whose dead letter could not be written)
+	LeftOnDisk   uint64 // items not delivered that stay in the WAL for the next New (Stop out of time; a failed batch whose dead letter could not be written, and with ParkKeys its keys' later items, kept behind it)
 	Retries      uint64 // Send calls that were retries
 	Corrupt      uint64 // WAL records lost to damage, counted exactly: the main log's, and dead letters found damaged at New
 	Delayed      uint64 // slow-path delays applied at the soft level

@@ -57,6 +57,12 @@ func (q *Queue[T]) sendLoop(slot *senderSlot[T]) {
 // none left to write past its deadline.
 func (q *Queue[T]) take(slot *senderSlot[T], b *pending[T]) bool {
 	if p := q.park; p != nil && len(b.keys) > 0 && b.letter == 0 {
+		// Items of keys held behind a failed batch left in the main log
+		// stay there too (parkwait.go).
+		if p.nbehind.Load() > 0 && p.holdBehind(b, &slot.writer) {
+			q.finish(b, true, nil)
+			return false
+		}
 		// Items of parked keys leave b first (park.go), held against a
 		// checkpoint's write meanwhile: its items are changing.
 		held := b.hold(&q.durable.waits)
@@ -162,7 +168,13 @@ func (q *Queue[T]) failed(b *pending[T], reason error) {
 	if err != nil {
 		q.logger.Error("vinequeue: a failed batch could not be dead-lettered", "items", len(b.items), "err", err)
 		if b.onDisk() {
-			// Not acknowledged: the next New replays it.
+			if p := q.park; p != nil && len(b.keys) > 0 && p.await(b, reason, err) {
+				// Its keys' later items wait behind it until its dead
+				// letter is written (parkwait.go).
+				return
+			}
+			// Not acknowledged: the next New replays it (with its keys
+			// held behind it, when it has keys: parkwait.go).
 			q.leftOnDisk.Add(uint64(len(b.items)))
 			q.finish(b, true, outcomeLeftFailed(reason))
 			return

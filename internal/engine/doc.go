@@ -15,6 +15,7 @@
 //	central.go   the central stage in shards, one collector each, chosen by P
 //	deliver.go   the senders: retries (batch.Attempt), OnDrop, dead letters
 //	park.go      ParkKeys: keys held back behind their dead letter, and released
+//	parkwait.go  ParkKeys: a failed keyed batch waiting for room for its dead letter
 //	tier.go      the durability tier interface, its contract, the memory tier
 //	walmode.go   the tiers with a WAL: overflow, periodic, sync; spans, the durable inbox
 //	spill.go     spilling at the hard level (a capability of tiers with a WAL)
@@ -77,7 +78,8 @@
 // their spare rings, keyed.go), the durable inbox, the ack inbox, Flush
 // and Stop, and asks the others to drain for them (central.go); Workers sender goroutines, shared by the shards, each
 // own one batch at a time; the replayer, the unspiller and the releaser of
-// parked keys (when there are) hand batches to the primary over channels.
-// Stop waits for all of them, except a Send that
+// parked keys (when there are) hand batches to the primary over channels;
+// with parking, one more goroutine writes the dead letters of failed keyed
+// batches that waited for room (parkwait.go). Stop waits for all of them, except a Send that
 // ignores its ctx past Stop's deadline (abandoned, see deliver.go).
 package engine

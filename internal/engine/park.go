@@ -45,7 +45,10 @@ import (
 // cannot be written (the WAL is full), it is handled as a dead letter that
 // cannot be written: left unacknowledged in the main log when it is there
 // (the next New replays it with its key, and parks it then if its key is
-// still parked: replay.go), otherwise handed to OnDrop.
+// still parked: replay.go), its key's later items held there behind it
+// (parkwait.go), otherwise handed to OnDrop. A failed batch
+// whose own dead letter the WAL has no room for waits for room, its keys'
+// later items behind it (parkwait.go).
 //
 // Lock order: parking.recording, then parking.mu, then the log's locks.
 // divert writes dead letters without mu, holding reservations of their keys
@@ -103,9 +106,23 @@ type parking[T any] struct {
 	asked, done uint64
 	idle        chan struct{}
 
+	// Failed keyed batches whose dead letter the WAL had no room for
+	// (parkwait.go): waiting, oldest first, for room; stopping, once Stop
+	// began (they wait no longer); behind, the keys of those left in the
+	// main log, whose later items are left there too.
+	waiting  []waitingFailure[T]
+	stopping bool
+	behind   map[uint64]struct{}
+	// waitLoop's own: the finished batches it saw last, and how many
+	// retries in a row saw no sender busy and none finished (stalled).
+	lastFinished uint64
+	idleRetries  int
+	waitKick     chan struct{} // cap 1: a batch began to wait
+
 	// Read without mu: the data path's check and Stats.
-	nkeys atomic.Int64 // len(keys)
-	items atomic.Int64 // items in parked dead letters
+	nkeys   atomic.Int64 // len(keys)
+	items   atomic.Int64 // items in parked dead letters
+	nbehind atomic.Int64 // len(behind)
 }
 
 // newParking reads the dead letters New found and parks their keys; the
@@ -122,6 +139,9 @@ func newParking[T any](q *Queue[T]) (*parking[T], error) {
 		release: make(map[uint64]struct{}),
 		writing: make(map[uint64]parkWriter),
 		idle:    make(chan struct{}),
+		behind:  make(map[uint64]struct{}),
+
+		waitKick: make(chan struct{}, 1),
 	}
 	ds, err := q.wal.log.DeadLetters()
 	if err != nil {
@@ -308,13 +328,19 @@ func (p *parking[T]) divert(b *pending[T]) (empty bool) {
 		}
 		q.parked.Add(uint64(n))
 		if err != nil {
-			p.notParked(items[n:], at[n:], pos, err)
+			p.notParked(k, items[n:], at[n:], pos, err)
 		}
 		removedBytes += q.bytesOf(items)
 	}
 	p.unreserve(parkedKeys, written, done)
 	q.tier.acknowledge(&acks)
-	// b keeps the other keys' items, in order, with their positions.
+	return q.keepOnly(b, keep, pos, removedBytes)
+}
+
+// keepOnly keeps in b the items keep marks, in order, with their positions
+// (pos: itemPositions of b's spans), the others having left it with
+// removedBytes; it reports whether b is left empty.
+func (q *Queue[T]) keepOnly(b *pending[T], keep []bool, pos []span, removedBytes int64) (empty bool) {
 	j := 0
 	spans := b.spans[:0:0]
 	for i := range b.items {
@@ -385,17 +411,26 @@ func (p *parking[T]) unreserve(keys, ids []uint64, done chan struct{}) {
 // dead-letter log (at are their indexes in the batch, pos its positions in
 // the main log): as a dead letter that cannot be written, those in the main
 // log stay there unacknowledged (the next New replays them), the others go
-// to OnDrop.
-func (p *parking[T]) notParked(items []T, at []int, pos []span, err error) {
+// to OnDrop. Key k is then held behind those left in the main log
+// (parkwait.go): its later items, parked once room freed, would be released
+// ahead of them, and the next New would park them behind those.
+func (p *parking[T]) notParked(k uint64, items []T, at []int, pos []span, err error) {
 	q := p.q
 	q.logger.Error("vinequeue: items of a parked key could not be parked", "items", len(items), "err", err)
 	var dropped []T
+	left := false
 	for j, i := range at {
 		if pos != nil && pos[i].id != 0 {
 			q.leftOnDisk.Add(1)
+			left = true
 			continue
 		}
 		dropped = append(dropped, items[j])
+	}
+	if left {
+		p.mu.Lock()
+		p.holdBehindLocked([]uint64{k})
+		p.mu.Unlock()
 	}
 	if len(dropped) == 0 {
 		return

@@ -445,6 +445,11 @@ func New[T any](cfg Config[T]) (*Queue[T], error) {
 	for i := range cfg.Workers {
 		go func() { defer senders.Done(); q.sendLoop(&q.senders[i]) }()
 	}
+	if p := q.park; p != nil {
+		// Started once the senders' slots exist: it looks at them.
+		wg.Add(1)
+		go func() { defer wg.Done(); p.waitLoop() }()
+	}
 	go func() { wg.Wait(); close(q.done) }()
 	go func() { senders.Wait(); close(q.sendersDone) }()
 	return q, nil

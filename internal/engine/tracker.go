@@ -69,3 +69,10 @@ func (t *tracker) release() {
 	clear(t.waiters[len(kept):])
 	t.waiters = kept
 }
+
+// finished is how many batches are done so far.
+func (t *tracker) finished() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.low + uint64(len(t.done))
+}
