@@ -1,8 +1,6 @@
 package vinequeue_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -178,7 +176,7 @@ func (h *attackHistory) readLog(t *testing.T, path string) (durable int64) {
 	// Up to the last newline: a line the kill cut short is dropped (a K
 	// line cut inside its time read as an item accepted before any
 	// DurableThrough, and failed the test once).
-	data, err := crashtest.ReadLog(path)
+	lines, err := crashtest.ReadLogFields(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		// Killed before it opened its log, which it does before New: on a
 		// loaded machine the start can outlast the kill's moment. Nothing
@@ -189,13 +187,7 @@ func (h *attackHistory) readLog(t *testing.T, path string) (durable int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) == 0 {
-			continue
-		}
+	for _, fs := range lines {
 		switch fs[0] {
 		case "A":
 			if len(fs) == 2 {

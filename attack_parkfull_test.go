@@ -154,10 +154,7 @@ func parkFullOrder(t *testing.T, fullAtStop bool) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		if _, err := q2.RequeueDeadLetters(); err != nil {
-			t.Fatal(err)
-		}
-		flushWithin(t, q2, 30*time.Second)
+		requeueThenFlush(t, q2)
 	}
 	if err := q2.Close(); err != nil {
 		t.Fatal(err)

@@ -112,10 +112,7 @@ func TestAttackRequeueRacesParking(t *testing.T) {
 			// Release what is left until every item is delivered.
 			deadline := time.Now().Add(20 * time.Second)
 			for {
-				if _, err := q.RequeueDeadLetters(); err != nil {
-					t.Fatal(err)
-				}
-				flushWithin(t, q, 30*time.Second)
+				requeueThenFlush(t, q)
 				ds, err := q.DeadLetters()
 				if err != nil {
 					t.Fatal(err)

@@ -1,8 +1,6 @@
 package vinequeue_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -233,7 +231,7 @@ func (h *pcrashHistory) deliver(it string) {
 }
 
 func (h *pcrashHistory) readLog(t *testing.T, path string, r *pcrashRun) {
-	data, err := crashtest.ReadLog(path) // a line cut by the kill is dropped
+	lines, err := crashtest.ReadLogFields(path) // a line cut by the kill is dropped
 	if errors.Is(err, fs.ErrNotExist) {
 		t.Logf("%s: killed before it began", path)
 		return
@@ -241,13 +239,7 @@ func (h *pcrashHistory) readLog(t *testing.T, path string, r *pcrashRun) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) == 0 {
-			continue
-		}
+	for _, fs := range lines {
 		switch fs[0] {
 		case "E":
 			if len(fs) == 3 {

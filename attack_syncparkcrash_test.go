@@ -1,8 +1,6 @@
 package vinequeue_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -168,7 +166,7 @@ func (h *syncParkHistory) deliver(item string) {
 }
 
 func (h *syncParkHistory) readLog(t *testing.T, path string) {
-	data, err := crashtest.ReadLog(path) // a line cut by the kill is dropped
+	lines, err := crashtest.ReadLogFields(path) // a line cut by the kill is dropped
 	if errors.Is(err, fs.ErrNotExist) {
 		t.Logf("%s: the child was killed before it began", path)
 		return
@@ -176,13 +174,7 @@ func (h *syncParkHistory) readLog(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) == 0 {
-			continue
-		}
+	for _, fs := range lines {
 		switch fs[0] {
 		case "K":
 			if len(fs) == 3 {
@@ -258,10 +250,7 @@ func TestAttackCrashSyncParkKeys(t *testing.T) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if _, err := q.RequeueDeadLetters(); err != nil {
-			t.Fatal(err)
-		}
-		flushWithin(t, q, 30*time.Second)
+		requeueThenFlush(t, q)
 		ds, err := q.DeadLetters()
 		if err != nil {
 			t.Fatal(err)

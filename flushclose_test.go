@@ -30,3 +30,17 @@ func flushWithin(t *testing.T, q interface{ Flush(context.Context) error }, with
 		t.Fatal(err)
 	}
 }
+
+// requeueThenFlush puts q's dead letters back on the main log
+// (RequeueDeadLetters) and flushes q within 30 s, failing the test on an
+// error from either.
+func requeueThenFlush(t *testing.T, q interface {
+	RequeueDeadLetters(...uint64) (int, error)
+	Flush(context.Context) error
+}) {
+	t.Helper()
+	if _, err := q.RequeueDeadLetters(); err != nil {
+		t.Fatal(err)
+	}
+	flushWithin(t, q, 30*time.Second)
+}

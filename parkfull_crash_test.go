@@ -181,10 +181,7 @@ func TestCrashParkKeysDeadLetterFull(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 3 {
-			if _, err := q.RequeueDeadLetters(); err != nil {
-				t.Fatal(err)
-			}
-			flushWithin(t, q, 30*time.Second)
+			requeueThenFlush(t, q)
 		}
 		if err := q.Close(); err != nil {
 			t.Fatal(err)

@@ -233,3 +233,19 @@ func ReadLog(path string) ([]byte, error) {
 	}
 	return data[:bytes.LastIndexByte(data, '\n')+1], nil
 }
+
+// ReadLogFields is ReadLog split into lines, each line into its
+// space-separated fields; empty lines are left out.
+func ReadLogFields(path string) ([][]string, error) {
+	data, err := ReadLog(path)
+	if err != nil {
+		return nil, err
+	}
+	var lines [][]string
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			lines = append(lines, f)
+		}
+	}
+	return lines, nil
+}

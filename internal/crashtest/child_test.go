@@ -115,3 +115,17 @@ func TestReadLogDropsACutLine(t *testing.T) {
 		t.Errorf("ReadLog of a missing file: %v, want fs.ErrNotExist", err)
 	}
 }
+
+// TestReadLogFieldsSplitsCompleteLines: a log's complete lines, each split
+// into its fields; empty lines and a line the kill cut short are left out.
+func TestReadLogFieldsSplitsCompleteLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	if err := os.WriteFile(path, []byte("K 1 2\n\nD a  b\nK 1 3 4"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadLogFields(path)
+	want := [][]string{{"K", "1", "2"}, {"D", "a", "b"}}
+	if err != nil || !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("ReadLogFields = %q, %v; want %q", got, err, want)
+	}
+}
