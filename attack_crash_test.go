@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -176,18 +175,7 @@ func (h *attackHistory) readLog(t *testing.T, path string) (durable int64) {
 	// Up to the last newline: a line the kill cut short is dropped (a K
 	// line cut inside its time read as an item accepted before any
 	// DurableThrough, and failed the test once).
-	lines, err := crashtest.ReadLogFields(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		// Killed before it opened its log, which it does before New: on a
-		// loaded machine the start can outlast the kill's moment. Nothing
-		// was accepted or delivered.
-		t.Logf("%s: the child was killed before it began", path)
-		return 0
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, fs := range lines {
+	for _, fs := range crashtest.LogFields(t, path) {
 		switch fs[0] {
 		case "A":
 			if len(fs) == 2 {

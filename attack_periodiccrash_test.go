@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -231,15 +230,7 @@ func (h *pcrashHistory) deliver(it string) {
 }
 
 func (h *pcrashHistory) readLog(t *testing.T, path string, r *pcrashRun) {
-	lines, err := crashtest.ReadLogFields(path) // a line cut by the kill is dropped
-	if errors.Is(err, fs.ErrNotExist) {
-		t.Logf("%s: killed before it began", path)
-		return
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, fs := range lines {
+	for _, fs := range crashtest.LogFields(t, path) { // a line cut by the kill is dropped
 		switch fs[0] {
 		case "E":
 			if len(fs) == 3 {
