@@ -156,6 +156,15 @@ type keyedShards[T any] struct {
 	// waits for room (waitRoom).
 	wantSpare atomic.Uint64
 	next      int // collector-owned: the shard the next gathering starts at (fairness)
+	// releasing counts the credit releases under way (releaseIdle,
+	// shedCredit) and released those done: a release takes the shards'
+	// credit, then gives it back to bytesHeld, and Stats, which counts the
+	// items' bytes as bytesHeld less the credit, reads both between two
+	// looks that find no release under way and none done meanwhile
+	// (heldBytes); otherwise it could count a shard's credit as items, or
+	// count it out twice.
+	releasing atomic.Int32
+	released  atomic.Uint64
 }
 
 // One bit per shard in wantSpare.
@@ -1441,6 +1450,7 @@ func (ks *keyedShards[T]) takeAll() []*pending[T] {
 // holds none, and a drained one lets a large backing array go.
 func (c *collector[T]) releaseIdle() {
 	ks := &c.q.keyed
+	defer ks.releaseCredit()()
 	var freed int64
 	for i := range ks.shards {
 		s := &ks.shards[i]
@@ -1471,6 +1481,7 @@ func (c *collector[T]) releaseIdle() {
 // before the seal is pinned until it has published it, so Stop's wait for
 // pinned calls (runtime.ReadMemStats) covers it.
 func (ks *keyedShards[T]) shedCredit(q *Queue[T], close bool) {
+	defer ks.releaseCredit()()
 	var freed int64
 	for i := range ks.shards {
 		s := &ks.shards[i]
@@ -1484,4 +1495,35 @@ func (ks *keyedShards[T]) shedCredit(q *Queue[T], close bool) {
 		freed += s.credit.Swap(0)
 	}
 	q.unadmit(freed)
+}
+
+// releaseCredit marks a credit release under way until the function it
+// returns is called (see releasing).
+func (ks *keyedShards[T]) releaseCredit() (done func()) {
+	ks.releasing.Add(1)
+	return func() {
+		ks.released.Add(1)
+		ks.releasing.Add(-1)
+	}
+}
+
+// heldBytes is what the items admitted and not yet finished weigh: held
+// (bytesHeld) less the credit the shards hold, read while no credit
+// release is under way (see releasing). A refill's charge and credit can
+// still be seen half done, by a Stats that runs beside the call.
+func (ks *keyedShards[T]) heldBytes(held *atomic.Int64) int64 {
+	for {
+		done := ks.released.Load()
+		if ks.releasing.Load() == 0 {
+			var credit int64
+			for i := range ks.shards {
+				credit += ks.shards[i].credit.Load()
+			}
+			b := held.Load() - credit
+			if ks.releasing.Load() == 0 && ks.released.Load() == done {
+				return b
+			}
+		}
+		runtime.Gosched()
+	}
 }

@@ -31,11 +31,8 @@ type Backlog struct {
 // Stats returns a snapshot of the counters and gauges.
 func (q *Queue[T]) Stats() Stats {
 	enq := q.drained.Load() + q.syncAccepted.Load() + q.released.Load() + q.acks.accepted.Load()
-	var credit int64 // admitted for keyed items not yet accepted: not held
 	for i := range q.keyed.shards {
-		s := &q.keyed.shards[i]
-		enq += s.accepted()
-		credit += s.credit.Load()
+		enq += q.keyed.shards[i].accepted()
 	}
 	for _, s := range q.procs.Load().procs {
 		enq += uint64(s.Cur.Load().Len())
@@ -77,7 +74,8 @@ func (q *Queue[T]) Stats() Stats {
 	if done := s.Delivered + s.Dropped + s.LeftOnDisk + s.Parked; enq+s.Replayed > done {
 		s.Buffered = enq + s.Replayed - done
 	}
-	if b := q.bytesHeld.Load() - credit; b > 0 {
+	// Less the credit admitted for keyed items not yet accepted: not held.
+	if b := q.keyed.heldBytes(&q.bytesHeld); b > 0 {
 		s.BytesHeld = uint64(b)
 	}
 	s.DurableThrough = q.durableThrough()
