@@ -30,7 +30,7 @@ type Stats struct {
 	Retries      uint64 // Send calls that were retries
 	Corrupt      uint64 // WAL records lost to damage, counted exactly: the main log's, and dead letters found damaged at New
 	Delayed      uint64 // slow-path delays applied at the soft level
-	Blocked      uint64 // calls that waited at the hard level (Policy Block)
+	Blocked      uint64 // calls that waited at the hard level (Policy Block; EnqueueKey under Spill)
 	Batches      uint64 // Send calls that returned nil
 	Parked       uint64 // items moved to the dead-letter log behind a dead letter of their key (Config.ParkKeys)
 
