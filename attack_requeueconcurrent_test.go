@@ -39,15 +39,7 @@ func TestAttackRequeueConcurrent(t *testing.T) {
 				}
 				return nil
 			}
-			q, err := vq.New(vq.Config[[]byte]{
-				Send: send, BatchSize: 1, Workers: 2, FlushInterval: 5 * time.Millisecond,
-				Retry:    vq.RetryPolicy{MaxAttempts: 1},
-				WAL:      vq.WALConfig{Dir: t.TempDir(), Mode: vq.Periodic, SegmentSize: 1 << 20},
-				ParkKeys: park,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			q := newRequeueQueue(t, send, park)
 			defer q.Close()
 			const n = 60
 			for i := range n {
@@ -113,15 +105,7 @@ func TestAttackPurgeConcurrent(t *testing.T) {
 				mu.Unlock()
 				return nil
 			}
-			q, err := vq.New(vq.Config[[]byte]{
-				Send: send, BatchSize: 1, Workers: 2, FlushInterval: 5 * time.Millisecond,
-				Retry:    vq.RetryPolicy{MaxAttempts: 1},
-				WAL:      vq.WALConfig{Dir: t.TempDir(), Mode: vq.Periodic, SegmentSize: 1 << 20},
-				ParkKeys: park,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			q := newRequeueQueue(t, send, park)
 			defer q.Close()
 			const n = 40
 			for i := range n {
@@ -176,4 +160,21 @@ func TestAttackPurgeConcurrent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// newRequeueQueue is the queue both requeue attacks use: a batch per item,
+// two senders, no retry (a failure dead-letters the item at once), a
+// Periodic WAL, keys parked or not.
+func newRequeueQueue(t *testing.T, send vq.SendFunc[[]byte], park bool) *vq.Queue[[]byte] {
+	t.Helper()
+	q, err := vq.New(vq.Config[[]byte]{
+		Send: send, BatchSize: 1, Workers: 2, FlushInterval: 5 * time.Millisecond,
+		Retry:    vq.RetryPolicy{MaxAttempts: 1},
+		WAL:      vq.WALConfig{Dir: t.TempDir(), Mode: vq.Periodic, SegmentSize: 1 << 20},
+		ParkKeys: park,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
 }

@@ -74,14 +74,7 @@ func TestPeriodicStopWritesInFlightBeforeItsDeadline(t *testing.T) {
 			// One key per batch's worth, each on its own shard, so that
 			// several batches can be in Send at once (a shard has one at
 			// a time with a sender).
-			var keys []uint64
-			shards := map[int]bool{}
-			for k := uint64(0); len(keys) < workers; k++ {
-				if s := engine.ShardOf(k); !shards[s] {
-					shards[s] = true
-					keys = append(keys, k)
-				}
-			}
+			keys := keysOnShardsOfTheirOwn(workers)
 			for i := range workers * batch {
 				v := fmt.Appendf(nil, "%d", i)
 				if keyed {
@@ -227,14 +220,7 @@ func TestPeriodicStopWritesHeldKeyedBeforeItsDeadline(t *testing.T) {
 	// Each key on a shard of its own, six batches' worth each: the
 	// shard's first batch goes to a Send that holds it, and the rest
 	// waits behind it.
-	var ks []uint64
-	shards := map[int]bool{}
-	for k := uint64(0); len(ks) < keys; k++ {
-		if s := engine.ShardOf(k); !shards[s] {
-			shards[s] = true
-			ks = append(ks, k)
-		}
-	}
+	ks := keysOnShardsOfTheirOwn(keys)
 	for i := range perKey {
 		for k, key := range ks {
 			if err := q.EnqueueKey(key, fmt.Appendf(nil, "k/%d/%d", k, i)); err != nil {
@@ -329,14 +315,7 @@ func TestPeriodicCloseWritesOnlyWhatItMustKeyed(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	const workers, batch, behind, partial = 2, 25, 30, 10
 	const total = batch + behind + partial
-	var ks []uint64 // two keys on shards of their own
-	shards := map[int]bool{}
-	for k := uint64(0); len(ks) < 2; k++ {
-		if s := engine.ShardOf(k); !shards[s] {
-			shards[s] = true
-			ks = append(ks, k)
-		}
-	}
+	ks := keysOnShardsOfTheirOwn(2) // two keys on shards of their own
 	for _, deadline := range []bool{false, true} {
 		t.Run(fmt.Sprintf("deadline=%v", deadline), func(t *testing.T) {
 			var encoded atomic.Int64
@@ -478,4 +457,18 @@ func TestPeriodicStopWritesEveryCollectorsBatches(t *testing.T) {
 			}
 		})
 	}
+}
+
+// keysOnShardsOfTheirOwn returns n keys, each on a keyed shard no other of
+// them is on: their batches can be with senders at once.
+func keysOnShardsOfTheirOwn(n int) []uint64 {
+	var keys []uint64
+	shards := map[int]bool{}
+	for k := uint64(0); len(keys) < n; k++ {
+		if s := engine.ShardOf(k); !shards[s] {
+			shards[s] = true
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }

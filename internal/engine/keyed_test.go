@@ -34,23 +34,7 @@ func pollUntil(t *testing.T, what string, cond func() bool) {
 // credit goes back once the shards idle a tick: the governor ends at 0.
 func TestKeyedCreditSlack(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	open := make(chan struct{})
-	cfg := testConfig(func(ctx context.Context, _ []uint64) error {
-		select {
-		case <-open:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	})
-	cfg.Memory.Limit = 64 << 20
-	cfg.FlushInterval = 10 * time.Millisecond
-	q, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var opened sync.Once
-	openSink := func() { opened.Do(func() { close(open) }) }
+	q, openSink := heldSinkQueue(t, 10*time.Millisecond)
 	defer q.Close()
 	defer openSink()                 // before Close, on a failure too
 	rings := q.gov.Stats().BytesHeld // the rings' slots, charged in New
@@ -103,23 +87,9 @@ func TestKeyedCreditSlack(t *testing.T) {
 // once in CI that way: BytesHeld 0 for 4,269 items).
 func TestKeyedStatsBesideCreditRelease(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	open := make(chan struct{})
-	cfg := testConfig(func(ctx context.Context, _ []uint64) error {
-		select {
-		case <-open:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	})
-	cfg.Memory.Limit = 64 << 20
-	cfg.FlushInterval = time.Hour // no tick: this test does the release
-	q, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q, openSink := heldSinkQueue(t, time.Hour) // no tick: this test does the release
 	defer q.Close()
-	defer close(open)
+	defer openSink()
 	const items = 100
 	for i := range items {
 		if err := q.EnqueueKey(uint64(i), uint64(i)); err != nil {
@@ -154,6 +124,29 @@ func TestKeyedStatsBesideCreditRelease(t *testing.T) {
 	if b := <-got; b != items*8 {
 		t.Fatalf("BytesHeld %d beside a credit release, want %d (the items only)", b, items*8)
 	}
+}
+
+// heldSinkQueue is a queue with a 64 MiB limit whose Send holds every
+// batch until openSink is called (once or more; before Close).
+func heldSinkQueue(t *testing.T, flush time.Duration) (q *Queue[uint64], openSink func()) {
+	t.Helper()
+	open := make(chan struct{})
+	cfg := testConfig(func(ctx context.Context, _ []uint64) error {
+		select {
+		case <-open:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	cfg.Memory.Limit = 64 << 20
+	cfg.FlushInterval = flush
+	q, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opened sync.Once
+	return q, func() { opened.Do(func() { close(open) }) }
 }
 
 // TestKeyedSmallLimitAdmitsEachItem: with a limit so small that a chunk is
